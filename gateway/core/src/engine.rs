@@ -1,0 +1,534 @@
+//! The decision engine: a compiled policy that answers, for one request head, allow, deny
+//! or redirect. Checks run in the order of the architecture, cheap before expensive:
+//! request shape → bundle freshness → route → tenant → client IP → IP rules → geo → method
+//! → credential → access → rate limits.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+
+use crate::access::{CompiledRoute, HostPattern, OrgAccess};
+use crate::apikey::{self, ApiKeyTable};
+use crate::bundle::{self, BundleBody, BundleError};
+use crate::cache::{token_hash, TokenCache};
+use crate::decision::{Allow, Decision, Deny, Redirect};
+use crate::geo::{CountryCode, CountryLookup, GeoMatcher};
+use crate::identity::{CredentialKind, Identity};
+use crate::jwt::TokenVerifier;
+use crate::net::{ClientIpResolver, IpAction, IpMatcher};
+use crate::policy::{AuthMode, Limits, Policy, PolicyIssue, Settings};
+use crate::ratelimit::{Gcra, RateDecision, RateKey, RateScope, RateStore};
+use crate::reason::ReasonCode;
+use crate::request::RequestHead;
+use crate::secrets::EdgeSecrets;
+use crate::time::{UnixNanos, NANOS};
+
+/// What the host supplies for each decision: the time and its stateful services.
+pub struct Env<'a> {
+    /// Now, in nanoseconds since the Unix epoch.
+    pub now: UnixNanos,
+    /// Where rate-limit state lives.
+    pub rates: &'a dyn RateStore,
+    /// Country lookup by IP (used when neither the platform nor a trusted header says).
+    pub countries: &'a dyn CountryLookup,
+}
+
+/// Facts about the loaded bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleInfo {
+    /// Policy revision.
+    pub revision: u64,
+    /// Region.
+    pub region: String,
+    /// Unix seconds.
+    pub issued_at: u64,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
+struct CompiledLimits {
+    org: Option<Gcra>,
+    user: Option<Gcra>,
+    api_key: Option<Gcra>,
+}
+
+impl CompiledLimits {
+    fn new(tier: &Limits, over: &Limits) -> CompiledLimits {
+        let pick = |o: &Option<crate::policy::RateLimit>, t: &Option<crate::policy::RateLimit>| o.or(*t).as_ref().map(Gcra::new);
+        CompiledLimits {
+            org: pick(&over.org, &tier.org),
+            user: pick(&over.user, &tier.user),
+            api_key: pick(&over.api_key, &tier.api_key),
+        }
+    }
+}
+
+struct CompiledOrg {
+    id: String,
+    ip: IpMatcher,
+    geo: GeoMatcher,
+    access: OrgAccess,
+    limits: CompiledLimits,
+    login_url: Option<String>,
+}
+
+/// Why an engine could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The policy is invalid.
+    #[error("invalid policy: {}", .0.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("; "))]
+    Policy(Vec<PolicyIssue>),
+    /// The bundle was refused.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// Keys are unusable.
+    #[error("{0}")]
+    Keys(String),
+}
+
+/// A credential as found in the request, not yet verified.
+enum Credential<'r> {
+    None,
+    Bearer(&'r str),
+    Session(&'r str),
+    ApiKey(&'r str),
+}
+
+/// A compiled policy. Cheap to share (`Arc<Engine>`); `decide` takes `&self`.
+pub struct Engine {
+    info: BundleInfo,
+    settings: Settings,
+    client_ip: ClientIpResolver,
+    country_header: Option<String>,
+    trust_country_any: bool,
+    orgs: Vec<CompiledOrg>,
+    org_by_id: HashMap<String, usize>,
+    exact_hosts: HashMap<String, usize>,
+    suffix_hosts: Vec<(HostPattern, usize)>,
+    path_prefixes: HashMap<String, usize>,
+    max_prefix_segments: usize,
+    api_key_orgs: HashMap<String, usize>,
+    routes: Vec<CompiledRoute>,
+    fallback: CompiledRoute,
+    verifier: TokenVerifier,
+    api_keys: ApiKeyTable,
+    revoked_jti: HashSet<String>,
+    revoked_sid: HashSet<String>,
+    cache: TokenCache,
+}
+
+impl Engine {
+    /// Open a signed bundle with the pinned origin key and compile it.
+    pub fn from_bundle(bytes: &[u8], pinned: &[u8; 32], now_secs: u64, secrets: &EdgeSecrets) -> Result<Engine, EngineError> {
+        let body = bundle::open(bytes, pinned, now_secs)?;
+        Engine::from_body(body, secrets)
+    }
+
+    /// Compile an already verified bundle body.
+    pub fn from_body(body: BundleBody, secrets: &EdgeSecrets) -> Result<Engine, EngineError> {
+        let info = BundleInfo {
+            revision: body.revision,
+            region: body.region.clone(),
+            issued_at: body.issued_at,
+            expires_at: body.expires_at,
+        };
+        Engine::new(&body.policy, info, secrets)
+    }
+
+    /// Compile a policy directly (for tests and file-only gateways); `info.expires_at` still
+    /// bounds how long it is enforced.
+    pub fn new(policy: &Policy, info: BundleInfo, secrets: &EdgeSecrets) -> Result<Engine, EngineError> {
+        policy.validate().map_err(EngineError::Policy)?;
+        let verifier = TokenVerifier::new(policy, secrets).map_err(|e| EngineError::Keys(e.to_string()))?;
+        let mut orgs = Vec::new();
+        let mut org_by_id = HashMap::new();
+        let mut exact_hosts = HashMap::new();
+        let mut suffix_hosts = Vec::new();
+        let mut path_prefixes = HashMap::new();
+        let mut api_key_orgs = HashMap::new();
+        let mut max_prefix_segments = 0;
+        for (id, o) in &policy.orgs {
+            let idx = orgs.len();
+            let tier = policy.tiers.get(&o.tier).cloned().unwrap_or_default();
+            orgs.push(CompiledOrg {
+                id: id.clone(),
+                ip: IpMatcher::new(&o.ip.allow, &o.ip.deny),
+                geo: GeoMatcher::new(&o.geo),
+                access: OrgAccess::new(policy, o),
+                limits: CompiledLimits::new(&tier.limits, &o.limits),
+                login_url: o.login_url.clone().or_else(|| policy.settings.login_url.clone()),
+            });
+            org_by_id.insert(id.clone(), idx);
+            for h in &o.hosts {
+                match HostPattern::parse(h) {
+                    HostPattern::Exact(e) => {
+                        exact_hosts.insert(e, idx);
+                    }
+                    p => suffix_hosts.push((p, idx)),
+                }
+            }
+            if let Some(pp) = &o.path_prefix {
+                let norm = pp.trim_end_matches('/').to_string();
+                max_prefix_segments = max_prefix_segments.max(norm.matches('/').count());
+                path_prefixes.insert(norm, idx);
+            }
+            for k in &o.api_keys {
+                api_key_orgs.insert(k.prefix.clone(), idx);
+            }
+        }
+        // Longest suffix first, so `*.eu.acme.test` beats `*.acme.test`.
+        suffix_hosts.sort_by_key(|(p, _)| match p {
+            HostPattern::Suffix(s) => std::cmp::Reverse(s.len()),
+            HostPattern::Exact(_) => std::cmp::Reverse(usize::MAX),
+        });
+        Ok(Engine {
+            info,
+            settings: policy.settings.clone(),
+            client_ip: ClientIpResolver::new(&policy.client_ip),
+            country_header: policy.geo.country_header.clone(),
+            trust_country_any: policy.geo.trust_header_from_any_peer,
+            orgs,
+            org_by_id,
+            exact_hosts,
+            suffix_hosts,
+            path_prefixes,
+            max_prefix_segments,
+            api_key_orgs,
+            routes: policy.routes.iter().map(CompiledRoute::new).collect(),
+            fallback: CompiledRoute::fallback(),
+            api_keys: ApiKeyTable::new(policy, secrets.api_key_secret.as_deref()),
+            verifier,
+            revoked_jti: policy.revoked.jti.iter().cloned().collect(),
+            revoked_sid: policy.revoked.sessions.iter().cloned().collect(),
+            cache: TokenCache::new(policy.settings.token_cache_entries),
+        })
+    }
+
+    /// Facts about the loaded bundle.
+    pub fn info(&self) -> &BundleInfo {
+        &self.info
+    }
+
+    /// Entries in the verified-token cache.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Whether a request header must be removed before the request goes upstream (the
+    /// identity headers this engine sets; a client must never be able to send them).
+    pub fn is_identity_header(&self, name: &str) -> bool {
+        let p = &self.settings.identity_header_prefix;
+        name.len() >= p.len() && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+    }
+
+    /// Whether the bundle is still enforceable at `now_secs`.
+    pub fn is_fresh(&self, now_secs: u64) -> bool {
+        now_secs <= self.info.expires_at.saturating_add(self.settings.expiry_grace_secs)
+    }
+
+    /// Decide on one request.
+    pub fn decide(&self, req: &RequestHead<'_>, env: &Env<'_>) -> Decision {
+        match self.decide_inner(req, env) {
+            Ok(d) => d,
+            Err(deny) => Decision::Deny(deny),
+        }
+    }
+
+    fn deny(&self, reason: ReasonCode) -> Deny {
+        let mut d = Deny::new(reason);
+        if d.status == 401 {
+            let realm = &self.settings.realm;
+            let value = match reason {
+                ReasonCode::CredentialMissing => format!("Bearer realm=\"{realm}\""),
+                ReasonCode::CredentialMalformed => format!("Bearer realm=\"{realm}\", error=\"invalid_request\", error_description=\"{reason}\""),
+                _ => format!("Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{reason}\""),
+            };
+            d.headers.push(("www-authenticate".into(), value));
+        } else if matches!(reason, ReasonCode::PermissionDenied | ReasonCode::ScopeInsufficient) {
+            let realm = &self.settings.realm;
+            d.headers.push(("www-authenticate".into(), format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{reason}\"")));
+        }
+        d
+    }
+
+    fn decide_inner(&self, req: &RequestHead<'_>, env: &Env<'_>) -> Result<Decision, Deny> {
+        let now_secs = env.now / NANOS;
+        if req.validate().is_err() {
+            return Err(self.deny(ReasonCode::RequestMalformed));
+        }
+        if !self.is_fresh(now_secs) {
+            return Err(self.deny(ReasonCode::BundleExpired));
+        }
+        let host = lower(req.host_without_port());
+        let route = self.routes.iter().find(|r| r.matches(&host, req.path)).unwrap_or(&self.fallback);
+
+        let credential = if route.auth == AuthMode::Public {
+            Credential::None
+        } else {
+            self.extract_credential(req).map_err(|r| self.deny(r))?
+        };
+
+        // 1. Tenant.
+        let org_idx = self.resolve_tenant(&host, req.path, &credential).ok_or_else(|| self.deny(ReasonCode::TenantUnknown))?;
+        let org = &self.orgs[org_idx];
+
+        // 2. Client IP.
+        let client_ip = self.client_ip.resolve(req).map_err(|r| self.deny(r))?;
+
+        // 3. IP rules, org then route.
+        check_ip(&org.ip, client_ip).map_err(|r| self.deny(r))?;
+        check_ip(&route.ip, client_ip).map_err(|r| self.deny(r))?;
+
+        // 4. Geo.
+        if !org.geo.is_empty() || !route.geo.is_empty() {
+            let country = self.country(req, client_ip, env);
+            org.geo.check(country).map_err(|r| self.deny(r))?;
+            route.geo.check(country).map_err(|r| self.deny(r))?;
+        }
+
+        if !route.allows_method(req.method) {
+            return Err(self.deny(ReasonCode::MethodNotAllowed));
+        }
+
+        // 5. Credential.
+        let identity: Option<Arc<Identity>> = match credential {
+            Credential::None => {
+                if route.auth == AuthMode::Required {
+                    return self.missing_credential(req, org);
+                }
+                None
+            }
+            Credential::Bearer(t) => Some(self.verify_jwt(t, now_secs, CredentialKind::Jwt)?),
+            Credential::Session(t) => Some(self.verify_jwt(t, now_secs, CredentialKind::Session)?),
+            Credential::ApiKey(k) => Some(Arc::new(self.api_keys.verify(k, now_secs).map_err(|r| self.deny(r))?)),
+        };
+        if let Some(id) = &identity {
+            if id.org != org.id {
+                return Err(self.deny(ReasonCode::TenantMismatch));
+            }
+        }
+
+        // 6. Access.
+        org.access.check(route, identity.as_deref(), now_secs).map_err(|r| self.deny(r))?;
+
+        // 7. Rate limits.
+        let mut tightest: Option<RateDecision> = None;
+        let mut step = |key: RateKey<'_>, g: &Option<Gcra>| -> Result<(), Deny> {
+            if let Some(g) = g {
+                let d = env.rates.check(&key, g, env.now);
+                if !d.allowed {
+                    return Err(self.rate_limited(&d));
+                }
+                if tightest.is_none_or(|t| d.remaining < t.remaining) {
+                    tightest = Some(d);
+                }
+            }
+            Ok(())
+        };
+        step(RateKey { scope: RateScope::Org, org: &org.id, id: "" }, &org.limits.org)?;
+        step(RateKey { scope: RateScope::Route, org: &org.id, id: &route.name }, &route.limit.as_ref().map(Gcra::new))?;
+        if let Some(id) = &identity {
+            match id.kind {
+                CredentialKind::ApiKey => {
+                    let prefix = id.credential_id.as_deref().unwrap_or("");
+                    step(RateKey { scope: RateScope::ApiKey, org: &org.id, id: prefix }, &org.limits.api_key)?;
+                }
+                _ => step(RateKey { scope: RateScope::User, org: &org.id, id: &id.subject }, &org.limits.user)?,
+            }
+        }
+        let response_headers = tightest.map(|d| rate_headers(&d)).unwrap_or_default();
+
+        Ok(Decision::Allow(Allow {
+            org: org.id.clone(),
+            route: route.name.clone(),
+            identity,
+            response_headers,
+        }))
+    }
+
+    fn rate_limited(&self, d: &RateDecision) -> Deny {
+        let mut deny = self.deny(ReasonCode::RateLimited);
+        deny.headers.push(("retry-after".into(), d.retry_after.div_ceil(NANOS).max(1).to_string()));
+        deny.headers.extend(rate_headers(d));
+        deny
+    }
+
+    fn missing_credential(&self, req: &RequestHead<'_>, org: &CompiledOrg) -> Result<Decision, Deny> {
+        let browser = matches!(req.method, "GET" | "HEAD") && req.accepts_html();
+        match (&org.login_url, browser) {
+            (Some(login), true) => {
+                let here = match req.query {
+                    Some(q) => format!("{}://{}{}?{}", req.scheme, req.host, req.path, q),
+                    None => format!("{}://{}{}", req.scheme, req.host, req.path),
+                };
+                let base = login.replace("{org}", &org.id);
+                let sep = if base.contains('?') { '&' } else { '?' };
+                Ok(Decision::Redirect(Redirect {
+                    location: format!("{base}{sep}return_to={}", utf8_percent_encode(&here, NON_ALPHANUMERIC)),
+                    reason: ReasonCode::CredentialMissing,
+                }))
+            }
+            _ => Err(self.deny(ReasonCode::CredentialMissing)),
+        }
+    }
+
+    fn extract_credential<'r>(&self, req: &RequestHead<'r>) -> Result<Credential<'r>, ReasonCode> {
+        let mut auth = req.header_values("authorization");
+        let bearer = match (auth.next(), auth.next()) {
+            (None, _) => None,
+            (Some(_), Some(_)) => return Err(ReasonCode::CredentialMalformed),
+            (Some(v), None) => {
+                let v = v.trim();
+                let (scheme, rest) = v.split_once(' ').ok_or(ReasonCode::CredentialMalformed)?;
+                let rest = rest.trim();
+                if !scheme.eq_ignore_ascii_case("bearer") || rest.is_empty() || rest.contains(' ') {
+                    return Err(ReasonCode::CredentialMalformed);
+                }
+                Some(rest)
+            }
+        };
+        let mut keys = req.header_values(&self.settings.api_key_header);
+        let header_key = match (keys.next(), keys.next()) {
+            (None, _) => None,
+            (Some(_), Some(_)) => return Err(ReasonCode::CredentialMalformed),
+            (Some(k), None) => Some(k.trim()),
+        };
+        match (bearer, header_key) {
+            (Some(_), Some(_)) => Err(ReasonCode::CredentialMalformed),
+            (Some(b), None) if apikey::looks_like_api_key(b) => Ok(Credential::ApiKey(b)),
+            (Some(b), None) => Ok(Credential::Bearer(b)),
+            (None, Some(k)) => Ok(Credential::ApiKey(k)),
+            (None, None) => match self.session_cookie(req)? {
+                Some(s) => Ok(Credential::Session(s)),
+                None => Ok(Credential::None),
+            },
+        }
+    }
+
+    fn session_cookie<'r>(&self, req: &RequestHead<'r>) -> Result<Option<&'r str>, ReasonCode> {
+        let name = self.settings.session_cookie.as_str();
+        let mut found = None;
+        for header in req.header_values("cookie") {
+            for pair in header.split(';') {
+                let pair = pair.trim();
+                if let Some((k, v)) = pair.split_once('=') {
+                    if k.trim() == name {
+                        if found.is_some() {
+                            // Two cookies of the same name: possible cookie tossing.
+                            return Err(ReasonCode::CredentialMalformed);
+                        }
+                        found = Some(v.trim().trim_matches('"'));
+                    }
+                }
+            }
+        }
+        Ok(found.filter(|v| !v.is_empty()))
+    }
+
+    fn resolve_tenant(&self, host: &str, path: &str, cred: &Credential<'_>) -> Option<usize> {
+        if let Some(&i) = self.exact_hosts.get(host) {
+            return Some(i);
+        }
+        if let Some((_, i)) = self.suffix_hosts.iter().find(|(p, _)| p.matches(host)) {
+            return Some(*i);
+        }
+        if self.max_prefix_segments > 0 {
+            // Try `/a`, `/a/b`, ... up to the deepest configured prefix.
+            let mut end = 0;
+            for _ in 0..self.max_prefix_segments {
+                let next = path[end + 1..].find('/').map(|i| end + 1 + i).unwrap_or(path.len());
+                if let Some(&i) = self.path_prefixes.get(&path[..next]) {
+                    return Some(i);
+                }
+                if next == path.len() {
+                    break;
+                }
+                end = next;
+            }
+        }
+        match cred {
+            Credential::ApiKey(k) => apikey::parse(k).ok().and_then(|p| self.api_key_orgs.get(p).copied()),
+            Credential::Bearer(t) | Credential::Session(t) if self.settings.tenant_from_token => {
+                self.verifier.peek_tenant(t).and_then(|o| self.org_by_id.get(&o).copied())
+            }
+            _ => None,
+        }
+    }
+
+    fn country(&self, req: &RequestHead<'_>, client_ip: IpAddr, env: &Env<'_>) -> Option<CountryCode> {
+        if let Some(c) = req.platform_country.and_then(CountryCode::parse) {
+            return Some(c);
+        }
+        if let Some(h) = &self.country_header {
+            if self.trust_country_any || self.client_ip.is_trusted(req.peer) {
+                if let Some(c) = req.header(h).and_then(CountryCode::parse) {
+                    return Some(c);
+                }
+            }
+        }
+        env.countries.country(client_ip)
+    }
+
+    fn verify_jwt(&self, token: &str, now: u64, kind: CredentialKind) -> Result<Arc<Identity>, Deny> {
+        if token.len() > self.verifier.max_bytes() {
+            return Err(self.deny(ReasonCode::TokenTooLarge));
+        }
+        let h = token_hash(token);
+        let id = match self.cache.get(&h, now) {
+            Some(id) if id.kind == kind => id,
+            _ => {
+                let v = self.verifier.verify(token, now, kind).map_err(|r| self.deny(r))?;
+                let id = Arc::new(v.identity);
+                let until = id.expires_at.unwrap_or(now).saturating_add(self.verifier.leeway());
+                self.cache.insert(h, Arc::clone(&id), until, now);
+                id
+            }
+        };
+        if !self.revoked_jti.is_empty() {
+            if let Some(j) = &id.credential_id {
+                if self.revoked_jti.contains(j) {
+                    return Err(self.deny(ReasonCode::TokenRevoked));
+                }
+            }
+        }
+        if !self.revoked_sid.is_empty() {
+            if let Some(s) = &id.session_id {
+                if self.revoked_sid.contains(s) {
+                    return Err(self.deny(ReasonCode::SessionRevoked));
+                }
+            }
+        }
+        Ok(id)
+    }
+}
+
+fn lower(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+fn check_ip(m: &IpMatcher, ip: IpAddr) -> Result<(), ReasonCode> {
+    if m.is_empty() {
+        return Ok(());
+    }
+    match m.lookup(ip) {
+        Some(IpAction::Deny) => Err(ReasonCode::IpDenied),
+        Some(IpAction::Allow) => Ok(()),
+        None if m.has_allow() => Err(ReasonCode::IpNotAllowed),
+        None => Ok(()),
+    }
+}
+
+fn rate_headers(d: &RateDecision) -> Vec<(String, String)> {
+    vec![
+        ("ratelimit-limit".into(), d.limit.to_string()),
+        ("ratelimit-remaining".into(), d.remaining.to_string()),
+        ("ratelimit-reset".into(), d.reset_after.div_ceil(NANOS).to_string()),
+    ]
+}

@@ -1,0 +1,123 @@
+//! Who a request acts as, once its credential is verified.
+
+use serde::Serialize;
+
+/// How the identity was established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// A bearer JWT in `Authorization`.
+    Jwt,
+    /// A session JWT in the session cookie.
+    Session,
+    /// An API key.
+    ApiKey,
+}
+
+impl CredentialKind {
+    /// Stable string form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Jwt => "jwt",
+            CredentialKind::Session => "session",
+            CredentialKind::ApiKey => "api_key",
+        }
+    }
+}
+
+/// A verified identity. Built once per verified token (then cached) or API key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Identity {
+    /// How it was established.
+    pub kind: CredentialKind,
+    /// Subject (`sub`, or the API key's subject).
+    pub subject: String,
+    /// Organisation id.
+    pub org: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Scopes; `None` when the credential does not restrict scope.
+    pub scopes: Option<Vec<String>>,
+    /// Teams.
+    pub teams: Vec<String>,
+    /// Authentication methods (`amr`).
+    pub amr: Vec<String>,
+    /// Session id (`sid`).
+    pub session_id: Option<String>,
+    /// Token id (`jti`) or API key prefix.
+    pub credential_id: Option<String>,
+    /// Expiry, Unix seconds.
+    pub expires_at: Option<u64>,
+    /// Headers for the upstream, precomputed once.
+    #[serde(skip)]
+    upstream_headers: Vec<(String, String)>,
+}
+
+/// Bounds on identity claims; anything larger is a malformed credential.
+pub mod limits {
+    /// Most entries in roles, scopes, teams or amr.
+    pub const MAX_LIST: usize = 64;
+    /// Longest single string.
+    pub const MAX_ITEM: usize = 256;
+}
+
+/// Whether `s` may travel in a header value unchanged: printable ASCII, no separators we
+/// use to join lists.
+pub fn header_safe(s: &str) -> bool {
+    !s.is_empty() && s.len() <= limits::MAX_ITEM && s.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b',')
+}
+
+impl Identity {
+    /// Assemble an identity and precompute its upstream headers under `prefix`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kind: CredentialKind,
+        subject: String,
+        org: String,
+        roles: Vec<String>,
+        scopes: Option<Vec<String>>,
+        teams: Vec<String>,
+        amr: Vec<String>,
+        session_id: Option<String>,
+        credential_id: Option<String>,
+        expires_at: Option<u64>,
+        prefix: &str,
+    ) -> Identity {
+        let mut h = vec![
+            (format!("{prefix}subject"), subject.clone()),
+            (format!("{prefix}org"), org.clone()),
+            (format!("{prefix}auth"), kind.as_str().to_string()),
+        ];
+        if !roles.is_empty() {
+            h.push((format!("{prefix}roles"), roles.join(",")));
+        }
+        if let Some(s) = &scopes {
+            h.push((format!("{prefix}scopes"), s.join(" ")));
+        }
+        if !teams.is_empty() {
+            h.push((format!("{prefix}teams"), teams.join(",")));
+        }
+        if let Some(sid) = &session_id {
+            h.push((format!("{prefix}session"), sid.clone()));
+        }
+        Identity {
+            kind,
+            subject,
+            org,
+            roles,
+            scopes,
+            teams,
+            amr,
+            session_id,
+            credential_id,
+            expires_at,
+            upstream_headers: h,
+        }
+    }
+
+    /// Headers to add to the upstream request (`x-gatehouse-subject`, `-org`, `-auth`,
+    /// `-roles`, `-scopes`, `-teams`, `-session`).
+    pub fn upstream_headers(&self) -> &[(String, String)] {
+        &self.upstream_headers
+    }
+}

@@ -1,0 +1,467 @@
+//! JWT verification: issuer keys from JWKS, the algorithm pinned per key, strict parsing,
+//! claims checked against `now` passed in by the host.
+//!
+//! The token's own `alg` header never chooses how it is verified: the key named by `kid`
+//! carries its algorithm, and a token whose `alg` differs is refused. Header members that
+//! point at other keys (`jwk`, `jku`, `x5u`, `x5c`) are never read. Any `crit` member is
+//! refused, since no extension is understood.
+
+use std::collections::{HashMap, HashSet};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jwt_simple::prelude::*;
+use serde_json::{Map, Value};
+
+use crate::identity::{header_safe, limits, CredentialKind, Identity};
+use crate::policy::Policy;
+use crate::reason::ReasonCode;
+use crate::secrets::EdgeSecrets;
+
+/// Signature algorithms Gatehouse verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alg {
+    /// Ed25519 (`EdDSA`, also written `Ed25519`).
+    EdDSA,
+    /// ECDSA P-256 with SHA-256.
+    ES256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
+    /// HMAC-SHA256, only with an edge-local secret.
+    HS256,
+}
+
+impl Alg {
+    /// Parse a JOSE algorithm name (case-sensitive, as RFC 7518 requires).
+    pub fn parse(s: &str) -> Option<Alg> {
+        Some(match s {
+            "EdDSA" => Alg::EdDSA,
+            "ES256" => Alg::ES256,
+            "RS256" => Alg::RS256,
+            "PS256" => Alg::PS256,
+            "HS256" => Alg::HS256,
+            _ => return None,
+        })
+    }
+
+    /// Whether a token header `alg` value names this algorithm.
+    fn accepts(self, header_alg: &str) -> bool {
+        match self {
+            Alg::EdDSA => header_alg == "EdDSA" || header_alg == "Ed25519",
+            _ => Alg::parse(header_alg) == Some(self),
+        }
+    }
+
+    /// The JOSE name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alg::EdDSA => "EdDSA",
+            Alg::ES256 => "ES256",
+            Alg::RS256 => "RS256",
+            Alg::PS256 => "PS256",
+            Alg::HS256 => "HS256",
+        }
+    }
+}
+
+/// A JWKS that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    /// Not JSON, or not `{"keys": [...]}`.
+    #[error("not a JWKS document: {0}")]
+    Malformed(String),
+    /// A key is unusable.
+    #[error("key {index}{kid}: {message}")]
+    Key {
+        /// Position in `keys`.
+        index: usize,
+        /// ` (kid "...")` or empty.
+        kid: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Too many keys or too large.
+    #[error("JWKS too large (at most {MAX_JWKS_KEYS} keys and {MAX_JWKS_BYTES} bytes)")]
+    TooLarge,
+}
+
+/// Most keys in one JWKS.
+pub const MAX_JWKS_KEYS: usize = 64;
+/// Largest JWKS document.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+enum Material {
+    Ed(Ed25519PublicKey),
+    Es(ES256PublicKey),
+    Rs(RS256PublicKey),
+    Ps(PS256PublicKey),
+    Hs(HS256Key),
+}
+
+/// A verification key with its pinned algorithm.
+pub struct VerifyKey {
+    /// Key id.
+    pub kid: Option<String>,
+    /// The only algorithm this key verifies.
+    pub alg: Alg,
+    material: Material,
+}
+
+impl std::fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyKey").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+    }
+}
+
+/// Parse a JWKS (RFC 7517) into verification keys. Keys marked `"use": "enc"` are skipped;
+/// private or symmetric key material is refused.
+pub fn parse_jwks(json: &str, default_alg: Option<&str>) -> Result<Vec<VerifyKey>, JwksError> {
+    if json.len() > MAX_JWKS_BYTES {
+        return Err(JwksError::TooLarge);
+    }
+    let doc: Value = serde_json::from_str(json).map_err(|e| JwksError::Malformed(e.to_string()))?;
+    let keys = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(|| JwksError::Malformed("missing `keys` array".into()))?;
+    if keys.len() > MAX_JWKS_KEYS {
+        return Err(JwksError::TooLarge);
+    }
+    let default_alg = default_alg.and_then(Alg::parse);
+    let mut out = Vec::new();
+    for (index, k) in keys.iter().enumerate() {
+        let kid = k.get("kid").and_then(Value::as_str).map(str::to_string);
+        let err = |message: String| JwksError::Key {
+            index,
+            kid: kid.as_ref().map(|k| format!(" (kid {k:?})")).unwrap_or_default(),
+            message,
+        };
+        let obj = k.as_object().ok_or_else(|| err("not a JSON object".into()))?;
+        if obj.get("use").and_then(Value::as_str) == Some("enc") {
+            continue;
+        }
+        if ["d", "p", "q", "dp", "dq", "qi", "k"].iter().any(|m| obj.contains_key(*m)) {
+            return Err(err("contains private or symmetric key material; publish only public keys".into()));
+        }
+        let kty = obj.get("kty").and_then(Value::as_str).unwrap_or("");
+        let crv = obj.get("crv").and_then(Value::as_str).unwrap_or("");
+        let stated = match obj.get("alg").and_then(Value::as_str) {
+            Some(a) => Some(Alg::parse(a).filter(|a| *a != Alg::HS256).ok_or_else(|| err(format!("unsupported alg `{a}`")))?),
+            None => None,
+        };
+        let natural = match (kty, crv) {
+            ("OKP", "Ed25519") => Alg::EdDSA,
+            ("EC", "P-256") => Alg::ES256,
+            ("RSA", _) => stated.or(default_alg).ok_or_else(|| err("RSA key without `alg`; set the issuer's `default_alg` to RS256 or PS256".into()))?,
+            _ => return Err(err(format!("unsupported key type `{kty}` {crv}"))),
+        };
+        let alg = stated.unwrap_or(natural);
+        if alg != natural && !(matches!(natural, Alg::RS256 | Alg::PS256) && matches!(alg, Alg::RS256 | Alg::PS256)) {
+            return Err(err(format!("alg `{}` does not fit a {kty} key", alg.as_str())));
+        }
+        // jwt-simple checks `alg` against the type it loads into; give it the pinned one.
+        let mut obj = obj.clone();
+        obj.insert("alg".into(), Value::String(alg.as_str().into()));
+        let text = Value::Object(obj).to_string();
+        let material = match alg {
+            Alg::EdDSA => Ed25519PublicKey::from_jwk(&text).map(Material::Ed),
+            Alg::ES256 => ES256PublicKey::from_jwk(&text).map(Material::Es),
+            Alg::RS256 => RS256PublicKey::from_jwk(&text).map(Material::Rs),
+            Alg::PS256 => PS256PublicKey::from_jwk(&text).map(Material::Ps),
+            Alg::HS256 => unreachable!("filtered above"),
+        }
+        .map_err(|e| err(format!("unusable key: {e}")))?;
+        out.push(VerifyKey { kid, alg, material });
+    }
+    Ok(out)
+}
+
+struct IssuerInfo {
+    iss: String,
+    audiences: HashSet<String>,
+    orgs: HashSet<String>,
+    keys: Vec<usize>,
+}
+
+/// What a token was, after verification.
+pub struct Verified {
+    /// The identity it carries.
+    pub identity: Identity,
+}
+
+/// Error while building a verifier (bad JWKS, missing HMAC secret).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifierError {
+    /// A JWKS could not be used.
+    #[error("issuer `{issuer}`: {source}")]
+    Jwks {
+        /// The issuer.
+        issuer: String,
+        /// Why.
+        source: JwksError,
+    },
+    /// Two keys share a `kid`.
+    #[error("kid `{0}` is used by more than one key")]
+    DuplicateKid(String),
+}
+
+/// Verifies tokens against every trusted issuer of a policy.
+pub struct TokenVerifier {
+    keys: Vec<(usize, VerifyKey)>,
+    by_kid: HashMap<String, usize>,
+    issuers: Vec<IssuerInfo>,
+    by_iss: HashMap<String, usize>,
+    leeway: u64,
+    max_bytes: usize,
+    tenant_claim: String,
+    header_prefix: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    typ: Option<String>,
+    #[serde(default)]
+    cty: Option<String>,
+    #[serde(default)]
+    crit: Option<Value>,
+    // Read and ignored on purpose: never used to find a key.
+    #[serde(default)]
+    jwk: Option<Value>,
+    #[serde(default)]
+    jku: Option<Value>,
+    #[serde(default)]
+    x5u: Option<Value>,
+    #[serde(default)]
+    x5c: Option<Value>,
+    #[serde(default)]
+    x5t: Option<Value>,
+    #[serde(default, rename = "x5t#S256")]
+    x5t_s256: Option<Value>,
+}
+
+/// Strict base64url: no padding, only the URL-safe alphabet, zero trailing bits.
+fn b64(part: &str) -> Result<Vec<u8>, ReasonCode> {
+    if part.is_empty() {
+        return Err(ReasonCode::TokenMalformed);
+    }
+    URL_SAFE_NO_PAD.decode(part).map_err(|_| ReasonCode::TokenMalformed)
+}
+
+impl TokenVerifier {
+    /// Build from a policy; HS256 issuers take their secrets from `secrets` (an issuer whose
+    /// secret is absent gets no HMAC key, so its tokens fail as unknown keys: fail closed).
+    pub fn new(policy: &Policy, secrets: &EdgeSecrets) -> Result<TokenVerifier, VerifierError> {
+        let mut v = TokenVerifier {
+            keys: Vec::new(),
+            by_kid: HashMap::new(),
+            issuers: Vec::new(),
+            by_iss: HashMap::new(),
+            leeway: policy.settings.leeway_secs,
+            max_bytes: policy.settings.max_token_bytes,
+            tenant_claim: policy.settings.tenant_claim.clone(),
+            header_prefix: policy.settings.identity_header_prefix.clone(),
+        };
+        for (idx, iss) in policy.issuers.iter().enumerate() {
+            let mut keys = if iss.jwks.is_empty() {
+                Vec::new()
+            } else {
+                parse_jwks(&iss.jwks, iss.default_alg.as_deref()).map_err(|source| VerifierError::Jwks {
+                    issuer: iss.issuer.clone(),
+                    source,
+                })?
+            };
+            if let Some(secret) = iss.hmac_secret.as_ref().and_then(|n| secrets.hmac_key(n)) {
+                keys.push(VerifyKey {
+                    kid: iss.hmac_kid.clone(),
+                    alg: Alg::HS256,
+                    material: Material::Hs(HS256Key::from_bytes(secret)),
+                });
+            }
+            let mut info = IssuerInfo {
+                iss: iss.issuer.clone(),
+                audiences: iss.audiences.iter().cloned().collect(),
+                orgs: iss.orgs.iter().cloned().collect(),
+                keys: Vec::new(),
+            };
+            for k in keys {
+                let pos = v.keys.len();
+                if let Some(kid) = &k.kid {
+                    if v.by_kid.insert(kid.clone(), pos).is_some() {
+                        return Err(VerifierError::DuplicateKid(kid.clone()));
+                    }
+                }
+                info.keys.push(pos);
+                v.keys.push((idx, k));
+            }
+            v.by_iss.insert(info.iss.clone(), idx);
+            v.issuers.push(info);
+        }
+        Ok(v)
+    }
+
+    /// Bound on token size in bytes.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Clock skew leeway in seconds.
+    pub fn leeway(&self) -> u64 {
+        self.leeway
+    }
+
+    /// The organisation a token claims, without verifying it (used only to pick a tenant,
+    /// which verification later confirms).
+    pub fn peek_tenant(&self, token: &str) -> Option<String> {
+        if token.len() > self.max_bytes {
+            return None;
+        }
+        let mut parts = token.split('.');
+        let _ = parts.next()?;
+        let payload = b64(parts.next()?).ok()?;
+        let claims: Map<String, Value> = serde_json::from_slice(&payload).ok()?;
+        claims.get(&self.tenant_claim)?.as_str().map(str::to_string)
+    }
+
+    /// Verify `token` at `now` (Unix seconds). `kind` says where it came from.
+    pub fn verify(&self, token: &str, now: u64, kind: CredentialKind) -> Result<Verified, ReasonCode> {
+        if token.len() > self.max_bytes {
+            return Err(ReasonCode::TokenTooLarge);
+        }
+        let mut parts = token.split('.');
+        let (h, p, s) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(h), Some(p), Some(s), None) => (h, p, s),
+            _ => return Err(ReasonCode::TokenMalformed),
+        };
+        let header_bytes = b64(h)?;
+        let payload_bytes = b64(p)?;
+        let _signature = b64(s)?;
+        let header: Header = serde_json::from_slice(&header_bytes).map_err(|_| ReasonCode::TokenMalformed)?;
+        if header.crit.is_some() {
+            return Err(ReasonCode::TokenCriticalHeader);
+        }
+        if let Some(typ) = &header.typ {
+            let t = typ.to_ascii_lowercase();
+            if t != "jwt" && t != "at+jwt" && t != "application/jwt" && t != "application/at+jwt" {
+                return Err(ReasonCode::TokenMalformed);
+            }
+        }
+        if header.cty.is_some() {
+            return Err(ReasonCode::TokenMalformed); // nested JWTs are not accepted
+        }
+        let _ignored = (&header.jwk, &header.jku, &header.x5u, &header.x5c, &header.x5t, &header.x5t_s256);
+        let key_pos = match &header.kid {
+            Some(kid) => *self.by_kid.get(kid).ok_or(ReasonCode::TokenUnknownKey)?,
+            None => {
+                // No kid: only an issuer with exactly one key can be meant. The unverified
+                // `iss` only narrows the search; the signature and `iss` check decide.
+                let claims: Map<String, Value> = serde_json::from_slice(&payload_bytes).map_err(|_| ReasonCode::TokenMalformed)?;
+                let iss = claims.get("iss").and_then(Value::as_str).ok_or(ReasonCode::TokenUnknownKey)?;
+                let info = &self.issuers[*self.by_iss.get(iss).ok_or(ReasonCode::TokenUnknownKey)?];
+                match info.keys.as_slice() {
+                    [one] => *one,
+                    _ => return Err(ReasonCode::TokenUnknownKey),
+                }
+            }
+        };
+        let (issuer_idx, key) = &self.keys[key_pos];
+        if !key.alg.accepts(&header.alg) {
+            return Err(ReasonCode::TokenAlgorithmMismatch);
+        }
+        let issuer = &self.issuers[*issuer_idx];
+        let mut opts = VerificationOptions {
+            time_tolerance: Some(Duration::from_secs(self.leeway)),
+            artificial_time: Some(Duration::from_secs(now)),
+            max_token_length: Some(self.max_bytes),
+            allowed_issuers: Some(HashSet::from([issuer.iss.clone()])),
+            ..Default::default()
+        };
+        if !issuer.audiences.is_empty() {
+            opts.allowed_audiences = Some(issuer.audiences.clone());
+        }
+        let opts = Some(opts);
+        let res = match &key.material {
+            Material::Ed(k) => k.verify_token::<Map<String, Value>>(token, opts),
+            Material::Es(k) => k.verify_token::<Map<String, Value>>(token, opts),
+            Material::Rs(k) => k.verify_token::<Map<String, Value>>(token, opts),
+            Material::Ps(k) => k.verify_token::<Map<String, Value>>(token, opts),
+            Material::Hs(k) => k.verify_token::<Map<String, Value>>(token, opts),
+        };
+        let claims = res.map_err(map_jwt_error)?;
+        let exp = claims.expires_at.ok_or(ReasonCode::TokenClaimMissing)?.as_secs();
+        let sub = claims.subject.clone().ok_or(ReasonCode::TokenClaimMissing)?;
+        if !header_safe(&sub) {
+            return Err(ReasonCode::TokenMalformed);
+        }
+        let c = &claims.custom;
+        let org = match c.get(&self.tenant_claim) {
+            Some(Value::String(o)) if crate::policy::valid_name(o) => o.clone(),
+            Some(_) => return Err(ReasonCode::TokenMalformed),
+            None => return Err(ReasonCode::TokenClaimMissing),
+        };
+        if !issuer.orgs.is_empty() && !issuer.orgs.contains(&org) {
+            return Err(ReasonCode::TenantMismatch);
+        }
+        let roles = string_list(c.get("roles"))?.unwrap_or_default();
+        let scopes = match c.get("scope") {
+            Some(v) => string_list(Some(v))?,
+            None => string_list(c.get("scp"))?,
+        };
+        let teams = string_list(c.get("teams"))?.unwrap_or_default();
+        let amr = string_list(c.get("amr"))?.unwrap_or_default();
+        let sid = match c.get("sid") {
+            Some(Value::String(s)) if header_safe(s) => Some(s.clone()),
+            Some(_) => return Err(ReasonCode::TokenMalformed),
+            None => None,
+        };
+        let jti = match &claims.jwt_id {
+            Some(j) if j.len() <= limits::MAX_ITEM => Some(j.clone()),
+            Some(_) => return Err(ReasonCode::TokenMalformed),
+            None => None,
+        };
+        Ok(Verified {
+            identity: Identity::new(kind, sub, org, roles, scopes, teams, amr, sid, jti, Some(exp), &self.header_prefix),
+        })
+    }
+}
+
+/// A claim that is a list of strings, or one space-separated string (OAuth `scope`).
+fn string_list(v: Option<&Value>) -> Result<Option<Vec<String>>, ReasonCode> {
+    let items: Vec<String> = match v {
+        None => return Ok(None),
+        Some(Value::String(s)) => s.split(' ').filter(|x| !x.is_empty()).map(str::to_string).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| x.as_str().map(str::to_string).ok_or(ReasonCode::TokenMalformed))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(ReasonCode::TokenMalformed),
+    };
+    if items.len() > limits::MAX_LIST || !items.iter().all(|s| header_safe(s)) {
+        return Err(ReasonCode::TokenMalformed);
+    }
+    Ok(Some(items))
+}
+
+fn map_jwt_error(e: jwt_simple::Error) -> ReasonCode {
+    use jwt_simple::JWTError as E;
+    match e.downcast_ref::<E>() {
+        Some(E::InvalidSignature | E::InvalidAuthenticationTag) => ReasonCode::TokenBadSignature,
+        Some(E::TokenHasExpired) => ReasonCode::TokenExpired,
+        Some(E::TokenNotValidYet | E::ClockDrift) => ReasonCode::TokenNotYetValid,
+        Some(E::RequiredIssuerMismatch) => ReasonCode::TokenWrongIssuer,
+        Some(E::RequiredIssuerMissing) => ReasonCode::TokenClaimMissing,
+        Some(E::RequiredAudienceMismatch | E::RequiredAudienceMissing | E::TooManyAudiences) => ReasonCode::TokenWrongAudience,
+        Some(E::AlgorithmMismatch) => ReasonCode::TokenAlgorithmMismatch,
+        Some(E::TokenTooLong | E::HeaderTooLarge) => ReasonCode::TokenTooLarge,
+        Some(E::UnknownCriticalExtension) => ReasonCode::TokenCriticalHeader,
+        // Signature libraries report malformed signatures in their own error types.
+        None if e.to_string().to_ascii_lowercase().contains("signature") => ReasonCode::TokenBadSignature,
+        _ => ReasonCode::TokenMalformed,
+    }
+}
