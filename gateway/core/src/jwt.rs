@@ -341,7 +341,7 @@ impl TokenVerifier {
         };
         let header_bytes = b64(h)?;
         let payload_bytes = b64(p)?;
-        let _signature = b64(s)?;
+        let signature = b64(s)?;
         let header: Header = serde_json::from_slice(&header_bytes).map_err(|_| ReasonCode::TokenMalformed)?;
         if header.crit.is_some() {
             return Err(ReasonCode::TokenCriticalHeader);
@@ -373,6 +373,9 @@ impl TokenVerifier {
         let (issuer_idx, key) = &self.keys[key_pos];
         if !key.alg.accepts(&header.alg) {
             return Err(ReasonCode::TokenAlgorithmMismatch);
+        }
+        if matches!(key.alg, Alg::EdDSA | Alg::ES256) && signature.len() != 64 {
+            return Err(ReasonCode::TokenBadSignature);
         }
         let issuer = &self.issuers[*issuer_idx];
         let mut opts = VerificationOptions {
