@@ -167,6 +167,10 @@ pub struct Issuer {
     /// The issuer's public keys as a JWKS document (JSON text, RFC 7517).
     #[serde(default)]
     pub jwks: String,
+    /// Policy files only: a JWKS file (relative to the policy file) that the compiler
+    /// reads into `jwks`. Never present in a bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<String>,
     /// Algorithm for JWKS keys without `alg` (needed for RSA: `RS256` or `PS256`).
     #[serde(default)]
     pub default_alg: Option<String>,
@@ -485,7 +489,8 @@ impl Policy {
             let p = format!("issuers[{i}]");
             c.check(!iss.issuer.is_empty(), || format!("{p}.issuer"), || "must not be empty".into());
             c.check(issuer_names.insert(iss.issuer.clone()), || format!("{p}.issuer"), || format!("`{}` is listed twice", iss.issuer));
-            c.check(!iss.jwks.is_empty() || iss.hmac_secret.is_some(), || format!("{p}"), || "has neither `jwks` nor `hmac_secret`".into());
+            c.check(iss.jwks_file.is_none(), || format!("{p}.jwks_file"), || "was not resolved into `jwks` (compile the policy file with `gatehouse policy compile`)".into());
+            c.check(!iss.jwks.is_empty() || iss.hmac_secret.is_some(), || p.clone(), || "has neither `jwks` nor `hmac_secret`".into());
             if let Some(a) = &iss.default_alg {
                 c.check(crate::jwt::Alg::parse(a).is_some_and(|a| a != crate::jwt::Alg::HS256), || format!("{p}.default_alg"), || format!("`{a}` is not one of EdDSA, ES256, RS256, PS256"));
             }

@@ -1,0 +1,380 @@
+//! `gatehouse`: the command-line front of Gatehouse.
+//!
+//! Exit codes: 0 success (for `decide`: allow), 1 `decide` denied or redirected,
+//! 2 bad input (message on stderr).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use gatehouse_core::bundle;
+use gatehouse_core::engine::{Engine, Env};
+use gatehouse_core::request::OwnedRequest;
+use gatehouse_core::{apikey, Decision, EdgeSecrets, MemoryRateStore, NoCountryLookup};
+use gatehouse_policy::keys;
+
+#[derive(Parser)]
+#[command(name = "gatehouse", version, about = "Gatehouse: an edge-deployable auth gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate keys and secrets.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Check and compile policy files.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Inspect signed bundles.
+    #[command(subcommand)]
+    Bundle(BundleCmd),
+    /// Development helpers for tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Create API keys.
+    #[command(subcommand)]
+    Apikey(ApikeyCmd),
+    /// Decide on one request described in JSON and print the decision as JSON.
+    Decide(DecideArgs),
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Write a bundle-signing key pair, a token-signing key with its JWKS, and an edge
+    /// secrets file (API-key hashing secret) into a directory.
+    Generate {
+        /// Directory to write into (created if missing).
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+        /// Token signing algorithm: EdDSA or ES256.
+        #[arg(long, default_value = "EdDSA")]
+        token_alg: String,
+        /// `kid` of the token signing key.
+        #[arg(long, default_value = "k1")]
+        kid: String,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Validate a policy file and report every problem.
+    Check {
+        /// Policy file (TOML).
+        #[arg(long)]
+        policy: PathBuf,
+    },
+    /// Compile a policy file into a signed bundle.
+    Compile {
+        /// Policy file (TOML).
+        #[arg(long)]
+        policy: PathBuf,
+        /// Ed25519 private key (PEM) that signs the bundle.
+        #[arg(long)]
+        signing_key: PathBuf,
+        /// Where to write the bundle.
+        #[arg(long)]
+        out: PathBuf,
+        /// Bundle lifetime (e.g. `24h`, `7d`).
+        #[arg(long, default_value = "24h")]
+        ttl: humantime::Duration,
+        /// Policy revision (default: the issue time).
+        #[arg(long)]
+        revision: Option<u64>,
+        /// Region name recorded in the bundle.
+        #[arg(long, default_value = "")]
+        region: String,
+        /// Issue time (RFC 3339, UTC); default now.
+        #[arg(long)]
+        now: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BundleCmd {
+    /// Verify a bundle and summarise it.
+    Inspect {
+        /// The bundle file.
+        bundle: PathBuf,
+        /// The pinned Ed25519 public key (PEM).
+        #[arg(long)]
+        public_key: PathBuf,
+        /// Print the whole bundle as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Sign a token with a key file (for development and tests).
+    Mint(MintArgs),
+}
+
+#[derive(Args)]
+struct MintArgs {
+    /// Private key file (PEM; for HS256 a base64 secret).
+    #[arg(long)]
+    key: PathBuf,
+    /// Algorithm: EdDSA, ES256, RS256, PS256, HS256.
+    #[arg(long, default_value = "EdDSA")]
+    alg: String,
+    /// Key id.
+    #[arg(long)]
+    kid: Option<String>,
+    /// Issuer (`iss`).
+    #[arg(long)]
+    iss: String,
+    /// Audience (`aud`).
+    #[arg(long)]
+    aud: Option<String>,
+    /// Subject (`sub`).
+    #[arg(long)]
+    sub: String,
+    /// Organisation (`org`).
+    #[arg(long)]
+    org: String,
+    /// Roles, comma-separated.
+    #[arg(long, default_value = "")]
+    roles: String,
+    /// Scope (space-separated).
+    #[arg(long)]
+    scope: Option<String>,
+    /// Teams, comma-separated.
+    #[arg(long, default_value = "")]
+    teams: String,
+    /// Authentication methods (`amr`), comma-separated.
+    #[arg(long, default_value = "")]
+    amr: String,
+    /// Session id (`sid`).
+    #[arg(long)]
+    sid: Option<String>,
+    /// Token id (`jti`); default random.
+    #[arg(long)]
+    jti: Option<String>,
+    /// Lifetime.
+    #[arg(long, default_value = "10m")]
+    ttl: humantime::Duration,
+    /// Issue time (RFC 3339); default now.
+    #[arg(long)]
+    now: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ApikeyCmd {
+    /// Generate an API key and print it with the policy entry (hash only) for it.
+    Create {
+        /// Edge secrets file holding `api_key_secret`.
+        #[arg(long)]
+        secrets: PathBuf,
+        /// Subject the key acts as.
+        #[arg(long)]
+        subject: String,
+        /// Scopes, comma-separated (`resource:action`).
+        #[arg(long, default_value = "")]
+        scopes: String,
+    },
+}
+
+#[derive(Args)]
+struct DecideArgs {
+    /// Signed bundle.
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Pinned Ed25519 public key (PEM).
+    #[arg(long)]
+    public_key: PathBuf,
+    /// Request description (JSON: method, url, headers, peer, country); `-` for stdin.
+    #[arg(long)]
+    request: PathBuf,
+    /// Decision time (RFC 3339, UTC); default now.
+    #[arg(long)]
+    now: Option<String>,
+    /// Edge secrets file (API-key secret, HS256 keys).
+    #[arg(long)]
+    secrets: Option<PathBuf>,
+}
+
+fn now_or(arg: &Option<String>) -> Result<u64> {
+    match arg {
+        Some(s) => gatehouse_core::time::parse_rfc3339(s).ok_or_else(|| anyhow!("--now: `{s}` is not a UTC RFC 3339 time like 2027-01-01T00:00:00Z")),
+        None => Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs()),
+    }
+}
+
+fn list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gatehouse: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Keys(KeysCmd::Generate { out_dir, token_alg, kid, force }) => {
+            std::fs::create_dir_all(&out_dir).with_context(|| format!("{}", out_dir.display()))?;
+            let (sk, pk) = keys::generate_bundle_keys();
+            let (tk, jwks) = keys::generate_token_keys(&token_alg, &kid).ok_or_else(|| anyhow!("--token-alg must be EdDSA or ES256"))?;
+            let secret: [u8; 32] = keys::random_bytes();
+            let secrets = format!(
+                "# Edge secrets: keep out of bundles and version control.\napi_key_secret = \"{}\"\n\n[hmac]\n",
+                base64_std(&secret)
+            );
+            let files = [
+                ("bundle-signing.pem", sk.as_bytes(), true),
+                ("bundle-signing.pub.pem", pk.as_bytes(), false),
+                ("token-signing.pem", tk.as_bytes(), true),
+                ("token-signing.jwks.json", jwks.as_bytes(), false),
+                ("edge-secrets.toml", secrets.as_bytes(), true),
+            ];
+            for (name, _, _) in &files {
+                let p = out_dir.join(name);
+                if p.exists() && !force {
+                    bail!("{}: already exists (use --force to replace it)", p.display());
+                }
+            }
+            for (name, data, private) in files {
+                keys::write_file(&out_dir.join(name), data, private, force)?;
+                println!("wrote {}{}", out_dir.join(name).display(), if private { " (private, 0600)" } else { "" });
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy(PolicyCmd::Check { policy }) => {
+            let p = gatehouse_policy::load_policy(&policy)?;
+            println!("{}: ok ({} orgs, {} routes, {} issuers)", policy.display(), p.orgs.len(), p.routes.len(), p.issuers.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy(PolicyCmd::Compile { policy, signing_key, out, ttl, revision, region, now }) => {
+            let p = gatehouse_policy::load_policy(&policy)?;
+            let kp = keys::read_signing_key(&signing_key)?;
+            let issued_at = now_or(&now)?;
+            let stamp = gatehouse_policy::BundleStamp { revision: revision.unwrap_or(issued_at), region, issued_at, ttl_secs: ttl.as_secs() };
+            let bytes = gatehouse_policy::compile(p, &stamp, &kp)?;
+            std::fs::write(&out, &bytes).with_context(|| format!("{}", out.display()))?;
+            println!("wrote {} ({} bytes, revision {}, expires {})", out.display(), bytes.len(), stamp.revision, humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(issued_at + stamp.ttl_secs)));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle(BundleCmd::Inspect { bundle: path, public_key, json }) => {
+            let pk = keys::read_public_key(&public_key)?;
+            let bytes = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
+            let body = bundle::open_unchecked_time(&bytes, &pk).with_context(|| format!("{}", path.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({
+                    "format": body.format, "revision": body.revision, "region": body.region,
+                    "issued_at": body.issued_at, "expires_at": body.expires_at,
+                    "key_id": bundle::key_id(&pk), "policy": body.policy,
+                }))?);
+            } else {
+                let t = |s: u64| humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(s)).to_string();
+                let now = now_or(&None)?;
+                println!("bundle      {} ({} bytes, signature ok, key {})", path.display(), bytes.len(), bundle::key_id(&pk));
+                println!("format      {}", body.format);
+                println!("revision    {}", body.revision);
+                println!("region      {}", if body.region.is_empty() { "-" } else { &body.region });
+                println!("issued at   {}", t(body.issued_at));
+                println!("expires at  {}{}", t(body.expires_at), if now > body.expires_at { "  (EXPIRED)" } else { "" });
+                let p = &body.policy;
+                println!("issuers     {}", p.issuers.iter().map(|i| i.issuer.as_str()).collect::<Vec<_>>().join(", "));
+                println!("tiers       {}", p.tiers.keys().cloned().collect::<Vec<_>>().join(", "));
+                println!("orgs        {}", p.orgs.len());
+                for (id, o) in &p.orgs {
+                    println!("  {id:<16} tier={} hosts={} api_keys={} ip_rules={} geo_rules={}", o.tier, o.hosts.join(","), o.api_keys.len(), o.ip.allow.len() + o.ip.deny.len(), o.geo.allow.len() + o.geo.deny.len());
+                }
+                println!("routes      {}", p.routes.len());
+                for r in &p.routes {
+                    println!("  {:<16} {} auth={:?}{}{}{}", r.name, r.path, r.auth, r.permission.as_ref().map(|x| format!(" permission={x}")).unwrap_or_default(), r.role.as_ref().map(|x| format!(" role={x}")).unwrap_or_default(), r.feature.as_ref().map(|x| format!(" feature={x}")).unwrap_or_default());
+                }
+                println!("revoked     {} tokens, {} sessions", p.revoked.jti.len(), p.revoked.sessions.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(TokenCmd::Mint(a)) => {
+            use jwt_simple::prelude::{Claims, Duration};
+            let key = keys::read_token_key(&a.key, &a.alg, a.kid.as_deref())?;
+            let now = now_or(&a.now)?;
+            let mut custom = serde_json::json!({ "org": a.org });
+            let roles = list(&a.roles);
+            if !roles.is_empty() { custom["roles"] = roles.into(); }
+            let teams = list(&a.teams);
+            if !teams.is_empty() { custom["teams"] = teams.into(); }
+            let amr = list(&a.amr);
+            if !amr.is_empty() { custom["amr"] = amr.into(); }
+            if let Some(s) = &a.scope { custom["scope"] = s.clone().into(); }
+            if let Some(s) = &a.sid { custom["sid"] = s.clone().into(); }
+            let mut c = Claims::with_custom_claims(custom, Duration::from_secs(a.ttl.as_secs())).with_issuer(&a.iss).with_subject(&a.sub);
+            if let Some(aud) = &a.aud { c = c.with_audience(aud); }
+            let jti = a.jti.unwrap_or_else(|| keys::random_bytes::<12>().iter().map(|b| format!("{b:02x}")).collect());
+            c = c.with_jwt_id(jti);
+            c.issued_at = Some(Duration::from_secs(now));
+            c.invalid_before = Some(Duration::from_secs(now));
+            c.expires_at = Some(Duration::from_secs(now + a.ttl.as_secs()));
+            println!("{}", key.sign(c).map_err(|e| anyhow!("signing failed: {e}"))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Apikey(ApikeyCmd::Create { secrets, subject, scopes }) => {
+            let s = gatehouse_policy::load_secrets(&secrets)?;
+            let secret = s.api_key_secret.ok_or_else(|| anyhow!("{}: no api_key_secret", secrets.display()))?;
+            let (key, prefix) = apikey::generate(&keys::random_bytes::<41>());
+            let scopes = list(&scopes);
+            for sc in &scopes {
+                if !gatehouse_core::policy::valid_permission(sc) { bail!("--scopes: `{sc}` is not `resource:action`"); }
+            }
+            println!("API key (shown once): {key}");
+            println!();
+            println!("# add under [orgs.<org>] in the policy file:");
+            println!("[[orgs.<org>.api_keys]]");
+            println!("prefix = \"{prefix}\"");
+            println!("hash = \"{}\"", apikey::hash_hex(&secret, &key));
+            println!("subject = {:?}", subject);
+            println!("scopes = {:?}", scopes);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Decide(a) => decide(a),
+    }
+}
+
+fn base64_std(b: &[u8]) -> String {
+    use jwt_simple::reexports::ct_codecs::{Base64, Encoder};
+    Base64::encode_to_string(b).unwrap_or_default()
+}
+
+fn decide(a: DecideArgs) -> Result<ExitCode> {
+    let pk = keys::read_public_key(&a.public_key)?;
+    let now = now_or(&a.now)?;
+    let secrets = match &a.secrets {
+        Some(p) => gatehouse_policy::load_secrets(p)?,
+        None => EdgeSecrets::default(),
+    };
+    let bytes = std::fs::read(&a.bundle).with_context(|| format!("{}", a.bundle.display()))?;
+    let engine = Engine::from_bundle(&bytes, &pk, now, &secrets).with_context(|| format!("{}", a.bundle.display()))?;
+    let text = if a.request.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(&a.request).with_context(|| format!("{}", a.request.display()))?
+    };
+    let req: OwnedRequest = serde_json::from_str(&text).with_context(|| format!("{}: not a request description", a.request.display()))?;
+    let pairs = req.headers.pairs();
+    let head = req.view(&pairs).ok_or_else(|| anyhow!("{}: `url` must be an absolute http(s) URL", a.request.display()))?;
+    let rates = MemoryRateStore::new(1024, keys::random_bytes());
+    let d = engine.decide(&head, &Env { now: now * 1_000_000_000, rates: &rates, countries: &NoCountryLookup });
+    println!("{}", serde_json::to_string_pretty(&d.report())?);
+    Ok(match d {
+        Decision::Allow(_) => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    })
+}
