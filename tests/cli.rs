@@ -49,18 +49,58 @@ fn setup() -> (Setup, String) {
     let s = Setup { root: dir.path().to_path_buf(), _dir: dir };
     ok(&["keys", "generate", "--out-dir", &s.p("keys")]);
     let mut policy = std::fs::read_to_string(example_policy()).unwrap();
-    let out = ok(&["apikey", "create", "--secrets", &s.p("keys/edge-secrets.toml"), "--subject", "deploy-bot", "--scopes", "invoices:read"]);
+    let out = ok(&[
+        "apikey",
+        "create",
+        "--secrets",
+        &s.p("keys/edge-secrets.toml"),
+        "--subject",
+        "deploy-bot",
+        "--scopes",
+        "invoices:read",
+    ]);
     let key = out.lines().next().unwrap().trim_start_matches("API key (shown once): ").to_string();
     let entry: String = out.lines().skip_while(|l| !l.starts_with("[[orgs")).collect::<Vec<_>>().join("\n");
     policy.push('\n');
     policy.push_str(&entry.replace("<org>", "acme"));
     std::fs::write(s.p("policy.toml"), policy).unwrap();
-    ok(&["policy", "compile", "--policy", &s.p("policy.toml"), "--signing-key", &s.p("keys/bundle-signing.pem"), "--out", &s.p("bundle.ghb"), "--now", NOW, "--ttl", "24h", "--region", "eu-west"]);
+    ok(&[
+        "policy",
+        "compile",
+        "--policy",
+        &s.p("policy.toml"),
+        "--signing-key",
+        &s.p("keys/bundle-signing.pem"),
+        "--out",
+        &s.p("bundle.ghb"),
+        "--now",
+        NOW,
+        "--ttl",
+        "24h",
+        "--region",
+        "eu-west",
+    ]);
     (s, key)
 }
 
 fn mint(s: &Setup, extra: &[&str]) -> String {
-    let mut args = vec!["token", "mint", "--key", &s.root.join("keys/token-signing.pem").to_str().unwrap().to_owned(), "--kid", "k1", "--iss", "https://login.example.test", "--aud", "gatehouse", "--now", NOW].iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let mut args = vec![
+        "token",
+        "mint",
+        "--key",
+        &s.root.join("keys/token-signing.pem").to_str().unwrap().to_owned(),
+        "--kid",
+        "k1",
+        "--iss",
+        "https://login.example.test",
+        "--aud",
+        "gatehouse",
+        "--now",
+        NOW,
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect::<Vec<_>>();
     args.extend(extra.iter().map(|x| x.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     ok(&refs).trim().to_string()
@@ -69,7 +109,19 @@ fn mint(s: &Setup, extra: &[&str]) -> String {
 fn decide(s: &Setup, req: Value, now: &str) -> (i32, Value, String) {
     let path = s.root.join(format!("req-{}.json", rand_name()));
     std::fs::write(&path, req.to_string()).unwrap();
-    let o = run(&["decide", "--bundle", &s.p("bundle.ghb"), "--public-key", &s.p("keys/bundle-signing.pub.pem"), "--request", path.to_str().unwrap(), "--now", now, "--secrets", &s.p("keys/edge-secrets.toml")]);
+    let o = run(&[
+        "decide",
+        "--bundle",
+        &s.p("bundle.ghb"),
+        "--public-key",
+        &s.p("keys/bundle-signing.pub.pem"),
+        "--request",
+        path.to_str().unwrap(),
+        "--now",
+        now,
+        "--secrets",
+        &s.p("keys/edge-secrets.toml"),
+    ]);
     let (out, err) = text(&o);
     let v = serde_json::from_str(&out).unwrap_or(Value::Null);
     (o.status.code().unwrap(), v, err)
@@ -124,7 +176,15 @@ fn compile_inspect_and_refuse_tampering() {
     assert!(human.contains("signature ok"), "{human}");
     assert!(human.contains("region      eu-west"), "{human}");
     assert!(human.contains("acme"), "{human}");
-    let j: Value = serde_json::from_str(&ok(&["bundle", "inspect", &s.p("bundle.ghb"), "--public-key", &s.p("keys/bundle-signing.pub.pem"), "--json"])).unwrap();
+    let j: Value = serde_json::from_str(&ok(&[
+        "bundle",
+        "inspect",
+        &s.p("bundle.ghb"),
+        "--public-key",
+        &s.p("keys/bundle-signing.pub.pem"),
+        "--json",
+    ]))
+    .unwrap();
     assert_eq!(j["expires_at"].as_u64().unwrap() - j["issued_at"].as_u64().unwrap(), 86_400);
     assert_eq!(j["policy"]["orgs"]["acme"]["tier"], "team");
     let bundle_text = serde_json::to_string(&j).unwrap();
@@ -176,7 +236,11 @@ fn decisions_end_to_end() {
     let auth = |t: &str| format!("Bearer {t}");
 
     // Allowed, with identity headers for the upstream.
-    let (code, v, err) = decide(&s, json!({"method": "GET", "url": "https://acme.example.test/api/invoices", "headers": [["authorization", auth(&viewer)]], "peer": "203.0.113.7"}), NOW);
+    let (code, v, err) = decide(
+        &s,
+        json!({"method": "GET", "url": "https://acme.example.test/api/invoices", "headers": [["authorization", auth(&viewer)]], "peer": "203.0.113.7"}),
+        NOW,
+    );
     assert_eq!(code, 0, "{err} {v}");
     assert_eq!(v["decision"], "allow");
     assert_eq!(v["identity"]["subject"], "alice");
@@ -184,33 +248,116 @@ fn decisions_end_to_end() {
 
     let cases = vec![
         // (description, request, expected decision, expected status, expected reason)
-        ("no credential", json!({"url": "https://acme.example.test/api/invoices", "peer": "203.0.113.7"}), "deny", 401, "credential_missing"),
-        ("browser without session", json!({"url": "https://acme.example.test/api/invoices", "headers": {"accept": "text/html"}, "peer": "203.0.113.7"}), "redirect", 302, "credential_missing"),
-        ("permission", json!({"method": "POST", "url": "https://acme.example.test/api/invoices/7/pay", "headers": {"authorization": auth(&viewer)}, "peer": "203.0.113.7"}), "deny", 403, "permission_denied"),
-        ("denied IP range", json!({"url": "https://acme.example.test/api/invoices", "headers": {"authorization": auth(&viewer)}, "peer": "192.0.2.9"}), "deny", 403, "ip_denied"),
-        ("XFF spoof from untrusted peer", json!({"url": "https://x.test/t/globex/api", "headers": {"x-forwarded-for": "198.51.100.1", "cf-ipcountry": "DE"}, "peer": "203.0.113.7"}), "deny", 403, "ip_not_allowed"),
-        ("blocked country", json!({"url": "https://acme.example.test/api/invoices", "headers": {"authorization": auth(&viewer)}, "peer": "203.0.113.7", "country": "KP"}), "deny", 403, "geo_denied"),
-        ("unknown tenant", json!({"url": "https://nobody.test/", "peer": "203.0.113.7"}), "deny", 404, "tenant_unknown"),
-        ("tampered token", json!({"url": "https://acme.example.test/api/invoices", "headers": {"authorization": auth(&format!("{viewer}x"))}, "peer": "203.0.113.7"}), "deny", 401, "token_malformed"),
-        ("role admin + mfa", json!({"url": "https://acme.example.test/admin/users", "headers": {"authorization": auth(&viewer)}, "peer": "203.0.113.7"}), "deny", 403, "role_required"),
-        ("path traversal", json!({"url": "https://acme.example.test/healthz/../admin", "peer": "203.0.113.7"}), "deny", 400, "request_malformed"),
+        (
+            "no credential",
+            json!({"url": "https://acme.example.test/api/invoices", "peer": "203.0.113.7"}),
+            "deny",
+            401,
+            "credential_missing",
+        ),
+        (
+            "browser without session",
+            json!({"url": "https://acme.example.test/api/invoices", "headers": {"accept": "text/html"}, "peer": "203.0.113.7"}),
+            "redirect",
+            302,
+            "credential_missing",
+        ),
+        (
+            "permission",
+            json!({"method": "POST", "url": "https://acme.example.test/api/invoices/7/pay", "headers": {"authorization": auth(&viewer)}, "peer": "203.0.113.7"}),
+            "deny",
+            403,
+            "permission_denied",
+        ),
+        (
+            "denied IP range",
+            json!({"url": "https://acme.example.test/api/invoices", "headers": {"authorization": auth(&viewer)}, "peer": "192.0.2.9"}),
+            "deny",
+            403,
+            "ip_denied",
+        ),
+        (
+            "XFF spoof from untrusted peer",
+            json!({"url": "https://x.test/t/globex/api", "headers": {"x-forwarded-for": "198.51.100.1", "cf-ipcountry": "DE"}, "peer": "203.0.113.7"}),
+            "deny",
+            403,
+            "ip_not_allowed",
+        ),
+        (
+            "blocked country",
+            json!({"url": "https://acme.example.test/api/invoices", "headers": {"authorization": auth(&viewer)}, "peer": "203.0.113.7", "country": "KP"}),
+            "deny",
+            403,
+            "geo_denied",
+        ),
+        (
+            "unknown tenant",
+            json!({"url": "https://nobody.test/", "peer": "203.0.113.7"}),
+            "deny",
+            404,
+            "tenant_unknown",
+        ),
+        (
+            "tampered token",
+            json!({"url": "https://acme.example.test/api/invoices", "headers": {"authorization": auth(&format!("{viewer}x"))}, "peer": "203.0.113.7"}),
+            "deny",
+            401,
+            "token_malformed",
+        ),
+        (
+            "role admin + mfa",
+            json!({"url": "https://acme.example.test/admin/users", "headers": {"authorization": auth(&viewer)}, "peer": "203.0.113.7"}),
+            "deny",
+            403,
+            "role_required",
+        ),
+        (
+            "path traversal",
+            json!({"url": "https://acme.example.test/healthz/../admin", "peer": "203.0.113.7"}),
+            "deny",
+            400,
+            "request_malformed",
+        ),
     ];
     for (what, req, decision, status, reason) in cases {
         let (code, v, err) = decide(&s, req, NOW);
         assert_eq!(code, 1, "{what}: {err} {v}");
-        assert_eq!((v["decision"].as_str().unwrap(), v["status"].as_u64().unwrap(), v["reason_code"].as_str().unwrap()), (decision, status, reason), "{what}: {v}");
+        assert_eq!(
+            (v["decision"].as_str().unwrap(), v["status"].as_u64().unwrap(), v["reason_code"].as_str().unwrap()),
+            (decision, status, reason),
+            "{what}: {v}"
+        );
     }
-    let (_, v, _) = decide(&s, json!({"url": "https://acme.example.test/api/invoices", "headers": {"accept": "text/html"}, "peer": "203.0.113.7"}), NOW);
-    assert!(v["headers"][0][1].as_str().unwrap().starts_with("https://login.example.test/t/acme/login?return_to=https%3A%2F%2Facme"));
+    let (_, v, _) = decide(
+        &s,
+        json!({"url": "https://acme.example.test/api/invoices", "headers": {"accept": "text/html"}, "peer": "203.0.113.7"}),
+        NOW,
+    );
+    assert!(v["headers"][0][1]
+        .as_str()
+        .unwrap()
+        .starts_with("https://login.example.test/t/acme/login?return_to=https%3A%2F%2Facme"));
 
     // Custom role grants the pay permission; trusted proxy + XFF; API key.
-    let (code, _, err) = decide(&s, json!({"method": "POST", "url": "https://acme.example.test/api/invoices/7/pay", "headers": {"authorization": auth(&billing), "x-forwarded-for": "203.0.113.50"}, "peer": "10.0.0.3"}), NOW);
+    let (code, _, err) = decide(
+        &s,
+        json!({"method": "POST", "url": "https://acme.example.test/api/invoices/7/pay", "headers": {"authorization": auth(&billing), "x-forwarded-for": "203.0.113.50"}, "peer": "10.0.0.3"}),
+        NOW,
+    );
     assert_eq!(code, 0, "{err}");
-    let (code, v, err) = decide(&s, json!({"url": "https://acme.example.test/api/invoices", "headers": {"x-api-key": api_key}, "peer": "203.0.113.7"}), NOW);
+    let (code, v, err) = decide(
+        &s,
+        json!({"url": "https://acme.example.test/api/invoices", "headers": {"x-api-key": api_key}, "peer": "203.0.113.7"}),
+        NOW,
+    );
     assert_eq!(code, 0, "{err} {v}");
     assert_eq!(v["identity"]["kind"], "api_key");
     // Expired token: decided later than its 10 minutes, bundle still valid.
-    let (code, v, _) = decide(&s, json!({"url": "https://acme.example.test/api/invoices", "headers": {"authorization": auth(&viewer)}, "peer": "203.0.113.7"}), "2027-03-01T12:30:00Z");
+    let (code, v, _) = decide(
+        &s,
+        json!({"url": "https://acme.example.test/api/invoices", "headers": {"authorization": auth(&viewer)}, "peer": "203.0.113.7"}),
+        "2027-03-01T12:30:00Z",
+    );
     assert_eq!((code, v["reason_code"].as_str()), (1, Some("token_expired")));
 }
 
@@ -218,12 +365,32 @@ fn decisions_end_to_end() {
 fn bad_input_exits_2() {
     let (s, _) = setup();
     std::fs::write(s.p("junk.json"), "{not json").unwrap();
-    let o = run(&["decide", "--bundle", &s.p("bundle.ghb"), "--public-key", &s.p("keys/bundle-signing.pub.pem"), "--request", &s.p("junk.json"), "--now", NOW]);
+    let o = run(&[
+        "decide",
+        "--bundle",
+        &s.p("bundle.ghb"),
+        "--public-key",
+        &s.p("keys/bundle-signing.pub.pem"),
+        "--request",
+        &s.p("junk.json"),
+        "--now",
+        NOW,
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("not a request description"));
     let (code, _, err) = decide(&s, json!({"url": "ftp://x/", "peer": "1.2.3.4"}), NOW);
     assert_eq!(code, 2, "{err}");
-    let o = run(&["decide", "--bundle", &s.p("bundle.ghb"), "--public-key", &s.p("keys/bundle-signing.pub.pem"), "--request", &s.p("junk.json"), "--now", "yesterday"]);
+    let o = run(&[
+        "decide",
+        "--bundle",
+        &s.p("bundle.ghb"),
+        "--public-key",
+        &s.p("keys/bundle-signing.pub.pem"),
+        "--request",
+        &s.p("junk.json"),
+        "--now",
+        "yesterday",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let o = run(&["policy", "compile", "--policy", "/nonexistent.toml", "--signing-key", "x", "--out", "y"]);
     assert_eq!(o.status.code(), Some(2));

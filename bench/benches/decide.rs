@@ -11,6 +11,7 @@ use gatehouse_core::net::{Cidr, IpMatcher};
 use gatehouse_core::policy::RateLimit;
 use gatehouse_core::ratelimit::{Gcra, RateKey, RateScope};
 use gatehouse_core::{apikey, MemoryRateStore, RateStore};
+use jwt_simple::prelude::*;
 
 fn xorshift(state: &mut u64) -> u64 {
     *state ^= *state << 13;
@@ -19,19 +20,29 @@ fn xorshift(state: &mut u64) -> u64 {
     *state
 }
 
+/// The test policy, with a per-user limit high enough never to trigger at a fixed clock
+/// (so every iteration measures the allow path, rate check included).
+fn bench_policy() -> gatehouse_core::Policy {
+    let mut p = policy();
+    p.tiers.get_mut("team").unwrap().limits.user =
+        Some(RateLimit { requests: 1_000_000_000, per_secs: 1, burst: None });
+    p
+}
+
 fn decide_paths(c: &mut Criterion) {
     let k = keys();
     let mut g = c.benchmark_group("decide");
 
     // Cached token: the steady state of a gateway.
-    let h = Harness::new(engine());
+    let h = Harness::new(engine_with(&bench_policy()));
     let t = ed_token(claims("alice", &["viewer"]));
     let req = get("https://acme.app.test/invoices").bearer(&t);
     assert!(h.decide(&req).is_allow());
     g.bench_function("cached_token", |b| b.iter(|| black_box(h.decide(black_box(&req)))));
+    assert!(h.decide(&req).is_allow(), "the benchmark must have measured allows");
 
     // Uncached: the cache is off, so every call verifies the signature.
-    let mut p = policy();
+    let mut p = bench_policy();
     p.settings.token_cache_entries = 0;
     let h = Harness::new(engine_with(&p));
     for (name, token) in [
@@ -42,10 +53,11 @@ fn decide_paths(c: &mut Criterion) {
         let req = get("https://acme.app.test/invoices").bearer(&token);
         assert!(h.decide(&req).is_allow(), "{name}");
         g.bench_function(name, |b| b.iter(|| black_box(h.decide(black_box(&req)))));
+        assert!(h.decide(&req).is_allow(), "{name}");
     }
 
     // API key: HMAC-SHA256 and a constant-time compare per request.
-    let mut p = policy();
+    let mut p = bench_policy();
     let (key, prefix) = apikey::generate(&[4u8; 41]);
     p.orgs.get_mut("acme").unwrap().api_keys.push(gatehouse_core::policy::ApiKeyRecord {
         prefix,
@@ -59,6 +71,7 @@ fn decide_paths(c: &mut Criterion) {
     let req = get("https://acme.app.test/invoices").header("x-api-key", &key);
     assert!(h.decide(&req).is_allow());
     g.bench_function("api_key", |b| b.iter(|| black_box(h.decide(black_box(&req)))));
+    assert!(h.decide(&req).is_allow(), "api_key");
     g.finish();
 }
 
@@ -99,9 +112,9 @@ fn rate_store(c: &mut Criterion) {
         b.iter_batched(
             || {
                 t += 1_000;
-                &ids[(xorshift(&mut s) % KEYS as u64) as usize]
+                (&ids[(xorshift(&mut s) % KEYS as u64) as usize], t)
             },
-            |id| black_box(store.check(&RateKey { scope: RateScope::User, org: "acme", id }, &g, t)),
+            |(id, now)| black_box(store.check(&RateKey { scope: RateScope::User, org: "acme", id }, &g, now)),
             BatchSize::SmallInput,
         )
     });

@@ -204,7 +204,8 @@ struct DecideArgs {
 
 fn now_or(arg: &Option<String>) -> Result<u64> {
     match arg {
-        Some(s) => gatehouse_core::time::parse_rfc3339(s).ok_or_else(|| anyhow!("--now: `{s}` is not a UTC RFC 3339 time like 2027-01-01T00:00:00Z")),
+        Some(s) => gatehouse_core::time::parse_rfc3339(s)
+            .ok_or_else(|| anyhow!("--now: `{s}` is not a UTC RFC 3339 time like 2027-01-01T00:00:00Z")),
         None => Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs()),
     }
 }
@@ -229,7 +230,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keys(KeysCmd::Generate { out_dir, token_alg, kid, force }) => {
             std::fs::create_dir_all(&out_dir).with_context(|| format!("{}", out_dir.display()))?;
             let (sk, pk) = keys::generate_bundle_keys();
-            let (tk, jwks) = keys::generate_token_keys(&token_alg, &kid).ok_or_else(|| anyhow!("--token-alg must be EdDSA or ES256"))?;
+            let (tk, jwks) = keys::generate_token_keys(&token_alg, &kid)
+                .ok_or_else(|| anyhow!("--token-alg must be EdDSA or ES256"))?;
             let secret: [u8; 32] = keys::random_bytes();
             let secrets = format!(
                 "# Edge secrets: keep out of bundles and version control.\napi_key_secret = \"{}\"\n\n[hmac]\n",
@@ -256,17 +258,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Policy(PolicyCmd::Check { policy }) => {
             let p = gatehouse_policy::load_policy(&policy)?;
-            println!("{}: ok ({} orgs, {} routes, {} issuers)", policy.display(), p.orgs.len(), p.routes.len(), p.issuers.len());
+            println!(
+                "{}: ok ({} orgs, {} routes, {} issuers)",
+                policy.display(),
+                p.orgs.len(),
+                p.routes.len(),
+                p.issuers.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy(PolicyCmd::Compile { policy, signing_key, out, ttl, revision, region, now }) => {
             let p = gatehouse_policy::load_policy(&policy)?;
             let kp = keys::read_signing_key(&signing_key)?;
             let issued_at = now_or(&now)?;
-            let stamp = gatehouse_policy::BundleStamp { revision: revision.unwrap_or(issued_at), region, issued_at, ttl_secs: ttl.as_secs() };
+            let stamp = gatehouse_policy::BundleStamp {
+                revision: revision.unwrap_or(issued_at),
+                region,
+                issued_at,
+                ttl_secs: ttl.as_secs(),
+            };
             let bytes = gatehouse_policy::compile(p, &stamp, &kp)?;
             std::fs::write(&out, &bytes).with_context(|| format!("{}", out.display()))?;
-            println!("wrote {} ({} bytes, revision {}, expires {})", out.display(), bytes.len(), stamp.revision, humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(issued_at + stamp.ttl_secs)));
+            println!(
+                "wrote {} ({} bytes, revision {}, expires {})",
+                out.display(),
+                bytes.len(),
+                stamp.revision,
+                humantime::format_rfc3339_seconds(
+                    UNIX_EPOCH + std::time::Duration::from_secs(issued_at + stamp.ttl_secs)
+                )
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Bundle(BundleCmd::Inspect { bundle: path, public_key, json }) => {
@@ -274,30 +295,59 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let bytes = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
             let body = bundle::open_unchecked_time(&bytes, &pk).with_context(|| format!("{}", path.display()))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-                    "format": body.format, "revision": body.revision, "region": body.region,
-                    "issued_at": body.issued_at, "expires_at": body.expires_at,
-                    "key_id": bundle::key_id(&pk), "policy": body.policy,
-                }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "format": body.format, "revision": body.revision, "region": body.region,
+                        "issued_at": body.issued_at, "expires_at": body.expires_at,
+                        "key_id": bundle::key_id(&pk), "policy": body.policy,
+                    }))?
+                );
             } else {
-                let t = |s: u64| humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(s)).to_string();
+                let t = |s: u64| {
+                    humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(s)).to_string()
+                };
                 let now = now_or(&None)?;
-                println!("bundle      {} ({} bytes, signature ok, key {})", path.display(), bytes.len(), bundle::key_id(&pk));
+                println!(
+                    "bundle      {} ({} bytes, signature ok, key {})",
+                    path.display(),
+                    bytes.len(),
+                    bundle::key_id(&pk)
+                );
                 println!("format      {}", body.format);
                 println!("revision    {}", body.revision);
                 println!("region      {}", if body.region.is_empty() { "-" } else { &body.region });
                 println!("issued at   {}", t(body.issued_at));
-                println!("expires at  {}{}", t(body.expires_at), if now > body.expires_at { "  (EXPIRED)" } else { "" });
+                println!(
+                    "expires at  {}{}",
+                    t(body.expires_at),
+                    if now > body.expires_at { "  (EXPIRED)" } else { "" }
+                );
                 let p = &body.policy;
                 println!("issuers     {}", p.issuers.iter().map(|i| i.issuer.as_str()).collect::<Vec<_>>().join(", "));
                 println!("tiers       {}", p.tiers.keys().cloned().collect::<Vec<_>>().join(", "));
                 println!("orgs        {}", p.orgs.len());
                 for (id, o) in &p.orgs {
-                    println!("  {id:<16} tier={} hosts={} api_keys={} ip_rules={} geo_rules={}", o.tier, o.hosts.join(","), o.api_keys.len(), o.ip.allow.len() + o.ip.deny.len(), o.geo.allow.len() + o.geo.deny.len());
+                    println!(
+                        "  {id:<16} tier={} hosts={} api_keys={} ip_rules={} geo_rules={}",
+                        o.tier,
+                        o.hosts.join(","),
+                        o.api_keys.len(),
+                        o.ip.allow.len() + o.ip.deny.len(),
+                        o.geo.allow.len() + o.geo.deny.len()
+                    );
                 }
                 println!("routes      {}", p.routes.len());
                 for r in &p.routes {
-                    println!("  {:<16} {} auth={:?}{}{}{}", r.name, r.path, r.auth, r.permission.as_ref().map(|x| format!(" permission={x}")).unwrap_or_default(), r.role.as_ref().map(|x| format!(" role={x}")).unwrap_or_default(), r.feature.as_ref().map(|x| format!(" feature={x}")).unwrap_or_default());
+                    println!(
+                        "  {:<16} {} auth={:?}{}{}{}",
+                        r.name,
+                        r.path,
+                        r.auth,
+                        r.permission.as_ref().map(|x| format!(" permission={x}")).unwrap_or_default(),
+                        r.role.as_ref().map(|x| format!(" role={x}")).unwrap_or_default(),
+                        r.feature.as_ref().map(|x| format!(" feature={x}")).unwrap_or_default()
+                    );
                 }
                 println!("revoked     {} tokens, {} sessions", p.revoked.jti.len(), p.revoked.sessions.len());
             }
@@ -309,15 +359,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let now = now_or(&a.now)?;
             let mut custom = serde_json::json!({ "org": a.org });
             let roles = list(&a.roles);
-            if !roles.is_empty() { custom["roles"] = roles.into(); }
+            if !roles.is_empty() {
+                custom["roles"] = roles.into();
+            }
             let teams = list(&a.teams);
-            if !teams.is_empty() { custom["teams"] = teams.into(); }
+            if !teams.is_empty() {
+                custom["teams"] = teams.into();
+            }
             let amr = list(&a.amr);
-            if !amr.is_empty() { custom["amr"] = amr.into(); }
-            if let Some(s) = &a.scope { custom["scope"] = s.clone().into(); }
-            if let Some(s) = &a.sid { custom["sid"] = s.clone().into(); }
-            let mut c = Claims::with_custom_claims(custom, Duration::from_secs(a.ttl.as_secs())).with_issuer(&a.iss).with_subject(&a.sub);
-            if let Some(aud) = &a.aud { c = c.with_audience(aud); }
+            if !amr.is_empty() {
+                custom["amr"] = amr.into();
+            }
+            if let Some(s) = &a.scope {
+                custom["scope"] = s.clone().into();
+            }
+            if let Some(s) = &a.sid {
+                custom["sid"] = s.clone().into();
+            }
+            let mut c = Claims::with_custom_claims(custom, Duration::from_secs(a.ttl.as_secs()))
+                .with_issuer(&a.iss)
+                .with_subject(&a.sub);
+            if let Some(aud) = &a.aud {
+                c = c.with_audience(aud);
+            }
             let jti = a.jti.unwrap_or_else(|| keys::random_bytes::<12>().iter().map(|b| format!("{b:02x}")).collect());
             c = c.with_jwt_id(jti);
             c.issued_at = Some(Duration::from_secs(now));
@@ -332,7 +396,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let (key, prefix) = apikey::generate(&keys::random_bytes::<41>());
             let scopes = list(&scopes);
             for sc in &scopes {
-                if !gatehouse_core::policy::valid_permission(sc) { bail!("--scopes: `{sc}` is not `resource:action`"); }
+                if !gatehouse_core::policy::valid_permission(sc) {
+                    bail!("--scopes: `{sc}` is not `resource:action`");
+                }
             }
             println!("API key (shown once): {key}");
             println!();
@@ -367,9 +433,11 @@ fn decide(a: DecideArgs) -> Result<ExitCode> {
     } else {
         std::fs::read_to_string(&a.request).with_context(|| format!("{}", a.request.display()))?
     };
-    let req: OwnedRequest = serde_json::from_str(&text).with_context(|| format!("{}: not a request description", a.request.display()))?;
+    let req: OwnedRequest =
+        serde_json::from_str(&text).with_context(|| format!("{}: not a request description", a.request.display()))?;
     let pairs = req.headers.pairs();
-    let head = req.view(&pairs).ok_or_else(|| anyhow!("{}: `url` must be an absolute http(s) URL", a.request.display()))?;
+    let head =
+        req.view(&pairs).ok_or_else(|| anyhow!("{}: `url` must be an absolute http(s) URL", a.request.display()))?;
     let rates = MemoryRateStore::new(1024, keys::random_bytes());
     let d = engine.decide(&head, &Env { now: now * 1_000_000_000, rates: &rates, countries: &NoCountryLookup });
     println!("{}", serde_json::to_string_pretty(&d.report())?);

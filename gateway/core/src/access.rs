@@ -31,7 +31,9 @@ impl HostPattern {
     pub fn matches(&self, host: &str) -> bool {
         match self {
             HostPattern::Exact(h) => h.eq_ignore_ascii_case(host),
-            HostPattern::Suffix(sfx) => host.len() > sfx.len() && host[host.len() - sfx.len()..].eq_ignore_ascii_case(sfx),
+            HostPattern::Suffix(sfx) => {
+                host.len() > sfx.len() && host[host.len() - sfx.len()..].eq_ignore_ascii_case(sfx)
+            }
         }
     }
 }
@@ -84,7 +86,8 @@ impl PathPattern {
     pub fn matches(&self, path: &str) -> bool {
         match self {
             PathPattern::Prefix(p) => {
-                p.is_empty() || (path.starts_with(p.as_str()) && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/'))
+                p.is_empty()
+                    || (path.starts_with(p.as_str()) && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/'))
             }
             PathPattern::Pattern(segs) => {
                 let mut it = path[1..].split('/');
@@ -119,10 +122,7 @@ impl Permission {
     /// Parse `resource:action` (validated elsewhere); `None` if there is no colon.
     pub fn parse(s: &str) -> Option<Permission> {
         let (r, a) = s.split_once(':')?;
-        Some(Permission {
-            resource: r.to_string(),
-            action: a.to_string(),
-        })
+        Some(Permission { resource: r.to_string(), action: a.to_string() })
     }
 
     /// Whether this grant covers the concrete permission `need`.
@@ -177,11 +177,7 @@ impl CompiledRoute {
 
     /// The default when no route matches: a credential is required, nothing else.
     pub fn fallback() -> CompiledRoute {
-        CompiledRoute::new(&Route {
-            name: "default".into(),
-            path: "/".into(),
-            ..Default::default()
-        })
+        CompiledRoute::new(&Route { name: "default".into(), path: "/".into(), ..Default::default() })
     }
 
     /// Whether host and path match (methods are checked separately, to answer 405).
@@ -237,11 +233,7 @@ impl OrgAccess {
 
     /// Whether `identity`'s roles grant `need`.
     fn roles_grant(&self, identity: &Identity, need: &Permission) -> bool {
-        identity
-            .roles
-            .iter()
-            .filter_map(|r| self.roles.get(r))
-            .any(|perms| perms.iter().any(|p| p.covers(need)))
+        identity.roles.iter().filter_map(|r| self.roles.get(r)).any(|perms| perms.iter().any(|p| p.covers(need)))
     }
 
     /// Check a route's identity requirements.
@@ -274,7 +266,8 @@ impl OrgAccess {
             return Err(ReasonCode::MfaRequired);
         }
         if let Some(need) = &route.permission {
-            let by_scope = |scopes: &Vec<String>| scopes.iter().filter_map(|s| Permission::parse(s)).any(|p| p.covers(need));
+            let by_scope =
+                |scopes: &Vec<String>| scopes.iter().filter_map(|s| Permission::parse(s)).any(|p| p.covers(need));
             match (&id.kind, &id.scopes) {
                 // API keys: their scopes are their grants (plus any roles they carry).
                 (crate::identity::CredentialKind::ApiKey, Some(scopes)) => {
@@ -368,18 +361,36 @@ mod tests {
         let read = route(Some("invoices:read"), None);
         let pay = route(Some("invoices:pay"), None);
         assert_eq!(acc.check(&read, Some(&ident(&["viewer"], None, CredentialKind::Jwt)), 0), Ok(()));
-        assert_eq!(acc.check(&pay, Some(&ident(&["viewer"], None, CredentialKind::Jwt)), 0), Err(ReasonCode::PermissionDenied));
+        assert_eq!(
+            acc.check(&pay, Some(&ident(&["viewer"], None, CredentialKind::Jwt)), 0),
+            Err(ReasonCode::PermissionDenied)
+        );
         assert_eq!(acc.check(&pay, Some(&ident(&["billing"], None, CredentialKind::Jwt)), 0), Ok(()));
         assert_eq!(acc.check(&pay, Some(&ident(&["owner"], None, CredentialKind::Jwt)), 0), Ok(()));
-        assert_eq!(acc.check(&pay, Some(&ident(&["owner"], Some(&["invoices:read"]), CredentialKind::Jwt)), 0), Err(ReasonCode::ScopeInsufficient));
-        assert_eq!(acc.check(&read, Some(&ident(&["owner"], Some(&["openid", "invoices:read"]), CredentialKind::Jwt)), 0), Ok(()));
+        assert_eq!(
+            acc.check(&pay, Some(&ident(&["owner"], Some(&["invoices:read"]), CredentialKind::Jwt)), 0),
+            Err(ReasonCode::ScopeInsufficient)
+        );
+        assert_eq!(
+            acc.check(&read, Some(&ident(&["owner"], Some(&["openid", "invoices:read"]), CredentialKind::Jwt)), 0),
+            Ok(())
+        );
         assert_eq!(acc.check(&read, Some(&ident(&[], Some(&["invoices:read"]), CredentialKind::ApiKey)), 0), Ok(()));
-        assert_eq!(acc.check(&pay, Some(&ident(&[], Some(&["invoices:read"]), CredentialKind::ApiKey)), 0), Err(ReasonCode::PermissionDenied));
+        assert_eq!(
+            acc.check(&pay, Some(&ident(&[], Some(&["invoices:read"]), CredentialKind::ApiKey)), 0),
+            Err(ReasonCode::PermissionDenied)
+        );
         assert_eq!(acc.check(&read, None, 0), Err(ReasonCode::CredentialMissing));
         let admin_only = route(None, Some("admin"));
         assert_eq!(acc.check(&admin_only, Some(&ident(&["owner"], None, CredentialKind::Jwt)), 0), Ok(()));
-        assert_eq!(acc.check(&admin_only, Some(&ident(&["editor"], None, CredentialKind::Jwt)), 0), Err(ReasonCode::RoleRequired));
-        assert_eq!(acc.check(&route(None, Some("billing")), Some(&ident(&["owner"], None, CredentialKind::Jwt)), 0), Err(ReasonCode::RoleRequired));
+        assert_eq!(
+            acc.check(&admin_only, Some(&ident(&["editor"], None, CredentialKind::Jwt)), 0),
+            Err(ReasonCode::RoleRequired)
+        );
+        assert_eq!(
+            acc.check(&route(None, Some("billing")), Some(&ident(&["owner"], None, CredentialKind::Jwt)), 0),
+            Err(ReasonCode::RoleRequired)
+        );
     }
 
     #[test]

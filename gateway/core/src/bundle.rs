@@ -114,7 +114,8 @@ pub fn key_id(public_key: &[u8; 32]) -> String {
 
 /// Sign `body` with the Ed25519 key pair `keypair` (64 bytes: seed || public key).
 pub fn sign(body: &BundleBody, keypair: &[u8; 64]) -> Result<Vec<u8>, BundleError> {
-    let kp = ed25519_compact::KeyPair::from_slice(keypair).map_err(|_| BundleError::Malformed("bad signing key".into()))?;
+    let kp =
+        ed25519_compact::KeyPair::from_slice(keypair).map_err(|_| BundleError::Malformed("bad signing key".into()))?;
     let body_bytes = rmp_serde::to_vec_named(body).map_err(|e| BundleError::Malformed(e.to_string()))?;
     let mut msg = Vec::with_capacity(SIG_CONTEXT.len() + body_bytes.len());
     msg.extend_from_slice(SIG_CONTEXT);
@@ -135,17 +136,11 @@ pub fn sign(body: &BundleBody, keypair: &[u8; 64]) -> Result<Vec<u8>, BundleErro
 pub fn open(bytes: &[u8], pinned: &[u8; 32], now: u64) -> Result<BundleBody, BundleError> {
     let body = open_unchecked_time(bytes, pinned)?;
     if now > body.expires_at {
-        return Err(BundleError::Expired {
-            expires_at: body.expires_at,
-            now,
-        });
+        return Err(BundleError::Expired { expires_at: body.expires_at, now });
     }
     // Five minutes of origin clock skew are tolerated.
     if body.issued_at > now + 300 {
-        return Err(BundleError::NotYetValid {
-            issued_at: body.issued_at,
-            now,
-        });
+        return Err(BundleError::NotYetValid { issued_at: body.issued_at, now });
     }
     Ok(body)
 }
@@ -164,10 +159,7 @@ pub fn open_unchecked_time(bytes: &[u8], pinned: &[u8; 32]) -> Result<BundleBody
     }
     let pinned_id = key_id(pinned);
     if env.key_id != pinned_id {
-        return Err(BundleError::WrongKey {
-            found: env.key_id,
-            pinned: pinned_id,
-        });
+        return Err(BundleError::WrongKey { found: env.key_id, pinned: pinned_id });
     }
     let pk = ed25519_compact::PublicKey::from_slice(pinned).map_err(|_| BundleError::BadSignature)?;
     let sig = ed25519_compact::Signature::from_slice(&env.signature).map_err(|_| BundleError::BadSignature)?;

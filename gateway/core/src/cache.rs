@@ -115,7 +115,19 @@ mod tests {
     use crate::identity::CredentialKind;
 
     fn id() -> Arc<Identity> {
-        Arc::new(Identity::new(CredentialKind::Jwt, "s".into(), "o".into(), vec![], None, vec![], vec![], None, None, Some(10), "x-"))
+        Arc::new(Identity::new(
+            CredentialKind::Jwt,
+            "s".into(),
+            "o".into(),
+            vec![],
+            None,
+            vec![],
+            vec![],
+            None,
+            None,
+            Some(10),
+            "x-",
+        ))
     }
 
     #[test]

@@ -41,11 +41,7 @@ pub struct Deny {
 impl Deny {
     /// A deny with the code's status and no headers.
     pub fn new(reason: ReasonCode) -> Deny {
-        Deny {
-            status: reason.status(),
-            reason,
-            headers: Vec::new(),
-        }
+        Deny { status: reason.status(), reason, headers: Vec::new() }
     }
 }
 

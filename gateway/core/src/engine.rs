@@ -57,7 +57,9 @@ struct CompiledLimits {
 
 impl CompiledLimits {
     fn new(tier: &Limits, over: &Limits) -> CompiledLimits {
-        let pick = |o: &Option<crate::policy::RateLimit>, t: &Option<crate::policy::RateLimit>| o.or(*t).as_ref().map(Gcra::new);
+        let pick = |o: &Option<crate::policy::RateLimit>, t: &Option<crate::policy::RateLimit>| {
+            o.or(*t).as_ref().map(Gcra::new)
+        };
         CompiledLimits {
             org: pick(&over.org, &tier.org),
             user: pick(&over.user, &tier.user),
@@ -122,7 +124,12 @@ pub struct Engine {
 
 impl Engine {
     /// Open a signed bundle with the pinned origin key and compile it.
-    pub fn from_bundle(bytes: &[u8], pinned: &[u8; 32], now_secs: u64, secrets: &EdgeSecrets) -> Result<Engine, EngineError> {
+    pub fn from_bundle(
+        bytes: &[u8],
+        pinned: &[u8; 32],
+        now_secs: u64,
+        secrets: &EdgeSecrets,
+    ) -> Result<Engine, EngineError> {
         let body = bundle::open(bytes, pinned, now_secs)?;
         Engine::from_body(body, secrets)
     }
@@ -243,13 +250,18 @@ impl Engine {
             let realm = &self.settings.realm;
             let value = match reason {
                 ReasonCode::CredentialMissing => format!("Bearer realm=\"{realm}\""),
-                ReasonCode::CredentialMalformed => format!("Bearer realm=\"{realm}\", error=\"invalid_request\", error_description=\"{reason}\""),
+                ReasonCode::CredentialMalformed => {
+                    format!("Bearer realm=\"{realm}\", error=\"invalid_request\", error_description=\"{reason}\"")
+                }
                 _ => format!("Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{reason}\""),
             };
             d.headers.push(("www-authenticate".into(), value));
         } else if matches!(reason, ReasonCode::PermissionDenied | ReasonCode::ScopeInsufficient) {
             let realm = &self.settings.realm;
-            d.headers.push(("www-authenticate".into(), format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{reason}\"")));
+            d.headers.push((
+                "www-authenticate".into(),
+                format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{reason}\""),
+            ));
         }
         d
     }
@@ -272,7 +284,8 @@ impl Engine {
         };
 
         // 1. Tenant.
-        let org_idx = self.resolve_tenant(&host, req.path, &credential).ok_or_else(|| self.deny(ReasonCode::TenantUnknown))?;
+        let org_idx =
+            self.resolve_tenant(&host, req.path, &credential).ok_or_else(|| self.deny(ReasonCode::TenantUnknown))?;
         let org = &self.orgs[org_idx];
 
         // 2. Client IP.
@@ -341,12 +354,7 @@ impl Engine {
         }
         let response_headers = tightest.map(|d| rate_headers(&d)).unwrap_or_default();
 
-        Ok(Decision::Allow(Allow {
-            org: org.id.clone(),
-            route: route.name.clone(),
-            identity,
-            response_headers,
-        }))
+        Ok(Decision::Allow(Allow { org: org.id.clone(), route: route.name.clone(), identity, response_headers }))
     }
 
     fn rate_limited(&self, d: &RateDecision) -> Deny {

@@ -82,18 +82,12 @@ mod tests {
 
     #[test]
     fn rules() {
-        let m = GeoMatcher::new(&GeoRules {
-            allow: vec!["DE".into(), "FR".into()],
-            deny: vec!["FR".into()],
-        });
+        let m = GeoMatcher::new(&GeoRules { allow: vec!["DE".into(), "FR".into()], deny: vec!["FR".into()] });
         assert_eq!(m.check(CountryCode::parse("de")), Ok(()));
         assert_eq!(m.check(CountryCode::parse("FR")), Err(ReasonCode::GeoDenied));
         assert_eq!(m.check(CountryCode::parse("US")), Err(ReasonCode::GeoNotAllowed));
         assert_eq!(m.check(None), Err(ReasonCode::GeoUnknown));
-        let d = GeoMatcher::new(&GeoRules {
-            allow: vec![],
-            deny: vec!["KP".into()],
-        });
+        let d = GeoMatcher::new(&GeoRules { allow: vec![], deny: vec!["KP".into()] });
         assert_eq!(d.check(None), Ok(()));
         assert_eq!(d.check(CountryCode::parse("KP")), Err(ReasonCode::GeoDenied));
         assert!(CountryCode::parse("DEU").is_none());

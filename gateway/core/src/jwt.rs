@@ -122,10 +122,8 @@ pub fn parse_jwks(json: &str, default_alg: Option<&str>) -> Result<Vec<VerifyKey
         return Err(JwksError::TooLarge);
     }
     let doc: Value = serde_json::from_str(json).map_err(|e| JwksError::Malformed(e.to_string()))?;
-    let keys = doc
-        .get("keys")
-        .and_then(Value::as_array)
-        .ok_or_else(|| JwksError::Malformed("missing `keys` array".into()))?;
+    let keys =
+        doc.get("keys").and_then(Value::as_array).ok_or_else(|| JwksError::Malformed("missing `keys` array".into()))?;
     if keys.len() > MAX_JWKS_KEYS {
         return Err(JwksError::TooLarge);
     }
@@ -148,13 +146,17 @@ pub fn parse_jwks(json: &str, default_alg: Option<&str>) -> Result<Vec<VerifyKey
         let kty = obj.get("kty").and_then(Value::as_str).unwrap_or("");
         let crv = obj.get("crv").and_then(Value::as_str).unwrap_or("");
         let stated = match obj.get("alg").and_then(Value::as_str) {
-            Some(a) => Some(Alg::parse(a).filter(|a| *a != Alg::HS256).ok_or_else(|| err(format!("unsupported alg `{a}`")))?),
+            Some(a) => {
+                Some(Alg::parse(a).filter(|a| *a != Alg::HS256).ok_or_else(|| err(format!("unsupported alg `{a}`")))?)
+            }
             None => None,
         };
         let natural = match (kty, crv) {
             ("OKP", "Ed25519") => Alg::EdDSA,
             ("EC", "P-256") => Alg::ES256,
-            ("RSA", _) => stated.or(default_alg).ok_or_else(|| err("RSA key without `alg`; set the issuer's `default_alg` to RS256 or PS256".into()))?,
+            ("RSA", _) => stated
+                .or(default_alg)
+                .ok_or_else(|| err("RSA key without `alg`; set the issuer's `default_alg` to RS256 or PS256".into()))?,
             _ => return Err(err(format!("unsupported key type `{kty}` {crv}"))),
         };
         let alg = stated.unwrap_or(natural);
@@ -272,10 +274,8 @@ impl TokenVerifier {
             let mut keys = if iss.jwks.is_empty() {
                 Vec::new()
             } else {
-                parse_jwks(&iss.jwks, iss.default_alg.as_deref()).map_err(|source| VerifierError::Jwks {
-                    issuer: iss.issuer.clone(),
-                    source,
-                })?
+                parse_jwks(&iss.jwks, iss.default_alg.as_deref())
+                    .map_err(|source| VerifierError::Jwks { issuer: iss.issuer.clone(), source })?
             };
             if let Some(secret) = iss.hmac_secret.as_ref().and_then(|n| secrets.hmac_key(n)) {
                 keys.push(VerifyKey {
@@ -361,7 +361,8 @@ impl TokenVerifier {
             None => {
                 // No kid: only an issuer with exactly one key can be meant. The unverified
                 // `iss` only narrows the search; the signature and `iss` check decide.
-                let claims: Map<String, Value> = serde_json::from_slice(&payload_bytes).map_err(|_| ReasonCode::TokenMalformed)?;
+                let claims: Map<String, Value> =
+                    serde_json::from_slice(&payload_bytes).map_err(|_| ReasonCode::TokenMalformed)?;
                 let iss = claims.get("iss").and_then(Value::as_str).ok_or(ReasonCode::TokenUnknownKey)?;
                 let info = &self.issuers[*self.by_iss.get(iss).ok_or(ReasonCode::TokenUnknownKey)?];
                 match info.keys.as_slice() {
@@ -429,7 +430,19 @@ impl TokenVerifier {
             None => None,
         };
         Ok(Verified {
-            identity: Identity::new(kind, sub, org, roles, scopes, teams, amr, sid, jti, Some(exp), &self.header_prefix),
+            identity: Identity::new(
+                kind,
+                sub,
+                org,
+                roles,
+                scopes,
+                teams,
+                amr,
+                sid,
+                jti,
+                Some(exp),
+                &self.header_prefix,
+            ),
         })
     }
 }
@@ -459,7 +472,9 @@ fn map_jwt_error(e: jwt_simple::Error) -> ReasonCode {
         Some(E::TokenNotValidYet | E::ClockDrift) => ReasonCode::TokenNotYetValid,
         Some(E::RequiredIssuerMismatch) => ReasonCode::TokenWrongIssuer,
         Some(E::RequiredIssuerMissing) => ReasonCode::TokenClaimMissing,
-        Some(E::RequiredAudienceMismatch | E::RequiredAudienceMissing | E::TooManyAudiences) => ReasonCode::TokenWrongAudience,
+        Some(E::RequiredAudienceMismatch | E::RequiredAudienceMissing | E::TooManyAudiences) => {
+            ReasonCode::TokenWrongAudience
+        }
         Some(E::AlgorithmMismatch) => ReasonCode::TokenAlgorithmMismatch,
         Some(E::TokenTooLong | E::HeaderTooLarge) => ReasonCode::TokenTooLarge,
         Some(E::UnknownCriticalExtension) => ReasonCode::TokenCriticalHeader,

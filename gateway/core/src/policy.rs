@@ -364,17 +364,18 @@ pub struct PolicyIssue {
 /// Built-in roles, from most to least powerful, with their permissions.
 pub const BUILTIN_ROLES: &[(&str, &[&str])] = &[
     ("owner", &["*:*"]),
-    (
-        "admin",
-        &["*:read", "*:write", "*:delete", "members:*", "teams:*", "api_keys:*", "roles:*", "settings:*"],
-    ),
+    ("admin", &["*:read", "*:write", "*:delete", "members:*", "teams:*", "api_keys:*", "roles:*", "settings:*"]),
     ("editor", &["*:read", "*:write"]),
     ("viewer", &["*:read"]),
 ];
 
 /// Whether `s` is a valid permission (`resource:action`, either side may be `*`).
 pub fn valid_permission(s: &str) -> bool {
-    let ok = |p: &str| !p.is_empty() && p.len() <= 64 && (p == "*" || p.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)));
+    let ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 64
+            && (p == "*" || p.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)))
+    };
     match s.split_once(':') {
         Some((r, a)) => ok(r) && ok(a),
         None => false,
@@ -398,7 +399,11 @@ pub fn valid_api_key_prefix(s: &str) -> bool {
 
 fn valid_host_pattern(h: &str) -> bool {
     let h = h.strip_prefix("*.").unwrap_or(h);
-    !h.is_empty() && h.len() <= 253 && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b)) && !h.starts_with('.') && !h.ends_with('.')
+    !h.is_empty()
+        && h.len() <= 253
+        && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b))
+        && !h.starts_with('.')
+        && !h.ends_with('.')
 }
 
 struct Checker {
@@ -407,10 +412,7 @@ struct Checker {
 
 impl Checker {
     fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.issues.push(PolicyIssue {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.issues.push(PolicyIssue { path: path.into(), message: message.into() });
     }
     fn check(&mut self, ok: bool, path: impl FnOnce() -> String, message: impl FnOnce() -> String) {
         if !ok {
@@ -418,30 +420,58 @@ impl Checker {
         }
     }
     fn name(&mut self, path: &str, s: &str) {
-        self.check(valid_name(s), || path.to_string(), || format!("`{s}` is not a valid name (1-64 letters, digits, `_`, `-`, `.`)"));
+        self.check(
+            valid_name(s),
+            || path.to_string(),
+            || format!("`{s}` is not a valid name (1-64 letters, digits, `_`, `-`, `.`)"),
+        );
     }
     fn countries(&mut self, path: &str, g: &GeoRules) {
         for (list, v) in [("allow", &g.allow), ("deny", &g.deny)] {
             for (i, c) in v.iter().enumerate() {
-                self.check(valid_country(c), || format!("{path}.{list}[{i}]"), || format!("`{c}` is not an upper-case ISO 3166-1 alpha-2 country code"));
+                self.check(
+                    valid_country(c),
+                    || format!("{path}.{list}[{i}]"),
+                    || format!("`{c}` is not an upper-case ISO 3166-1 alpha-2 country code"),
+                );
             }
         }
     }
     fn limit(&mut self, path: &str, l: &Option<RateLimit>) {
         if let Some(l) = l {
-            self.check(l.requests >= 1 && l.requests <= 1_000_000_000, || format!("{path}.requests"), || "must be between 1 and 1e9".into());
-            self.check(l.per_secs >= 1 && l.per_secs <= 86_400 * 366, || format!("{path}.per_secs"), || "must be between 1 second and 1 year".into());
+            self.check(
+                l.requests >= 1 && l.requests <= 1_000_000_000,
+                || format!("{path}.requests"),
+                || "must be between 1 and 1e9".into(),
+            );
+            self.check(
+                l.per_secs >= 1 && l.per_secs <= 86_400 * 366,
+                || format!("{path}.per_secs"),
+                || "must be between 1 second and 1 year".into(),
+            );
             if let Some(b) = l.burst {
-                self.check(b >= 1 && b <= 1_000_000_000, || format!("{path}.burst"), || "must be between 1 and 1e9".into());
+                self.check(
+                    b >= 1 && b <= 1_000_000_000,
+                    || format!("{path}.burst"),
+                    || "must be between 1 and 1e9".into(),
+                );
             }
         }
     }
     fn roles(&mut self, path: &str, roles: &BTreeMap<String, RoleDef>) {
         for (name, r) in roles {
             self.name(&format!("{path}.{name}"), name);
-            self.check(!BUILTIN_ROLES.iter().any(|(b, _)| b == name), || format!("{path}.{name}"), || "redefines a built-in role".into());
+            self.check(
+                !BUILTIN_ROLES.iter().any(|(b, _)| b == name),
+                || format!("{path}.{name}"),
+                || "redefines a built-in role".into(),
+            );
             for (i, p) in r.permissions.iter().enumerate() {
-                self.check(valid_permission(p), || format!("{path}.{name}.permissions[{i}]"), || format!("`{p}` is not `resource:action`"));
+                self.check(
+                    valid_permission(p),
+                    || format!("{path}.{name}.permissions[{i}]"),
+                    || format!("`{p}` is not `resource:action`"),
+                );
             }
         }
     }
@@ -454,24 +484,53 @@ impl Policy {
         let mut c = Checker { issues: Vec::new() };
         let s = &self.settings;
         c.check(s.leeway_secs <= 300, || "settings.leeway_secs".into(), || "must be at most 300 seconds".into());
-        c.check((256..=64 * 1024).contains(&s.max_token_bytes), || "settings.max_token_bytes".into(), || "must be between 256 and 65536".into());
-        c.check(s.token_cache_entries <= 10_000_000, || "settings.token_cache_entries".into(), || "must be at most 10,000,000".into());
-        c.check(valid_name(&s.session_cookie), || "settings.session_cookie".into(), || "is not a valid cookie name".into());
-        c.check(valid_name(&s.api_key_header), || "settings.api_key_header".into(), || "is not a valid header name".into());
+        c.check(
+            (256..=64 * 1024).contains(&s.max_token_bytes),
+            || "settings.max_token_bytes".into(),
+            || "must be between 256 and 65536".into(),
+        );
+        c.check(
+            s.token_cache_entries <= 10_000_000,
+            || "settings.token_cache_entries".into(),
+            || "must be at most 10,000,000".into(),
+        );
+        c.check(
+            valid_name(&s.session_cookie),
+            || "settings.session_cookie".into(),
+            || "is not a valid cookie name".into(),
+        );
+        c.check(
+            valid_name(&s.api_key_header),
+            || "settings.api_key_header".into(),
+            || "is not a valid header name".into(),
+        );
         c.check(valid_name(&s.tenant_claim), || "settings.tenant_claim".into(), || "is not a valid claim name".into());
         c.check(
-            s.identity_header_prefix.len() >= 3 && s.identity_header_prefix.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
+            s.identity_header_prefix.len() >= 3
+                && s.identity_header_prefix.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
             || "settings.identity_header_prefix".into(),
             || "must be lower-case letters and `-`, like `x-gatehouse-`".into(),
         );
-        c.check(s.expiry_grace_secs <= 7 * 86_400, || "settings.expiry_grace_secs".into(), || "must be at most 7 days".into());
+        c.check(
+            s.expiry_grace_secs <= 7 * 86_400,
+            || "settings.expiry_grace_secs".into(),
+            || "must be at most 7 days".into(),
+        );
         if let Some(u) = &s.login_url {
-            c.check(u.starts_with("https://") || u.starts_with("http://"), || "settings.login_url".into(), || "must be an absolute http(s) URL".into());
+            c.check(
+                u.starts_with("https://") || u.starts_with("http://"),
+                || "settings.login_url".into(),
+                || "must be an absolute http(s) URL".into(),
+            );
         }
         if let Some(h) = &self.geo.country_header {
             c.name("geo.country_header", h);
         }
-        c.check(self.client_ip.max_hops >= 1 && self.client_ip.max_hops <= 64, || "client_ip.max_hops".into(), || "must be between 1 and 64".into());
+        c.check(
+            self.client_ip.max_hops >= 1 && self.client_ip.max_hops <= 64,
+            || "client_ip.max_hops".into(),
+            || "must be between 1 and 64".into(),
+        );
 
         for (name, t) in &self.tiers {
             c.name(&format!("tiers.{name}"), name);
@@ -488,17 +547,37 @@ impl Policy {
         for (i, iss) in self.issuers.iter().enumerate() {
             let p = format!("issuers[{i}]");
             c.check(!iss.issuer.is_empty(), || format!("{p}.issuer"), || "must not be empty".into());
-            c.check(issuer_names.insert(iss.issuer.clone()), || format!("{p}.issuer"), || format!("`{}` is listed twice", iss.issuer));
-            c.check(iss.jwks_file.is_none(), || format!("{p}.jwks_file"), || "was not resolved into `jwks` (compile the policy file with `gatehouse policy compile`)".into());
-            c.check(!iss.jwks.is_empty() || iss.hmac_secret.is_some(), || p.clone(), || "has neither `jwks` nor `hmac_secret`".into());
+            c.check(
+                issuer_names.insert(iss.issuer.clone()),
+                || format!("{p}.issuer"),
+                || format!("`{}` is listed twice", iss.issuer),
+            );
+            c.check(
+                iss.jwks_file.is_none(),
+                || format!("{p}.jwks_file"),
+                || "was not resolved into `jwks` (compile the policy file with `gatehouse policy compile`)".into(),
+            );
+            c.check(
+                !iss.jwks.is_empty() || iss.hmac_secret.is_some(),
+                || p.clone(),
+                || "has neither `jwks` nor `hmac_secret`".into(),
+            );
             if let Some(a) = &iss.default_alg {
-                c.check(crate::jwt::Alg::parse(a).is_some_and(|a| a != crate::jwt::Alg::HS256), || format!("{p}.default_alg"), || format!("`{a}` is not one of EdDSA, ES256, RS256, PS256"));
+                c.check(
+                    crate::jwt::Alg::parse(a).is_some_and(|a| a != crate::jwt::Alg::HS256),
+                    || format!("{p}.default_alg"),
+                    || format!("`{a}` is not one of EdDSA, ES256, RS256, PS256"),
+                );
             }
             if let Some(sname) = &iss.hmac_secret {
                 c.name(&format!("{p}.hmac_secret"), sname);
             }
             for (j, o) in iss.orgs.iter().enumerate() {
-                c.check(self.orgs.contains_key(o), || format!("{p}.orgs[{j}]"), || format!("names unknown organisation `{o}`"));
+                c.check(
+                    self.orgs.contains_key(o),
+                    || format!("{p}.orgs[{j}]"),
+                    || format!("names unknown organisation `{o}`"),
+                );
             }
             if !iss.jwks.is_empty() {
                 if let Err(e) = crate::jwt::parse_jwks(&iss.jwks, iss.default_alg.as_deref()) {
@@ -513,15 +592,27 @@ impl Policy {
         for (id, o) in &self.orgs {
             let p = format!("orgs.{id}");
             c.name(&p, id);
-            c.check(self.tiers.contains_key(&o.tier), || format!("{p}.tier"), || format!("names unknown tier `{}`", o.tier));
+            c.check(
+                self.tiers.contains_key(&o.tier),
+                || format!("{p}.tier"),
+                || format!("names unknown tier `{}`", o.tier),
+            );
             for (i, h) in o.hosts.iter().enumerate() {
-                c.check(valid_host_pattern(h), || format!("{p}.hosts[{i}]"), || format!("`{h}` is not a lower-case host or `*.suffix`"));
+                c.check(
+                    valid_host_pattern(h),
+                    || format!("{p}.hosts[{i}]"),
+                    || format!("`{h}` is not a lower-case host or `*.suffix`"),
+                );
                 if let Some(other) = hosts.insert(h.clone(), id.clone()) {
                     c.err(format!("{p}.hosts[{i}]"), format!("`{h}` already belongs to org `{other}`"));
                 }
             }
             if let Some(pp) = &o.path_prefix {
-                c.check(pp.starts_with('/') && pp.len() > 1 && !pp.contains('*'), || format!("{p}.path_prefix"), || "must start with `/` and name at least one segment".into());
+                c.check(
+                    pp.starts_with('/') && pp.len() > 1 && !pp.contains('*'),
+                    || format!("{p}.path_prefix"),
+                    || "must start with `/` and name at least one segment".into(),
+                );
                 let norm = pp.trim_end_matches('/').to_string();
                 if let Some(other) = prefixes.insert(norm, id.clone()) {
                     c.err(format!("{p}.path_prefix"), format!("already belongs to org `{other}`"));
@@ -537,18 +628,38 @@ impl Policy {
             c.limit(&format!("{p}.limits.api_key"), &o.limits.api_key);
             for (i, k) in o.api_keys.iter().enumerate() {
                 let kp = format!("{p}.api_keys[{i}]");
-                c.check(valid_api_key_prefix(&k.prefix), || format!("{kp}.prefix"), || "must be 12 lower-case letters or digits".into());
-                c.check(k.hash.len() == 64 && k.hash.bytes().all(|b| b.is_ascii_hexdigit()), || format!("{kp}.hash"), || "must be 64 hex digits (HMAC-SHA256)".into());
-                c.check(!k.subject.is_empty() && k.subject.len() <= 256, || format!("{kp}.subject"), || "must be 1-256 characters".into());
+                c.check(
+                    valid_api_key_prefix(&k.prefix),
+                    || format!("{kp}.prefix"),
+                    || "must be 12 lower-case letters or digits".into(),
+                );
+                c.check(
+                    k.hash.len() == 64 && k.hash.bytes().all(|b| b.is_ascii_hexdigit()),
+                    || format!("{kp}.hash"),
+                    || "must be 64 hex digits (HMAC-SHA256)".into(),
+                );
+                c.check(
+                    !k.subject.is_empty() && k.subject.len() <= 256,
+                    || format!("{kp}.subject"),
+                    || "must be 1-256 characters".into(),
+                );
                 for (j, s) in k.scopes.iter().enumerate() {
-                    c.check(valid_permission(s), || format!("{kp}.scopes[{j}]"), || format!("`{s}` is not `resource:action`"));
+                    c.check(
+                        valid_permission(s),
+                        || format!("{kp}.scopes[{j}]"),
+                        || format!("`{s}` is not `resource:action`"),
+                    );
                 }
                 if let Some(other) = key_prefixes.insert(k.prefix.clone(), id.clone()) {
                     c.err(format!("{kp}.prefix"), format!("already used by a key of org `{other}`"));
                 }
             }
             if let Some(u) = &o.login_url {
-                c.check(u.starts_with("https://") || u.starts_with("http://"), || format!("{p}.login_url"), || "must be an absolute http(s) URL".into());
+                c.check(
+                    u.starts_with("https://") || u.starts_with("http://"),
+                    || format!("{p}.login_url"),
+                    || "must be an absolute http(s) URL".into(),
+                );
             }
         }
 
@@ -556,21 +667,39 @@ impl Policy {
         for (i, r) in self.routes.iter().enumerate() {
             let p = format!("routes[{i}]");
             c.name(&format!("{p}.name"), &r.name);
-            c.check(route_names.insert(r.name.clone()), || format!("{p}.name"), || format!("`{}` is used twice", r.name));
+            c.check(
+                route_names.insert(r.name.clone()),
+                || format!("{p}.name"),
+                || format!("`{}` is used twice", r.name),
+            );
             if let Some(h) = &r.host {
-                c.check(valid_host_pattern(h), || format!("{p}.host"), || format!("`{h}` is not a lower-case host or `*.suffix`"));
+                c.check(
+                    valid_host_pattern(h),
+                    || format!("{p}.host"),
+                    || format!("`{h}` is not a lower-case host or `*.suffix`"),
+                );
             }
             if let Err(e) = crate::access::PathPattern::parse(&r.path) {
                 c.err(format!("{p}.path"), e);
             }
             for (j, m) in r.methods.iter().enumerate() {
-                c.check(!m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()), || format!("{p}.methods[{j}]"), || format!("`{m}` is not an upper-case method"));
+                c.check(
+                    !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()),
+                    || format!("{p}.methods[{j}]"),
+                    || format!("`{m}` is not an upper-case method"),
+                );
             }
             if let Some(perm) = &r.permission {
-                c.check(valid_permission(perm) && !perm.contains('*'), || format!("{p}.permission"), || format!("`{perm}` is not a concrete `resource:action`"));
+                c.check(
+                    valid_permission(perm) && !perm.contains('*'),
+                    || format!("{p}.permission"),
+                    || format!("`{perm}` is not a concrete `resource:action`"),
+                );
             }
             if let Some(role) = &r.role {
-                let known = BUILTIN_ROLES.iter().any(|(b, _)| b == role) || self.roles.contains_key(role) || self.orgs.values().any(|o| o.roles.contains_key(role));
+                let known = BUILTIN_ROLES.iter().any(|(b, _)| b == role)
+                    || self.roles.contains_key(role)
+                    || self.orgs.values().any(|o| o.roles.contains_key(role));
                 c.check(known, || format!("{p}.role"), || format!("names unknown role `{role}`"));
             }
             if let Some(t) = &r.team {
@@ -580,7 +709,11 @@ impl Policy {
                 c.name(&format!("{p}.feature"), f);
             }
             let needs_identity = r.permission.is_some() || r.role.is_some() || r.team.is_some() || r.require_mfa;
-            c.check(!(needs_identity && r.auth != AuthMode::Required), || format!("{p}.auth"), || "must be `required` when the route requires a permission, role, team or MFA".into());
+            c.check(
+                !(needs_identity && r.auth != AuthMode::Required),
+                || format!("{p}.auth"),
+                || "must be `required` when the route requires a permission, role, team or MFA".into(),
+            );
             c.countries(&format!("{p}.geo"), &r.geo);
             c.limit(&format!("{p}.limit"), &r.limit);
         }

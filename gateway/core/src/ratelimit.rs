@@ -44,10 +44,7 @@ impl Gcra {
     pub fn new(l: &RateLimit) -> Gcra {
         let requests = l.requests.max(1);
         let interval = (l.per_secs.saturating_mul(NANOS) / requests).max(1);
-        Gcra {
-            interval,
-            burst: l.burst.unwrap_or(requests).max(1),
-        }
+        Gcra { interval, burst: l.burst.unwrap_or(requests).max(1) }
     }
 
     /// One request at `now` against stored TAT `tat`; returns the decision and the TAT to
@@ -59,23 +56,13 @@ impl Gcra {
         let allow_at = new_tat.saturating_sub(window);
         if now < allow_at {
             let retry_after = allow_at - now;
-            let d = RateDecision {
-                allowed: false,
-                limit: self.burst,
-                remaining: 0,
-                reset_after: tat - now,
-                retry_after,
-            };
+            let d =
+                RateDecision { allowed: false, limit: self.burst, remaining: 0, reset_after: tat - now, retry_after };
             return (d, None);
         }
         let remaining = (window - (new_tat - now)) / self.interval;
-        let d = RateDecision {
-            allowed: true,
-            limit: self.burst,
-            remaining,
-            reset_after: new_tat - now,
-            retry_after: 0,
-        };
+        let d =
+            RateDecision { allowed: true, limit: self.burst, remaining, reset_after: new_tat - now, retry_after: 0 };
         (d, Some(new_tat))
     }
 }
@@ -195,21 +182,19 @@ impl MemoryRateStore {
 
     /// Bytes of heap the maps hold (approximate: buckets plus control bytes).
     pub fn heap_bytes(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map(|m| m.capacity() * (16 + 1)).unwrap_or(0))
-            .sum()
+        self.shards.iter().map(|s| s.lock().map(|m| m.capacity() * (16 + 1)).unwrap_or(0)).sum()
     }
 
     fn make_room(map: &mut Shard, cap: usize, now: UnixNanos) {
         map.retain(|_, tat| *tat > now);
         if map.len() >= cap {
-            // Drop the eighth of keys closest to idle.
-            let mut tats: Vec<u64> = map.values().copied().collect();
-            let k = (tats.len() / 8).max(1);
-            let (_, kth, _) = tats.select_nth_unstable(k - 1);
-            let cut = *kth;
-            map.retain(|_, tat| *tat > cut);
+            // Drop exactly the eighth of keys closest to idle (ties broken arbitrarily).
+            let mut entries: Vec<(u64, u64)> = map.iter().map(|(k, t)| (*t, *k)).collect();
+            let k = (entries.len() / 8).max(1);
+            entries.select_nth_unstable(k - 1);
+            for (_, key) in &entries[..k] {
+                map.remove(key);
+            }
         }
     }
 }
@@ -273,6 +258,18 @@ mod tests {
         assert!(s.len() <= 1_600, "{}", s.len());
         // The most recent key is still limited (not evicted).
         assert!(!s.check(&key(&ids[9_999]), &g, 9_999 * NANOS).allowed);
+    }
+
+    #[test]
+    fn eviction_with_equal_tats_keeps_most_keys() {
+        let g = Gcra::new(&RateLimit { requests: 10, per_secs: 1, burst: None });
+        let s = MemoryRateStore::new(1_600, [4; 16]);
+        let ids: Vec<String> = (0..5_000).map(|i| format!("k{i}")).collect();
+        for id in &ids {
+            s.check(&key(id), &g, NANOS); // every TAT equal
+        }
+        assert!(s.len() >= 1_600 * 3 / 4, "{}", s.len());
+        assert!(s.len() <= 1_600);
     }
 
     #[test]

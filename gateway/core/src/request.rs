@@ -44,10 +44,7 @@ pub struct RequestHead<'a> {
 impl<'a> RequestHead<'a> {
     /// All values of header `name`, in order.
     pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
+        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
     }
 
     /// The first value of header `name`.
@@ -62,8 +59,7 @@ impl<'a> RequestHead<'a> {
 
     /// Whether the client prefers HTML (a browser navigation).
     pub fn accepts_html(&self) -> bool {
-        self.header_values("accept")
-            .any(|v| v.split(',').any(|m| m.trim().starts_with("text/html")))
+        self.header_values("accept").any(|v| v.split(',').any(|m| m.trim().starts_with("text/html")))
     }
 
     /// Structural checks: sizes and characters. Returns a description of the first problem.
@@ -71,18 +67,11 @@ impl<'a> RequestHead<'a> {
         if self.headers.len() > limits::MAX_HEADERS {
             return Err("too many header fields");
         }
-        if self
-            .headers
-            .iter()
-            .any(|(n, v)| n.is_empty() || v.len() > limits::MAX_HEADER_VALUE)
-        {
+        if self.headers.iter().any(|(n, v)| n.is_empty() || v.len() > limits::MAX_HEADER_VALUE) {
             return Err("header field too large or unnamed");
         }
         if self.host.len() > limits::MAX_HOST
-            || !self
-                .host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+            || !self.host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
         {
             return Err("bad host");
         }
@@ -104,10 +93,7 @@ impl<'a> RequestHead<'a> {
         {
             return Err("path not in normal form");
         }
-        if self.method.is_empty()
-            || self.method.len() > 32
-            || !self.method.bytes().all(|b| b.is_ascii_alphabetic())
-        {
+        if self.method.is_empty() || self.method.len() > 32 || !self.method.bytes().all(|b| b.is_ascii_alphabetic()) {
             return Err("bad method");
         }
         Ok(())
@@ -115,9 +101,7 @@ impl<'a> RequestHead<'a> {
 }
 
 fn contains_ci(hay: &str, needle: &str) -> bool {
-    hay.as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    hay.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// Remove a `:port` suffix from a host (IPv6 literals keep their brackets).
@@ -215,12 +199,7 @@ pub fn split_url(url: &str) -> Option<UrlParts<'_>> {
         Some((p, q)) => (p, Some(q)),
         None => (path_q, None),
     };
-    Some(UrlParts {
-        scheme,
-        host: authority,
-        path,
-        query,
-    })
+    Some(UrlParts { scheme, host: authority, path, query })
 }
 
 impl OwnedRequest {
@@ -280,20 +259,11 @@ mod tests {
         assert!(r.accepts_html());
         assert_eq!(r.header("x-a"), Some("1"));
         assert!(r.validate().is_ok());
-        let bad = RequestHead {
-            path: "no-slash",
-            ..r
-        };
+        let bad = RequestHead { path: "no-slash", ..r };
         assert!(bad.validate().is_err());
-        let bad = RequestHead {
-            host: "a b",
-            ..r
-        };
+        let bad = RequestHead { host: "a b", ..r };
         assert!(bad.validate().is_err());
-        let bad = RequestHead {
-            method: "G\nET",
-            ..r
-        };
+        let bad = RequestHead { method: "G\nET", ..r };
         assert!(bad.validate().is_err());
         for p in ["/public/../admin", "/a/./b", "/a//b", "/a/%2e%2e/b", "/a%2Fb", "/a\\b", "/a/..", "/x%00"] {
             let bad = RequestHead { path: p, ..r };

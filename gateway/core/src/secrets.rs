@@ -53,9 +53,7 @@ mod b64_map {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
         let m = BTreeMap::<String, String>::deserialize(d)?;
-        m.into_iter()
-            .map(|(k, v)| super::decode_secret(&v).map(|b| (k, b)).map_err(serde::de::Error::custom))
-            .collect()
+        m.into_iter().map(|(k, v)| super::decode_secret(&v).map(|b| (k, b)).map_err(serde::de::Error::custom)).collect()
     }
 }
 

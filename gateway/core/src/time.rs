@@ -28,9 +28,7 @@ pub mod unix_seconds {
         match Either::deserialize(d)? {
             Either::N(n) => Ok(n),
             Either::S(s) => super::parse_rfc3339(&s).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "`{s}` is not a UTC timestamp like \"2027-01-01T00:00:00Z\""
-                ))
+                serde::de::Error::custom(format!("`{s}` is not a UTC timestamp like \"2027-01-01T00:00:00Z\""))
             }),
         }
     }
@@ -59,7 +57,13 @@ pub mod unix_seconds {
 /// Parse `YYYY-MM-DDTHH:MM:SS[.fff]Z` (UTC only) into Unix seconds.
 pub fn parse_rfc3339(s: &str) -> Option<u64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
@@ -114,7 +118,14 @@ mod tests {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z"), Some(951_868_800));
         assert_eq!(parse_rfc3339("2026-11-25T11:14:53.123Z"), Some(1_795_605_293));
-        for bad in ["2026-02-30T00:00:00Z", "2026-11-25T11:14:53+01:00", "2026-11-25 11:14:53Z", "yesterday", "2026-13-01T00:00:00Z", "1969-12-31T23:59:59Z"] {
+        for bad in [
+            "2026-02-30T00:00:00Z",
+            "2026-11-25T11:14:53+01:00",
+            "2026-11-25 11:14:53Z",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }

@@ -86,7 +86,9 @@ fn geo_rules_and_country_sources() {
 #[test]
 fn access_permissions_roles_features_teams_mfa_methods() {
     let h = Harness::new(engine());
-    let at = |path: &str, roles: &[&str]| h.reason(&get(&format!("https://acme.app.test{path}")).bearer(&ed_token(claims("u", roles))));
+    let at = |path: &str, roles: &[&str]| {
+        h.reason(&get(&format!("https://acme.app.test{path}")).bearer(&ed_token(claims("u", roles))))
+    };
     assert_eq!(at("/invoices", &["viewer"]), "allow");
     assert_eq!(at("/invoices/42/pay", &["viewer"]), "permission_denied");
     assert_eq!(at("/invoices/42/pay", &["accountant"]), "allow");
@@ -125,7 +127,10 @@ fn credentials_missing_redirect_and_401() {
     let h = Harness::new(engine());
     match h.decide(&get("https://acme.app.test/invoices?x=1&y=2").header("accept", "text/html,application/xhtml+xml")) {
         Decision::Redirect(r) => {
-            assert_eq!(r.location, "https://login.test/t/acme/login?return_to=https%3A%2F%2Facme%2Eapp%2Etest%2Finvoices%3Fx%3D1%26y%3D2");
+            assert_eq!(
+                r.location,
+                "https://login.test/t/acme/login?return_to=https%3A%2F%2Facme%2Eapp%2Etest%2Finvoices%3Fx%3D1%26y%3D2"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -138,17 +143,27 @@ fn credentials_missing_redirect_and_401() {
         other => panic!("{other:?}"),
     }
     // API clients (no text/html) and non-GET browsers get 401, not a redirect.
-    assert_eq!(h.reason(&get("https://acme.app.test/admin/x").method("POST").header("accept", "text/html")), "credential_missing");
+    assert_eq!(
+        h.reason(&get("https://acme.app.test/admin/x").method("POST").header("accept", "text/html")),
+        "credential_missing"
+    );
     match h.decide(&get("https://acme.app.test/docs").bearer("garbage")) {
         Decision::Deny(d) => assert!(d.headers[0].1.contains("error=\"invalid_token\"")),
         other => panic!("{other:?}"),
     }
     for bad in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer a b", "Token abc"] {
-        assert_eq!(h.reason(&get("https://acme.app.test/docs").header("authorization", bad)), "credential_malformed", "{bad}");
+        assert_eq!(
+            h.reason(&get("https://acme.app.test/docs").header("authorization", bad)),
+            "credential_malformed",
+            "{bad}"
+        );
     }
     let t = viewer();
     assert_eq!(h.reason(&get("https://acme.app.test/docs").bearer(&t).bearer(&t)), "credential_malformed");
-    assert_eq!(h.reason(&get("https://acme.app.test/docs").bearer(&t).header("x-api-key", "gh_x")), "credential_malformed");
+    assert_eq!(
+        h.reason(&get("https://acme.app.test/docs").bearer(&t).header("x-api-key", "gh_x")),
+        "credential_malformed"
+    );
     // Public routes never read credentials; optional routes admit anonymous requests.
     assert_eq!(h.reason(&get("https://acme.app.test/healthz").bearer("garbage")), "allow");
     assert_eq!(h.reason(&get("https://acme.app.test/docs")), "allow");
@@ -221,7 +236,15 @@ fn rate_limits_per_org_route_user() {
     let h = Harness::new(engine());
     // globex (free tier): 5 per minute for the whole org, on a public path.
     let mut p = policy();
-    p.routes.insert(0, gatehouse_core::policy::Route { name: "g".into(), path: "/t/globex/pub".into(), auth: gatehouse_core::policy::AuthMode::Public, ..Default::default() });
+    p.routes.insert(
+        0,
+        gatehouse_core::policy::Route {
+            name: "g".into(),
+            path: "/t/globex/pub".into(),
+            auth: gatehouse_core::policy::AuthMode::Public,
+            ..Default::default()
+        },
+    );
     let hg = Harness::new(engine_with(&p));
     for i in 0..5 {
         assert_eq!(hg.reason(&get("https://x.test/t/globex/pub")), "allow", "{i}");

@@ -46,7 +46,11 @@ fn no_invalid_vector_verifies() {
         let verifier = match TokenVerifier::new(&policy, &secrets) {
             Ok(v) => Some(v),
             Err(_) => {
-                assert!(!supported || public.is_some_and(|p| p.get("use") == Some(&Value::from("enc"))), "supported group failed to load: {}", group["comment"]);
+                assert!(
+                    !supported || public.is_some_and(|p| p.get("use") == Some(&Value::from("enc"))),
+                    "supported group failed to load: {}",
+                    group["comment"]
+                );
                 None
             }
         };
@@ -57,7 +61,8 @@ fn no_invalid_vector_verifies() {
                 Some(v) => v.verify(jws, 1_700_000_000, CredentialKind::Jwt).map(|_| ()),
                 None => Err(ReasonCode::TokenUnknownKey),
             };
-            *outcomes.entry(format!("{result}: {}", outcome.err().map(|r| r.as_str()).unwrap_or("ok"))).or_default() += 1;
+            *outcomes.entry(format!("{result}: {}", outcome.err().map(|r| r.as_str()).unwrap_or("ok"))).or_default() +=
+                1;
             match result {
                 "invalid" => {
                     invalid_total += 1;

@@ -32,18 +32,12 @@ pub enum KeyFileError {
 }
 
 fn read(path: &Path) -> Result<String, KeyFileError> {
-    fs::read_to_string(path).map_err(|source| KeyFileError::Io {
-        file: path.to_path_buf(),
-        source,
-    })
+    fs::read_to_string(path).map_err(|source| KeyFileError::Io { file: path.to_path_buf(), source })
 }
 
 /// Write `contents` to `path`; `private` files get mode 0600.
 pub fn write_file(path: &Path, contents: &[u8], private: bool, force: bool) -> Result<(), KeyFileError> {
-    let io = |source| KeyFileError::Io {
-        file: path.to_path_buf(),
-        source,
-    };
+    let io = |source| KeyFileError::Io { file: path.to_path_buf(), source };
     if path.exists() && !force {
         return Err(KeyFileError::Exists(path.to_path_buf()));
     }
@@ -67,24 +61,19 @@ pub fn write_file(path: &Path, contents: &[u8], private: bool, force: bool) -> R
 
 /// Read an Ed25519 private key (PKCS#8 PEM) as the 64-byte key pair bundles are signed with.
 pub fn read_signing_key(path: &Path) -> Result<[u8; 64], KeyFileError> {
-    let kp = Ed25519KeyPair::from_pem(&read(path)?).map_err(|_| KeyFileError::Format {
-        file: path.to_path_buf(),
-        expected: "an Ed25519 private key (PEM)",
-    })?;
+    let kp = Ed25519KeyPair::from_pem(&read(path)?)
+        .map_err(|_| KeyFileError::Format { file: path.to_path_buf(), expected: "an Ed25519 private key (PEM)" })?;
     let bytes = kp.to_bytes();
-    bytes.as_slice().try_into().map_err(|_| KeyFileError::Format {
-        file: path.to_path_buf(),
-        expected: "an Ed25519 private key (PEM)",
-    })
+    bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| KeyFileError::Format { file: path.to_path_buf(), expected: "an Ed25519 private key (PEM)" })
 }
 
 /// Read an Ed25519 public key (SPKI PEM) as 32 bytes: the pinned bundle key.
 pub fn read_public_key(path: &Path) -> Result<[u8; 32], KeyFileError> {
     let text = read(path)?;
-    let err = || KeyFileError::Format {
-        file: path.to_path_buf(),
-        expected: "an Ed25519 public key (PEM)",
-    };
+    let err = || KeyFileError::Format { file: path.to_path_buf(), expected: "an Ed25519 public key (PEM)" };
     let pk = Ed25519PublicKey::from_pem(&text).map_err(|_| err())?;
     pk.to_bytes().as_slice().try_into().map_err(|_| err())
 }
@@ -145,10 +134,7 @@ pub enum TokenKey {
 /// Read a token signing key for `alg` from `path` (PEM; HS256: the raw secret as base64).
 pub fn read_token_key(path: &Path, alg: &str, kid: Option<&str>) -> Result<TokenKey, KeyFileError> {
     let text = read(path)?;
-    let err = |expected| KeyFileError::Format {
-        file: path.to_path_buf(),
-        expected,
-    };
+    let err = |expected| KeyFileError::Format { file: path.to_path_buf(), expected };
     Ok(match alg {
         "EdDSA" => {
             let k = Ed25519KeyPair::from_pem(&text).map_err(|_| err("an Ed25519 private key (PEM)"))?;
@@ -179,7 +165,8 @@ pub fn read_token_key(path: &Path, alg: &str, kid: Option<&str>) -> Result<Token
             }))
         }
         "HS256" => {
-            let raw = gatehouse_core::secrets::decode_secret(&text).map_err(|_| err("a base64 secret of at least 32 bytes"))?;
+            let raw = gatehouse_core::secrets::decode_secret(&text)
+                .map_err(|_| err("a base64 secret of at least 32 bytes"))?;
             let k = HS256Key::from_bytes(&raw);
             TokenKey::Hs(match kid {
                 Some(kid) => k.with_key_id(kid),

@@ -44,20 +44,15 @@ pub enum FileError {
 }
 
 fn read(path: &Path) -> Result<String, FileError> {
-    fs::read_to_string(path).map_err(|source| FileError::Read {
-        file: path.to_path_buf(),
-        source,
-    })
+    fs::read_to_string(path).map_err(|source| FileError::Read { file: path.to_path_buf(), source })
 }
 
 /// Read a policy file, resolve `jwks_file` references (relative to the policy file), and
 /// validate it.
 pub fn load_policy(path: &Path) -> Result<Policy, FileError> {
     let text = read(path)?;
-    let mut policy: Policy = toml::from_str(&text).map_err(|e| FileError::Parse {
-        file: path.to_path_buf(),
-        message: e.to_string().trim_end().to_string(),
-    })?;
+    let mut policy: Policy = toml::from_str(&text)
+        .map_err(|e| FileError::Parse { file: path.to_path_buf(), message: e.to_string().trim_end().to_string() })?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut issues = Vec::new();
     for (i, iss) in policy.issuers.iter_mut().enumerate() {
@@ -81,10 +76,7 @@ pub fn load_policy(path: &Path) -> Result<Policy, FileError> {
         issues.extend(more);
     }
     if !issues.is_empty() {
-        return Err(FileError::Invalid {
-            file: path.to_path_buf(),
-            issues,
-        });
+        return Err(FileError::Invalid { file: path.to_path_buf(), issues });
     }
     Ok(policy)
 }
@@ -92,10 +84,8 @@ pub fn load_policy(path: &Path) -> Result<Policy, FileError> {
 /// Read an edge secrets file (TOML: `api_key_secret = "<base64>"`, `[hmac] name = "<base64>"`).
 pub fn load_secrets(path: &Path) -> Result<EdgeSecrets, FileError> {
     let text = read(path)?;
-    toml::from_str(&text).map_err(|e| FileError::Parse {
-        file: path.to_path_buf(),
-        message: e.to_string().trim_end().to_string(),
-    })
+    toml::from_str(&text)
+        .map_err(|e| FileError::Parse { file: path.to_path_buf(), message: e.to_string().trim_end().to_string() })
 }
 
 /// How to stamp a bundle.
@@ -112,7 +102,11 @@ pub struct BundleStamp {
 }
 
 /// Sign a validated policy into bundle bytes.
-pub fn compile(policy: Policy, stamp: &BundleStamp, signing_keypair: &[u8; 64]) -> Result<Vec<u8>, bundle::BundleError> {
+pub fn compile(
+    policy: Policy,
+    stamp: &BundleStamp,
+    signing_keypair: &[u8; 64],
+) -> Result<Vec<u8>, bundle::BundleError> {
     let body = BundleBody {
         format: FORMAT_VERSION,
         revision: stamp.revision,

@@ -78,10 +78,7 @@ impl Cidr {
                 },
                 len,
             };
-            return Err(CidrError::HostBitsSet {
-                input: format!("{addr}/{len}"),
-                suggestion: cleared.to_string(),
-            });
+            return Err(CidrError::HostBitsSet { input: format!("{addr}/{len}"), suggestion: cleared.to_string() });
         }
         Ok(c)
     }
@@ -194,9 +191,7 @@ impl IpMatcher {
             .collect();
         // Outer prefixes first (same start, larger end), and for identical prefixes Deny last.
         ranges.sort_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then(b.1.cmp(&a.1))
-                .then((a.2 == IpAction::Deny).cmp(&(b.2 == IpAction::Deny)))
+            a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then((a.2 == IpAction::Deny).cmp(&(b.2 == IpAction::Deny)))
         });
         // Identical prefixes: keep the last (Deny wins).
         let mut dedup: Vec<(u128, u128, IpAction)> = Vec::with_capacity(ranges.len());
@@ -214,11 +209,7 @@ impl IpMatcher {
                     return;
                 }
             }
-            out.push(Segment {
-                start: s,
-                end: e,
-                action: a,
-            });
+            out.push(Segment { start: s, end: e, action: a });
         };
         // Prefixes are nested or disjoint, so a stack sweep yields disjoint segments.
         let mut stack: Vec<(u128, IpAction)> = Vec::new();
@@ -252,10 +243,7 @@ impl IpMatcher {
             }
             cur = cur.and(te.checked_add(1));
         }
-        IpMatcher {
-            segments: out,
-            has_allow: !allow.is_empty(),
-        }
+        IpMatcher { segments: out, has_allow: !allow.is_empty() }
     }
 
     /// A matcher where every given prefix is allowed (a plain set).
@@ -316,7 +304,17 @@ mod tests {
             "10.0.0.1/8".parse::<Cidr>(),
             Err(CidrError::HostBitsSet { suggestion, .. }) if suggestion == "10.0.0.0/8"
         ));
-        for bad in ["10.0.0.0/33", "::/129", "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/+8", "banana", "10.0.0/8", "", "1.2.3.4/0008"] {
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/",
+            "10.0.0.0/-1",
+            "10.0.0.0/+8",
+            "banana",
+            "10.0.0/8",
+            "",
+            "1.2.3.4/0008",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
     }
@@ -333,7 +331,10 @@ mod tests {
 
     #[test]
     fn longest_prefix_wins_and_deny_wins_ties() {
-        let m = IpMatcher::new(&[c("10.0.0.0/8"), c("10.1.2.3/32"), c("192.0.2.0/24")], &[c("10.1.0.0/16"), c("192.0.2.0/24")]);
+        let m = IpMatcher::new(
+            &[c("10.0.0.0/8"), c("10.1.2.3/32"), c("192.0.2.0/24")],
+            &[c("10.1.0.0/16"), c("192.0.2.0/24")],
+        );
         assert_eq!(m.lookup(ip("10.2.0.1")), Some(IpAction::Allow));
         assert_eq!(m.lookup(ip("10.1.0.1")), Some(IpAction::Deny));
         assert_eq!(m.lookup(ip("10.1.2.3")), Some(IpAction::Allow));

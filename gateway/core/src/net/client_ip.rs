@@ -93,11 +93,7 @@ fn default_max_hops() -> usize {
 
 impl Default for ClientIpConfig {
     fn default() -> Self {
-        ClientIpConfig {
-            source: ClientIpSource::Peer,
-            trusted_proxies: Vec::new(),
-            max_hops: default_max_hops(),
-        }
+        ClientIpConfig { source: ClientIpSource::Peer, trusted_proxies: Vec::new(), max_hops: default_max_hops() }
     }
 }
 
@@ -136,9 +132,7 @@ impl ClientIpResolver {
                 let mut values = req.header_values(name);
                 match (values.next(), values.next()) {
                     (None, _) => Ok(peer),
-                    (Some(v), None) => parse_hop(v.trim())
-                        .map(normalize_ip)
-                        .ok_or(ReasonCode::ClientIpMalformed),
+                    (Some(v), None) => parse_hop(v.trim()).map(normalize_ip).ok_or(ReasonCode::ClientIpMalformed),
                     (Some(_), Some(_)) => Err(ReasonCode::ClientIpMalformed),
                 }
             }
@@ -312,7 +306,10 @@ mod tests {
         // Client prepends a fake address: still the right-most untrusted one.
         assert_eq!(ok(&r, "10.0.0.2", &[("x-forwarded-for", "10.9.9.9, 198.51.100.7, 10.0.0.3")]), "198.51.100.7");
         // Multiple header fields are one list, in order.
-        assert_eq!(ok(&r, "10.0.0.2", &[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "198.51.100.8")]), "198.51.100.8");
+        assert_eq!(
+            ok(&r, "10.0.0.2", &[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "198.51.100.8")]),
+            "198.51.100.8"
+        );
         // All trusted: left-most.
         assert_eq!(ok(&r, "10.0.0.2", &[("x-forwarded-for", "10.0.0.5, 10.0.0.6")]), "10.0.0.5");
         // Ports and brackets.
@@ -327,7 +324,17 @@ mod tests {
     #[test]
     fn xff_malformed_is_refused() {
         let r = resolver(ClientIpSource::XForwardedFor);
-        for bad in ["", "1.1.1.1,,2.2.2.2", "nope", "1.1.1.1;2.2.2.2", "999.1.1.1", "1.1.1.1:99999", "[::1", "::1]:80", "1.1.1.1 2.2.2.2"] {
+        for bad in [
+            "",
+            "1.1.1.1,,2.2.2.2",
+            "nope",
+            "1.1.1.1;2.2.2.2",
+            "999.1.1.1",
+            "1.1.1.1:99999",
+            "[::1",
+            "::1]:80",
+            "1.1.1.1 2.2.2.2",
+        ] {
             assert_eq!(
                 r.resolve(&req("10.0.0.2", &[("x-forwarded-for", bad)])),
                 Err(ReasonCode::ClientIpMalformed),
@@ -347,9 +354,13 @@ mod tests {
         let r = resolver(ClientIpSource::Forwarded);
         assert_eq!(ok(&r, "10.0.0.2", &[("forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43")]), "192.0.2.60");
         assert_eq!(ok(&r, "10.0.0.2", &[("forwarded", "for=\"[2001:db8:cafe::17]:4711\"")]), "2001:db8:cafe::17");
-        assert_eq!(ok(&r, "10.0.0.2", &[("forwarded", "for=192.0.2.43, for=198.51.100.17;by=10.0.0.1")]), "198.51.100.17");
+        assert_eq!(
+            ok(&r, "10.0.0.2", &[("forwarded", "for=192.0.2.43, for=198.51.100.17;by=10.0.0.1")]),
+            "198.51.100.17"
+        );
         assert_eq!(ok(&r, "203.0.113.1", &[("forwarded", "for=10.0.0.1")]), "203.0.113.1");
-        for bad in ["for=unknown", "for=_hidden", "proto=https", "for=1.1.1.1;for=2.2.2.2", "for=\"1.1.1.1", "garbage"] {
+        for bad in ["for=unknown", "for=_hidden", "proto=https", "for=1.1.1.1;for=2.2.2.2", "for=\"1.1.1.1", "garbage"]
+        {
             assert_eq!(r.resolve(&req("10.0.0.2", &[("forwarded", bad)])), Err(ReasonCode::ClientIpMalformed), "{bad}");
         }
         // A trusted hop that is unknown is skipped only if trusted: unknown is never trusted.
@@ -365,7 +376,10 @@ mod tests {
             r.resolve(&req("10.0.0.2", &[("cf-connecting-ip", "1.2.3.4"), ("cf-connecting-ip", "5.6.7.8")])),
             Err(ReasonCode::ClientIpMalformed)
         );
-        assert_eq!(r.resolve(&req("10.0.0.2", &[("cf-connecting-ip", "1.2.3.4, 5.6.7.8")])), Err(ReasonCode::ClientIpMalformed));
+        assert_eq!(
+            r.resolve(&req("10.0.0.2", &[("cf-connecting-ip", "1.2.3.4, 5.6.7.8")])),
+            Err(ReasonCode::ClientIpMalformed)
+        );
         // Peer source ignores every header even from a trusted peer.
         let p = resolver(ClientIpSource::Peer);
         assert_eq!(ok(&p, "10.0.0.2", &[("x-forwarded-for", "1.2.3.4")]), "10.0.0.2");

@@ -217,11 +217,8 @@ pub fn ed_token(c: JWTClaims<Value>) -> String {
 
 /// A token with a hand-written header and payload, signed by an Ed25519 key.
 pub fn raw_ed(kp: &Ed25519KeyPair, header: Value, payload: Value) -> String {
-    let signing = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(payload.to_string())
-    );
+    let signing =
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(payload.to_string()));
     let sk = ed25519_compact::KeyPair::from_slice(&kp.to_bytes()).unwrap();
     let sig = sk.sk.sign(signing.as_bytes(), None);
     format!("{signing}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
@@ -230,11 +227,8 @@ pub fn raw_ed(kp: &Ed25519KeyPair, header: Value, payload: Value) -> String {
 /// A token signed with HMAC-SHA256 under an arbitrary secret.
 pub fn raw_hs(secret: &[u8], header: Value, payload: Value) -> String {
     use hmac::{Hmac, Mac};
-    let signing = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(payload.to_string())
-    );
+    let signing =
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(payload.to_string()));
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
     mac.update(signing.as_bytes());
     format!("{signing}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
@@ -300,7 +294,8 @@ impl Harness {
             peer: r.peer.parse().unwrap(),
             platform_country: r.country.as_deref(),
         };
-        self.engine.decide(&head, &Env { now: now_secs * 1_000_000_000, rates: &self.rates, countries: &NoCountryLookup })
+        self.engine
+            .decide(&head, &Env { now: now_secs * 1_000_000_000, rates: &self.rates, countries: &NoCountryLookup })
     }
     pub fn decide(&self, r: &Req) -> Decision {
         self.decide_at(r, NOW)
