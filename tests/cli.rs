@@ -84,26 +84,11 @@ fn setup() -> (Setup, String) {
 }
 
 fn mint(s: &Setup, extra: &[&str]) -> String {
-    let mut args = vec![
-        "token",
-        "mint",
-        "--key",
-        &s.root.join("keys/token-signing.pem").to_str().unwrap().to_owned(),
-        "--kid",
-        "k1",
-        "--iss",
-        "https://login.example.test",
-        "--aud",
-        "gatehouse",
-        "--now",
-        NOW,
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect::<Vec<_>>();
-    args.extend(extra.iter().map(|x| x.to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(&refs).trim().to_string()
+    let key = s.p("keys/token-signing.pem");
+    let mut args = vec!["token", "mint", "--key", &key, "--kid", "k1"];
+    args.extend(["--iss", "https://login.example.test", "--aud", "gatehouse", "--now", NOW]);
+    args.extend(extra);
+    ok(&args).trim().to_string()
 }
 
 fn decide(s: &Setup, req: Value, now: &str) -> (i32, Value, String) {

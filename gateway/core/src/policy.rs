@@ -451,7 +451,7 @@ impl Checker {
             );
             if let Some(b) = l.burst {
                 self.check(
-                    b >= 1 && b <= 1_000_000_000,
+                    (1..=1_000_000_000).contains(&b),
                     || format!("{path}.burst"),
                     || "must be between 1 and 1e9".into(),
                 );
