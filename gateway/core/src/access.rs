@@ -153,6 +153,8 @@ pub struct CompiledRoute {
     pub geo: GeoMatcher,
     /// Per-route, per-org limit.
     pub limit: Option<RateLimit>,
+    /// The limit compiled.
+    pub gcra: Option<crate::ratelimit::Gcra>,
 }
 
 impl CompiledRoute {
@@ -172,6 +174,7 @@ impl CompiledRoute {
             ip: IpMatcher::new(&r.ip.allow, &r.ip.deny),
             geo: GeoMatcher::new(&r.geo),
             limit: r.limit,
+            gcra: r.limit.as_ref().map(crate::ratelimit::Gcra::new),
         }
     }
 

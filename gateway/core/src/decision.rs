@@ -65,6 +65,12 @@ pub enum Decision {
     Redirect(Redirect),
 }
 
+impl From<Deny> for Decision {
+    fn from(d: Deny) -> Decision {
+        Decision::Deny(d)
+    }
+}
+
 impl From<ReasonCode> for Decision {
     fn from(r: ReasonCode) -> Decision {
         Decision::Deny(Deny::new(r))

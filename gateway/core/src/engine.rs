@@ -92,11 +92,65 @@ pub enum EngineError {
 }
 
 /// A credential as found in the request, not yet verified.
+#[derive(Clone, Copy)]
 enum Credential<'r> {
     None,
     Bearer(&'r str),
     Session(&'r str),
     ApiKey(&'r str),
+}
+
+/// One check of the engine. [`Check::ALL`] is the order `decide` runs them in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Which organisation the request belongs to.
+    Tenant,
+    /// The client address (through trusted proxies only).
+    ClientIp,
+    /// IP allow/deny rules of the org and route.
+    Ip,
+    /// Country rules of the org and route.
+    Geo,
+    /// The route's method and the credential (JWT, session, API key).
+    Credential,
+    /// Permissions, roles, teams, MFA and features.
+    Access,
+    /// Rate limits.
+    RateLimit,
+}
+
+impl Check {
+    /// Every check, in decision order.
+    pub const ALL: &'static [Check] =
+        &[Check::Tenant, Check::ClientIp, Check::Ip, Check::Geo, Check::Credential, Check::Access, Check::RateLimit];
+}
+
+/// What earlier checks established, passed between filters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Context {
+    /// The organisation id.
+    pub org: Option<String>,
+    /// The matched route's name.
+    pub route: Option<String>,
+    /// The client address.
+    pub client_ip: Option<IpAddr>,
+    /// The verified identity.
+    pub identity: Option<Arc<Identity>>,
+    /// Response headers gathered so far (`RateLimit-*`).
+    pub response_headers: Vec<(String, String)>,
+}
+
+const FALLBACK: usize = usize::MAX;
+
+#[derive(Default)]
+struct State<'r> {
+    route: Option<usize>,
+    credential: Option<Credential<'r>>,
+    org: Option<usize>,
+    client_ip: Option<IpAddr>,
+    identity: Option<Arc<Identity>>,
+    identity_checked: bool,
+    rate: Option<RateDecision>,
 }
 
 /// A compiled policy. Cheap to share (`Arc<Engine>`); `decide` takes `&self`.
@@ -114,6 +168,7 @@ pub struct Engine {
     max_prefix_segments: usize,
     api_key_orgs: HashMap<String, usize>,
     routes: Vec<CompiledRoute>,
+    route_by_name: HashMap<String, usize>,
     fallback: CompiledRoute,
     verifier: TokenVerifier,
     api_keys: ApiKeyTable,
@@ -205,6 +260,7 @@ impl Engine {
             max_prefix_segments,
             api_key_orgs,
             routes: policy.routes.iter().map(CompiledRoute::new).collect(),
+            route_by_name: policy.routes.iter().enumerate().map(|(i, r)| (r.name.clone(), i)).collect(),
             fallback: CompiledRoute::fallback(),
             api_keys: ApiKeyTable::new(policy, secrets.api_key_secret.as_deref()),
             verifier,
@@ -236,81 +292,185 @@ impl Engine {
         now_secs <= self.info.expires_at.saturating_add(self.settings.expiry_grace_secs)
     }
 
-    /// Decide on one request.
+    /// Decide on one request: every check, in order.
     pub fn decide(&self, req: &RequestHead<'_>, env: &Env<'_>) -> Decision {
-        match self.decide_inner(req, env) {
-            Ok(d) => d,
-            Err(deny) => Decision::Deny(deny),
+        let mut st = State::default();
+        match self.run(Check::ALL, req, &mut st, env) {
+            Ok(()) => self.allow(&st),
+            Err(halt) => halt,
         }
     }
 
-    fn deny(&self, reason: ReasonCode) -> Deny {
-        let mut d = Deny::new(reason);
-        if d.status == 401 {
-            let realm = &self.settings.realm;
-            let value = match reason {
-                ReasonCode::CredentialMissing => format!("Bearer realm=\"{realm}\""),
-                ReasonCode::CredentialMalformed => {
-                    format!("Bearer realm=\"{realm}\", error=\"invalid_request\", error_description=\"{reason}\"")
+    /// Run some checks with the context earlier filters established, and extend it.
+    /// Filter components use this: each runs its own checks, and the host passes the
+    /// context along the chain. On success the context holds what the checks found; on
+    /// failure the deny or redirect is returned.
+    pub fn check(
+        &self,
+        checks: &[Check],
+        req: &RequestHead<'_>,
+        ctx: &mut Context,
+        env: &Env<'_>,
+    ) -> Result<(), Decision> {
+        let mut st = State {
+            org: match &ctx.org {
+                Some(o) => {
+                    Some(*self.org_by_id.get(o).ok_or_else(|| Decision::Deny(self.deny(ReasonCode::TenantUnknown)))?)
                 }
-                _ => format!("Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{reason}\""),
-            };
-            d.headers.push(("www-authenticate".into(), value));
-        } else if matches!(reason, ReasonCode::PermissionDenied | ReasonCode::ScopeInsufficient) {
-            let realm = &self.settings.realm;
-            d.headers.push((
-                "www-authenticate".into(),
-                format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{reason}\""),
-            ));
+                None => None,
+            },
+            route: match &ctx.route {
+                Some(r) => Some(self.route_by_name.get(r).copied().unwrap_or(FALLBACK)),
+                None => None,
+            },
+            client_ip: ctx.client_ip,
+            identity: ctx.identity.clone(),
+            identity_checked: ctx.identity.is_some(),
+            credential: None,
+            rate: None,
+        };
+        let r = self.run(checks, req, &mut st, env);
+        ctx.org = st.org.map(|i| self.orgs[i].id.clone());
+        ctx.route = st.route.map(|r| self.route(r).name.clone());
+        ctx.client_ip = st.client_ip;
+        ctx.identity = st.identity.clone();
+        if let Some(d) = st.rate {
+            ctx.response_headers = rate_headers(&d);
         }
-        d
+        r
     }
 
-    fn decide_inner(&self, req: &RequestHead<'_>, env: &Env<'_>) -> Result<Decision, Deny> {
+    /// The allow for a context that passed every filter.
+    pub fn allow_context(&self, ctx: &Context) -> Decision {
+        Decision::Allow(Allow {
+            org: ctx.org.clone().unwrap_or_default(),
+            route: ctx.route.clone().unwrap_or_default(),
+            identity: ctx.identity.clone(),
+            response_headers: ctx.response_headers.clone(),
+        })
+    }
+
+    fn allow(&self, st: &State<'_>) -> Decision {
+        Decision::Allow(Allow {
+            org: st.org.map(|i| self.orgs[i].id.clone()).unwrap_or_default(),
+            route: st.route.map(|r| self.route(r).name.clone()).unwrap_or_default(),
+            identity: st.identity.clone(),
+            response_headers: st.rate.map(|d| rate_headers(&d)).unwrap_or_default(),
+        })
+    }
+
+    fn route(&self, idx: usize) -> &CompiledRoute {
+        self.routes.get(idx).unwrap_or(&self.fallback)
+    }
+
+    fn run<'r>(
+        &self,
+        checks: &[Check],
+        req: &RequestHead<'r>,
+        st: &mut State<'r>,
+        env: &Env<'_>,
+    ) -> Result<(), Decision> {
         let now_secs = env.now / NANOS;
         if req.validate().is_err() {
-            return Err(self.deny(ReasonCode::RequestMalformed));
+            return Err(self.deny(ReasonCode::RequestMalformed).into());
         }
         if !self.is_fresh(now_secs) {
-            return Err(self.deny(ReasonCode::BundleExpired));
+            return Err(self.deny(ReasonCode::BundleExpired).into());
+        }
+        for check in checks {
+            match check {
+                Check::Tenant => {
+                    self.org_of(req, st)?;
+                }
+                Check::ClientIp => {
+                    self.client_ip_of(req, st)?;
+                }
+                Check::Ip => {
+                    let org = &self.orgs[self.org_of(req, st)?];
+                    let ip = self.client_ip_of(req, st)?;
+                    let route = self.route(self.route_of(req, st));
+                    check_ip(&org.ip, ip).map_err(|r| self.deny(r))?;
+                    check_ip(&route.ip, ip).map_err(|r| self.deny(r))?;
+                }
+                Check::Geo => {
+                    let org = &self.orgs[self.org_of(req, st)?];
+                    let route = self.route(self.route_of(req, st));
+                    if !org.geo.is_empty() || !route.geo.is_empty() {
+                        let ip = self.client_ip_of(req, st)?;
+                        let country = self.country(req, ip, env);
+                        org.geo.check(country).map_err(|r| self.deny(r))?;
+                        route.geo.check(country).map_err(|r| self.deny(r))?;
+                    }
+                }
+                Check::Credential => self.check_credential(req, st, now_secs)?,
+                Check::Access => {
+                    let org = &self.orgs[self.org_of(req, st)?];
+                    let route = self.route(self.route_of(req, st));
+                    org.access.check(route, st.identity.as_deref(), now_secs).map_err(|r| self.deny(r))?;
+                }
+                Check::RateLimit => self.check_rates(req, st, env)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn route_of(&self, req: &RequestHead<'_>, st: &mut State<'_>) -> usize {
+        if let Some(r) = st.route {
+            return r;
         }
         let host = lower(req.host_without_port());
-        let route = self.routes.iter().find(|r| r.matches(&host, req.path)).unwrap_or(&self.fallback);
+        let r = self.routes.iter().position(|r| r.matches(&host, req.path)).unwrap_or(FALLBACK);
+        st.route = Some(r);
+        r
+    }
 
-        let credential = if route.auth == AuthMode::Public {
+    fn credential_of<'r>(&self, req: &RequestHead<'r>, st: &mut State<'r>) -> Result<Credential<'r>, Deny> {
+        if let Some(c) = st.credential {
+            return Ok(c);
+        }
+        let route = self.route(self.route_of(req, st));
+        let c = if route.auth == AuthMode::Public {
             Credential::None
         } else {
             self.extract_credential(req).map_err(|r| self.deny(r))?
         };
+        st.credential = Some(c);
+        Ok(c)
+    }
 
-        // 1. Tenant.
-        let org_idx =
-            self.resolve_tenant(&host, req.path, &credential).ok_or_else(|| self.deny(ReasonCode::TenantUnknown))?;
-        let org = &self.orgs[org_idx];
-
-        // 2. Client IP.
-        let client_ip = self.client_ip.resolve(req).map_err(|r| self.deny(r))?;
-
-        // 3. IP rules, org then route.
-        check_ip(&org.ip, client_ip).map_err(|r| self.deny(r))?;
-        check_ip(&route.ip, client_ip).map_err(|r| self.deny(r))?;
-
-        // 4. Geo.
-        if !org.geo.is_empty() || !route.geo.is_empty() {
-            let country = self.country(req, client_ip, env);
-            org.geo.check(country).map_err(|r| self.deny(r))?;
-            route.geo.check(country).map_err(|r| self.deny(r))?;
+    fn org_of<'r>(&self, req: &RequestHead<'r>, st: &mut State<'r>) -> Result<usize, Deny> {
+        if let Some(o) = st.org {
+            return Ok(o);
         }
+        let cred = self.credential_of(req, st)?;
+        let host = lower(req.host_without_port());
+        let o = self.resolve_tenant(&host, req.path, &cred).ok_or_else(|| self.deny(ReasonCode::TenantUnknown))?;
+        st.org = Some(o);
+        Ok(o)
+    }
 
+    fn client_ip_of(&self, req: &RequestHead<'_>, st: &mut State<'_>) -> Result<IpAddr, Deny> {
+        if let Some(ip) = st.client_ip {
+            return Ok(ip);
+        }
+        let ip = self.client_ip.resolve(req).map_err(|r| self.deny(r))?;
+        st.client_ip = Some(ip);
+        Ok(ip)
+    }
+
+    fn check_credential<'r>(&self, req: &RequestHead<'r>, st: &mut State<'r>, now_secs: u64) -> Result<(), Decision> {
+        let org_idx = self.org_of(req, st)?;
+        let route = self.route(self.route_of(req, st));
         if !route.allows_method(req.method) {
-            return Err(self.deny(ReasonCode::MethodNotAllowed));
+            return Err(self.deny(ReasonCode::MethodNotAllowed).into());
         }
-
-        // 5. Credential.
-        let identity: Option<Arc<Identity>> = match credential {
+        if st.identity_checked {
+            return Ok(());
+        }
+        let identity: Option<Arc<Identity>> = match self.credential_of(req, st)? {
             Credential::None => {
                 if route.auth == AuthMode::Required {
-                    return self.missing_credential(req, org);
+                    return Err(self.missing_credential(req, &self.orgs[org_idx]));
                 }
                 None
             }
@@ -319,17 +479,20 @@ impl Engine {
             Credential::ApiKey(k) => Some(Arc::new(self.api_keys.verify(k, now_secs).map_err(|r| self.deny(r))?)),
         };
         if let Some(id) = &identity {
-            if id.org != org.id {
-                return Err(self.deny(ReasonCode::TenantMismatch));
+            if id.org != self.orgs[org_idx].id {
+                return Err(self.deny(ReasonCode::TenantMismatch).into());
             }
         }
+        st.identity = identity;
+        st.identity_checked = true;
+        Ok(())
+    }
 
-        // 6. Access.
-        org.access.check(route, identity.as_deref(), now_secs).map_err(|r| self.deny(r))?;
-
-        // 7. Rate limits.
+    fn check_rates<'r>(&self, req: &RequestHead<'r>, st: &mut State<'r>, env: &Env<'_>) -> Result<(), Decision> {
+        let org = &self.orgs[self.org_of(req, st)?];
+        let route = self.route(self.route_of(req, st));
         let mut tightest: Option<RateDecision> = None;
-        let mut step = |key: RateKey<'_>, g: &Option<Gcra>| -> Result<(), Deny> {
+        let mut step = |key: RateKey<'_>, g: Option<&Gcra>| -> Result<(), Deny> {
             if let Some(g) = g {
                 let d = env.rates.check(&key, g, env.now);
                 if !d.allowed {
@@ -341,20 +504,40 @@ impl Engine {
             }
             Ok(())
         };
-        step(RateKey { scope: RateScope::Org, org: &org.id, id: "" }, &org.limits.org)?;
-        step(RateKey { scope: RateScope::Route, org: &org.id, id: &route.name }, &route.limit.as_ref().map(Gcra::new))?;
-        if let Some(id) = &identity {
+        step(RateKey { scope: RateScope::Org, org: &org.id, id: "" }, org.limits.org.as_ref())?;
+        step(RateKey { scope: RateScope::Route, org: &org.id, id: &route.name }, route.gcra.as_ref())?;
+        if let Some(id) = &st.identity {
             match id.kind {
                 CredentialKind::ApiKey => {
                     let prefix = id.credential_id.as_deref().unwrap_or("");
-                    step(RateKey { scope: RateScope::ApiKey, org: &org.id, id: prefix }, &org.limits.api_key)?;
+                    step(RateKey { scope: RateScope::ApiKey, org: &org.id, id: prefix }, org.limits.api_key.as_ref())?;
                 }
-                _ => step(RateKey { scope: RateScope::User, org: &org.id, id: &id.subject }, &org.limits.user)?,
+                _ => step(RateKey { scope: RateScope::User, org: &org.id, id: &id.subject }, org.limits.user.as_ref())?,
             }
         }
-        let response_headers = tightest.map(|d| rate_headers(&d)).unwrap_or_default();
+        st.rate = tightest;
+        Ok(())
+    }
 
-        Ok(Decision::Allow(Allow { org: org.id.clone(), route: route.name.clone(), identity, response_headers }))
+    fn deny(&self, reason: ReasonCode) -> Deny {
+        let mut d = Deny::new(reason);
+        let realm = &self.settings.realm;
+        if d.status == 401 {
+            let value = match reason {
+                ReasonCode::CredentialMissing => format!("Bearer realm=\"{realm}\""),
+                ReasonCode::CredentialMalformed => {
+                    format!("Bearer realm=\"{realm}\", error=\"invalid_request\", error_description=\"{reason}\"")
+                }
+                _ => format!("Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{reason}\""),
+            };
+            d.headers.push(("www-authenticate".into(), value));
+        } else if matches!(reason, ReasonCode::PermissionDenied | ReasonCode::ScopeInsufficient) {
+            d.headers.push((
+                "www-authenticate".into(),
+                format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{reason}\""),
+            ));
+        }
+        d
     }
 
     fn rate_limited(&self, d: &RateDecision) -> Deny {
@@ -364,7 +547,7 @@ impl Engine {
         deny
     }
 
-    fn missing_credential(&self, req: &RequestHead<'_>, org: &CompiledOrg) -> Result<Decision, Deny> {
+    fn missing_credential(&self, req: &RequestHead<'_>, org: &CompiledOrg) -> Decision {
         let browser = matches!(req.method, "GET" | "HEAD") && req.accepts_html();
         match (&org.login_url, browser) {
             (Some(login), true) => {
@@ -374,12 +557,12 @@ impl Engine {
                 };
                 let base = login.replace("{org}", &org.id);
                 let sep = if base.contains('?') { '&' } else { '?' };
-                Ok(Decision::Redirect(Redirect {
+                Decision::Redirect(Redirect {
                     location: format!("{base}{sep}return_to={}", utf8_percent_encode(&here, NON_ALPHANUMERIC)),
                     reason: ReasonCode::CredentialMissing,
-                }))
+                })
             }
-            _ => Err(self.deny(ReasonCode::CredentialMissing)),
+            _ => self.deny(ReasonCode::CredentialMissing).into(),
         }
     }
 

@@ -31,7 +31,7 @@ pub mod secrets;
 pub mod time;
 
 pub use decision::{Allow, Decision, DecisionReport, Deny, Redirect};
-pub use engine::{BundleInfo, Engine, EngineError, Env};
+pub use engine::{BundleInfo, Check, Context, Engine, EngineError, Env};
 pub use geo::{CountryCode, CountryLookup, NoCountryLookup};
 pub use identity::{CredentialKind, Identity};
 pub use policy::Policy;
