@@ -41,6 +41,15 @@ enum Command {
     Apikey(ApikeyCmd),
     /// Decide on one request described in JSON and print the decision as JSON.
     Decide(DecideArgs),
+    /// Run the native gateway (reverse proxy with policy filter components).
+    Gateway {
+        /// Gateway configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        json_logs: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -411,6 +420,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Decide(a) => decide(a),
+        Command::Gateway { config, json_logs } => {
+            init_logs(json_logs);
+            let cfg = gatehouse_proxy::config::GatewayConfig::load(&config)?;
+            let threads = std::env::var("GATEHOUSE_THREADS")
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
+            rt.block_on(gatehouse_proxy::run(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if json {
+        b.json().init();
+    } else {
+        b.init();
     }
 }
 

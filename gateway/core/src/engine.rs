@@ -270,6 +270,11 @@ impl Engine {
         })
     }
 
+    /// Prefix of the identity headers sent upstream.
+    pub fn identity_header_prefix(&self) -> &str {
+        &self.settings.identity_header_prefix
+    }
+
     /// Facts about the loaded bundle.
     pub fn info(&self) -> &BundleInfo {
         &self.info
@@ -319,10 +324,7 @@ impl Engine {
                 }
                 None => None,
             },
-            route: match &ctx.route {
-                Some(r) => Some(self.route_by_name.get(r).copied().unwrap_or(FALLBACK)),
-                None => None,
-            },
+            route: ctx.route.as_ref().map(|r| self.route_by_name.get(r).copied().unwrap_or(FALLBACK)),
             client_ip: ctx.client_ip,
             identity: ctx.identity.clone(),
             identity_checked: ctx.identity.is_some(),

@@ -163,11 +163,17 @@ impl MemoryRateStore {
         }
     }
 
-    fn fingerprint(&self, key: &RateKey<'_>) -> u64 {
+    fn fingerprint(&self, key: &impl Hash) -> u64 {
         #[allow(deprecated)]
         let mut h = std::hash::SipHasher::new_with_keys(self.seed.0, self.seed.1);
         key.hash(&mut h);
         h.finish()
+    }
+
+    /// One GCRA step for a key already rendered to a string (see [`RateKey::render`]):
+    /// what hosts use when the key arrives from a filter component.
+    pub fn check_rendered(&self, key: &str, gcra: &Gcra, now: UnixNanos) -> RateDecision {
+        self.check_fingerprint(self.fingerprint(&key), gcra, now)
     }
 
     /// Number of keys held.
@@ -201,7 +207,14 @@ impl MemoryRateStore {
 
 impl RateStore for MemoryRateStore {
     fn check(&self, key: &RateKey<'_>, gcra: &Gcra, now: UnixNanos) -> RateDecision {
-        let fp = self.fingerprint(key);
+        // Hashing the fields avoids rendering a string per request; a store is used either
+        // through this trait or through `check_rendered`, never both.
+        self.check_fingerprint(self.fingerprint(key), gcra, now)
+    }
+}
+
+impl MemoryRateStore {
+    fn check_fingerprint(&self, fp: u64, gcra: &Gcra, now: UnixNanos) -> RateDecision {
         let shard = &self.shards[(fp as usize) % SHARDS];
         let mut map = match shard.lock() {
             Ok(m) => m,

@@ -43,6 +43,16 @@ reason_codes! {
     BundleExpired = ("bundle_expired", 503),
     /// An internal error in a check: fail closed.
     InternalError = ("internal_error", 503),
+    /// A policy filter component trapped, ran out of time or memory: fail closed.
+    FilterFailed = ("filter_failed", 503),
+    /// The request body is larger than the gateway admits.
+    BodyTooLarge = ("body_too_large", 413),
+    /// The upstream could not be reached or answered badly.
+    UpstreamUnavailable = ("upstream_unavailable", 502),
+    /// The upstream did not answer in time.
+    UpstreamTimeout = ("upstream_timeout", 504),
+    /// No gateway route serves this host and path.
+    NoRoute = ("no_route", 404),
     /// The request head is malformed (bad host, path, oversized header...).
     RequestMalformed = ("request_malformed", 400),
     /// No organisation serves this host / path / token.

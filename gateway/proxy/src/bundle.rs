@@ -1,0 +1,121 @@
+//! The bundle in force, and how new ones arrive: a watched file, SIGHUP, or an origin URL
+//! polled with ETag. A new bundle is verified (signature against the pinned key, format,
+//! expiry, policy) before it replaces the old one; a bad one is refused, logged and
+//! counted, and the old one stays in force. Requests in flight keep the bundle they
+//! started with (an `Arc`), so a swap never fails a request.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use gatehouse_core::{EdgeSecrets, Engine};
+
+use crate::metrics::Metrics;
+
+/// A verified bundle.
+pub struct LoadedBundle {
+    /// Signed bytes, handed to filter instances.
+    pub bytes: Vec<u8>,
+    /// Increases with every accepted load (instances reload when it changes).
+    pub generation: u64,
+    /// The native view of the same policy: used for freshness, identity-header names.
+    pub engine: Engine,
+}
+
+/// The bundle holder.
+pub struct BundleStore {
+    current: RwLock<Option<Arc<LoadedBundle>>>,
+    generation: AtomicU64,
+    /// The pinned origin key.
+    pub public_key: [u8; 32],
+    secrets: EdgeSecrets,
+    /// The edge secrets as JSON for filters.
+    pub secrets_json: Vec<u8>,
+    metrics: Arc<Metrics>,
+}
+
+impl BundleStore {
+    /// An empty store.
+    pub fn new(
+        public_key: [u8; 32],
+        secrets: EdgeSecrets,
+        secrets_json: Vec<u8>,
+        metrics: Arc<Metrics>,
+    ) -> BundleStore {
+        BundleStore {
+            current: RwLock::new(None),
+            generation: AtomicU64::new(0),
+            public_key,
+            secrets,
+            secrets_json,
+            metrics,
+        }
+    }
+
+    /// The bundle in force.
+    pub fn current(&self) -> Option<Arc<LoadedBundle>> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Verify and, if good, install `bytes`. Returns the revision.
+    pub fn install(&self, bytes: Vec<u8>) -> Result<u64, String> {
+        let now = crate::filters::now_nanos() / 1_000_000_000;
+        match Engine::from_bundle(&bytes, &self.public_key, now, &self.secrets) {
+            Ok(engine) => {
+                let info = engine.info().clone();
+                let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Arc::new(LoadedBundle { bytes, generation, engine }));
+                self.metrics.bundle_loads.with_label_values(&["ok"]).inc();
+                self.metrics.bundle_revision.set(info.revision as i64);
+                self.metrics.bundle_issued_at.set(info.issued_at as i64);
+                self.metrics.bundle_expires_at.set(info.expires_at as i64);
+                tracing::info!(revision = info.revision, expires_at = info.expires_at, "bundle loaded");
+                Ok(info.revision)
+            }
+            Err(e) => {
+                self.metrics.bundle_loads.with_label_values(&["refused"]).inc();
+                tracing::error!(error = %e, "bundle refused; keeping the bundle in force");
+                Err(e.to_string())
+            }
+        }
+    }
+}
+
+/// Watch a bundle file: reload when its contents change, or on SIGHUP.
+pub async fn watch_file(store: Arc<BundleStore>, path: PathBuf, every: Duration, initial: Option<Vec<u8>>) {
+    let mut last: Option<Vec<u8>> = initial;
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        match tokio::fs::read(&path).await {
+            Ok(bytes) if last.as_ref() != Some(&bytes) => {
+                let _ = store.install(bytes.clone());
+                last = Some(bytes);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(file = %path.display(), error = %e, "cannot read bundle file"),
+        }
+        #[cfg(unix)]
+        {
+            let hup_fut = async {
+                match hup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = hup_fut => {
+                    tracing::info!("SIGHUP: rereading the bundle");
+                    last = None;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::time::sleep(every).await;
+    }
+}

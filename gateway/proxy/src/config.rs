@@ -1,0 +1,254 @@
+//! The gateway's configuration file (TOML), validated at load with messages that name the
+//! file and the field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Listeners.
+    pub listen: Listen,
+    /// Where the policy bundle comes from.
+    pub bundle: BundleSource,
+    /// Filter components: where the built-ins are, where compiled code is cached, bounds.
+    #[serde(default)]
+    pub filters: FilterSettings,
+    /// Request and upstream limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Country lookup.
+    #[serde(default)]
+    pub geo: GeoSource,
+    /// Routes: host/path prefix → upstream, with a filter chain. First match wins.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Listener addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Public listener (HTTP/1.1 and h2c).
+    pub addr: SocketAddr,
+    /// Admin listener: `/healthz`, `/readyz`, `/metrics`.
+    pub admin: SocketAddr,
+}
+
+/// Bundle source: a file (watched, and reread on SIGHUP).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleSource {
+    /// A bundle file.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// An origin URL serving the bundle (`GET`, ETag polling).
+    #[serde(default)]
+    pub origin_url: Option<String>,
+    /// Bearer credential for the origin.
+    #[serde(default)]
+    pub origin_token: Option<String>,
+    /// The pinned origin public key (Ed25519, PEM).
+    pub public_key: PathBuf,
+    /// Edge secrets file (API-key secret, HS256 keys), if any.
+    #[serde(default)]
+    pub secrets: Option<PathBuf>,
+    /// Seconds between checks for a new bundle.
+    #[serde(default = "default_poll")]
+    pub poll_secs: u64,
+}
+
+fn default_poll() -> u64 {
+    2
+}
+
+/// Filter component settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterSettings {
+    /// Directory holding the built-in filters (`gatehouse_filter_<name>.wasm`).
+    pub builtin_dir: Option<PathBuf>,
+    /// Directory for precompiled code (`.cwasm`), reused across restarts.
+    pub cache_dir: Option<PathBuf>,
+    /// CPU bound per filter call, in milliseconds (epoch interruption).
+    pub max_call_ms: u64,
+    /// Memory bound per instance, in MiB.
+    pub max_memory_mib: u64,
+    /// Instances kept per filter.
+    pub pool_size: usize,
+}
+
+impl Default for FilterSettings {
+    fn default() -> Self {
+        FilterSettings { builtin_dir: None, cache_dir: None, max_call_ms: 100, max_memory_mib: 64, pool_size: 64 }
+    }
+}
+
+/// Request and upstream limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body, in bytes (streamed; never buffered whole).
+    pub max_body_bytes: u64,
+    /// Seconds to receive a request head.
+    pub header_timeout_secs: u64,
+    /// Seconds for the upstream to answer with a response head.
+    pub upstream_timeout_secs: u64,
+    /// Seconds in-flight requests get to finish on shutdown.
+    pub drain_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_body_bytes: 100 * 1024 * 1024, header_timeout_secs: 10, upstream_timeout_secs: 30, drain_secs: 20 }
+    }
+}
+
+/// Country lookup for the geo filter.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoSource {
+    /// A MaxMind-format (`.mmdb`) country database.
+    #[serde(default)]
+    pub maxmind_db: Option<PathBuf>,
+}
+
+/// One route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Host to match (exact, or `*` / absent for any).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Path prefix (segment boundary).
+    #[serde(default = "root")]
+    pub path_prefix: String,
+    /// Upstream base URL, `http://host:port`.
+    pub upstream: String,
+    /// Filters in order: built-in names (`ip`, `geo`, `token`, `rate`) or paths to
+    /// components (`./custom.wasm`).
+    #[serde(default = "default_chain")]
+    pub filters: Vec<String>,
+}
+
+fn root() -> String {
+    "/".into()
+}
+
+fn default_chain() -> Vec<String> {
+    ["ip", "geo", "token", "rate"].map(String::from).to_vec()
+}
+
+/// A configuration problem, naming file and field.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Names of the built-in filters.
+pub const BUILTINS: &[&str] = &["ip", "geo", "token", "rate"];
+
+impl GatewayConfig {
+    /// Read and validate; relative paths are resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let err = |message: String| ConfigError { file: path.to_path_buf(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let mut c: GatewayConfig = toml::from_str(&text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        abs(&mut c.bundle.public_key);
+        if let Some(f) = c.bundle.file.as_mut() {
+            abs(f);
+        }
+        if let Some(f) = c.bundle.secrets.as_mut() {
+            abs(f);
+        }
+        if let Some(f) = c.filters.builtin_dir.as_mut() {
+            abs(f);
+        }
+        if let Some(f) = c.filters.cache_dir.as_mut() {
+            abs(f);
+        }
+        if let Some(f) = c.geo.maxmind_db.as_mut() {
+            abs(f);
+        }
+        c.validate(dir).map_err(err)?;
+        Ok(c)
+    }
+
+    fn validate(&mut self, dir: &Path) -> Result<(), String> {
+        match (&self.bundle.file, &self.bundle.origin_url) {
+            (None, None) => return Err("bundle: set `file` or `origin_url`".into()),
+            (Some(_), Some(_)) => return Err("bundle: set only one of `file` and `origin_url`".into()),
+            (None, Some(u)) if !u.starts_with("http://") && !u.starts_with("https://") => {
+                return Err(format!("bundle.origin_url: `{u}` is not an http(s) URL"))
+            }
+            _ => {}
+        }
+        if !(1..=3600).contains(&self.bundle.poll_secs) {
+            return Err("bundle.poll_secs: must be between 1 and 3600".into());
+        }
+        if !(1..=10_000).contains(&self.filters.max_call_ms) {
+            return Err("filters.max_call_ms: must be between 1 and 10000".into());
+        }
+        if !(1..=4096).contains(&self.filters.max_memory_mib) {
+            return Err("filters.max_memory_mib: must be between 1 and 4096".into());
+        }
+        if !(1..=1024).contains(&self.filters.pool_size) {
+            return Err("filters.pool_size: must be between 1 and 1024".into());
+        }
+        if self.listen.addr == self.listen.admin {
+            return Err("listen.admin: must differ from listen.addr".into());
+        }
+        if self.routes.is_empty() {
+            return Err("routes: at least one route is needed".into());
+        }
+        for (i, r) in self.routes.iter_mut().enumerate() {
+            if !r.path_prefix.starts_with('/') {
+                return Err(format!("routes[{i}].path_prefix: must start with `/`"));
+            }
+            let u = r.upstream.trim_end_matches('/');
+            let rest = u.strip_prefix("http://").ok_or_else(|| {
+                format!(
+                    "routes[{i}].upstream: `{}` must be http://host:port (TLS to upstreams is not supported yet)",
+                    r.upstream
+                )
+            })?;
+            if rest.is_empty() || rest.contains('/') {
+                return Err(format!("routes[{i}].upstream: `{}` must be a base URL without a path", r.upstream));
+            }
+            r.upstream = u.to_string();
+            if r.filters.is_empty() {
+                return Err(format!(
+                    "routes[{i}].filters: an empty chain would admit everything; list at least one filter"
+                ));
+            }
+            for (j, f) in r.filters.iter_mut().enumerate() {
+                if !BUILTINS.contains(&f.as_str()) {
+                    if !f.ends_with(".wasm") {
+                        return Err(format!(
+                            "routes[{i}].filters[{j}]: `{f}` is neither a built-in ({}) nor a .wasm path",
+                            BUILTINS.join(", ")
+                        ));
+                    }
+                    let p = dir.join(&*f);
+                    if !p.exists() {
+                        return Err(format!("routes[{i}].filters[{j}]: `{}` does not exist", p.display()));
+                    }
+                    *f = p.to_string_lossy().into_owned();
+                }
+            }
+        }
+        Ok(())
+    }
+}

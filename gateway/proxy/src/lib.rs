@@ -1,0 +1,149 @@
+//! # gatehouse-proxy
+//!
+//! The native Gatehouse gateway: a hyper reverse proxy in front of any HTTP application,
+//! running the policy filter chain of each route as WebAssembly components under wasmtime.
+//! Decisions are made by the filters (thin shells over `gatehouse-core`); this crate only
+//! moves bytes: requests in, context between filters, requests out.
+
+#![warn(missing_docs)]
+
+pub mod bundle;
+pub mod config;
+pub mod filters;
+pub mod metrics;
+pub mod server;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::bundle::BundleStore;
+use crate::config::{GatewayConfig, BUILTINS};
+use crate::filters::{FilterHost, Shared};
+use crate::metrics::Metrics;
+use crate::server::Gateway;
+
+/// Where built-in filter components are looked for when the config does not say: the
+/// `GATEHOUSE_FILTER_DIR` environment variable, then `filters/` next to the binary.
+pub fn default_builtin_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("GATEHOUSE_FILTER_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.join("filters");
+    dir.exists().then_some(dir)
+}
+
+/// Run the gateway until SIGTERM or Ctrl-C, then drain.
+pub async fn run(config: GatewayConfig) -> Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let public_key = gatehouse_policy::keys::read_public_key(&config.bundle.public_key)?;
+    let (secrets, secrets_json) = match &config.bundle.secrets {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
+            let value: toml::Value = toml::from_str(&text).with_context(|| format!("{}", p.display()))?;
+            let json = serde_json::to_vec(&value)?;
+            let parsed = serde_json::from_slice(&json).map_err(|e| anyhow!("{}: {e}", p.display()))?;
+            (parsed, json)
+        }
+        None => (gatehouse_core::EdgeSecrets::default(), Vec::new()),
+    };
+    let bundles = Arc::new(BundleStore::new(public_key, secrets, secrets_json, metrics.clone()));
+
+    // Filter components: every name used by a route.
+    let builtin_dir = config.filters.builtin_dir.clone().or_else(default_builtin_dir);
+    let mut sources: Vec<(String, PathBuf)> = Vec::new();
+    for r in &config.routes {
+        for f in &r.filters {
+            if sources.iter().any(|(n, _)| n == f) {
+                continue;
+            }
+            let path = if BUILTINS.contains(&f.as_str()) {
+                let dir = builtin_dir.clone().ok_or_else(filters::no_builtin_dir)?;
+                filters::builtin_path(&dir, f)
+            } else {
+                PathBuf::from(f)
+            };
+            sources.push((f.clone(), path));
+        }
+    }
+    let geo = match &config.geo.maxmind_db {
+        Some(p) => Some(maxminddb::Reader::open_readfile(p).with_context(|| format!("{}", p.display()))?),
+        None => None,
+    };
+    let shared = Arc::new(Shared { rates: gatehouse_core::MemoryRateStore::new(1_000_000, seed()), geo });
+    let started = std::time::Instant::now();
+    let host = Arc::new(FilterHost::new(&config.filters, &sources, shared)?);
+    tracing::info!(filters = sources.len(), ms = started.elapsed().as_millis() as u64, "filter components ready");
+
+    // First bundle, then keep watching.
+    if let Some(file) = config.bundle.file.clone() {
+        let bytes = std::fs::read(&file).with_context(|| format!("{}", file.display()))?;
+        if let Err(e) = bundles.install(bytes.clone()) {
+            tracing::error!("{}: {e}; not ready until a valid bundle arrives", file.display());
+        }
+        let every = Duration::from_secs(config.bundle.poll_secs);
+        tokio::spawn(bundle::watch_file(bundles.clone(), file, every, Some(bytes)));
+    } else {
+        return Err(anyhow!("bundle.origin_url is served by the origin (issue 4); use bundle.file for now"));
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen.addr)
+        .await
+        .with_context(|| format!("listen {}", config.listen.addr))?;
+    let admin = tokio::net::TcpListener::bind(config.listen.admin)
+        .await
+        .with_context(|| format!("listen {}", config.listen.admin))?;
+    tracing::info!(addr = %config.listen.addr, admin = %config.listen.admin, "gatehouse gateway listening");
+    let drain = Duration::from_secs(config.limits.drain_secs);
+    let header_timeout = Duration::from_secs(config.limits.header_timeout_secs);
+    let gw = Arc::new(Gateway::new(config, bundles, host, metrics));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+
+    let g = gw.clone();
+    let public = tokio::spawn(server::serve(
+        listener,
+        move |req, peer| g.clone().handle(req, peer),
+        rx.clone(),
+        drain,
+        header_timeout,
+    ));
+    let g = gw.clone();
+    let admin = tokio::spawn(server::serve(
+        admin,
+        move |req: hyper::Request<hyper::body::Incoming>, _| {
+            let g = g.clone();
+            async move { g.admin(req.uri().path()) }
+        },
+        rx,
+        drain,
+        header_timeout,
+    ));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    let _ = tx.send(true);
+    let _ = public.await;
+    let _ = admin.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn seed() -> [u8; 16] {
+    gatehouse_policy::keys::random_bytes()
+}

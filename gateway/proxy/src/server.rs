@@ -1,0 +1,398 @@
+//! The HTTP side: the public listener (HTTP/1.1 and h2c), the filter chain, forwarding to
+//! upstreams with a pooled client, upgrades, and the admin listener.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gatehouse_core::identity::{CredentialKind, Identity};
+use gatehouse_core::ReasonCode;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::bundle::BundleStore;
+use crate::config::{GatewayConfig, RouteConfig};
+use crate::filters::{FilterHost, PolicyInput, Verdict, WitContext, WitRequest};
+use crate::metrics::Metrics;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Body type used throughout.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// Everything a request needs.
+pub struct Gateway {
+    /// Configuration.
+    pub config: GatewayConfig,
+    /// Bundle in force.
+    pub bundles: Arc<BundleStore>,
+    /// Filter components.
+    pub filters: Arc<FilterHost>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    client: Client<HttpConnector, Body>,
+}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+fn reason_response(reason: ReasonCode, headers: &[(String, String)]) -> Response<Body> {
+    let body = format!("{{\"error\":\"{}\"}}\n", reason.as_str());
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = StatusCode::from_u16(reason.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    h.insert("x-gatehouse-reason", HeaderValue::from_static(reason.as_str()));
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            h.append(k, v);
+        }
+    }
+    resp
+}
+
+impl Gateway {
+    /// Assemble the gateway.
+    pub fn new(
+        config: GatewayConfig,
+        bundles: Arc<BundleStore>,
+        filters: Arc<FilterHost>,
+        metrics: Arc<Metrics>,
+    ) -> Gateway {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
+        Gateway { config, bundles, filters, metrics, client }
+    }
+
+    fn route(&self, host: &str, path: &str) -> Option<&RouteConfig> {
+        let host = gatehouse_core::request::strip_port(host);
+        self.config.routes.iter().find(|r| {
+            let host_ok = match r.host.as_deref() {
+                None | Some("*") => true,
+                Some(h) => h.eq_ignore_ascii_case(host),
+            };
+            let p = r.path_prefix.trim_end_matches('/');
+            host_ok
+                && (p.is_empty()
+                    || (path.starts_with(p) && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/')))
+        })
+    }
+
+    fn count(&self, decision: &str, reason: &str) {
+        self.metrics.requests.with_label_values(&[decision, reason]).inc();
+    }
+
+    /// Handle one request from `peer`.
+    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let authority = req
+            .headers()
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let path = req.uri().path().to_string();
+        let Some(route) = self.route(&authority, &path).cloned() else {
+            self.count("deny", ReasonCode::NoRoute.as_str());
+            return reason_response(ReasonCode::NoRoute, &[]);
+        };
+        let Some(bundle) = self.bundles.current() else {
+            self.count("deny", ReasonCode::BundleMissing.as_str());
+            return reason_response(ReasonCode::BundleMissing, &[]);
+        };
+        if let Some(len) =
+            req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+        {
+            if len > self.config.limits.max_body_bytes {
+                self.count("deny", ReasonCode::BodyTooLarge.as_str());
+                return reason_response(ReasonCode::BodyTooLarge, &[]);
+            }
+        }
+        // The request head as filters see it. Header values must be text.
+        let mut headers = Vec::with_capacity(req.headers().len());
+        for (k, v) in req.headers() {
+            match v.to_str() {
+                Ok(v) => headers.push((k.as_str().to_string(), v.to_string())),
+                Err(_) => {
+                    self.count("deny", ReasonCode::RequestMalformed.as_str());
+                    return reason_response(ReasonCode::RequestMalformed, &[]);
+                }
+            }
+        }
+        let wreq = WitRequest {
+            method: req.method().as_str().to_string(),
+            scheme: "http".into(),
+            authority,
+            path,
+            query: req.uri().query().map(str::to_string),
+            headers,
+            peer: peer.ip().to_string(),
+            platform_country: None,
+        };
+        let policy = PolicyInput {
+            revision: bundle.generation,
+            bundle: &bundle.bytes,
+            public_key: &self.bundles.public_key,
+            secrets_json: &self.bundles.secrets_json,
+        };
+        // The chain: each filter sees the context the previous ones established.
+        let started = Instant::now();
+        let mut ctx =
+            WitContext { org: None, route: None, client_ip: None, identity: None, response_headers: Vec::new() };
+        for name in &route.filters {
+            let t = Instant::now();
+            let verdict = self.filters.check(name, &policy, &wreq, &ctx);
+            self.metrics.filter_seconds.with_label_values(&[name]).observe(t.elapsed().as_secs_f64());
+            match verdict {
+                Ok(Verdict::Allow(next)) => ctx = next,
+                Ok(Verdict::Deny(d)) => {
+                    self.metrics.chain_seconds.with_label_values(&["deny"]).observe(started.elapsed().as_secs_f64());
+                    self.count("deny", &d.reason);
+                    let reason = ReasonCode::from_str_code(&d.reason).unwrap_or(ReasonCode::InternalError);
+                    let mut resp = reason_response(reason, &d.headers);
+                    // A custom filter's own code and status are passed through as given.
+                    if let Ok(s) = StatusCode::from_u16(d.status) {
+                        if (400..600).contains(&d.status) {
+                            *resp.status_mut() = s;
+                        }
+                    }
+                    if let Ok(v) = HeaderValue::from_str(&d.reason) {
+                        resp.headers_mut().insert("x-gatehouse-reason", v);
+                    }
+                    return resp;
+                }
+                Ok(Verdict::Redirect(location)) => {
+                    self.metrics
+                        .chain_seconds
+                        .with_label_values(&["redirect"])
+                        .observe(started.elapsed().as_secs_f64());
+                    self.count("redirect", ReasonCode::CredentialMissing.as_str());
+                    let mut resp = Response::new(full(""));
+                    *resp.status_mut() = StatusCode::FOUND;
+                    if let Ok(v) = HeaderValue::from_str(&location) {
+                        resp.headers_mut().insert("location", v);
+                    }
+                    return resp;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "filter failed; request denied");
+                    self.count("deny", ReasonCode::FilterFailed.as_str());
+                    return reason_response(ReasonCode::FilterFailed, &[]);
+                }
+            }
+        }
+        self.metrics.chain_seconds.with_label_values(&["allow"]).observe(started.elapsed().as_secs_f64());
+        self.count("allow", "");
+
+        // Upstream request: same method, path and query, client identity headers removed,
+        // ours added, hop-by-hop headers dropped (except for an upgrade).
+        let upgrade = req.headers().contains_key("upgrade");
+        let on_client_upgrade = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
+        let (parts, body) = req.into_parts();
+        let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let uri = match format!("{}{}", route.upstream, pq).parse::<hyper::Uri>() {
+            Ok(u) => u,
+            Err(_) => return reason_response(ReasonCode::RequestMalformed, &[]),
+        };
+        let mut up = Request::builder().method(parts.method.clone()).uri(uri).version(hyper::Version::HTTP_11);
+        let connection_tokens: Vec<String> = parts
+            .headers
+            .get_all("connection")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+            .collect();
+        {
+            let h = up.headers_mut().expect("builder");
+            for (k, v) in &parts.headers {
+                let name = k.as_str();
+                if bundle.engine.is_identity_header(name) {
+                    continue;
+                }
+                let hop = HOP_BY_HOP.contains(&name) || connection_tokens.iter().any(|t| t == name);
+                if hop && !(upgrade && (name == "upgrade" || name == "connection")) {
+                    continue;
+                }
+                h.append(k.clone(), v.clone());
+            }
+            if let Some(id) = &ctx.identity {
+                if let Some(identity) = to_identity(id, bundle.engine.identity_header_prefix()) {
+                    for (k, v) in identity.upstream_headers() {
+                        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                            h.insert(k, v);
+                        }
+                    }
+                }
+            }
+            let xff = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prev) => format!("{prev}, {}", peer.ip()),
+                None => peer.ip().to_string(),
+            };
+            if let Ok(v) = HeaderValue::from_str(&xff) {
+                h.insert("x-forwarded-for", v);
+            }
+        }
+        let limit = self.config.limits.max_body_bytes as usize;
+        let body: Body = Limited::new(body, limit).boxed();
+        let up = match up.body(body) {
+            Ok(r) => r,
+            Err(_) => return reason_response(ReasonCode::RequestMalformed, &[]),
+        };
+        let timeout = Duration::from_secs(self.config.limits.upstream_timeout_secs);
+        let mut resp = match tokio::time::timeout(timeout, self.client.request(up)).await {
+            Err(_) => {
+                self.count("error", ReasonCode::UpstreamTimeout.as_str());
+                return reason_response(ReasonCode::UpstreamTimeout, &[]);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, upstream = %route.upstream, "upstream error");
+                let too_large = std::error::Error::source(&e)
+                    .map(|s| s.to_string().contains("length limit exceeded"))
+                    .unwrap_or(false);
+                let reason = if too_large { ReasonCode::BodyTooLarge } else { ReasonCode::UpstreamUnavailable };
+                self.count("error", reason.as_str());
+                return reason_response(reason, &[]);
+            }
+            Ok(Ok(r)) => r,
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_up) = on_client_upgrade {
+                let upstream_up = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    match (client_up.await, upstream_up.await) {
+                        (Ok(c), Ok(u)) => {
+                            let mut c = TokioIo::new(c);
+                            let mut u = TokioIo::new(u);
+                            let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                        }
+                        (a, b) => tracing::warn!(client = a.is_ok(), upstream = b.is_ok(), "upgrade failed"),
+                    }
+                });
+            }
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, full(""));
+        }
+        let (mut parts, body) = resp.into_parts();
+        for name in HOP_BY_HOP {
+            parts.headers.remove(*name);
+        }
+        for (k, v) in &ctx.response_headers {
+            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                parts.headers.insert(k, v);
+            }
+        }
+        Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+    }
+
+    /// The admin listener's answers.
+    pub fn admin(&self, path: &str) -> Response<Body> {
+        let now = crate::filters::now_nanos() / 1_000_000_000;
+        let (status, body, ctype) = match path {
+            "/healthz" => (StatusCode::OK, "ok\n".to_string(), "text/plain"),
+            "/readyz" => match self.bundles.current() {
+                Some(b) if b.engine.is_fresh(now) => (StatusCode::OK, "ready\n".into(), "text/plain"),
+                Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "bundle expired\n".into(), "text/plain"),
+                None => (StatusCode::SERVICE_UNAVAILABLE, "no bundle\n".into(), "text/plain"),
+            },
+            "/metrics" => (StatusCode::OK, self.metrics.render(now), "text/plain; version=0.0.4"),
+            _ => (StatusCode::NOT_FOUND, "not found\n".into(), "text/plain"),
+        };
+        let mut r = Response::new(full(body));
+        *r.status_mut() = status;
+        r.headers_mut().insert("content-type", HeaderValue::from_static(ctype));
+        r
+    }
+}
+
+fn to_identity(i: &crate::filters::WitIdentity, prefix: &str) -> Option<Identity> {
+    let kind = match i.kind.as_str() {
+        "jwt" => CredentialKind::Jwt,
+        "session" => CredentialKind::Session,
+        "api_key" => CredentialKind::ApiKey,
+        _ => return None,
+    };
+    Some(Identity::new(
+        kind,
+        i.subject.clone(),
+        i.org.clone(),
+        i.roles.clone(),
+        i.scopes.clone(),
+        i.teams.clone(),
+        i.amr.clone(),
+        i.session_id.clone(),
+        i.credential_id.clone(),
+        i.expires_at,
+        prefix,
+    ))
+}
+
+/// Serve connections from `listener` until `shutdown` resolves, then drain for at most
+/// `drain`.
+pub async fn serve<F, Fut>(
+    listener: tokio::net::TcpListener,
+    handler: F,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    drain: Duration,
+    header_timeout: Duration,
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = shutdown;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let h = handler.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let h = h.clone();
+                    async move { Ok::<_, Infallible>(h(req, peer).await) }
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = tokio::time::sleep(drain) => tracing::warn!("drain timeout; closing remaining connections"),
+    }
+}

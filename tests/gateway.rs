@@ -1,0 +1,488 @@
+//! End-to-end tests of the native gateway: a real upstream on loopback, the `gatehouse
+//! gateway` process with the built filter components under wasmtime, real HTTP.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use support::*;
+
+/// The upstream: echoes what it received as JSON (path, headers, body size, streamed),
+/// answers `/slow` after 1.5 s, and echoes WebSocket messages on `/ws`.
+async fn upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(
+                        |req: Request<Incoming>| async move { Ok::<_, Infallible>(echo(req).await) },
+                    );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn echo(mut req: Request<Incoming>) -> Response<TestBody> {
+    if req.uri().path() == "/ws" {
+        let key = req.headers().get("sec-websocket-key").cloned().unwrap();
+        let on_up = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let up = on_up.await.unwrap();
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(up),
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_text() || msg.is_binary() {
+                    ws.send(msg).await.unwrap();
+                }
+            }
+        });
+        return Response::builder()
+            .status(101)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header(
+                "sec-websocket-accept",
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
+            )
+            .body(body(Bytes::new()))
+            .unwrap();
+    }
+    if req.uri().path() == "/slow" {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let path = req.uri().to_string();
+    let headers: serde_json::Map<String, Value> =
+        req.headers().iter().map(|(k, v)| (k.to_string(), Value::from(v.to_str().unwrap_or("")))).collect();
+    let mut n = 0usize;
+    let mut b = req.into_body();
+    while let Some(f) = b.frame().await {
+        if let Ok(d) = f.unwrap().into_data() {
+            n += d.len();
+        }
+    }
+    let out = serde_json::json!({"path": path, "headers": headers, "body_bytes": n});
+    Response::new(body(out.to_string()))
+}
+
+fn policy(tiny_limit: u64) -> String {
+    format!(
+        r#"
+[settings]
+leeway_secs = 30
+
+[client_ip]
+source = "x-forwarded-for"
+trusted_proxies = ["127.0.0.2/32"]
+
+[geo]
+country_header = "x-test-country"
+trust_header_from_any_peer = true
+
+[tiers.team]
+limits.user = {{ requests = 1000000, per_secs = 1 }}
+
+[tiers.tiny]
+limits.org = {{ requests = {tiny_limit}, per_secs = 3600 }}
+
+[[issuers]]
+issuer = "https://login.test"
+audiences = ["gatehouse"]
+jwks_file = "keys/token-signing.jwks.json"
+
+[orgs.acme]
+tier = "team"
+hosts = ["acme.test"]
+ip = {{ allow = ["127.0.0.0/8"], deny = ["127.0.0.9"] }}
+geo = {{ deny = ["KP"] }}
+
+[orgs.limited]
+tier = "tiny"
+hosts = ["limited.test"]
+
+[[routes]]
+name = "public"
+path = "/public"
+auth = "public"
+
+[[routes]]
+name = "admin"
+path = "/admin"
+role = "admin"
+
+[[routes]]
+name = "api"
+path = "/"
+"#
+    )
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    gw: GatewayProc,
+    token: String,
+}
+
+impl Env {
+    fn bundle(&self) -> PathBuf {
+        self.dir.join("bundle.ghb")
+    }
+}
+
+async fn start() -> Env {
+    let up = upstream().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    compile_bundle(&dir, &policy(3), 1, &dir.join("bundle.ghb"));
+    let comps = component_dir();
+    let cache = comps.parent().unwrap().parent().unwrap().join("gatehouse-test-cwasm");
+    let (addr, admin) = (free_port(), free_port());
+    let custom = |n: &str| comps.join(n).to_string_lossy().into_owned();
+    let config = format!(
+        r#"
+[listen]
+addr = "127.0.0.1:{addr}"
+admin = "127.0.0.1:{admin}"
+
+[bundle]
+file = "bundle.ghb"
+public_key = "keys/bundle-signing.pub.pem"
+secrets = "keys/edge-secrets.toml"
+poll_secs = 1
+
+[filters]
+builtin_dir = "{builtin}"
+cache_dir = "{cache}"
+max_call_ms = 50
+max_memory_mib = 32
+pool_size = 16
+
+[limits]
+max_body_bytes = 104857600
+drain_secs = 10
+
+[[routes]]
+host = "trap.test"
+upstream = "http://{up}"
+filters = ["{trap}"]
+
+[[routes]]
+host = "spin.test"
+upstream = "http://{up}"
+filters = ["{spin}"]
+
+[[routes]]
+host = "hog.test"
+upstream = "http://{up}"
+filters = ["{hog}"]
+
+[[routes]]
+host = "custom.test"
+upstream = "http://{up}"
+filters = ["{example}"]
+
+[[routes]]
+upstream = "http://{up}"
+filters = ["ip", "geo", "token", "rate"]
+"#,
+        builtin = comps.display(),
+        cache = cache.display(),
+        trap = custom("gatehouse_testing_trap.wasm"),
+        spin = custom("gatehouse_testing_spin.wasm"),
+        hog = custom("gatehouse_testing_hog.wasm"),
+        example = custom("gatehouse_example_require_header.wasm"),
+    );
+    std::fs::write(dir.join("gateway.toml"), config).unwrap();
+    let gw = GatewayProc::start(
+        &dir.join("gateway.toml"),
+        format!("127.0.0.1:{addr}").parse().unwrap(),
+        format!("127.0.0.1:{admin}").parse().unwrap(),
+        &dir.join("gateway.log"),
+    );
+    let token = mint(&dir, "alice", "acme", "viewer");
+    Env { _dir: tmp, dir, gw, token }
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|_| panic!("not JSON: {s}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn allow_and_every_kind_of_deny() {
+    let e = start().await;
+    let a = e.gw.addr;
+    let auth = bearer(&e.token);
+
+    // Allowed, with identity headers; client copies of them are removed first.
+    let (s, _, b) = send(
+        a,
+        get(
+            "acme.test",
+            "/api/things?x=1",
+            &[("authorization", &auth), ("x-gatehouse-subject", "root"), ("x-gatehouse-org", "evil")],
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let up = json(&b);
+    assert_eq!(up["path"], "/api/things?x=1");
+    assert_eq!(up["headers"]["x-gatehouse-subject"], "alice");
+    assert_eq!(up["headers"]["x-gatehouse-org"], "acme");
+    assert_eq!(up["headers"]["x-gatehouse-roles"], "viewer");
+    assert_eq!(up["headers"]["x-forwarded-for"], "127.0.0.1");
+    // Public route: no identity, and spoofed identity headers still never arrive.
+    let (s, _, b) = send(a, get("acme.test", "/public/x", &[("x-gatehouse-subject", "root")]), None).await;
+    assert_eq!(s, 200);
+    assert!(json(&b)["headers"].as_object().unwrap().keys().all(|k| !k.starts_with("x-gatehouse-")), "{b}");
+
+    type Case<'a> = (&'a str, Request<TestBody>, Option<IpAddr>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        ("no credential", get("acme.test", "/api", &[]), None, 401, "credential_missing"),
+        ("bad token", get("acme.test", "/api", &[("authorization", "Bearer x.y.z")]), None, 401, "token_malformed"),
+        (
+            "denied address",
+            get("acme.test", "/api", &[("authorization", &auth)]),
+            Some("127.0.0.9".parse().unwrap()),
+            403,
+            "ip_denied",
+        ),
+        (
+            "XFF spoof from untrusted peer",
+            get("acme.test", "/api", &[("authorization", &auth), ("x-forwarded-for", "127.0.0.1")]),
+            Some("127.0.0.9".parse().unwrap()),
+            403,
+            "ip_denied",
+        ),
+        (
+            "blocked country",
+            get("acme.test", "/api", &[("authorization", &auth), ("x-test-country", "KP")]),
+            None,
+            403,
+            "geo_denied",
+        ),
+        ("role", get("acme.test", "/admin", &[("authorization", &auth)]), None, 403, "role_required"),
+        ("unknown tenant", get("nobody.test", "/api", &[]), None, 404, "tenant_unknown"),
+        ("path traversal", get("acme.test", "/public/../admin", &[]), None, 400, "request_malformed"),
+    ];
+    for (what, req, from, status, reason) in cases {
+        let (s, h, b) = send(a, req, from).await;
+        assert_eq!(
+            (s, h.get("x-gatehouse-reason").map(|v| v.to_str().unwrap().to_string())),
+            (status, Some(reason.to_string())),
+            "{what}: {b}"
+        );
+        assert_eq!(json(&b)["error"], reason, "{what}");
+    }
+    // Rate limit: 3 per hour for the tiny tier, then 429 with headers.
+    for _ in 0..3 {
+        assert_eq!(send(a, get("limited.test", "/public/x", &[]), None).await.0, 200);
+    }
+    let (s, h, _) = send(a, get("limited.test", "/public/x", &[]), None).await;
+    assert_eq!(s, 429);
+    assert!(h.get("retry-after").is_some() && h.get("ratelimit-remaining").is_some(), "{h:?}");
+
+    // Metrics count decisions by reason.
+    let (_, m) = admin_get(e.gw.admin, "/metrics").unwrap();
+    assert!(m.contains(r#"gatehouse_requests_total{decision="deny",reason="ip_denied"} 2"#), "{m}");
+    assert!(m.contains("gatehouse_filter_chain_seconds_bucket"), "{m}");
+    assert!(m.contains("gatehouse_bundle_age_seconds"), "{m}");
+    assert_eq!(admin_get(e.gw.admin, "/healthz").unwrap().0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn misbehaving_components_fail_closed_and_the_gateway_stays_up() {
+    let e = start().await;
+    let a = e.gw.addr;
+    for host in ["trap.test", "spin.test", "hog.test"] {
+        let t = Instant::now();
+        let (s, h, _) = match try_send(a, get(host, "/x", &[])).await {
+            Ok(r) => r,
+            Err(err) => panic!("{host}: {err}\n{}", e.gw.logs()),
+        };
+        assert_eq!((s, h.get("x-gatehouse-reason").unwrap().to_str().unwrap()), (503, "filter_failed"), "{host}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{host} took {:?}", t.elapsed());
+    }
+    // Twice more, and everything else still works.
+    for host in ["trap.test", "spin.test"] {
+        assert_eq!(send(a, get(host, "/x", &[]), None).await.0, 503);
+    }
+    assert_eq!(send(a, get("acme.test", "/api", &[("authorization", &bearer(&e.token))]), None).await.0, 200);
+    // A third-party component written against the WIT alone.
+    let (s, h, _) = send(a, get("custom.test", "/x", &[]), None).await;
+    assert_eq!((s, h.get("x-gatehouse-reason").unwrap().to_str().unwrap()), (403, "demo_key_missing"));
+    assert_eq!(send(a, get("custom.test", "/x", &[("x-demo-key", "1")]), None).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_body_streams_with_bounded_memory() {
+    let e = start().await;
+    let a = e.gw.addr;
+    let auth = bearer(&e.token);
+    // Warm up, then measure the peak resident size around a 50 MB upload.
+    for _ in 0..5 {
+        send(a, get("acme.test", "/api", &[("authorization", &auth)]), None).await;
+    }
+    let before = e.gw.mem_kb("VmHWM:");
+    let size = 50 * 1024 * 1024;
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/upload")
+        .header("host", "acme.test")
+        .header("authorization", &auth)
+        .body(Generated { left: size }.boxed())
+        .unwrap();
+    let (s, _, b) = send(a, req, None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(json(&b)["body_bytes"], size);
+    let after = e.gw.mem_kb("VmHWM:");
+    eprintln!("gateway peak RSS: {before} kB before, {after} kB after a 50 MB upload");
+    assert!(after < before + 20 * 1024, "peak RSS grew by {} kB", after - before);
+    // Over the limit by Content-Length: refused before any byte is forwarded.
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/upload")
+        .header("host", "acme.test")
+        .header("authorization", &auth)
+        .header("content-length", "209715200")
+        .body(body(Bytes::new()))
+        .unwrap();
+    assert_eq!(send(a, req, None).await.0, 413);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn websocket_passes_through_after_the_check() {
+    let e = start().await;
+    let connect = |token: Option<String>| {
+        let addr = e.gw.addr;
+        async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut req =
+                tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request("ws://acme.test/ws")
+                    .unwrap();
+            if let Some(t) = token {
+                req.headers_mut().insert("authorization", bearer(&t).parse().unwrap());
+            }
+            tokio_tungstenite::client_async(req, stream).await
+        }
+    };
+    let (mut ws, resp) = connect(Some(e.token.clone())).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..5 {
+        ws.send(tokio_tungstenite::tungstenite::Message::text(format!("hello {i}"))).await.unwrap();
+        let m = ws.next().await.unwrap().unwrap();
+        assert_eq!(m.into_text().unwrap().as_str(), format!("hello {i}"));
+    }
+    // Without a token the upgrade is refused.
+    match connect(None).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|x| x.1)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bundle_reload_under_load_fails_nothing_and_bad_bundles_are_refused() {
+    let e = start().await;
+    let a = e.gw.addr;
+    let auth = bearer(&e.token);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (okc, bad) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (stop, okc, bad, auth) = (stop.clone(), okc.clone(), bad.clone(), auth.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut s = connect(a, None).await;
+            while !stop.load(Ordering::Relaxed) {
+                s.ready().await.unwrap();
+                let r = s.send_request(get("acme.test", "/api", &[("authorization", &auth)])).await.unwrap();
+                let status = r.status().as_u16();
+                r.into_body().collect().await.unwrap();
+                if status == 200 {
+                    okc.fetch_add(1, Ordering::Relaxed)
+                } else {
+                    bad.fetch_add(1, Ordering::Relaxed)
+                };
+            }
+        }));
+    }
+    // Five new revisions while the load runs.
+    for rev in 2..7 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        compile_bundle(&e.dir, &policy(3 + rev), rev, &e.bundle());
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, m) = admin_get(e.gw.admin, "/metrics").unwrap();
+    assert!(m.contains("gatehouse_bundle_revision 6"), "{m}");
+    // A tampered bundle: refused, the old one stays, nothing fails.
+    let mut bytes = std::fs::read(e.bundle()).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(e.bundle(), &bytes).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (_, m) = admin_get(e.gw.admin, "/metrics").unwrap();
+    assert!(m.contains(r#"gatehouse_bundle_loads_total{result="refused"} 1"#), "{m}");
+    assert!(m.contains("gatehouse_bundle_revision 6"), "{m}");
+    assert!(e.gw.logs().contains("bundle refused"), "{}", e.gw.logs());
+    let (ok_n, bad_n) = (okc.load(Ordering::Relaxed), bad.load(Ordering::Relaxed));
+    eprintln!("reload under load: {ok_n} requests ok, {bad_n} failed");
+    assert!(ok_n > 100, "too little load: {ok_n}");
+    assert_eq!(bad_n, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_in_flight_requests() {
+    let mut e = start().await;
+    let a = e.gw.addr;
+    let auth = bearer(&e.token);
+    let inflight =
+        tokio::spawn(async move { send(a, get("acme.test", "/slow", &[("authorization", &auth)]), None).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(Command::new("kill").args(["-TERM", &e.gw.pid().to_string()]).status().unwrap().success());
+    let (s, _, _) = inflight.await.unwrap();
+    assert_eq!(s, 200, "the in-flight request must complete");
+    let t = Instant::now();
+    loop {
+        if let Some(status) = e.gw.child.try_wait().unwrap() {
+            assert!(status.success(), "exit {status}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "gateway did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(tokio::net::TcpStream::connect(a).await.is_err(), "listener must be closed");
+    let _ = Path::new("");
+}
+
+use std::process::Command;

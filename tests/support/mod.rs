@@ -1,0 +1,247 @@
+//! Helpers shared by the end-to-end tests: run the `gatehouse` binary, make keys and
+//! bundles, start an upstream, start a gateway, speak HTTP from a chosen source address.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+}
+
+pub fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run gatehouse")
+}
+
+pub fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(o.status.success(), "gatehouse {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Where the WASM components were built (`scripts/build-components`).
+pub fn component_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("GATEHOUSE_FILTER_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/debug/deps/<test> → target/wasm32-wasip2/release
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
+    let dir = target.join("wasm32-wasip2/release");
+    assert!(
+        dir.join("gatehouse_filter_token.wasm").exists(),
+        "filter components not found in {}: run scripts/build-components first",
+        dir.display()
+    );
+    dir
+}
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Keys in `dir/keys`, then `policy_toml` (written to `dir/policy.toml`) compiled to
+/// `dir/bundle.ghb` with `revision`.
+pub fn compile_bundle(dir: &Path, policy_toml: &str, revision: u64, out: &Path) {
+    if !dir.join("keys/bundle-signing.pem").exists() {
+        ok(&["keys", "generate", "--out-dir", dir.join("keys").to_str().unwrap()]);
+    }
+    std::fs::write(dir.join("policy.toml"), policy_toml).unwrap();
+    let tmp = out.with_extension("tmp");
+    ok(&[
+        "policy",
+        "compile",
+        "--policy",
+        dir.join("policy.toml").to_str().unwrap(),
+        "--signing-key",
+        dir.join("keys/bundle-signing.pem").to_str().unwrap(),
+        "--out",
+        tmp.to_str().unwrap(),
+        "--revision",
+        &revision.to_string(),
+        "--region",
+        "test",
+    ]);
+    std::fs::rename(&tmp, out).unwrap();
+}
+
+pub fn mint(dir: &Path, sub: &str, org: &str, roles: &str) -> String {
+    let key = dir.join("keys/token-signing.pem");
+    ok(&[
+        "token",
+        "mint",
+        "--key",
+        key.to_str().unwrap(),
+        "--kid",
+        "k1",
+        "--iss",
+        "https://login.test",
+        "--aud",
+        "gatehouse",
+        "--sub",
+        sub,
+        "--org",
+        org,
+        "--roles",
+        roles,
+    ])
+    .trim()
+    .to_string()
+}
+
+/// A running gateway process, killed on drop.
+pub struct GatewayProc {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl GatewayProc {
+    /// Start `gatehouse gateway --config` and wait until `/readyz` answers 200.
+    pub fn start(config: &Path, addr: SocketAddr, admin: SocketAddr, log: &Path) -> GatewayProc {
+        let child = bin()
+            .args(["gateway", "--config", config.to_str().unwrap()])
+            .env("GATEHOUSE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut g = GatewayProc { child, addr, admin, log: log.to_path_buf() };
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if let Ok(Some(status)) = g.child.try_wait() {
+                panic!("gateway exited with {status}: {}", std::fs::read_to_string(log).unwrap_or_default());
+            }
+            if admin_get(admin, "/readyz").map(|(s, _)| s == 200).unwrap_or(false) {
+                return g;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kilobytes from /proc/<pid>/status (`VmRSS`, `VmHWM`).
+    pub fn mem_kb(&self, field: &str) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        s.lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for GatewayProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking GET on the admin listener.
+pub fn admin_get(admin: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&admin, Duration::from_millis(500))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf.get(9..12).and_then(|x| x.parse().ok()).unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+pub type TestBody = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+pub fn body(b: impl Into<Bytes>) -> TestBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// A streamed body of `total` bytes in 64 KiB chunks, generated on the fly.
+pub struct Generated {
+    pub left: usize,
+}
+
+impl Body for Generated {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(64 * 1024);
+        self.left -= n;
+        std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; n])))))
+    }
+}
+
+/// An HTTP/1.1 connection to `addr` from source address `from` (any 127/8 address).
+pub async fn connect(addr: SocketAddr, from: Option<IpAddr>) -> hyper::client::conn::http1::SendRequest<TestBody> {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(ip) = from {
+        sock.bind(SocketAddr::new(ip, 0)).unwrap();
+    }
+    let stream = sock.connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    sender
+}
+
+/// Send one request on a new connection; returns status, headers and body text.
+pub async fn send(addr: SocketAddr, req: Request<TestBody>, from: Option<IpAddr>) -> (u16, hyper::HeaderMap, String) {
+    let mut s = connect(addr, from).await;
+    let resp: Response<Incoming> = s.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// GET `path` for `host` with extra headers.
+pub fn get(host: &str, path: &str, headers: &[(&str, &str)]) -> Request<TestBody> {
+    let mut b = Request::builder().method("GET").uri(path).header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(body(Bytes::new())).unwrap()
+}
+
+/// Like [`send`], but returns transport errors.
+pub async fn try_send(
+    addr: SocketAddr,
+    req: Request<TestBody>,
+) -> Result<(u16, hyper::HeaderMap, String), hyper::Error> {
+    let mut s = connect(addr, None).await;
+    let resp: Response<Incoming> = s.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
+}
