@@ -15,6 +15,8 @@ use gatehouse_core::request::OwnedRequest;
 use gatehouse_core::{apikey, Decision, EdgeSecrets, MemoryRateStore, NoCountryLookup};
 use gatehouse_policy::keys;
 
+mod demo;
+
 #[derive(Parser)]
 #[command(name = "gatehouse", version, about = "Gatehouse: an edge-deployable auth gateway")]
 struct Cli {
@@ -41,6 +43,28 @@ enum Command {
     Apikey(ApikeyCmd),
     /// Decide on one request described in JSON and print the decision as JSON.
     Decide(DecideArgs),
+    /// Run Gatehouse on embedded defaults: keys, the example policy, a demo upstream app
+    /// and the gateway in front of it; prints what to try. Ctrl-C stops everything.
+    Demo {
+        /// Working directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Gateway listener.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Admin listener.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: std::net::SocketAddr,
+        /// Demo upstream listener.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        upstream: std::net::SocketAddr,
+    },
+    /// Serve the demo upstream app alone (a JSON echo of each request).
+    Upstream {
+        /// Listener.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: std::net::SocketAddr,
+    },
     /// Run the native gateway (reverse proxy with policy filter components).
     Gateway {
         /// Gateway configuration (TOML).
@@ -174,6 +198,9 @@ struct MintArgs {
     /// Issue time (RFC 3339); default now.
     #[arg(long)]
     now: Option<String>,
+    /// Print this many tokens, one per line (subjects `SUB-1`, `SUB-2`, ...; random ids).
+    #[arg(long, default_value_t = 1)]
+    count: usize,
 }
 
 #[derive(Subcommand)]
@@ -420,6 +447,43 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Decide(a) => decide(a),
+        Command::Demo { dir, listen, admin, upstream } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".cache/gatehouse/demo"),
+            };
+            let opts = demo::DemoOptions { dir, listen, admin, upstream };
+            let (config, walkthrough) = demo::prepare(&opts, &std::env::current_exe()?)?;
+            init_logs(false);
+            let cfg = gatehouse_proxy::config::GatewayConfig::load(&config)?;
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async {
+                let l = tokio::net::TcpListener::bind(upstream).await.with_context(|| format!("listen {upstream}"))?;
+                tokio::spawn(demo::upstream(l));
+                let gw = tokio::spawn(gatehouse_proxy::run(cfg));
+                // Print the walkthrough once the gateway answers.
+                for _ in 0..600 {
+                    if tokio::net::TcpStream::connect(admin).await.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                println!("{walkthrough}");
+                gw.await??;
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Upstream { listen } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async {
+                let l = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listen {listen}"))?;
+                eprintln!("demo upstream on http://{listen}");
+                demo::upstream(l).await;
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Gateway { config, json_logs } => {
             init_logs(json_logs);
             let cfg = gatehouse_proxy::config::GatewayConfig::load(&config)?;

@@ -1,0 +1,47 @@
+"""Summarise bench/load/run.sh results as Markdown: medians across rounds, ratios to
+Gatehouse, added latency over the upstream, CPU per request, and the filter-chain time
+measured inside the gateway (its own histogram)."""
+import re
+import statistics
+import sys
+from collections import defaultdict
+
+results, metrics, secs, rounds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+rows = defaultdict(list)
+for line in open(results):
+    name, label, rps, p50, p99, cpu, errors, delay = line.rstrip("\n").split("\t")
+    rows[(name, label)].append((float(rps), float(p50), float(p99), float(cpu), int(errors)))
+
+def med(key, i):
+    v = [r[i] for r in rows.get(key, [])]
+    return statistics.median(v) if v else float("nan")
+
+g_rps = med(("gatehouse", "pool100"), 0)
+print(f"### Load run ({rounds} interleaved rounds x {secs}s per target; wrk -t1 -c32 pinned to CPU 1; each proxy one worker thread pinned to CPU 0)\n")
+print("| target | tokens | req/s (median) | Gatehouse ÷ target | p50 µs | p99 µs | CPU µs/req | non-2xx |")
+print("|---|---|---|---|---|---|---|---|")
+for key in [("direct", "pool100"), ("nginx", "pool100"), ("haproxy", "pool100"), ("haproxy-jwt", "pool100"), ("gatehouse", "pool100"), ("haproxy-jwt", "fresh"), ("gatehouse", "fresh")]:
+    if key not in rows:
+        continue
+    rps = med(key, 0)
+    ref = g_rps if key[1] == "pool100" else med(("gatehouse", "fresh"), 0)
+    errors = sum(r[4] for r in rows[key])
+    print(f"| {key[0]} | {key[1]} | {rps:,.0f} | {ref / rps:.2f}× | {med(key, 1):.0f} | {med(key, 2):.0f} | {med(key, 3):.1f} | {errors} |")
+
+d50, d99 = med(("direct", "half-peak"), 1), med(("direct", "half-peak"), 2)
+g50, g99 = med(("gatehouse", "half-peak"), 1), med(("gatehouse", "half-peak"), 2)
+print(f"\nAt about half of Gatehouse's peak ({med(('gatehouse', 'half-peak'), 0):,.0f} req/s achieved, paced): "
+      f"p50 {g50:.0f} µs vs {d50:.0f} µs direct (+{g50 - d50:.0f} µs), p99 {g99:.0f} µs vs {d99:.0f} µs direct (+{g99 - d99:.0f} µs).")
+
+text = open(metrics).read()
+def metric(name, labels):
+    m = re.search(r"^%s\{%s\} ([\d.e+-]+)$" % (re.escape(name), labels), text, re.M)
+    return float(m.group(1)) if m else float("nan")
+s = metric("gatehouse_filter_chain_seconds_sum", 'decision="allow"')
+c = metric("gatehouse_filter_chain_seconds_count", 'decision="allow"')
+print(f"\nFilter chain inside the gateway (ip, geo, token, rate components), mean over all {c:,.0f} allowed requests of the run "
+      f"(pool and fresh tokens together): {s / c * 1e6:.1f} µs.")
+for f in ["ip", "geo", "token", "rate"]:
+    fs = metric("gatehouse_filter_call_seconds_sum", f'filter="{f}"')
+    fc = metric("gatehouse_filter_call_seconds_count", f'filter="{f}"')
+    print(f"- `{f}`: {fs / fc * 1e6:.1f} µs per call (mean)")

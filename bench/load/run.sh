@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Load harness: the same requests (ES256 bearer tokens, IP allowlist, per-org rate limit
+# that never triggers) sent with wrk, on loopback only, to
+#   direct   - the upstream (nginx answering 200) with no proxy
+#   nginx    - nginx as a plain reverse proxy
+#   haproxy  - HAProxy as a plain reverse proxy
+#   haproxy-jwt - HAProxy with jwt_verify (ES256, same key), a src ACL and a stick-table limit
+#   gatehouse - the Gatehouse gateway with the ip, geo, token and rate filter components
+# Every proxy runs one worker thread pinned to CPU 0; wrk (one thread) is pinned to CPU 1.
+# Rounds are interleaved; each run is bounded in seconds. CPU per request comes from the
+# proxy process's utime+stime over the run. Writes bench/load/last-run.md.
+#
+# Usage: bench/load/run.sh [seconds-per-run] [rounds]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/env.sh
+secs=${1:-8}
+rounds=${2:-2}
+
+command -v wrk >/dev/null && command -v nginx >/dev/null && command -v haproxy >/dev/null || {
+  step "installing wrk, nginx, haproxy (Debian packages)"
+  apt-get update -qq && apt-get install -y -qq wrk nginx-light haproxy >/dev/null
+}
+step "building gatehouse and the filter components (release)"
+./scripts/build-components >/dev/null
+cargo build --locked --release -p gatehouse-cli
+gh="$CARGO_TARGET_DIR/release/gatehouse"
+export GATEHOUSE_FILTER_DIR="$CARGO_TARGET_DIR/wasm32-wasip2/release"
+
+work="$GATEHOUSE_CACHE/load"
+rm -rf "$work"; mkdir -p "$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+step "keys, policy, bundle, tokens"
+"$gh" keys generate --out-dir "$work/keys" --token-alg ES256 >/dev/null
+openssl pkey -in "$work/keys/token-signing.pem" -pubout -out "$work/keys/es256.pub.pem"
+cat >"$work/policy.toml" <<TOML
+[tiers.bench]
+limits.org = { requests = 1000000000, per_secs = 1 }
+
+[[issuers]]
+issuer = "https://login.bench.test"
+audiences = ["gatehouse"]
+jwks_file = "keys/token-signing.jwks.json"
+
+[orgs.bench]
+tier = "bench"
+hosts = ["bench.test"]
+ip = { allow = ["127.0.0.0/8"] }
+
+[[routes]]
+name = "api"
+path = "/api"
+TOML
+"$gh" policy compile --policy "$work/policy.toml" --signing-key "$work/keys/bundle-signing.pem" --out "$work/bundle.ghb" --ttl 2h >/dev/null
+mint() { "$gh" token mint --alg ES256 --key "$work/keys/token-signing.pem" --kid k1 --iss https://login.bench.test --aud gatehouse --sub user --org bench --roles viewer --ttl 2h --count "$1"; }
+mint 100 >"$work/pool.txt"
+fresh_n=$(( 9000 * secs ))
+mint "$fresh_n" >"$work/fresh.txt"
+
+U=18101; N=18102; H=18103; HJ=18104; G=18105; GA=18106
+step "starting the upstream and the proxies (1 worker thread each, CPU 0)"
+cat >"$work/upstream.conf" <<CONF
+worker_processes 1; daemon off; pid $work/upstream.pid; error_log $work/upstream.err warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$U; location / { return 200 "ok\n"; } } }
+CONF
+cat >"$work/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream up { server 127.0.0.1:$U; keepalive 64; }
+  server { listen 127.0.0.1:$N;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+cat >"$work/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+backend up
+  server s1 127.0.0.1:$U
+frontend plain
+  bind 127.0.0.1:$H
+  default_backend up
+frontend jwt
+  bind 127.0.0.1:$HJ
+  stick-table type ipv6 size 100k expire 30s store http_req_rate(10s)
+  acl allowed src 127.0.0.0/8
+  http-request deny deny_status 403 unless allowed
+  http-request track-sc0 src
+  http-request deny deny_status 429 if { sc_http_req_rate(0) gt 1000000000 }
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg')
+  http-request deny deny_status 401 unless { var(txn.alg) -m str ES256 }
+  http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify(txn.alg,"$work/keys/es256.pub.pem") -m int 1 }
+  default_backend up
+CONF
+cat >"$work/gateway.toml" <<CONF
+[listen]
+addr = "127.0.0.1:$G"
+admin = "127.0.0.1:$GA"
+[bundle]
+file = "bundle.ghb"
+public_key = "keys/bundle-signing.pub.pem"
+[filters]
+cache_dir = "cwasm"
+[[routes]]
+upstream = "http://127.0.0.1:$U"
+filters = ["ip", "geo", "token", "rate"]
+CONF
+taskset -c 0 nginx -c "$work/upstream.conf" & pids+=($!)
+taskset -c 0 nginx -c "$work/nginx.conf" & pids+=($!)
+taskset -c 0 haproxy -f "$work/haproxy.cfg" -q & pids+=($!)
+GATEHOUSE_THREADS=1 GATEHOUSE_LOG=warn taskset -c 0 "$gh" gateway --config "$work/gateway.toml" 2>"$work/gateway.log" & pids+=($!)
+gw_pid=$!
+for i in $(seq 1 300); do curl -sf "http://127.0.0.1:$GA/readyz" >/dev/null && break; sleep 0.2; done
+tok=$(head -1 "$work/pool.txt")
+for port in $U $N $H $HJ $G; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.test' -H "Authorization: Bearer $tok" "http://127.0.0.1:$port/api/items")
+  [ "$code" = 200 ] || { echo "port $port answered $code"; cat "$work"/*.err "$work/gateway.log" 2>/dev/null | tail -20; exit 1; }
+done
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.test' -H 'Authorization: Bearer x.y.z' "http://127.0.0.1:$HJ/api/items")
+[ "$code" = 401 ] || { echo "haproxy jwt_verify admitted a bad token ($code)"; exit 1; }
+
+# CPU ticks (utime+stime, 1/100 s) of a process and its children's threads.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+pid_of() {
+  case $1 in
+    direct) cat "$work/upstream.pid" ;;
+    nginx) pgrep -P "$(cat "$work/nginx.pid")" | head -1 ;;
+    haproxy|haproxy-jwt) pgrep -f "haproxy -f $work/haproxy.cfg" | tail -1 ;;
+    gatehouse) echo "$gw_pid" ;;
+  esac
+}
+port_of() { case $1 in direct) echo $U;; nginx) echo $N;; haproxy) echo $H;; haproxy-jwt) echo $HJ;; gatehouse) echo $G;; esac; }
+
+results="$work/results.tsv"
+: >"$results"
+measure() { # name tokens-file label [delay_ms conns]
+  local name=$1 file=$2 label=$3 delay=${4:-0} conns=${5:-32}
+  local pid port t0 t1 out
+  pid=$(pid_of "$name"); port=$(port_of "$name")
+  t0=$(ticks "$pid")
+  out=$(TOKENS="$file" DELAY_MS=$delay taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency -s bench/load/tokens.lua "http://127.0.0.1:$port/api/items" 2>&1)
+  t1=$(ticks "$pid")
+  python3 - "$name" "$label" "$((t1 - t0))" "$delay" <<PY >>"$results"
+import re, sys
+out = """$out"""
+name, label, ticks, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+def lat(p):
+    m = re.search(r"^\s*%s%%\s+([\d.]+)(us|ms|s)" % p, out, re.M)
+    if not m: return float("nan")
+    v, u = float(m.group(1)), m.group(2)
+    return v * {"us": 1, "ms": 1000, "s": 1e6}[u]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+total = int(re.search(r"(\d+) requests in", out).group(1))
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+errors = int(non2xx.group(1)) if non2xx else 0
+cpu_us = ticks * 10000 / max(total, 1)
+print(f"{name}\t{label}\t{rps:.0f}\t{lat(50):.0f}\t{lat(99):.0f}\t{cpu_us:.1f}\t{errors}\t{delay}")
+PY
+  tail -1 "$results"
+}
+
+step "measuring: $rounds interleaved rounds, ${secs}s per run"
+for r in $(seq 1 "$rounds"); do
+  for name in direct nginx haproxy haproxy-jwt gatehouse; do measure "$name" "$work/pool.txt" "pool100"; done
+  for name in haproxy-jwt gatehouse; do measure "$name" "$work/fresh.txt" "fresh"; done
+done
+curl -s "http://127.0.0.1:$GA/metrics" >"$work/metrics.txt"
+
+# Half of Gatehouse's peak, paced with wrk's delay(): conns * 1000 / delay_ms requests/s.
+peak=$(awk -F'\t' '$1=="gatehouse" && $2=="pool100" {if ($3>m) m=$3} END {print int(m)}' "$results")
+half=$(( peak / 2 ))
+conns=$(( half / 1000 )); [ "$conns" -lt 1 ] && conns=1
+for name in direct gatehouse; do measure "$name" "$work/pool.txt" "half-peak" 1 "$conns"; done
+
+python3 bench/load/report.py "$results" "$work/metrics.txt" "$secs" "$rounds" | tee bench/load/last-run.md

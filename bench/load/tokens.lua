@@ -1,0 +1,21 @@
+-- wrk script: each request carries the next bearer token from $TOKENS (round robin), for
+-- host $HOST. With `-t1`, tokens are used in order across all connections, so a file of
+-- N distinct tokens gives N distinct tokens before the first repeats. $DELAY_MS > 0 paces
+-- each connection (for the fixed-rate latency run).
+local tokens = {}
+for line in io.lines(os.getenv("TOKENS")) do
+  if #line > 0 then tokens[#tokens + 1] = line end
+end
+local host = os.getenv("HOST") or "bench.test"
+local delay_ms = tonumber(os.getenv("DELAY_MS") or "0")
+local i = 0
+
+request = function()
+  i = i + 1
+  local t = tokens[(i % #tokens) + 1]
+  return wrk.format("GET", "/api/items", { ["Host"] = host, ["Authorization"] = "Bearer " .. t })
+end
+
+if delay_ms > 0 then
+  delay = function() return delay_ms end
+end
