@@ -206,8 +206,12 @@ upstream = "http://{up}"
 filters = ["{example}"]
 
 [[routes]]
+path_prefix = "/split"
 upstream = "http://{up}"
 filters = ["ip", "geo", "token", "rate"]
+
+[[routes]]
+upstream = "http://{up}"
 "#,
         builtin = comps.display(),
         cache = cache.display(),
@@ -259,6 +263,15 @@ async fn allow_and_every_kind_of_deny() {
     assert_eq!(up["headers"]["x-gatehouse-org"], "acme");
     assert_eq!(up["headers"]["x-gatehouse-roles"], "viewer");
     assert_eq!(up["headers"]["x-forwarded-for"], "127.0.0.1");
+    // The same decision through the chain of four single-check components.
+    let (s, _, b) =
+        send(a, get("acme.test", "/split/x", &[("authorization", &auth), ("x-gatehouse-subject", "root")]), None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(json(&b)["headers"]["x-gatehouse-subject"], "alice");
+    let (s, h, _) =
+        send(a, get("acme.test", "/split/x", &[("authorization", &auth), ("x-test-country", "KP")]), None).await;
+    assert_eq!((s, h.get("x-gatehouse-reason").unwrap().to_str().unwrap()), (403, "geo_denied"));
+    assert_eq!(send(a, get("acme.test", "/split/x", &[]), None).await.0, 401);
     // Public route: no identity, and spoofed identity headers still never arrive.
     let (s, _, b) = send(a, get("acme.test", "/public/x", &[("x-gatehouse-subject", "root")]), None).await;
     assert_eq!(s, 200);

@@ -5,7 +5,9 @@
 #   nginx    - nginx as a plain reverse proxy
 #   haproxy  - HAProxy as a plain reverse proxy
 #   haproxy-jwt - HAProxy with jwt_verify (ES256, same key), a src ACL and a stick-table limit
-#   gatehouse - the Gatehouse gateway with the ip, geo, token and rate filter components
+#   gatehouse - the Gatehouse gateway, default chain: the `gatehouse` component (every
+#               check in one call)
+#   gatehouse-split - the same gateway through the chain ip, geo, token, rate (four calls)
 # Every proxy runs one worker thread pinned to CPU 0; wrk (one thread) is pinned to CPU 1.
 # Rounds are interleaved; each run is bounded in seconds. CPU per request comes from the
 # proxy process's utime+stime over the run. Writes bench/load/last-run.md.
@@ -114,8 +116,12 @@ public_key = "keys/bundle-signing.pub.pem"
 [filters]
 cache_dir = "cwasm"
 [[routes]]
+path_prefix = "/split"
 upstream = "http://127.0.0.1:$U"
 filters = ["ip", "geo", "token", "rate"]
+[[routes]]
+upstream = "http://127.0.0.1:$U"
+filters = ["gatehouse"]
 CONF
 taskset -c 0 nginx -c "$work/upstream.conf" & pids+=($!)
 taskset -c 0 nginx -c "$work/nginx.conf" & pids+=($!)
@@ -138,10 +144,11 @@ pid_of() {
     direct) cat "$work/upstream.pid" ;;
     nginx) pgrep -P "$(cat "$work/nginx.pid")" | head -1 ;;
     haproxy|haproxy-jwt) pgrep -f "haproxy -f $work/haproxy.cfg" | tail -1 ;;
-    gatehouse) echo "$gw_pid" ;;
+    gatehouse|gatehouse-split) echo "$gw_pid" ;;
   esac
 }
-port_of() { case $1 in direct) echo $U;; nginx) echo $N;; haproxy) echo $H;; haproxy-jwt) echo $HJ;; gatehouse) echo $G;; esac; }
+port_of() { case $1 in direct) echo $U;; nginx) echo $N;; haproxy) echo $H;; haproxy-jwt) echo $HJ;; gatehouse|gatehouse-split) echo $G;; esac; }
+prefix_of() { case $1 in gatehouse-split) echo /split;; *) echo "";; esac; }
 
 results="$work/results.tsv"
 : >"$results"
@@ -150,7 +157,7 @@ measure() { # name tokens-file label [delay_ms conns]
   local pid port t0 t1 out
   pid=$(pid_of "$name"); port=$(port_of "$name")
   t0=$(ticks "$pid")
-  out=$(TOKENS="$file" DELAY_MS=$delay taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency -s bench/load/tokens.lua "http://127.0.0.1:$port/api/items" 2>&1)
+  out=$(TOKENS="$file" DELAY_MS=$delay PATH_PREFIX="$(prefix_of "$name")" taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency -s bench/load/tokens.lua "http://127.0.0.1:$port/api/items" 2>&1)
   t1=$(ticks "$pid")
   python3 - "$name" "$label" "$((t1 - t0))" "$delay" <<PY >>"$results"
 import re, sys
@@ -173,7 +180,7 @@ PY
 
 step "measuring: $rounds interleaved rounds, ${secs}s per run"
 for r in $(seq 1 "$rounds"); do
-  for name in direct nginx haproxy haproxy-jwt gatehouse; do measure "$name" "$work/pool.txt" "pool100"; done
+  for name in direct nginx haproxy haproxy-jwt gatehouse gatehouse-split; do measure "$name" "$work/pool.txt" "pool100"; done
   for name in haproxy-jwt gatehouse; do measure "$name" "$work/fresh.txt" "fresh"; done
 done
 curl -s "http://127.0.0.1:$GA/metrics" >"$work/metrics.txt"

@@ -8,12 +8,13 @@ for line in io.lines(os.getenv("TOKENS")) do
 end
 local host = os.getenv("HOST") or "bench.test"
 local delay_ms = tonumber(os.getenv("DELAY_MS") or "0")
+local path = (os.getenv("PATH_PREFIX") or "") .. "/api/items"
 local i = 0
 
 request = function()
   i = i + 1
   local t = tokens[(i % #tokens) + 1]
-  return wrk.format("GET", "/api/items", { ["Host"] = host, ["Authorization"] = "Bearer " .. t })
+  return wrk.format("GET", path, { ["Host"] = host, ["Authorization"] = "Bearer " .. t })
 end
 
 if delay_ms > 0 then

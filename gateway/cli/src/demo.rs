@@ -20,7 +20,10 @@ pub async fn upstream(listener: tokio::net::TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(|req: Request<Incoming>| async move { Ok::<_, Infallible>(echo(req).await) });
+            let svc =
+                hyper::service::service_fn(
+                    |req: Request<Incoming>| async move { Ok::<_, Infallible>(echo(req).await) },
+                );
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
         });
     }
@@ -74,7 +77,16 @@ pub fn prepare(o: &DemoOptions, exe: &Path) -> Result<(PathBuf, String)> {
     if !keys.join("bundle-signing.pem").exists() {
         run(&["keys", "generate", "--out-dir", keys.to_str().unwrap_or(".")])?;
     }
-    let apikey = run(&["apikey", "create", "--secrets", &keys.join("edge-secrets.toml").to_string_lossy(), "--subject", "deploy-bot", "--scopes", "invoices:read"])?;
+    let apikey = run(&[
+        "apikey",
+        "create",
+        "--secrets",
+        &keys.join("edge-secrets.toml").to_string_lossy(),
+        "--subject",
+        "deploy-bot",
+        "--scopes",
+        "invoices:read",
+    ])?;
     let key = apikey.lines().next().unwrap_or("").trim_start_matches("API key (shown once): ").to_string();
     let entry: Vec<&str> = apikey.lines().skip_while(|l| !l.starts_with("[[orgs")).collect();
     let mut policy = EXAMPLE_POLICY.to_string();
@@ -83,10 +95,40 @@ pub fn prepare(o: &DemoOptions, exe: &Path) -> Result<(PathBuf, String)> {
     policy.push('\n');
     std::fs::write(dir.join("policy.toml"), policy)?;
     let bundle = dir.join("bundle.ghb");
-    run(&["policy", "compile", "--policy", &dir.join("policy.toml").to_string_lossy(), "--signing-key", &keys.join("bundle-signing.pem").to_string_lossy(), "--out", &bundle.to_string_lossy(), "--region", "demo"])?;
+    run(&[
+        "policy",
+        "compile",
+        "--policy",
+        &dir.join("policy.toml").to_string_lossy(),
+        "--signing-key",
+        &keys.join("bundle-signing.pem").to_string_lossy(),
+        "--out",
+        &bundle.to_string_lossy(),
+        "--region",
+        "demo",
+    ])?;
     let mint = |sub: &str, roles: &str| {
-        run(&["token", "mint", "--key", &keys.join("token-signing.pem").to_string_lossy(), "--kid", "k1", "--iss", "https://login.example.test", "--aud", "gatehouse", "--sub", sub, "--org", "acme", "--roles", roles, "--ttl", "8h"])
-            .map(|t| t.trim().to_string())
+        run(&[
+            "token",
+            "mint",
+            "--key",
+            &keys.join("token-signing.pem").to_string_lossy(),
+            "--kid",
+            "k1",
+            "--iss",
+            "https://login.example.test",
+            "--aud",
+            "gatehouse",
+            "--sub",
+            sub,
+            "--org",
+            "acme",
+            "--roles",
+            roles,
+            "--ttl",
+            "8h",
+        ])
+        .map(|t| t.trim().to_string())
     };
     let viewer = mint("alice", "viewer")?;
     let biller = mint("bob", "billing-manager")?;

@@ -412,18 +412,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(s) = &a.sid {
                 custom["sid"] = s.clone().into();
             }
-            let mut c = Claims::with_custom_claims(custom, Duration::from_secs(a.ttl.as_secs()))
-                .with_issuer(&a.iss)
-                .with_subject(&a.sub);
-            if let Some(aud) = &a.aud {
-                c = c.with_audience(aud);
+            let mut out = String::new();
+            for i in 0..a.count.max(1) {
+                let sub = if a.count > 1 { format!("{}-{}", a.sub, i + 1) } else { a.sub.clone() };
+                let mut c = Claims::with_custom_claims(custom.clone(), Duration::from_secs(a.ttl.as_secs()))
+                    .with_issuer(&a.iss)
+                    .with_subject(&sub);
+                if let Some(aud) = &a.aud {
+                    c = c.with_audience(aud);
+                }
+                let jti = match (&a.jti, a.count) {
+                    (Some(j), 1) => j.clone(),
+                    _ => keys::random_bytes::<12>().iter().map(|b| format!("{b:02x}")).collect(),
+                };
+                c = c.with_jwt_id(jti);
+                c.issued_at = Some(Duration::from_secs(now));
+                c.invalid_before = Some(Duration::from_secs(now));
+                c.expires_at = Some(Duration::from_secs(now + a.ttl.as_secs()));
+                out.push_str(&key.sign(c).map_err(|e| anyhow!("signing failed: {e}"))?);
+                out.push('\n');
             }
-            let jti = a.jti.unwrap_or_else(|| keys::random_bytes::<12>().iter().map(|b| format!("{b:02x}")).collect());
-            c = c.with_jwt_id(jti);
-            c.issued_at = Some(Duration::from_secs(now));
-            c.invalid_before = Some(Duration::from_secs(now));
-            c.expires_at = Some(Duration::from_secs(now + a.ttl.as_secs()));
-            println!("{}", key.sign(c).map_err(|e| anyhow!("signing failed: {e}"))?);
+            print!("{out}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Apikey(ApikeyCmd::Create { secrets, subject, scopes }) => {
@@ -450,7 +459,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo { dir, listen, admin, upstream } => {
             let dir = match dir {
                 Some(d) => d,
-                None => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".cache/gatehouse/demo"),
+                None => std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("."))
+                    .join(".cache/gatehouse/demo"),
             };
             let opts = demo::DemoOptions { dir, listen, admin, upstream };
             let (config, walkthrough) = demo::prepare(&opts, &std::env::current_exe()?)?;

@@ -270,6 +270,25 @@ impl Engine {
         })
     }
 
+    /// Every request header (lower-case) a decision may read under this policy. Hosts that
+    /// copy headers across a boundary (filter components) need to pass only these.
+    pub fn headers_read(&self) -> Vec<String> {
+        let mut h: Vec<String> = ["authorization", "cookie", "accept"].map(String::from).to_vec();
+        h.push(self.settings.api_key_header.to_ascii_lowercase());
+        match self.client_ip.source() {
+            crate::net::ClientIpSource::Peer => {}
+            crate::net::ClientIpSource::XForwardedFor => h.push("x-forwarded-for".into()),
+            crate::net::ClientIpSource::Forwarded => h.push("forwarded".into()),
+            crate::net::ClientIpSource::Header(name) => h.push(name.to_ascii_lowercase()),
+        }
+        if let Some(c) = &self.country_header {
+            h.push(c.to_ascii_lowercase());
+        }
+        h.sort();
+        h.dedup();
+        h
+    }
+
     /// Prefix of the identity headers sent upstream.
     pub fn identity_header_prefix(&self) -> &str {
         &self.settings.identity_header_prefix

@@ -301,3 +301,58 @@ fn policy_validation_names_fields() {
     assert!(text.iter().any(|t| t.starts_with("routes[0].permission:")), "{text:?}");
     assert!(text.iter().any(|t| t.starts_with("orgs.initech.geo.allow[2]:")), "{text:?}");
 }
+
+#[test]
+fn filter_chain_of_checks_decides_like_decide() {
+    use gatehouse_core::{Check, Context, Env, NoCountryLookup};
+    let h = Harness::new(engine());
+    let t = viewer();
+    let reqs = vec![
+        get("https://acme.app.test/invoices").bearer(&t),
+        get("https://acme.app.test/invoices/1/pay").bearer(&t),
+        get("https://acme.app.test/docs").peer("198.51.100.1"),
+        get("https://acme.app.test/docs").country("KP"),
+        get("https://initech.test/docs").country("US"),
+        get("https://acme.app.test/admin/x").header("accept", "text/html"),
+        get("https://nobody.test/"),
+    ];
+    let chain: [&[Check]; 4] = [
+        &[Check::Tenant, Check::ClientIp, Check::Ip],
+        &[Check::Tenant, Check::ClientIp, Check::Geo],
+        &[Check::Tenant, Check::Credential, Check::Access],
+        &[Check::Tenant, Check::RateLimit],
+    ];
+    for r in &reqs {
+        let whole = h.decide(r);
+        let pairs: Vec<(&str, &str)> = r.headers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let u = gatehouse_core::request::split_url(&r.url).unwrap();
+        let head = gatehouse_core::RequestHead {
+            method: r.method,
+            scheme: u.scheme,
+            host: u.host,
+            path: u.path,
+            query: u.query,
+            headers: &pairs,
+            peer: r.peer.parse().unwrap(),
+            platform_country: r.country.as_deref(),
+        };
+        let rates = gatehouse_core::MemoryRateStore::new(100, [1; 16]);
+        let env = Env { now: NOW * 1_000_000_000, rates: &rates, countries: &NoCountryLookup };
+        let mut ctx = Context::default();
+        let mut staged = None;
+        for checks in chain {
+            if let Err(d) = h.engine.check(checks, &head, &mut ctx, &env) {
+                staged = Some(d);
+                break;
+            }
+        }
+        let staged = staged.unwrap_or_else(|| h.engine.allow_context(&ctx));
+        assert_eq!(staged.report().decision, whole.report().decision, "{}", r.url);
+        assert_eq!(staged.reason(), whole.reason(), "{}", r.url);
+        assert_eq!(staged.report().identity, whole.report().identity, "{}", r.url);
+    }
+    let read = h.engine.headers_read();
+    for name in ["authorization", "cookie", "accept", "x-api-key", "x-forwarded-for", "cf-ipcountry"] {
+        assert!(read.iter().any(|h| h == name), "{name} in {read:?}");
+    }
+}

@@ -127,8 +127,9 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// Upstream base URL, `http://host:port`.
     pub upstream: String,
-    /// Filters in order: built-in names (`ip`, `geo`, `token`, `rate`) or paths to
-    /// components (`./custom.wasm`).
+    /// Filters in order: built-in names (`gatehouse` = every check in one call, or the
+    /// single checks `ip`, `geo`, `token`, `rate`) or paths to components
+    /// (`./custom.wasm`). Default: `["gatehouse"]`.
     #[serde(default = "default_chain")]
     pub filters: Vec<String>,
 }
@@ -138,7 +139,7 @@ fn root() -> String {
 }
 
 fn default_chain() -> Vec<String> {
-    ["ip", "geo", "token", "rate"].map(String::from).to_vec()
+    vec!["gatehouse".to_string()]
 }
 
 /// A configuration problem, naming file and field.
@@ -152,7 +153,7 @@ pub struct ConfigError {
 }
 
 /// Names of the built-in filters.
-pub const BUILTINS: &[&str] = &["ip", "geo", "token", "rate"];
+pub const BUILTINS: &[&str] = &["gatehouse", "ip", "geo", "token", "rate"];
 
 impl GatewayConfig {
     /// Read and validate; relative paths are resolved against the file's directory.

@@ -64,6 +64,7 @@ impl WasiView for HostState {
 }
 
 impl bindings::gatehouse::policy::types::Host for HostState {}
+impl bindings::gatehouse::policy::loading::Host for HostState {}
 
 impl host::Host for HostState {
     fn now(&mut self) -> u64 {
@@ -114,6 +115,8 @@ struct Pooled {
 struct LoadedFilter {
     pre: FilterPre<HostState>,
     pool: Mutex<Vec<Pooled>>,
+    /// Headers the filter said it reads (`None`: not known yet, or all).
+    interest: std::sync::RwLock<Option<Vec<String>>>,
 }
 
 /// The policy a filter instance must hold.
@@ -194,7 +197,10 @@ impl FilterHost {
                 .instantiate_pre(&component)
                 .and_then(FilterPre::new)
                 .map_err(|e| anyhow!("filter `{name}` does not implement gatehouse:policy/filter: {e:#}"))?;
-            filters.insert(name.clone(), LoadedFilter { pre, pool: Mutex::new(Vec::new()) });
+            filters.insert(
+                name.clone(),
+                LoadedFilter { pre, pool: Mutex::new(Vec::new()), interest: std::sync::RwLock::new(None) },
+            );
         }
         // The epoch clock: one tick per millisecond bounds every call.
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -251,7 +257,10 @@ impl FilterHost {
                 p.filter.call_load_policy(&mut p.store, policy.bundle, policy.public_key, policy.secrets_json)
             });
             match loaded {
-                Ok(Ok(_)) => p.revision = Some(policy.revision),
+                Ok(Ok(l)) => {
+                    p.revision = Some(policy.revision);
+                    *f.interest.write().unwrap_or_else(|p| p.into_inner()) = l.headers;
+                }
                 Ok(Err(e)) => return Err(FilterError::Policy(name.into(), e)),
                 Err(e) => return Err(FilterError::Trap(name.into(), e)),
             }
@@ -268,6 +277,11 @@ impl FilterHost {
             // The instance is dropped: its state after a trap is not trusted.
             Err(e) => Err(FilterError::Trap(name.into(), e)),
         }
+    }
+
+    /// The request headers filter `name` reads, once an instance has told (`None`: all).
+    pub fn interest(&self, name: &str) -> Option<Vec<String>> {
+        self.filters.get(name)?.interest.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Whether a filter of that name is loaded.

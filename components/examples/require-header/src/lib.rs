@@ -9,8 +9,13 @@ use gatehouse::policy::types::Deny;
 struct RequireHeader;
 
 impl Guest for RequireHeader {
-    fn load_policy(_bundle: Vec<u8>, _public_key: Vec<u8>, _secrets: Vec<u8>) -> Result<u64, String> {
-        Ok(0) // this filter needs no policy
+    fn load_policy(
+        _bundle: Vec<u8>,
+        _public_key: Vec<u8>,
+        _secrets: Vec<u8>,
+    ) -> Result<gatehouse::policy::loading::Loaded, String> {
+        // This filter needs no policy and reads one header.
+        Ok(gatehouse::policy::loading::Loaded { revision: 0, headers: Some(vec!["x-demo-key".into()]) })
     }
 
     fn check(req: RequestHead, ctx: Context) -> Verdict {

@@ -29,6 +29,7 @@ pub mod bindings {
 }
 
 use bindings::gatehouse::policy::host;
+use bindings::gatehouse::policy::loading::Loaded;
 use bindings::gatehouse::policy::types as wit;
 use bindings::Guest;
 
@@ -114,7 +115,7 @@ fn identity_to(i: &Identity) -> wit::Identity {
 }
 
 impl<T: Checks> Guest for Filter<T> {
-    fn load_policy(bundle: Vec<u8>, public_key: Vec<u8>, secrets: Vec<u8>) -> Result<u64, String> {
+    fn load_policy(bundle: Vec<u8>, public_key: Vec<u8>, secrets: Vec<u8>) -> Result<Loaded, String> {
         // A panic message goes to the host's log, never to a WASI stream.
         std::panic::set_hook(Box::new(|info| host::log(host::Level::Error, &info.to_string())));
         let pk: [u8; 32] = public_key.as_slice().try_into().map_err(|_| "public key must be 32 bytes".to_string())?;
@@ -125,9 +126,9 @@ impl<T: Checks> Guest for Filter<T> {
         };
         let now = host::now() / 1_000_000_000;
         let engine = Engine::from_bundle(&bundle, &pk, now, &secrets).map_err(|e| e.to_string())?;
-        let revision = engine.info().revision;
+        let loaded = Loaded { revision: engine.info().revision, headers: Some(engine.headers_read()) };
         ENGINE.with(|e| *e.borrow_mut() = Some(Arc::new(engine)));
-        Ok(revision)
+        Ok(loaded)
     }
 
     fn check(req: wit::RequestHead, ctx: wit::Context) -> wit::Verdict {

@@ -4,8 +4,8 @@ wit_bindgen::generate!({ world: "filter", path: "../../wit" });
 struct Hog;
 
 impl Guest for Hog {
-    fn load_policy(_: Vec<u8>, _: Vec<u8>, _: Vec<u8>) -> Result<u64, String> {
-        Ok(0)
+    fn load_policy(_: Vec<u8>, _: Vec<u8>, _: Vec<u8>) -> Result<gatehouse::policy::loading::Loaded, String> {
+        Ok(gatehouse::policy::loading::Loaded { revision: 0, headers: None })
     }
     fn check(_req: RequestHead, ctx: Context) -> Verdict {
         let mut v: Vec<Vec<u8>> = Vec::new();

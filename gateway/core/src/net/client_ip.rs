@@ -115,6 +115,11 @@ impl ClientIpResolver {
         }
     }
 
+    /// Where the client address comes from.
+    pub fn source(&self) -> &ClientIpSource {
+        &self.source
+    }
+
     /// Whether `ip` is a trusted proxy.
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted.contains(ip)
