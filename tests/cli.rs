@@ -347,6 +347,44 @@ fn decisions_end_to_end() {
 }
 
 #[test]
+fn token_mint_count_gives_distinct_verifiable_tokens() {
+    let (s, _) = setup();
+    let key = s.p("keys/token-signing.pem");
+    let out = ok(&[
+        "token",
+        "mint",
+        "--key",
+        &key,
+        "--kid",
+        "k1",
+        "--iss",
+        "https://login.example.test",
+        "--aud",
+        "gatehouse",
+        "--sub",
+        "u",
+        "--org",
+        "acme",
+        "--count",
+        "5",
+        "--now",
+        NOW,
+    ]);
+    let tokens: Vec<&str> = out.lines().collect();
+    assert_eq!(tokens.len(), 5);
+    let distinct: std::collections::HashSet<&&str> = tokens.iter().collect();
+    assert_eq!(distinct.len(), 5);
+    for t in tokens {
+        let (code, v, err) = decide(
+            &s,
+            json!({"url": "https://acme.example.test/api", "headers": {"authorization": format!("Bearer {t}")}, "peer": "203.0.113.7"}),
+            NOW,
+        );
+        assert_eq!(code, 0, "{err} {v}");
+    }
+}
+
+#[test]
 fn bad_input_exits_2() {
     let (s, _) = setup();
     std::fs::write(s.p("junk.json"), "{not json").unwrap();

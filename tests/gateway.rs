@@ -499,3 +499,55 @@ async fn sigterm_drains_in_flight_requests() {
 }
 
 use std::process::Command;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_and_stops_on_ctrl_c() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let (listen, admin, up) = (free_port(), free_port(), free_port());
+    let mut child = bin()
+        .args(["demo", "--dir", tmp.path().to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{listen}"), "--admin", &format!("127.0.0.1:{admin}")])
+        .args(["--upstream", &format!("127.0.0.1:{up}")])
+        .env("GATEHOUSE_FILTER_DIR", component_dir())
+        .env("GATEHOUSE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The walkthrough names an allowed request; find its token.
+    let mut token = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while token.is_none() && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
+            if line.contains("Authorization: Bearer ") && token.is_none() {
+                token =
+                    line.split("Authorization: Bearer ").nth(1).and_then(|r| r.split('\'').next()).map(str::to_string);
+            }
+        }
+    }
+    let token = token.expect("demo printed no curl line with a token");
+    let addr: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
+    let (s, _, b) =
+        send(addr, get("acme.example.test", "/api/invoices", &[("authorization", &bearer(&token))]), None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(json(&b)["identity"]["x-gatehouse-subject"], "alice", "{b}");
+    assert_eq!(send(addr, get("acme.example.test", "/api/invoices", &[]), None).await.0, 401);
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "demo exit {status}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "demo did not stop on Ctrl-C");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

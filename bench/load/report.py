@@ -6,7 +6,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-results, metrics, secs, rounds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+results, metrics, secs, rounds, chain = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 rows = defaultdict(list)
 for line in open(results):
     name, label, rps, p50, p99, cpu, errors, delay = line.rstrip("\n").split("\t")
@@ -45,3 +45,17 @@ for f in ["gatehouse", "ip", "geo", "token", "rate"]:
     fs = metric("gatehouse_filter_call_seconds_sum", f'filter="{f}"')
     fc = metric("gatehouse_filter_call_seconds_count", f'filter="{f}"')
     print(f"- `{f}`: {fs / fc * 1e6:.1f} µs per call (mean)")
+
+# Chain time per target and token set: deltas of the gateway's own histogram around each run.
+acc = defaultdict(lambda: [0.0, 0.0])
+for line in open(chain):
+    parts = line.split()
+    if len(parts) != 6:
+        continue
+    name, label, s0, n0, s1, n1 = parts[0], parts[1], *map(float, parts[2:])
+    acc[(name, label)][0] += s1 - s0
+    acc[(name, label)][1] += n1 - n0
+print("\nFilter chain time measured inside the gateway, per run type (its histogram's sum/count over those runs):")
+for (name, label), (s_, n_) in sorted(acc.items()):
+    if n_ > 0:
+        print(f"- {name}, {label}: {s_ / n_ * 1e6:.1f} µs mean over {n_:,.0f} allowed requests")

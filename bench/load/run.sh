@@ -59,7 +59,7 @@ TOML
 "$gh" policy compile --policy "$work/policy.toml" --signing-key "$work/keys/bundle-signing.pem" --out "$work/bundle.ghb" --ttl 2h >/dev/null
 mint() { "$gh" token mint --alg ES256 --key "$work/keys/token-signing.pem" --kid k1 --iss https://login.bench.test --aud gatehouse --sub user --org bench --roles viewer --ttl 2h --count "$1"; }
 mint 100 >"$work/pool.txt"
-fresh_n=$(( 9000 * secs ))
+fresh_n=$(( 9000 * secs + 20000 * rounds ))
 mint "$fresh_n" >"$work/fresh.txt"
 
 U=18101; N=18102; H=18103; HJ=18104; G=18105; GA=18106
@@ -152,13 +152,17 @@ prefix_of() { case $1 in gatehouse-split) echo /split;; *) echo "";; esac; }
 
 results="$work/results.tsv"
 : >"$results"
-measure() { # name tokens-file label [delay_ms conns]
-  local name=$1 file=$2 label=$3 delay=${4:-0} conns=${5:-32}
-  local pid port t0 t1 out
+chain_sum() { curl -s "http://127.0.0.1:$GA/metrics" | awk '/^gatehouse_filter_chain_seconds_(sum|count)\{decision="allow"\}/ {printf "%s ", $2}'; }
+measure() { # name tokens-file label [delay_ms conns offset]
+  local name=$1 file=$2 label=$3 delay=${4:-0} conns=${5:-32} offset=${6:-0}
+  local pid port t0 t1 out c0 c1
   pid=$(pid_of "$name"); port=$(port_of "$name")
+  c0=$(chain_sum)
   t0=$(ticks "$pid")
-  out=$(TOKENS="$file" DELAY_MS=$delay PATH_PREFIX="$(prefix_of "$name")" taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency -s bench/load/tokens.lua "http://127.0.0.1:$port/api/items" 2>&1)
+  out=$(OFFSET=$offset TOKENS="$file" DELAY_MS=$delay PATH_PREFIX="$(prefix_of "$name")" taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency -s bench/load/tokens.lua "http://127.0.0.1:$port/api/items" 2>&1)
   t1=$(ticks "$pid")
+  c1=$(chain_sum)
+  case $name in gatehouse*) echo "$name $label $c0 $c1" >>"$work/chain.txt" ;; esac
   python3 - "$name" "$label" "$((t1 - t0))" "$delay" <<PY >>"$results"
 import re, sys
 out = """$out"""
@@ -181,7 +185,7 @@ PY
 step "measuring: $rounds interleaved rounds, ${secs}s per run"
 for r in $(seq 1 "$rounds"); do
   for name in direct nginx haproxy haproxy-jwt gatehouse gatehouse-split; do measure "$name" "$work/pool.txt" "pool100"; done
-  for name in haproxy-jwt gatehouse; do measure "$name" "$work/fresh.txt" "fresh"; done
+  for name in haproxy-jwt gatehouse; do measure "$name" "$work/fresh.txt" "fresh" 0 32 $(( (r - 1) * 20000 )); done
 done
 curl -s "http://127.0.0.1:$GA/metrics" >"$work/metrics.txt"
 
@@ -191,4 +195,4 @@ half=$(( peak / 2 ))
 conns=$(( half / 1000 )); [ "$conns" -lt 1 ] && conns=1
 for name in direct gatehouse; do measure "$name" "$work/pool.txt" "half-peak" 1 "$conns"; done
 
-python3 bench/load/report.py "$results" "$work/metrics.txt" "$secs" "$rounds" | tee bench/load/last-run.md
+python3 bench/load/report.py "$results" "$work/metrics.txt" "$secs" "$rounds" "$work/chain.txt" | tee bench/load/last-run.md

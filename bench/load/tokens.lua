@@ -9,7 +9,8 @@ end
 local host = os.getenv("HOST") or "bench.test"
 local delay_ms = tonumber(os.getenv("DELAY_MS") or "0")
 local path = (os.getenv("PATH_PREFIX") or "") .. "/api/items"
-local i = 0
+-- $OFFSET: where in the file to start, so that later rounds use tokens never seen before.
+local i = tonumber(os.getenv("OFFSET") or "0")
 
 request = function()
   i = i + 1

@@ -253,3 +253,46 @@ impl GatewayConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<GatewayConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("gw.toml");
+        std::fs::write(&p, text).unwrap();
+        GatewayConfig::load(&p).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_example_loads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/gateway.toml");
+        let c = GatewayConfig::load(&p).unwrap();
+        assert_eq!(c.routes.len(), 2);
+        assert_eq!(c.routes[1].filters, ["gatehouse"]);
+        assert!(c.bundle.public_key.is_absolute());
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_field() {
+        let base =
+            "[listen]\naddr = \"127.0.0.1:1\"\nadmin = \"127.0.0.1:2\"\n[bundle]\nfile = \"b\"\npublic_key = \"k\"\n";
+        let cases = [
+            (format!("{base}[[routes]]\nupstream = \"https://x:1\"\n"), "routes[0].upstream"),
+            (format!("{base}[[routes]]\nupstream = \"http://x:1/path\"\n"), "routes[0].upstream"),
+            (format!("{base}[[routes]]\nupstream = \"http://x:1\"\nfilters = []\n"), "routes[0].filters"),
+            (format!("{base}[[routes]]\nupstream = \"http://x:1\"\nfilters = [\"nope\"]\n"), "routes[0].filters[0]"),
+            (format!("{base}[[routes]]\nupstream = \"http://x:1\"\nfilters = [\"missing.wasm\"]\n"), "does not exist"),
+            (format!("{base}[filters]\nmax_call_ms = 0\n[[routes]]\nupstream = \"http://x:1\"\n"), "filters.max_call_ms"),
+            (base.to_string(), "routes"),
+            (format!("{base}colour = 1\n"), "unknown field"),
+            ("[listen]\naddr = \"127.0.0.1:1\"\nadmin = \"127.0.0.1:1\"\n[bundle]\nfile = \"b\"\npublic_key = \"k\"\n[[routes]]\nupstream = \"http://x:1\"\n".to_string(), "listen.admin"),
+        ];
+        for (text, want) in cases {
+            let e = load(&text).unwrap_err();
+            assert!(e.contains("gw.toml: "), "{e}");
+            assert!(e.contains(want), "expected `{want}` in: {e}");
+        }
+    }
+}
