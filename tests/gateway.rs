@@ -551,3 +551,123 @@ async fn the_demo_runs_and_stops_on_ctrl_c() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A stand-in origin that serves the bundle with an ETag and answers 304 to a matching
+/// `If-None-Match`; counts what it answered.
+async fn bundle_origin(state: Arc<std::sync::Mutex<(Vec<u8>, String, usize, usize)>>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let state = state.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let state = state.clone();
+                    async move {
+                        let mut st = state.lock().unwrap();
+                        let authorized =
+                            req.headers().get("authorization").map(|v| v == "Bearer edge-secret").unwrap_or(false);
+                        let resp = if !authorized {
+                            Response::builder().status(401).body(body(Bytes::new())).unwrap()
+                        } else if req
+                            .headers()
+                            .get("if-none-match")
+                            .map(|v| v.to_str().unwrap() == st.1)
+                            .unwrap_or(false)
+                        {
+                            st.3 += 1;
+                            Response::builder().status(304).body(body(Bytes::new())).unwrap()
+                        } else {
+                            st.2 += 1;
+                            Response::builder().header("etag", st.1.clone()).body(body(st.0.clone())).unwrap()
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bundle_from_an_origin_with_etag_polling_and_h2c() {
+    let up = upstream().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    compile_bundle(&dir, &policy(3), 1, &dir.join("b1.ghb"));
+    let state =
+        Arc::new(std::sync::Mutex::new((std::fs::read(dir.join("b1.ghb")).unwrap(), "\"r1\"".to_string(), 0, 0)));
+    let origin = bundle_origin(state.clone()).await;
+    let comps = component_dir();
+    let cache = comps.parent().unwrap().parent().unwrap().join("gatehouse-test-cwasm");
+    let (addr, admin) = (free_port(), free_port());
+    let config = format!(
+        "[listen]\naddr = \"127.0.0.1:{addr}\"\nadmin = \"127.0.0.1:{admin}\"\n[bundle]\norigin_url = \"http://{origin}/v1/bundles/test\"\norigin_token = \"edge-secret\"\npublic_key = \"keys/bundle-signing.pub.pem\"\nsecrets = \"keys/edge-secrets.toml\"\npoll_secs = 1\n[filters]\nbuiltin_dir = \"{}\"\ncache_dir = \"{}\"\n[[routes]]\nupstream = \"http://{up}\"\n",
+        comps.display(),
+        cache.display()
+    );
+    std::fs::write(dir.join("gateway.toml"), config).unwrap();
+    let gw = GatewayProc::start(
+        &dir.join("gateway.toml"),
+        format!("127.0.0.1:{addr}").parse().unwrap(),
+        format!("127.0.0.1:{admin}").parse().unwrap(),
+        &dir.join("gateway.log"),
+    );
+    let token = mint(&dir, "alice", "acme", "viewer");
+    assert_eq!(send(gw.addr, get("acme.test", "/api", &[("authorization", &bearer(&token))]), None).await.0, 200);
+    // Unchanged: the gateway asks with If-None-Match and gets 304s.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    {
+        let st = state.lock().unwrap();
+        assert_eq!(st.2, 1, "one full download");
+        assert!(st.3 >= 1, "conditional polls answered 304");
+    }
+    // A revocation published at the origin reaches the running gateway within a poll.
+    let mut revoked = policy(3);
+    revoked.push_str("\n[revoked]\nsessions = []\n");
+    let jti_line = {
+        let t = token.split('.').nth(1).unwrap();
+        use base64::Engine as _;
+        let claims: Value =
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t).unwrap()).unwrap();
+        claims["jti"].as_str().unwrap().to_string()
+    };
+    revoked = revoked.replace("sessions = []", &format!("sessions = []\njti = [\"{jti_line}\"]"));
+    compile_bundle(&dir, &revoked, 2, &dir.join("b2.ghb"));
+    {
+        let mut st = state.lock().unwrap();
+        st.0 = std::fs::read(dir.join("b2.ghb")).unwrap();
+        st.1 = "\"r2\"".into();
+    }
+    let t = Instant::now();
+    loop {
+        let (s, h, _) = send(gw.addr, get("acme.test", "/api", &[("authorization", &bearer(&token))]), None).await;
+        if s == 401 {
+            assert_eq!(h.get("x-gatehouse-reason").unwrap(), "token_revoked");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "revocation did not arrive within the poll interval");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // h2c (HTTP/2 with prior knowledge) on the same listener.
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let other = mint(&dir, "bob", "acme", "viewer");
+    let req = Request::builder()
+        .uri(format!("http://acme.test/api/h2"))
+        .header("authorization", bearer(&other))
+        .body(body(Bytes::new()))
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    let b = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(json(&String::from_utf8_lossy(&b))["headers"]["x-gatehouse-subject"], "bob");
+}

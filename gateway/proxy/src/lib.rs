@@ -86,8 +86,9 @@ pub async fn run(config: GatewayConfig) -> Result<()> {
         }
         let every = Duration::from_secs(config.bundle.poll_secs);
         tokio::spawn(bundle::watch_file(bundles.clone(), file, every, Some(bytes)));
-    } else {
-        return Err(anyhow!("bundle.origin_url is served by the origin (issue 4); use bundle.file for now"));
+    } else if let Some(url) = config.bundle.origin_url.clone() {
+        let every = Duration::from_secs(config.bundle.poll_secs);
+        tokio::spawn(bundle::poll_origin(bundles.clone(), url, config.bundle.origin_token.clone(), every));
     }
 
     let listener = tokio::net::TcpListener::bind(config.listen.addr)
