@@ -554,7 +554,10 @@ async fn the_demo_runs_and_stops_on_ctrl_c() {
 
 /// A stand-in origin that serves the bundle with an ETag and answers 304 to a matching
 /// `If-None-Match`; counts what it answered.
-async fn bundle_origin(state: Arc<std::sync::Mutex<(Vec<u8>, String, usize, usize)>>) -> SocketAddr {
+/// What the stand-in origin serves and counts: (bundle, etag, full answers, 304 answers).
+type OriginState = Arc<std::sync::Mutex<(Vec<u8>, String, usize, usize)>>;
+
+async fn bundle_origin(state: OriginState) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -661,7 +664,7 @@ async fn bundle_from_an_origin_with_etag_polling_and_h2c() {
     tokio::spawn(conn);
     let other = mint(&dir, "bob", "acme", "viewer");
     let req = Request::builder()
-        .uri(format!("http://acme.test/api/h2"))
+        .uri("http://acme.test/api/h2")
         .header("authorization", bearer(&other))
         .body(body(Bytes::new()))
         .unwrap();
