@@ -15,6 +15,16 @@ pub enum CredentialKind {
 }
 
 impl CredentialKind {
+    /// Parse the stable string form.
+    pub fn parse(s: &str) -> Option<CredentialKind> {
+        match s {
+            "jwt" => Some(CredentialKind::Jwt),
+            "session" => Some(CredentialKind::Session),
+            "api_key" => Some(CredentialKind::ApiKey),
+            _ => None,
+        }
+    }
+
     /// Stable string form.
     pub fn as_str(self) -> &'static str {
         match self {

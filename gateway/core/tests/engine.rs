@@ -324,18 +324,8 @@ fn filter_chain_of_checks_decides_like_decide() {
     ];
     for r in &reqs {
         let whole = h.decide(r);
-        let pairs: Vec<(&str, &str)> = r.headers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        let u = gatehouse_core::request::split_url(&r.url).unwrap();
-        let head = gatehouse_core::RequestHead {
-            method: r.method,
-            scheme: u.scheme,
-            host: u.host,
-            path: u.path,
-            query: u.query,
-            headers: &pairs,
-            peer: r.peer.parse().unwrap(),
-            platform_country: r.country.as_deref(),
-        };
+        let pairs = r.pairs();
+        let head = r.head(&pairs);
         let rates = gatehouse_core::MemoryRateStore::new(100, [1; 16]);
         let env = Env { now: NOW * 1_000_000_000, rates: &rates, countries: &NoCountryLookup };
         let mut ctx = Context::default();

@@ -353,14 +353,8 @@ impl Gateway {
 }
 
 fn to_identity(i: &crate::filters::WitIdentity, prefix: &str) -> Option<Identity> {
-    let kind = match i.kind.as_str() {
-        "jwt" => CredentialKind::Jwt,
-        "session" => CredentialKind::Session,
-        "api_key" => CredentialKind::ApiKey,
-        _ => return None,
-    };
     Some(Identity::new(
-        kind,
+        CredentialKind::parse(&i.kind)?,
         i.subject.clone(),
         i.org.clone(),
         i.roles.clone(),

@@ -78,14 +78,8 @@ fn deny(reason: ReasonCode) -> wit::Verdict {
 }
 
 fn identity_from(i: wit::Identity, prefix: &str) -> Option<Identity> {
-    let kind = match i.kind.as_str() {
-        "jwt" => CredentialKind::Jwt,
-        "session" => CredentialKind::Session,
-        "api_key" => CredentialKind::ApiKey,
-        _ => return None,
-    };
     Some(Identity::new(
-        kind,
+        CredentialKind::parse(&i.kind)?,
         i.subject,
         i.org,
         i.roles,

@@ -251,6 +251,24 @@ pub fn get(url: &str) -> Req {
 }
 
 impl Req {
+    /// Header pairs borrowed for a [`RequestHead`].
+    pub fn pairs(&self) -> Vec<(&str, &str)> {
+        self.headers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
+    }
+    /// The request head, borrowing `pairs` from [`Req::pairs`].
+    pub fn head<'a>(&'a self, pairs: &'a [(&'a str, &'a str)]) -> RequestHead<'a> {
+        let u = gatehouse_core::request::split_url(&self.url).unwrap();
+        RequestHead {
+            method: self.method,
+            scheme: u.scheme,
+            host: u.host,
+            path: u.path,
+            query: u.query,
+            headers: pairs,
+            peer: self.peer.parse().unwrap(),
+            platform_country: self.country.as_deref(),
+        }
+    }
     pub fn bearer(self, t: &str) -> Req {
         self.header("authorization", &format!("Bearer {t}"))
     }
@@ -282,18 +300,8 @@ impl Harness {
         Harness { engine: Arc::new(engine), rates: MemoryRateStore::new(10_000, [3; 16]) }
     }
     pub fn decide_at(&self, r: &Req, now_secs: u64) -> Decision {
-        let pairs: Vec<(&str, &str)> = r.headers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        let u = gatehouse_core::request::split_url(&r.url).unwrap();
-        let head = RequestHead {
-            method: r.method,
-            scheme: u.scheme,
-            host: u.host,
-            path: u.path,
-            query: u.query,
-            headers: &pairs,
-            peer: r.peer.parse().unwrap(),
-            platform_country: r.country.as_deref(),
-        };
+        let pairs = r.pairs();
+        let head = r.head(&pairs);
         self.engine
             .decide(&head, &Env { now: now_secs * 1_000_000_000, rates: &self.rates, countries: &NoCountryLookup })
     }
