@@ -552,7 +552,8 @@ fn decide(a: DecideArgs) -> Result<ExitCode> {
     let head =
         req.view(&pairs).ok_or_else(|| anyhow!("{}: `url` must be an absolute http(s) URL", a.request.display()))?;
     let rates = MemoryRateStore::new(1024, keys::random_bytes());
-    let d = engine.decide(&head, &Env { now: now * 1_000_000_000, rates: &rates, countries: &NoCountryLookup });
+    let d = engine
+        .decide(&head, &Env { now: now * 1_000_000_000, rates: &rates, countries: &NoCountryLookup, signatures: None });
     println!("{}", serde_json::to_string_pretty(&d.report())?);
     Ok(match d {
         Decision::Allow(_) => ExitCode::SUCCESS,

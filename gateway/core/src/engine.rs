@@ -34,6 +34,9 @@ pub struct Env<'a> {
     pub rates: &'a dyn RateStore,
     /// Country lookup by IP (used when neither the platform nor a trusted header says).
     pub countries: &'a dyn CountryLookup,
+    /// A native signature primitive, if the host offers one (the engine verifies with its
+    /// own code otherwise).
+    pub signatures: Option<&'a dyn crate::jwt::SignatureVerifier>,
 }
 
 /// Facts about the loaded bundle.
@@ -423,7 +426,7 @@ impl Engine {
                         route.geo.check(country).map_err(|r| self.deny(r))?;
                     }
                 }
-                Check::Credential => self.check_credential(req, st, now_secs)?,
+                Check::Credential => self.check_credential(req, st, now_secs, env.signatures)?,
                 Check::Access => {
                     let org = &self.orgs[self.org_of(req, st)?];
                     let route = self.route(self.route_of(req, st));
@@ -479,7 +482,13 @@ impl Engine {
         Ok(ip)
     }
 
-    fn check_credential<'r>(&self, req: &RequestHead<'r>, st: &mut State<'r>, now_secs: u64) -> Result<(), Decision> {
+    fn check_credential<'r>(
+        &self,
+        req: &RequestHead<'r>,
+        st: &mut State<'r>,
+        now_secs: u64,
+        native: Option<&dyn crate::jwt::SignatureVerifier>,
+    ) -> Result<(), Decision> {
         let org_idx = self.org_of(req, st)?;
         let route = self.route(self.route_of(req, st));
         if !route.allows_method(req.method) {
@@ -495,8 +504,8 @@ impl Engine {
                 }
                 None
             }
-            Credential::Bearer(t) => Some(self.verify_jwt(t, now_secs, CredentialKind::Jwt)?),
-            Credential::Session(t) => Some(self.verify_jwt(t, now_secs, CredentialKind::Session)?),
+            Credential::Bearer(t) => Some(self.verify_jwt(t, now_secs, CredentialKind::Jwt, native)?),
+            Credential::Session(t) => Some(self.verify_jwt(t, now_secs, CredentialKind::Session, native)?),
             Credential::ApiKey(k) => Some(Arc::new(self.api_keys.verify(k, now_secs).map_err(|r| self.deny(r))?)),
         };
         if let Some(id) = &identity {
@@ -684,7 +693,13 @@ impl Engine {
         env.countries.country(client_ip)
     }
 
-    fn verify_jwt(&self, token: &str, now: u64, kind: CredentialKind) -> Result<Arc<Identity>, Deny> {
+    fn verify_jwt(
+        &self,
+        token: &str,
+        now: u64,
+        kind: CredentialKind,
+        native: Option<&dyn crate::jwt::SignatureVerifier>,
+    ) -> Result<Arc<Identity>, Deny> {
         if token.len() > self.verifier.max_bytes() {
             return Err(self.deny(ReasonCode::TokenTooLarge));
         }
@@ -692,7 +707,7 @@ impl Engine {
         let id = match self.cache.get(&h, now) {
             Some(id) if id.kind == kind => id,
             _ => {
-                let v = self.verifier.verify(token, now, kind).map_err(|r| self.deny(r))?;
+                let v = self.verifier.verify_with(token, now, kind, native).map_err(|r| self.deny(r))?;
                 let id = Arc::new(v.identity);
                 let until = id.expires_at.unwrap_or(now).saturating_add(self.verifier.leeway());
                 self.cache.insert(h, Arc::clone(&id), until, now);

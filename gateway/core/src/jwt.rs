@@ -107,6 +107,29 @@ pub struct VerifyKey {
     /// The only algorithm this key verifies.
     pub alg: Alg,
     material: Material,
+    /// The public key in the encoding a [`SignatureVerifier`] takes (empty for HS256).
+    raw: Vec<u8>,
+}
+
+/// A native signature primitive a host may offer (for example an optimised library that
+/// the WebAssembly build cannot use). The engine still makes every decision: it selects
+/// the key, pins the algorithm and checks the claims; the primitive only answers whether
+/// `signature` is valid for `message` under `public_key`.
+///
+/// Key encodings: EdDSA, the 32-byte key; ES256, the 65-byte uncompressed SEC1 point;
+/// RS256 and PS256, `len(n)` as 4 big-endian bytes, then `n`, then `e`.
+pub trait SignatureVerifier {
+    /// `Some(valid)`, or `None` when the algorithm is not offered (the engine then
+    /// verifies with its own implementation).
+    fn verify(&self, alg: Alg, public_key: &[u8], message: &[u8], signature: &[u8]) -> Option<bool>;
+}
+
+fn rsa_raw(c: jwt_simple::algorithms::RSAPublicKeyComponents) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + c.n.len() + c.e.len());
+    v.extend_from_slice(&(c.n.len() as u32).to_be_bytes());
+    v.extend_from_slice(&c.n);
+    v.extend_from_slice(&c.e);
+    v
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -175,7 +198,14 @@ pub fn parse_jwks(json: &str, default_alg: Option<&str>) -> Result<Vec<VerifyKey
             Alg::HS256 => unreachable!("filtered above"),
         }
         .map_err(|e| err(format!("unusable key: {e}")))?;
-        out.push(VerifyKey { kid, alg, material });
+        let raw = match &material {
+            Material::Ed(k) => k.to_bytes(),
+            Material::Es(k) => k.public_key().to_bytes_uncompressed(),
+            Material::Rs(k) => rsa_raw(k.to_components()),
+            Material::Ps(k) => rsa_raw(k.to_components()),
+            Material::Hs(_) => Vec::new(),
+        };
+        out.push(VerifyKey { kid, alg, material, raw });
     }
     Ok(out)
 }
@@ -233,19 +263,20 @@ struct Header {
     cty: Option<String>,
     #[serde(default)]
     crit: Option<Value>,
-    // Read and ignored on purpose: never used to find a key.
+    // Read and ignored on purpose: never used to find a key. Typed as jwt-simple types
+    // them, so a token is refused (or not) the same way whichever verifier runs.
     #[serde(default)]
-    jwk: Option<Value>,
+    jwk: Option<String>,
     #[serde(default)]
-    jku: Option<Value>,
+    jku: Option<String>,
     #[serde(default)]
-    x5u: Option<Value>,
+    x5u: Option<String>,
     #[serde(default)]
-    x5c: Option<Value>,
+    x5c: Option<Vec<String>>,
     #[serde(default)]
-    x5t: Option<Value>,
+    x5t: Option<String>,
     #[serde(default, rename = "x5t#S256")]
-    x5t_s256: Option<Value>,
+    x5t_s256: Option<String>,
 }
 
 /// Strict base64url: no padding, only the URL-safe alphabet, zero trailing bits.
@@ -282,6 +313,7 @@ impl TokenVerifier {
                     kid: iss.hmac_kid.clone(),
                     alg: Alg::HS256,
                     material: Material::Hs(HS256Key::from_bytes(secret)),
+                    raw: Vec::new(),
                 });
             }
             let mut info = IssuerInfo {
@@ -331,6 +363,18 @@ impl TokenVerifier {
 
     /// Verify `token` at `now` (Unix seconds). `kind` says where it came from.
     pub fn verify(&self, token: &str, now: u64, kind: CredentialKind) -> Result<Verified, ReasonCode> {
+        self.verify_with(token, now, kind, None)
+    }
+
+    /// [`TokenVerifier::verify`], with the signature check delegated to `native` when it
+    /// offers the key's algorithm.
+    pub fn verify_with(
+        &self,
+        token: &str,
+        now: u64,
+        kind: CredentialKind,
+        native: Option<&dyn SignatureVerifier>,
+    ) -> Result<Verified, ReasonCode> {
         if token.len() > self.max_bytes {
             return Err(ReasonCode::TokenTooLarge);
         }
@@ -379,6 +423,58 @@ impl TokenVerifier {
             return Err(ReasonCode::TokenBadSignature);
         }
         let issuer = &self.issuers[*issuer_idx];
+        let delegated = match native {
+            Some(n) if key.alg != Alg::HS256 => {
+                n.verify(key.alg, &key.raw, &token.as_bytes()[..h.len() + 1 + p.len()], &signature)
+            }
+            _ => None,
+        };
+        let claims = match delegated {
+            Some(false) => return Err(ReasonCode::TokenBadSignature),
+            Some(true) => self.check_claims(&payload_bytes, issuer, now)?,
+            None => self.verify_locally(token, key, issuer, now)?,
+        };
+        self.identity(claims, issuer, kind)
+    }
+
+    /// Claims of a token whose signature was verified natively, checked as
+    /// [`TokenVerifier::verify_locally`] checks them.
+    fn check_claims(
+        &self,
+        payload: &[u8],
+        issuer: &IssuerInfo,
+        now: u64,
+    ) -> Result<JWTClaims<Map<String, Value>>, ReasonCode> {
+        let claims: JWTClaims<Map<String, Value>> =
+            serde_json::from_slice(payload).map_err(|_| ReasonCode::TokenMalformed)?;
+        let leeway = self.leeway;
+        if claims.issued_at.is_some_and(|t| t.as_secs() > now + leeway)
+            || claims.invalid_before.is_some_and(|t| t.as_secs() > now + leeway)
+        {
+            return Err(ReasonCode::TokenNotYetValid);
+        }
+        if claims.expires_at.is_some_and(|t| now.saturating_sub(leeway) > t.as_secs()) {
+            return Err(ReasonCode::TokenExpired);
+        }
+        match &claims.issuer {
+            None => return Err(ReasonCode::TokenClaimMissing),
+            Some(i) if *i != issuer.iss => return Err(ReasonCode::TokenWrongIssuer),
+            _ => {}
+        }
+        if !issuer.audiences.is_empty() && !claims.audiences.as_ref().is_some_and(|a| a.contains(&issuer.audiences)) {
+            return Err(ReasonCode::TokenWrongAudience);
+        }
+        Ok(claims)
+    }
+
+    /// Signature and claims checked by jwt-simple, inside this build.
+    fn verify_locally(
+        &self,
+        token: &str,
+        key: &VerifyKey,
+        issuer: &IssuerInfo,
+        now: u64,
+    ) -> Result<JWTClaims<Map<String, Value>>, ReasonCode> {
         let mut opts = VerificationOptions {
             time_tolerance: Some(Duration::from_secs(self.leeway)),
             artificial_time: Some(Duration::from_secs(now)),
@@ -397,7 +493,15 @@ impl TokenVerifier {
             Material::Ps(k) => k.verify_token::<Map<String, Value>>(token, opts),
             Material::Hs(k) => k.verify_token::<Map<String, Value>>(token, opts),
         };
-        let claims = res.map_err(map_jwt_error)?;
+        res.map_err(map_jwt_error)
+    }
+
+    fn identity(
+        &self,
+        claims: JWTClaims<Map<String, Value>>,
+        issuer: &IssuerInfo,
+        kind: CredentialKind,
+    ) -> Result<Verified, ReasonCode> {
         let exp = claims.expires_at.ok_or(ReasonCode::TokenClaimMissing)?.as_secs();
         let sub = claims.subject.clone().ok_or(ReasonCode::TokenClaimMissing)?;
         if !header_safe(&sub) {

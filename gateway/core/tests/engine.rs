@@ -327,7 +327,7 @@ fn filter_chain_of_checks_decides_like_decide() {
         let pairs = r.pairs();
         let head = r.head(&pairs);
         let rates = gatehouse_core::MemoryRateStore::new(100, [1; 16]);
-        let env = Env { now: NOW * 1_000_000_000, rates: &rates, countries: &NoCountryLookup };
+        let env = Env { now: NOW * 1_000_000_000, rates: &rates, countries: &NoCountryLookup, signatures: None };
         let mut ctx = Context::default();
         let mut staged = None;
         for checks in chain {

@@ -93,6 +93,18 @@ impl host::Host for HostState {
         }
     }
 
+    fn verify_signature(
+        &mut self,
+        alg: String,
+        public_key: Vec<u8>,
+        message: Vec<u8>,
+        signature: Vec<u8>,
+    ) -> Option<bool> {
+        use gatehouse_core::jwt::SignatureVerifier;
+        let alg = gatehouse_core::jwt::Alg::parse(&alg)?;
+        crate::signatures::RingSignatures.verify(alg, &public_key, &message, &signature)
+    }
+
     fn country(&mut self, ip: String) -> Option<String> {
         let db = self.shared.geo.as_ref()?;
         let ip: std::net::IpAddr = ip.parse().ok()?;

@@ -12,6 +12,7 @@ pub mod config;
 pub mod filters;
 pub mod metrics;
 pub mod server;
+pub mod signatures;
 
 use std::path::PathBuf;
 use std::sync::Arc;

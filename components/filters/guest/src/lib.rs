@@ -65,6 +65,20 @@ impl RateStore for HostRates {
     }
 }
 
+struct HostSignatures;
+
+impl gatehouse_core::jwt::SignatureVerifier for HostSignatures {
+    fn verify(
+        &self,
+        alg: gatehouse_core::jwt::Alg,
+        public_key: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> Option<bool> {
+        host::verify_signature(alg.as_str(), public_key, message, signature)
+    }
+}
+
 struct HostCountries;
 
 impl CountryLookup for HostCountries {
@@ -157,7 +171,8 @@ impl<T: Checks> Guest for Filter<T> {
         };
         let mut core_ctx =
             Context { org: ctx.org, route: ctx.route, client_ip, identity, response_headers: ctx.response_headers };
-        let env = Env { now: host::now(), rates: &HostRates, countries: &HostCountries };
+        let env =
+            Env { now: host::now(), rates: &HostRates, countries: &HostCountries, signatures: Some(&HostSignatures) };
         match engine.check(T::CHECKS, &head, &mut core_ctx, &env) {
             Ok(()) => wit::Verdict::Allow(wit::Context {
                 org: core_ctx.org,
