@@ -189,10 +189,11 @@ for r in $(seq 1 "$rounds"); do
 done
 curl -s "http://127.0.0.1:$GA/metrics" >"$work/metrics.txt"
 
-# Half of Gatehouse's peak, paced with wrk's delay(): conns * 1000 / delay_ms requests/s.
+# Half of Gatehouse's peak, paced with wrk's delay(): each connection sends one request,
+# waits for the answer (≈0.5 ms here), then 1 ms: ≈ 650 requests/s per connection.
 peak=$(awk -F'\t' '$1=="gatehouse" && $2=="pool100" {if ($3>m) m=$3} END {print int(m)}' "$results")
 half=$(( peak / 2 ))
-conns=$(( half / 1000 )); [ "$conns" -lt 1 ] && conns=1
+conns=$(( (half + 649) / 650 )); [ "$conns" -lt 1 ] && conns=1
 for name in direct gatehouse; do measure "$name" "$work/pool.txt" "half-peak" 1 "$conns"; done
 
 python3 bench/load/report.py "$results" "$work/metrics.txt" "$secs" "$rounds" "$work/chain.txt" | tee bench/load/last-run.md
