@@ -1,32 +1,15 @@
 //! End-to-end tests of the `gatehouse` binary: generate keys, compile the example policy,
 //! inspect and tamper with bundles, mint tokens and decide on requests — as a user would.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::{json, Value};
+use support::{ok, run, text};
 
 const NOW: &str = "2027-03-01T12:00:00Z";
 const LATER: &str = "2027-03-03T12:00:00Z";
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("run gatehouse")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "gatehouse {args:?} failed: {err}");
-    out
-}
 
 struct Setup {
     _dir: tempfile::TempDir,

@@ -21,6 +21,11 @@ pub fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("run gatehouse")
 }
 
+/// (stdout, stderr) as text.
+pub fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
 pub fn ok(args: &[&str]) -> String {
     let o = run(args);
     assert!(o.status.success(), "gatehouse {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
