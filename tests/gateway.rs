@@ -185,6 +185,9 @@ pool_size = 16
 max_body_bytes = 104857600
 drain_secs = 10
 
+[geo]
+maxmind_db = "{mmdb}"
+
 [[routes]]
 host = "trap.test"
 upstream = "http://{up}"
@@ -219,6 +222,7 @@ upstream = "http://{up}"
         spin = custom("gatehouse_testing_spin.wasm"),
         hog = custom("gatehouse_testing_hog.wasm"),
         example = custom("gatehouse_example_require_header.wasm"),
+        mmdb = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/testdata/geo/test-country.mmdb").display(),
     );
     std::fs::write(dir.join("gateway.toml"), config).unwrap();
     let gw = GatewayProc::start(
@@ -673,4 +677,37 @@ async fn bundle_from_an_origin_with_etag_polling_and_h2c() {
     assert_eq!(resp.version(), hyper::Version::HTTP_2);
     let b = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(json(&String::from_utf8_lossy(&b))["headers"]["x-gatehouse-subject"], "bob");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_bundle_fails_closed_and_compiled_components_are_cached() {
+    let e = start().await;
+    let a = e.gw.addr;
+    // Precompiled components are kept on disk for the next start.
+    let cache = component_dir().parent().unwrap().parent().unwrap().join("gatehouse-test-cwasm");
+    let cached = std::fs::read_dir(&cache)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|f| f.path().extension().is_some_and(|x| x == "cwasm"))
+        .count();
+    assert!(cached >= 5, "{cached} cached components in {}", cache.display());
+    // A bundle that expires in a few seconds: enforced, then everything is denied.
+    compile_bundle_ttl(&e.dir, &policy(3), 9, &e.bundle(), "4s");
+    let auth = bearer(&e.token);
+    let t = Instant::now();
+    loop {
+        let (_, m) = admin_get(e.gw.admin, "/metrics").unwrap();
+        if m.contains("gatehouse_bundle_revision 9") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "short-lived bundle not loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(send(a, get("acme.test", "/api", &[("authorization", &auth)]), None).await.0, 200);
+    assert_eq!(admin_get(e.gw.admin, "/readyz").unwrap().0, 200);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (s, h, _) = send(a, get("acme.test", "/api", &[("authorization", &auth)]), None).await;
+    assert_eq!((s, h.get("x-gatehouse-reason").unwrap().to_str().unwrap()), (503, "bundle_expired"));
+    assert_eq!(send(a, get("acme.test", "/public/x", &[]), None).await.0, 503);
+    assert_eq!(admin_get(e.gw.admin, "/readyz").unwrap().0, 503);
 }

@@ -57,6 +57,11 @@ pub fn free_port() -> u16 {
 /// Keys in `dir/keys`, then `policy_toml` (written to `dir/policy.toml`) compiled to
 /// `dir/bundle.ghb` with `revision`.
 pub fn compile_bundle(dir: &Path, policy_toml: &str, revision: u64, out: &Path) {
+    compile_bundle_ttl(dir, policy_toml, revision, out, "24h")
+}
+
+/// [`compile_bundle`] with a lifetime (`4s`, `24h`, ...).
+pub fn compile_bundle_ttl(dir: &Path, policy_toml: &str, revision: u64, out: &Path, ttl: &str) {
     if !dir.join("keys/bundle-signing.pem").exists() {
         ok(&["keys", "generate", "--out-dir", dir.join("keys").to_str().unwrap()]);
     }
@@ -75,6 +80,8 @@ pub fn compile_bundle(dir: &Path, policy_toml: &str, revision: u64, out: &Path) 
         &revision.to_string(),
         "--region",
         "test",
+        "--ttl",
+        ttl,
     ]);
     std::fs::rename(&tmp, out).unwrap();
 }
