@@ -128,7 +128,7 @@ struct LoadedFilter {
     pre: FilterPre<HostState>,
     pool: Mutex<Vec<Pooled>>,
     /// Headers the filter said it reads (`None`: not known yet, or all).
-    interest: std::sync::RwLock<Option<Vec<String>>>,
+    interest: std::sync::RwLock<Option<Arc<Vec<String>>>>,
 }
 
 /// The policy a filter instance must hold.
@@ -271,7 +271,7 @@ impl FilterHost {
             match loaded {
                 Ok(Ok(l)) => {
                     p.revision = Some(policy.revision);
-                    *f.interest.write().unwrap_or_else(|p| p.into_inner()) = l.headers;
+                    *f.interest.write().unwrap_or_else(|p| p.into_inner()) = l.headers.map(Arc::new);
                 }
                 Ok(Err(e)) => return Err(FilterError::Policy(name.into(), e)),
                 Err(e) => return Err(FilterError::Trap(name.into(), e)),
@@ -292,7 +292,7 @@ impl FilterHost {
     }
 
     /// The request headers filter `name` reads, once an instance has told (`None`: all).
-    pub fn interest(&self, name: &str) -> Option<Vec<String>> {
+    pub fn interest(&self, name: &str) -> Option<Arc<Vec<String>>> {
         self.filters.get(name)?.interest.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 

@@ -143,17 +143,11 @@ impl Gateway {
         }
         // The request head as filters see it: only the headers they read (all, until every
         // filter of the chain has said). Header values must be text.
-        let mut wanted: Option<Vec<String>> = Some(Vec::new());
-        for f in &route.filters {
-            match (self.filters.interest(f), wanted.as_mut()) {
-                (Some(names), Some(w)) => w.extend(names),
-                _ => wanted = None,
-            }
-        }
+        let wanted: Option<Vec<Arc<Vec<String>>>> = route.filters.iter().map(|f| self.filters.interest(f)).collect();
         let mut headers = Vec::with_capacity(req.headers().len());
         for (k, v) in req.headers() {
             if let Some(w) = &wanted {
-                if !w.iter().any(|n| n == k.as_str()) {
+                if !w.iter().any(|names| names.iter().any(|n| n == k.as_str())) {
                     continue;
                 }
             }
