@@ -333,6 +333,25 @@ async fn allow_and_every_kind_of_deny() {
     assert!(m.contains("gatehouse_filter_chain_seconds_bucket"), "{m}");
     assert!(m.contains("gatehouse_bundle_age_seconds"), "{m}");
     assert_eq!(admin_get(e.gw.admin, "/healthz").unwrap().0, 200);
+
+    // SIGHUP rereads the bundle at once, even when the file did not change.
+    let loads = || {
+        let (_, m) = admin_get(e.gw.admin, "/metrics").unwrap();
+        m.lines()
+            .find(|l| l.starts_with(r#"gatehouse_bundle_loads_total{result="ok"}"#))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = loads();
+    assert!(Command::new("kill").args(["-HUP", &e.gw.pid().to_string()]).status().unwrap().success());
+    let t = Instant::now();
+    while loads() != before + 1 {
+        assert!(t.elapsed() < Duration::from_secs(5), "SIGHUP did not reload the bundle");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(e.gw.logs().contains("SIGHUP"));
+    assert_eq!(send(a, get("acme.test", "/api", &[("authorization", &auth)]), None).await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -354,8 +373,9 @@ async fn misbehaving_components_fail_closed_and_the_gateway_stays_up() {
     }
     assert_eq!(send(a, get("acme.test", "/api", &[("authorization", &bearer(&e.token))]), None).await.0, 200);
     // A third-party component written against the WIT alone.
-    let (s, h, _) = send(a, get("custom.test", "/x", &[]), None).await;
+    let (s, h, b) = send(a, get("custom.test", "/x", &[]), None).await;
     assert_eq!((s, h.get("x-gatehouse-reason").unwrap().to_str().unwrap()), (403, "demo_key_missing"));
+    assert_eq!(json(&b)["error"], "demo_key_missing");
     assert_eq!(send(a, get("custom.test", "/x", &[("x-demo-key", "1")]), None).await.0, 200);
 }
 

@@ -86,16 +86,25 @@ impl BundleStore {
 /// Watch a bundle file: reload when its contents change, or on SIGHUP.
 pub async fn watch_file(store: Arc<BundleStore>, path: PathBuf, every: Duration, initial: Option<Vec<u8>>) {
     let mut last: Option<Vec<u8>> = initial;
+    // Only reread when size or modification time moved (or on SIGHUP).
+    let stamp = |p: &PathBuf| std::fs::metadata(p).ok().map(|m| (m.len(), m.modified().ok()));
+    let mut seen = stamp(&path);
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut forced = false;
     loop {
-        match tokio::fs::read(&path).await {
-            Ok(bytes) if last.as_ref() != Some(&bytes) => {
-                let _ = store.install(bytes.clone());
-                last = Some(bytes);
+        let now_stamp = stamp(&path);
+        if forced || now_stamp != seen || last.is_none() {
+            seen = now_stamp;
+            match tokio::fs::read(&path).await {
+                Ok(bytes) if forced || last.as_ref() != Some(&bytes) => {
+                    let _ = store.install(bytes.clone());
+                    last = Some(bytes);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(file = %path.display(), error = %e, "cannot read bundle file"),
             }
-            Ok(_) => {}
-            Err(e) => tracing::error!(file = %path.display(), error = %e, "cannot read bundle file"),
+            forced = false;
         }
         #[cfg(unix)]
         {
@@ -111,7 +120,7 @@ pub async fn watch_file(store: Arc<BundleStore>, path: PathBuf, every: Duration,
                 _ = tokio::time::sleep(every) => {}
                 _ = hup_fut => {
                     tracing::info!("SIGHUP: rereading the bundle");
-                    last = None;
+                    forced = true;
                 }
             }
         }

@@ -60,12 +60,33 @@ fn full(b: impl Into<Bytes>) -> Body {
 }
 
 fn reason_response(reason: ReasonCode, headers: &[(String, String)]) -> Response<Body> {
-    let body = format!("{{\"error\":\"{}\"}}\n", reason.as_str());
+    deny_response(reason.status(), reason.as_str(), headers)
+}
+
+/// A reason from a filter as it may appear in responses and metric labels: a stable
+/// snake_case code, or `filter_denied` for anything else (so a filter cannot inject
+/// headers or blow up metric cardinality with arbitrary text).
+fn filter_reason(reason: &str) -> &str {
+    let ok = !reason.is_empty()
+        && reason.len() <= 64
+        && reason.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        reason
+    } else {
+        "filter_denied"
+    }
+}
+
+/// A deny: `status` (always 4xx/5xx), a JSON body naming the reason, `x-gatehouse-reason`.
+fn deny_response(status: u16, reason: &str, headers: &[(String, String)]) -> Response<Body> {
+    let body = format!("{{\"error\":\"{reason}\"}}\n");
     let mut resp = Response::new(full(body));
-    *resp.status_mut() = StatusCode::from_u16(reason.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
     let h = resp.headers_mut();
     h.insert("content-type", HeaderValue::from_static("application/json"));
-    h.insert("x-gatehouse-reason", HeaderValue::from_static(reason.as_str()));
+    if let Ok(v) = HeaderValue::from_str(reason) {
+        h.insert("x-gatehouse-reason", v);
+    }
     for (k, v) in headers {
         if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
             h.append(k, v);
@@ -189,19 +210,12 @@ impl Gateway {
                 Ok(Verdict::Allow(next)) => ctx = next,
                 Ok(Verdict::Deny(d)) => {
                     self.metrics.chain_seconds.with_label_values(&["deny"]).observe(started.elapsed().as_secs_f64());
-                    self.count("deny", &d.reason);
-                    let reason = ReasonCode::from_str_code(&d.reason).unwrap_or(ReasonCode::InternalError);
-                    let mut resp = reason_response(reason, &d.headers);
-                    // A custom filter's own code and status are passed through as given.
-                    if let Ok(s) = StatusCode::from_u16(d.status) {
-                        if (400..600).contains(&d.status) {
-                            *resp.status_mut() = s;
-                        }
-                    }
-                    if let Ok(v) = HeaderValue::from_str(&d.reason) {
-                        resp.headers_mut().insert("x-gatehouse-reason", v);
-                    }
-                    return resp;
+                    // A filter's own code and status are passed on; a deny can never look
+                    // like success, so a status outside 4xx/5xx becomes 403.
+                    let reason = filter_reason(&d.reason);
+                    let status = if (400..600).contains(&d.status) { d.status } else { 403 };
+                    self.count("deny", reason);
+                    return deny_response(status, reason, &d.headers);
                 }
                 Ok(Verdict::Redirect(location)) => {
                     self.metrics
@@ -408,5 +422,22 @@ pub async fn serve<F, Fut>(
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(drain) => tracing::warn!("drain timeout; closing remaining connections"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_reasons_are_sanitised() {
+        assert_eq!(filter_reason("demo_key_missing"), "demo_key_missing");
+        for bad in ["", "Evil", "a\r\nx-gatehouse-subject: root", &"a".repeat(65), "spaces here", "ünïcode"] {
+            assert_eq!(filter_reason(bad), "filter_denied", "{bad:?}");
+        }
+        let r = deny_response(403, "demo_key_missing", &[("www-authenticate".into(), "Bearer".into())]);
+        assert_eq!(r.status(), 403);
+        assert_eq!(r.headers()["x-gatehouse-reason"], "demo_key_missing");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
     }
 }
