@@ -6,6 +6,7 @@ mod support;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -519,10 +520,7 @@ async fn sigterm_drains_in_flight_requests() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(tokio::net::TcpStream::connect(a).await.is_err(), "listener must be closed");
-    let _ = Path::new("");
 }
-
-use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_and_stops_on_ctrl_c() {
