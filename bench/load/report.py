@@ -7,6 +7,7 @@ import sys
 from collections import defaultdict
 
 results, metrics, secs, rounds, chain = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+threads = sys.argv[6] if len(sys.argv) > 6 else "1"
 rows = defaultdict(list)
 for line in open(results):
     name, label, rps, p50, p99, cpu, errors, delay = line.rstrip("\n").split("\t")
@@ -17,7 +18,11 @@ def med(key, i):
     return statistics.median(v) if v else float("nan")
 
 g_rps = med(("gatehouse", "pool100"), 0)
-print(f"### Load run ({rounds} interleaved rounds x {secs}s per target; wrk -t1 -c32 pinned to CPU 1; each proxy one worker thread pinned to CPU 0)\n")
+if threads == "1":
+    setup = "wrk -t1 -c32 pinned to CPU 1; each proxy one worker thread pinned to CPU 0"
+else:
+    setup = f"wrk -t1 -c32; each proxy {threads} worker threads; nothing pinned"
+print(f"### Load run ({rounds} interleaved rounds x {secs}s per target; {setup})\n")
 print("| target | tokens | req/s (median) | Gatehouse ÷ target | p50 µs | p99 µs | CPU µs/req | non-2xx |")
 print("|---|---|---|---|---|---|---|---|")
 for key in [("direct", "pool100"), ("nginx", "pool100"), ("haproxy", "pool100"), ("haproxy-jwt", "pool100"), ("gatehouse", "pool100"), ("gatehouse-split", "pool100"), ("haproxy-jwt", "fresh"), ("gatehouse", "fresh")]:

@@ -13,11 +13,16 @@
 # proxy process's utime+stime over the run. Writes bench/load/last-run.md.
 #
 # Usage: bench/load/run.sh [seconds-per-run] [rounds]
+# THREADS=N (default 1): worker threads for every proxy. With 1, proxies are pinned to CPU
+# 0 and wrk to CPU 1; with more, nothing is pinned (on a 2-core machine wrk then competes
+# with the proxies, so compare within the run only).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/env.sh
 secs=${1:-8}
 rounds=${2:-2}
+threads=${THREADS:-1}
+if [ "$threads" = 1 ]; then pin0="taskset -c 0"; pin1="taskset -c 1"; else pin0=""; pin1=""; fi
 
 command -v wrk >/dev/null && command -v nginx >/dev/null && command -v haproxy >/dev/null || {
   step "installing wrk, nginx, haproxy (Debian packages)"
@@ -63,7 +68,7 @@ fresh_n=$(( 9000 * secs + 20000 * rounds ))
 mint "$fresh_n" >"$work/fresh.txt"
 
 U=18101; N=18102; H=18103; HJ=18104; G=18105; GA=18106
-step "starting the upstream and the proxies (1 worker thread each, CPU 0)"
+step "starting the upstream and the proxies ($threads worker thread(s) each${pin0:+, CPU 0})"
 cat >"$work/upstream.conf" <<CONF
 worker_processes 1; daemon off; pid $work/upstream.pid; error_log $work/upstream.err warn;
 events { worker_connections 4096; }
@@ -71,7 +76,7 @@ http { access_log off; keepalive_requests 1000000;
   server { listen 127.0.0.1:$U; location / { return 200 "ok\n"; } } }
 CONF
 cat >"$work/nginx.conf" <<CONF
-worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err warn;
+worker_processes $threads; daemon off; pid $work/nginx.pid; error_log $work/nginx.err warn;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
   upstream up { server 127.0.0.1:$U; keepalive 64; }
@@ -80,7 +85,7 @@ http { access_log off; keepalive_requests 1000000;
 CONF
 cat >"$work/haproxy.cfg" <<CONF
 global
-  nbthread 1
+  nbthread $threads
   maxconn 4096
 defaults
   mode http
@@ -123,10 +128,10 @@ filters = ["ip", "geo", "token", "rate"]
 upstream = "http://127.0.0.1:$U"
 filters = ["gatehouse"]
 CONF
-taskset -c 0 nginx -c "$work/upstream.conf" & pids+=($!)
-taskset -c 0 nginx -c "$work/nginx.conf" & pids+=($!)
-taskset -c 0 haproxy -f "$work/haproxy.cfg" -q & pids+=($!)
-GATEHOUSE_THREADS=1 GATEHOUSE_LOG=warn taskset -c 0 "$gh" gateway --config "$work/gateway.toml" 2>"$work/gateway.log" & pids+=($!)
+$pin0 nginx -c "$work/upstream.conf" & pids+=($!)
+$pin0 nginx -c "$work/nginx.conf" & pids+=($!)
+$pin0 haproxy -f "$work/haproxy.cfg" -q & pids+=($!)
+GATEHOUSE_THREADS=$threads GATEHOUSE_LOG=warn $pin0 "$gh" gateway --config "$work/gateway.toml" 2>"$work/gateway.log" & pids+=($!)
 gw_pid=$!
 for i in $(seq 1 300); do curl -sf "http://127.0.0.1:$GA/readyz" >/dev/null && break; sleep 0.2; done
 tok=$(head -1 "$work/pool.txt")
@@ -137,12 +142,19 @@ done
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.test' -H 'Authorization: Bearer x.y.z' "http://127.0.0.1:$HJ/api/items")
 [ "$code" = 401 ] || { echo "haproxy jwt_verify admitted a bad token ($code)"; exit 1; }
 
-# CPU ticks (utime+stime, 1/100 s) of a process and its children's threads.
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU ticks (utime+stime, 1/100 s) of a process (all its threads) and its child processes
+# (nginx workers).
+ticks() {
+  local t=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    t=$(( t + $(awk '{print $14 + $15}' "/proc/$p/stat") ))
+  done
+  echo "$t"
+}
 pid_of() {
   case $1 in
     direct) cat "$work/upstream.pid" ;;
-    nginx) pgrep -P "$(cat "$work/nginx.pid")" | head -1 ;;
+    nginx) cat "$work/nginx.pid" ;;
     haproxy|haproxy-jwt) pgrep -f "haproxy -f $work/haproxy.cfg" | tail -1 ;;
     gatehouse|gatehouse-split) echo "$gw_pid" ;;
   esac
@@ -159,7 +171,7 @@ measure() { # name tokens-file label [delay_ms conns offset]
   pid=$(pid_of "$name"); port=$(port_of "$name")
   c0=$(chain_sum)
   t0=$(ticks "$pid")
-  out=$(OFFSET=$offset TOKENS="$file" DELAY_MS=$delay PATH_PREFIX="$(prefix_of "$name")" taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency -s bench/load/tokens.lua "http://127.0.0.1:$port/api/items" 2>&1)
+  out=$(OFFSET=$offset TOKENS="$file" DELAY_MS=$delay PATH_PREFIX="$(prefix_of "$name")" $pin1 wrk -t1 -c"$conns" -d"${secs}s" --latency -s bench/load/tokens.lua "http://127.0.0.1:$port/api/items" 2>&1)
   t1=$(ticks "$pid")
   c1=$(chain_sum)
   case $name in gatehouse*) echo "$name $label $c0 $c1" >>"$work/chain.txt" ;; esac
@@ -196,4 +208,5 @@ half=$(( peak / 2 ))
 conns=$(( (half + 649) / 650 )); [ "$conns" -lt 1 ] && conns=1
 for name in direct gatehouse; do measure "$name" "$work/pool.txt" "half-peak" 1 "$conns"; done
 
-python3 bench/load/report.py "$results" "$work/metrics.txt" "$secs" "$rounds" "$work/chain.txt" | tee bench/load/last-run.md
+out=bench/load/last-run.md; [ "$threads" = 1 ] || out=bench/load/last-run-${threads}threads.md
+python3 bench/load/report.py "$results" "$work/metrics.txt" "$secs" "$rounds" "$work/chain.txt" "$threads" | tee "$out"
