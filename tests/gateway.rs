@@ -635,11 +635,13 @@ async fn bundle_from_an_origin_with_etag_polling_and_h2c() {
         cache.display()
     );
     std::fs::write(dir.join("gateway.toml"), config).unwrap();
-    let gw = GatewayProc::start(
+    // This gateway runs on one thread (a current-thread runtime), as in the benchmarks.
+    let gw = GatewayProc::start_with_env(
         &dir.join("gateway.toml"),
         format!("127.0.0.1:{addr}").parse().unwrap(),
         format!("127.0.0.1:{admin}").parse().unwrap(),
         &dir.join("gateway.log"),
+        &[("GATEHOUSE_THREADS", "1")],
     );
     let token = mint(&dir, "alice", "acme", "viewer");
     assert_eq!(send(gw.addr, get("acme.test", "/api", &[("authorization", &bearer(&token))]), None).await.0, 200);

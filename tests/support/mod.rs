@@ -121,9 +121,21 @@ pub struct GatewayProc {
 impl GatewayProc {
     /// Start `gatehouse gateway --config` and wait until `/readyz` answers 200.
     pub fn start(config: &Path, addr: SocketAddr, admin: SocketAddr, log: &Path) -> GatewayProc {
+        Self::start_with_env(config, addr, admin, log, &[])
+    }
+
+    /// [`GatewayProc::start`] with extra environment variables.
+    pub fn start_with_env(
+        config: &Path,
+        addr: SocketAddr,
+        admin: SocketAddr,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> GatewayProc {
         let child = bin()
             .args(["gateway", "--config", config.to_str().unwrap()])
             .env("GATEHOUSE_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()

@@ -505,7 +505,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .ok()
                 .and_then(|t| t.parse().ok())
                 .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
+            // One thread: a current-thread runtime (no cross-thread wake-ups).
+            let rt = if threads == 1 {
+                tokio::runtime::Builder::new_current_thread().enable_all().build()?
+            } else {
+                tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
+            };
             rt.block_on(gatehouse_proxy::run(cfg))?;
             Ok(ExitCode::SUCCESS)
         }
