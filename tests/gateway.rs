@@ -731,3 +731,36 @@ async fn expired_bundle_fails_closed_and_compiled_components_are_cached() {
     assert_eq!(send(a, get("acme.test", "/public/x", &[]), None).await.0, 503);
     assert_eq!(admin_get(e.gw.admin, "/readyz").unwrap().0, 503);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_policy_reading_other_headers_is_served_from_its_first_request() {
+    let e = start().await;
+    let a = e.gw.addr;
+    // Warm the filters on bundle 1 (they report the headers they read: `x-api-key`, ...).
+    assert_eq!(send(a, get("acme.test", "/api", &[("authorization", &bearer(&e.token))]), None).await.0, 200);
+    // Bundle 2 reads API keys from another header and has a key for acme.
+    let out = ok(&[
+        "apikey",
+        "create",
+        "--secrets",
+        e.dir.join("keys/edge-secrets.toml").to_str().unwrap(),
+        "--subject",
+        "bot",
+    ]);
+    let key = out.lines().next().unwrap().trim_start_matches("API key (shown once): ").to_string();
+    let entry: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("[[orgs")).collect();
+    let mut p2 = policy(3).replace("leeway_secs = 30", "leeway_secs = 30\napi_key_header = \"x-key-2\"");
+    p2.push('\n');
+    p2.push_str(&entry.join("\n").replace("<org>", "acme"));
+    compile_bundle(&e.dir, &p2, 2, &e.bundle());
+    let t = Instant::now();
+    while !admin_get(e.gw.admin, "/metrics").unwrap().1.contains("gatehouse_bundle_revision 2") {
+        assert!(t.elapsed() < Duration::from_secs(5), "bundle 2 not loaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..2 {
+        let (s, _, b) = send(a, get("acme.test", "/api", &[("x-key-2", &key)]), None).await;
+        assert_eq!(s, 200, "request {i} after the reload: {b}");
+        assert_eq!(json(&b)["headers"]["x-gatehouse-subject"], "bot");
+    }
+}

@@ -127,8 +127,9 @@ struct Pooled {
 struct LoadedFilter {
     pre: FilterPre<HostState>,
     pool: Mutex<Vec<Pooled>>,
-    /// Headers the filter said it reads (`None`: not known yet, or all).
-    interest: std::sync::RwLock<Option<Arc<Vec<String>>>>,
+    /// Headers the filter said it reads, with the bundle generation it said it for
+    /// (`None`: not known yet, or all).
+    interest: std::sync::RwLock<Option<(u64, Arc<Vec<String>>)>>,
 }
 
 /// The policy a filter instance must hold.
@@ -271,7 +272,8 @@ impl FilterHost {
             match loaded {
                 Ok(Ok(l)) => {
                     p.revision = Some(policy.revision);
-                    *f.interest.write().unwrap_or_else(|p| p.into_inner()) = l.headers.map(Arc::new);
+                    *f.interest.write().unwrap_or_else(|p| p.into_inner()) =
+                        l.headers.map(|h| (policy.revision, Arc::new(h)));
                 }
                 Ok(Err(e)) => return Err(FilterError::Policy(name.into(), e)),
                 Err(e) => return Err(FilterError::Trap(name.into(), e)),
@@ -291,9 +293,14 @@ impl FilterHost {
         }
     }
 
-    /// The request headers filter `name` reads, once an instance has told (`None`: all).
-    pub fn interest(&self, name: &str) -> Option<Arc<Vec<String>>> {
-        self.filters.get(name)?.interest.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The request headers filter `name` reads under bundle generation `generation`, once
+    /// an instance has loaded that generation and told (`None`: pass all headers — a new
+    /// policy may read other headers, e.g. a renamed API-key header).
+    pub fn interest(&self, name: &str, generation: u64) -> Option<Arc<Vec<String>>> {
+        match &*self.filters.get(name)?.interest.read().unwrap_or_else(|p| p.into_inner()) {
+            Some((g, h)) if *g == generation => Some(h.clone()),
+            _ => None,
+        }
     }
 
     /// Whether a filter of that name is loaded.

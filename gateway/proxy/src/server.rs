@@ -164,7 +164,8 @@ impl Gateway {
         }
         // The request head as filters see it: only the headers they read (all, until every
         // filter of the chain has said). Header values must be text.
-        let wanted: Option<Vec<Arc<Vec<String>>>> = route.filters.iter().map(|f| self.filters.interest(f)).collect();
+        let wanted: Option<Vec<Arc<Vec<String>>>> =
+            route.filters.iter().map(|f| self.filters.interest(f, bundle.generation)).collect();
         let mut headers = Vec::with_capacity(req.headers().len());
         for (k, v) in req.headers() {
             if let Some(w) = &wanted {
