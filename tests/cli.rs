@@ -74,22 +74,28 @@ fn mint(s: &Setup, extra: &[&str]) -> String {
     ok(&args).trim().to_string()
 }
 
-fn decide(s: &Setup, req: Value, now: &str) -> (i32, Value, String) {
-    let path = s.root.join(format!("req-{}.json", rand_name()));
-    std::fs::write(&path, req.to_string()).unwrap();
-    let o = run(&[
+/// `gatehouse decide` on a request file, with the setup's bundle, key and secrets.
+fn decide_file(s: &Setup, request: &str, now: &str) -> std::process::Output {
+    let (bundle, key, secrets) = (s.p("bundle.ghb"), s.p("keys/bundle-signing.pub.pem"), s.p("keys/edge-secrets.toml"));
+    run(&[
         "decide",
         "--bundle",
-        &s.p("bundle.ghb"),
+        &bundle,
         "--public-key",
-        &s.p("keys/bundle-signing.pub.pem"),
+        &key,
         "--request",
-        path.to_str().unwrap(),
+        request,
         "--now",
         now,
         "--secrets",
-        &s.p("keys/edge-secrets.toml"),
-    ]);
+        &secrets,
+    ])
+}
+
+fn decide(s: &Setup, req: Value, now: &str) -> (i32, Value, String) {
+    let path = s.root.join(format!("req-{}.json", rand_name()));
+    std::fs::write(&path, req.to_string()).unwrap();
+    let o = decide_file(s, path.to_str().unwrap(), now);
     let (out, err) = text(&o);
     let v = serde_json::from_str(&out).unwrap_or(Value::Null);
     (o.status.code().unwrap(), v, err)
@@ -371,32 +377,12 @@ fn token_mint_count_gives_distinct_verifiable_tokens() {
 fn bad_input_exits_2() {
     let (s, _) = setup();
     std::fs::write(s.p("junk.json"), "{not json").unwrap();
-    let o = run(&[
-        "decide",
-        "--bundle",
-        &s.p("bundle.ghb"),
-        "--public-key",
-        &s.p("keys/bundle-signing.pub.pem"),
-        "--request",
-        &s.p("junk.json"),
-        "--now",
-        NOW,
-    ]);
+    let o = decide_file(&s, &s.p("junk.json"), NOW);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("not a request description"));
     let (code, _, err) = decide(&s, json!({"url": "ftp://x/", "peer": "1.2.3.4"}), NOW);
     assert_eq!(code, 2, "{err}");
-    let o = run(&[
-        "decide",
-        "--bundle",
-        &s.p("bundle.ghb"),
-        "--public-key",
-        &s.p("keys/bundle-signing.pub.pem"),
-        "--request",
-        &s.p("junk.json"),
-        "--now",
-        "yesterday",
-    ]);
+    let o = decide_file(&s, &s.p("junk.json"), "yesterday");
     assert_eq!(o.status.code(), Some(2));
     let o = run(&["policy", "compile", "--policy", "/nonexistent.toml", "--signing-key", "x", "--out", "y"]);
     assert_eq!(o.status.code(), Some(2));

@@ -162,7 +162,21 @@ async fn start() -> Env {
     let comps = component_dir();
     let cache = comps.parent().unwrap().parent().unwrap().join("gatehouse-test-cwasm");
     let (addr, admin) = (free_port(), free_port());
-    let custom = |n: &str| comps.join(n).to_string_lossy().into_owned();
+    // One route per custom component: three that misbehave, one third-party example.
+    let custom_routes: String = [
+        ("trap.test", "gatehouse_testing_trap.wasm"),
+        ("spin.test", "gatehouse_testing_spin.wasm"),
+        ("hog.test", "gatehouse_testing_hog.wasm"),
+        ("custom.test", "gatehouse_example_require_header.wasm"),
+    ]
+    .iter()
+    .map(|(host, file)| {
+        format!(
+            "\n[[routes]]\nhost = \"{host}\"\nupstream = \"http://{up}\"\nfilters = [\"{}\"]\n",
+            comps.join(file).display()
+        )
+    })
+    .collect();
     let config = format!(
         r#"
 [listen]
@@ -188,27 +202,7 @@ drain_secs = 10
 
 [geo]
 maxmind_db = "{mmdb}"
-
-[[routes]]
-host = "trap.test"
-upstream = "http://{up}"
-filters = ["{trap}"]
-
-[[routes]]
-host = "spin.test"
-upstream = "http://{up}"
-filters = ["{spin}"]
-
-[[routes]]
-host = "hog.test"
-upstream = "http://{up}"
-filters = ["{hog}"]
-
-[[routes]]
-host = "custom.test"
-upstream = "http://{up}"
-filters = ["{example}"]
-
+{custom_routes}
 [[routes]]
 path_prefix = "/split"
 upstream = "http://{up}"
@@ -219,10 +213,7 @@ upstream = "http://{up}"
 "#,
         builtin = comps.display(),
         cache = cache.display(),
-        trap = custom("gatehouse_testing_trap.wasm"),
-        spin = custom("gatehouse_testing_spin.wasm"),
-        hog = custom("gatehouse_testing_hog.wasm"),
-        example = custom("gatehouse_example_require_header.wasm"),
+        custom_routes = custom_routes,
         mmdb = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/testdata/geo/test-country.mmdb").display(),
     );
     std::fs::write(dir.join("gateway.toml"), config).unwrap();
