@@ -35,7 +35,7 @@ for key in [("direct", "pool100"), ("nginx", "pool100"), ("haproxy", "pool100"),
 
 d50, d99 = med(("direct", "half-peak"), 1), med(("direct", "half-peak"), 2)
 g50, g99 = med(("gatehouse", "half-peak"), 1), med(("gatehouse", "half-peak"), 2)
-print(f"\nAt about half of Gatehouse's peak ({med(('gatehouse', 'half-peak'), 0):,.0f} req/s achieved, paced): "
+print(f"\nAt half of Gatehouse's peak ({med(('gatehouse', 'half-peak'), 0):,.0f} req/s, constant rate, open loop; medians of the runs): "
       f"p50 {g50:.0f} µs vs {d50:.0f} µs direct (+{g50 - d50:.0f} µs), p99 {g99:.0f} µs vs {d99:.0f} µs direct (+{g99 - d99:.0f} µs).")
 
 text = open(metrics).read()

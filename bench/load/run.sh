@@ -31,6 +31,7 @@ command -v wrk >/dev/null && command -v nginx >/dev/null && command -v haproxy >
 step "building gatehouse and the filter components (release)"
 ./scripts/build-components >/dev/null
 cargo build --locked --release -p gatehouse-cli
+cargo build --locked --release -p gatehouse-bench --bin paced
 gh="$CARGO_TARGET_DIR/release/gatehouse"
 export GATEHOUSE_FILTER_DIR="$CARGO_TARGET_DIR/wasm32-wasip2/release"
 
@@ -201,12 +202,27 @@ for r in $(seq 1 "$rounds"); do
 done
 curl -s "http://127.0.0.1:$GA/metrics" >"$work/metrics.txt"
 
-# Half of Gatehouse's peak, paced with wrk's delay(): each connection sends one request,
-# waits for the answer (≈0.5 ms here), then 1 ms: ≈ 650 requests/s per connection.
+# Half of Gatehouse's peak, at a constant rate: bench/src/bin/paced.rs spreads requests
+# evenly in time (open loop, latency counted from when each request was due, as wrk2
+# does), on 32 connections, pinned like wrk. A 2 s warm-up at the same rate precedes
+# each measured run. Direct and Gatehouse alternate, two runs each.
 peak=$(awk -F'\t' '$1=="gatehouse" && $2=="pool100" {if ($3>m) m=$3} END {print int(m)}' "$results")
 half=$(( peak / 2 ))
-conns=$(( (half + 649) / 650 )); [ "$conns" -lt 1 ] && conns=1
-for name in direct gatehouse; do measure "$name" "$work/pool.txt" "half-peak" 1 "$conns"; done
+paced="$CARGO_TARGET_DIR/release/paced"
+for run in 1 2; do
+  for name in direct gatehouse; do
+    port=$(port_of "$name")
+    $pin1 "$paced" "http://127.0.0.1:$port/api/items" "$half" 2 32 "$work/pool.txt" bench.test >/dev/null
+    line=$($pin1 "$paced" "http://127.0.0.1:$port/api/items" "$half" "$secs" 32 "$work/pool.txt" bench.test)
+    echo "$name half-peak $line"
+    python3 - "$name" "$line" <<'PY' >>"$results"
+import re, sys
+name, line = sys.argv[1], sys.argv[2]
+f = dict(kv.split("=") for kv in line.split())
+print(f"{name}\thalf-peak\t{f['rate']}\t{f['p50_us']}\t{f['p99_us']}\tnan\t{f['errors']}\tpaced")
+PY
+  done
+done
 
 out=bench/load/last-run.md; [ "$threads" = 1 ] || out=bench/load/last-run-${threads}threads.md
 python3 bench/load/report.py "$results" "$work/metrics.txt" "$secs" "$rounds" "$work/chain.txt" "$threads" | tee "$out"

@@ -17,6 +17,9 @@ use gatehouse_policy::keys;
 
 mod demo;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "gatehouse", version, about = "Gatehouse: an edge-deployable auth gateway")]
 struct Cli {
@@ -67,6 +70,18 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: std::net::SocketAddr,
     },
+    /// Run a regional origin: tenants in libSQL, sign-in, token issuance, bundles, audit.
+    Origin {
+        /// Origin configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        json_logs: bool,
+    },
+    /// Audit-log tools.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Run the native gateway (reverse proxy with policy filter components).
     Gateway {
         /// Gateway configuration (TOML).
@@ -75,6 +90,19 @@ enum Command {
         /// Log as JSON lines instead of text.
         #[arg(long)]
         json_logs: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Verify a tenant's hash-chained audit log (exit 0 intact, 1 tampered).
+    Verify {
+        /// Origin configuration (TOML) of the tenant's home region.
+        #[arg(long)]
+        config: PathBuf,
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
     },
 }
 
@@ -497,6 +525,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 anyhow::Ok(())
             })?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Origin { config, json_logs } => {
+            init_logs(json_logs);
+            let cfg = gatehouse_origin::OriginConfig::load(&config)?;
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(gatehouse_origin::run(cfg, async {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                }
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCmd::Verify { config, tenant }) => {
+            let cfg = gatehouse_origin::OriginConfig::load(&config)?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let app = gatehouse_origin::App::open(cfg).await?;
+                let id = app
+                    .tenant_id(&tenant)
+                    .await?
+                    .ok_or_else(|| anyhow!("no tenant `{tenant}` homed in this region"))?;
+                match gatehouse_origin::api::verify_tenant_audit(&app, &id).await? {
+                    gatehouse_origin::audit::Verdict::Intact(n) => {
+                        println!("audit log of {tenant}: intact ({n} records)");
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    gatehouse_origin::audit::Verdict::Broken { seq, problem } => {
+                        println!("audit log of {tenant}: TAMPERED at record {seq}: {problem}");
+                        Ok(ExitCode::from(1))
+                    }
+                }
+            })
         }
         Command::Gateway { config, json_logs } => {
             init_logs(json_logs);

@@ -13,7 +13,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use crate::access::{CompiledRoute, HostPattern, OrgAccess};
 use crate::apikey::{self, ApiKeyTable};
 use crate::bundle::{self, BundleBody, BundleError};
-use crate::cache::{token_hash, TokenCache};
+use crate::cache::TokenCache;
 use crate::decision::{Allow, Decision, Deny, Redirect};
 use crate::geo::{CountryCode, CountryLookup, GeoMatcher};
 use crate::identity::{CredentialKind, Identity};
@@ -703,14 +703,13 @@ impl Engine {
         if token.len() > self.verifier.max_bytes() {
             return Err(self.deny(ReasonCode::TokenTooLarge));
         }
-        let h = token_hash(token);
-        let id = match self.cache.get(&h, now) {
+        let id = match self.cache.get(token, now) {
             Some(id) if id.kind == kind => id,
             _ => {
                 let v = self.verifier.verify_with(token, now, kind, native).map_err(|r| self.deny(r))?;
                 let id = Arc::new(v.identity);
                 let until = id.expires_at.unwrap_or(now).saturating_add(self.verifier.leeway());
-                self.cache.insert(h, Arc::clone(&id), until, now);
+                self.cache.insert(token, Arc::clone(&id), until, now);
                 id
             }
         };

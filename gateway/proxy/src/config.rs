@@ -228,6 +228,9 @@ impl GatewayConfig {
             if rest.is_empty() || rest.contains('/') {
                 return Err(format!("routes[{i}].upstream: `{}` must be a base URL without a path", r.upstream));
             }
+            if rest.parse::<hyper::http::uri::Authority>().is_err() || rest.contains('@') {
+                return Err(format!("routes[{i}].upstream: `{rest}` is not a valid host[:port]"));
+            }
             r.upstream = u.to_string();
             if r.filters.is_empty() {
                 return Err(format!(
@@ -281,6 +284,8 @@ mod tests {
         let cases = [
             (format!("{base}[[routes]]\nupstream = \"https://x:1\"\n"), "routes[0].upstream"),
             (format!("{base}[[routes]]\nupstream = \"http://x:1/path\"\n"), "routes[0].upstream"),
+            (format!("{base}[[routes]]\nupstream = \"http://user@x:1\"\n"), "not a valid host"),
+            (format!("{base}[[routes]]\nupstream = \"http://x y:1\"\n"), "not a valid host"),
             (format!("{base}[[routes]]\nupstream = \"http://x:1\"\nfilters = []\n"), "routes[0].filters"),
             (format!("{base}[[routes]]\nupstream = \"http://x:1\"\nfilters = [\"nope\"]\n"), "routes[0].filters[0]"),
             (format!("{base}[[routes]]\nupstream = \"http://x:1\"\nfilters = [\"missing.wasm\"]\n"), "does not exist"),

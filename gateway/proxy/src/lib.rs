@@ -101,7 +101,7 @@ pub async fn run(config: GatewayConfig) -> Result<()> {
     tracing::info!(addr = %config.listen.addr, admin = %config.listen.admin, "gatehouse gateway listening");
     let drain = Duration::from_secs(config.limits.drain_secs);
     let header_timeout = Duration::from_secs(config.limits.header_timeout_secs);
-    let gw = Arc::new(Gateway::new(config, bundles, host, metrics));
+    let gw = Arc::new(Gateway::new(config, bundles, host, metrics)?);
     let (tx, rx) = tokio::sync::watch::channel(false);
 
     let g = gw.clone();

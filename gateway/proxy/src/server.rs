@@ -38,6 +38,8 @@ pub struct Gateway {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     client: Client<HttpConnector, Body>,
+    /// Each route's upstream authority, parsed once.
+    upstreams: Vec<hyper::http::uri::Authority>,
     filter_hist: std::collections::HashMap<String, prometheus::Histogram>,
     allow_chain: prometheus::Histogram,
     allow_count: prometheus::IntCounter,
@@ -102,7 +104,7 @@ impl Gateway {
         bundles: Arc<BundleStore>,
         filters: Arc<FilterHost>,
         metrics: Arc<Metrics>,
-    ) -> Gateway {
+    ) -> anyhow::Result<Gateway> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -115,12 +117,22 @@ impl Gateway {
             .collect();
         let allow_chain = metrics.chain_seconds.with_label_values(&["allow"]);
         let allow_count = metrics.requests.with_label_values(&["allow", ""]);
-        Gateway { config, bundles, filters, metrics, client, filter_hist, allow_chain, allow_count }
+        let upstreams = config
+            .routes
+            .iter()
+            .map(|r| {
+                r.upstream
+                    .trim_start_matches("http://")
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("upstream `{}` is not http://host:port", r.upstream))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Gateway { config, bundles, filters, metrics, client, upstreams, filter_hist, allow_chain, allow_count })
     }
 
-    fn route(&self, host: &str, path: &str) -> Option<&RouteConfig> {
+    fn route(&self, host: &str, path: &str) -> Option<usize> {
         let host = gatehouse_core::request::strip_port(host);
-        self.config.routes.iter().find(|r| {
+        self.config.routes.iter().position(|r| {
             let host_ok = match r.host.as_deref() {
                 None | Some("*") => true,
                 Some(h) => h.eq_ignore_ascii_case(host),
@@ -146,10 +158,11 @@ impl Gateway {
             .or_else(|| req.uri().authority().map(|a| a.to_string()))
             .unwrap_or_default();
         let path = req.uri().path().to_string();
-        let Some(route) = self.route(&authority, &path).cloned() else {
+        let Some(route_index) = self.route(&authority, &path) else {
             self.count("deny", ReasonCode::NoRoute.as_str());
             return reason_response(ReasonCode::NoRoute, &[]);
         };
+        let route: &RouteConfig = &self.config.routes[route_index];
         let Some(bundle) = self.bundles.current() else {
             self.count("deny", ReasonCode::BundleMissing.as_str());
             return reason_response(ReasonCode::BundleMissing, &[]);
@@ -246,19 +259,26 @@ impl Gateway {
         let upgrade = req.headers().contains_key("upgrade");
         let on_client_upgrade = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
         let (parts, body) = req.into_parts();
-        let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let uri = match format!("{}{}", route.upstream, pq).parse::<hyper::Uri>() {
-            Ok(u) => u,
-            Err(_) => return reason_response(ReasonCode::RequestMalformed, &[]),
+        let mut uri =
+            hyper::Uri::builder().scheme(hyper::http::uri::Scheme::HTTP).authority(self.upstreams[route_index].clone());
+        if let Some(pq) = parts.uri.path_and_query() {
+            uri = uri.path_and_query(pq.clone());
+        }
+        let Ok(uri) = uri.build() else {
+            return reason_response(ReasonCode::RequestMalformed, &[]);
         };
         let mut up = Request::builder().method(parts.method.clone()).uri(uri).version(hyper::Version::HTTP_11);
-        let connection_tokens: Vec<String> = parts
-            .headers
-            .get_all("connection")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
-            .collect();
+        let connection_tokens: Vec<String> = if parts.headers.contains_key("connection") {
+            parts
+                .headers
+                .get_all("connection")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+                .collect()
+        } else {
+            Vec::new()
+        };
         {
             let h = up.headers_mut().expect("builder");
             for (k, v) in &parts.headers {
@@ -272,7 +292,7 @@ impl Gateway {
                 }
                 h.append(k.clone(), v.clone());
             }
-            if let Some(id) = &ctx.identity {
+            if let Some(id) = ctx.identity.take() {
                 if let Some(identity) = to_identity(id, bundle.engine.identity_header_prefix()) {
                     for (k, v) in identity.upstream_headers() {
                         if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
@@ -361,17 +381,17 @@ impl Gateway {
     }
 }
 
-fn to_identity(i: &crate::filters::WitIdentity, prefix: &str) -> Option<Identity> {
+fn to_identity(i: crate::filters::WitIdentity, prefix: &str) -> Option<Identity> {
     Some(Identity::new(
         CredentialKind::parse(&i.kind)?,
-        i.subject.clone(),
-        i.org.clone(),
-        i.roles.clone(),
-        i.scopes.clone(),
-        i.teams.clone(),
-        i.amr.clone(),
-        i.session_id.clone(),
-        i.credential_id.clone(),
+        i.subject,
+        i.org,
+        i.roles,
+        i.scopes,
+        i.teams,
+        i.amr,
+        i.session_id,
+        i.credential_id,
         i.expires_at,
         prefix,
     ))

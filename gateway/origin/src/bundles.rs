@@ -1,0 +1,170 @@
+//! Bundles for edges: the region-wide template policy plus, for every tenant homed in
+//! this region, its organisation (tier, hosts, IP and geo rules, custom roles, feature
+//! overrides, limits, API-key hashes), its issuer (the region's JWKS, restricted to that
+//! organisation) and its revocations. Signed with the origin's Ed25519 key in the format
+//! of `gatehouse-core::bundle`.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, Context as _, Result};
+use gatehouse_core::policy::{ApiKeyRecord, FeatureOverride, GeoRules, IpRules, Issuer, Limits, Org, Policy, RoleDef};
+use serde::{Deserialize, Serialize};
+
+use crate::store::Store;
+
+/// The parts of an organisation's edge policy that tenant admins set (stored as JSON in
+/// the tenant database).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPolicy {
+    /// Hosts the organisation is served on (`app.example.com`, `*.example.com`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Path prefix (`/acme`) for path-based tenancy.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// IP allow/deny.
+    #[serde(default)]
+    pub ip: IpRules,
+    /// Country allow/deny.
+    #[serde(default)]
+    pub geo: GeoRules,
+    /// Feature overrides.
+    #[serde(default)]
+    pub features: Vec<FeatureOverride>,
+    /// Rate limits overriding the tier's.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// The template used when the configuration names none: three tiers and no routes
+/// (every request needs a credential).
+pub fn default_template() -> Policy {
+    let text = r#"
+[tiers.free]
+features = []
+limits.org = { requests = 100, per_secs = 1 }
+
+[tiers.team]
+features = ["sso", "audit_export"]
+limits.org = { requests = 1000, per_secs = 1 }
+
+[tiers.enterprise]
+features = ["sso", "audit_export", "saml", "ip_rules"]
+limits.org = { requests = 10000, per_secs = 1 }
+"#;
+    toml::from_str(text).unwrap_or_default()
+}
+
+/// Inputs that are the same for every tenant.
+pub struct Region<'a> {
+    /// Template policy.
+    pub template: &'a Policy,
+    /// Public URL (issuers are `{public_url}/t/{slug}`).
+    pub public_url: &'a str,
+    /// Access-token audience.
+    pub audience: &'a str,
+    /// The region's JWKS.
+    pub jwks: &'a str,
+    /// This region.
+    pub region: &'a str,
+}
+
+/// Assemble the region's policy from storage.
+pub async fn region_policy(store: &Store, r: &Region<'_>, now: i64) -> Result<Policy> {
+    let mut policy = r.template.clone();
+    let mut rows = store
+        .directory
+        .lock()
+        .await
+        .query("SELECT id, slug FROM tenants WHERE home_region = ?1 ORDER BY slug", [r.region])
+        .await?;
+    let mut tenants = Vec::new();
+    while let Some(row) = rows.next().await? {
+        tenants.push((row.get::<String>(0)?, row.get::<String>(1)?));
+    }
+    drop(rows);
+    for (id, slug) in tenants {
+        let db = store.tenant(&id, false).await.with_context(|| format!("tenant {slug}"))?;
+        let h = db.lock().await;
+        let mut rows = h.query("SELECT tier, policy FROM org WHERE id = 1", ()).await?;
+        let Some(row) = rows.next().await? else { continue };
+        let (tier, tp): (String, String) = (row.get(0)?, row.get(1)?);
+        drop(rows);
+        let tp: TenantPolicy = serde_json::from_str(&tp).with_context(|| format!("tenant {slug}: policy"))?;
+        let mut roles = BTreeMap::new();
+        let mut rows = h.query("SELECT name, permissions FROM roles ORDER BY name", ()).await?;
+        while let Some(row) = rows.next().await? {
+            let perms: Vec<String> = serde_json::from_str(&row.get::<String>(1)?)?;
+            roles.insert(row.get::<String>(0)?, RoleDef { permissions: perms });
+        }
+        drop(rows);
+        let mut api_keys = Vec::new();
+        let mut rows = h
+            .query(
+                "SELECT prefix, hash, subject, scopes, roles, expires_at FROM api_keys
+                 WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?1) ORDER BY prefix",
+                [now],
+            )
+            .await?;
+        while let Some(row) = rows.next().await? {
+            api_keys.push(ApiKeyRecord {
+                prefix: row.get(0)?,
+                hash: row.get(1)?,
+                subject: row.get(2)?,
+                scopes: serde_json::from_str(&row.get::<String>(3)?)?,
+                roles: serde_json::from_str(&row.get::<String>(4)?)?,
+                expires_at: row.get::<Option<i64>>(5)?.map(|t| t as u64),
+            });
+        }
+        drop(rows);
+        let mut rows = h.query("SELECT jti FROM revoked_tokens WHERE expires_at > ?1 ORDER BY jti", [now]).await?;
+        while let Some(row) = rows.next().await? {
+            policy.revoked.jti.push(row.get(0)?);
+        }
+        drop(rows);
+        let mut rows = h
+            .query("SELECT id FROM sessions WHERE revoked_at IS NOT NULL AND expires_at > ?1 ORDER BY id", [now])
+            .await?;
+        while let Some(row) = rows.next().await? {
+            policy.revoked.sessions.push(row.get(0)?);
+        }
+        drop(rows);
+        let issuer = format!("{}/t/{slug}", r.public_url);
+        policy.issuers.push(Issuer {
+            issuer: issuer.clone(),
+            audiences: vec![r.audience.to_string()],
+            jwks: r.jwks.to_string(),
+            orgs: vec![slug.clone()],
+            ..Default::default()
+        });
+        policy.orgs.insert(
+            slug.clone(),
+            Org {
+                tier,
+                hosts: tp.hosts,
+                path_prefix: tp.path_prefix,
+                ip: tp.ip,
+                geo: tp.geo,
+                roles,
+                features: tp.features,
+                limits: tp.limits,
+                api_keys,
+                login_url: Some(format!("{issuer}/login")),
+            },
+        );
+    }
+    policy.validate().map_err(|issues| {
+        anyhow!(
+            "region policy is invalid: {}",
+            issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect::<Vec<_>>().join("; ")
+        )
+    })?;
+    Ok(policy)
+}
+
+/// Sign `policy` as a bundle.
+pub fn sign(policy: Policy, region: &str, revision: u64, now: u64, ttl: u64, key: &[u8; 64]) -> Result<Vec<u8>> {
+    let stamp = gatehouse_policy::BundleStamp { revision, region: region.to_string(), issued_at: now, ttl_secs: ttl };
+    gatehouse_policy::compile(policy, &stamp, key).map_err(|e| anyhow!("sign bundle: {e}"))
+}

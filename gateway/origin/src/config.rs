@@ -1,0 +1,353 @@
+//! The origin's configuration file (TOML), validated at load with messages that name the
+//! field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything an origin needs to run one region.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginConfig {
+    /// The region this origin serves, e.g. `eu-west`.
+    pub region: String,
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// The URL clients and edges use to reach this origin (no trailing slash). Token
+    /// issuers are `{public_url}/t/{slug}`.
+    pub public_url: String,
+    /// Root of this region's data: `directory.db` and `tenants/*.db`.
+    pub data_dir: PathBuf,
+    /// Every region's public URL, this one included (for residency redirects and
+    /// directory replication).
+    #[serde(default)]
+    pub regions: BTreeMap<String, String>,
+    /// Files holding secrets.
+    pub secrets: SecretFiles,
+    /// Access and refresh tokens.
+    #[serde(default)]
+    pub tokens: TokenSettings,
+    /// Password sign-in.
+    #[serde(default)]
+    pub signin: SigninSettings,
+    /// Bundles for edges.
+    #[serde(default)]
+    pub bundle: BundleSettings,
+    /// Storage.
+    #[serde(default)]
+    pub storage: StorageSettings,
+}
+
+/// Secret files (paths relative to the configuration file). Each holds one secret; the
+/// origin never logs them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretFiles {
+    /// Ed25519 key (PEM) that signs bundles; edges pin its public key.
+    pub bundle_signing_key: PathBuf,
+    /// Edge credentials: one `name token` pair per line. Edges send the token as a bearer
+    /// token to pull bundles and push audit events.
+    pub edge_tokens: PathBuf,
+    /// The platform operator's bearer token (super admin, separate from tenant admins).
+    pub operator_token: PathBuf,
+    /// Token shared between the regions' origins for directory replication.
+    pub peer_token: PathBuf,
+    /// The API-key HMAC secret, shared with the edges (`api_key_secret` of their edge
+    /// secrets file): keys are stored and shipped only as HMAC-SHA256 under it.
+    pub api_key_secret: PathBuf,
+}
+
+/// Token lifetimes and signing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSettings {
+    /// Access-token lifetime, 300–900 seconds.
+    pub access_ttl_secs: u64,
+    /// Refresh-token lifetime (the session's idle limit).
+    pub refresh_ttl_secs: u64,
+    /// Absolute session lifetime.
+    pub session_ttl_secs: u64,
+    /// `EdDSA` (default) or `ES256`.
+    pub alg: String,
+    /// The `aud` of access tokens.
+    pub audience: String,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        TokenSettings {
+            access_ttl_secs: 600,
+            refresh_ttl_secs: 14 * 86_400,
+            session_ttl_secs: 30 * 86_400,
+            alg: "EdDSA".into(),
+            audience: "gatehouse".into(),
+        }
+    }
+}
+
+/// Password sign-in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigninSettings {
+    /// Failures before a lockout.
+    pub max_failures: u32,
+    /// Lockout length.
+    pub lockout_secs: u64,
+    /// argon2id memory in KiB.
+    pub argon2_memory_kib: u32,
+    /// argon2id passes.
+    pub argon2_iterations: u32,
+    /// Reset-token lifetime.
+    pub reset_ttl_secs: u64,
+    /// Where the file mailer writes messages (`None`: they go to the log, without the
+    /// token).
+    pub mail_dir: Option<PathBuf>,
+}
+
+impl Default for SigninSettings {
+    fn default() -> Self {
+        // OWASP's argon2id baseline: 19 MiB, 2 passes, 1 lane.
+        SigninSettings {
+            max_failures: 5,
+            lockout_secs: 1800,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            reset_ttl_secs: 3600,
+            mail_dir: None,
+        }
+    }
+}
+
+/// Bundles.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BundleSettings {
+    /// Bundle lifetime; edges deny everything once their bundle expires.
+    pub ttl_secs: u64,
+    /// Region-wide policy: settings, tiers, roles, routes (a policy TOML without orgs).
+    pub template: Option<PathBuf>,
+}
+
+impl Default for BundleSettings {
+    fn default() -> Self {
+        BundleSettings { ttl_secs: 6 * 3600, template: None }
+    }
+}
+
+/// Storage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// Tenant databases kept open at once (least recently used are closed).
+    pub max_open_tenants: usize,
+    /// `normal` (survives a process crash; default) or `full` (also survives power loss).
+    pub synchronous: String,
+    /// A libSQL server (sqld / Turso) per region, with embedded replicas on this host
+    /// (not supported yet: refused at load).
+    pub remote: Option<RemoteStorage>,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings { max_open_tenants: 256, synchronous: "normal".into(), remote: None }
+    }
+}
+
+/// A libSQL server for the region.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteStorage {
+    /// Server URL (`libsql://…` or `http://…`); tenant databases are namespaces
+    /// `{url}/{tenant-id}` when `namespaces` is on, else one database per URL path.
+    pub url: String,
+    /// Environment variable holding the auth token.
+    pub auth_token_env: Option<String>,
+    /// Seconds between background syncs of the replicas.
+    #[serde(default = "default_sync")]
+    pub sync_secs: u64,
+}
+
+fn default_sync() -> u64 {
+    5
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for this schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: String,
+        /// Parser message (with line and field).
+        message: String,
+    },
+    /// A value out of range.
+    #[error("{path}: invalid origin config: {message}")]
+    Invalid {
+        /// File.
+        path: String,
+        /// Which field and why.
+        message: String,
+    },
+}
+
+impl OriginConfig {
+    /// Load and validate `path`; relative paths inside are relative to its folder.
+    pub fn load(path: &Path) -> Result<OriginConfig, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: p.clone(), source })?;
+        let mut c: OriginConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: p.clone(), message: e.to_string() })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        c.resolve(base);
+        c.validate().map_err(|message| ConfigError::Invalid { path: p, message })?;
+        Ok(c)
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.data_dir);
+        fix(&mut self.secrets.bundle_signing_key);
+        fix(&mut self.secrets.edge_tokens);
+        fix(&mut self.secrets.operator_token);
+        fix(&mut self.secrets.peer_token);
+        fix(&mut self.secrets.api_key_secret);
+        if let Some(t) = self.bundle.template.as_mut() {
+            fix(t);
+        }
+        if let Some(m) = self.signin.mail_dir.as_mut() {
+            fix(m);
+        }
+    }
+
+    /// Check ranges and cross-references.
+    pub fn validate(&self) -> Result<(), String> {
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 32
+                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        if !name_ok(&self.region) {
+            return Err(format!("region: `{}` must be 1–32 of a-z, 0-9, -", self.region));
+        }
+        let url_ok = |u: &str| (u.starts_with("http://") || u.starts_with("https://")) && !u.ends_with('/');
+        if !url_ok(&self.public_url) {
+            return Err(format!("public_url: `{}` must be an http(s) URL without a trailing slash", self.public_url));
+        }
+        for (r, u) in &self.regions {
+            if !name_ok(r) {
+                return Err(format!("regions.{r}: not a valid region name"));
+            }
+            if !url_ok(u) {
+                return Err(format!("regions.{r}: `{u}` must be an http(s) URL without a trailing slash"));
+            }
+        }
+        if let Some(u) = self.regions.get(&self.region) {
+            if u != &self.public_url {
+                return Err(format!("regions.{}: must equal public_url", self.region));
+            }
+        }
+        if !(300..=900).contains(&self.tokens.access_ttl_secs) {
+            return Err("tokens.access_ttl_secs: must be between 300 and 900 (5 to 15 minutes)".into());
+        }
+        if self.tokens.refresh_ttl_secs < self.tokens.access_ttl_secs || self.tokens.refresh_ttl_secs > 90 * 86_400 {
+            return Err("tokens.refresh_ttl_secs: must be between access_ttl_secs and 90 days".into());
+        }
+        if self.tokens.session_ttl_secs < self.tokens.refresh_ttl_secs {
+            return Err("tokens.session_ttl_secs: must be at least refresh_ttl_secs".into());
+        }
+        if !["EdDSA", "ES256"].contains(&self.tokens.alg.as_str()) {
+            return Err(format!("tokens.alg: `{}` must be EdDSA or ES256", self.tokens.alg));
+        }
+        if self.tokens.audience.is_empty() {
+            return Err("tokens.audience: must not be empty".into());
+        }
+        if !(1..=100).contains(&self.signin.max_failures) {
+            return Err("signin.max_failures: must be between 1 and 100".into());
+        }
+        if !(60..=86_400).contains(&self.signin.lockout_secs) {
+            return Err("signin.lockout_secs: must be between 60 and 86400".into());
+        }
+        if !(8..=1 << 21).contains(&self.signin.argon2_memory_kib) || !(1..=10).contains(&self.signin.argon2_iterations)
+        {
+            return Err("signin.argon2_*: memory 8 KiB–2 GiB, iterations 1–10".into());
+        }
+        if !(60..=7 * 86_400).contains(&self.bundle.ttl_secs) {
+            return Err("bundle.ttl_secs: must be between 60 and 604800".into());
+        }
+        if !(1..=100_000).contains(&self.storage.max_open_tenants) {
+            return Err("storage.max_open_tenants: must be between 1 and 100000".into());
+        }
+        if !["normal", "full"].contains(&self.storage.synchronous.as_str()) {
+            return Err("storage.synchronous: must be `normal` or `full`".into());
+        }
+        if self.storage.remote.is_some() {
+            // Refused rather than ignored: data must not silently stay local.
+            return Err("storage.remote: libSQL server replicas are not supported by this build yet".into());
+        }
+        Ok(())
+    }
+
+    /// The issuer URL of tenant `slug`.
+    pub fn issuer(&self, slug: &str) -> String {
+        format!("{}/t/{slug}", self.public_url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+region = "eu-west"
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:7400"
+data_dir = "data"
+[secrets]
+bundle_signing_key = "k"
+edge_tokens = "e"
+operator_token = "o"
+peer_token = "p"
+api_key_secret = "a"
+"#;
+
+    #[test]
+    fn loads_and_refuses_with_the_field_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("origin.toml");
+        std::fs::write(&p, BASE).unwrap();
+        let c = OriginConfig::load(&p).unwrap();
+        assert_eq!(c.data_dir, dir.path().join("data"));
+        assert_eq!(c.issuer("acme"), "http://127.0.0.1:7400/t/acme");
+        for (extra, field) in [
+            ("[tokens]\naccess_ttl_secs = 60\n", "tokens.access_ttl_secs"),
+            ("[tokens]\nalg = \"HS256\"\n", "tokens.alg"),
+            ("[signin]\nmax_failures = 0\n", "signin.max_failures"),
+            ("[storage]\nsynchronous = \"off\"\n", "storage.synchronous"),
+            ("[regions]\neu-west = \"http://elsewhere\"\n", "regions.eu-west"),
+            ("[regions]\n\"US_EAST\" = \"http://x\"\n", "regions.US_EAST"),
+            ("[bundle]\nttl_secs = 1\n", "bundle.ttl_secs"),
+            ("unknown = 1\n", "unknown field"),
+        ] {
+            std::fs::write(&p, format!("{BASE}{extra}")).unwrap();
+            let e = OriginConfig::load(&p).unwrap_err().to_string();
+            assert!(e.contains(field), "{extra}: {e}");
+            assert!(e.starts_with(&p.display().to_string()), "{e}");
+        }
+    }
+}

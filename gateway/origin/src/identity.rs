@@ -1,0 +1,230 @@
+//! Users, passwords and sign-in.
+//!
+//! Passwords are hashed with argon2id. Sign-in answers one generic error for an unknown
+//! user, a wrong password and a locked account, and runs one argon2 verification on every
+//! path (against a dummy hash when there is no user), so timing does not tell them apart.
+//! After `max_failures` consecutive failures an account is locked for `lockout_secs`.
+
+use anyhow::{anyhow, Result};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use libsql::Connection;
+use serde::Serialize;
+
+use crate::config::SigninSettings;
+
+/// Password hashing with the configured argon2id parameters.
+pub struct Passwords {
+    argon: Argon2<'static>,
+    dummy: String,
+}
+
+/// Shortest password accepted.
+pub const MIN_PASSWORD: usize = 10;
+/// Longest password accepted (bounded work per sign-in).
+pub const MAX_PASSWORD: usize = 256;
+
+impl Passwords {
+    /// Parameters from the settings.
+    pub fn new(s: &SigninSettings) -> Result<Passwords> {
+        let params =
+            Params::new(s.argon2_memory_kib, s.argon2_iterations, 1, None).map_err(|e| anyhow!("argon2: {e}"))?;
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let mut p = Passwords { argon, dummy: String::new() };
+        p.dummy = p.hash("dummy password for timing equalisation")?;
+        Ok(p)
+    }
+
+    /// Hash a password (PHC string with its own salt and parameters).
+    pub fn hash(&self, password: &str) -> Result<String> {
+        let salt_bytes: [u8; 16] = gatehouse_policy::keys::random_bytes();
+        let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| anyhow!("salt: {e}"))?;
+        Ok(self.argon.hash_password(password.as_bytes(), &salt).map_err(|e| anyhow!("argon2: {e}"))?.to_string())
+    }
+
+    /// Check a password against a stored hash (`None`: against the dummy, same cost).
+    pub fn verify(&self, stored: Option<&str>, password: &str) -> bool {
+        let h = stored.unwrap_or(&self.dummy);
+        let Ok(parsed) = PasswordHash::new(h) else { return false };
+        let ok = self.argon.verify_password(password.as_bytes(), &parsed).is_ok();
+        ok && stored.is_some()
+    }
+}
+
+/// Check a new password's shape.
+pub fn password_acceptable(p: &str) -> Result<(), &'static str> {
+    if p.chars().count() < MIN_PASSWORD {
+        return Err("password must have at least 10 characters");
+    }
+    if p.len() > MAX_PASSWORD {
+        return Err("password must have at most 256 bytes");
+    }
+    Ok(())
+}
+
+/// Normalise and check an email address (lower-case; one `@`; bounded).
+pub fn normalise_email(e: &str) -> Option<String> {
+    let e = e.trim().to_ascii_lowercase();
+    let (local, domain) = e.split_once('@')?;
+    let ok = !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && e.len() <= 254
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == '"');
+    ok.then_some(e)
+}
+
+/// A user as the API shows it (never the password hash).
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    /// Id (`u_…`).
+    pub id: String,
+    /// Email, lower-case.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Role in the organisation (`None`: no membership, or expired).
+    pub role: Option<String>,
+    /// When the role ends (Unix seconds).
+    pub role_expires_at: Option<i64>,
+    /// Disabled users cannot sign in.
+    pub disabled: bool,
+    /// Until when the account is locked (Unix seconds; 0 = not locked).
+    pub locked_until: i64,
+    /// Created at (Unix seconds).
+    pub created_at: i64,
+}
+
+/// Columns for [`user_from_row`].
+pub const USER_COLUMNS: &str = "u.id, u.email, u.name, m.role, m.expires_at, u.disabled, u.locked_until, u.created_at";
+/// FROM clause for [`user_from_row`].
+pub const USER_FROM: &str = "users u LEFT JOIN memberships m ON m.user_id = u.id";
+
+/// Read a user from a row of `SELECT USER_COLUMNS FROM USER_FROM`.
+pub fn user_from_row(r: &libsql::Row, now: i64) -> Result<User> {
+    let expires: Option<i64> = r.get(4)?;
+    let role: Option<String> = r.get(3)?;
+    let role = match expires {
+        Some(t) if t <= now => None,
+        _ => role,
+    };
+    Ok(User {
+        id: r.get(0)?,
+        email: r.get(1)?,
+        name: r.get(2)?,
+        role,
+        role_expires_at: expires,
+        disabled: r.get::<i64>(5)? != 0,
+        locked_until: r.get(6)?,
+        created_at: r.get(7)?,
+    })
+}
+
+/// One user by id.
+pub async fn user_by_id(conn: &Connection, id: &str, now: i64) -> Result<Option<User>> {
+    let mut rows = conn.query(&format!("SELECT {USER_COLUMNS} FROM {USER_FROM} WHERE u.id = ?1"), [id]).await?;
+    match rows.next().await? {
+        Some(r) => Ok(Some(user_from_row(&r, now)?)),
+        None => Ok(None),
+    }
+}
+
+/// Outcome of a password check, for the audit log (the caller answers the same error for
+/// every failure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigninOutcome {
+    /// Signed in.
+    Success(String),
+    /// No such user (or disabled).
+    UnknownUser,
+    /// Wrong password; `locked`: this failure locked the account.
+    WrongPassword {
+        /// User id.
+        user: String,
+        /// Whether the account is now locked.
+        locked: bool,
+    },
+    /// The account is locked.
+    Locked(String),
+}
+
+/// Check `email` / `password` in a tenant database, counting failures (in the caller's
+/// transaction).
+pub async fn check_password(
+    conn: &Connection,
+    pw: &Passwords,
+    s: &SigninSettings,
+    email: &str,
+    password: &str,
+    now: i64,
+) -> Result<SigninOutcome> {
+    let mut rows = conn
+        .query("SELECT id, password_hash, failed_count, locked_until, disabled FROM users WHERE email = ?1", [email])
+        .await?;
+    let row = rows.next().await?;
+    let Some(row) = row else {
+        pw.verify(None, password);
+        return Ok(SigninOutcome::UnknownUser);
+    };
+    let (id, hash, failed, locked_until, disabled): (String, Option<String>, i64, i64, i64) =
+        (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
+    drop(rows);
+    if disabled != 0 || hash.is_none() {
+        pw.verify(None, password);
+        return Ok(SigninOutcome::UnknownUser);
+    }
+    if locked_until > now {
+        pw.verify(None, password);
+        return Ok(SigninOutcome::Locked(id));
+    }
+    if pw.verify(hash.as_deref(), password) {
+        conn.execute("UPDATE users SET failed_count = 0, locked_until = 0 WHERE id = ?1", [id.as_str()]).await?;
+        return Ok(SigninOutcome::Success(id));
+    }
+    let failed = failed + 1;
+    let locked = failed >= s.max_failures as i64;
+    if locked {
+        conn.execute(
+            "UPDATE users SET failed_count = 0, locked_until = ?2 WHERE id = ?1",
+            libsql::params![id.as_str(), now + s.lockout_secs as i64],
+        )
+        .await?;
+    } else {
+        conn.execute("UPDATE users SET failed_count = ?2 WHERE id = ?1", libsql::params![id.as_str(), failed]).await?;
+    }
+    Ok(SigninOutcome::WrongPassword { user: id, locked })
+}
+
+/// A random id with a prefix: `u_` + 16 hex digits of randomness… (24 for tokens).
+pub fn new_id(prefix: &str) -> String {
+    let b: [u8; 12] = gatehouse_policy::keys::random_bytes();
+    format!("{prefix}{}", hex::encode(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_and_passwords() {
+        assert_eq!(normalise_email(" Ada@Example.COM ").as_deref(), Some("ada@example.com"));
+        for bad in ["", "ada", "@x.y", "ada@", "ada@x", "a b@x.y", "a@.x", "a\"@x.y", "a<@x.y"] {
+            assert!(normalise_email(bad).is_none(), "{bad}");
+        }
+        assert!(password_acceptable("short").is_err());
+        assert!(password_acceptable(&"x".repeat(300)).is_err());
+        assert!(password_acceptable("long enough pw").is_ok());
+    }
+
+    #[test]
+    fn hashes_verify_and_the_dummy_never_does() {
+        let s = SigninSettings { argon2_memory_kib: 64, argon2_iterations: 1, ..Default::default() };
+        let p = Passwords::new(&s).unwrap();
+        let h = p.hash("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{h}");
+        assert!(p.verify(Some(&h), "correct horse"));
+        assert!(!p.verify(Some(&h), "wrong horse"));
+        assert!(!p.verify(None, "dummy password for timing equalisation"));
+        assert!(!p.verify(Some("not a hash"), "x"));
+    }
+}

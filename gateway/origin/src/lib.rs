@@ -1,0 +1,41 @@
+//! The Gatehouse regional origin: one region's tenants, stored in libSQL in that region,
+//! their users and sign-in, token issuance, the signed bundles edges pull, and the audit
+//! log.
+//!
+//! Run it with `gatehouse origin --config origin.toml`. Layout:
+//! - [`config`]: the configuration file;
+//! - [`store`]: the directory and per-tenant libSQL databases, migrations, bounded handles;
+//! - [`identity`]: users, argon2id passwords, sign-in with lockout;
+//! - [`tokens`]: signing keys with rotation, access JWTs, refresh-token rotation;
+//! - [`bundles`]: the region policy and its signed bundle;
+//! - [`audit`]: the hash-chained audit log;
+//! - [`api`]: the HTTP API (axum).
+
+pub mod api;
+pub mod audit;
+pub mod bundles;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod store;
+pub mod tokens;
+
+pub use api::{App, ROUTES};
+pub use config::OriginConfig;
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Run the origin until `shutdown` resolves.
+pub async fn run(
+    config: OriginConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let app = std::sync::Arc::new(App::open(config).await?);
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("listen {listen}: {e}"))?;
+    tracing::info!(addr = %listener.local_addr()?, region = %app.cfg.region, "gatehouse origin listening");
+    api::serve(app, listener, shutdown).await
+}

@@ -1,0 +1,313 @@
+//! End-to-end tests of the regional origin: real libSQL files, real HTTP on loopback.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use gatehouse_origin::{App, OriginConfig, ROUTES};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use serde_json::{json, Value};
+
+const OPERATOR: &str = "operator-token-0123456789";
+const EDGE: &str = "edge-token-0123456789abcdef";
+const PEER: &str = "peer-token-0123456789abcdef";
+
+struct Origin {
+    url: String,
+    dir: std::path::PathBuf,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    app: Arc<App>,
+}
+
+fn write_secrets(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (pem, _) = gatehouse_policy::keys::generate_bundle_keys();
+    std::fs::write(dir.join("bundle.pem"), pem).unwrap();
+    std::fs::write(dir.join("edge.tokens"), format!("edge-1 {EDGE}\n")).unwrap();
+    std::fs::write(dir.join("operator.token"), OPERATOR).unwrap();
+    std::fs::write(dir.join("peer.token"), PEER).unwrap();
+    std::fs::write(dir.join("apikey.secret"), "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0xMjM0NQ==").unwrap();
+}
+
+/// Start an origin for `region` with `regions` (name → port) on loopback.
+async fn start(root: &Path, region: &str, port: u16, regions: &[(&str, u16)]) -> Origin {
+    let dir = root.join(region);
+    write_secrets(&dir);
+    let regions: String = regions.iter().map(|(r, p)| format!("{r} = \"http://127.0.0.1:{p}\"\n")).collect();
+    let toml = format!(
+        r#"
+region = "{region}"
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+data_dir = "data"
+[regions]
+{regions}
+[secrets]
+bundle_signing_key = "bundle.pem"
+edge_tokens = "edge.tokens"
+operator_token = "operator.token"
+peer_token = "peer.token"
+api_key_secret = "apikey.secret"
+[signin]
+argon2_memory_kib = 64
+argon2_iterations = 1
+max_failures = 3
+lockout_secs = 600
+"#
+    );
+    std::fs::write(dir.join("origin.toml"), toml).unwrap();
+    let cfg = OriginConfig::load(&dir.join("origin.toml")).unwrap();
+    let app = Arc::new(App::open(cfg).await.unwrap());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gatehouse_origin::api::serve(app.clone(), listener, async move {
+        let _ = rx.await;
+    }));
+    Origin { url: format!("http://127.0.0.1:{port}"), dir, _stop: tx, app }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One HTTP request; returns (status, headers, body bytes).
+async fn call(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+    extra: &[(&str, &str)],
+) -> (u16, hyper::HeaderMap, Vec<u8>) {
+    let uri: hyper::Uri = url.parse().unwrap();
+    let addr: SocketAddr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap()).parse().unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let mut b = hyper::Request::builder()
+        .method(method)
+        .uri(uri.path_and_query().unwrap().as_str())
+        .header("host", addr.to_string());
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        b = b.header("content-type", "application/json");
+    }
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    let req = b.body(Full::new(Bytes::from(body.map(|v| v.to_string()).unwrap_or_default()))).unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    (status, headers, bytes)
+}
+
+async fn json_call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let (s, _, b) = call(method, url, token, body, &[]).await;
+    (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+async fn create_org(o: &Origin, slug: &str) -> Value {
+    let (s, v) = json_call(
+        "POST",
+        &format!("{}/v1/orgs", o.url),
+        Some(OPERATOR),
+        Some(json!({ "slug": slug, "name": slug, "tier": "team", "owner_email": format!("owner@{slug}.test"), "owner_password": "owner password 1" })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    v
+}
+
+async fn sign_in(o: &Origin, slug: &str, email: &str, password: &str) -> (u16, Value) {
+    json_call(
+        "POST",
+        &format!("{}/t/{slug}/token", o.url),
+        None,
+        Some(json!({ "grant_type": "password", "email": email, "password": password })),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_end_to_end() {
+    let root = tempfile::tempdir().unwrap();
+    let (pe, pu) = (free_port(), free_port());
+    let regions = [("eu-west", pe), ("us-east", pu)];
+    let eu = start(root.path(), "eu-west", pe, &regions).await;
+    let us = start(root.path(), "us-east", pu, &regions).await;
+
+    // --- tenants and residency
+    let acme = create_org(&eu, "acme").await;
+    create_org(&eu, "globex").await;
+    let initech = create_org(&us, "initech").await;
+    // The other region learns of the tenant (push), but holds none of its data.
+    let (s, v) = json_call("GET", &format!("{}/t/initech/.well-known/openid-configuration", eu.url), None, None).await;
+    assert_eq!(s, 421, "{v}");
+    assert_eq!(v["error"], "wrong_region");
+    assert_eq!(v["url"], format!("{}/t/initech/.well-known/openid-configuration", us.url));
+    let (s, h, _) =
+        call("GET", &format!("{}/t/initech/.well-known/jwks.json", eu.url), None, None, &[("accept", "text/html")])
+            .await;
+    assert_eq!(s, 307);
+    assert!(h["location"].to_str().unwrap().starts_with(&us.url));
+    let (s, _) = sign_in(&eu, "initech", "owner@initech.test", "owner password 1").await;
+    assert_eq!(s, 421, "a sign-in for a tenant homed elsewhere is not served");
+    let files = |o: &Origin| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(o.dir.join("data/tenants"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".db"))
+            .collect();
+        v.sort();
+        v
+    };
+    let initech_db = format!("{}.db", initech["id"].as_str().unwrap());
+    let acme_db = format!("{}.db", acme["id"].as_str().unwrap());
+    assert!(files(&us).contains(&initech_db) && !files(&eu).contains(&initech_db), "{:?} {:?}", files(&eu), files(&us));
+    assert!(files(&eu).contains(&acme_db) && !files(&us).contains(&acme_db));
+    let (s, v) = json_call("POST", &format!("{}/v1/orgs", eu.url), Some(OPERATOR), Some(json!({ "slug": "umbrella", "name": "u", "tier": "team", "home_region": "us-east", "owner_email": "o@u.test", "owner_password": "owner password 1" }))).await;
+    assert_eq!((s, v["url"].as_str()), (421, Some(format!("{}/v1/orgs", us.url).as_str())));
+
+    // --- sign-in, generic error, lockout
+    let (s, tok) = sign_in(&eu, "acme", "owner@acme.test", "owner password 1").await;
+    assert_eq!(s, 200, "{tok}");
+    let access = tok["access_token"].as_str().unwrap().to_string();
+    let refresh = tok["refresh_token"].as_str().unwrap().to_string();
+    let (s, unknown) = sign_in(&eu, "acme", "nobody@acme.test", "whatever password").await;
+    assert_eq!(s, 401);
+    let (admin_user, adm) = {
+        let (s, v) = json_call(
+            "POST",
+            &format!("{}/v1/orgs/acme/users", eu.url),
+            Some(&access),
+            Some(json!({ "email": "ada@acme.test", "password": "ada password 12", "role": "admin" })),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        (v["id"].as_str().unwrap().to_string(), v)
+    };
+    assert_eq!(adm["role"], "admin");
+    for _ in 0..3 {
+        let (s, v) = sign_in(&eu, "acme", "ada@acme.test", "wrong password!").await;
+        assert_eq!((s, &v), (401, &unknown), "one generic error");
+    }
+    let (s, v) = sign_in(&eu, "acme", "ada@acme.test", "ada password 12").await;
+    assert_eq!((s, &v), (401, &unknown), "locked: the right password gets the same error");
+
+    // --- refresh rotation and reuse detection
+    let (s, r1) = json_call(
+        "POST",
+        &format!("{}/t/acme/token", eu.url),
+        None,
+        Some(json!({ "grant_type": "refresh_token", "refresh_token": refresh })),
+    )
+    .await;
+    assert_eq!(s, 200, "{r1}");
+    let refresh2 = r1["refresh_token"].as_str().unwrap().to_string();
+    let (s, v) = json_call(
+        "POST",
+        &format!("{}/t/acme/token", eu.url),
+        None,
+        Some(json!({ "grant_type": "refresh_token", "refresh_token": refresh })),
+    )
+    .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "reuse refused");
+    let (s, _) = json_call(
+        "POST",
+        &format!("{}/t/acme/token", eu.url),
+        None,
+        Some(json!({ "grant_type": "refresh_token", "refresh_token": refresh2 })),
+    )
+    .await;
+    assert_eq!(s, 400, "reuse revoked the whole family");
+    let (s, v) = json_call("GET", &format!("{}/v1/orgs/acme/users", eu.url), Some(&access), None).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("session_revoked")), "and its session");
+
+    // --- cross-tenant attempts on every tenant admin route
+    let (_, tok) = sign_in(&eu, "acme", "owner@acme.test", "owner password 1").await;
+    let acme_token = tok["access_token"].as_str().unwrap().to_string();
+    let mut checked = 0;
+    for (method, path, need, _) in ROUTES {
+        if !path.starts_with("/v1/orgs/{slug}") {
+            continue;
+        }
+        assert!(need.contains(':'), "{path}");
+        let p = path
+            .replace("{slug}", "globex")
+            .replace("{id}", "x")
+            .replace("{name}", "custom-role")
+            .replace("{user}", "u_x");
+        let (s, v) = json_call(method, &format!("{}{p}", eu.url), Some(&acme_token), Some(json!({}))).await;
+        assert!(s == 403 || s == 422 || s == 400, "{method} {p}: {s} {v}");
+        if s == 403 {
+            checked += 1;
+        }
+        let (s, _) = json_call(method, &format!("{}{p}", eu.url), None, Some(json!({}))).await;
+        assert!(s == 401 || s == 400 || s == 422, "{method} {p} without a token: {s}");
+    }
+    assert!(checked >= 14, "{checked}");
+    // Operator-only routes refuse a tenant admin.
+    let (s, _) = json_call("GET", &format!("{}/v1/orgs", eu.url), Some(&acme_token), None).await;
+    assert_eq!(s, 403);
+
+    // --- bundles: ETag, and a revocation reaches the bundle
+    let (s, h, body) = call("GET", &format!("{}/v1/bundles/eu-west", eu.url), Some(EDGE), None, &[]).await;
+    assert_eq!(s, 200);
+    let etag = h["etag"].to_str().unwrap().to_string();
+    let (s, _, _) =
+        call("GET", &format!("{}/v1/bundles/eu-west", eu.url), Some(EDGE), None, &[("if-none-match", &etag)]).await;
+    assert_eq!(s, 304);
+    let (s, _, _) =
+        call("GET", &format!("{}/v1/bundles/eu-west", eu.url), Some("wrong-edge-token-000000"), None, &[]).await;
+    assert_eq!(s, 401);
+    let pk = std::fs::read_to_string(eu.dir.join("bundle.pem")).unwrap();
+    let kp = jwt_simple::prelude::Ed25519KeyPair::from_pem(&pk).unwrap();
+    let pinned: [u8; 32] = kp.public_key().to_bytes().try_into().unwrap();
+    let b = gatehouse_core::bundle::open(&body, &pinned, gatehouse_origin::now() as u64).unwrap();
+    assert!(
+        b.policy.orgs.contains_key("acme")
+            && b.policy.orgs.contains_key("globex")
+            && !b.policy.orgs.contains_key("initech")
+    );
+    let (s, _) = json_call("POST", &format!("{}/t/acme/logout", eu.url), Some(&acme_token), None).await;
+    assert_eq!(s, 204);
+    let (s, h, body) =
+        call("GET", &format!("{}/v1/bundles/eu-west", eu.url), Some(EDGE), None, &[("if-none-match", &etag)]).await;
+    assert_eq!(s, 200, "a logout changes the bundle");
+    assert_ne!(h["etag"].to_str().unwrap(), etag);
+    let b = gatehouse_core::bundle::open(&body, &pinned, gatehouse_origin::now() as u64).unwrap();
+    let claims = jwt_simple::prelude::Token::decode_metadata(&acme_token).unwrap();
+    assert!(claims.key_id().is_some());
+    assert!(!b.policy.revoked.sessions.is_empty(), "the ended session is revoked at the edge");
+
+    // --- audit: intact, then tampered
+    let id = acme["id"].as_str().unwrap();
+    assert!(
+        matches!(gatehouse_origin::api::verify_tenant_audit(&eu.app, id).await.unwrap(), gatehouse_origin::audit::Verdict::Intact(n) if n > 10)
+    );
+    let (s, v) = json_call("GET", &format!("{}/v1/orgs/acme/audit?action=signin.", eu.url), Some(OPERATOR), None).await;
+    assert_eq!(s, 200);
+    let actions: Vec<&str> = v["items"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert!(
+        actions.contains(&"signin.lockout")
+            && actions.contains(&"signin.failure")
+            && actions.contains(&"signin.locked"),
+        "{actions:?}"
+    );
+    let (s, h, csv) =
+        call("GET", &format!("{}/v1/orgs/acme/audit?format=csv", eu.url), Some(OPERATOR), None, &[]).await;
+    assert_eq!((s, h["content-type"].to_str().unwrap()), (200, "text/csv"));
+    assert!(String::from_utf8(csv).unwrap().starts_with("seq,at,actor,action"));
+    {
+        let db = eu.app.store.tenant(id, false).await.unwrap();
+        let h = db.lock().await;
+        h.execute("UPDATE audit SET actor = 'someone-else' WHERE seq = 3", ()).await.unwrap();
+    }
+    let v = gatehouse_origin::api::verify_tenant_audit(&eu.app, id).await.unwrap();
+    assert_eq!(v, gatehouse_origin::audit::Verdict::Broken { seq: 3, problem: "record was modified".into() });
+    let _ = admin_user;
+}
