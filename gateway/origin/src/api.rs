@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _, Result};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -290,6 +290,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/bundles/{region}", get(get_bundle))
         .route("/v1/audit/edge", post(edge_audit))
         .route("/v1/directory", get(get_directory).post(post_directory))
+        .fallback(|| async { ApiError::NoRoute(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::NoRoute(StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method")
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
@@ -339,15 +343,9 @@ async fn tenant(app: &App, slug: &str, path: &str) -> ApiResult<Tenant> {
     }
     let row = {
         let d = app.store.directory.lock().await;
-        let mut rows = d
-            .query("SELECT id, home_region FROM tenants WHERE slug = ?1", [slug])
-            .await
-            .map_err(anyhow::Error::from)?;
-        match rows.next().await.map_err(anyhow::Error::from)? {
-            Some(r) => Some((
-                r.get::<String>(0).map_err(anyhow::Error::from)?,
-                r.get::<String>(1).map_err(anyhow::Error::from)?,
-            )),
+        let mut rows = d.query("SELECT id, home_region FROM tenants WHERE slug = ?1", [slug]).await?;
+        match rows.next().await? {
+            Some(r) => Some((r.get::<String>(0)?, r.get::<String>(1)?)),
             None => None,
         }
     };
@@ -477,12 +475,82 @@ async fn authorise(c: &Caller, t: &Tenant, need: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Resolve the tenant and authorise the caller in one step.
-async fn admin(app: &App, headers: &HeaderMap, slug: &str, path: &str, need: &str) -> ApiResult<(Tenant, Caller)> {
-    let t = tenant(app, slug, path).await?;
-    let c = caller(app, headers, slug).await?;
-    authorise(&c, &t, need).await?;
-    Ok((t, c))
+/// The permission route `method path` needs, from [`ROUTES`] (the one place it is
+/// written).
+fn permission_of(method: &str, matched: &str) -> Option<&'static str> {
+    ROUTES.iter().find(|(m, p, _, _)| *m == method && *p == matched).map(|(_, _, need, _)| *need)
+}
+
+/// A tenant admin request, resolved and authorised before any body is read: the tenant
+/// (homed here; 421 or a redirect otherwise) and a caller holding the permission that
+/// [`ROUTES`] names for the matched route.
+pub struct Authed {
+    t: Tenant,
+    caller: Caller,
+}
+
+impl axum::extract::FromRequestParts<Arc<App>> for Authed {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &Arc<App>) -> Result<Self, Response> {
+        let run = async {
+            let matched = parts.extensions.get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
+            let need = permission_of(parts.method.as_str(), &matched)
+                .filter(|n| n.contains(':'))
+                .ok_or_else(|| anyhow!("route {} {matched} has no tenant permission in ROUTES", parts.method))?;
+            let slug = parts.uri.path().strip_prefix("/v1/orgs/").and_then(|r| r.split('/').next()).unwrap_or_default();
+            let t = tenant(app, slug, parts.uri.path()).await?;
+            let caller = caller(app, &parts.headers, slug).await?;
+            authorise(&caller, &t, need).await?;
+            ApiResult::Ok(Authed { t, caller })
+        };
+        run.await.map_err(|e| residency(e, &parts.headers))
+    }
+}
+
+/// A JSON body; a malformed one is a 400 `invalid_body` (413 `body_too_large` over the
+/// limit) with a JSON error like every other refusal.
+pub struct JsonBody<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::TooLarge),
+            Err(e) => Err(bad("invalid_body", e.body_text())),
+        }
+    }
+}
+
+/// A raw body, bounded like the others.
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match axum::body::Bytes::from_request(req, state).await {
+            Ok(b) => Ok(RawBody(b)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::TooLarge),
+            Err(e) => Err(bad("invalid_body", e.body_text())),
+        }
+    }
+}
+
+/// Query parameters; unknown or malformed ones are a 400 `invalid_query`.
+pub struct QueryParams<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| QueryParams(v))
+            .map_err(|e| bad("invalid_query", e.body_text()))
+    }
 }
 
 fn require_operator(app: &App, headers: &HeaderMap) -> ApiResult<()> {
@@ -513,7 +581,7 @@ fn edge_name(app: &App, headers: &HeaderMap) -> ApiResult<String> {
 /// transaction uncommitted (the next holder rolls it back).
 async fn begin(t: &Tenant) -> ApiResult<Held<'_>> {
     let h = t.db.lock().await;
-    h.execute("BEGIN IMMEDIATE", ()).await.map_err(anyhow::Error::from)?;
+    h.execute("BEGIN IMMEDIATE", ()).await?;
     Ok(h)
 }
 
@@ -525,7 +593,7 @@ async fn commit(app: &App, t: &Tenant, h: Held<'_>, meta: &RequestMeta, events: 
     for e in &events {
         head = Some(audit::append(&h, e, meta, now).await?);
     }
-    h.execute("COMMIT", ()).await.map_err(anyhow::Error::from)?;
+    h.execute("COMMIT", ()).await?;
     drop(h);
     if let Some((seq, hash)) = head {
         record_head(app, &t.id, seq, &hash).await?;
@@ -540,8 +608,7 @@ async fn record_head(app: &App, tenant_id: &str, seq: i64, hash: &str) -> ApiRes
          ON CONFLICT(tenant_id) DO UPDATE SET seq = ?2, hash = ?3 WHERE excluded.seq > audit_heads.seq",
         libsql::params![tenant_id, seq, hash],
     )
-    .await
-    .map_err(anyhow::Error::from)?;
+    .await?;
     Ok(())
 }
 
@@ -688,7 +755,7 @@ async fn token(
     Path(slug): Path<String>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    RawBody(body): RawBody,
 ) -> Response {
     match token_inner(&app, &slug, &peer, &headers, &body).await {
         Ok(v) => {
@@ -764,8 +831,7 @@ async fn token_inner(app: &App, slug: &str, peer: &SocketAddr, headers: &HeaderM
                     now + app.cfg.tokens.session_ttl_secs as i64
                 ],
             )
-            .await
-            .map_err(anyhow::Error::from)?;
+            .await?;
             let family = new_id("f_");
             let events = vec![
                 ev(format!("user:{user}"), "signin.success", format!("user:{user}"), None, None),
@@ -871,7 +937,7 @@ async fn logout(
     Path(slug): Path<String>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    RawBody(body): RawBody,
 ) -> Response {
     let run = async {
         let t = tenant(&app, &slug, &format!("/t/{slug}/logout")).await?;
@@ -883,10 +949,9 @@ async fn logout(
         let session: Option<(String, String)> = if let Some(rt) = req.refresh_token.as_deref() {
             let mut rows = h
                 .query("SELECT session_id, user_id FROM refresh_tokens WHERE hash = ?1", [tokens::secret_hash(rt)])
-                .await
-                .map_err(anyhow::Error::from)?;
-            match rows.next().await.map_err(anyhow::Error::from)? {
-                Some(r) => Some((r.get(0).map_err(anyhow::Error::from)?, r.get(1).map_err(anyhow::Error::from)?)),
+                .await?;
+            match rows.next().await? {
+                Some(r) => Some((r.get(0)?, r.get(1)?)),
                 None => None,
             }
         } else if let Some(tok) = bearer(&headers) {
@@ -917,14 +982,12 @@ async fn logout(
 /// End a session: revoked now, its refresh tokens spent.
 async fn end_session(h: &libsql::Connection, sid: &str, now: i64) -> ApiResult<()> {
     h.execute("UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1", libsql::params![sid, now])
-        .await
-        .map_err(anyhow::Error::from)?;
+        .await?;
     h.execute(
         "UPDATE refresh_tokens SET used_at = COALESCE(used_at, ?2) WHERE session_id = ?1",
         libsql::params![sid, now],
     )
-    .await
-    .map_err(anyhow::Error::from)?;
+    .await?;
     Ok(())
 }
 
@@ -947,8 +1010,7 @@ async fn revoke(
             "INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2)",
             libsql::params![jti.as_str(), exp],
         )
-        .await
-        .map_err(anyhow::Error::from)?;
+        .await?;
         app.changed();
         let user = c.subject.clone().unwrap_or_default();
         commit(
@@ -987,19 +1049,7 @@ struct CreateOrg {
 /// Check a tenant policy by composing it with the template and validating the result.
 fn check_tenant_policy(app: &App, slug: &str, tier: &str, tp: &TenantPolicy) -> ApiResult<()> {
     let mut p = app.template.clone();
-    p.orgs.insert(
-        slug.to_string(),
-        gatehouse_core::policy::Org {
-            tier: tier.to_string(),
-            hosts: tp.hosts.clone(),
-            path_prefix: tp.path_prefix.clone(),
-            ip: tp.ip.clone(),
-            geo: tp.geo.clone(),
-            features: tp.features.clone(),
-            limits: tp.limits.clone(),
-            ..Default::default()
-        },
-    );
+    p.orgs.insert(slug.to_string(), tp.clone().into_org(tier.to_string(), Default::default(), Vec::new(), None));
     p.validate().map_err(|issues| {
         bad(
             "invalid_policy",
@@ -1012,7 +1062,7 @@ async fn create_org(
     State(app): AppState,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    Json(req): Json<CreateOrg>,
+    JsonBody(req): JsonBody<CreateOrg>,
 ) -> ApiResult<Response> {
     require_operator(&app, &headers)?;
     if !valid_slug(&req.slug) {
@@ -1043,8 +1093,7 @@ async fn create_org(
             "INSERT INTO tenants (id, slug, home_region, created_at) VALUES (?1, ?2, ?3, ?4)",
             libsql::params![id.as_str(), req.slug.as_str(), home.as_str(), now],
         )
-        .await
-        .map_err(anyhow::Error::from)?;
+        .await?;
     }
     let db = app.store.tenant(&id, true).await?;
     let t = Tenant { id: id.clone(), slug: req.slug.clone(), db };
@@ -1058,21 +1107,17 @@ async fn create_org(
             req.slug.as_str(),
             req.name.as_str(),
             req.tier.as_str(),
-            serde_json::to_string(&req.policy).map_err(anyhow::Error::from)?,
+            serde_json::to_string(&req.policy)?,
             now
         ],
     )
-    .await
-    .map_err(anyhow::Error::from)?;
+    .await?;
     h.execute(
         "INSERT INTO users (id, email, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
         libsql::params![owner.as_str(), email.as_str(), hash, now],
     )
-    .await
-    .map_err(anyhow::Error::from)?;
-    h.execute("INSERT INTO memberships (user_id, role) VALUES (?1, 'owner')", [owner.as_str()])
-        .await
-        .map_err(anyhow::Error::from)?;
+    .await?;
+    h.execute("INSERT INTO memberships (user_id, role) VALUES (?1, 'owner')", [owner.as_str()]).await?;
     let after = json!({ "slug": req.slug, "name": req.name, "tier": req.tier, "region": home, "policy": req.policy });
     commit(
         &app,
@@ -1111,7 +1156,11 @@ fn page_limit(p: &Page) -> i64 {
     p.limit.unwrap_or(50).clamp(1, 500) as i64
 }
 
-async fn list_orgs(State(app): AppState, headers: HeaderMap, Query(p): Query<Page>) -> ApiResult<Json<Value>> {
+async fn list_orgs(
+    State(app): AppState,
+    headers: HeaderMap,
+    QueryParams(p): QueryParams<Page>,
+) -> ApiResult<Json<Value>> {
     require_operator(&app, &headers)?;
     let d = app.store.directory.lock().await;
     let mut rows = d
@@ -1119,12 +1168,11 @@ async fn list_orgs(State(app): AppState, headers: HeaderMap, Query(p): Query<Pag
             "SELECT id, slug, home_region, created_at FROM tenants WHERE slug > ?1 ORDER BY slug LIMIT ?2",
             libsql::params![p.after.clone().unwrap_or_default(), page_limit(&p)],
         )
-        .await
-        .map_err(anyhow::Error::from)?;
+        .await?;
     let mut items = Vec::new();
-    while let Some(r) = rows.next().await.map_err(anyhow::Error::from)? {
-        items.push(json!({ "id": r.get::<String>(0).map_err(anyhow::Error::from)?, "slug": r.get::<String>(1).map_err(anyhow::Error::from)?,
-            "region": r.get::<String>(2).map_err(anyhow::Error::from)?, "created_at": r.get::<i64>(3).map_err(anyhow::Error::from)? }));
+    while let Some(r) = rows.next().await? {
+        items.push(json!({ "id": r.get::<String>(0)?, "slug": r.get::<String>(1)?,
+            "region": r.get::<String>(2)?, "created_at": r.get::<i64>(3)? }));
     }
     let next = if items.len() as i64 == page_limit(&p) { items.last().map(|i| i["slug"].clone()) } else { None };
     Ok(Json(json!({ "items": items, "next": next })))
@@ -1145,32 +1193,16 @@ async fn rotate_keys(State(app): AppState, headers: HeaderMap) -> ApiResult<Json
 }
 
 async fn org_row(h: &libsql::Connection) -> ApiResult<(String, String, TenantPolicy, Option<i64>)> {
-    let mut rows = h
-        .query("SELECT name, tier, policy, retention_days FROM org WHERE id = 1", ())
-        .await
-        .map_err(anyhow::Error::from)?;
-    let r = rows.next().await.map_err(anyhow::Error::from)?.ok_or_else(|| anyhow!("tenant database has no org row"))?;
-    let tp: TenantPolicy =
-        serde_json::from_str(&r.get::<String>(2).map_err(anyhow::Error::from)?).map_err(anyhow::Error::from)?;
-    Ok((
-        r.get(0).map_err(anyhow::Error::from)?,
-        r.get(1).map_err(anyhow::Error::from)?,
-        tp,
-        r.get(3).map_err(anyhow::Error::from)?,
-    ))
+    let mut rows = h.query("SELECT name, tier, policy, retention_days FROM org WHERE id = 1", ()).await?;
+    let r = rows.next().await?.ok_or_else(|| anyhow!("tenant database has no org row"))?;
+    let tp: TenantPolicy = serde_json::from_str(&r.get::<String>(2)?)?;
+    Ok((r.get(0)?, r.get(1)?, tp, r.get(3)?))
 }
 
-async fn get_org(State(app): AppState, Path(slug): Path<String>, headers: HeaderMap) -> Response {
-    let run = async {
-        let (t, _) = admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}"), "settings:read").await?;
-        let (name, tier, policy, retention) = org_row(&*t.db.lock().await).await?;
-        ApiResult::Ok(Json(json!({ "id": t.id, "slug": t.slug, "name": name, "tier": tier, "region": app.cfg.region,
-            "issuer": app.cfg.issuer(&t.slug), "policy": policy, "audit_retention_days": retention })))
-    };
-    match run.await {
-        Ok(j) => j.into_response(),
-        Err(e) => residency(e, &headers),
-    }
+async fn get_org(State(app): AppState, Authed { t, .. }: Authed) -> ApiResult<Json<Value>> {
+    let (name, tier, policy, retention) = org_row(&*t.db.lock().await).await?;
+    Ok(Json(json!({ "id": t.id, "slug": t.slug, "name": name, "tier": tier, "region": app.cfg.region,
+        "issuer": app.cfg.issuer(&t.slug), "policy": policy, "audit_retention_days": retention })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -1183,12 +1215,13 @@ struct PutPolicy {
 
 async fn put_policy(
     State(app): AppState,
+    authed: Authed,
     Path(slug): Path<String>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    Json(req): Json<PutPolicy>,
+    JsonBody(req): JsonBody<PutPolicy>,
 ) -> ApiResult<Json<Value>> {
-    let (t, c) = admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/policy"), "settings:write").await?;
+    let Authed { t, caller: c } = authed;
     let h = begin(&t).await?;
     let (_, tier, before, _) = org_row(&h).await?;
     if req.tier.as_ref().is_some_and(|x| x != &tier) && !matches!(c, Caller::Operator) {
@@ -1198,10 +1231,9 @@ async fn put_policy(
     check_tenant_policy(&app, &t.slug, &tier, &req.policy)?;
     h.execute(
         "UPDATE org SET tier = ?1, policy = ?2 WHERE id = 1",
-        libsql::params![tier.as_str(), serde_json::to_string(&req.policy).map_err(anyhow::Error::from)?],
+        libsql::params![tier.as_str(), serde_json::to_string(&req.policy)?],
     )
-    .await
-    .map_err(anyhow::Error::from)?;
+    .await?;
     commit(
         &app,
         &t,
@@ -1223,13 +1255,8 @@ async fn put_policy(
 // ---------------------------------------------------------------------------------------
 // Users, roles, teams
 
-async fn list_users(
-    State(app): AppState,
-    Path(slug): Path<String>,
-    headers: HeaderMap,
-    Query(p): Query<Page>,
-) -> ApiResult<Json<Value>> {
-    let (t, _) = admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/users"), "members:read").await?;
+async fn list_users(authed: Authed, QueryParams(p): QueryParams<Page>) -> ApiResult<Json<Value>> {
+    let Authed { t, .. } = authed;
     let h = t.db.lock().await;
     let now = crate::now();
     let mut rows = h
@@ -1238,9 +1265,9 @@ async fn list_users(
             libsql::params![p.after.clone().unwrap_or_default(), p.email.as_deref().and_then(identity::normalise_email), page_limit(&p)],
         )
         .await
-        .map_err(anyhow::Error::from)?;
+        ?;
     let mut items: Vec<User> = Vec::new();
-    while let Some(r) = rows.next().await.map_err(anyhow::Error::from)? {
+    while let Some(r) = rows.next().await? {
         items.push(identity::user_from_row(&r, now)?);
     }
     let next = if items.len() as i64 == page_limit(&p) { items.last().map(|u| u.id.clone()) } else { None };
@@ -1286,12 +1313,13 @@ struct CreateUser {
 
 async fn create_user(
     State(app): AppState,
-    Path(slug): Path<String>,
+    authed: Authed,
+
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    Json(req): Json<CreateUser>,
+    JsonBody(req): JsonBody<CreateUser>,
 ) -> ApiResult<Response> {
-    let (t, c) = admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/users"), "members:write").await?;
+    let Authed { t, caller: c } = authed;
     let email = identity::normalise_email(&req.email).ok_or_else(|| bad("invalid_email", "not an email address"))?;
     if req.name.len() > 200 {
         return Err(bad("invalid_name", "name: at most 200 bytes"));
@@ -1319,14 +1347,12 @@ async fn create_user(
         "INSERT INTO users (id, email, name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         libsql::params![id.as_str(), email.as_str(), req.name.as_str(), hash, now],
     )
-    .await
-    .map_err(anyhow::Error::from)?;
+    .await?;
     h.execute(
         "INSERT INTO memberships (user_id, role, expires_at) VALUES (?1, ?2, ?3)",
         libsql::params![id.as_str(), req.role.as_str(), req.role_expires_at],
     )
-    .await
-    .map_err(anyhow::Error::from)?;
+    .await?;
     let after = json!({ "email": email, "role": req.role, "role_expires_at": req.role_expires_at });
     commit(
         &app,
@@ -1342,11 +1368,12 @@ async fn create_user(
 
 async fn delete_user(
     State(app): AppState,
-    Path((slug, id)): Path<(String, String)>,
+    authed: Authed,
+    Path((_, id)): Path<(String, String)>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    let (t, c) = admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/users/{id}"), "members:delete").await?;
+    let Authed { t, caller: c } = authed;
     let h = begin(&t).await?;
     let now = crate::now();
     let before = identity::user_by_id(&h, &id, now)
@@ -1357,19 +1384,16 @@ async fn delete_user(
             return Err(ApiError::Forbidden("role_too_high", "you cannot remove a user above your own role".into()));
         }
     }
-    let mut rows = h
-        .query("SELECT id FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL", [id.as_str()])
-        .await
-        .map_err(anyhow::Error::from)?;
+    let mut rows = h.query("SELECT id FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL", [id.as_str()]).await?;
     let mut sessions = Vec::new();
-    while let Some(r) = rows.next().await.map_err(anyhow::Error::from)? {
-        sessions.push(r.get::<String>(0).map_err(anyhow::Error::from)?);
+    while let Some(r) = rows.next().await? {
+        sessions.push(r.get::<String>(0)?);
     }
     drop(rows);
     for s in &sessions {
         end_session(&h, s, now).await?;
     }
-    h.execute("DELETE FROM users WHERE id = ?1", [id.as_str()]).await.map_err(anyhow::Error::from)?;
+    h.execute("DELETE FROM users WHERE id = ?1", [id.as_str()]).await?;
     commit(
         &app,
         &t,
@@ -1392,12 +1416,13 @@ struct SetRole {
 
 async fn set_role(
     State(app): AppState,
-    Path((slug, id)): Path<(String, String)>,
+    authed: Authed,
+    Path((_, id)): Path<(String, String)>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    Json(req): Json<SetRole>,
+    JsonBody(req): JsonBody<SetRole>,
 ) -> ApiResult<Json<Value>> {
-    let (t, c) = admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/users/{id}/role"), "members:write").await?;
+    let Authed { t, caller: c } = authed;
     if !may_grant(&c, &req.role) {
         return Err(ApiError::Forbidden("role_too_high", "you cannot grant a role above your own".into()));
     }
@@ -1414,7 +1439,7 @@ async fn set_role(
         }
     }
     h.execute("INSERT INTO memberships (user_id, role, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT(user_id) DO UPDATE SET role = ?2, expires_at = ?3",
-        libsql::params![id.as_str(), req.role.as_str(), req.expires_at]).await.map_err(anyhow::Error::from)?;
+        libsql::params![id.as_str(), req.role.as_str(), req.expires_at]).await?;
     let after = json!({ "role": req.role, "expires_at": req.expires_at });
     commit(
         &app,
@@ -1433,16 +1458,14 @@ async fn set_role(
     Ok(Json(after))
 }
 
-async fn list_roles(State(app): AppState, Path(slug): Path<String>, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    let (t, _) = admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/roles"), "roles:read").await?;
+async fn list_roles(authed: Authed) -> ApiResult<Json<Value>> {
+    let Authed { t, .. } = authed;
     let h = t.db.lock().await;
-    let mut rows =
-        h.query("SELECT name, permissions FROM roles ORDER BY name", ()).await.map_err(anyhow::Error::from)?;
+    let mut rows = h.query("SELECT name, permissions FROM roles ORDER BY name", ()).await?;
     let mut items = Vec::new();
-    while let Some(r) = rows.next().await.map_err(anyhow::Error::from)? {
-        let perms: Value =
-            serde_json::from_str(&r.get::<String>(1).map_err(anyhow::Error::from)?).map_err(anyhow::Error::from)?;
-        items.push(json!({ "name": r.get::<String>(0).map_err(anyhow::Error::from)?, "permissions": perms }));
+    while let Some(r) = rows.next().await? {
+        let perms: Value = serde_json::from_str(&r.get::<String>(1)?)?;
+        items.push(json!({ "name": r.get::<String>(0)?, "permissions": perms }));
     }
     let builtin: Vec<Value> =
         BUILTIN_ROLES.iter().map(|(n, p)| json!({ "name": n, "permissions": p, "builtin": true })).collect();
@@ -1457,12 +1480,13 @@ struct PutRole {
 
 async fn put_role(
     State(app): AppState,
-    Path((slug, name)): Path<(String, String)>,
+    authed: Authed,
+    Path((_, name)): Path<(String, String)>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    Json(req): Json<PutRole>,
+    JsonBody(req): JsonBody<PutRole>,
 ) -> ApiResult<Json<Value>> {
-    let (t, c) = admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/roles/{name}"), "roles:write").await?;
+    let Authed { t, caller: c } = authed;
     if role_rank(&name).is_some() || !valid_slug(&name) {
         return Err(bad("invalid_role", "custom role names: 2–40 of a-z, 0-9, -, and not a built-in role"));
     }
@@ -1472,15 +1496,14 @@ async fn put_role(
     {
         return Err(bad("invalid_permission", "1–64 permissions of the form resource:action"));
     }
-    let perms = serde_json::to_string(&req.permissions).map_err(anyhow::Error::from)?;
+    let perms = serde_json::to_string(&req.permissions)?;
     let h = begin(&t).await?;
     let before: Option<String> = one(&h, "SELECT permissions FROM roles WHERE name = ?1", [name.as_str()]).await?;
     h.execute(
         "INSERT INTO roles (name, permissions) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET permissions = ?2",
         libsql::params![name.as_str(), perms.as_str()],
     )
-    .await
-    .map_err(anyhow::Error::from)?;
+    .await?;
     commit(
         &app,
         &t,
@@ -1499,14 +1522,14 @@ async fn put_role(
     Ok(Json(json!({ "name": name, "permissions": req.permissions })))
 }
 
-async fn list_teams(State(app): AppState, Path(slug): Path<String>, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    let (t, _) = admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/teams"), "teams:read").await?;
+async fn list_teams(authed: Authed) -> ApiResult<Json<Value>> {
+    let Authed { t, .. } = authed;
     let h = t.db.lock().await;
-    let mut rows = h.query("SELECT id, name, parent_id, (SELECT COUNT(*) FROM team_members m WHERE m.team_id = teams.id) FROM teams ORDER BY name", ()).await.map_err(anyhow::Error::from)?;
+    let mut rows = h.query("SELECT id, name, parent_id, (SELECT COUNT(*) FROM team_members m WHERE m.team_id = teams.id) FROM teams ORDER BY name", ()).await?;
     let mut items = Vec::new();
-    while let Some(r) = rows.next().await.map_err(anyhow::Error::from)? {
-        items.push(json!({ "id": r.get::<String>(0).map_err(anyhow::Error::from)?, "name": r.get::<String>(1).map_err(anyhow::Error::from)?,
-            "parent_id": r.get::<Option<String>>(2).map_err(anyhow::Error::from)?, "members": r.get::<i64>(3).map_err(anyhow::Error::from)? }));
+    while let Some(r) = rows.next().await? {
+        items.push(json!({ "id": r.get::<String>(0)?, "name": r.get::<String>(1)?,
+            "parent_id": r.get::<Option<String>>(2)?, "members": r.get::<i64>(3)? }));
     }
     Ok(Json(json!({ "items": items })))
 }
@@ -1521,12 +1544,13 @@ struct CreateTeam {
 
 async fn create_team(
     State(app): AppState,
-    Path(slug): Path<String>,
+    authed: Authed,
+
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    Json(req): Json<CreateTeam>,
+    JsonBody(req): JsonBody<CreateTeam>,
 ) -> ApiResult<Response> {
-    let (t, c) = admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/teams"), "teams:write").await?;
+    let Authed { t, caller: c } = authed;
     if !valid_slug(&req.name) {
         return Err(bad("invalid_name", "team names: 2–40 of a-z, 0-9, -"));
     }
@@ -1544,8 +1568,7 @@ async fn create_team(
         "INSERT INTO teams (id, name, parent_id) VALUES (?1, ?2, ?3)",
         libsql::params![id.as_str(), req.name.as_str(), req.parent_id.clone()],
     )
-    .await
-    .map_err(anyhow::Error::from)?;
+    .await?;
     let after = json!({ "id": id, "name": req.name, "parent_id": req.parent_id });
     commit(
         &app,
@@ -1560,12 +1583,12 @@ async fn create_team(
 
 async fn add_team_member(
     State(app): AppState,
-    Path((slug, team, user)): Path<(String, String, String)>,
+    authed: Authed,
+    Path((_, team, user)): Path<(String, String, String)>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    let (t, c) =
-        admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/teams/{team}/members/{user}"), "teams:write").await?;
+    let Authed { t, caller: c } = authed;
     let h = begin(&t).await?;
     if one::<String>(&h, "SELECT id FROM teams WHERE id = ?1", [team.as_str()]).await?.is_none() {
         return Err(ApiError::NotFound("team_not_found", "no such team".into()));
@@ -1577,8 +1600,7 @@ async fn add_team_member(
         "INSERT OR IGNORE INTO team_members (team_id, user_id) VALUES (?1, ?2)",
         libsql::params![team.as_str(), user.as_str()],
     )
-    .await
-    .map_err(anyhow::Error::from)?;
+    .await?;
     commit(
         &app,
         &t,
@@ -1612,26 +1634,21 @@ fn new_api_key(secret: &[u8]) -> (String, String, String) {
     (key, prefix, hash)
 }
 
-async fn list_keys(
-    State(app): AppState,
-    Path(slug): Path<String>,
-    headers: HeaderMap,
-    Query(p): Query<Page>,
-) -> ApiResult<Json<Value>> {
-    let (t, _) = admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/api-keys"), "api_keys:read").await?;
+async fn list_keys(authed: Authed, QueryParams(p): QueryParams<Page>) -> ApiResult<Json<Value>> {
+    let Authed { t, .. } = authed;
     let h = t.db.lock().await;
     let mut rows = h
         .query("SELECT id, prefix, name, subject, roles, scopes, created_at, expires_at, revoked_at FROM api_keys WHERE id > ?1 ORDER BY id LIMIT ?2",
             libsql::params![p.after.clone().unwrap_or_default(), page_limit(&p)])
         .await
-        .map_err(anyhow::Error::from)?;
+        ?;
     let mut items = Vec::new();
-    while let Some(r) = rows.next().await.map_err(anyhow::Error::from)? {
-        let g = |i| r.get::<String>(i).map_err(anyhow::Error::from);
+    while let Some(r) = rows.next().await? {
+        let g = |i| r.get::<String>(i);
         items.push(json!({ "id": g(0)?, "prefix": g(1)?, "name": g(2)?, "subject": g(3)?,
-            "roles": serde_json::from_str::<Value>(&g(4)?).map_err(anyhow::Error::from)?, "scopes": serde_json::from_str::<Value>(&g(5)?).map_err(anyhow::Error::from)?,
-            "created_at": r.get::<i64>(6).map_err(anyhow::Error::from)?, "expires_at": r.get::<Option<i64>>(7).map_err(anyhow::Error::from)?,
-            "revoked_at": r.get::<Option<i64>>(8).map_err(anyhow::Error::from)? }));
+            "roles": serde_json::from_str::<Value>(&g(4)?)?, "scopes": serde_json::from_str::<Value>(&g(5)?)?,
+            "created_at": r.get::<i64>(6)?, "expires_at": r.get::<Option<i64>>(7)?,
+            "revoked_at": r.get::<Option<i64>>(8)? }));
     }
     let next = if items.len() as i64 == page_limit(&p) { items.last().map(|i| i["id"].clone()) } else { None };
     Ok(Json(json!({ "items": items, "next": next })))
@@ -1639,12 +1656,13 @@ async fn list_keys(
 
 async fn create_key(
     State(app): AppState,
-    Path(slug): Path<String>,
+    authed: Authed,
+
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    Json(req): Json<CreateKey>,
+    JsonBody(req): JsonBody<CreateKey>,
 ) -> ApiResult<Response> {
-    let (t, c) = admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/api-keys"), "api_keys:write").await?;
+    let Authed { t, caller: c } = authed;
     if req.name.trim().is_empty() || req.name.len() > 100 {
         return Err(bad("invalid_name", "name: 1–100 bytes"));
     }
@@ -1668,10 +1686,10 @@ async fn create_key(
     let (key, prefix, hash) = new_api_key(&app.api_key_secret);
     let id = new_id("ak_");
     h.execute("INSERT INTO api_keys (id, prefix, hash, name, subject, roles, scopes, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        libsql::params![id.as_str(), prefix.as_str(), hash, req.name.as_str(), format!("apikey:{id}"), serde_json::to_string(&req.roles).map_err(anyhow::Error::from)?,
-            serde_json::to_string(&req.scopes).map_err(anyhow::Error::from)?, crate::now(), req.expires_at])
+        libsql::params![id.as_str(), prefix.as_str(), hash, req.name.as_str(), format!("apikey:{id}"), serde_json::to_string(&req.roles)?,
+            serde_json::to_string(&req.scopes)?, crate::now(), req.expires_at])
         .await
-        .map_err(anyhow::Error::from)?;
+        ?;
     let after = json!({ "id": id, "prefix": prefix, "name": req.name, "roles": req.roles, "scopes": req.scopes, "expires_at": req.expires_at });
     commit(
         &app,
@@ -1689,12 +1707,12 @@ async fn create_key(
 
 async fn rotate_key(
     State(app): AppState,
-    Path((slug, id)): Path<(String, String)>,
+    authed: Authed,
+    Path((_, id)): Path<(String, String)>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    let (t, c) =
-        admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/api-keys/{id}/rotate"), "api_keys:write").await?;
+    let Authed { t, caller: c } = authed;
     let h = begin(&t).await?;
     let old: Option<String> =
         one(&h, "SELECT prefix FROM api_keys WHERE id = ?1 AND revoked_at IS NULL", [id.as_str()]).await?;
@@ -1704,8 +1722,7 @@ async fn rotate_key(
         "UPDATE api_keys SET prefix = ?2, hash = ?3 WHERE id = ?1",
         libsql::params![id.as_str(), prefix.as_str(), hash],
     )
-    .await
-    .map_err(anyhow::Error::from)?;
+    .await?;
     commit(
         &app,
         &t,
@@ -1726,19 +1743,19 @@ async fn rotate_key(
 
 async fn revoke_key(
     State(app): AppState,
-    Path((slug, id)): Path<(String, String)>,
+    authed: Authed,
+    Path((_, id)): Path<(String, String)>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    let (t, c) = admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/api-keys/{id}"), "api_keys:delete").await?;
+    let Authed { t, caller: c } = authed;
     let h = begin(&t).await?;
     let n = h
         .execute(
             "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
             libsql::params![id.as_str(), crate::now()],
         )
-        .await
-        .map_err(anyhow::Error::from)?;
+        .await?;
     if n == 0 {
         return Err(ApiError::NotFound("api_key_not_found", "no such active key".into()));
     }
@@ -1756,12 +1773,12 @@ async fn revoke_key(
 
 async fn revoke_session(
     State(app): AppState,
-    Path((slug, id)): Path<(String, String)>,
+    authed: Authed,
+    Path((_, id)): Path<(String, String)>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    let (t, c) =
-        admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/sessions/{id}/revoke"), "members:write").await?;
+    let Authed { t, caller: c } = authed;
     let h = begin(&t).await?;
     if one::<String>(&h, "SELECT id FROM sessions WHERE id = ?1", [id.as_str()]).await?.is_none() {
         return Err(ApiError::NotFound("session_not_found", "no such session".into()));
@@ -1797,13 +1814,8 @@ fn csv_field(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-async fn query_audit(
-    State(app): AppState,
-    Path(slug): Path<String>,
-    headers: HeaderMap,
-    Query(q): Query<AuditQuery>,
-) -> ApiResult<Response> {
-    let (t, _) = admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/audit"), "audit:read").await?;
+async fn query_audit(authed: Authed, QueryParams(q): QueryParams<AuditQuery>) -> ApiResult<Response> {
+    let Authed { t, .. } = authed;
     let records = audit::query(&*t.db.lock().await, &q.filter).await?;
     let next = records.last().map(|r| r.seq);
     Ok(match q.format.as_deref().unwrap_or("json") {
@@ -1811,7 +1823,7 @@ async fn query_audit(
         "jsonl" => {
             let mut out = String::new();
             for r in &records {
-                out.push_str(&serde_json::to_string(r).map_err(anyhow::Error::from)?);
+                out.push_str(&serde_json::to_string(r)?);
                 out.push('\n');
             }
             ([("content-type", "application/x-ndjson")], out).into_response()
@@ -1858,8 +1870,8 @@ pub async fn verify_tenant_audit(app: &App, tenant_id: &str) -> Result<audit::Ve
     audit::verify(&h, head).await
 }
 
-async fn verify_audit(State(app): AppState, Path(slug): Path<String>, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    let (t, _) = admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/audit/verify"), "audit:read").await?;
+async fn verify_audit(State(app): AppState, authed: Authed) -> ApiResult<Json<Value>> {
+    let Authed { t, .. } = authed;
     Ok(Json(match verify_tenant_audit(&app, &t.id).await? {
         audit::Verdict::Intact(n) => json!({ "intact": true, "records": n }),
         audit::Verdict::Broken { seq, problem } => json!({ "intact": false, "seq": seq, "problem": problem }),
@@ -1874,19 +1886,18 @@ struct Retention {
 
 async fn set_retention(
     State(app): AppState,
+    authed: Authed,
     Path(slug): Path<String>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    Json(req): Json<Retention>,
+    JsonBody(req): JsonBody<Retention>,
 ) -> ApiResult<Json<Value>> {
-    let (t, c) = admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/audit/retention"), "settings:write").await?;
+    let Authed { t, caller: c } = authed;
     if req.days.is_some_and(|d| !(1..=3650).contains(&d)) {
         return Err(bad("invalid_retention", "days: 1–3650, or null to keep everything"));
     }
     let h = begin(&t).await?;
-    h.execute("UPDATE org SET retention_days = ?1 WHERE id = 1", [req.days.map(|d| d as i64)])
-        .await
-        .map_err(anyhow::Error::from)?;
+    h.execute("UPDATE org SET retention_days = ?1 WHERE id = 1", [req.days.map(|d| d as i64)]).await?;
     commit(
         &app,
         &t,
@@ -1908,12 +1919,13 @@ struct Hold {
 
 async fn add_hold(
     State(app): AppState,
-    Path(slug): Path<String>,
+    authed: Authed,
+
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    Json(req): Json<Hold>,
+    JsonBody(req): JsonBody<Hold>,
 ) -> ApiResult<Response> {
-    let (t, c) = admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/audit/holds"), "settings:write").await?;
+    let Authed { t, caller: c } = authed;
     if req.reason.trim().is_empty() || req.reason.len() > 500 || req.from >= req.until {
         return Err(bad("invalid_hold", "reason (1–500 bytes) and from < until (Unix seconds)"));
     }
@@ -1923,8 +1935,7 @@ async fn add_hold(
         "INSERT INTO legal_holds (id, reason, from_at, until_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         libsql::params![id.as_str(), req.reason.as_str(), req.from, req.until, crate::now()],
     )
-    .await
-    .map_err(anyhow::Error::from)?;
+    .await?;
     let after = json!({ "id": id, "reason": req.reason, "from": req.from, "until": req.until });
     commit(
         &app,
@@ -1939,11 +1950,12 @@ async fn add_hold(
 
 async fn purge_audit(
     State(app): AppState,
+    authed: Authed,
     Path(slug): Path<String>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    let (t, c) = admin(&app, &headers, &slug, &format!("/v1/orgs/{slug}/audit/purge"), "settings:write").await?;
+    let Authed { t, caller: c } = authed;
     let h = begin(&t).await?;
     let (_, _, _, days) = org_row(&h).await?;
     let Some(days) = days else { return Err(bad("no_retention", "no retention period is set")) };
@@ -1975,13 +1987,13 @@ async fn get_bundle(State(app): AppState, Path(region): Path<String>, headers: H
     let (bytes, etag) = app.bundle().await?;
     if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         let mut r = StatusCode::NOT_MODIFIED.into_response();
-        r.headers_mut().insert("etag", HeaderValue::from_str(&etag).map_err(anyhow::Error::from)?);
+        r.headers_mut().insert("etag", HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.into()))?);
         return Ok(r);
     }
     tracing::debug!(edge = %edge, etag = %etag, "bundle served");
     let mut r = (*bytes).clone().into_response();
     r.headers_mut().insert("content-type", HeaderValue::from_static("application/vnd.gatehouse.bundle"));
-    r.headers_mut().insert("etag", HeaderValue::from_str(&etag).map_err(anyhow::Error::from)?);
+    r.headers_mut().insert("etag", HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.into()))?);
     Ok(r)
 }
 
@@ -2007,7 +2019,11 @@ struct EdgeEvent {
     request_id: Option<String>,
 }
 
-async fn edge_audit(State(app): AppState, headers: HeaderMap, Json(b): Json<EdgeBatch>) -> ApiResult<Json<Value>> {
+async fn edge_audit(
+    State(app): AppState,
+    headers: HeaderMap,
+    JsonBody(b): JsonBody<EdgeBatch>,
+) -> ApiResult<Json<Value>> {
     let edge = edge_name(&app, &headers)?;
     if b.batch_id.is_empty() || b.batch_id.len() > 100 || b.events.len() > 1000 {
         return Err(bad("invalid_batch", "batch_id 1–100 bytes, at most 1000 events"));
@@ -2037,9 +2053,9 @@ async fn edge_audit(State(app): AppState, headers: HeaderMap, Json(b): Json<Edge
                 .execute("INSERT OR IGNORE INTO edge_events (id, at, decision, reason, route, ip, request_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     libsql::params![format!("{batch}:{i}"), e.at, e.decision.as_str(), e.reason.as_str(), e.route.clone(), e.ip.clone(), e.request_id.clone()])
                 .await
-                .map_err(anyhow::Error::from)?;
+                ?;
         }
-        h.execute("COMMIT", ()).await.map_err(anyhow::Error::from)?;
+        h.execute("COMMIT", ()).await?;
     }
     app.store
         .directory
@@ -2049,8 +2065,7 @@ async fn edge_audit(State(app): AppState, headers: HeaderMap, Json(b): Json<Edge
             "INSERT OR IGNORE INTO edge_batches (id, received_at) VALUES (?1, ?2)",
             libsql::params![batch, crate::now()],
         )
-        .await
-        .map_err(anyhow::Error::from)?;
+        .await?;
     Ok(Json(json!({ "accepted": accepted, "duplicate": false })))
 }
 
@@ -2117,8 +2132,7 @@ async fn upsert_directory(app: &App, from: &str, entries: &[DirectoryEntry]) -> 
                  ON CONFLICT(id) DO UPDATE SET slug = ?2 WHERE tenants.home_region = ?3",
                 libsql::params![e.id.as_str(), e.slug.as_str(), e.home_region.as_str(), e.created_at],
             )
-            .await
-            .map_err(anyhow::Error::from)?;
+            .await?;
     }
     Ok(n as usize)
 }
@@ -2126,7 +2140,7 @@ async fn upsert_directory(app: &App, from: &str, entries: &[DirectoryEntry]) -> 
 async fn post_directory(
     State(app): AppState,
     headers: HeaderMap,
-    Json(p): Json<DirectoryPush>,
+    JsonBody(p): JsonBody<DirectoryPush>,
 ) -> ApiResult<Json<Value>> {
     require_peer(&app, &headers)?;
     let n = upsert_directory(&app, &p.region, &p.tenants).await?;

@@ -37,6 +37,30 @@ pub struct TenantPolicy {
     pub limits: Limits,
 }
 
+impl TenantPolicy {
+    /// The organisation as the edge policy holds it.
+    pub fn into_org(
+        self,
+        tier: String,
+        roles: BTreeMap<String, RoleDef>,
+        api_keys: Vec<ApiKeyRecord>,
+        login_url: Option<String>,
+    ) -> Org {
+        Org {
+            tier,
+            hosts: self.hosts,
+            path_prefix: self.path_prefix,
+            ip: self.ip,
+            geo: self.geo,
+            roles,
+            features: self.features,
+            limits: self.limits,
+            api_keys,
+            login_url,
+        }
+    }
+}
+
 /// The template used when the configuration names none: three tiers and no routes
 /// (every request needs a credential).
 pub fn default_template() -> Policy {
@@ -138,21 +162,7 @@ pub async fn region_policy(store: &Store, r: &Region<'_>, now: i64) -> Result<Po
             orgs: vec![slug.clone()],
             ..Default::default()
         });
-        policy.orgs.insert(
-            slug.clone(),
-            Org {
-                tier,
-                hosts: tp.hosts,
-                path_prefix: tp.path_prefix,
-                ip: tp.ip,
-                geo: tp.geo,
-                roles,
-                features: tp.features,
-                limits: tp.limits,
-                api_keys,
-                login_url: Some(format!("{issuer}/login")),
-            },
-        );
+        policy.orgs.insert(slug.clone(), tp.into_org(tier, roles, api_keys, Some(format!("{issuer}/login"))));
     }
     policy.validate().map_err(|issues| {
         anyhow!(

@@ -37,9 +37,27 @@ pub enum ApiError {
         /// That region's origin URL for the same path.
         url: String,
     },
+    /// The body is larger than the API reads.
+    #[error("request body too large")]
+    TooLarge,
+    /// No such route, or a method the route does not take.
+    #[error("{1}")]
+    NoRoute(StatusCode, &'static str),
     /// Anything else (storage, bugs): logged, not shown.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
+}
+
+impl From<libsql::Error> for ApiError {
+    fn from(e: libsql::Error) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+impl From<serde_json::Error> for ApiError {
+    fn from(e: serde_json::Error) -> Self {
+        ApiError::Internal(e.into())
+    }
 }
 
 impl ApiError {
@@ -54,6 +72,9 @@ impl ApiError {
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::InvalidGrant => "invalid_grant",
             ApiError::WrongRegion { .. } => "wrong_region",
+            ApiError::TooLarge => "body_too_large",
+            ApiError::NoRoute(s, _) if *s == StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            ApiError::NoRoute(..) => "no_route",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -67,6 +88,8 @@ impl ApiError {
             ApiError::NotFound(..) => StatusCode::NOT_FOUND,
             ApiError::Conflict(..) => StatusCode::CONFLICT,
             ApiError::WrongRegion { .. } => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NoRoute(s, _) => *s,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
