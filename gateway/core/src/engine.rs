@@ -128,6 +128,15 @@ impl Check {
         &[Check::Tenant, Check::ClientIp, Check::Ip, Check::Geo, Check::Credential, Check::Access, Check::RateLimit];
 }
 
+/// One rate-limit step for an asynchronous store: the rendered key and its GCRA limit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RateStep {
+    /// The key (`RateKey::render`).
+    pub key: String,
+    /// The limit.
+    pub gcra: Gcra,
+}
+
 /// What earlier checks established, passed between filters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Context {
@@ -518,34 +527,82 @@ impl Engine {
         Ok(())
     }
 
+    /// The rate limits a request is subject to, in order: the org's, the route's, then
+    /// the user's or the API key's.
+    fn rate_keys<'a>(
+        &'a self,
+        org: &'a CompiledOrg,
+        route: &'a CompiledRoute,
+        identity: Option<&'a Identity>,
+    ) -> impl Iterator<Item = (RateKey<'a>, &'a Gcra)> + 'a {
+        let per_identity = identity.map(|id| match id.kind {
+            CredentialKind::ApiKey => (
+                RateKey { scope: RateScope::ApiKey, org: &org.id, id: id.credential_id.as_deref().unwrap_or("") },
+                org.limits.api_key.as_ref(),
+            ),
+            _ => (RateKey { scope: RateScope::User, org: &org.id, id: &id.subject }, org.limits.user.as_ref()),
+        });
+        [
+            Some((RateKey { scope: RateScope::Org, org: &org.id, id: "" }, org.limits.org.as_ref())),
+            Some((RateKey { scope: RateScope::Route, org: &org.id, id: &route.name }, route.gcra.as_ref())),
+            per_identity,
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, g)| g.map(|g| (k, g)))
+    }
+
+    /// Fold one store answer: a refusal denies; otherwise keep the tightest for headers.
+    fn fold_rate(&self, tightest: &mut Option<RateDecision>, d: RateDecision) -> Result<(), Deny> {
+        if !d.allowed {
+            return Err(self.rate_limited(&d));
+        }
+        if tightest.is_none_or(|t| d.remaining < t.remaining) {
+            *tightest = Some(d);
+        }
+        Ok(())
+    }
+
     fn check_rates<'r>(&self, req: &RequestHead<'r>, st: &mut State<'r>, env: &Env<'_>) -> Result<(), Decision> {
         let org = &self.orgs[self.org_of(req, st)?];
         let route = self.route(self.route_of(req, st));
-        let mut tightest: Option<RateDecision> = None;
-        let mut step = |key: RateKey<'_>, g: Option<&Gcra>| -> Result<(), Deny> {
-            if let Some(g) = g {
-                let d = env.rates.check(&key, g, env.now);
-                if !d.allowed {
-                    return Err(self.rate_limited(&d));
-                }
-                if tightest.is_none_or(|t| d.remaining < t.remaining) {
-                    tightest = Some(d);
-                }
-            }
-            Ok(())
-        };
-        step(RateKey { scope: RateScope::Org, org: &org.id, id: "" }, org.limits.org.as_ref())?;
-        step(RateKey { scope: RateScope::Route, org: &org.id, id: &route.name }, route.gcra.as_ref())?;
-        if let Some(id) = &st.identity {
-            match id.kind {
-                CredentialKind::ApiKey => {
-                    let prefix = id.credential_id.as_deref().unwrap_or("");
-                    step(RateKey { scope: RateScope::ApiKey, org: &org.id, id: prefix }, org.limits.api_key.as_ref())?;
-                }
-                _ => step(RateKey { scope: RateScope::User, org: &org.id, id: &id.subject }, org.limits.user.as_ref())?,
-            }
+        let mut tightest = None;
+        for (key, g) in self.rate_keys(org, route, st.identity.as_deref()) {
+            self.fold_rate(&mut tightest, env.rates.check(&key, g, env.now))?;
         }
         st.rate = tightest;
+        Ok(())
+    }
+
+    /// For hosts whose rate store is asynchronous (a Durable Object, a key-value store):
+    /// the steps the rate check of a request with context `ctx` (every other check passed)
+    /// takes. The host runs them in order, atomically, stopping at the first refusal,
+    /// and gives the answers to [`Engine::finish_rates`].
+    pub fn rate_steps(&self, ctx: &Context) -> Result<Vec<RateStep>, Decision> {
+        let org =
+            ctx.org.as_ref().and_then(|o| self.org_by_id.get(o)).ok_or_else(|| self.deny(ReasonCode::TenantUnknown))?;
+        let route = self.route(
+            ctx.route.as_ref().map(|r| self.route_by_name.get(r).copied().unwrap_or(FALLBACK)).unwrap_or(FALLBACK),
+        );
+        Ok(self
+            .rate_keys(&self.orgs[*org], route, ctx.identity.as_deref())
+            .map(|(k, g)| RateStep { key: k.render(), gcra: *g })
+            .collect())
+    }
+
+    /// Finish the rate check with the store's answers to [`Engine::rate_steps`] (in step
+    /// order; fewer when the store stopped at a refusal). A missing answer denies.
+    pub fn finish_rates(&self, ctx: &mut Context, steps: usize, answers: &[RateDecision]) -> Result<(), Decision> {
+        let mut tightest = None;
+        for d in answers {
+            self.fold_rate(&mut tightest, *d)?;
+        }
+        if answers.len() < steps {
+            return Err(self.deny(ReasonCode::InternalError).into());
+        }
+        if let Some(d) = tightest {
+            ctx.response_headers = rate_headers(&d);
+        }
         Ok(())
     }
 

@@ -16,7 +16,7 @@ use crate::policy::RateLimit;
 use crate::time::{UnixNanos, NANOS};
 
 /// A compiled limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Gcra {
     /// Emission interval `T` in nanoseconds.
     pub interval: u64,
@@ -25,7 +25,7 @@ pub struct Gcra {
 }
 
 /// Outcome of one GCRA step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RateDecision {
     /// Whether the request conforms.
     pub allowed: bool,

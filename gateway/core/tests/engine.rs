@@ -231,6 +231,45 @@ fn api_keys() {
     assert_eq!(h2.reason(&r(&key)), "api_key_unverifiable");
 }
 
+/// Hosts with an asynchronous store (Workers, Spin) take the rate decision in steps;
+/// the answers, headers included, are the same as `decide`'s.
+#[test]
+fn rate_steps_decide_like_decide() {
+    let mut p = policy();
+    p.routes.insert(
+        0,
+        gatehouse_core::policy::Route {
+            name: "g".into(),
+            path: "/t/globex/pub".into(),
+            auth: gatehouse_core::policy::AuthMode::Public,
+            ..Default::default()
+        },
+    );
+    let (one, stepped) = (Harness::new(engine_with(&p)), Harness::new(engine_with(&p)));
+    let t1 = ed_token(claims("a", &["viewer"]));
+    let t2 = ed_token(claims("b", &["viewer"]));
+    let office = |t: &str| get("https://acme.app.test/office").bearer(t).peer("203.0.113.1");
+    let reqs = [
+        get("https://x.test/t/globex/pub"),
+        office(&t1),
+        office(&t2),
+        office(&t1),
+        get("https://acme.app.test/docs").bearer(&t1),
+        get("https://acme.app.test/docs"),
+    ];
+    let mut denied = 0;
+    for (i, r) in reqs.iter().cycle().take(30).enumerate() {
+        let (a, b) = (one.decide(r), stepped.decide_with_rate_steps(r));
+        assert_eq!(a, b, "request {i}");
+        denied += matches!(a, Decision::Deny(ref d) if d.reason.as_str() == "rate_limited") as usize;
+    }
+    assert!(denied >= 5, "the sequence reaches the limits ({denied})");
+    // A store that answered fewer steps than asked (and no refusal) fails closed.
+    let h = Harness::new(engine_with(&p));
+    let mut ctx = gatehouse_core::engine::Context { org: Some("acme".into()), ..Default::default() };
+    assert!(h.engine.finish_rates(&mut ctx, 1, &[]).is_err());
+}
+
 #[test]
 fn rate_limits_per_org_route_user() {
     let h = Harness::new(engine());
