@@ -517,11 +517,11 @@ async fn sigterm_drains_in_flight_requests() {
 async fn the_demo_runs_and_stops_on_ctrl_c() {
     use std::io::BufRead;
     let tmp = tempfile::tempdir().unwrap();
-    let (listen, admin, up) = (free_port(), free_port(), free_port());
+    let (listen, admin, up, origin) = (free_port(), free_port(), free_port(), free_port());
     let mut child = bin()
         .args(["demo", "--dir", tmp.path().to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{listen}"), "--admin", &format!("127.0.0.1:{admin}")])
-        .args(["--upstream", &format!("127.0.0.1:{up}")])
+        .args(["--upstream", &format!("127.0.0.1:{up}"), "--origin", &format!("127.0.0.1:{origin}")])
         .env("GATEHOUSE_FILTER_DIR", component_dir())
         .env("GATEHOUSE_LOG", "warn")
         .stdout(std::process::Stdio::piped())
@@ -550,9 +550,34 @@ async fn the_demo_runs_and_stops_on_ctrl_c() {
     let addr: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
     let (s, _, b) =
         send(addr, get("acme.example.test", "/api/invoices", &[("authorization", &bearer(&token))]), None).await;
+    // The token was issued by the demo's origin, whose bundle the gateway pulled.
     assert_eq!(s, 200, "{b}");
-    assert_eq!(json(&b)["identity"]["x-gatehouse-subject"], "alice", "{b}");
+    let identity = &json(&b)["identity"];
+    assert!(identity["x-gatehouse-subject"].as_str().unwrap().starts_with("u_"), "{b}");
+    assert_eq!(
+        (identity["x-gatehouse-org"].as_str(), identity["x-gatehouse-roles"].as_str()),
+        (Some("acme"), Some("viewer"))
+    );
     assert_eq!(send(addr, get("acme.example.test", "/api/invoices", &[]), None).await.0, 401);
+    // Signing out at the origin reaches the running gateway with its next bundle poll.
+    let origin_addr: SocketAddr = format!("127.0.0.1:{origin}").parse().unwrap();
+    let logout = Request::post("/t/acme/logout")
+        .header("host", origin_addr.to_string())
+        .header("authorization", bearer(&token))
+        .body(body(Bytes::new()))
+        .unwrap();
+    assert_eq!(send(origin_addr, logout, None).await.0, 204);
+    let t = Instant::now();
+    loop {
+        let (s, h, _) =
+            send(addr, get("acme.example.test", "/api/invoices", &[("authorization", &bearer(&token))]), None).await;
+        if s == 401 {
+            assert_eq!(h["x-gatehouse-reason"], "session_revoked");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "the revoked session was still admitted after 10 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
     let t = Instant::now();
     loop {

@@ -72,13 +72,19 @@ fn raw_public_key(pem_path: &Path) -> [u8; 32] {
     pk.to_bytes().try_into().unwrap()
 }
 
-async fn request(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> (u16, hyper::HeaderMap, String) {
+async fn request(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, hyper::HeaderMap, String) {
     send(addr, get(host, path, headers), None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_under_workerd() {
-    let (Some(build), Some(workerd)) = (std::env::var_os("GATEHOUSE_WORKER_BUILD"), std::env::var_os("GATEHOUSE_WORKERD"))
+    let (Some(build), Some(workerd)) =
+        (std::env::var_os("GATEHOUSE_WORKER_BUILD"), std::env::var_os("GATEHOUSE_WORKERD"))
     else {
         eprintln!("worker_under_workerd: GATEHOUSE_WORKER_BUILD / GATEHOUSE_WORKERD not set (scripts/test sets them); not run");
         return;
@@ -87,9 +93,11 @@ async fn worker_under_workerd() {
     let dir = tmp.path();
     compile_bundle(dir, POLICY, 1, &dir.join("bundle.ghb"));
     let bundle = base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.join("bundle.ghb")).unwrap());
-    let pinned = base64::engine::general_purpose::STANDARD.encode(raw_public_key(&dir.join("keys/bundle-signing.pub.pem")));
+    let pinned =
+        base64::engine::general_purpose::STANDARD.encode(raw_public_key(&dir.join("keys/bundle-signing.pub.pem")));
     let up: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _upstream = Killed(bin().args(["upstream", "--listen", &up.to_string()]).stdout(Stdio::null()).spawn().unwrap());
+    let _upstream =
+        Killed(bin().args(["upstream", "--listen", &up.to_string()]).stdout(Stdio::null()).spawn().unwrap());
     for f in ["index.js", "index_bg.wasm"] {
         std::fs::copy(Path::new(&build).join(f), dir.join(f)).unwrap();
     }

@@ -53,117 +53,216 @@ async fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
 
 /// Options of `gatehouse demo`.
 pub struct DemoOptions {
-    /// Working directory (keys, policy, bundle).
+    /// Working directory (keys, secrets, the origin's databases, configuration).
     pub dir: PathBuf,
     /// Gateway listener.
     pub listen: SocketAddr,
-    /// Admin listener.
+    /// Gateway admin listener.
     pub admin: SocketAddr,
     /// Demo upstream listener.
     pub upstream: SocketAddr,
+    /// Origin listener.
+    pub origin: SocketAddr,
 }
 
-/// Prepare keys, policy and bundle in `dir`; returns the gateway configuration path and
-/// the printed walkthrough.
-pub fn prepare(o: &DemoOptions, exe: &Path) -> Result<(PathBuf, String)> {
+/// What `prepare` wrote.
+pub struct Prepared {
+    /// The origin's configuration.
+    pub origin: gatehouse_origin::OriginConfig,
+    /// The gateway's configuration file.
+    pub gateway_config: PathBuf,
+    /// The platform operator's token.
+    pub operator_token: String,
+}
+
+fn secret_file(path: &Path, make: impl FnOnce() -> String) -> Result<String> {
+    if let Ok(t) = std::fs::read_to_string(path) {
+        return Ok(t.trim().to_string());
+    }
+    let t = make();
+    gatehouse_policy::keys::write_file(path, t.as_bytes(), true, false).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(t)
+}
+
+fn random_token() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(gatehouse_policy::keys::random_bytes::<24>())
+}
+
+/// Write keys, secrets, the origin's template policy and both configurations into `dir`
+/// (kept across runs: the origin's data and the admin's password survive a restart).
+pub fn prepare(o: &DemoOptions, exe: &Path) -> Result<Prepared> {
     let dir = &o.dir;
     std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
     let keys = dir.join("keys");
-    let run = |args: &[&str]| -> Result<String> {
-        let out = std::process::Command::new(exe).args(args).output()?;
-        anyhow::ensure!(out.status.success(), "gatehouse {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
     if !keys.join("bundle-signing.pem").exists() {
-        run(&["keys", "generate", "--out-dir", keys.to_str().unwrap_or(".")])?;
+        let out = std::process::Command::new(exe).args(["keys", "generate", "--out-dir"]).arg(&keys).output()?;
+        anyhow::ensure!(out.status.success(), "gatehouse keys generate: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let apikey = run(&[
-        "apikey",
-        "create",
-        "--secrets",
-        &keys.join("edge-secrets.toml").to_string_lossy(),
-        "--subject",
-        "deploy-bot",
-        "--scopes",
-        "invoices:read",
-    ])?;
-    let key = apikey.lines().next().unwrap_or("").trim_start_matches("API key (shown once): ").to_string();
-    let entry: Vec<&str> = apikey.lines().skip_while(|l| !l.starts_with("[[orgs")).collect();
-    let mut policy = EXAMPLE_POLICY.to_string();
-    policy.push('\n');
-    policy.push_str(&entry.join("\n").replace("<org>", "acme"));
-    policy.push('\n');
-    std::fs::write(dir.join("policy.toml"), policy)?;
-    let bundle = dir.join("bundle.ghb");
-    run(&[
-        "policy",
-        "compile",
-        "--policy",
-        &dir.join("policy.toml").to_string_lossy(),
-        "--signing-key",
-        &keys.join("bundle-signing.pem").to_string_lossy(),
-        "--out",
-        &bundle.to_string_lossy(),
-        "--region",
-        "demo",
-    ])?;
-    let mint = |sub: &str, roles: &str| {
-        run(&[
-            "token",
-            "mint",
-            "--key",
-            &keys.join("token-signing.pem").to_string_lossy(),
-            "--kid",
-            "k1",
-            "--iss",
-            "https://login.example.test",
-            "--aud",
-            "gatehouse",
-            "--sub",
-            sub,
-            "--org",
-            "acme",
-            "--roles",
-            roles,
-            "--ttl",
-            "8h",
-        ])
-        .map(|t| t.trim().to_string())
-    };
-    let viewer = mint("alice", "viewer")?;
-    let biller = mint("bob", "billing-manager")?;
-    let config = format!(
-        "[listen]\naddr = \"{}\"\nadmin = \"{}\"\n\n[bundle]\nfile = \"bundle.ghb\"\npublic_key = \"keys/bundle-signing.pub.pem\"\nsecrets = \"keys/edge-secrets.toml\"\n\n[filters]\ncache_dir = \"cwasm\"\n\n[[routes]]\nupstream = \"http://{}\"\nfilters = [\"ip\", \"geo\", \"token\", \"rate\"]\n",
-        o.listen, o.admin, o.upstream
+    // The API-key secret is shared: the origin hashes keys with it, edges verify with it.
+    let edge: toml::Value = toml::from_str(&std::fs::read_to_string(keys.join("edge-secrets.toml"))?)?;
+    let api_key_secret =
+        edge.get("api_key_secret").and_then(|v| v.as_str()).context("edge-secrets.toml: no api_key_secret")?;
+    std::fs::write(keys.join("apikey.secret"), api_key_secret)?;
+    let edge_token = secret_file(&keys.join("edge.token"), random_token)?;
+    std::fs::write(keys.join("edge.tokens"), format!("demo-gateway {edge_token}\n"))?;
+    let operator_token = secret_file(&keys.join("operator.token"), random_token)?;
+    secret_file(&keys.join("peer.token"), random_token)?;
+    // The region-wide template: the example policy without its organisations and
+    // issuers (those come from the origin's tenants).
+    let mut template: gatehouse_core::policy::Policy = toml::from_str(EXAMPLE_POLICY)?;
+    template.orgs.clear();
+    template.issuers.clear();
+    template.revoked = Default::default();
+    template.settings.login_url = None;
+    std::fs::write(dir.join("origin-template.toml"), toml::to_string(&template)?)?;
+    let origin_url = format!("http://{}", o.origin);
+    let origin_toml = format!(
+        r#"region = "demo"
+listen = "{origin}"
+public_url = "{origin_url}"
+data_dir = "origin-data"
+[regions]
+demo = "{origin_url}"
+[secrets]
+bundle_signing_key = "keys/bundle-signing.pem"
+edge_tokens = "keys/edge.tokens"
+operator_token = "keys/operator.token"
+peer_token = "keys/peer.token"
+api_key_secret = "keys/apikey.secret"
+[bundle]
+template = "origin-template.toml"
+"#,
+        origin = o.origin
     );
-    let config_path = dir.join("gateway.toml");
-    std::fs::write(&config_path, config)?;
-    let g = o.listen;
-    let walkthrough = format!(
-        r#"
-Gatehouse demo: gateway http://{g} -> demo app http://{up}   (admin http://{admin})
-Working files: {dir}
+    std::fs::write(dir.join("origin.toml"), origin_toml)?;
+    let origin = gatehouse_origin::OriginConfig::load(&dir.join("origin.toml")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = format!(
+        r#"[listen]
+addr = "{listen}"
+admin = "{admin}"
 
-Allowed (alice, viewer):
-  curl -s -H 'Host: acme.example.test' -H 'Authorization: Bearer {viewer}' http://{g}/api/invoices
+[bundle]
+origin_url = "{origin_url}/v1/bundles/demo"
+origin_token = "{edge_token}"
+poll_secs = 2
+public_key = "keys/bundle-signing.pub.pem"
+secrets = "keys/edge-secrets.toml"
+
+[filters]
+cache_dir = "cwasm"
+
+[[routes]]
+upstream = "http://{upstream}"
+filters = ["ip", "geo", "token", "rate"]
+"#,
+        listen = o.listen,
+        admin = o.admin,
+        upstream = o.upstream
+    );
+    let gateway_config = dir.join("gateway.toml");
+    std::fs::write(&gateway_config, config)?;
+    Ok(Prepared { origin, gateway_config, operator_token })
+}
+
+/// One JSON request to the origin: (status, body).
+async fn call(
+    origin: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> Result<(u16, serde_json::Value)> {
+    let stream = tokio::net::TcpStream::connect(origin).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", origin.to_string())
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = send.send_request(b.body(Full::new(Bytes::from(body.to_string())))?).await?;
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)))
+}
+
+/// Create the demo organisation and its users through the origin's API (once; a rerun
+/// finds them), then sign alice in. Returns the walkthrough to print.
+pub async fn seed(o: &DemoOptions, p: &Prepared) -> Result<String> {
+    let (origin, op) = (o.origin, p.operator_token.as_str());
+    let pw =
+        |name: &str| secret_file(&o.dir.join(format!("keys/{name}.password")), || format!("demo-{}", random_token()));
+    let (admin_pw, alice_pw) = (pw("admin")?, pw("alice")?);
+    let (s, v) = call(
+        origin,
+        "POST",
+        "/v1/orgs",
+        Some(op),
+        serde_json::json!({
+            "slug": "acme", "name": "Acme Corp", "tier": "team",
+            "owner_email": "admin@acme.example.test", "owner_password": admin_pw,
+            "policy": { "hosts": ["acme.example.test", "*.acme.example.test"] }
+        }),
+    )
+    .await?;
+    anyhow::ensure!(s == 201 || s == 409, "origin refused the demo organisation: {s} {v}");
+    let (s, v) = call(
+        origin,
+        "POST",
+        "/v1/orgs/acme/users",
+        Some(op),
+        serde_json::json!({
+            "email": "alice@acme.example.test", "name": "Alice", "password": alice_pw, "role": "viewer"
+        }),
+    )
+    .await?;
+    anyhow::ensure!(s == 201 || s == 409, "origin refused the demo user: {s} {v}");
+    let (s, key) = call(
+        origin,
+        "POST",
+        "/v1/orgs/acme/api-keys",
+        Some(op),
+        serde_json::json!({
+            "name": "deploy-bot", "scopes": ["invoices:read"]
+        }),
+    )
+    .await?;
+    anyhow::ensure!(s == 201, "origin refused the demo API key: {s} {key}");
+    let sign_in =
+        serde_json::json!({ "grant_type": "password", "email": "alice@acme.example.test", "password": alice_pw });
+    let (s, tok) = call(origin, "POST", "/t/acme/token", None, sign_in.clone()).await?;
+    anyhow::ensure!(s == 200, "demo sign-in failed: {s} {tok}");
+    let token = tok["access_token"].as_str().unwrap_or_default();
+    let key = key["key"].as_str().unwrap_or_default();
+    let (g, admin, up) = (o.listen, o.admin, o.upstream);
+    Ok(format!(
+        r#"
+Gatehouse demo
+  gateway  http://{g}  ->  demo app http://{up}   (gateway admin http://{admin})
+  origin   http://{origin}  (region "demo", libSQL files in {dir}/origin-data)
+  organisation acme: admin admin@acme.example.test / {admin_pw}, user alice@acme.example.test / {alice_pw}
+
+Allowed (alice, viewer; this token lasts 10 minutes):
+  curl -s -H 'Host: acme.example.test' -H 'Authorization: Bearer {token}' http://{g}/api/invoices
 Allowed (API key, scope invoices:read):
   curl -s -H 'Host: acme.example.test' -H 'X-Api-Key: {key}' http://{g}/api/invoices
-Allowed (bob, billing-manager, POST /pay):
-  curl -s -X POST -H 'Host: acme.example.test' -H 'Authorization: Bearer {biller}' http://{g}/api/invoices/7/pay
 Denied, no credential (401 credential_missing):
   curl -si -H 'Host: acme.example.test' http://{g}/api/invoices
-Denied, viewer may not pay (403 permission_denied):
-  curl -si -X POST -H 'Host: acme.example.test' -H 'Authorization: Bearer {viewer}' http://{g}/api/invoices/7/pay
-Browser without a session (302 to the sign-in page):
-  curl -si -H 'Host: acme.example.test' -H 'Accept: text/html' http://{g}/api/invoices
-Health, readiness, metrics:
-  curl -s http://{admin}/readyz; curl -s http://{admin}/metrics | grep gatehouse_requests_total
+Denied, a viewer may not pay (403 permission_denied):
+  curl -si -X POST -H 'Host: acme.example.test' -H 'Authorization: Bearer {token}' http://{g}/api/invoices/7/pay
+Sign in (a fresh token from the origin):
+  curl -s -X POST http://{origin}/t/acme/token -H 'content-type: application/json' -d '{sign_in}'
+Sign out; within one bundle poll (2 s) the gateway refuses the token (401 session_revoked):
+  curl -s -X POST -H 'Authorization: Bearer {token}' http://{origin}/t/acme/logout
+Origin API (operator token in {dir}/keys/operator.token): http://{origin}/openapi.json
+Health, readiness, metrics: curl -s http://{admin}/readyz; curl -s http://{admin}/metrics | grep gatehouse_requests_total
 
 Ctrl-C stops everything.
 "#,
-        up = o.upstream,
-        admin = o.admin,
-        dir = dir.display(),
-    );
-    Ok((config_path, walkthrough))
+        dir = o.dir.display(),
+    ))
 }

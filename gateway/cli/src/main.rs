@@ -48,8 +48,9 @@ enum Command {
     Apikey(ApikeyCmd),
     /// Decide on one request described in JSON and print the decision as JSON.
     Decide(DecideArgs),
-    /// Run Gatehouse on embedded defaults: keys, the example policy, a demo upstream app
-    /// and the gateway in front of it; prints what to try. Ctrl-C stops everything.
+    /// Run Gatehouse on embedded defaults: a regional origin (embedded libSQL) seeded
+    /// with an organisation and users, the gateway pulling its bundle from that origin,
+    /// and a demo upstream app behind it; prints what to try. Ctrl-C stops everything.
     Demo {
         /// Working directory.
         #[arg(long)]
@@ -63,6 +64,9 @@ enum Command {
         /// Demo upstream listener.
         #[arg(long, default_value = "127.0.0.1:3000")]
         upstream: std::net::SocketAddr,
+        /// Origin listener.
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        origin: std::net::SocketAddr,
     },
     /// Serve the demo upstream app alone (a JSON echo of each request).
     Upstream {
@@ -486,7 +490,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Decide(a) => decide(a),
-        Command::Demo { dir, listen, admin, upstream } => {
+        Command::Demo { dir, listen, admin, upstream, origin } => {
             let dir = match dir {
                 Some(d) => d,
                 None => std::env::var_os("HOME")
@@ -494,24 +498,47 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .unwrap_or_else(|| PathBuf::from("."))
                     .join(".cache/gatehouse/demo"),
             };
-            let opts = demo::DemoOptions { dir, listen, admin, upstream };
-            let (config, walkthrough) = demo::prepare(&opts, &std::env::current_exe()?)?;
+            let opts = demo::DemoOptions { dir, listen, admin, upstream, origin };
+            let prepared = demo::prepare(&opts, &std::env::current_exe()?)?;
             init_logs(false);
-            let cfg = gatehouse_proxy::config::GatewayConfig::load(&config)?;
+            let cfg = gatehouse_proxy::config::GatewayConfig::load(&prepared.gateway_config)?;
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async {
+                let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+                let origin = tokio::spawn(gatehouse_origin::run(prepared.origin.clone(), async move {
+                    let _ = stop_rx.await;
+                }));
                 let l = tokio::net::TcpListener::bind(upstream).await.with_context(|| format!("listen {upstream}"))?;
                 tokio::spawn(demo::upstream(l));
+                let mut up = false;
+                for _ in 0..100 {
+                    if tokio::net::TcpStream::connect(opts.origin).await.is_ok() {
+                        up = true;
+                        break;
+                    }
+                    if origin.is_finished() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                if !up {
+                    origin.await??;
+                    anyhow::bail!("the origin did not start on {}", opts.origin);
+                }
+                let walkthrough = demo::seed(&opts, &prepared).await?;
                 let gw = tokio::spawn(gatehouse_proxy::run(cfg));
-                // Print the walkthrough once the gateway answers.
+                // Print the walkthrough once the gateway has a bundle from the origin.
                 for _ in 0..600 {
-                    if tokio::net::TcpStream::connect(admin).await.is_ok() {
+                    if gatehouse_proxy_ready(admin).await || gw.is_finished() {
                         break;
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
                 println!("{walkthrough}");
-                gw.await??;
+                let r = gw.await;
+                let _ = stop_tx.send(());
+                let _ = origin.await;
+                r??;
                 anyhow::Ok(())
             })?;
             Ok(ExitCode::SUCCESS)
@@ -577,6 +604,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Whether the gateway's admin listener says it is ready (it holds a valid bundle).
+async fn gatehouse_proxy_ready(admin: std::net::SocketAddr) -> bool {
+    let Ok(mut s) = tokio::net::TcpStream::connect(admin).await else { return false };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if s.write_all(format!("GET /readyz HTTP/1.1\r\nhost: {admin}\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    buf.starts_with(b"HTTP/1.1 200")
 }
 
 fn init_logs(json: bool) {

@@ -1294,8 +1294,10 @@ fn may_grant(c: &Caller, role: &str) -> bool {
     }
 }
 
-async fn role_exists(h: &libsql::Connection, role: &str) -> ApiResult<bool> {
-    Ok(role_rank(role).is_some() || one::<String>(h, "SELECT name FROM roles WHERE name = ?1", [role]).await?.is_some())
+async fn role_exists(app: &App, h: &libsql::Connection, role: &str) -> ApiResult<bool> {
+    Ok(role_rank(role).is_some()
+        || app.template.roles.contains_key(role)
+        || one::<String>(h, "SELECT name FROM roles WHERE name = ?1", [role]).await?.is_some())
 }
 
 #[derive(Debug, Deserialize)]
@@ -1335,7 +1337,7 @@ async fn create_user(
         return Err(ApiError::Forbidden("role_too_high", "you cannot grant a role above your own".into()));
     }
     let h = begin(&t).await?;
-    if !role_exists(&h, &req.role).await? {
+    if !role_exists(&app, &h, &req.role).await? {
         return Err(bad("unknown_role", format!("no role `{}`", req.role)));
     }
     if one::<String>(&h, "SELECT id FROM users WHERE email = ?1", [email.as_str()]).await?.is_some() {
@@ -1427,7 +1429,7 @@ async fn set_role(
         return Err(ApiError::Forbidden("role_too_high", "you cannot grant a role above your own".into()));
     }
     let h = begin(&t).await?;
-    if !role_exists(&h, &req.role).await? {
+    if !role_exists(&app, &h, &req.role).await? {
         return Err(bad("unknown_role", format!("no role `{}`", req.role)));
     }
     let before = identity::user_by_id(&h, &id, crate::now())
@@ -1679,7 +1681,7 @@ async fn create_key(
     }
     let h = begin(&t).await?;
     for r in &req.roles {
-        if !role_exists(&h, r).await? {
+        if !role_exists(&app, &h, r).await? {
             return Err(bad("unknown_role", format!("no role `{r}`")));
         }
     }
