@@ -54,6 +54,7 @@ argon2_memory_kib = 64
 argon2_iterations = 1
 max_failures = 3
 lockout_secs = 600
+mail_dir = "mail"
 "#
     );
     std::fs::write(dir.join("origin.toml"), toml).unwrap();
@@ -193,6 +194,64 @@ async fn origin_end_to_end() {
     }
     let (s, v) = sign_in(&eu, "acme", "ada@acme.test", "ada password 12").await;
     assert_eq!((s, &v), (401, &unknown), "locked: the right password gets the same error");
+
+    // --- password reset (file mailer) clears the lockout; the token is single use
+    let (s, known) = json_call(
+        "POST",
+        &format!("{}/t/acme/password/reset-request", eu.url),
+        None,
+        Some(json!({ "email": "ada@acme.test" })),
+    )
+    .await;
+    let (s2, unknown_reset) = json_call(
+        "POST",
+        &format!("{}/t/acme/password/reset-request", eu.url),
+        None,
+        Some(json!({ "email": "nobody@acme.test" })),
+    )
+    .await;
+    assert_eq!((s, &known), (s2, &unknown_reset), "the same answer with or without an account");
+    assert_eq!(s, 202);
+    let mails: Vec<_> = std::fs::read_dir(eu.dir.join("mail")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(mails.len(), 1, "one mail, to the known address only");
+    let mail = std::fs::read_to_string(&mails[0]).unwrap();
+    assert!(mail.starts_with("To: ada@acme.test"), "{mail}");
+    let reset_token = mail.split_whitespace().find(|w| w.starts_with("ghp_")).unwrap().to_string();
+    let reset = json!({ "token": reset_token, "new_password": "ada new password 1" });
+    let (s, _) = json_call("POST", &format!("{}/t/acme/password/reset", eu.url), None, Some(reset.clone())).await;
+    assert_eq!(s, 204);
+    let (s, v) = json_call("POST", &format!("{}/t/acme/password/reset", eu.url), None, Some(reset)).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "a reset token works once");
+    let (s, ada) = sign_in(&eu, "acme", "ada@acme.test", "ada new password 1").await;
+    assert_eq!(s, 200, "the reset cleared the lockout: {ada}");
+    // Changing the password needs the current one and ends the other sessions.
+    let ada_token = ada["access_token"].as_str().unwrap().to_string();
+    let (_, other) = sign_in(&eu, "acme", "ada@acme.test", "ada new password 1").await;
+    let change = |cur: &str| json!({ "current_password": cur, "new_password": "ada third password" });
+    let (s, _) =
+        json_call("POST", &format!("{}/t/acme/password/change", eu.url), Some(&ada_token), Some(change("wrong one!!")))
+            .await;
+    assert_eq!(s, 401);
+    let (s, _) = json_call(
+        "POST",
+        &format!("{}/t/acme/password/change", eu.url),
+        Some(&ada_token),
+        Some(change("ada new password 1")),
+    )
+    .await;
+    assert_eq!(s, 204);
+    let (s, _) = json_call(
+        "POST",
+        &format!("{}/t/acme/token", eu.url),
+        None,
+        Some(json!({ "grant_type": "refresh_token", "refresh_token": other["refresh_token"] })),
+    )
+    .await;
+    assert_eq!(s, 400, "the other session ended");
+    let (s, _) = json_call("GET", &format!("{}/v1/orgs/acme/users", eu.url), Some(&ada_token), None).await;
+    assert_eq!(s, 200, "the session that changed the password goes on");
+    let (s, _) = sign_in(&eu, "acme", "ada@acme.test", "ada third password").await;
+    assert_eq!(s, 200);
 
     // --- refresh rotation and reuse detection
     let (s, r1) = json_call(

@@ -49,6 +49,9 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("POST", "/t/{slug}/token", "public", "Token endpoint: grant_type password or refresh_token"),
     ("POST", "/t/{slug}/logout", "public", "End the session of a refresh token"),
     ("POST", "/t/{slug}/revoke", "public", "Revoke an access token (by its own bearer)"),
+    ("POST", "/t/{slug}/password/change", "public", "Change one's password (bearer access token); ends other sessions"),
+    ("POST", "/t/{slug}/password/reset-request", "public", "Mail a single-use reset link (always 202)"),
+    ("POST", "/t/{slug}/password/reset", "public", "Set a new password with a reset token; ends every session"),
     ("POST", "/v1/orgs", "operator", "Create an organisation (tenant) homed in this region, with its owner"),
     ("GET", "/v1/orgs", "operator", "List the tenant directory (paginated)"),
     (
@@ -117,6 +120,7 @@ pub struct App {
     api_key_secret: Vec<u8>,
     changes: AtomicU64,
     bundle: tokio::sync::Mutex<Option<Built>>,
+    mailer: Box<dyn crate::mailer::Mailer>,
 }
 
 fn sha(s: &str) -> [u8; 32] {
@@ -184,6 +188,10 @@ impl App {
             api_key_secret,
             changes: AtomicU64::new(1),
             bundle: tokio::sync::Mutex::new(None),
+            mailer: match &cfg.signin.mail_dir {
+                Some(dir) => Box::new(crate::mailer::FileMailer { dir: dir.clone() }),
+                None => Box::new(crate::mailer::LogMailer),
+            },
             cfg,
         })
     }
@@ -267,6 +275,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/t/{slug}/token", post(token))
         .route("/t/{slug}/logout", post(logout))
         .route("/t/{slug}/revoke", post(revoke))
+        .route("/t/{slug}/password/change", post(change_password))
+        .route("/t/{slug}/password/reset-request", post(reset_request))
+        .route("/t/{slug}/password/reset", post(reset_password))
         .route("/v1/orgs", post(create_org).get(list_orgs))
         .route("/v1/keys/rotate", post(rotate_keys))
         .route("/v1/orgs/{slug}", get(get_org))
@@ -2216,4 +2227,183 @@ async fn pull_directory_loop(app: Arc<App>) {
         }
         tokio::time::sleep(std::time::Duration::from_secs(30)).await;
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Passwords
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangePassword {
+    current_password: String,
+    new_password: String,
+}
+
+/// End every session of `user` but `keep`.
+async fn end_sessions_of(h: &libsql::Connection, user: &str, keep: Option<&str>, now: i64) -> ApiResult<()> {
+    let mut rows = h
+        .query(
+            "SELECT id FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL AND id != ?2",
+            libsql::params![user, keep.unwrap_or("")],
+        )
+        .await?;
+    let mut ids = Vec::new();
+    while let Some(r) = rows.next().await? {
+        ids.push(r.get::<String>(0)?);
+    }
+    drop(rows);
+    for id in ids {
+        end_session(h, &id, now).await?;
+    }
+    Ok(())
+}
+
+async fn change_password(
+    State(app): AppState,
+    Path(slug): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<ChangePassword>,
+) -> ApiResult<StatusCode> {
+    let t = tenant(&app, &slug, &format!("/t/{slug}/password/change")).await?;
+    let tok = bearer(&headers)
+        .ok_or_else(|| ApiError::Unauthorized("credential_missing", "a bearer access token is required".into()))?;
+    let c = verify_access(&app, tok, Some(&t.slug))?;
+    let user = c.subject.clone().unwrap_or_default();
+    identity::password_acceptable(&req.new_password).map_err(|m| bad("weak_password", m))?;
+    if req.current_password.len() > identity::MAX_PASSWORD {
+        return Err(ApiError::InvalidCredentials);
+    }
+    let now = crate::now();
+    let h = begin(&t).await?;
+    let email: Option<String> = one(&h, "SELECT email FROM users WHERE id = ?1", [user.as_str()]).await?;
+    let email = email.ok_or(ApiError::InvalidCredentials)?;
+    let m = meta(&headers, &peer);
+    match identity::check_password(&h, &app.passwords, &app.cfg.signin, &email, &req.current_password, now).await? {
+        SigninOutcome::Success(_) => {}
+        _ => {
+            commit(
+                &app,
+                &t,
+                h,
+                &m,
+                vec![ev(format!("user:{user}"), "password.change_failure", format!("user:{user}"), None, None)],
+            )
+            .await?;
+            return Err(ApiError::InvalidCredentials);
+        }
+    }
+    let hash = app.passwords.hash(&req.new_password)?;
+    h.execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", libsql::params![user.as_str(), hash]).await?;
+    end_sessions_of(&h, &user, Some(&c.custom.sid), now).await?;
+    commit(&app, &t, h, &m, vec![ev(format!("user:{user}"), "password.change", format!("user:{user}"), None, None)])
+        .await?;
+    app.changed();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetRequest {
+    email: String,
+}
+
+async fn reset_request(
+    State(app): AppState,
+    Path(slug): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<ResetRequest>,
+) -> ApiResult<Response> {
+    let t = tenant(&app, &slug, &format!("/t/{slug}/password/reset-request")).await?;
+    // The same answer whether or not the address has an account.
+    let accepted =
+        (StatusCode::ACCEPTED, Json(json!({ "status": "if the address has an account, a reset link is on its way" })));
+    let Some(email) = identity::normalise_email(&req.email) else { return Ok(accepted.into_response()) };
+    let now = crate::now();
+    let h = begin(&t).await?;
+    let user: Option<String> =
+        one(&h, "SELECT id FROM users WHERE email = ?1 AND disabled = 0", [email.as_str()]).await?;
+    let m = meta(&headers, &peer);
+    let Some(user) = user else {
+        commit(
+            &app,
+            &t,
+            h,
+            &m,
+            vec![ev("anonymous", "password.reset_request_unknown", format!("email:{email}"), None, None)],
+        )
+        .await?;
+        return Ok(accepted.into_response());
+    };
+    let token = tokens::opaque("ghp_");
+    h.execute(
+        "INSERT INTO reset_tokens (hash, user_id, expires_at) VALUES (?1, ?2, ?3)",
+        libsql::params![tokens::secret_hash(&token), user.as_str(), now + app.cfg.signin.reset_ttl_secs as i64],
+    )
+    .await?;
+    commit(&app, &t, h, &m, vec![ev("anonymous", "password.reset_request", format!("user:{user}"), None, None)])
+        .await?;
+    let body = format!(
+        "Someone asked to reset the password of {email} at {}.\n\nReset token (valid {} minutes, single use):\n{token}\n\nPOST it to {}/password/reset with your new password. If you did not ask, ignore this message.",
+        t.slug,
+        app.cfg.signin.reset_ttl_secs / 60,
+        app.cfg.issuer(&t.slug)
+    );
+    if let Err(e) = app.mailer.send(&email, "Reset your password", &body) {
+        tracing::error!(error = %format!("{e:#}"), "reset mail not sent");
+    }
+    Ok(accepted.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetPassword {
+    token: String,
+    new_password: String,
+}
+
+async fn reset_password(
+    State(app): AppState,
+    Path(slug): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<ResetPassword>,
+) -> ApiResult<StatusCode> {
+    let t = tenant(&app, &slug, &format!("/t/{slug}/password/reset")).await?;
+    identity::password_acceptable(&req.new_password).map_err(|m| bad("weak_password", m))?;
+    if req.token.len() > 128 {
+        return Err(ApiError::InvalidGrant);
+    }
+    let now = crate::now();
+    let h = begin(&t).await?;
+    let user: Option<String> = one(
+        &h,
+        "SELECT user_id FROM reset_tokens WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+        libsql::params![tokens::secret_hash(&req.token), now],
+    )
+    .await?;
+    let user = user.ok_or(ApiError::InvalidGrant)?;
+    let hash = app.passwords.hash(&req.new_password)?;
+    h.execute(
+        "UPDATE reset_tokens SET used_at = ?2 WHERE hash = ?1",
+        libsql::params![tokens::secret_hash(&req.token), now],
+    )
+    .await?;
+    h.execute(
+        "UPDATE users SET password_hash = ?2, failed_count = 0, locked_until = 0 WHERE id = ?1",
+        libsql::params![user.as_str(), hash],
+    )
+    .await?;
+    end_sessions_of(&h, &user, None, now).await?;
+    commit(
+        &app,
+        &t,
+        h,
+        &meta(&headers, &peer),
+        vec![ev(format!("user:{user}"), "password.reset", format!("user:{user}"), None, None)],
+    )
+    .await?;
+    app.changed();
+    Ok(StatusCode::NO_CONTENT)
 }

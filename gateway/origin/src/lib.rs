@@ -9,6 +9,7 @@
 //! - [`tokens`]: signing keys with rotation, access JWTs, refresh-token rotation;
 //! - [`bundles`]: the region policy and its signed bundle;
 //! - [`audit`]: the hash-chained audit log;
+//! - [`mailer`]: password-reset mail (file or log);
 //! - [`api`]: the HTTP API (axum).
 
 pub mod api;
@@ -17,6 +18,7 @@ pub mod bundles;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod mailer;
 pub mod store;
 pub mod tokens;
 
