@@ -382,6 +382,82 @@ async fn origin_end_to_end() {
     let (s, _) = json_call("GET", &format!("{}/v1/orgs", eu.url), Some(&acme_token), None).await;
     assert_eq!(s, 403);
 
+    // --- hosted sign-in: CSRF, generic error, session cookie, no open redirect
+    let (s, _) = json_call(
+        "PUT",
+        &format!("{}/v1/orgs/acme/policy", eu.url),
+        Some(&acme_token),
+        Some(json!({ "policy": { "hosts": ["acme.example.test", "*.acme.example.test"] } })),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, h, page) =
+        call("GET", &format!("{}/t/acme/login?return_to=%22%3E%3Cscript%3E", eu.url), None, None, &[]).await;
+    let page = String::from_utf8(page).unwrap();
+    assert_eq!(s, 200);
+    assert!(page.contains("&quot;&gt;&lt;script&gt;") && !page.contains("\"><script>"), "return_to is escaped: {page}");
+    assert_eq!(h["x-frame-options"], "DENY");
+    let csrf_cookie = h["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    assert!(h["set-cookie"].to_str().unwrap().contains("HttpOnly"));
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let form = |password: &str, return_to: &str, csrf: &str| {
+        format!(
+            "email=owner%40acme.test&password={}&csrf={csrf}&return_to={}",
+            password.replace(' ', "+"),
+            return_to.replace(':', "%3A").replace('/', "%2F")
+        )
+    };
+    let post_form = |body: String, cookie: Option<String>| {
+        let url = format!("{}/t/acme/login", eu.url);
+        async move {
+            let uri: hyper::Uri = url.parse().unwrap();
+            let addr: SocketAddr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap()).parse().unwrap();
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+            tokio::spawn(conn);
+            let mut b = hyper::Request::post(uri.path())
+                .header("host", addr.to_string())
+                .header("content-type", "application/x-www-form-urlencoded");
+            if let Some(c) = cookie {
+                b = b.header("cookie", c);
+            }
+            let resp = send.send_request(b.body(Full::new(Bytes::from(body))).unwrap()).await.unwrap();
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            (status, headers, String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap())
+        }
+    };
+    let back = "https://app.acme.example.test/inbox";
+    let (s, _, _) = post_form(form("owner password 1", back, &csrf), None).await;
+    assert_eq!(s, 403, "no CSRF cookie");
+    let (s, _, _) = post_form(form("owner password 1", back, "0000"), Some(csrf_cookie.clone())).await;
+    assert_eq!(s, 403, "a token that is not the cookie's");
+    let (s, _, b) = post_form(form("wrong password", back, &csrf), Some(csrf_cookie.clone())).await;
+    assert!(s == 401 && b.contains("Invalid email or password."), "{s} {b}");
+    let (s, h, _) = post_form(form("owner password 1", back, &csrf), Some(csrf_cookie.clone())).await;
+    assert_eq!((s, h["location"].to_str().unwrap()), (303, back));
+    let session = h
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("gh_session="))
+        .unwrap();
+    assert!(session.contains("HttpOnly") && session.contains("SameSite=Lax"), "{session}");
+    let jwt = session.trim_start_matches("gh_session=").split(';').next().unwrap();
+    let (s, _) = json_call("GET", &format!("{}/v1/orgs/acme", eu.url), Some(jwt), None).await;
+    assert_eq!(s, 200, "the session cookie is an access token of the tenant");
+    for evil in [
+        "https://evil.test/",
+        "https://acme.example.test.evil.test/",
+        "https://user@acme.example.test/",
+        "javascript:alert(1)",
+        "//evil.test/",
+    ] {
+        let (s, h, b) = post_form(form("owner password 1", evil, &csrf), Some(csrf_cookie.clone())).await;
+        assert!(s == 200 && h.get("location").is_none() && b.contains("Signed in"), "{evil}: {s} {h:?}");
+    }
+
     // --- bundles: ETag, and a revocation reaches the bundle
     let (s, h, body) = call("GET", &format!("{}/v1/bundles/eu-west", eu.url), Some(EDGE), None, &[]).await;
     assert_eq!(s, 200);

@@ -49,6 +49,9 @@ name = "api"
 path = "/"
 "#;
 
+/// Request headers, expected status, expected reason code.
+type Case<'a> = (&'a [(&'a str, &'a str)], u16, &'a str);
+
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -162,7 +165,7 @@ const gateway :Workerd.Worker = (
     assert!(text.contains("/items?x=1"), "{text}");
 
     // Denied, each with its reason code, and nothing reaches the upstream.
-    let cases: &[(&[(&str, &str)], u16, &str)] = &[
+    let cases: &[Case] = &[
         (&[("cf-connecting-ip", "198.51.100.7")], 401, "credential_missing"),
         (&[("cf-connecting-ip", "198.51.100.7"), ("authorization", "Bearer x.y.z")], 401, "token_malformed"),
         (&[("cf-connecting-ip", "198.51.100.9"), ("authorization", &bearer)], 403, "ip_denied"),

@@ -254,6 +254,8 @@ Denied, no credential (401 credential_missing):
   curl -si -H 'Host: acme.example.test' http://{g}/api/invoices
 Denied, a viewer may not pay (403 permission_denied):
   curl -si -X POST -H 'Host: acme.example.test' -H 'Authorization: Bearer {token}' http://{g}/api/invoices/7/pay
+Browser without a session (302 to the origin's sign-in page for acme):
+  curl -si -H 'Host: acme.example.test' -H 'Accept: text/html' http://{g}/api/invoices
 Sign in (a fresh token from the origin):
   curl -s -X POST http://{origin}/t/acme/token -H 'content-type: application/json' -d '{sign_in}'
 Sign out; within one bundle poll (2 s) the gateway refuses the token (401 session_revoked):

@@ -49,6 +49,13 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("POST", "/t/{slug}/token", "public", "Token endpoint: grant_type password or refresh_token"),
     ("POST", "/t/{slug}/logout", "public", "End the session of a refresh token"),
     ("POST", "/t/{slug}/revoke", "public", "Revoke an access token (by its own bearer)"),
+    ("GET", "/t/{slug}/login", "public", "Hosted sign-in page (HTML form, CSRF-protected)"),
+    (
+        "POST",
+        "/t/{slug}/login",
+        "public",
+        "Sign in from the form; sets the session cookie, returns to return_to on the tenant's hosts",
+    ),
     ("POST", "/t/{slug}/password/change", "public", "Change one's password (bearer access token); ends other sessions"),
     ("POST", "/t/{slug}/password/reset-request", "public", "Mail a single-use reset link (always 202)"),
     ("POST", "/t/{slug}/password/reset", "public", "Set a new password with a reset token; ends every session"),
@@ -121,6 +128,9 @@ pub struct App {
     changes: AtomicU64,
     bundle: tokio::sync::Mutex<Option<Built>>,
     mailer: Box<dyn crate::mailer::Mailer>,
+    /// Key of the sign-in form's CSRF tokens (derived from the bundle-signing key, so
+    /// forms survive a restart).
+    csrf_key: [u8; 32],
 }
 
 fn sha(s: &str) -> [u8; 32] {
@@ -188,6 +198,12 @@ impl App {
             api_key_secret,
             changes: AtomicU64::new(1),
             bundle: tokio::sync::Mutex::new(None),
+            csrf_key: {
+                let mut h = Sha256::new();
+                h.update(b"gatehouse sign-in form csrf\0");
+                h.update(bundle_key);
+                h.finalize().into()
+            },
             mailer: match &cfg.signin.mail_dir {
                 Some(dir) => Box::new(crate::mailer::FileMailer { dir: dir.clone() }),
                 None => Box::new(crate::mailer::LogMailer),
@@ -205,6 +221,15 @@ impl App {
             libsql::params![slug, self.cfg.region.as_str()],
         )
         .await
+    }
+
+    /// `; Secure` when the origin is served over TLS.
+    fn secure_cookie(&self) -> &'static str {
+        if self.cfg.public_url.starts_with("https://") {
+            "; Secure"
+        } else {
+            ""
+        }
     }
 
     fn keys(&self) -> Arc<SigningKeys> {
@@ -275,6 +300,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/t/{slug}/token", post(token))
         .route("/t/{slug}/logout", post(logout))
         .route("/t/{slug}/revoke", post(revoke))
+        .route("/t/{slug}/login", get(login_form).post(login_submit))
         .route("/t/{slug}/password/change", post(change_password))
         .route("/t/{slug}/password/reset-request", post(reset_request))
         .route("/t/{slug}/password/reset", post(reset_password))
@@ -800,55 +826,13 @@ async fn token_inner(app: &App, slug: &str, peer: &SocketAddr, headers: &HeaderM
     let m = meta(headers, peer);
     let now = crate::now();
     let scopes = parse_scope(req.scope.as_deref())?;
-    let (user, session, family, amr, events) = match req.grant_type.as_str() {
+    match req.grant_type.as_str() {
         "password" => {
             let (Some(email), Some(password)) = (req.email.as_deref(), req.password.as_deref()) else {
                 return Err(bad("invalid_request", "password grant needs email and password"));
             };
-            if password.len() > identity::MAX_PASSWORD {
-                return Err(ApiError::InvalidCredentials);
-            }
-            let email = identity::normalise_email(email).ok_or(ApiError::InvalidCredentials)?;
-            let h = begin(&t).await?;
-            let outcome = identity::check_password(&h, &app.passwords, &app.cfg.signin, &email, password, now).await?;
-            let user = match outcome {
-                SigninOutcome::Success(u) => u,
-                other => {
-                    let (actor, action, target) = match &other {
-                        SigninOutcome::UnknownUser => {
-                            ("anonymous".to_string(), "signin.failure", format!("email:{email}"))
-                        }
-                        SigninOutcome::Locked(u) => (format!("user:{u}"), "signin.locked", format!("user:{u}")),
-                        SigninOutcome::WrongPassword { user, locked: true } => {
-                            (format!("user:{user}"), "signin.lockout", format!("user:{user}"))
-                        }
-                        SigninOutcome::WrongPassword { user, .. } => {
-                            (format!("user:{user}"), "signin.failure", format!("user:{user}"))
-                        }
-                        SigninOutcome::Success(_) => unreachable!("handled above"),
-                    };
-                    commit(app, &t, h, &m, vec![ev(actor, action, target, None, None)]).await?;
-                    return Err(ApiError::InvalidCredentials);
-                }
-            };
-            let sid = new_id("s_");
-            h.execute(
-                "INSERT INTO sessions (id, user_id, amr, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                libsql::params![
-                    sid.as_str(),
-                    user.as_str(),
-                    "[\"pwd\"]",
-                    now,
-                    now + app.cfg.tokens.session_ttl_secs as i64
-                ],
-            )
-            .await?;
-            let family = new_id("f_");
-            let events = vec![
-                ev(format!("user:{user}"), "signin.success", format!("user:{user}"), None, None),
-                ev(format!("user:{user}"), "session.create", format!("session:{sid}"), None, None),
-            ];
-            (user, sid, family, vec!["pwd".to_string()], (h, events))
+            let s = password_session(app, &t, &m, email, password).await?;
+            issue(app, &t, &m, s, scopes).await
         }
         "refresh_token" => {
             let Some(rt) = req.refresh_token.as_deref() else {
@@ -859,10 +843,7 @@ async fn token_inner(app: &App, slug: &str, peer: &SocketAddr, headers: &HeaderM
             }
             let h = begin(&t).await?;
             match tokens::use_refresh(&h, rt, now).await? {
-                RefreshOutcome::Invalid => {
-                    drop(h);
-                    return Err(ApiError::InvalidGrant);
-                }
+                RefreshOutcome::Invalid => Err(ApiError::InvalidGrant),
                 RefreshOutcome::Reused { session, user } => {
                     app.changed();
                     commit(
@@ -879,7 +860,7 @@ async fn token_inner(app: &App, slug: &str, peer: &SocketAddr, headers: &HeaderM
                         )],
                     )
                     .await?;
-                    return Err(ApiError::InvalidGrant);
+                    Err(ApiError::InvalidGrant)
                 }
                 RefreshOutcome::Rotate { session, user, family } => {
                     let amr: String = one(&h, "SELECT amr FROM sessions WHERE id = ?1", [session.as_str()])
@@ -888,13 +869,83 @@ async fn token_inner(app: &App, slug: &str, peer: &SocketAddr, headers: &HeaderM
                     let amr: Vec<String> = serde_json::from_str(&amr).unwrap_or_default();
                     let events =
                         vec![ev(format!("user:{user}"), "token.refresh", format!("session:{session}"), None, None)];
-                    (user, session, family, amr, (h, events))
+                    let s = Session { held: h, user, sid: session, family, amr, events };
+                    issue(app, &t, &m, s, scopes).await
                 }
             }
         }
-        _ => return Err(bad("unsupported_grant_type", "grant_type must be password or refresh_token")),
+        _ => Err(bad("unsupported_grant_type", "grant_type must be password or refresh_token")),
+    }
+}
+
+/// A signed-in session, its transaction still open.
+struct Session<'t> {
+    held: Held<'t>,
+    user: String,
+    sid: String,
+    family: String,
+    amr: Vec<String>,
+    events: Vec<Event>,
+}
+
+/// Check a password and open a session (the caller issues tokens and commits). Every
+/// failure is the same `invalid_credentials`, and is audited.
+async fn password_session<'t>(
+    app: &App,
+    t: &'t Tenant,
+    m: &RequestMeta,
+    email: &str,
+    password: &str,
+) -> ApiResult<Session<'t>> {
+    if password.len() > identity::MAX_PASSWORD {
+        return Err(ApiError::InvalidCredentials);
+    }
+    let email = identity::normalise_email(email).ok_or(ApiError::InvalidCredentials)?;
+    let now = crate::now();
+    let h = begin(t).await?;
+    let outcome = identity::check_password(&h, &app.passwords, &app.cfg.signin, &email, password, now).await?;
+    let user = match outcome {
+        SigninOutcome::Success(u) => u,
+        other => {
+            let (actor, action, target) = match &other {
+                SigninOutcome::UnknownUser => ("anonymous".to_string(), "signin.failure", format!("email:{email}")),
+                SigninOutcome::Locked(u) => (format!("user:{u}"), "signin.locked", format!("user:{u}")),
+                SigninOutcome::WrongPassword { user, locked: true } => {
+                    (format!("user:{user}"), "signin.lockout", format!("user:{user}"))
+                }
+                SigninOutcome::WrongPassword { user, .. } => {
+                    (format!("user:{user}"), "signin.failure", format!("user:{user}"))
+                }
+                SigninOutcome::Success(_) => unreachable!("handled above"),
+            };
+            commit(app, t, h, m, vec![ev(actor, action, target, None, None)]).await?;
+            return Err(ApiError::InvalidCredentials);
+        }
     };
-    let (h, mut events) = events;
+    let sid = new_id("s_");
+    h.execute(
+        "INSERT INTO sessions (id, user_id, amr, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        libsql::params![sid.as_str(), user.as_str(), "[\"pwd\"]", now, now + app.cfg.tokens.session_ttl_secs as i64],
+    )
+    .await?;
+    let family = new_id("f_");
+    let events = vec![
+        ev(format!("user:{user}"), "signin.success", format!("user:{user}"), None, None),
+        ev(format!("user:{user}"), "session.create", format!("session:{sid}"), None, None),
+    ];
+    Ok(Session { held: h, user, sid, family, amr: vec!["pwd".to_string()], events })
+}
+
+/// Issue an access token and a refresh token for a session, append `events` and commit.
+async fn issue(
+    app: &App,
+    t: &Tenant,
+    m: &RequestMeta,
+    s: Session<'_>,
+    scopes: Option<Vec<String>>,
+) -> ApiResult<Value> {
+    let now = crate::now();
+    let Session { held: h, user, sid: session, family, amr, mut events } = s;
     let disabled: Option<i64> = one(&h, "SELECT disabled FROM users WHERE id = ?1", [user.as_str()]).await?;
     if disabled != Some(0) {
         return Err(ApiError::InvalidGrant);
@@ -926,7 +977,7 @@ async fn token_inner(app: &App, slug: &str, peer: &SocketAddr, headers: &HeaderM
         None,
         Some(json!({ "roles": roles, "expires_at": exp })),
     ));
-    commit(app, &t, h, &m, events).await?;
+    commit(app, t, h, m, events).await?;
     Ok(json!({
         "access_token": access,
         "token_type": "Bearer",
@@ -2406,4 +2457,207 @@ async fn reset_password(
     .await?;
     app.changed();
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------------------------------
+// Hosted sign-in pages
+
+/// HTML-escape text for element content and attribute values.
+fn esc(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&#39;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// `return_to` if it is an absolute http(s) URL on one of the tenant's hosts (no
+/// credentials in it); nothing else is ever redirected to.
+fn safe_return_to(tp: &TenantPolicy, return_to: &str) -> Option<String> {
+    if return_to.len() > 2048 {
+        return None;
+    }
+    let uri: axum::http::Uri = return_to.parse().ok()?;
+    let scheme = uri.scheme_str()?;
+    let authority = uri.authority()?;
+    if !matches!(scheme, "http" | "https") || authority.as_str().contains('@') {
+        return None;
+    }
+    let host = authority.host().to_ascii_lowercase();
+    tp.hosts.iter().any(|p| gatehouse_core::access::HostPattern::parse(p).matches(&host)).then(|| return_to.to_string())
+}
+
+fn csrf_mac(app: &App, nonce: &str) -> String {
+    use hmac::{Mac, SimpleHmac};
+    let mut mac = <SimpleHmac<Sha256> as Mac>::new_from_slice(&app.csrf_key).expect("HMAC takes any key length");
+    mac.update(nonce.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all("cookie").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+fn login_page(slug: &str, csrf: &str, return_to: &str, error: Option<&str>) -> String {
+    let error = error.map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e))).unwrap_or_default();
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in · {slug}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:22rem;margin:4rem auto;padding:0 1rem}}label,input,button{{display:block;width:100%;margin:.4rem 0}}input{{padding:.5rem}}button{{padding:.6rem}}.error{{color:#b00020}}</style>
+</head><body>
+<h1>Sign in to {slug}</h1>
+{error}
+<form method="post" action="/t/{slug}/login">
+<input type="hidden" name="csrf" value="{csrf}">
+<input type="hidden" name="return_to" value="{return_to}">
+<label for="email">Email</label><input id="email" name="email" type="email" autocomplete="username" required>
+<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
+<button type="submit">Sign in</button>
+</form>
+</body></html>
+"#,
+        slug = esc(slug),
+        return_to = esc(return_to),
+        csrf = esc(csrf),
+    )
+}
+
+fn html(status: StatusCode, body: String, set_cookies: &[String]) -> Response {
+    let mut r = (status, [("content-type", "text/html; charset=utf-8")], body).into_response();
+    let h = r.headers_mut();
+    // The pages must not be framed or cached.
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert("cache-control", HeaderValue::from_static("no-store"));
+    for c in set_cookies {
+        if let Ok(v) = HeaderValue::from_str(c) {
+            h.append("set-cookie", v);
+        }
+    }
+    r
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    #[serde(default)]
+    return_to: Option<String>,
+}
+
+/// A fresh CSRF pair: the nonce for the cookie, the page's token.
+fn csrf_pair(app: &App, slug: &str) -> (String, String) {
+    let nonce = tokens::opaque("");
+    let cookie = format!("gh_csrf={nonce}; Path=/t/{slug}/login; HttpOnly; SameSite=Strict{}", app.secure_cookie());
+    (cookie, csrf_mac(app, &nonce))
+}
+
+async fn login_form(
+    State(app): AppState,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    QueryParams(q): QueryParams<LoginQuery>,
+) -> Response {
+    let path = format!("/t/{slug}/login");
+    let t = match tenant(&app, &slug, &path).await {
+        Ok(t) => t,
+        Err(e) => return residency(e, &headers),
+    };
+    let (set, token) = csrf_pair(&app, &t.slug);
+    html(StatusCode::OK, login_page(&t.slug, &token, q.return_to.as_deref().unwrap_or(""), None), &[set])
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginForm {
+    email: String,
+    password: String,
+    csrf: String,
+    #[serde(default)]
+    return_to: String,
+}
+
+async fn login_submit(
+    State(app): AppState,
+    Path(slug): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Response {
+    let t = match tenant(&app, &slug, &format!("/t/{slug}/login")).await {
+        Ok(t) => t,
+        Err(e) => return residency(e, &headers),
+    };
+    let Ok(form) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
+        return ApiError::BadRequest("invalid_body", "expected the sign-in form".into()).into_response();
+    };
+    // Double-submit, bound to this origin: the form's token is an HMAC of the cookie's nonce.
+    let csrf_ok = cookie(&headers, "gh_csrf").is_some_and(|nonce| {
+        let want = csrf_mac(&app, &nonce);
+        want.len() == form.csrf.len() && bool::from(want.as_bytes().ct_eq(form.csrf.as_bytes()))
+    });
+    if !csrf_ok {
+        let (set, token) = csrf_pair(&app, &t.slug);
+        let page = login_page(&t.slug, &token, &form.return_to, Some("The form expired. Please sign in again."));
+        return html(StatusCode::FORBIDDEN, page, &[set]);
+    }
+    let m = meta(&headers, &peer);
+    let issued = match password_session(&app, &t, &m, &form.email, &form.password).await {
+        Ok(s) => issue(&app, &t, &m, s, None).await,
+        Err(e) => Err(e),
+    };
+    let tokens = match issued {
+        Ok(v) => v,
+        Err(ApiError::InvalidCredentials) | Err(ApiError::InvalidGrant) => {
+            let (set, token) = csrf_pair(&app, &t.slug);
+            let page = login_page(&t.slug, &token, &form.return_to, Some("Invalid email or password."));
+            return html(StatusCode::UNAUTHORIZED, page, &[set]);
+        }
+        Err(e) => return e.into_response(),
+    };
+    let tp = match org_row(&*t.db.lock().await).await {
+        Ok((_, _, tp, _)) => tp,
+        Err(e) => return e.into_response(),
+    };
+    let access = tokens["access_token"].as_str().unwrap_or_default();
+    let domain = app.cfg.signin.cookie_domain.as_deref().map(|d| format!("; Domain={d}")).unwrap_or_default();
+    let session = format!(
+        "{}={access}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{domain}{}",
+        app.template.settings.session_cookie,
+        app.cfg.tokens.access_ttl_secs,
+        app.secure_cookie()
+    );
+    let clear_csrf = format!("gh_csrf=; Path=/t/{}/login; Max-Age=0; HttpOnly; SameSite=Strict", t.slug);
+    match safe_return_to(&tp, &form.return_to) {
+        Some(to) => {
+            let mut r = StatusCode::SEE_OTHER.into_response();
+            if let Ok(v) = HeaderValue::from_str(&to) {
+                r.headers_mut().insert("location", v);
+            }
+            for c in [session, clear_csrf] {
+                if let Ok(v) = HeaderValue::from_str(&c) {
+                    r.headers_mut().append("set-cookie", v);
+                }
+            }
+            r
+        }
+        // No (acceptable) destination: say so here rather than redirect anywhere.
+        None => html(
+            StatusCode::OK,
+            format!("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Signed in</title></head><body><h1>Signed in to {}</h1></body></html>\n", esc(&t.slug)),
+            &[session, clear_csrf],
+        ),
+    }
 }

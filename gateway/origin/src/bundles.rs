@@ -162,7 +162,7 @@ pub async fn region_policy(store: &Store, r: &Region<'_>, now: i64) -> Result<Po
             orgs: vec![slug.clone()],
             ..Default::default()
         });
-        policy.orgs.insert(slug.clone(), tp.into_org(tier, roles, api_keys, None));
+        policy.orgs.insert(slug.clone(), tp.into_org(tier, roles, api_keys, Some(format!("{issuer}/login"))));
     }
     policy.validate().map_err(|issues| {
         anyhow!(

@@ -104,6 +104,10 @@ pub struct SigninSettings {
     /// Where the file mailer writes messages (`None`: they go to the log, without the
     /// token).
     pub mail_dir: Option<PathBuf>,
+    /// `Domain` of the session cookie the hosted sign-in sets, e.g. `.example.com` when
+    /// the origin (`login.example.com`) and the apps (`app.example.com`) share a parent
+    /// domain; unset: the origin's own host only.
+    pub cookie_domain: Option<String>,
 }
 
 impl Default for SigninSettings {
@@ -116,6 +120,7 @@ impl Default for SigninSettings {
             argon2_iterations: 2,
             reset_ttl_secs: 3600,
             mail_dir: None,
+            cookie_domain: None,
         }
     }
 }
@@ -286,6 +291,14 @@ impl OriginConfig {
         if !(8..=1 << 21).contains(&self.signin.argon2_memory_kib) || !(1..=10).contains(&self.signin.argon2_iterations)
         {
             return Err("signin.argon2_*: memory 8 KiB–2 GiB, iterations 1–10".into());
+        }
+        if let Some(d) = &self.signin.cookie_domain {
+            let ok = d.len() <= 253
+                && d.contains('.')
+                && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            if !ok {
+                return Err(format!("signin.cookie_domain: `{d}` is not a domain name"));
+            }
         }
         if !(60..=7 * 86_400).contains(&self.bundle.ttl_secs) {
             return Err("bundle.ttl_secs: must be between 60 and 604800".into());
