@@ -486,6 +486,20 @@ async fn origin_end_to_end() {
     let b = gatehouse_core::bundle::open(&body, &pinned, gatehouse_origin::now() as u64).unwrap();
     assert!(!b.policy.revoked.sessions.is_empty(), "the ended session is revoked at the edge");
 
+    // --- edge decision events: a retried batch is stored once; other regions' tenants skipped
+    let event = |org: &str, i: u32| json!({ "org": org, "at": 1, "decision": "deny", "reason": "ip_denied", "request_id": format!("r{i}") });
+    let batch = json!({ "batch_id": "b-1", "events": [event("acme", 1), event("acme", 2), event("initech", 3), event("globex", 4)] });
+    let (s, v) = json_call("POST", &format!("{}/v1/audit/edge", eu.url), Some(EDGE), Some(batch.clone())).await;
+    assert_eq!((s, v["accepted"].as_u64()), (200, Some(3)), "{v}");
+    let (s, v) = json_call("POST", &format!("{}/v1/audit/edge", eu.url), Some(EDGE), Some(batch)).await;
+    assert_eq!((s, v["duplicate"].as_bool()), (200, Some(true)), "{v}");
+    let (s, v) = json_call("GET", &format!("{}/v1/orgs/acme/audit/edge", eu.url), Some(OPERATOR), None).await;
+    assert_eq!((s, v["items"].as_array().map(Vec::len)), (200, Some(2)), "{v}");
+    let (s, _) =
+        json_call("POST", &format!("{}/v1/audit/edge", eu.url), None, Some(json!({ "batch_id": "b-2", "events": [] })))
+            .await;
+    assert_eq!(s, 401);
+
     // --- audit: intact, then tampered
     let id = acme["id"].as_str().unwrap();
     assert!(

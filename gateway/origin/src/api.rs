@@ -90,6 +90,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
     ("GET", "/v1/orgs/{slug}/audit", "audit:read", "Query the audit log (json, jsonl or csv; paginated)"),
     ("GET", "/v1/orgs/{slug}/audit/verify", "audit:read", "Verify the audit hash chain"),
+    ("GET", "/v1/orgs/{slug}/audit/edge", "audit:read", "Decision events edges sent (paginated)"),
     ("PUT", "/v1/orgs/{slug}/audit/retention", "settings:write", "Set audit retention in days"),
     ("POST", "/v1/orgs/{slug}/audit/holds", "settings:write", "Place a legal hold on a time range"),
     ("POST", "/v1/orgs/{slug}/audit/purge", "settings:write", "Purge records past retention (never held ones)"),
@@ -321,6 +322,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/orgs/{slug}/sessions/{id}/revoke", post(revoke_session))
         .route("/v1/orgs/{slug}/audit", get(query_audit))
         .route("/v1/orgs/{slug}/audit/verify", get(verify_audit))
+        .route("/v1/orgs/{slug}/audit/edge", get(list_edge_events))
         .route("/v1/orgs/{slug}/audit/retention", put(set_retention))
         .route("/v1/orgs/{slug}/audit/holds", post(add_hold))
         .route("/v1/orgs/{slug}/audit/purge", post(purge_audit))
@@ -2660,4 +2662,22 @@ async fn login_submit(
             &[session, clear_csrf],
         ),
     }
+}
+
+async fn list_edge_events(Authed { t, .. }: Authed, QueryParams(p): QueryParams<Page>) -> ApiResult<Json<Value>> {
+    let h = t.db.lock().await;
+    let mut rows = h
+        .query(
+            "SELECT id, at, decision, reason, route, ip, request_id FROM edge_events WHERE id > ?1 ORDER BY id LIMIT ?2",
+            libsql::params![p.after.clone().unwrap_or_default(), page_limit(&p)],
+        )
+        .await?;
+    let mut items = Vec::new();
+    while let Some(r) = rows.next().await? {
+        items.push(json!({ "id": r.get::<String>(0)?, "at": r.get::<i64>(1)?, "decision": r.get::<String>(2)?,
+            "reason": r.get::<String>(3)?, "route": r.get::<Option<String>>(4)?, "ip": r.get::<Option<String>>(5)?,
+            "request_id": r.get::<Option<String>>(6)? }));
+    }
+    let next = if items.len() as i64 == page_limit(&p) { items.last().map(|i| i["id"].clone()) } else { None };
+    Ok(Json(json!({ "items": items, "next": next })))
 }
