@@ -500,6 +500,27 @@ async fn origin_end_to_end() {
             .await;
     assert_eq!(s, 401);
 
+    // --- the region template (tiers, routes) through the API; every tenant must still fit
+    let (s, mut template) = json_call("GET", &format!("{}/v1/policy/template", eu.url), Some(OPERATOR), None).await;
+    assert_eq!(s, 200);
+    let (s, _) = json_call("GET", &format!("{}/v1/policy/template", eu.url), Some(&acme_token), None).await;
+    assert_eq!(s, 403);
+    template["routes"] = json!([{ "name": "reports", "path": "/reports", "permission": "reports:read" }]);
+    let (s, v) =
+        json_call("PUT", &format!("{}/v1/policy/template", eu.url), Some(OPERATOR), Some(template.clone())).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, _, body) = call("GET", &format!("{}/v1/bundles/eu-west", eu.url), Some(EDGE), None, &[]).await;
+    let b = gatehouse_core::bundle::open(&body, &pinned, gatehouse_origin::now() as u64).unwrap();
+    assert_eq!(b.policy.routes.len(), 1);
+    assert_eq!(b.policy.routes[0].name, "reports");
+    let mut no_team = template.clone();
+    no_team["tiers"].as_object_mut().unwrap().remove("team");
+    let (s, v) = json_call("PUT", &format!("{}/v1/policy/template", eu.url), Some(OPERATOR), Some(no_team)).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_policy")), "tenants on tier `team` would not fit: {v}");
+    template["orgs"] = json!({ "x": { "tier": "team" } });
+    let (s, _) = json_call("PUT", &format!("{}/v1/policy/template", eu.url), Some(OPERATOR), Some(template)).await;
+    assert_eq!(s, 400, "a template holds no organisations");
+
     // --- audit: intact, then tampered
     let id = acme["id"].as_str().unwrap();
     assert!(

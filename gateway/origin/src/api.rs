@@ -119,7 +119,7 @@ pub struct App {
     pub store: Store,
     keys: std::sync::RwLock<Arc<SigningKeys>>,
     passwords: Passwords,
-    template: Policy,
+    template: std::sync::RwLock<Arc<Policy>>,
     bundle_key: [u8; 64],
     edge_tokens: Vec<(String, [u8; 32])>,
     operator_hash: [u8; 32],
@@ -132,6 +132,16 @@ pub struct App {
     /// Key of the sign-in form's CSRF tokens (derived from the bundle-signing key, so
     /// forms survive a restart).
     csrf_key: [u8; 32],
+}
+
+/// A template holds what is the same for every tenant: no organisations, issuers or
+/// revocations (those come from the tenants), and it must validate.
+fn template_acceptable(p: &Policy) -> Result<(), String> {
+    if !p.orgs.is_empty() || !p.issuers.is_empty() || !p.revoked.jti.is_empty() || !p.revoked.sessions.is_empty() {
+        return Err("must not define orgs, issuers or revocations (they come from the tenants)".into());
+    }
+    p.validate()
+        .map_err(|issues| issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect::<Vec<_>>().join("; "))
 }
 
 fn sha(s: &str) -> [u8; 32] {
@@ -158,9 +168,18 @@ impl App {
             Some(p) => gatehouse_policy::load_policy(p).map_err(|e| anyhow!("{e}"))?,
             None => bundles::default_template(),
         };
-        if !template.orgs.is_empty() || !template.issuers.is_empty() {
-            return Err(anyhow!("bundle.template: must not define orgs or issuers (they come from the tenants)"));
-        }
+        template_acceptable(&template).map_err(|e| anyhow!("bundle.template: {e}"))?;
+        // A template set through the API overrides the file.
+        let stored: Option<String> =
+            one(&*store.directory.lock().await, "SELECT value FROM settings WHERE key = 'template'", ()).await?;
+        let template = match stored {
+            Some(json) => {
+                let p: Policy = serde_json::from_str(&json).context("stored template")?;
+                template_acceptable(&p).map_err(|e| anyhow!("stored template: {e}"))?;
+                p
+            }
+            None => template,
+        };
         let bundle_key = gatehouse_policy::keys::read_signing_key(&cfg.secrets.bundle_signing_key)
             .map_err(|e| anyhow!("secrets.bundle_signing_key: {e}"))?;
         let edge_text = std::fs::read_to_string(&cfg.secrets.edge_tokens)
@@ -190,7 +209,7 @@ impl App {
             store,
             keys: std::sync::RwLock::new(Arc::new(keys)),
             passwords,
-            template,
+            template: std::sync::RwLock::new(Arc::new(template)),
             bundle_key,
             edge_tokens,
             operator_hash,
@@ -233,6 +252,11 @@ impl App {
         }
     }
 
+    /// The region-wide policy template in force.
+    pub fn template(&self) -> Arc<Policy> {
+        self.template.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn keys(&self) -> Arc<SigningKeys> {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -254,8 +278,9 @@ impl App {
             }
         }
         let keys = self.keys();
+        let template = self.template();
         let region = bundles::Region {
-            template: &self.template,
+            template: &template,
             public_url: &self.cfg.public_url,
             audience: &self.cfg.tokens.audience,
             jwks: &keys.jwks,
@@ -307,6 +332,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/t/{slug}/password/reset", post(reset_password))
         .route("/v1/orgs", post(create_org).get(list_orgs))
         .route("/v1/keys/rotate", post(rotate_keys))
+        .route("/v1/policy/template", get(get_template).put(put_template))
         .route("/v1/orgs/{slug}", get(get_org))
         .route("/v1/orgs/{slug}/policy", put(put_policy))
         .route("/v1/orgs/{slug}/users", get(list_users).post(create_user))
@@ -1112,7 +1138,7 @@ struct CreateOrg {
 
 /// Check a tenant policy by composing it with the template and validating the result.
 fn check_tenant_policy(app: &App, slug: &str, tier: &str, tp: &TenantPolicy) -> ApiResult<()> {
-    let mut p = app.template.clone();
+    let mut p = (*app.template()).clone();
     p.orgs.insert(slug.to_string(), tp.clone().into_org(tier.to_string(), Default::default(), Vec::new(), None));
     p.validate().map_err(|issues| {
         bad(
@@ -1360,7 +1386,7 @@ fn may_grant(c: &Caller, role: &str) -> bool {
 
 async fn role_exists(app: &App, h: &libsql::Connection, role: &str) -> ApiResult<bool> {
     Ok(role_rank(role).is_some()
-        || app.template.roles.contains_key(role)
+        || app.template().roles.contains_key(role)
         || one::<String>(h, "SELECT name FROM roles WHERE name = ?1", [role]).await?.is_some())
 }
 
@@ -2637,7 +2663,7 @@ async fn login_submit(
     let domain = app.cfg.signin.cookie_domain.as_deref().map(|d| format!("; Domain={d}")).unwrap_or_default();
     let session = format!(
         "{}={access}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{domain}{}",
-        app.template.settings.session_cookie,
+        app.template().settings.session_cookie,
         app.cfg.tokens.access_ttl_secs,
         app.secure_cookie()
     );
@@ -2680,4 +2706,43 @@ async fn list_edge_events(Authed { t, .. }: Authed, QueryParams(p): QueryParams<
     }
     let next = if items.len() as i64 == page_limit(&p) { items.last().map(|i| i["id"].clone()) } else { None };
     Ok(Json(json!({ "items": items, "next": next })))
+}
+
+async fn get_template(State(app): AppState, headers: HeaderMap) -> ApiResult<Json<Policy>> {
+    require_operator(&app, &headers)?;
+    Ok(Json((*app.template()).clone()))
+}
+
+async fn put_template(
+    State(app): AppState,
+    headers: HeaderMap,
+    JsonBody(p): JsonBody<Policy>,
+) -> ApiResult<Json<Value>> {
+    require_operator(&app, &headers)?;
+    template_acceptable(&p).map_err(|e| bad("invalid_policy", e))?;
+    // Every tenant must still fit (its tier must exist, its rules validate).
+    let keys = app.keys();
+    let region = bundles::Region {
+        template: &p,
+        public_url: &app.cfg.public_url,
+        audience: &app.cfg.tokens.audience,
+        jwks: &keys.jwks,
+        region: &app.cfg.region,
+    };
+    bundles::region_policy(&app.store, &region, crate::now())
+        .await
+        .map_err(|e| bad("invalid_policy", format!("{e:#}")))?;
+    app.store
+        .directory
+        .lock()
+        .await
+        .execute(
+            "INSERT INTO settings (key, value) VALUES ('template', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+            [serde_json::to_string(&p)?],
+        )
+        .await?;
+    *app.template.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p.clone());
+    app.changed();
+    tracing::info!(tiers = p.tiers.len(), routes = p.routes.len(), "policy template replaced by the operator");
+    Ok(Json(json!({ "tiers": p.tiers.keys().collect::<Vec<_>>(), "routes": p.routes.len() })))
 }

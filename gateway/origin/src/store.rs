@@ -44,6 +44,11 @@ const DIRECTORY_MIGRATIONS: &[&str] = &[
         id TEXT PRIMARY KEY,
         received_at INTEGER NOT NULL
      );",
+    // 2: region settings (the policy template set through the API)
+    "CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+     );",
 ];
 
 /// Versioned schema of a tenant database.
