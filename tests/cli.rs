@@ -336,6 +336,16 @@ fn decisions_end_to_end() {
 }
 
 #[test]
+fn token_mint_refuses_a_lifetime_it_cannot_represent() {
+    let (s, _) = setup();
+    let key = s.p("keys/token-signing.pem");
+    let o = run(&["token", "mint", "--key", &key, "--iss", "i", "--sub", "u", "--org", "acme", "--ttl", "876000h"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "a clear error, not a panic: {err}");
+    assert!(err.contains("--ttl: at most 50 years"), "{err}");
+}
+
+#[test]
 fn token_mint_count_gives_distinct_verifiable_tokens() {
     let (s, _) = setup();
     let out = mint(&s, &["--sub", "u", "--org", "acme", "--count", "5"]);

@@ -427,6 +427,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             use jwt_simple::prelude::{Claims, Duration};
             let key = keys::read_token_key(&a.key, &a.alg, a.kid.as_deref())?;
             let now = now_or(&a.now)?;
+            // JWT time arithmetic (jwt-simple) holds seconds in 32 bits of fixed point:
+            // stay well inside it.
+            if a.ttl.as_secs() > 50 * 365 * 86_400 || now > 4_000_000_000 {
+                bail!("--ttl: at most 50 years, and --now before 2096");
+            }
             let mut custom = serde_json::json!({ "org": a.org });
             let roles = list(&a.roles);
             if !roles.is_empty() {

@@ -381,7 +381,9 @@ impl Gateway {
     }
 }
 
-fn to_identity(i: crate::filters::WitIdentity, prefix: &str) -> Option<Identity> {
+/// The identity a filter chain established, as the core models it (its upstream headers
+/// under `prefix`); `None` for an unknown credential kind.
+pub fn to_identity(i: crate::filters::WitIdentity, prefix: &str) -> Option<Identity> {
     Some(Identity::new(
         CredentialKind::parse(&i.kind)?,
         i.subject,

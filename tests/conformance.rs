@@ -1,0 +1,103 @@
+//! The conformance corpus (tests/conformance/cases.jsonl, under tests/conformance/
+//! policy.toml) run against two hosts in this process: the core engine natively, and the
+//! native gateway's filter chain (wasmtime hosting the `gatehouse` component, and the four
+//! single-check components in a chain). Every case must come out as the corpus says, on
+//! every host. The Worker runs the same files in tests/worker.rs.
+//!
+//! One host: `cargo test -p gatehouse-proxy --test conformance -- core` (or `one_call`,
+//! `split_chain`).
+
+#[path = "conformance/support.rs"]
+mod corpus;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use corpus::{Case, Outcome};
+use gatehouse_core::engine::{Engine, Env};
+use gatehouse_core::{Decision, MemoryRateStore, NoCountryLookup, RequestHead};
+use gatehouse_proxy::config::FilterSettings;
+use gatehouse_proxy::filters::{FilterHost, PolicyInput, Shared, Verdict, WitContext, WitRequest};
+
+fn now_nanos() -> u64 {
+    gatehouse_proxy::filters::now_nanos()
+}
+
+fn core_outcome(engine: &Engine, rates: &MemoryRateStore, c: &Case) -> Outcome {
+    let pairs: Vec<(&str, &str)> = c.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let head = RequestHead {
+        method: &c.method,
+        scheme: "https",
+        host: &c.host,
+        path: &c.path,
+        query: c.query.as_deref(),
+        headers: &pairs,
+        peer: c.peer.parse::<IpAddr>().expect("peer"),
+        platform_country: None,
+    };
+    let env = Env { now: now_nanos(), rates, countries: &NoCountryLookup, signatures: None };
+    match engine.decide(&head, &env) {
+        Decision::Allow(a) => Outcome::allow(a.identity.as_ref().map(|i| i.upstream_headers().to_vec()).unwrap_or_default()),
+        Decision::Deny(d) => Outcome::deny(d.status, d.reason.as_str()),
+        Decision::Redirect(r) => Outcome::redirect(&r.location),
+    }
+}
+
+#[test]
+fn core() {
+    let b = corpus::bundle();
+    let engine = Engine::from_bundle(&b.bytes, &b.public_key, now_nanos() / 1_000_000_000, &b.secrets).unwrap();
+    let rates = MemoryRateStore::new(10_000, [7; 16]);
+    corpus::check_all("core", |c| core_outcome(&engine, &rates, c));
+}
+
+fn chain_outcome(host: &FilterHost, chain: &[&str], policy: &PolicyInput<'_>, prefix: &str, c: &Case) -> Outcome {
+    let req = WitRequest {
+        method: c.method.clone(),
+        scheme: "https".into(),
+        authority: c.host.clone(),
+        path: c.path.clone(),
+        query: c.query.clone(),
+        headers: c.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+        peer: c.peer.clone(),
+        platform_country: None,
+    };
+    let mut ctx = WitContext { org: None, route: None, client_ip: None, identity: None, response_headers: Vec::new() };
+    for name in chain {
+        match host.check(name, policy, &req, &ctx).expect("filter call") {
+            Verdict::Allow(next) => ctx = next,
+            Verdict::Deny(d) => return Outcome::deny(d.status, &d.reason),
+            Verdict::Redirect(location) => return Outcome::redirect(&location),
+        }
+    }
+    let headers = ctx
+        .identity
+        .and_then(|i| gatehouse_proxy::server::to_identity(i, prefix))
+        .map(|i| i.upstream_headers().to_vec())
+        .unwrap_or_default();
+    Outcome::allow(headers)
+}
+
+fn run_chain(label: &str, chain: &[&str]) {
+    let b = corpus::bundle();
+    let dir = corpus::component_dir();
+    let settings = FilterSettings { pool_size: 2, ..Default::default() };
+    let sources: Vec<(String, std::path::PathBuf)> =
+        chain.iter().map(|n| (n.to_string(), dir.join(format!("gatehouse_filter_{n}.wasm")))).collect();
+    let shared = Arc::new(Shared { rates: MemoryRateStore::new(10_000, [7; 16]), geo: None });
+    let host = FilterHost::new(&settings, &sources, shared).unwrap();
+    let policy = PolicyInput { revision: 1, bundle: &b.bytes, public_key: &b.public_key, secrets_json: &b.secrets_json };
+    let engine = Engine::from_bundle(&b.bytes, &b.public_key, now_nanos() / 1_000_000_000, &b.secrets).unwrap();
+    let prefix = engine.identity_header_prefix().to_string();
+    corpus::check_all(label, |c| chain_outcome(&host, chain, &policy, &prefix, c));
+}
+
+#[test]
+fn one_call() {
+    run_chain("gateway (gatehouse component)", &["gatehouse"]);
+}
+
+#[test]
+fn split_chain() {
+    run_chain("gateway (ip, geo, token, rate)", &["ip", "geo", "token", "rate"]);
+}

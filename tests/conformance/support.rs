@@ -1,0 +1,131 @@
+//! Reading the conformance corpus and comparing a host's outcome with it; shared by the
+//! runners of every host.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Where the corpus lives.
+pub fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance")
+}
+
+/// One case: a request and what every host must decide.
+#[derive(Debug, Deserialize)]
+pub struct Case {
+    pub name: String,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub peer: String,
+    pub expect: Expect,
+}
+
+/// The decision a case must get.
+#[derive(Debug, Deserialize)]
+pub struct Expect {
+    pub status: u16,
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub identity: BTreeMap<String, String>,
+    #[serde(default)]
+    pub location_prefix: Option<String>,
+}
+
+/// What a host decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub status: u16,
+    pub reason: Option<String>,
+    pub identity: BTreeMap<String, String>,
+    pub location: Option<String>,
+}
+
+impl Outcome {
+    pub fn allow(headers: Vec<(String, String)>) -> Outcome {
+        Outcome { status: 200, reason: None, identity: headers.into_iter().collect(), location: None }
+    }
+    pub fn deny(status: u16, reason: &str) -> Outcome {
+        Outcome { status, reason: Some(reason.to_string()), identity: BTreeMap::new(), location: None }
+    }
+    pub fn redirect(location: &str) -> Outcome {
+        Outcome { status: 302, reason: None, identity: BTreeMap::new(), location: Some(location.to_string()) }
+    }
+}
+
+/// Every case, in file order (rate-limit cases depend on it).
+pub fn cases() -> Vec<Case> {
+    let text = std::fs::read_to_string(dir().join("cases.jsonl")).expect("cases.jsonl");
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("case")).collect()
+}
+
+/// Why `got` does not satisfy the case, if it does not.
+pub fn mismatch(c: &Case, got: &Outcome) -> Option<String> {
+    let e = &c.expect;
+    let mut why = Vec::new();
+    if got.status != e.status {
+        why.push(format!("status {} (expected {})", got.status, e.status));
+    }
+    if got.reason != e.reason {
+        why.push(format!("reason {:?} (expected {:?})", got.reason, e.reason));
+    }
+    for (k, v) in &e.identity {
+        if got.identity.get(k) != Some(v) {
+            why.push(format!("{k} = {:?} (expected {v:?})", got.identity.get(k)));
+        }
+    }
+    if let Some(prefix) = &e.location_prefix {
+        if !got.location.as_deref().is_some_and(|l| l.starts_with(prefix.as_str())) {
+            why.push(format!("location {:?} (expected {prefix}…)", got.location));
+        }
+    }
+    (!why.is_empty()).then(|| format!("{}: {}", c.name, why.join(", ")))
+}
+
+/// Run every case through `decide` and require all of them to match.
+pub fn check_all(host: &str, mut decide: impl FnMut(&Case) -> Outcome) {
+    let cases = cases();
+    assert!(cases.len() >= 150, "the corpus has {} cases", cases.len());
+    let failures: Vec<String> = cases.iter().filter_map(|c| mismatch(c, &decide(c))).collect();
+    assert!(failures.is_empty(), "{host}: {} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    eprintln!("{host}: {} of {} cases as the corpus says", cases.len(), cases.len());
+}
+
+/// The corpus's bundle, compiled now from policy.toml with the corpus's test key.
+pub struct Bundle {
+    pub bytes: Vec<u8>,
+    pub public_key: [u8; 32],
+    pub secrets: gatehouse_core::EdgeSecrets,
+    /// The edge secrets as JSON, as hosts hand them to filter components.
+    pub secrets_json: Vec<u8>,
+}
+
+pub fn bundle() -> Bundle {
+    let d = dir();
+    let policy = gatehouse_policy::load_policy(&d.join("policy.toml")).expect("corpus policy");
+    let key = gatehouse_policy::keys::read_signing_key(&d.join("keys/bundle-signing.pem")).expect("key");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let stamp = gatehouse_policy::BundleStamp { revision: 1, region: "corpus".into(), issued_at: now, ttl_secs: 86_400 };
+    Bundle {
+        bytes: gatehouse_policy::compile(policy, &stamp, &key).expect("compile"),
+        public_key: gatehouse_policy::keys::read_public_key(&d.join("keys/bundle-signing.pub.pem")).expect("public key"),
+        secrets: gatehouse_policy::load_secrets(&d.join("keys/edge-secrets.toml")).expect("secrets"),
+        secrets_json: {
+            let text = std::fs::read_to_string(d.join("keys/edge-secrets.toml")).unwrap();
+            serde_json::to_vec(&toml::from_str::<toml::Value>(&text).unwrap()).unwrap()
+        },
+    }
+}
+
+/// Where scripts/build-components put the filter components.
+pub fn component_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("GATEHOUSE_FILTER_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().nth(3).unwrap().join("wasm32-wasip2/release")
+}
