@@ -9,6 +9,9 @@
 
 mod support;
 
+#[path = "conformance/support.rs"]
+mod corpus;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -84,25 +87,19 @@ async fn request(
     send(addr, get(host, path, headers), None).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn worker_under_workerd() {
-    let (Some(build), Some(workerd)) =
-        (std::env::var_os("GATEHOUSE_WORKER_BUILD"), std::env::var_os("GATEHOUSE_WORKERD"))
-    else {
-        eprintln!("worker_under_workerd: GATEHOUSE_WORKER_BUILD / GATEHOUSE_WORKERD not set (scripts/test sets them); not run");
-        return;
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    compile_bundle(dir, POLICY, 1, &dir.join("bundle.ghb"));
-    let bundle = base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.join("bundle.ghb")).unwrap());
-    let pinned =
-        base64::engine::general_purpose::STANDARD.encode(raw_public_key(&dir.join("keys/bundle-signing.pub.pem")));
-    let up: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _upstream =
-        Killed(bin().args(["upstream", "--listen", &up.to_string()]).stdout(Stdio::null()).spawn().unwrap());
+/// Run the built Worker under workerd in `dir` with these bindings; returns the process
+/// and the address it serves.
+fn start_workerd(
+    dir: &Path,
+    build: &Path,
+    workerd: &Path,
+    bundle: &str,
+    pinned: &str,
+    edge_secrets: &str,
+    up: SocketAddr,
+) -> (Killed, SocketAddr) {
     for f in ["index.js", "index_bg.wasm"] {
-        std::fs::copy(Path::new(&build).join(f), dir.join(f)).unwrap();
+        std::fs::copy(build.join(f), dir.join(f)).unwrap();
     }
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let config = format!(
@@ -124,18 +121,20 @@ const gateway :Workerd.Worker = (
     (name = "UPSTREAM", text = "http://{up}"),
     (name = "ORIGIN_PUBLIC_KEY", text = "{pinned}"),
     (name = "BUNDLE", text = "{bundle}"),
+    (name = "EDGE_SECRETS", text = "{secrets}"),
     (name = "RATE_LIMITER", durableObjectNamespace = "RateLimiter"),
   ],
   durableObjectNamespaces = [ (className = "RateLimiter", uniqueKey = "gatehouse-rate-limiter", enableSql = true) ],
   durableObjectStorage = (inMemory = void),
   globalOutbound = "net",
 );
-"#
+"#,
+        secrets = edge_secrets.replace('\\', "\\\\").replace('"', "\\\"")
     );
     std::fs::write(dir.join("config.capnp"), config).unwrap();
     let log = std::fs::File::create(dir.join("workerd.log")).unwrap();
-    let _workerd = Killed(
-        Command::new(&workerd)
+    let process = Killed(
+        Command::new(workerd)
             .args(["serve", "config.capnp", "--experimental"])
             .current_dir(dir)
             .stdout(log.try_clone().unwrap())
@@ -145,6 +144,27 @@ const gateway :Workerd.Worker = (
     );
     wait_port(up);
     wait_port(addr);
+    (process, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_under_workerd() {
+    let (Some(build), Some(workerd)) =
+        (std::env::var_os("GATEHOUSE_WORKER_BUILD"), std::env::var_os("GATEHOUSE_WORKERD"))
+    else {
+        eprintln!("worker_under_workerd: GATEHOUSE_WORKER_BUILD / GATEHOUSE_WORKERD not set (scripts/test sets them); not run");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    compile_bundle(dir, POLICY, 1, &dir.join("bundle.ghb"));
+    let bundle = base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.join("bundle.ghb")).unwrap());
+    let pinned =
+        base64::engine::general_purpose::STANDARD.encode(raw_public_key(&dir.join("keys/bundle-signing.pub.pem")));
+    let up: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _upstream =
+        Killed(bin().args(["upstream", "--listen", &up.to_string()]).stdout(Stdio::null()).spawn().unwrap());
+    let (_workerd, addr) = start_workerd(dir, Path::new(&build), Path::new(&workerd), &bundle, &pinned, "", up);
     let logs = || std::fs::read_to_string(dir.join("workerd.log")).unwrap_or_default();
 
     // Allowed: the upstream sees the identity headers, never the client's own.
@@ -194,4 +214,59 @@ const gateway :Workerd.Worker = (
     let ok = codes.iter().filter(|c| **c == 200).count();
     let limited = codes.iter().filter(|c| **c == 429).count();
     assert_eq!((ok, limited), (50, 50), "{codes:?}\n{}", logs());
+}
+
+/// The conformance corpus through the Worker under workerd: every case as the corpus says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_conformance_corpus() {
+    let (Some(build), Some(workerd)) =
+        (std::env::var_os("GATEHOUSE_WORKER_BUILD"), std::env::var_os("GATEHOUSE_WORKERD"))
+    else {
+        eprintln!("worker_conformance_corpus: GATEHOUSE_WORKER_BUILD / GATEHOUSE_WORKERD not set (scripts/test sets them); not run");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let b = corpus::bundle();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let up: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _upstream =
+        Killed(bin().args(["upstream", "--listen", &up.to_string()]).stdout(Stdio::null()).spawn().unwrap());
+    let secrets = String::from_utf8(b.secrets_json.clone()).unwrap();
+    let (_workerd, addr) = start_workerd(
+        tmp.path(),
+        Path::new(&build),
+        Path::new(&workerd),
+        &b64.encode(&b.bytes),
+        &b64.encode(b.public_key),
+        &secrets,
+        up,
+    );
+    let mut outcomes = Vec::new();
+    for c in corpus::cases() {
+        let target = match &c.query {
+            Some(q) => format!("{}?{q}", c.path),
+            None => c.path.clone(),
+        };
+        let mut req = hyper::Request::builder().method(c.method.as_str()).uri(target).header("host", &c.host);
+        req = req.header("cf-connecting-ip", &c.peer);
+        for (k, v) in &c.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let (status, h, _) = send(addr, req.body(body(bytes::Bytes::new())).unwrap(), None).await;
+        let outcome = match status {
+            200 => corpus::Outcome::allow(
+                h.iter()
+                    .filter_map(|(k, v)| {
+                        let name = k.as_str().strip_prefix("x-echo-")?;
+                        Some((format!("x-{name}"), v.to_str().ok()?.to_string()))
+                    })
+                    .collect(),
+            ),
+            302 => corpus::Outcome::redirect(h.get("location").and_then(|v| v.to_str().ok()).unwrap_or("")),
+            s => corpus::Outcome::deny(s, h.get("x-gatehouse-reason").and_then(|v| v.to_str().ok()).unwrap_or("")),
+        };
+        outcomes.push(outcome);
+    }
+    let mut it = outcomes.into_iter();
+    corpus::check_all("worker (workerd)", true, |_| it.next().unwrap());
 }

@@ -250,6 +250,10 @@ case("feature missing from the tier", host="globex.corpus.test", path="/reports"
 # --- request shape
 for bad_path in ["/a/../admin", "/a/./b", "/%2e%2e/admin", "/a%2fb", "//admin", "/a/%2E/b"]:
     case("path not in normal form: " + bad_path, path=bad_path, headers=[bearer(owner)], status=400, reason="request_malformed")
+    if "." in bad_path or "%2e" in bad_path.lower():
+        # Platforms that resolve dot segments before any code sees the request (Cloudflare,
+        # workerd) decide on, and forward, the resolved path: owner on /admin or /a/b.
+        cases[-1]["expect_if_platform_resolves_dots"] = {"status": 200, "reason": None}
 case("path with a NUL", path="/a%00b", headers=[bearer(owner)], status=400, reason="request_malformed")
 
 # --- rate limits (in order: tiny allows 3 per day for the whole org)

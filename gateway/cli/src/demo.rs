@@ -48,6 +48,17 @@ async fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
     let body = serde_json::json!({"upstream": "gatehouse demo app", "method": method, "path": path, "identity": identity, "body_bytes": n});
     let mut r = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
     r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    // The identity also as response headers (`x-echo-gatehouse-subject`, …), so that a
+    // HEAD request shows it too.
+    for (k, v) in &identity {
+        let name = format!("x-echo-{}", k.trim_start_matches("x-"));
+        if let (Ok(n), Some(Ok(v))) = (
+            hyper::header::HeaderName::from_bytes(name.as_bytes()),
+            v.as_str().map(hyper::header::HeaderValue::from_str),
+        ) {
+            r.headers_mut().insert(n, v);
+        }
+    }
     r
 }
 
