@@ -1,0 +1,436 @@
+//! # gatehouse-spin
+//!
+//! The Gatehouse edge gateway as a Fermyon Spin HTTP component (WASI 0.3, spin-sdk 7).
+//! Every decision is made by `gatehouse-core`; this crate only adapts Spin's I/O:
+//!
+//! - **Policy**: the signed bundle comes from the Spin variable `bundle` (base64), pinned
+//!   to `origin_public_key` (base64 of the 32 raw Ed25519 bytes), with `edge_secrets`
+//!   (JSON of `EdgeSecrets`, may be empty). The compiled engine is kept in the instance
+//!   (Spin reuses WASI 0.3 instances) and rebuilt only when one of the three changes. A
+//!   missing or refused bundle denies every request (503 `bundle_missing`, or
+//!   `bundle_expired`).
+//! - **Request head**: method, scheme, `Host` (else the request authority), path, query,
+//!   every header, and the peer from Spin's `spin-client-addr` header. Without exactly
+//!   one such value nothing is decided (400 `request_malformed`).
+//! - **Checks**: every check but the rate limit runs through `Engine::check`; the rate
+//!   limit through `Engine::rate_steps` / `finish_rates` with the GCRA state (TATs) in the
+//!   Spin key-value store `default`.
+//! - **Forwarding**: allowed requests go to the `upstream` variable's origin with the same
+//!   method, path and query; bodies are streamed by the host in both directions (never
+//!   copied through the guest). Hop-by-hop headers and client-sent identity headers are
+//!   dropped; the identity's headers, `x-forwarded-for` and `x-forwarded-host` added. The
+//!   upstream's response gets the allow's `RateLimit-*` headers. With the `middleware`
+//!   feature the request goes to the next handler of a Spin middleware chain instead.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use gatehouse_core::bundle::BundleError;
+use gatehouse_core::engine::{Check, Context, Engine, EngineError, Env, RateStep};
+use gatehouse_core::geo::NoCountryLookup;
+use gatehouse_core::ratelimit::{Gcra, RateDecision, RateKey, RateStore};
+use gatehouse_core::request::RequestHead;
+use gatehouse_core::{Decision, EdgeSecrets, ReasonCode};
+use spin_sdk::wasip3::http::types::{self, ErrorCode, Fields, Method, Scheme};
+use spin_sdk::wasip3::wit_bindgen;
+use spin_sdk::wasip3::{wit_future, wit_stream};
+
+mod forward;
+
+use forward::Field;
+
+/// Every check but the rate limit, which needs the asynchronous store.
+const CHECKS: &[Check] = match Check::ALL.split_last() {
+    Some((Check::RateLimit, rest)) => rest,
+    // Checked at compile time: the rate limit must stay the last check.
+    _ => panic!("Check::ALL no longer ends with the rate limit"),
+};
+
+const NANOS: u64 = 1_000_000_000;
+
+thread_local! {
+    /// The engine of the configuration in force, with the variable values it came from.
+    static ENGINE: RefCell<Option<Loaded>> = const { RefCell::new(None) };
+    /// The last configuration problem logged (each is logged once, not per request).
+    static LAST_PROBLEM: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+struct Loaded {
+    bundle: String,
+    public_key: String,
+    secrets: String,
+    engine: Rc<Engine>,
+}
+
+/// A rate store for `Env` that is never used (the rate check runs separately, through the
+/// key-value store); should it ever be asked, it refuses: fail closed.
+struct NoRates;
+
+impl RateStore for NoRates {
+    fn check(&self, _: &RateKey<'_>, gcra: &Gcra, _: u64) -> RateDecision {
+        RateDecision { allowed: false, limit: gcra.burst, remaining: 0, reset_after: 0, retry_after: 0 }
+    }
+}
+
+fn now_nanos() -> u64 {
+    let t = spin_sdk::wasip3::clocks::system_clock::now();
+    u64::try_from(t.seconds).unwrap_or(0).saturating_mul(NANOS).saturating_add(u64::from(t.nanoseconds))
+}
+
+/// Log a configuration problem once (Spin keeps the component's stderr). Never pass a
+/// secret or anything derived from one.
+fn log_problem(msg: String) {
+    LAST_PROBLEM.with(|last| {
+        let mut last = last.borrow_mut();
+        if *last != msg {
+            eprintln!("gatehouse: {msg}");
+            *last = msg;
+        }
+    });
+}
+
+async fn variable(name: &str) -> Option<String> {
+    spin_sdk::variables::get(name).await.ok()
+}
+
+/// The engine for the configured bundle: from the instance's cache, or compiled now.
+async fn engine(now: u64) -> Result<Rc<Engine>, ReasonCode> {
+    let (Some(bundle), Some(public_key)) = (variable("bundle").await, variable("origin_public_key").await) else {
+        log_problem("variable `bundle` or `origin_public_key` is not defined for this component".into());
+        return Err(ReasonCode::BundleMissing);
+    };
+    let secrets = variable("edge_secrets").await.unwrap_or_default();
+    let cached = ENGINE.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|l| l.bundle == bundle && l.public_key == public_key && l.secrets == secrets)
+            .map(|l| l.engine.clone())
+    });
+    if let Some(e) = cached {
+        return Ok(e);
+    }
+    let engine = Rc::new(compile(&bundle, &public_key, &secrets, now / NANOS)?);
+    ENGINE.with(|c| *c.borrow_mut() = Some(Loaded { bundle, public_key, secrets, engine: engine.clone() }));
+    LAST_PROBLEM.with(|l| l.borrow_mut().clear());
+    Ok(engine)
+}
+
+fn compile(bundle: &str, public_key: &str, secrets: &str, now_secs: u64) -> Result<Engine, ReasonCode> {
+    let Some(bytes) = forward::decode_b64(bundle) else {
+        log_problem("variable `bundle` is empty or not base64".into());
+        return Err(ReasonCode::BundleMissing);
+    };
+    let Some(key) = forward::decode_b64(public_key).and_then(|k| <[u8; 32]>::try_from(k).ok()) else {
+        log_problem("variable `origin_public_key` is not base64 of 32 bytes".into());
+        return Err(ReasonCode::BundleMissing);
+    };
+    let secrets: EdgeSecrets = if secrets.trim().is_empty() {
+        EdgeSecrets::default()
+    } else {
+        // The parser's message may quote the secret text: report only where it failed.
+        serde_json::from_str(secrets).map_err(|e| {
+            log_problem(format!(
+                "variable `edge_secrets` is not valid EdgeSecrets JSON ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ));
+            ReasonCode::BundleMissing
+        })?
+    };
+    Engine::from_bundle(&bytes, &key, now_secs, &secrets).map_err(|e| {
+        log_problem(format!("bundle refused: {e}"));
+        match e {
+            EngineError::Bundle(BundleError::Expired { .. }) => ReasonCode::BundleExpired,
+            _ => ReasonCode::BundleMissing,
+        }
+    })
+}
+
+fn method_name(m: &Method) -> &str {
+    match m {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Delete => "DELETE",
+        Method::Connect => "CONNECT",
+        Method::Options => "OPTIONS",
+        Method::Trace => "TRACE",
+        Method::Patch => "PATCH",
+        Method::Other(s) => s,
+    }
+}
+
+/// A response with a small body written from the guest.
+fn small_response(status: u16, headers: &[Field], body: Vec<u8>) -> types::Response {
+    let fields = fields_from(headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+    let (mut body_tx, body_rx) = wit_stream::new();
+    let (trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));
+    let (response, _sent) = types::Response::new(fields, Some(body_rx), trailers_rx);
+    drop(trailers_tx);
+    let _ = response.set_status_code(status);
+    wit_bindgen::spawn(async move {
+        let _ = body_tx.write_all(body).await;
+    });
+    response
+}
+
+/// Header fields for an outgoing message. Fields the host refuses are left out one by one
+/// rather than failing the whole message.
+fn fields_from<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Fields {
+    let fields = Fields::new();
+    for (name, value) in headers {
+        let _ = fields.append(name, value);
+    }
+    fields
+}
+
+/// A deny as every Gatehouse host answers it: the status, `x-gatehouse-reason`, the
+/// engine's headers and `{"error":"<code>"}`.
+fn deny_response(status: u16, reason: ReasonCode, headers: &[(String, String)]) -> types::Response {
+    let code = reason.as_str();
+    small_response(status, &forward::deny_headers(code, headers), forward::deny_body(code))
+}
+
+fn reason_response(reason: ReasonCode) -> types::Response {
+    deny_response(reason.status(), reason, &[])
+}
+
+fn decision_response(d: Decision) -> types::Response {
+    match d {
+        Decision::Deny(d) => deny_response(d.status, d.reason, &d.headers),
+        Decision::Redirect(r) => small_response(302, &[("location".into(), r.location.into_bytes())], Vec::new()),
+        // `check` and the rate steps never answer with an allow; if they did, fail closed.
+        Decision::Allow(_) => reason_response(ReasonCode::InternalError),
+    }
+}
+
+/// The rate steps against the key-value store, in order, stopping at the first refusal.
+/// A store error ends the answers early, which `finish_rates` turns into a deny.
+async fn run_rate_steps(steps: &[RateStep], now: u64) -> Vec<RateDecision> {
+    let mut answers = Vec::with_capacity(steps.len());
+    if steps.is_empty() {
+        return answers;
+    }
+    let Ok(store) = spin_sdk::key_value::Store::open_default().await else {
+        log_problem("the key-value store `default` cannot be opened (key_value_stores = [\"default\"]?)".into());
+        return answers;
+    };
+    for step in steps {
+        let key = forward::kv_key(&step.key);
+        let tat = match store.get(&*key).await {
+            Ok(None) => None,
+            Ok(Some(v)) => match forward::parse_tat(&v) {
+                Some(t) => Some(t),
+                None => break,
+            },
+            Err(_) => break,
+        };
+        let (decision, new_tat) = step.gcra.apply(tat, now);
+        if let Some(t) = new_tat {
+            if store.set(&*key, forward::format_tat(t)).await.is_err() {
+                break;
+            }
+        }
+        answers.push(decision);
+        if !decision.allowed {
+            break;
+        }
+    }
+    answers
+}
+
+/// The exported `wasi:http/handler@0.3.0`. The request stays a WASI resource (no
+/// conversion to `http` types): its body stream is handed to the upstream request as is.
+struct Gateway;
+
+spin_sdk::wasip3::http::service::export!(Gateway);
+
+impl spin_sdk::wasip3::exports::http::handler::Guest for Gateway {
+    async fn handle(request: types::Request) -> Result<types::Response, ErrorCode> {
+        Ok(gateway(request).await)
+    }
+}
+
+async fn gateway(req: types::Request) -> types::Response {
+    let now = now_nanos();
+    let engine = match engine(now).await {
+        Ok(e) => e,
+        Err(reason) => return reason_response(reason),
+    };
+
+    // The head as the engine sees it. Header values must be text.
+    let method = req.get_method();
+    let scheme = match req.get_scheme() {
+        Some(Scheme::Https) => "https".to_string(),
+        Some(Scheme::Other(s)) => s,
+        Some(Scheme::Http) | None => "http".to_string(),
+    };
+    let authority = req.get_authority();
+    let path_with_query = req.get_path_with_query().unwrap_or_else(|| "/".to_string());
+    let (path, query) = match path_with_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_with_query.as_str(), None),
+    };
+    let fields = forward::lowercase_names(req.get_headers().copy_all());
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(fields.len());
+    for (name, value) in &fields {
+        match forward::header_text(value) {
+            Some(v) => pairs.push((name.as_str(), v)),
+            None => return reason_response(ReasonCode::RequestMalformed),
+        }
+    }
+    let Some(peer) = forward::peer_from_client_addr(
+        fields.iter().filter(|(n, _)| n == forward::CLIENT_ADDR_HEADER).map(|(_, v)| v.as_slice()),
+    ) else {
+        return reason_response(ReasonCode::RequestMalformed);
+    };
+    let host = pairs.iter().find(|(n, _)| *n == "host").map(|(_, v)| *v).or(authority.as_deref()).unwrap_or("");
+    let head = RequestHead {
+        method: method_name(&method),
+        scheme: &scheme,
+        host,
+        path,
+        query,
+        headers: &pairs,
+        peer,
+        platform_country: None,
+    };
+
+    // Every check but the rate limit, then the rate limit against the key-value store.
+    let env = Env { now, rates: &NoRates, countries: &NoCountryLookup, signatures: None };
+    let mut ctx = Context::default();
+    if let Err(d) = engine.check(CHECKS, &head, &mut ctx, &env) {
+        return decision_response(d);
+    }
+    let steps = match engine.rate_steps(&ctx) {
+        Ok(s) => s,
+        Err(d) => return decision_response(d),
+    };
+    let answers = run_rate_steps(&steps, now).await;
+    if let Err(d) = engine.finish_rates(&mut ctx, steps.len(), &answers) {
+        return decision_response(d);
+    }
+    let allow = match engine.allow_context(&ctx) {
+        Decision::Allow(a) => a,
+        other => return decision_response(other),
+    };
+
+    // Forward: the incoming body stream goes on unchanged.
+    let raw: Vec<(&str, &[u8])> = fields.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+    let headers = forward::upstream_request_headers(
+        &raw,
+        |name| engine.is_identity_header(name),
+        !cfg!(feature = "middleware"),
+        allow.upstream_headers(),
+        peer,
+        host,
+    );
+    let target = match target(host, scheme == "https").await {
+        Ok(t) => t,
+        Err(reason) => return reason_response(reason),
+    };
+    let outgoing = match outgoing_request(req, &method, &target, &path_with_query, &headers) {
+        Ok(r) => r,
+        Err(()) => return reason_response(ReasonCode::UpstreamUnavailable),
+    };
+    match dispatch(outgoing).await {
+        Ok(resp) => relay_response(resp, &allow.response_headers, matches!(method, Method::Head)),
+        Err(e) => {
+            let reason = match e {
+                ErrorCode::ConnectionTimeout | ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => {
+                    ReasonCode::UpstreamTimeout
+                }
+                _ => ReasonCode::UpstreamUnavailable,
+            };
+            log_problem(format!("upstream error: {e:?}"));
+            reason_response(reason)
+        }
+    }
+}
+
+/// Where an allowed request goes: scheme and authority.
+struct Target {
+    scheme: Scheme,
+    authority: String,
+}
+
+/// The `upstream` variable (standalone gateway).
+#[cfg(not(feature = "middleware"))]
+async fn target(_host: &str, _https: bool) -> Result<Target, ReasonCode> {
+    let text = variable("upstream").await.unwrap_or_default();
+    match forward::parse_upstream(&text) {
+        Some(u) => Ok(Target { scheme: if u.https { Scheme::Https } else { Scheme::Http }, authority: u.authority }),
+        None => {
+            log_problem("variable `upstream` is not http(s)://host[:port]".into());
+            Err(ReasonCode::UpstreamUnavailable)
+        }
+    }
+}
+
+/// The next handler of the middleware chain: the request keeps its own scheme and host.
+#[cfg(feature = "middleware")]
+async fn target(host: &str, https: bool) -> Result<Target, ReasonCode> {
+    Ok(Target { scheme: if https { Scheme::Https } else { Scheme::Http }, authority: host.to_string() })
+}
+
+#[cfg(not(feature = "middleware"))]
+async fn dispatch(req: types::Request) -> Result<types::Response, ErrorCode> {
+    spin_sdk::wasip3::http::client::send(req).await
+}
+
+#[cfg(feature = "middleware")]
+async fn dispatch(req: types::Request) -> Result<types::Response, ErrorCode> {
+    let resp = spin_sdk::http::next(req).await?;
+    let (_, mut body) = resp.into_parts();
+    body.take_unstarted().ok_or_else(|| ErrorCode::InternalError(Some("response body already read".into())))
+}
+
+/// The upstream request around the incoming body stream. The outcome of sending it is
+/// reported back as the outcome of consuming the incoming body.
+fn outgoing_request(
+    incoming: types::Request,
+    method: &Method,
+    target: &Target,
+    path_with_query: &str,
+    headers: &[Field],
+) -> Result<types::Request, ()> {
+    let (consumed_tx, consumed_rx) = wit_future::new(|| Ok(()));
+    let (contents, trailers) = types::Request::consume_body(incoming, consumed_rx);
+    let fields = fields_from(headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+    let (out, sent) = types::Request::new(fields, Some(contents), trailers, None);
+    out.set_method(method)?;
+    out.set_scheme(Some(&target.scheme))?;
+    out.set_authority(Some(&target.authority))?;
+    out.set_path_with_query(Some(path_with_query))?;
+    wit_bindgen::spawn(async move {
+        let _ = consumed_tx.write(sent.await).await;
+    });
+    Ok(out)
+}
+
+/// The upstream's response to the client: its status and body stream, its headers minus
+/// hop-by-hop ones, plus the allow's `RateLimit-*` headers. The answer to a HEAD carries
+/// no `content-length`: the WASI HTTP host checks a body against it, and a HEAD response
+/// has none.
+fn relay_response(resp: types::Response, ours: &[(String, String)], head: bool) -> types::Response {
+    let status = resp.get_status_code();
+    let upstream_headers = {
+        let h = resp.get_headers();
+        h.copy_all()
+    };
+    let mut headers = forward::client_response_headers(upstream_headers, ours);
+    if head {
+        headers.retain(|(n, _)| !n.eq_ignore_ascii_case("content-length"));
+    }
+    let (consumed_tx, consumed_rx) = wit_future::new(|| Ok(()));
+    let (contents, trailers) = types::Response::consume_body(resp, consumed_rx);
+    let fields = fields_from(headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+    let (out, sent) = types::Response::new(fields, Some(contents), trailers);
+    let _ = out.set_status_code(status);
+    wit_bindgen::spawn(async move {
+        let _ = consumed_tx.write(sent.await).await;
+    });
+    out
+}

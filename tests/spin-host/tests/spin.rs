@@ -1,0 +1,139 @@
+//! The Spin gateway component (the exact file spin.toml references,
+//! components/spin/dist/gatehouse_spin.wasm, built by scripts/build-spin) under the
+//! project's WASI 0.3 host: the conformance corpus, and a real upstream on loopback that
+//! receives the allowed requests with identity headers and never the denied ones.
+
+#[path = "../../conformance/support.rs"]
+mod corpus;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use gatehouse_spin_test_host::{spin_request, SpinHost};
+use http_body_util::{BodyExt, Full};
+
+fn component() -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../components/spin/dist/gatehouse_spin.wasm");
+    assert!(p.exists(), "{} is missing: run scripts/build-spin", p.display());
+    p
+}
+
+/// An upstream that echoes the identity headers it got as `x-echo-*` response headers and
+/// counts the requests that reached it.
+async fn upstream(hits: Arc<AtomicUsize>) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = l.accept().await else { continue };
+            let hits = hits.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        let mut r = http::Response::new(Full::new(Bytes::from_static(b"ok")));
+                        for (k, v) in req.headers() {
+                            if let Some(rest) = k.as_str().strip_prefix("x-gatehouse-") {
+                                let name = http::HeaderName::from_bytes(format!("x-echo-gatehouse-{rest}").as_bytes())
+                                    .unwrap();
+                                r.headers_mut().insert(name, v.clone());
+                            }
+                        }
+                        let n = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+                        r.headers_mut().insert("x-echo-body-bytes", n.into());
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn host(up: SocketAddr) -> SpinHost {
+    let b = corpus::bundle();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut h = SpinHost::new(&component()).unwrap();
+    h.vars.insert("bundle".into(), b64.encode(&b.bytes));
+    h.vars.insert("origin_public_key".into(), b64.encode(b.public_key));
+    h.vars.insert("edge_secrets".into(), String::from_utf8(b.secrets_json).unwrap());
+    h.vars.insert("upstream".into(), format!("http://{up}"));
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_conformance_corpus_and_upstream() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let up = upstream(hits.clone()).await;
+    let h = host(up);
+    let mut outcomes = Vec::new();
+    let mut allowed = 0;
+    for c in corpus::cases() {
+        let pq = match &c.query {
+            Some(q) => format!("{}?{q}", c.path),
+            None => c.path.clone(),
+        };
+        let before = hits.load(Ordering::SeqCst);
+        let r = h
+            .call(spin_request(&c.method, &c.host, &pq, &c.peer, &c.headers))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e:#}", c.name));
+        let reached = hits.load(Ordering::SeqCst) - before;
+        let outcome = match r.status {
+            200 => {
+                allowed += 1;
+                assert_eq!(reached, 1, "{}: an allowed request reaches the upstream once", c.name);
+                corpus::Outcome::allow(
+                    r.headers
+                        .iter()
+                        .filter_map(|(k, v)| Some((format!("x-{}", k.strip_prefix("x-echo-")?), v.clone())))
+                        .filter(|(k, _)| k.starts_with("x-gatehouse-"))
+                        .collect(),
+                )
+            }
+            302 => corpus::Outcome::redirect(r.header("location").unwrap_or("")),
+            s => corpus::Outcome::deny(s, r.header("x-gatehouse-reason").unwrap_or("")),
+        };
+        if r.status != 200 {
+            assert_eq!(reached, 0, "{}: a refused request never reaches the upstream", c.name);
+        }
+        outcomes.push(outcome);
+    }
+    assert!(allowed > 40, "{allowed}");
+    let mut it = outcomes.into_iter();
+    corpus::check_all("spin (WASI 0.3 host)", false, |_| it.next().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_fails_closed_without_a_bundle_and_streams_bodies() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let up = upstream(hits.clone()).await;
+    let mut h = host(up);
+    // A body of 3 MB goes through to the upstream.
+    let token = corpus::cases().into_iter().find(|c| c.name == "viewer reads").unwrap().headers;
+    let mut req = spin_request("POST", "acme.corpus.test", "/items", "198.51.100.7", &token);
+    *req.body_mut() = Full::new(Bytes::from(vec![7u8; 3_000_000]));
+    let r = h.call(req).await.unwrap();
+    assert_eq!((r.status, r.header("x-echo-body-bytes")), (200, Some("3000000")));
+    // No spin-client-addr: nothing is decided.
+    let mut req = spin_request("GET", "acme.corpus.test", "/items", "198.51.100.7", &token);
+    req.headers_mut().remove("spin-client-addr");
+    let r = h.call(req).await.unwrap();
+    assert_eq!((r.status, r.header("x-gatehouse-reason")), (400, Some("request_malformed")));
+    // A bundle signed by another key: every request refused, nothing forwarded.
+    let before = hits.load(Ordering::SeqCst);
+    h.vars.insert("origin_public_key".into(), base64::engine::general_purpose::STANDARD.encode([1u8; 32]));
+    let r = h.call(spin_request("GET", "acme.corpus.test", "/public", "198.51.100.7", &[])).await.unwrap();
+    assert_eq!((r.status, r.header("x-gatehouse-reason")), (503, Some("bundle_missing")));
+    h.vars.remove("bundle");
+    let r = h.call(spin_request("GET", "acme.corpus.test", "/public", "198.51.100.7", &[])).await.unwrap();
+    assert_eq!((r.status, r.header("x-gatehouse-reason")), (503, Some("bundle_missing")));
+    assert_eq!(hits.load(Ordering::SeqCst), before);
+}
