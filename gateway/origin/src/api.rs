@@ -160,7 +160,20 @@ fn read_secret(p: &std::path::Path, what: &str) -> Result<String> {
 impl App {
     /// Open storage, load keys and secrets.
     pub async fn open(cfg: OriginConfig) -> Result<App> {
-        let store = Store::open(&cfg.data_dir, &cfg.storage.synchronous, cfg.storage.max_open_tenants).await?;
+        let backend = match &cfg.storage.remote {
+            None => crate::store::Backend::Local { synchronous: cfg.storage.synchronous.clone() },
+            Some(r) => crate::store::Backend::Remote {
+                url: r.url.clone(),
+                token: match &r.auth_token_env {
+                    Some(var) => {
+                        std::env::var(var).map_err(|_| anyhow!("storage.remote.auth_token_env: `{var}` is not set"))?
+                    }
+                    None => String::new(),
+                },
+                sync: std::time::Duration::from_secs(r.sync_secs),
+            },
+        };
+        let store = Store::open(&cfg.data_dir, backend, cfg.storage.max_open_tenants).await?;
         let now = crate::now();
         let keys = SigningKeys::load(&*store.directory.lock().await, &cfg.tokens.alg, now).await?;
         let passwords = Passwords::new(&cfg.signin)?;

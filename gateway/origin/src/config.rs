@@ -150,7 +150,7 @@ pub struct StorageSettings {
     /// `normal` (survives a process crash; default) or `full` (also survives power loss).
     pub synchronous: String,
     /// A libSQL server (sqld / Turso) per region, with embedded replicas on this host
-    /// (not supported yet: refused at load).
+    /// (feature `remote-replica`).
     pub remote: Option<RemoteStorage>,
 }
 
@@ -164,8 +164,9 @@ impl Default for StorageSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteStorage {
-    /// Server URL (`libsql://…` or `http://…`); tenant databases are namespaces
-    /// `{url}/{tenant-id}` when `namespaces` is on, else one database per URL path.
+    /// URL of one database on the server (`libsql://…`, `https://…`, `http://…`) with the
+    /// placeholder `{db}`: `directory` for the directory, the tenant id for a tenant, e.g.
+    /// `libsql://{db}-acme.turso.io` or, for sqld namespaces, `http://{db}.db.local:8080`.
     pub url: String,
     /// Environment variable holding the auth token.
     pub auth_token_env: Option<String>,
@@ -309,9 +310,24 @@ impl OriginConfig {
         if !["normal", "full"].contains(&self.storage.synchronous.as_str()) {
             return Err("storage.synchronous: must be `normal` or `full`".into());
         }
-        if self.storage.remote.is_some() {
-            // Refused rather than ignored: data must not silently stay local.
-            return Err("storage.remote: libSQL server replicas are not supported by this build yet".into());
+        if let Some(r) = &self.storage.remote {
+            if !cfg!(feature = "remote-replica") {
+                // Refused rather than ignored: data must not silently stay local.
+                return Err(
+                    "storage.remote: this build has no libSQL server support (build with --features remote-replica)"
+                        .into(),
+                );
+            }
+            let scheme_ok = ["libsql://", "https://", "http://"].iter().any(|p| r.url.starts_with(p));
+            if !scheme_ok || !r.url.contains("{db}") {
+                return Err(format!(
+                    "storage.remote.url: `{}` must be a libsql/http(s) URL containing `{{db}}`",
+                    r.url
+                ));
+            }
+            if !(1..=3600).contains(&r.sync_secs) {
+                return Err("storage.remote.sync_secs: must be between 1 and 3600".into());
+            }
         }
         Ok(())
     }

@@ -191,13 +191,48 @@ impl Deref for Held<'_> {
     }
 }
 
+/// Where databases live.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// Embedded files; `synchronous` is `normal` or `full`.
+    Local {
+        /// SQLite `synchronous`.
+        synchronous: String,
+    },
+    /// Embedded replicas of databases on a libSQL server (sqld / Turso): reads from the
+    /// local replica file, writes forwarded to the primary, synced in the background and
+    /// read-your-writes for this origin.
+    Remote {
+        /// URL with `{db}` for the database name.
+        url: String,
+        /// Auth token.
+        token: String,
+        /// Background sync period.
+        sync: std::time::Duration,
+    },
+}
+
 impl Db {
-    async fn open(path: &Path, synchronous: &str, migrations: &[&str]) -> Result<Db> {
-        let db = libsql::Builder::new_local(path)
-            .build()
-            .await
-            .with_context(|| format!("open database {}", path.display()))?;
+    async fn open(path: &Path, backend: &Backend, name: &str, migrations: &[&str]) -> Result<Db> {
+        let (db, synchronous) = match backend {
+            Backend::Local { synchronous } => (
+                libsql::Builder::new_local(path)
+                    .build()
+                    .await
+                    .with_context(|| format!("open database {}", path.display()))?,
+                Some(synchronous.as_str()),
+            ),
+            Backend::Remote { url, token, sync } => {
+                (open_replica(path, &url.replace("{db}", name), token, *sync).await?, None)
+            }
+        };
         let conn = db.connect()?;
+        let Some(synchronous) = synchronous else {
+            // A replica's journal is the replication log: no pragmas on it.
+            let d = Db { conn, _db: db, lock: tokio::sync::Mutex::new(()) };
+            d.migrate(migrations).await.with_context(|| format!("migrate {name}"))?;
+            return Ok(d);
+        };
         // WAL: readers do not block the writer; `synchronous` decides what a crash of
         // the machine (not only of the process) may lose.
         conn.query("PRAGMA journal_mode=WAL", ()).await?;
@@ -242,6 +277,16 @@ impl Db {
         Ok(())
     }
 
+    /// Pull the primary's changes into the replica now (remote backend; a no-op for
+    /// embedded files).
+    pub async fn sync(&self) -> Result<()> {
+        #[cfg(feature = "remote-replica")]
+        if let Ok(r) = self._db.sync().await {
+            tracing::debug!(frame = ?r.frame_no(), "replica synced");
+        }
+        Ok(())
+    }
+
     /// Hold the database (for a transaction: `BEGIN IMMEDIATE` … `COMMIT`). A
     /// transaction that its holder abandoned (an error returned before `COMMIT`) is
     /// rolled back here, before anybody else reads.
@@ -256,10 +301,25 @@ impl Db {
     }
 }
 
+#[cfg(feature = "remote-replica")]
+async fn open_replica(path: &Path, url: &str, token: &str, sync: std::time::Duration) -> Result<Database> {
+    libsql::Builder::new_remote_replica(path, url.to_string(), token.to_string())
+        .sync_interval(sync)
+        .read_your_writes(true)
+        .build()
+        .await
+        .with_context(|| format!("open replica {} of {url}", path.display()))
+}
+
+#[cfg(not(feature = "remote-replica"))]
+async fn open_replica(_: &Path, _: &str, _: &str, _: std::time::Duration) -> Result<Database> {
+    bail!("this build has no libSQL server support (build with --features remote-replica)")
+}
+
 /// The region's databases.
 pub struct Store {
     root: PathBuf,
-    synchronous: String,
+    backend: Backend,
     /// The directory database.
     pub directory: Db,
     open: Mutex<lru::LruCache<String, Arc<Db>>>,
@@ -267,16 +327,11 @@ pub struct Store {
 
 impl Store {
     /// Open (creating) the region's storage under `root`.
-    pub async fn open(root: &Path, synchronous: &str, max_open: usize) -> Result<Store> {
+    pub async fn open(root: &Path, backend: Backend, max_open: usize) -> Result<Store> {
         std::fs::create_dir_all(root.join("tenants")).with_context(|| format!("create {}", root.display()))?;
-        let directory = Db::open(&root.join("directory.db"), synchronous, DIRECTORY_MIGRATIONS).await?;
+        let directory = Db::open(&root.join("directory.db"), &backend, "directory", DIRECTORY_MIGRATIONS).await?;
         let cap = NonZeroUsize::new(max_open.max(1)).unwrap_or(NonZeroUsize::MIN);
-        Ok(Store {
-            root: root.to_path_buf(),
-            synchronous: synchronous.to_string(),
-            directory,
-            open: Mutex::new(lru::LruCache::new(cap)),
-        })
+        Ok(Store { root: root.to_path_buf(), backend, directory, open: Mutex::new(lru::LruCache::new(cap)) })
     }
 
     /// The file of tenant `id`'s database.
@@ -294,10 +349,12 @@ impl Store {
             return Ok(db.clone());
         }
         let path = self.tenant_path(id);
-        if !create && !path.exists() {
+        // With a server behind the replicas a tenant's replica file may not exist yet on
+        // this host; the directory (checked by the caller) says the tenant is ours.
+        if !create && !path.exists() && matches!(self.backend, Backend::Local { .. }) {
             bail!("tenant {id} has no database in this region");
         }
-        let db = Arc::new(Db::open(&path, &self.synchronous, TENANT_MIGRATIONS).await?);
+        let db = Arc::new(Db::open(&path, &self.backend, id, TENANT_MIGRATIONS).await?);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         // Another task may have opened it meanwhile: keep one handle.
         if let Some(existing) = open.get(id) {
@@ -365,7 +422,7 @@ mod tests {
     #[tokio::test]
     async fn migrations_run_once_and_the_lru_is_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path(), "normal", 2).await.unwrap();
+        let s = Store::open(dir.path(), Backend::Local { synchronous: "normal".into() }, 2).await.unwrap();
         for i in 0..5 {
             let db = s.tenant(&format!("t_{i:02x}"), true).await.unwrap();
             let h = db.lock().await;
@@ -375,7 +432,7 @@ mod tests {
         assert_eq!(s.open_tenants(), 2);
         // Reopening runs no migration twice.
         drop(s);
-        let s = Store::open(dir.path(), "normal", 2).await.unwrap();
+        let s = Store::open(dir.path(), Backend::Local { synchronous: "normal".into() }, 2).await.unwrap();
         let db = s.tenant("t_00", false).await.unwrap();
         let n: i64 = one(&*db.lock().await, "SELECT COUNT(*) FROM schema_version", ()).await.unwrap().unwrap();
         assert_eq!(n as usize, TENANT_MIGRATIONS.len());
