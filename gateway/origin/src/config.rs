@@ -372,6 +372,8 @@ api_key_secret = "a"
             ("[regions]\n\"US_EAST\" = \"http://x\"\n", "regions.US_EAST"),
             ("[bundle]\nttl_secs = 1\n", "bundle.ttl_secs"),
             ("unknown = 1\n", "unknown field"),
+            // Without the feature: refused, never silently local; with it: needs `{db}`.
+            ("[storage]\nremote = { url = \"http://x\" }\n", "storage.remote"),
         ] {
             std::fs::write(&p, format!("{BASE}{extra}")).unwrap();
             let e = OriginConfig::load(&p).unwrap_err().to_string();
