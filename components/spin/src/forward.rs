@@ -9,18 +9,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1 and the proxy-era ones): never forwarded.
-pub const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+pub use gatehouse_core::request::HOP_BY_HOP;
 
 /// The header in which Spin passes the client's address (`ip:port`).
 pub const CLIENT_ADDR_HEADER: &str = "spin-client-addr";

@@ -21,22 +21,10 @@ use base64::Engine as _;
 use gatehouse_core::engine::{Check, Context as CheckContext, Engine, Env as CoreEnv, RateStep};
 use gatehouse_core::ratelimit::RateDecision;
 use gatehouse_core::request::RequestHead;
+use gatehouse_core::request::HOP_BY_HOP;
 use gatehouse_core::{Decision, EdgeSecrets, MemoryRateStore, NoCountryLookup, ReasonCode};
 use serde::{Deserialize, Serialize};
 use worker::*;
-
-/// Hop-by-hop headers, never forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 thread_local! {
     /// The engine of the bundle in force, keyed by the bundle's text.

@@ -8,6 +8,20 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the proxy-era ones): every host removes them
+/// before forwarding, in both directions.
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// Bounds on the request head; a request beyond them is denied with `request_malformed`.
 pub mod limits {
     /// Most header fields the engine looks at.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gatehouse_core::identity::{CredentialKind, Identity};
+use gatehouse_core::request::HOP_BY_HOP;
 use gatehouse_core::ReasonCode;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
@@ -44,18 +45,6 @@ pub struct Gateway {
     allow_chain: prometheus::Histogram,
     allow_count: prometheus::IntCounter,
 }
-
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
