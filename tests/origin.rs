@@ -512,6 +512,16 @@ async fn origin_end_to_end() {
     let (_, _, body) = call("GET", &format!("{}/v1/bundles/eu-west", eu.url), Some(EDGE), None, &[]).await;
     let b = gatehouse_core::bundle::open(&body, &pinned, gatehouse_origin::now() as u64).unwrap();
     assert_eq!(b.policy.routes.len(), 1);
+    for slug in ["acme", "globex"] {
+        let (s, v) =
+            json_call("GET", &format!("{}/v1/orgs/{slug}/audit?action=policy.template", eu.url), Some(OPERATOR), None)
+                .await;
+        assert_eq!(
+            (s, v["items"].as_array().map(Vec::len)),
+            (200, Some(1)),
+            "{slug}: the operator's change is in every tenant's log"
+        );
+    }
     assert_eq!(b.policy.routes[0].name, "reports");
     let mut no_team = template.clone();
     no_team["tiers"].as_object_mut().unwrap().remove("team");

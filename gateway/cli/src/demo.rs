@@ -160,6 +160,10 @@ poll_secs = 2
 public_key = "keys/bundle-signing.pub.pem"
 secrets = "keys/edge-secrets.toml"
 
+[audit]
+url = "{origin_url}/v1/audit/edge"
+token = "{edge_token}"
+
 [filters]
 cache_dir = "cwasm"
 
@@ -271,6 +275,8 @@ Sign in (a fresh token from the origin):
   curl -s -X POST http://{origin}/t/acme/token -H 'content-type: application/json' -d '{sign_in}'
 Sign out; within one bundle poll (2 s) the gateway refuses the token (401 session_revoked):
   curl -s -X POST -H 'Authorization: Bearer {token}' http://{origin}/t/acme/logout
+The gateway's decisions, as the origin stored them (operator token):
+  curl -s -H "Authorization: Bearer $(cat {dir}/keys/operator.token)" http://{origin}/v1/orgs/acme/audit/edge
 Origin API (operator token in {dir}/keys/operator.token): http://{origin}/openapi.json
 Health, readiness, metrics: curl -s http://{admin}/readyz; curl -s http://{admin}/metrics | grep gatehouse_requests_total
 

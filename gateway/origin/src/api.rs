@@ -2728,6 +2728,7 @@ async fn get_template(State(app): AppState, headers: HeaderMap) -> ApiResult<Jso
 
 async fn put_template(
     State(app): AppState,
+    ConnectInfo(peer): Peer,
     headers: HeaderMap,
     JsonBody(p): JsonBody<Policy>,
 ) -> ApiResult<Json<Value>> {
@@ -2754,8 +2755,33 @@ async fn put_template(
             [serde_json::to_string(&p)?],
         )
         .await?;
+    let before = app.template();
     *app.template.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p.clone());
     app.changed();
+    // A region-wide change is a cross-tenant action: every tenant's log records it.
+    let tenants: Vec<(String, String)> = {
+        let d = app.store.directory.lock().await;
+        let mut rows =
+            d.query("SELECT id, slug FROM tenants WHERE home_region = ?1", [app.cfg.region.as_str()]).await?;
+        let mut v = Vec::new();
+        while let Some(r) = rows.next().await? {
+            v.push((r.get::<String>(0)?, r.get::<String>(1)?));
+        }
+        v
+    };
+    let m = meta(&headers, &peer);
+    for (id, slug) in tenants {
+        let t = Tenant { db: app.store.tenant(&id, false).await?, id, slug };
+        let h = begin(&t).await?;
+        let e = ev(
+            "operator",
+            "policy.template",
+            "region",
+            Some(serde_json::to_value(&*before)?),
+            Some(serde_json::to_value(&p)?),
+        );
+        commit(&app, &t, h, &m, vec![e]).await?;
+    }
     tracing::info!(tiers = p.tiers.len(), routes = p.routes.len(), "policy template replaced by the operator");
     Ok(Json(json!({ "tiers": p.tiers.keys().collect::<Vec<_>>(), "routes": p.routes.len() })))
 }

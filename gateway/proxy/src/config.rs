@@ -25,6 +25,40 @@ pub struct GatewayConfig {
     pub geo: GeoSource,
     /// Routes: host/path prefix → upstream, with a filter chain. First match wins.
     pub routes: Vec<RouteConfig>,
+    /// Where decision events go (the origin's `/v1/audit/edge`), if anywhere.
+    #[serde(default)]
+    pub audit: Option<AuditSink>,
+}
+
+/// The origin's edge-audit endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSink {
+    /// `http://origin/v1/audit/edge`.
+    pub url: String,
+    /// The edge's bearer token at the origin.
+    pub token: String,
+    /// Events per batch (at most 1000, the origin's limit).
+    #[serde(default = "default_batch")]
+    pub batch_max: usize,
+    /// Milliseconds between sends.
+    #[serde(default = "default_flush")]
+    pub flush_ms: u64,
+    /// Events kept while the origin is unreachable (the oldest are dropped beyond).
+    #[serde(default = "default_queue")]
+    pub queue_max: usize,
+}
+
+fn default_batch() -> usize {
+    500
+}
+
+fn default_flush() -> u64 {
+    1000
+}
+
+fn default_queue() -> usize {
+    100_000
 }
 
 /// Listener addresses.
@@ -196,6 +230,26 @@ impl GatewayConfig {
             }
             _ => {}
         }
+        if let Some(a) = &self.audit {
+            if !a.url.starts_with("http://") {
+                return Err(format!(
+                    "audit.url: `{}` must be an http:// URL (TLS to the origin is not supported yet)",
+                    a.url
+                ));
+            }
+            if a.token.len() < 16 {
+                return Err("audit.token: must be the edge token (at least 16 characters)".into());
+            }
+            if !(1..=1000).contains(&a.batch_max) {
+                return Err("audit.batch_max: must be between 1 and 1000".into());
+            }
+            if !(10..=60_000).contains(&a.flush_ms) {
+                return Err("audit.flush_ms: must be between 10 and 60000".into());
+            }
+            if !(1..=10_000_000).contains(&a.queue_max) {
+                return Err("audit.queue_max: must be between 1 and 10000000".into());
+            }
+        }
         if !(1..=3600).contains(&self.bundle.poll_secs) {
             return Err("bundle.poll_secs: must be between 1 and 3600".into());
         }
@@ -290,6 +344,9 @@ mod tests {
             (format!("{base}[[routes]]\nupstream = \"http://x:1\"\nfilters = [\"nope\"]\n"), "routes[0].filters[0]"),
             (format!("{base}[[routes]]\nupstream = \"http://x:1\"\nfilters = [\"missing.wasm\"]\n"), "does not exist"),
             (format!("{base}[filters]\nmax_call_ms = 0\n[[routes]]\nupstream = \"http://x:1\"\n"), "filters.max_call_ms"),
+            (format!("{base}[audit]\nurl = \"https://o/v1/audit/edge\"\ntoken = \"0123456789abcdef\"\n[[routes]]\nupstream = \"http://x:1\"\n"), "audit.url"),
+            (format!("{base}[audit]\nurl = \"http://o/v1/audit/edge\"\ntoken = \"short\"\n[[routes]]\nupstream = \"http://x:1\"\n"), "audit.token"),
+            (format!("{base}[audit]\nurl = \"http://o/v1/audit/edge\"\ntoken = \"0123456789abcdef\"\nbatch_max = 5000\n[[routes]]\nupstream = \"http://x:1\"\n"), "audit.batch_max"),
             (base.to_string(), "routes"),
             (format!("{base}colour = 1\n"), "unknown field"),
             ("[listen]\naddr = \"127.0.0.1:1\"\nadmin = \"127.0.0.1:1\"\n[bundle]\nfile = \"b\"\npublic_key = \"k\"\n[[routes]]\nupstream = \"http://x:1\"\n".to_string(), "listen.admin"),

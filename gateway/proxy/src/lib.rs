@@ -9,6 +9,7 @@
 
 pub mod bundle;
 pub mod config;
+pub mod events;
 pub mod filters;
 pub mod metrics;
 pub mod server;
@@ -101,7 +102,12 @@ pub async fn run(config: GatewayConfig) -> Result<()> {
     tracing::info!(addr = %config.listen.addr, admin = %config.listen.admin, "gatehouse gateway listening");
     let drain = Duration::from_secs(config.limits.drain_secs);
     let header_timeout = Duration::from_secs(config.limits.header_timeout_secs);
-    let gw = Arc::new(Gateway::new(config, bundles, host, metrics)?);
+    let events = config.audit.clone().map(|sink| {
+        let events = Arc::new(events::EdgeEvents::new(sink.queue_max, metrics.clone()));
+        tokio::spawn(events::send_loop(events.clone(), sink, metrics.clone()));
+        events
+    });
+    let gw = Arc::new(Gateway::new(config, bundles, host, metrics, events)?);
     let (tx, rx) = tokio::sync::watch::channel(false);
 
     let g = gw.clone();

@@ -19,6 +19,10 @@ pub struct Metrics {
     pub bundle_issued_at: IntGauge,
     /// Unix seconds at which the bundle in force expires.
     pub bundle_expires_at: IntGauge,
+    /// Decision events the origin acknowledged.
+    pub audit_events_sent: prometheus::IntCounter,
+    /// Decision events dropped because the queue was full (the origin unreachable).
+    pub audit_events_dropped: prometheus::IntCounter,
 }
 
 fn buckets() -> Vec<f64> {
@@ -53,8 +57,18 @@ impl Metrics {
             IntGauge::new("gatehouse_bundle_issued_at_seconds", "Issue time of the bundle in force").expect("metric");
         let bundle_expires_at =
             IntGauge::new("gatehouse_bundle_expires_at_seconds", "Expiry of the bundle in force").expect("metric");
+        let audit_events_sent =
+            prometheus::IntCounter::new("gatehouse_audit_events_sent_total", "Decision events the origin acknowledged")
+                .expect("metric");
+        let audit_events_dropped = prometheus::IntCounter::new(
+            "gatehouse_audit_events_dropped_total",
+            "Decision events dropped because the queue was full",
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(audit_events_sent.clone()),
+            Box::new(audit_events_dropped.clone()),
             Box::new(chain_seconds.clone()),
             Box::new(filter_seconds.clone()),
             Box::new(bundle_loads.clone()),
@@ -73,6 +87,8 @@ impl Metrics {
             bundle_revision,
             bundle_issued_at,
             bundle_expires_at,
+            audit_events_sent,
+            audit_events_dropped,
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Gateway {
     pub filters: Arc<FilterHost>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Decision events for the origin, when configured.
+    events: Option<Arc<crate::events::EdgeEvents>>,
     client: Client<HttpConnector, Body>,
     /// Each route's upstream authority, parsed once.
     upstreams: Vec<hyper::http::uri::Authority>,
@@ -93,6 +95,7 @@ impl Gateway {
         bundles: Arc<BundleStore>,
         filters: Arc<FilterHost>,
         metrics: Arc<Metrics>,
+        events: Option<Arc<crate::events::EdgeEvents>>,
     ) -> anyhow::Result<Gateway> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -116,7 +119,18 @@ impl Gateway {
                     .map_err(|_| anyhow::anyhow!("upstream `{}` is not http://host:port", r.upstream))
             })
             .collect::<anyhow::Result<_>>()?;
-        Ok(Gateway { config, bundles, filters, metrics, client, upstreams, filter_hist, allow_chain, allow_count })
+        Ok(Gateway {
+            config,
+            bundles,
+            filters,
+            metrics,
+            events,
+            client,
+            upstreams,
+            filter_hist,
+            allow_chain,
+            allow_count,
+        })
     }
 
     fn route(&self, host: &str, path: &str) -> Option<usize> {
@@ -135,6 +149,33 @@ impl Gateway {
 
     fn count(&self, decision: &str, reason: &str) {
         self.metrics.requests.with_label_values(&[decision, reason]).inc();
+    }
+
+    /// Queue a decision event for the origin (only decisions attributed to an org).
+    fn record(
+        &self,
+        org: Option<&str>,
+        decision: &'static str,
+        reason: &str,
+        route: Option<&str>,
+        ip: Option<String>,
+        req_headers: &hyper::HeaderMap,
+    ) {
+        let (Some(events), Some(org)) = (&self.events, org) else { return };
+        let request_id = req_headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map(str::to_string);
+        events.push(crate::events::Event {
+            org: org.to_string(),
+            at: (crate::filters::now_nanos() / 1_000_000_000) as i64,
+            decision,
+            reason: reason.to_string(),
+            route: route.map(str::to_string),
+            ip,
+            request_id,
+        });
     }
 
     /// Handle one request from `peer`.
@@ -218,6 +259,9 @@ impl Gateway {
                     let reason = filter_reason(&d.reason);
                     let status = if (400..600).contains(&d.status) { d.status } else { 403 };
                     self.count("deny", reason);
+                    let org = d.org.as_deref().or(ctx.org.as_deref());
+                    let ip = ctx.client_ip.clone().or_else(|| Some(peer.ip().to_string()));
+                    self.record(org, "deny", reason, ctx.route.as_deref(), ip, req.headers());
                     return deny_response(status, reason, &d.headers);
                 }
                 Ok(Verdict::Redirect(location)) => {
@@ -242,6 +286,7 @@ impl Gateway {
         }
         self.allow_chain.observe(started.elapsed().as_secs_f64());
         self.allow_count.inc();
+        self.record(ctx.org.as_deref(), "allow", "allow", ctx.route.as_deref(), ctx.client_ip.clone(), req.headers());
 
         // Upstream request: same method, path and query, client identity headers removed,
         // ours added, hop-by-hop headers dropped (except for an upgrade).

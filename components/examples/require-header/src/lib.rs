@@ -23,7 +23,7 @@ impl Guest for RequireHeader {
             Verdict::Allow(ctx)
         } else {
             host::log(host::Level::Info, "request without x-demo-key");
-            Verdict::Deny(Deny { status: 403, reason: "demo_key_missing".into(), headers: vec![] })
+            Verdict::Deny(Deny { status: 403, reason: "demo_key_missing".into(), headers: vec![], org: ctx.org })
         }
     }
 }

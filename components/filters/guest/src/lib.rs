@@ -88,7 +88,7 @@ impl CountryLookup for HostCountries {
 }
 
 fn deny(reason: ReasonCode) -> wit::Verdict {
-    wit::Verdict::Deny(wit::Deny { status: reason.status(), reason: reason.as_str().into(), headers: Vec::new() })
+    wit::Verdict::Deny(wit::Deny { status: reason.status(), reason: reason.as_str().into(), headers: Vec::new(), org: None })
 }
 
 fn identity_from(i: wit::Identity, prefix: &str) -> Option<Identity> {
@@ -182,7 +182,12 @@ impl<T: Checks> Guest for Filter<T> {
                 response_headers: core_ctx.response_headers,
             }),
             Err(Decision::Deny(d)) => {
-                wit::Verdict::Deny(wit::Deny { status: d.status, reason: d.reason.as_str().into(), headers: d.headers })
+                wit::Verdict::Deny(wit::Deny {
+                    status: d.status,
+                    reason: d.reason.as_str().into(),
+                    headers: d.headers,
+                    org: core_ctx.org,
+                })
             }
             Err(Decision::Redirect(r)) => wit::Verdict::Redirect(r.location),
             Err(Decision::Allow(_)) => deny(ReasonCode::InternalError),
