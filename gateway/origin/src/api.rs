@@ -1253,6 +1253,9 @@ struct Page {
     limit: Option<u32>,
     #[serde(default)]
     email: Option<String>,
+    /// Teams: only the children of this team.
+    #[serde(default)]
+    parent: Option<String>,
 }
 
 fn page_limit(p: &Page) -> i64 {
@@ -1563,18 +1566,24 @@ async fn set_role(
     Ok(Json(after))
 }
 
-async fn list_roles(authed: Authed) -> ApiResult<Json<Value>> {
+async fn list_roles(authed: Authed, QueryParams(p): QueryParams<Page>) -> ApiResult<Json<Value>> {
     let Authed { t, .. } = authed;
     let h = t.db.lock().await;
-    let mut rows = h.query("SELECT name, permissions FROM roles ORDER BY name", ()).await?;
+    let mut rows = h
+        .query(
+            "SELECT name, permissions FROM roles WHERE name > ?1 ORDER BY name LIMIT ?2",
+            libsql::params![p.after.clone().unwrap_or_default(), page_limit(&p)],
+        )
+        .await?;
     let mut items = Vec::new();
     while let Some(r) = rows.next().await? {
         let perms: Value = serde_json::from_str(&r.get::<String>(1)?)?;
         items.push(json!({ "name": r.get::<String>(0)?, "permissions": perms }));
     }
+    let next = if items.len() as i64 == page_limit(&p) { items.last().map(|i| i["name"].clone()) } else { None };
     let builtin: Vec<Value> =
         BUILTIN_ROLES.iter().map(|(n, p)| json!({ "name": n, "permissions": p, "builtin": true })).collect();
-    Ok(Json(json!({ "builtin": builtin, "items": items })))
+    Ok(Json(json!({ "builtin": builtin, "items": items, "next": next })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -1627,16 +1636,23 @@ async fn put_role(
     Ok(Json(json!({ "name": name, "permissions": req.permissions })))
 }
 
-async fn list_teams(authed: Authed) -> ApiResult<Json<Value>> {
+async fn list_teams(authed: Authed, QueryParams(p): QueryParams<Page>) -> ApiResult<Json<Value>> {
     let Authed { t, .. } = authed;
     let h = t.db.lock().await;
-    let mut rows = h.query("SELECT id, name, parent_id, (SELECT COUNT(*) FROM team_members m WHERE m.team_id = teams.id) FROM teams ORDER BY name", ()).await?;
+    let mut rows = h
+        .query(
+            "SELECT id, name, parent_id, (SELECT COUNT(*) FROM team_members m WHERE m.team_id = teams.id) FROM teams
+             WHERE name > ?1 AND (?2 IS NULL OR parent_id = ?2) ORDER BY name LIMIT ?3",
+            libsql::params![p.after.clone().unwrap_or_default(), p.parent.clone(), page_limit(&p)],
+        )
+        .await?;
     let mut items = Vec::new();
     while let Some(r) = rows.next().await? {
         items.push(json!({ "id": r.get::<String>(0)?, "name": r.get::<String>(1)?,
             "parent_id": r.get::<Option<String>>(2)?, "members": r.get::<i64>(3)? }));
     }
-    Ok(Json(json!({ "items": items })))
+    let next = if items.len() as i64 == page_limit(&p) { items.last().map(|i| i["name"].clone()) } else { None };
+    Ok(Json(json!({ "items": items, "next": next })))
 }
 
 #[derive(Debug, Deserialize)]

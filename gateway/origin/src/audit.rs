@@ -299,3 +299,46 @@ pub async fn purge(conn: &Connection, before: i64) -> Result<u64> {
     .await?;
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Backend, Store};
+
+    fn ev(action: &'static str) -> Event {
+        Event { actor: "operator".into(), action, target: "org:acme".into(), before: None, after: None }
+    }
+
+    #[tokio::test]
+    async fn retention_purges_the_oldest_never_a_held_record_and_the_chain_still_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), Backend::Local { synchronous: "normal".into() }, 4).await.unwrap();
+        let db = s.tenant("t_01", true).await.unwrap();
+        let h = db.lock().await;
+        let meta = RequestMeta { request_id: "r".into(), ..Default::default() };
+        let mut head = (0, String::new());
+        for at in [100, 200, 300, 400, 500] {
+            head = append(&h, &ev("x.change"), &meta, at).await.unwrap();
+        }
+        h.execute(
+            "INSERT INTO legal_holds (id, reason, from_at, until_at, created_at) VALUES ('h', 'case 7', 250, 350, 1)",
+            (),
+        )
+        .await
+        .unwrap();
+        // Older than 450: 100, 200 go; 300 is held, so it and everything after stay.
+        assert_eq!(purge(&h, 450).await.unwrap(), 2);
+        assert_eq!(verify(&h, Some(head.clone())).await.unwrap(), Verdict::Intact(3));
+        let seqs: Vec<i64> = query(&h, &Filter::default()).await.unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [3, 4, 5]);
+        // New records continue the chain from the anchor.
+        let next = append(&h, &ev("x.change"), &meta, 600).await.unwrap();
+        assert_eq!(next.0, 6);
+        assert_eq!(verify(&h, Some(next.clone())).await.unwrap(), Verdict::Intact(4));
+        // Deleting a record in the middle, or the last one, is detected.
+        h.execute("DELETE FROM audit WHERE seq = 6", ()).await.unwrap();
+        assert!(matches!(verify(&h, Some(next)).await.unwrap(), Verdict::Broken { seq: 6, .. }));
+        h.execute("DELETE FROM audit WHERE seq = 4", ()).await.unwrap();
+        assert!(matches!(verify(&h, None).await.unwrap(), Verdict::Broken { seq: 4, .. }));
+    }
+}
