@@ -12,10 +12,15 @@ local path = (os.getenv("PATH_PREFIX") or "") .. "/api/items"
 -- $OFFSET: where in the file to start, so that later rounds use tokens never seen before.
 local i = tonumber(os.getenv("OFFSET") or "0")
 
+-- $EXTRA_HEADER / $EXTRA_VALUE: one more header (e.g. CF-Connecting-IP for the Worker).
+local extra_name, extra_value = os.getenv("EXTRA_HEADER"), os.getenv("EXTRA_VALUE")
+
 request = function()
   i = i + 1
   local t = tokens[(i % #tokens) + 1]
-  return wrk.format("GET", path, { ["Host"] = host, ["Authorization"] = "Bearer " .. t })
+  local headers = { ["Host"] = host, ["Authorization"] = "Bearer " .. t }
+  if extra_name then headers[extra_name] = extra_value end
+  return wrk.format("GET", path, headers)
 end
 
 if delay_ms > 0 then

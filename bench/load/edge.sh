@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The Worker under workerd beside the native gateway, on the same requests (cached-token
+# path: a pool of 100 EdDSA tokens, IP allowlist, an org rate limit that never triggers),
+# on loopback: upstream nginx and the runtime under test pinned to CPU 0, wrk (one thread,
+# 32 connections) on CPU 1; interleaved rounds, bounded in seconds. CPU µs/request is the
+# process's utime+stime over the run ÷ requests. Writes bench/load/last-run-edge.md.
+#
+# Usage: bench/load/edge.sh [seconds-per-run] [rounds]   (needs scripts/build-worker first)
+# NO_LIMIT=1: no rate limit in the policy (the Worker then makes no Durable Object call).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/env.sh
+secs=${1:-8}
+rounds=${2:-2}
+command -v wrk >/dev/null && command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk nginx-light >/dev/null; }
+./scripts/build-components >/dev/null
+cargo build --locked --release -p gatehouse-cli
+[ -f components/worker/build/index_bg.wasm ] || ./scripts/build-worker
+gh="$CARGO_TARGET_DIR/release/gatehouse"
+workerd="$GATEHOUSE_CACHE/node/node_modules/.bin/workerd"
+export GATEHOUSE_FILTER_DIR="$CARGO_TARGET_DIR/wasm32-wasip2/release"
+work="$GATEHOUSE_CACHE/load-edge"
+rm -rf "$work"; mkdir -p "$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+"$gh" keys generate --out-dir "$work/keys" >/dev/null
+cat >"$work/policy.toml" <<TOML
+[tiers.bench]
+${NO_LIMIT:+#}limits.org = { requests = 1000000000, per_secs = 1 }
+[[issuers]]
+issuer = "https://login.bench.test"
+audiences = ["gatehouse"]
+jwks_file = "keys/token-signing.jwks.json"
+[orgs.bench]
+tier = "bench"
+hosts = ["bench.test"]
+ip = { allow = ["127.0.0.0/8"] }
+[[routes]]
+name = "api"
+path = "/api"
+TOML
+"$gh" policy compile --policy "$work/policy.toml" --signing-key "$work/keys/bundle-signing.pem" --out "$work/bundle.ghb" --ttl 2h >/dev/null
+"$gh" token mint --key "$work/keys/token-signing.pem" --kid k1 --iss https://login.bench.test --aud gatehouse --sub user --org bench --roles viewer --ttl 2h --count 100 >"$work/pool.txt"
+
+U=18201; G=18202; GA=18203; W=18204
+cat >"$work/upstream.conf" <<CONF
+worker_processes 1; daemon off; pid $work/upstream.pid; error_log $work/upstream.err warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$U; location / { return 200 "ok\n"; } } }
+CONF
+cat >"$work/gateway.toml" <<CONF
+[listen]
+addr = "127.0.0.1:$G"
+admin = "127.0.0.1:$GA"
+[bundle]
+file = "bundle.ghb"
+public_key = "keys/bundle-signing.pub.pem"
+[filters]
+cache_dir = "cwasm"
+[[routes]]
+upstream = "http://127.0.0.1:$U"
+filters = ["gatehouse"]
+CONF
+cp components/worker/build/index.js components/worker/build/index_bg.wasm "$work/"
+bundle=$(base64 -w0 "$work/bundle.ghb")
+pinned=$(openssl pkey -pubin -in "$work/keys/bundle-signing.pub.pem" -outform DER | tail -c 32 | base64 -w0)
+cat >"$work/config.capnp" <<CAPNP
+using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [ (name = "main", worker = .gateway), (name = "net", network = (allow = ["public", "private", "local"])) ],
+  sockets = [ (name = "http", address = "127.0.0.1:$W", http = (), service = "main") ],
+);
+const gateway :Workerd.Worker = (
+  modules = [ (name = "index.js", esModule = embed "index.js"), (name = "index_bg.wasm", wasm = embed "index_bg.wasm") ],
+  compatibilityDate = "2026-04-01",
+  bindings = [
+    (name = "UPSTREAM", text = "http://127.0.0.1:$U"),
+    (name = "ORIGIN_PUBLIC_KEY", text = "$pinned"),
+    (name = "BUNDLE", text = "$bundle"),
+    (name = "RATE_LIMITER", durableObjectNamespace = "RateLimiter"),
+  ],
+  durableObjectNamespaces = [ (className = "RateLimiter", uniqueKey = "gatehouse-rate-limiter", enableSql = true) ],
+  durableObjectStorage = (inMemory = void),
+  globalOutbound = "net",
+);
+CAPNP
+taskset -c 0 nginx -c "$work/upstream.conf" & pids+=($!)
+(cd "$work" && GATEHOUSE_THREADS=1 GATEHOUSE_LOG=warn exec taskset -c 0 "$gh" gateway --config gateway.toml 2>gateway.log) & pids+=($!); gw_pid=$!
+(cd "$work" && exec taskset -c 0 "$workerd" serve config.capnp --experimental 2>workerd.log) & pids+=($!); wd_pid=$!
+for i in $(seq 1 300); do curl -sf "http://127.0.0.1:$GA/readyz" >/dev/null && curl -s -o /dev/null "http://127.0.0.1:$W/" && break; sleep 0.2; done
+tok=$(head -1 "$work/pool.txt")
+for t in "$G" "$W"; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.test' -H 'CF-Connecting-IP: 127.0.0.1' -H "Authorization: Bearer $tok" "http://127.0.0.1:$t/api/items")
+  [ "$code" = 200 ] || { echo "port $t answered $code"; tail -5 "$work"/*.log; exit 1; }
+done
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+results="$work/results.tsv"; : >"$results"
+measure() { # name port pid
+  local t0 t1 out
+  t0=$(ticks "$3")
+  out=$(TOKENS="$work/pool.txt" HOST=bench.test EXTRA_HEADER=CF-Connecting-IP EXTRA_VALUE=127.0.0.1 taskset -c 1 wrk -t1 -c32 -d"${secs}s" --latency -s bench/load/tokens.lua "http://127.0.0.1:$2/api/items")
+  t1=$(ticks "$3")
+  python3 - "$1" "$((t1 - t0))" <<PY | tee -a "$results"
+import re, sys
+out = """$out"""
+def lat(p):
+    m = re.search(r"^\s*%s%%\s+([\d.]+)(us|ms|s)" % p, out, re.M)
+    return float(m.group(1)) * {"us": 1, "ms": 1000, "s": 1e6}[m.group(2)]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+n = int(re.search(r"(\d+) requests in", out).group(1))
+bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+print(f"{sys.argv[1]}\t{rps:.0f}\t{lat(50):.0f}\t{lat(99):.0f}\t{int(sys.argv[2]) * 10000 / n:.1f}\t{bad.group(1) if bad else 0}")
+PY
+}
+for r in $(seq 1 "$rounds"); do
+  measure native "$G" "$gw_pid"
+  measure worker "$W" "$wd_pid"
+done
+python3 - "$results" "$secs" "$rounds" <<'PY' | tee "bench/load/last-run-edge${NO_LIMIT:+-nolimit}.md"
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    n, rps, p50, p99, cpu, bad = line.split("\t")
+    rows.setdefault(n, []).append((float(rps), float(p50), float(p99), float(cpu), int(bad)))
+med = lambda n, i: statistics.median(r[i] for r in rows[n])
+print(f"### Edge runtimes, cached tokens ({sys.argv[3]} rounds x {sys.argv[2]}s; runtime + upstream on CPU 0, wrk -t1 -c32 on CPU 1)\n")
+print("| runtime | req/s | native ÷ runtime | p50 µs | p99 µs | CPU µs/req | non-2xx |\n|---|---|---|---|---|---|---|")
+for n in ["native", "worker"]:
+    print(f"| {n} | {med(n,0):,.0f} | {med('native',0)/med(n,0):.2f}× | {med(n,1):.0f} | {med(n,2):.0f} | {med(n,3):.1f} | {sum(r[4] for r in rows[n])} |")
+PY
