@@ -143,6 +143,10 @@ peer_token = "keys/peer.token"
 api_key_secret = "keys/apikey.secret"
 [bundle]
 template = "origin-template.toml"
+[sso]
+# Demo only: lets an organisation's SSO connection point at an identity provider on
+# this machine over plain http (e.g. a local test provider).
+allow_http_loopback = true
 "#,
         origin = o.origin
     );

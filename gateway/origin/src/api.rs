@@ -38,6 +38,8 @@ use crate::identity::{self, new_id, Passwords, SigninOutcome, User, USER_COLUMNS
 use crate::store::{one, Db, Held, Store};
 use crate::tokens::{self, AccessGrant, RefreshOutcome, SigningKeys};
 
+mod sso_routes;
+
 /// Every API route: method, path, the permission it needs (`operator`, `edge`, `peer`,
 /// `public`, or a tenant permission), and what it does. The OpenAPI document and the
 /// cross-tenant test are generated from this table.
@@ -56,6 +58,19 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "public",
         "Sign in from the form; sets the session cookie, returns to return_to on the tenant's hosts",
     ),
+    (
+        "GET",
+        "/t/{slug}/sso/discover",
+        "public",
+        "Home-realm discovery: sign in through the connection of an email's domain",
+    ),
+    (
+        "GET",
+        "/t/{slug}/sso/{id}/start",
+        "public",
+        "Start signing in through an SSO connection (redirect to the provider)",
+    ),
+    ("GET", "/t/{slug}/sso/{id}/callback", "public", "Where the provider returns the browser (code and state)"),
     ("POST", "/t/{slug}/password/change", "public", "Change one's password (bearer access token); ends other sessions"),
     ("POST", "/t/{slug}/password/reset-request", "public", "Mail a single-use reset link (always 202)"),
     ("POST", "/t/{slug}/password/reset", "public", "Set a new password with a reset token; ends every session"),
@@ -87,6 +102,28 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "/v1/orgs/{slug}/sessions/{id}/revoke",
         "members:write",
         "End a session (reaches edges with the next bundle)",
+    ),
+    ("GET", "/v1/orgs/{slug}/sso/connections", "settings:read", "List SSO connections (never their secrets)"),
+    (
+        "POST",
+        "/v1/orgs/{slug}/sso/connections",
+        "settings:write",
+        "Create an SSO connection: OIDC or OAuth2, presets entra, google, okta, github",
+    ),
+    ("GET", "/v1/orgs/{slug}/sso/connections/{id}", "settings:read", "One SSO connection"),
+    (
+        "PUT",
+        "/v1/orgs/{slug}/sso/connections/{id}",
+        "settings:write",
+        "Replace an SSO connection (an absent client_secret keeps the stored one)",
+    ),
+    ("DELETE", "/v1/orgs/{slug}/sso/connections/{id}", "settings:write", "Delete an SSO connection"),
+    ("GET", "/v1/orgs/{slug}/sso/enforcement", "settings:read", "Whether password sign-in is refused (SSO only)"),
+    (
+        "PUT",
+        "/v1/orgs/{slug}/sso/enforcement",
+        "settings:write",
+        "Enforce SSO: refuse password sign-in except for a break-glass owner",
     ),
     ("GET", "/v1/orgs/{slug}/audit", "audit:read", "Query the audit log (json, jsonl or csv; paginated)"),
     ("GET", "/v1/orgs/{slug}/audit/verify", "audit:read", "Verify the audit hash chain"),
@@ -132,6 +169,10 @@ pub struct App {
     /// Key of the sign-in form's CSRF tokens (derived from the bundle-signing key, so
     /// forms survive a restart).
     csrf_key: [u8; 32],
+    /// Seals SSO client secrets.
+    sso_box: crate::sso::SecretBox,
+    /// The SSO relying party (provider HTTP client, discovery cache).
+    rp: crate::sso::oidc::RelyingParty,
 }
 
 /// A template holds what is the same for every tenant: no organisations, issuers or
@@ -218,7 +259,33 @@ impl App {
             "secrets.api_key_secret",
         )?)
         .map_err(|_| anyhow!("secrets.api_key_secret: must be base64 of at least 32 bytes"))?;
+        let sso_key: [u8; 32] = match &cfg.secrets.sso_key {
+            Some(p) => {
+                use base64::Engine as _;
+                let text = read_secret(p, "secrets.sso_key")?;
+                base64::engine::general_purpose::STANDARD
+                    .decode(text.as_bytes())
+                    .ok()
+                    .and_then(|k| <[u8; 32]>::try_from(k).ok())
+                    .ok_or_else(|| anyhow!("secrets.sso_key: must be base64 of exactly 32 bytes"))?
+            }
+            None => {
+                let mut h = Sha256::new();
+                h.update(b"gatehouse sso secret key\0");
+                h.update(bundle_key);
+                h.finalize().into()
+            }
+        };
+        let rp = crate::sso::oidc::RelyingParty::new(
+            crate::sso::http::IdpHttp::new(
+                std::time::Duration::from_secs(cfg.sso.http_timeout_secs),
+                cfg.sso.allow_http_loopback,
+            ),
+            std::time::Duration::from_secs(cfg.sso.metadata_ttl_secs),
+        );
         Ok(App {
+            sso_box: crate::sso::SecretBox::new(&sso_key),
+            rp,
             store,
             keys: std::sync::RwLock::new(Arc::new(keys)),
             passwords,
@@ -340,6 +407,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/t/{slug}/logout", post(logout))
         .route("/t/{slug}/revoke", post(revoke))
         .route("/t/{slug}/login", get(login_form).post(login_submit))
+        .route("/t/{slug}/sso/discover", get(sso_routes::discover))
+        .route("/t/{slug}/sso/{id}/start", get(sso_routes::start))
+        .route("/t/{slug}/sso/{id}/callback", get(sso_routes::callback))
         .route("/t/{slug}/password/change", post(change_password))
         .route("/t/{slug}/password/reset-request", post(reset_request))
         .route("/t/{slug}/password/reset", post(reset_password))
@@ -359,6 +429,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/orgs/{slug}/api-keys/{id}/rotate", post(rotate_key))
         .route("/v1/orgs/{slug}/api-keys/{id}", delete(revoke_key))
         .route("/v1/orgs/{slug}/sessions/{id}/revoke", post(revoke_session))
+        .route("/v1/orgs/{slug}/sso/connections", get(sso_routes::list).post(sso_routes::create))
+        .route(
+            "/v1/orgs/{slug}/sso/connections/{id}",
+            get(sso_routes::get_one).put(sso_routes::replace).delete(sso_routes::remove),
+        )
+        .route("/v1/orgs/{slug}/sso/enforcement", get(sso_routes::get_enforcement).put(sso_routes::put_enforcement))
         .route("/v1/orgs/{slug}/audit", get(query_audit))
         .route("/v1/orgs/{slug}/audit/verify", get(verify_audit))
         .route("/v1/orgs/{slug}/audit/edge", get(list_edge_events))
@@ -963,18 +1039,50 @@ async fn password_session<'t>(
             return Err(ApiError::InvalidCredentials);
         }
     };
+    // An organisation that enforces SSO refuses passwords, except its break-glass owner.
+    // Checked after the password, so the answer says nothing to someone without it.
+    if sso_routes::sso_enforced_for(&h, &email).await? {
+        let actor = format!("user:{user}");
+        commit(app, t, h, m, vec![ev(actor.clone(), "signin.sso_required", actor, None, None)]).await?;
+        return Err(ApiError::Forbidden("sso_required", "this organisation signs in with single sign-on".into()));
+    }
+    let mut events = vec![ev(format!("user:{user}"), "signin.success", format!("user:{user}"), None, None)];
+    let (sid, family) = open_session(app, &h, &user, &["pwd".to_string()], None, now, &mut events).await?;
+    Ok(Session { held: h, user, sid, family, amr: vec!["pwd".to_string()], events })
+}
+
+/// Insert a session for `user` (with its authentication methods and identity provider)
+/// and note it in `events`; its id and a new refresh-token family.
+async fn open_session(
+    app: &App,
+    h: &libsql::Connection,
+    user: &str,
+    amr: &[String],
+    idp: Option<&str>,
+    now: i64,
+    events: &mut Vec<Event>,
+) -> ApiResult<(String, String)> {
     let sid = new_id("s_");
     h.execute(
-        "INSERT INTO sessions (id, user_id, amr, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        libsql::params![sid.as_str(), user.as_str(), "[\"pwd\"]", now, now + app.cfg.tokens.session_ttl_secs as i64],
+        "INSERT INTO sessions (id, user_id, amr, idp, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        libsql::params![
+            sid.as_str(),
+            user,
+            serde_json::to_string(amr)?,
+            idp,
+            now,
+            now + app.cfg.tokens.session_ttl_secs as i64
+        ],
     )
     .await?;
-    let family = new_id("f_");
-    let events = vec![
-        ev(format!("user:{user}"), "signin.success", format!("user:{user}"), None, None),
-        ev(format!("user:{user}"), "session.create", format!("session:{sid}"), None, None),
-    ];
-    Ok(Session { held: h, user, sid, family, amr: vec!["pwd".to_string()], events })
+    events.push(ev(
+        format!("user:{user}"),
+        "session.create",
+        format!("session:{sid}"),
+        None,
+        idp.map(|i| json!({ "idp": i })),
+    ));
+    Ok((sid, new_id("f_")))
 }
 
 /// Issue an access token and a refresh token for a session, append `events` and commit.
@@ -1923,8 +2031,20 @@ async fn revoke_session(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
-    #[serde(flatten)]
-    filter: audit::Filter,
+    // Spelled out rather than `#[serde(flatten)]`: flattening makes every query value a
+    // string, so `limit=10` failed to parse as a number.
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(default)]
+    since: Option<i64>,
+    #[serde(default)]
+    until: Option<i64>,
+    #[serde(default)]
+    after: Option<i64>,
+    #[serde(default)]
+    limit: Option<u32>,
     #[serde(default)]
     format: Option<String>,
 }
@@ -1937,7 +2057,15 @@ fn csv_field(s: &str) -> String {
 
 async fn query_audit(authed: Authed, QueryParams(q): QueryParams<AuditQuery>) -> ApiResult<Response> {
     let Authed { t, .. } = authed;
-    let records = audit::query(&*t.db.lock().await, &q.filter).await?;
+    let filter = audit::Filter {
+        action: q.action.clone(),
+        actor: q.actor.clone(),
+        since: q.since,
+        until: q.until,
+        after: q.after,
+        limit: q.limit,
+    };
+    let records = audit::query(&*t.db.lock().await, &filter).await?;
     let next = records.last().map(|r| r.seq);
     Ok(match q.format.as_deref().unwrap_or("json") {
         "json" => Json(json!({ "items": records, "next_after": next })).into_response(),
@@ -2563,13 +2691,36 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     })
 }
 
-fn login_page(slug: &str, csrf: &str, return_to: &str, error: Option<&str>) -> String {
+/// The sign-in page: the password form, then "Continue with …" for each enabled SSO
+/// connection (`(id, name)`) and home-realm discovery by email.
+fn login_page(slug: &str, csrf: &str, return_to: &str, error: Option<&str>, sso: &[(String, String)]) -> String {
     let error = error.map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e))).unwrap_or_default();
+    let rt = percent_encoding::utf8_percent_encode(return_to, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let sso = if sso.is_empty() {
+        String::new()
+    } else {
+        let mut b = String::from("<hr>\n");
+        for (id, name) in sso {
+            b.push_str(&format!(
+                "<a class=\"sso\" href=\"/t/{slug}/sso/{id}/start?return_to={rt}\">Continue with {name}</a>\n",
+                slug = esc(slug),
+                id = esc(id),
+                rt = esc(&rt),
+                name = esc(name)
+            ));
+        }
+        b.push_str(&format!(
+            "<form method=\"get\" action=\"/t/{slug}/sso/discover\"><input type=\"hidden\" name=\"return_to\" value=\"{return_to}\"><label for=\"sso-email\">Work email</label><input id=\"sso-email\" name=\"email\" type=\"email\" required><button type=\"submit\">Continue with single sign-on</button></form>\n",
+            slug = esc(slug),
+            return_to = esc(return_to)
+        ));
+        b
+    };
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Sign in · {slug}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:22rem;margin:4rem auto;padding:0 1rem}}label,input,button{{display:block;width:100%;margin:.4rem 0}}input{{padding:.5rem}}button{{padding:.6rem}}.error{{color:#b00020}}</style>
+<style>body{{font-family:system-ui,sans-serif;max-width:22rem;margin:4rem auto;padding:0 1rem}}label,input,button,a.sso{{display:block;width:100%;margin:.4rem 0}}a.sso{{padding:.6rem;border:1px solid #888;text-align:center;box-sizing:border-box}}input{{padding:.5rem}}button{{padding:.6rem}}.error{{color:#b00020}}</style>
 </head><body>
 <h1>Sign in to {slug}</h1>
 {error}
@@ -2580,7 +2731,7 @@ fn login_page(slug: &str, csrf: &str, return_to: &str, error: Option<&str>) -> S
 <label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
 <button type="submit">Sign in</button>
 </form>
-</body></html>
+{sso}</body></html>
 "#,
         slug = esc(slug),
         return_to = esc(return_to),
@@ -2633,7 +2784,11 @@ async fn login_form(
         Err(e) => return residency(e, &headers),
     };
     let (set, token) = csrf_pair(&app, &t.slug);
-    html(StatusCode::OK, login_page(&t.slug, &token, q.return_to.as_deref().unwrap_or(""), None), &[set])
+    let buttons = match sso_routes::buttons(&t).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    html(StatusCode::OK, login_page(&t.slug, &token, q.return_to.as_deref().unwrap_or(""), None, &buttons), &[set])
 }
 
 #[derive(Debug, Deserialize)]
@@ -2667,7 +2822,9 @@ async fn login_submit(
     });
     if !csrf_ok {
         let (set, token) = csrf_pair(&app, &t.slug);
-        let page = login_page(&t.slug, &token, &form.return_to, Some("The form expired. Please sign in again."));
+        let buttons = sso_routes::buttons(&t).await.unwrap_or_default();
+        let page =
+            login_page(&t.slug, &token, &form.return_to, Some("The form expired. Please sign in again."), &buttons);
         return html(StatusCode::FORBIDDEN, page, &[set]);
     }
     let m = meta(&headers, &peer);
@@ -2677,13 +2834,27 @@ async fn login_submit(
     };
     let tokens = match issued {
         Ok(v) => v,
-        Err(ApiError::InvalidCredentials) | Err(ApiError::InvalidGrant) => {
+        Err(e @ (ApiError::InvalidCredentials | ApiError::InvalidGrant | ApiError::Forbidden("sso_required", _))) => {
+            let (status, message) = match e {
+                ApiError::Forbidden(..) => {
+                    (StatusCode::FORBIDDEN, "This organisation signs in with single sign-on: use a button below.")
+                }
+                _ => (StatusCode::UNAUTHORIZED, "Invalid email or password."),
+            };
             let (set, token) = csrf_pair(&app, &t.slug);
-            let page = login_page(&t.slug, &token, &form.return_to, Some("Invalid email or password."));
-            return html(StatusCode::UNAUTHORIZED, page, &[set]);
+            let buttons = sso_routes::buttons(&t).await.unwrap_or_default();
+            let page = login_page(&t.slug, &token, &form.return_to, Some(message), &buttons);
+            return html(status, page, &[set]);
         }
         Err(e) => return e.into_response(),
     };
+    let clear_csrf = format!("gh_csrf=; Path=/t/{}/login; Max-Age=0; HttpOnly; SameSite=Strict", t.slug);
+    signed_in(&app, &t, &tokens, &form.return_to, clear_csrf).await
+}
+
+/// The answer to a finished sign-in (password or SSO): the session cookie, and a
+/// redirect to `return_to` when it is one of the tenant's hosts (a page otherwise).
+async fn signed_in(app: &App, t: &Tenant, tokens: &Value, return_to: &str, clear_cookie: String) -> Response {
     let tp = match org_row(&*t.db.lock().await).await {
         Ok((_, _, tp, _)) => tp,
         Err(e) => return e.into_response(),
@@ -2696,14 +2867,13 @@ async fn login_submit(
         app.cfg.tokens.access_ttl_secs,
         app.secure_cookie()
     );
-    let clear_csrf = format!("gh_csrf=; Path=/t/{}/login; Max-Age=0; HttpOnly; SameSite=Strict", t.slug);
-    match safe_return_to(&tp, &form.return_to) {
+    match safe_return_to(&tp, return_to) {
         Some(to) => {
             let mut r = StatusCode::SEE_OTHER.into_response();
             if let Ok(v) = HeaderValue::from_str(&to) {
                 r.headers_mut().insert("location", v);
             }
-            for c in [session, clear_csrf] {
+            for c in [session, clear_cookie] {
                 if let Ok(v) = HeaderValue::from_str(&c) {
                     r.headers_mut().append("set-cookie", v);
                 }
@@ -2714,7 +2884,7 @@ async fn login_submit(
         None => html(
             StatusCode::OK,
             format!("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Signed in</title></head><body><h1>Signed in to {}</h1></body></html>\n", esc(&t.slug)),
-            &[session, clear_csrf],
+            &[session, clear_cookie],
         ),
     }
 }

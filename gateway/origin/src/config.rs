@@ -38,6 +38,37 @@ pub struct OriginConfig {
     /// Storage.
     #[serde(default)]
     pub storage: StorageSettings,
+    /// Single sign-on through tenants' identity providers.
+    #[serde(default)]
+    pub sso: SsoSettings,
+}
+
+/// Single sign-on (OIDC / OAuth2 connections of each organisation).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SsoSettings {
+    /// How long a sign-in may spend at the identity provider (state, nonce and PKCE
+    /// verifier expire after this).
+    pub transaction_ttl_secs: u64,
+    /// Timeout of each call to an identity provider (discovery, keys, token, userinfo).
+    pub http_timeout_secs: u64,
+    /// How long discovery documents and keys are cached (an unknown `kid` refetches the
+    /// keys sooner, at most once per 30 s per connection).
+    pub metadata_ttl_secs: u64,
+    /// Accept `http://` identity-provider URLs on loopback hosts (127.0.0.1, ::1,
+    /// localhost). For local tests and the demo; everything else must be `https://`.
+    pub allow_http_loopback: bool,
+}
+
+impl Default for SsoSettings {
+    fn default() -> Self {
+        SsoSettings {
+            transaction_ttl_secs: 600,
+            http_timeout_secs: 10,
+            metadata_ttl_secs: 3600,
+            allow_http_loopback: false,
+        }
+    }
 }
 
 /// Secret files (paths relative to the configuration file). Each holds one secret; the
@@ -57,6 +88,11 @@ pub struct SecretFiles {
     /// The API-key HMAC secret, shared with the edges (`api_key_secret` of their edge
     /// secrets file): keys are stored and shipped only as HMAC-SHA256 under it.
     pub api_key_secret: PathBuf,
+    /// Base64 of 32 random bytes: the AES-256-GCM key that seals SSO client secrets at
+    /// rest. Optional: without it the key is derived from the bundle-signing key (a
+    /// separate file lets you rotate one without the other).
+    #[serde(default)]
+    pub sso_key: Option<PathBuf>,
 }
 
 /// Token lifetimes and signing.
@@ -236,6 +272,9 @@ impl OriginConfig {
         if let Some(t) = self.bundle.template.as_mut() {
             fix(t);
         }
+        if let Some(k) = self.secrets.sso_key.as_mut() {
+            fix(k);
+        }
         if let Some(m) = self.signin.mail_dir.as_mut() {
             fix(m);
         }
@@ -309,6 +348,15 @@ impl OriginConfig {
         }
         if !["normal", "full"].contains(&self.storage.synchronous.as_str()) {
             return Err("storage.synchronous: must be `normal` or `full`".into());
+        }
+        if !(60..=3600).contains(&self.sso.transaction_ttl_secs) {
+            return Err("sso.transaction_ttl_secs: must be between 60 and 3600".into());
+        }
+        if !(1..=60).contains(&self.sso.http_timeout_secs) {
+            return Err("sso.http_timeout_secs: must be between 1 and 60".into());
+        }
+        if !(60..=86_400).contains(&self.sso.metadata_ttl_secs) {
+            return Err("sso.metadata_ttl_secs: must be between 60 and 86400".into());
         }
         if let Some(r) = &self.storage.remote {
             if !cfg!(feature = "remote-replica") {

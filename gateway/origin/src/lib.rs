@@ -10,6 +10,7 @@
 //! - [`bundles`]: the region policy and its signed bundle;
 //! - [`audit`]: the hash-chained audit log;
 //! - [`mailer`]: password-reset mail (file or log);
+//! - [`sso`]: single sign-on connections (OIDC, OAuth2) and the relying party;
 //! - [`api`]: the HTTP API (axum).
 
 pub mod api;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod identity;
 pub mod mailer;
+pub mod sso;
 pub mod store;
 pub mod tokens;
 

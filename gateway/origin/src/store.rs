@@ -168,6 +168,37 @@ const TENANT_MIGRATIONS: &[&str] = &[
         ip TEXT,
         request_id TEXT
      );",
+    // 2: single sign-on. Connections (client secrets sealed with AES-256-GCM), sign-in
+    // transactions (single use, short-lived), the IdP subjects linked to users, and the
+    // organisation's enforcement setting.
+    "CREATE TABLE sso_connections (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        protocol TEXT NOT NULL,
+        config TEXT NOT NULL,
+        secret BLOB,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+     );
+     CREATE TABLE sso_transactions (
+        id TEXT PRIMARY KEY,
+        connection_id TEXT NOT NULL,
+        nonce TEXT NOT NULL,
+        verifier TEXT NOT NULL,
+        return_to TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+     );
+     CREATE TABLE sso_identities (
+        connection_id TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (connection_id, subject)
+     );
+     ALTER TABLE org ADD COLUMN enforce_sso INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE org ADD COLUMN break_glass TEXT;
+     ALTER TABLE sessions ADD COLUMN idp TEXT;",
 ];
 
 /// One open database. Writers take [`Db::lock`] so that a tenant's transactions run one

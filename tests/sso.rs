@@ -1,0 +1,500 @@
+//! SSO end to end against a real OpenID Provider: the npm package `oidc-provider` (OpenID
+//! Certified) started on loopback by `tests/idp/oidc-provider.mjs`, in front of the
+//! `gatehouse demo` stack (origin with embedded libSQL, gateway, upstream).
+//!
+//! A browser is played by a cookie-keeping HTTP client that follows redirects by hand,
+//! signs in at the provider's login and consent pages, and stops at the origin's callback
+//! so the tests can replay or alter it. Needs node and `oidc-provider` in
+//! `$GATEHOUSE_CACHE/idp` (scripts/test installs it).
+
+mod support;
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::*;
+
+const CLIENT_ID: &str = "gatehouse-acme";
+const CLIENT_SECRET: &str = "acme-client-secret-3f9a1c7e5b";
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `gatehouse demo` on free ports; the origin URL, gateway address, operator token.
+struct Demo {
+    _child: Killed,
+    dir: tempfile::TempDir,
+    origin: String,
+    gateway: SocketAddr,
+    operator: String,
+}
+
+fn start_demo() -> Demo {
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, admin, up, origin) = (free_port(), free_port(), free_port(), free_port());
+    let mut child = bin()
+        .args(["demo", "--dir", dir.path().to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{listen}"), "--admin", &format!("127.0.0.1:{admin}")])
+        .args(["--upstream", &format!("127.0.0.1:{up}"), "--origin", &format!("127.0.0.1:{origin}")])
+        .env("GATEHOUSE_FILTER_DIR", component_dir())
+        .env("GATEHOUSE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let child = Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "the demo did not come up");
+        if let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
+            if line.contains("Ctrl-C stops everything") {
+                break;
+            }
+        }
+    }
+    let operator = std::fs::read_to_string(dir.path().join("keys/operator.token")).unwrap().trim().to_string();
+    Demo {
+        _child: child,
+        dir,
+        origin: format!("http://127.0.0.1:{origin}"),
+        gateway: format!("127.0.0.1:{listen}").parse().unwrap(),
+        operator,
+    }
+}
+
+fn idp_dir() -> PathBuf {
+    let cache = std::env::var_os("GATEHOUSE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/gatehouse"));
+    let dir = cache.join("idp");
+    assert!(
+        dir.join("node_modules/oidc-provider").exists(),
+        "oidc-provider is not installed in {}: run scripts/test, or `npm install oidc-provider@9` there",
+        dir.display()
+    );
+    dir
+}
+
+/// A free port in 4000–4099 (node's fetch refuses some ports; these are safe).
+fn idp_port() -> u16 {
+    (4000..4100).find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()).expect("a free port in 4000-4099")
+}
+
+/// The provider process; `rotate` puts a new signing key in front of the stored ones.
+fn start_idp(port: u16, keys: &Path, redirects: &[String], rotate: bool) -> Killed {
+    let dir = idp_dir();
+    let script = dir.join("gatehouse-oidc-provider.mjs");
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/idp/oidc-provider.mjs"), &script).unwrap();
+    let mut cmd = Command::new("node");
+    cmd.current_dir(&dir).arg(&script).arg(port.to_string()).arg(keys).arg(CLIENT_ID).arg(CLIENT_SECRET);
+    cmd.arg(redirects.join(","));
+    if rotate {
+        cmd.arg("--rotate");
+    }
+    let child = Killed(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("run node"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "oidc-provider did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// A browser: cookies kept, redirects followed by hand.
+struct Browser {
+    c: reqwest::Client,
+    origin: String,
+}
+
+fn location(base: &str, r: &reqwest::Response) -> Option<String> {
+    let loc = r.headers().get("location")?.to_str().ok()?;
+    Some(reqwest::Url::parse(base).unwrap().join(loc).unwrap().to_string())
+}
+
+fn attr<'a>(html: &'a str, before: &str) -> &'a str {
+    let i = html.find(before).unwrap_or_else(|| panic!("`{before}` not in page: {html}"));
+    let rest = &html[i + before.len()..];
+    &rest[..rest.find('"').unwrap()]
+}
+
+impl Browser {
+    fn new(origin: &str) -> Browser {
+        let c = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        Browser { c, origin: origin.to_string() }
+    }
+
+    /// From a start URL through the provider's login (as `login`) and consent to the
+    /// origin's callback URL, which is returned unvisited. `edit` may change the
+    /// authorization request the origin sends the browser to.
+    async fn to_callback(&self, start: &str, login: &str, edit: impl Fn(String) -> String) -> String {
+        let r = self.c.get(start).send().await.unwrap();
+        assert_eq!(r.status(), 302, "start: {}", r.text().await.unwrap());
+        let mut url = edit(location(start, &r).unwrap());
+        for _ in 0..20 {
+            if url.starts_with(&self.origin) && url.contains("/callback?") {
+                return url;
+            }
+            let r = self.c.get(&url).send().await.unwrap();
+            if r.status().is_redirection() {
+                url = location(&url, &r).unwrap();
+                continue;
+            }
+            assert_eq!(r.status(), 200, "{url}");
+            let page = r.text().await.unwrap();
+            let action = reqwest::Url::parse(&url).unwrap().join(attr(&page, "action=\"")).unwrap().to_string();
+            let prompt = attr(&page, "name=\"prompt\" value=\"").to_string();
+            let form: Vec<(&str, &str)> = match prompt.as_str() {
+                "login" => vec![("prompt", "login"), ("login", login), ("password", "any")],
+                _ => vec![("prompt", "consent")],
+            };
+            let body = form.iter().map(|(k, v)| format!("{k}={}", v.replace('@', "%40"))).collect::<Vec<_>>().join("&");
+            let r = self
+                .c
+                .post(&action)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_redirection(), "{action}: {}", r.status());
+            url = location(&action, &r).unwrap();
+        }
+        panic!("no callback reached");
+    }
+
+    async fn get(&self, url: &str) -> (u16, reqwest::header::HeaderMap, String) {
+        let r = self.c.get(url).send().await.unwrap();
+        let (s, h) = (r.status().as_u16(), r.headers().clone());
+        (s, h, r.text().await.unwrap())
+    }
+}
+
+fn reason(h: &reqwest::header::HeaderMap) -> &str {
+    h.get("x-gatehouse-reason").map(|v| v.to_str().unwrap()).unwrap_or("")
+}
+
+/// The access token in the session cookie a sign-in set.
+fn session_token(h: &reqwest::header::HeaderMap) -> Option<String> {
+    h.get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("gh_session=").map(|r| r.split(';').next().unwrap().to_string()))
+}
+
+async fn api(demo: &Demo, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let c = reqwest::Client::new();
+    let mut b = c
+        .request(method.parse().unwrap(), format!("{}{path}", demo.origin))
+        .header("authorization", format!("Bearer {}", demo.operator));
+    if let Some(v) = body {
+        b = b.header("content-type", "application/json").body(v.to_string());
+    }
+    let r = b.send().await.unwrap();
+    let s = r.status().as_u16();
+    (s, serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null))
+}
+
+async fn password_sign_in(demo: &Demo, email: &str, password: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/t/acme/token", demo.origin))
+        .header("content-type", "application/json")
+        .body(json!({ "grant_type": "password", "email": email, "password": password }).to_string())
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    (s, serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null))
+}
+
+/// Reasons of the `sso.failure` records in acme's audit log.
+async fn failure_reasons(demo: &Demo) -> Vec<String> {
+    let (s, v) = api(demo, "GET", "/v1/orgs/acme/audit?action=sso.failure&limit=1000", None).await;
+    assert_eq!(s, 200, "{v}");
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(r["after"].as_str().unwrap()).unwrap()["reason"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// The newest `sso.failure` record (for assertion messages).
+async fn last_failure(demo: &Demo) -> String {
+    let (_, v) = api(demo, "GET", "/v1/orgs/acme/audit?action=sso.failure&limit=1000", None).await;
+    v["items"].as_array().and_then(|a| a.last()).map(|r| r.to_string()).unwrap_or_else(|| v.to_string())
+}
+
+async fn through_gateway(demo: &Demo, token: &str) -> (u16, String) {
+    let auth = format!("Bearer {token}");
+    let (s, _, b) =
+        send(demo.gateway, get("acme.example.test", "/api/invoices", &[("authorization", &auth)]), None).await;
+    (s, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_and_oauth2_sign_in_through_a_real_provider() {
+    let demo = start_demo();
+    let port = idp_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    // Two connections to the same provider: as OIDC, and as plain OAuth2 + userinfo.
+    let (s, oidc) = api(
+        &demo,
+        "POST",
+        "/v1/orgs/acme/sso/connections",
+        Some(json!({
+            "name": "Test IdP", "protocol": "oidc", "issuer": issuer,
+            "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "scopes": ["email", "profile"],
+            "allowed_domains": ["example.com"], "default_role": "viewer"
+        })),
+    )
+    .await;
+    assert_eq!(s, 201, "{oidc}");
+    assert_eq!(oidc["has_client_secret"], true);
+    assert!(oidc.get("client_secret").is_none() && !oidc.to_string().contains(CLIENT_SECRET), "{oidc}");
+    let (s, oauth) = api(
+        &demo,
+        "POST",
+        "/v1/orgs/acme/sso/connections",
+        Some(json!({
+            "name": "Test OAuth2", "protocol": "oauth2",
+            "authorize_url": format!("{issuer}/auth"), "token_url": format!("{issuer}/token"),
+            "userinfo_url": format!("{issuer}/me"), "scopes": ["openid", "email", "profile"],
+            "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+            "allowed_domains": ["example.com"], "default_role": "viewer"
+        })),
+    )
+    .await;
+    assert_eq!(s, 201, "{oauth}");
+    // Refused at write time: http to a non-loopback host, an owner default role.
+    let (s, v) = api(
+        &demo,
+        "POST",
+        "/v1/orgs/acme/sso/connections",
+        Some(json!({"name": "X", "protocol": "oidc", "issuer": "http://idp.example.com", "client_id": "x",
+            "allowed_domains": ["example.com"], "default_role": "owner"})),
+    )
+    .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_connection")), "{v}");
+
+    let keys = demo.dir.path().join("idp-keys.json");
+    let redirects =
+        [oidc["redirect_uri"].as_str().unwrap().to_string(), oauth["redirect_uri"].as_str().unwrap().to_string()];
+    let mut idp = start_idp(port, &keys, &redirects, false);
+    let (oidc_id, oauth_id) = (oidc["id"].as_str().unwrap(), oauth["id"].as_str().unwrap());
+    let start = |id: &str| format!("{}/t/acme/sso/{id}/start", demo.origin);
+
+    // The sign-in page offers both; home-realm discovery finds one by domain.
+    let b = Browser::new(&demo.origin);
+    let (s, _, page) = b.get(&format!("{}/t/acme/login", demo.origin)).await;
+    assert_eq!(s, 200);
+    assert!(page.contains("Continue with Test IdP") && page.contains("Continue with Test OAuth2"), "{page}");
+    let (s, _, page) = b.get(&format!("{}/t/acme/sso/discover?email=zoe@example.com", demo.origin)).await;
+    assert_eq!(s, 200);
+    assert!(page.contains("/sso/c_") && page.contains("/start?return_to="), "{page}");
+    let (s, h, _) = b.get(&format!("{}/t/acme/sso/discover?email=zoe@elsewhere.test", demo.origin)).await;
+    assert_eq!((s, reason(&h)), (404, "sso_no_connection"));
+
+    // 1. Full OIDC code + PKCE flow: JIT-provisioned viewer, a session, a token the
+    //    gateway accepts.
+    let cb = b.to_callback(&start(oidc_id), "alice", |u| u).await;
+    assert!(cb.contains("code=") && cb.contains("state="), "{cb}");
+    let (s, h, page) = b.get(&cb).await;
+    assert_eq!(s, 200, "{page}");
+    let token = session_token(&h).expect("session cookie");
+    let (s, body) = through_gateway(&demo, &token).await;
+    assert_eq!(s, 200, "{body}");
+    let identity: Value = serde_json::from_str(&body).unwrap();
+    let alice = identity["identity"]["x-gatehouse-subject"].as_str().unwrap().to_string();
+    assert_eq!(identity["identity"]["x-gatehouse-roles"], "viewer");
+    let (s, users) = api(&demo, "GET", "/v1/orgs/acme/users?email=alice@example.com", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(users["items"][0]["id"], alice.as_str(), "{users}");
+    // Replayed callback (same code, same state): the transaction is gone.
+    let replay = reqwest::Client::new()
+        .get(&cb)
+        .header("cookie", format!("gh_sso={}", cb.split("state=").nth(1).unwrap().split('&').next().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((replay.status().as_u16(), reason(replay.headers())), (400, "sso_state_invalid"));
+
+    // 2. Signing in again finds the same user by the provider's subject.
+    let b2 = Browser::new(&demo.origin);
+    let cb = b2.to_callback(&start(oidc_id), "alice", |u| u).await;
+    let (s, h, _) = b2.get(&cb).await;
+    assert_eq!(s, 200);
+    let (_, body) = through_gateway(&demo, &session_token(&h).unwrap()).await;
+    assert!(body.contains(&alice), "{body}");
+
+    // 3. Wrong state: another browser's state (no matching cookie) is refused, and the
+    //    code still cannot be used later by that other browser.
+    let b3 = Browser::new(&demo.origin);
+    let cb = b3.to_callback(&start(oidc_id), "bob", |u| u).await;
+    let forged = cb.replace("state=", "state=x");
+    let (s, h, _) = b3.get(&forged).await;
+    assert_eq!((s, reason(&h)), (400, "sso_state_mismatch"));
+    let (s, h, _) = Browser::new(&demo.origin).get(&cb).await;
+    assert_eq!((s, reason(&h)), (400, "sso_state_mismatch"), "a callback without the starting browser's cookie");
+
+    // 4. Replayed code under a fresh transaction: the provider refuses the used code.
+    let (s, _, _) = b3.get(&cb).await;
+    assert_eq!(s, 200, "bob's own callback works once");
+    let code = cb.split("code=").nth(1).unwrap().split('&').next().unwrap().to_string();
+    let b4 = Browser::new(&demo.origin);
+    let fresh = b4.to_callback(&start(oidc_id), "bob", |u| u).await;
+    let fresh_code = fresh.split("code=").nth(1).unwrap().split('&').next().unwrap().to_string();
+    let (s, h, _) = b4.get(&fresh.replace(&fresh_code, &code)).await;
+    assert_eq!((s, reason(&h)), (401, "sso_code_exchange_failed"));
+
+    // 5. Nonce mismatch: the authorization request is altered on its way to the provider.
+    let b5 = Browser::new(&demo.origin);
+    let cb = b5
+        .to_callback(&start(oidc_id), "alice", |u| {
+            let nonce = u.split("nonce=").nth(1).unwrap().split('&').next().unwrap().to_string();
+            u.replace(&format!("nonce={nonce}"), "nonce=attacker-chosen-nonce")
+        })
+        .await;
+    let (s, h, _) = b5.get(&cb).await;
+    assert_eq!((s, reason(&h)), (401, "sso_nonce_mismatch"));
+
+    // 6–8. ID tokens from another issuer, for another client, expired (re-signed by the
+    //      provider's own key, so only the claim checks catch them).
+    let tamper = |v: Value| {
+        let issuer = issuer.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{issuer}/__test/tamper"))
+                .header("content-type", "application/json")
+                .body(v.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    for (t, want) in [
+        (json!({"claims": {"iss": "http://127.0.0.1:1/evil"}}), "sso_id_token_wrong_issuer"),
+        (json!({"claims": {"aud": "another-client", "azp": "another-client"}}), "sso_id_token_wrong_audience"),
+        (json!({"exp_offset": -600}), "sso_id_token_expired"),
+    ] {
+        let b = Browser::new(&demo.origin);
+        let cb = b.to_callback(&start(oidc_id), "alice", |u| u).await;
+        tamper(t).await;
+        let (s, h, page) = b.get(&cb).await;
+        assert_eq!((s, reason(&h)), (401, want), "{page}");
+    }
+
+    // 9. Email checks: a domain the connection does not allow; an unverified address.
+    for (login, want) in
+        [("bob@elsewhere.test", "sso_domain_not_allowed"), ("unverified-carol", "sso_email_unverified")]
+    {
+        let b = Browser::new(&demo.origin);
+        let cb = b.to_callback(&start(oidc_id), login, |u| u).await;
+        let (s, h, _) = b.get(&cb).await;
+        assert_eq!((s, reason(&h)), (403, want));
+    }
+
+    // 10. Generic OAuth2 (code + PKCE, userinfo): provisioned and accepted by the gateway.
+    let b = Browser::new(&demo.origin);
+    let cb = b.to_callback(&start(oauth_id), "dave", |u| u).await;
+    let (s, h, _) = b.get(&cb).await;
+    assert_eq!(s, 200, "{}", last_failure(&demo).await);
+    let (s, body) = through_gateway(&demo, &session_token(&h).unwrap()).await;
+    assert_eq!(s, 200, "{body}");
+
+    // 11. Provider key rotation (restart with a new signing key): the unknown `kid`
+    //     makes the origin refetch the keys, and the sign-in succeeds.
+    drop(idp);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    idp = start_idp(port, &keys, &redirects, true);
+    let rotated: Value = serde_json::from_str(&std::fs::read_to_string(&keys).unwrap()).unwrap();
+    assert_eq!(rotated["keys"].as_array().unwrap().len(), 2);
+    tokio::time::sleep(Duration::from_secs(5)).await; // past the refetch floor
+    let b = Browser::new(&demo.origin);
+    let cb = b.to_callback(&start(oidc_id), "alice", |u| u).await;
+    let (s, h, page) = b.get(&cb).await;
+    assert_eq!(s, 200, "after rotation: {page}");
+    assert!(session_token(&h).is_some());
+
+    // 12. Enforce SSO: password sign-in is refused for members, except the break-glass
+    //     owner.
+    let pw = |n: &str| std::fs::read_to_string(demo.dir.path().join(format!("keys/{n}.password"))).unwrap();
+    let (s, v) = api(
+        &demo,
+        "PUT",
+        "/v1/orgs/acme/sso/enforcement",
+        Some(json!({"enforce": true, "break_glass": "alice@acme.example.test"})),
+    )
+    .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("break_glass_not_owner")), "{v}");
+    let (s, v) = api(
+        &demo,
+        "PUT",
+        "/v1/orgs/acme/sso/enforcement",
+        Some(json!({"enforce": true, "break_glass": "admin@acme.example.test"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = password_sign_in(&demo, "alice@acme.example.test", pw("alice").trim()).await;
+    assert_eq!((s, v["error"].as_str()), (403, Some("sso_required")), "{v}");
+    let (s, v) = password_sign_in(&demo, "admin@acme.example.test", pw("admin").trim()).await;
+    assert_eq!(s, 200, "break-glass owner: {v}");
+    let (s, v) = api(&demo, "PUT", "/v1/orgs/acme/sso/enforcement", Some(json!({"enforce": false}))).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = password_sign_in(&demo, "alice@acme.example.test", pw("alice").trim()).await;
+    assert_eq!(s, 200);
+
+    // Every refusal is in the audit log with its reason; successes and provisioning too.
+    let reasons = failure_reasons(&demo).await;
+    for want in [
+        "sso_state_invalid",
+        "sso_state_mismatch",
+        "sso_code_exchange_failed",
+        "sso_nonce_mismatch",
+        "sso_id_token_wrong_issuer",
+        "sso_id_token_wrong_audience",
+        "sso_id_token_expired",
+        "sso_domain_not_allowed",
+        "sso_email_unverified",
+    ] {
+        assert!(reasons.iter().any(|r| r == want), "no audit record for {want}: {reasons:?}");
+    }
+    let (_, v) = api(&demo, "GET", "/v1/orgs/acme/audit?action=user.provision", None).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 3, "alice, bob and dave provisioned: {v}");
+    let (_, v) = api(&demo, "GET", "/v1/orgs/acme/audit?action=signin.sso_required", None).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 1, "{v}");
+    let (_, v) = api(&demo, "GET", "/v1/orgs/acme/audit/verify", None).await;
+    assert_eq!(v["intact"], true, "{v}");
+
+    // The client secret is not in the tenant's database files in clear.
+    let tenants = demo.dir.path().join("origin-data/tenants");
+    for f in std::fs::read_dir(&tenants).unwrap() {
+        let bytes = std::fs::read(f.unwrap().path()).unwrap();
+        assert!(!bytes.windows(CLIENT_SECRET.len()).any(|w| w == CLIENT_SECRET.as_bytes()), "secret stored in clear");
+    }
+    drop(idp);
+}
