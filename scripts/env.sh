@@ -21,3 +21,41 @@ ensure_wasm_targets() {
 }
 
 step() { printf '\n==> %s\n' "$*"; }
+
+# Install Debian packages that are missing (apt-get; sudo when not root). Quiet when all
+# are present.
+ensure_apt() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# What building the origin needs: samael's XML-DSig (libxmlsec1, libxml2, OpenSSL) and
+# bindgen's libclang.
+ensure_build_packages() {
+  ensure_apt pkg-config libclang-dev libxml2-dev libxmlsec1-dev libssl-dev
+}
+
+# The real identity providers the SSO tests sign in through, installed once into
+# $GATEHOUSE_CACHE: npm `oidc-provider` (OpenID Certified) and pysaml2 (as a SAML IdP,
+# signing with the xmlsec1 binary).
+ensure_test_idps() {
+  ensure_apt xmlsec1 python3-venv
+  local idp="$GATEHOUSE_CACHE/idp"
+  if [ ! -d "$idp/node_modules/oidc-provider" ]; then
+    mkdir -p "$idp"
+    (cd "$idp" && { [ -f package.json ] || npm init -y >/dev/null; } && npm install --no-audit --no-fund oidc-provider@9.13.3 >/dev/null)
+  fi
+  local venv="$GATEHOUSE_CACHE/saml-venv"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import saml2" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q pysaml2==7.5.5
+  fi
+}

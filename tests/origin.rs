@@ -545,6 +545,18 @@ async fn origin_end_to_end() {
             && actions.contains(&"signin.locked"),
         "{actions:?}"
     );
+    // Paging with numbers in the query (`limit`, `after`): two pages, in order, no overlap.
+    let url = |q: &str| format!("{}/v1/orgs/acme/audit?{q}", eu.url);
+    let (s, p1) = json_call("GET", &url("limit=3"), Some(OPERATOR), None).await;
+    assert_eq!(s, 200, "{p1}");
+    let seqs = |v: &serde_json::Value| {
+        v["items"].as_array().unwrap().iter().map(|r| r["seq"].as_i64().unwrap()).collect::<Vec<_>>()
+    };
+    assert_eq!(seqs(&p1), [1, 2, 3]);
+    let (s, p2) = json_call("GET", &url(&format!("limit=3&after={}", p1["next_after"])), Some(OPERATOR), None).await;
+    assert_eq!((s, seqs(&p2)), (200, vec![4, 5, 6]), "{p2}");
+    let (s, v) = json_call("GET", &url("limit=ten"), Some(OPERATOR), None).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_query")));
     let (s, h, csv) =
         call("GET", &format!("{}/v1/orgs/acme/audit?format=csv", eu.url), Some(OPERATOR), None, &[]).await;
     assert_eq!((s, h["content-type"].to_str().unwrap()), (200, "text/csv"));

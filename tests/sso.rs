@@ -498,3 +498,457 @@ async fn oidc_and_oauth2_sign_in_through_a_real_provider() {
     }
     drop(idp);
 }
+
+// ---------------------------------------------------------------------------------------
+// SAML 2.0 against pysaml2 acting as the IdP (tests/idp/saml-idp.py).
+
+fn saml_venv_python() -> PathBuf {
+    let py = idp_dir().parent().unwrap().join("saml-venv/bin/python");
+    assert!(py.exists(), "pysaml2 is not installed in {}: run scripts/test", py.display());
+    py
+}
+
+/// pysaml2's IdP on `port`, trusting the SP metadata `files`.
+fn start_saml_idp(port: u16, dir: &Path, files: &[PathBuf]) -> Killed {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/idp/saml-idp.py");
+    let list = files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(",");
+    let child = Command::new(saml_venv_python())
+        .arg(script)
+        .args(["--port", &port.to_string(), "--dir"])
+        .arg(dir)
+        .args(["--sp-metadata", &list])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run python");
+    let child = Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the SAML IdP did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"").replace("&#x27;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+}
+
+/// `value="…"` of the input named `name`.
+fn input(page: &str, name: &str) -> String {
+    unescape(attr(page, &format!("name=\"{name}\" value=\"")))
+}
+
+/// A SAML response the IdP posts back: (ACS URL, SAMLResponse, RelayState).
+struct Posted {
+    acs: String,
+    response: String,
+    relay: String,
+}
+
+impl Posted {
+    fn xml(&self) -> String {
+        use base64::Engine as _;
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(&self.response).unwrap()).unwrap()
+    }
+
+    fn with_xml(&self, xml: &str) -> Posted {
+        use base64::Engine as _;
+        Posted {
+            acs: self.acs.clone(),
+            response: base64::engine::general_purpose::STANDARD.encode(xml),
+            relay: self.relay.clone(),
+        }
+    }
+}
+
+fn form_body(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| {
+            let enc: String = v
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            format!("{k}={enc}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+impl Browser {
+    /// Start at the origin, sign in at the IdP as `user` (with test knobs), and return
+    /// what the IdP's auto-submit form would post to the ACS.
+    async fn saml_response(&self, start: &str, user: &str, knobs: &[(&str, &str)]) -> Posted {
+        let r = self.c.get(start).send().await.unwrap();
+        assert_eq!(r.status(), 302, "start: {}", r.text().await.unwrap());
+        let to_idp = location(start, &r).unwrap();
+        let (s, _, page) = self.get(&to_idp).await;
+        assert_eq!(s, 200, "IdP refused the AuthnRequest: {page}");
+        let key = input(&page, "key");
+        let action = reqwest::Url::parse(&to_idp).unwrap().join("/login").unwrap().to_string();
+        let mut fields = vec![("key", key.as_str()), ("user", user)];
+        fields.extend_from_slice(knobs);
+        let r = self
+            .c
+            .post(&action)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&fields))
+            .send()
+            .await
+            .unwrap();
+        let page = r.text().await.unwrap();
+        Posted {
+            acs: unescape(attr(&page, "<form method=\"post\" action=\"")),
+            response: input(&page, "SAMLResponse"),
+            relay: input(&page, "RelayState"),
+        }
+    }
+
+    async fn post_acs(&self, p: &Posted) -> (u16, reqwest::header::HeaderMap, String) {
+        let mut fields = vec![("SAMLResponse", p.response.as_str())];
+        if !p.relay.is_empty() {
+            fields.push(("RelayState", p.relay.as_str()));
+        }
+        let r = self
+            .c
+            .post(&p.acs)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&fields))
+            .send()
+            .await
+            .unwrap();
+        let (s, h) = (r.status().as_u16(), r.headers().clone());
+        (s, h, r.text().await.unwrap())
+    }
+}
+
+/// The first element `<{prefix}:{name} …>…</{prefix}:{name}>` in `xml`.
+fn element<'a>(xml: &'a str, qname: &str) -> &'a str {
+    let start = xml.find(&format!("<{qname}")).unwrap_or_else(|| panic!("no {qname} in {xml}"));
+    let close = format!("</{qname}>");
+    let end = start + xml[start..].find(&close).unwrap() + close.len();
+    &xml[start..end]
+}
+
+/// Attacks built from a genuine signed response `xml` (pysaml2's shape: `ns0:` protocol,
+/// `ns1:` assertion, `ns2:` xmldsig): content edits, signature wrapping variants, comment
+/// injection, DTD payloads.
+fn attacks_on(xml: &str) -> Vec<(&'static str, String)> {
+    let xml = xml.to_string();
+    let assertion = element(&xml, "ns1:Assertion").to_string();
+    let assertion_sig = element(&assertion, "ns2:Signature").to_string();
+    let id = attr(&assertion, " ID=\"").to_string();
+    let evil_same_id = assertion.replace("erin@example.com", "admin@example.com").replace(&assertion_sig, "");
+    let evil = evil_same_id.replace(&format!(" ID=\"{id}\""), " ID=\"evil-assertion\"");
+    let response_sig = element(&xml, "ns2:Signature").to_string();
+    let (open_tag_end, close) = (xml.find("<ns0:Status").unwrap(), "</ns0:Response>");
+    let mut attacks: Vec<(&'static str, String)> = vec![
+        // Content changed under a signature.
+        ("signed assertion edited", xml.replace("erin@example.com", "admin@example.com")),
+        // XSW: an unsigned evil assertion beside the signed one (before it, same ID or not).
+        ("evil assertion before the signed one", xml.replace(&assertion, &format!("{evil}{assertion}"))),
+        ("evil assertion with the same ID first", xml.replace(&assertion, &format!("{evil_same_id}{assertion}"))),
+        // XSW: the evil assertion wraps the signed one.
+        (
+            "evil assertion wrapping the signed one",
+            xml.replace(&assertion, &evil.replace("</ns1:Assertion>", &format!("{assertion}</ns1:Assertion>"))),
+        ),
+        // XSW: the signed assertion hidden in Extensions, the evil one in its place.
+        (
+            "signed assertion moved into Extensions",
+            xml.replace(&assertion, &evil).replacen(
+                "<ns0:Status",
+                &format!("<ns0:Extensions>{assertion}</ns0:Extensions><ns0:Status"),
+                1,
+            ),
+        ),
+        // XSW: the signed assertion inside the evil one's Signature Object.
+        (
+            "signed assertion inside the evil assertion's signature object",
+            xml.replace(
+                &assertion,
+                &evil_same_id.replacen(
+                    "<ns1:Subject>",
+                    &format!(
+                        "{}<ns1:Subject>",
+                        assertion_sig.replace(
+                            "</ns2:Signature>",
+                            &format!("<ns2:Object>{assertion}</ns2:Object></ns2:Signature>")
+                        )
+                    ),
+                    1,
+                ),
+            ),
+        ),
+        // XSW on the response: an evil response wrapping the signed original in its
+        // Signature.
+        (
+            "evil response wrapping the signed response",
+            format!(
+                "{}{}{}",
+                &xml[..open_tag_end].replace(
+                    &response_sig,
+                    &response_sig.replace(
+                        "</ns2:Signature>",
+                        &format!(
+                            "<ns2:Object>{}</ns2:Object></ns2:Signature>",
+                            xml.trim_start_matches("<?xml version=\"1.0\"?>").trim()
+                        )
+                    )
+                ),
+                &xml[open_tag_end..].replace(&assertion, &evil),
+                ""
+            ),
+        ),
+        // Every signature stripped.
+        ("signatures removed", xml.replace(&response_sig, "").replace(&assertion_sig, "").replace("erin@", "admin@")),
+        // Comment injection: the NameID would read `admin@example.com` to a parser that
+        // stops at the comment.
+        ("comment in NameID", xml.replacen("erin@example.com", "erin@example.com<!---->.evil.test", 1)),
+        // DTD and entity payloads.
+        (
+            "external entity",
+            xml.replacen("<ns0:Response", "<!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><ns0:Response", 1),
+        ),
+        (
+            "entity expansion",
+            xml.replacen(
+                "<ns0:Response",
+                "<!DOCTYPE r [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;\">]><ns0:Response",
+                1,
+            ),
+        ),
+    ];
+    assert!(xml.ends_with(close) || xml.trim_end().ends_with(close));
+    attacks.retain(|(_, x)| x != &xml);
+    attacks
+}
+
+fn conn_str(demo: &Demo, id: &str, what: &str) -> String {
+    format!("{}/t/acme/sso/{id}/saml/{what}", demo.origin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saml_sign_in_through_a_real_idp() {
+    let demo = start_demo();
+    let port = idp_port();
+    let idp_dir = demo.dir.path().join("saml-idp");
+    std::fs::create_dir_all(&idp_dir).unwrap();
+    // The IdP's signing key pair, made first so the connection can name the certificate.
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=test-idp"])
+        .arg("-keyout")
+        .arg(idp_dir.join("idp-key.pem"))
+        .arg("-out")
+        .arg(idp_dir.join("idp-cert.pem"))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let cert = std::fs::read_to_string(idp_dir.join("idp-cert.pem")).unwrap();
+    let idp = format!("http://127.0.0.1:{port}");
+
+    // Connection A: explicit IdP settings, signed AuthnRequests, assertion signature required.
+    let (s, a) = api(
+        &demo,
+        "POST",
+        "/v1/orgs/acme/sso/connections",
+        Some(json!({
+            "name": "Corp SAML", "protocol": "saml",
+            "idp_entity_id": format!("{idp}/idp/metadata"), "idp_sso_url": format!("{idp}/sso/redirect"),
+            "idp_certificates": [cert], "sign_requests": true,
+            "allowed_domains": ["example.com"], "default_role": "viewer"
+        })),
+    )
+    .await;
+    assert_eq!(s, 201, "{a}");
+    let a_id = a["id"].as_str().unwrap().to_string();
+    let metadata = |id: &str| format!("{}/t/acme/sso/{id}/saml/metadata", demo.origin);
+    let sp_file = |name: &str, xml: &str| {
+        let f = idp_dir.join(name);
+        std::fs::write(&f, xml).unwrap();
+        f
+    };
+    let (s, _, md_a) = Browser::new(&demo.origin).get(&metadata(&a_id)).await;
+    assert_eq!(s, 200);
+    assert!(md_a.contains("AuthnRequestsSigned=\"true\"") && md_a.contains("X509Certificate"), "{md_a}");
+    let mut idp_proc = start_saml_idp(port, &idp_dir, &[sp_file("sp-a.xml", &md_a)]);
+
+    // Connection B: from the IdP's metadata URL, unsigned requests.
+    let (s, b_conn) = api(
+        &demo,
+        "POST",
+        "/v1/orgs/acme/sso/connections",
+        Some(json!({
+            "name": "Corp SAML (metadata)", "protocol": "saml", "idp_metadata_url": format!("{idp}/idp/metadata"),
+            "allowed_domains": ["example.com"], "default_role": "viewer"
+        })),
+    )
+    .await;
+    assert_eq!(s, 201, "{b_conn}");
+    assert_eq!(b_conn["saml"]["entity_id"], format!("{idp}/idp/metadata"));
+    let b_id = b_conn["id"].as_str().unwrap().to_string();
+    let (_, _, md_b) = Browser::new(&demo.origin).get(&metadata(&b_id)).await;
+    drop(idp_proc);
+    idp_proc = start_saml_idp(port, &idp_dir, &[sp_file("sp-a.xml", &md_a), sp_file("sp-b.xml", &md_b)]);
+    let start = |id: &str| format!("{}/t/acme/sso/{id}/start", demo.origin);
+
+    // 1. Full sign-in (signed request, signed response and assertion): a session and a
+    //    token the gateway accepts; then the same response replayed.
+    let b = Browser::new(&demo.origin);
+    let ok = b.saml_response(&start(&a_id), "erin", &[]).await;
+    assert!(ok.acs.ends_with(&format!("/t/acme/sso/{a_id}/saml/acs")), "{}", ok.acs);
+    let (s, h, page) = b.post_acs(&ok).await;
+    assert_eq!(s, 200, "{page} {}", last_failure(&demo).await);
+    let (s, body) = through_gateway(&demo, &session_token(&h).unwrap()).await;
+    assert_eq!(s, 200, "{body}");
+    let (_, users) = api(&demo, "GET", "/v1/orgs/acme/users?email=erin@example.com", None).await;
+    assert_eq!(users["items"].as_array().unwrap().len(), 1, "erin provisioned: {users}");
+    let (s, h, _) = b.post_acs(&ok).await;
+    assert_eq!((s, reason(&h)), (400, "sso_saml_replayed"));
+
+    // 2. The IdP verifies our request signature: a tampered one is refused there.
+    let r = b.c.get(start(&a_id)).send().await.unwrap();
+    let to_idp = location(&start(&a_id), &r).unwrap();
+    assert!(to_idp.contains("Signature=") && to_idp.contains("SigAlg="), "{to_idp}");
+    let tampered = to_idp.replace("Signature=", "Signature=AAAA");
+    assert_eq!(b.get(&tampered).await.0, 400, "a tampered AuthnRequest signature must not verify at the IdP");
+
+    // 3. Validly signed responses that are wrong for us.
+    for (knobs, want) in [
+        (vec![("audience", "http://evil.example/sp")], "sso_saml_wrong_audience"),
+        (vec![("recipient", "http://evil.example/acs")], "sso_saml_wrong_recipient"),
+        (vec![("destination", "http://evil.example/acs")], "sso_saml_wrong_destination"),
+        (vec![("time_offset", "-7200")], "sso_saml_expired"),
+        (vec![("sign_assertion", "0")], "sso_saml_assertion_unsigned"),
+        (vec![("sign_assertion", "0"), ("sign_response", "0")], "sso_saml_signature_invalid"),
+    ] {
+        let b = Browser::new(&demo.origin);
+        let p = b.saml_response(&start(&a_id), "erin", &knobs).await;
+        let (s, h, page) = b.post_acs(&p).await;
+        assert_eq!((s, reason(&h)), (401, want), "{knobs:?}: {page}");
+    }
+
+    // 4. A response to another request (InResponseTo of flow X, RelayState of flow Y).
+    let bx = Browser::new(&demo.origin);
+    let x = bx.saml_response(&start(&a_id), "erin", &[]).await;
+    let y = bx.saml_response(&start(&a_id), "erin", &[]).await;
+    let swapped = Posted { acs: x.acs.clone(), response: x.response.clone(), relay: y.relay.clone() };
+    let (s, h, _) = bx.post_acs(&swapped).await;
+    assert_eq!((s, reason(&h)), (400, "sso_saml_in_response_to"));
+
+    // 5. Unsolicited (IdP-initiated) responses are refused.
+    let sp_a = format!("{}/t/acme/sso/{a_id}/saml/metadata", demo.origin);
+    let (s, _, page) =
+        b.get(&format!("{idp}/unsolicited?sp={}&user=erin", form_body(&[("", &sp_a)]).trim_start_matches('='))).await;
+    assert_eq!(s, 200, "{page}");
+    let unsolicited = Posted {
+        acs: unescape(attr(&page, "<form method=\"post\" action=\"")),
+        response: input(&page, "SAMLResponse"),
+        relay: String::new(),
+    };
+    let (s, h, _) = b.post_acs(&unsolicited).await;
+    assert_eq!((s, reason(&h)), (400, "sso_saml_unsolicited"));
+
+    // 6. Attacks built from a valid response (its transaction stays open while they are
+    //    refused; the genuine response is accepted at the end, as erin).
+    let b = Browser::new(&demo.origin);
+    let genuine = b.saml_response(&start(&a_id), "erin", &[]).await;
+    let xml = genuine.xml();
+    assert!(xml.contains("<ns1:Assertion") && xml.contains("<ns2:Signature"), "{xml}");
+    let attacks = attacks_on(&xml);
+    assert_eq!(attacks.len(), 11, "every attack changed the document");
+    let mut seen = Vec::new();
+    for (what, attack) in &attacks {
+        let (s, h, page) = b.post_acs(&genuine.with_xml(attack)).await;
+        assert!((400..500).contains(&s), "{what}: accepted ({s}): {page}");
+        assert!(session_token(&h).is_none(), "{what}: a session was issued");
+        let r = reason(&h).to_string();
+        assert!(r.starts_with("sso_saml_"), "{what}: reason {r}");
+        seen.push((what.to_string(), r));
+    }
+    // The second layer on its own: samael's verification (every signature checked, only
+    // signed content kept) without the one-Assertion rule in front of it. No wrapping
+    // variant may come out as anyone but erin.
+    let (_, conn) = api(&demo, "GET", &format!("/v1/orgs/acme/sso/connections/{a_id}"), None).await;
+    let conn: gatehouse_origin::sso::Connection = serde_json::from_value(conn).unwrap();
+    let request_id = attr(&xml, "InResponseTo=\"").to_string();
+    let (entity, acs) = (conn_str(&demo, &a_id, "metadata"), conn_str(&demo, &a_id, "acs"));
+    for (what, attack) in attacks.iter().filter(|(w, _)| !w.contains("entity") && !w.contains("comment")) {
+        match gatehouse_origin::sso::saml::finish(&conn, &entity, &acs, attack, Some(&request_id)) {
+            Err(e) => eprintln!("samael alone refuses `{what}`: {}", e.reason()),
+            Ok(signin) => {
+                assert_eq!(
+                    signin.profile.email.as_deref(),
+                    Some("erin@example.com"),
+                    "{what}: samael alone let it through"
+                );
+                eprintln!("samael alone consumes only the signed assertion of `{what}` (erin)");
+            }
+        }
+    }
+    let (s, h, _) = b.post_acs(&genuine).await;
+    assert_eq!(s, 200, "the genuine response after the attacks: {}", last_failure(&demo).await);
+    // The classic wrapping target: only the assertion signed (no response signature).
+    let b2 = Browser::new(&demo.origin);
+    let only_assertion = b2.saml_response(&start(&a_id), "erin", &[("sign_response", "0")]).await;
+    let xml2 = only_assertion.xml();
+    let request_id2 = attr(&xml2, "InResponseTo=\"").to_string();
+    for (what, attack) in attacks_on(&xml2) {
+        let (s, h, page) = b2.post_acs(&only_assertion.with_xml(&attack)).await;
+        assert!((400..500).contains(&s) && session_token(&h).is_none(), "{what} (assertion-only): {s} {page}");
+        seen.push((format!("{what} (assertion signed only)"), reason(&h).to_string()));
+        if what.contains("entity") || what.contains("comment") {
+            continue;
+        }
+        match gatehouse_origin::sso::saml::finish(&conn, &entity, &acs, &attack, Some(&request_id2)) {
+            Err(e) => eprintln!("samael alone refuses `{what}` (assertion signed only): {}", e.reason()),
+            Ok(signin) => {
+                assert_eq!(
+                    signin.profile.email.as_deref(),
+                    Some("erin@example.com"),
+                    "{what}: samael alone let it through"
+                );
+                eprintln!("samael alone consumes only the signed assertion of `{what}` (assertion signed only): erin");
+            }
+        }
+    }
+    let (s, _, _) = b2.post_acs(&only_assertion).await;
+    assert_eq!(s, 200, "a response whose assertion alone is signed is fine: {}", last_failure(&demo).await);
+    let (_, body) = through_gateway(&demo, &session_token(&h).unwrap()).await;
+    let (_, erin) = api(&demo, "GET", "/v1/orgs/acme/users?email=erin@example.com", None).await;
+    assert!(body.contains(erin["items"][0]["id"].as_str().unwrap()), "signed in as erin: {body}");
+    let (_, admin) = api(&demo, "GET", "/v1/orgs/acme/users?email=admin@example.com", None).await;
+    assert_eq!(admin["items"].as_array().unwrap().len(), 0, "no admin@example.com was ever provisioned");
+    eprintln!("SAML attack cases and their reasons: {seen:#?}");
+    assert!(seen.iter().all(|(_, r)| r.starts_with("sso_saml_")), "{seen:?}");
+
+    // 7. Connection B (metadata URL, unsigned requests) signs in too.
+    let b = Browser::new(&demo.origin);
+    let p = b.saml_response(&start(&b_id), "frank", &[]).await;
+    let (s, _, _) = b.post_acs(&p).await;
+    assert_eq!(s, 200, "{}", last_failure(&demo).await);
+
+    // Every refusal is audited with its reason.
+    let reasons = failure_reasons(&demo).await;
+    for want in [
+        "sso_saml_replayed",
+        "sso_saml_wrong_audience",
+        "sso_saml_wrong_recipient",
+        "sso_saml_wrong_destination",
+        "sso_saml_expired",
+        "sso_saml_assertion_unsigned",
+        "sso_saml_signature_invalid",
+        "sso_saml_in_response_to",
+        "sso_saml_unsolicited",
+        "sso_saml_wrapping_refused",
+        "sso_saml_comment_refused",
+        "sso_saml_dtd_refused",
+    ] {
+        assert!(reasons.iter().any(|r| r == want), "no audit record for {want}: {reasons:?}");
+    }
+    drop(idp_proc);
+}

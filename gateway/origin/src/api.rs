@@ -71,6 +71,8 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "Start signing in through an SSO connection (redirect to the provider)",
     ),
     ("GET", "/t/{slug}/sso/{id}/callback", "public", "Where the provider returns the browser (code and state)"),
+    ("GET", "/t/{slug}/sso/{id}/saml/metadata", "public", "SAML SP metadata of a connection (its entity id)"),
+    ("POST", "/t/{slug}/sso/{id}/saml/acs", "public", "SAML Assertion Consumer Service (HTTP-POST binding)"),
     ("POST", "/t/{slug}/password/change", "public", "Change one's password (bearer access token); ends other sessions"),
     ("POST", "/t/{slug}/password/reset-request", "public", "Mail a single-use reset link (always 202)"),
     ("POST", "/t/{slug}/password/reset", "public", "Set a new password with a reset token; ends every session"),
@@ -410,6 +412,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/t/{slug}/sso/discover", get(sso_routes::discover))
         .route("/t/{slug}/sso/{id}/start", get(sso_routes::start))
         .route("/t/{slug}/sso/{id}/callback", get(sso_routes::callback))
+        .route("/t/{slug}/sso/{id}/saml/metadata", get(sso_routes::saml_metadata))
+        .route("/t/{slug}/sso/{id}/saml/acs", post(sso_routes::saml_acs))
         .route("/t/{slug}/password/change", post(change_password))
         .route("/t/{slug}/password/reset-request", post(reset_request))
         .route("/t/{slug}/password/reset", post(reset_password))

@@ -168,9 +168,10 @@ const TENANT_MIGRATIONS: &[&str] = &[
         ip TEXT,
         request_id TEXT
      );",
-    // 2: single sign-on. Connections (client secrets sealed with AES-256-GCM), sign-in
-    // transactions (single use, short-lived), the IdP subjects linked to users, and the
-    // organisation's enforcement setting.
+    // 2: single sign-on. Connections (client secrets and SP keys sealed with
+    // AES-256-GCM), sign-in transactions (single use, short-lived), the IdP subjects linked
+    // to users, the SAML assertion replay cache, and the organisation's enforcement
+    // setting.
     "CREATE TABLE sso_connections (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
@@ -195,6 +196,10 @@ const TENANT_MIGRATIONS: &[&str] = &[
         user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
         created_at INTEGER NOT NULL,
         PRIMARY KEY (connection_id, subject)
+     );
+     CREATE TABLE saml_assertions (
+        id TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL
      );
      ALTER TABLE org ADD COLUMN enforce_sso INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE org ADD COLUMN break_glass TEXT;

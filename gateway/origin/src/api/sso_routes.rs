@@ -8,8 +8,8 @@
 //! reason code (also in `x-gatehouse-reason`).
 
 use super::*;
-use crate::sso::oidc::{Profile, SsoError};
-use crate::sso::{Connection, ConnectionInput};
+use crate::sso::oidc::{Profile, SsoError, Started};
+use crate::sso::{saml, Connection, ConnectionInput, Protocol};
 
 /// The cookie binding a sign-in transaction to the browser that started it.
 const TX_COOKIE: &str = "gh_sso";
@@ -50,12 +50,28 @@ fn redirect_uri(app: &App, slug: &str, id: &str) -> String {
     format!("{}/t/{slug}/sso/{id}/callback", app.cfg.public_url)
 }
 
+/// A SAML connection's SP entity id, which is also where its SP metadata is served.
+fn sp_entity_id(app: &App, slug: &str, id: &str) -> String {
+    format!("{}/t/{slug}/sso/{id}/saml/metadata", app.cfg.public_url)
+}
+
+fn acs_url(app: &App, slug: &str, id: &str) -> String {
+    format!("{}/t/{slug}/sso/{id}/saml/acs", app.cfg.public_url)
+}
+
 /// A connection as the API shows it: never the secret, and the redirect URI to register
 /// at the provider.
 fn view(app: &App, slug: &str, c: &Connection, has_secret: bool) -> Value {
     let mut v = json!(c);
-    v["has_client_secret"] = json!(has_secret);
-    v["redirect_uri"] = json!(redirect_uri(app, slug, &c.id));
+    if c.protocol == Protocol::Saml {
+        // What the IdP needs to know about this service provider.
+        v["sp_entity_id"] = json!(sp_entity_id(app, slug, &c.id));
+        v["acs_url"] = json!(acs_url(app, slug, &c.id));
+        v["sp_metadata_url"] = json!(sp_entity_id(app, slug, &c.id));
+    } else {
+        v["has_client_secret"] = json!(has_secret);
+        v["redirect_uri"] = json!(redirect_uri(app, slug, &c.id));
+    }
     v
 }
 
@@ -113,14 +129,18 @@ pub(super) async fn create(
     JsonBody(input): JsonBody<ConnectionInput>,
 ) -> ApiResult<Response> {
     let Authed { t, caller } = authed;
+    let input = fetch_metadata(&app, input).await?;
     let secret = input.client_secret.clone();
     let h = begin(&t).await?;
     let count: Option<i64> = one(&h, "SELECT COUNT(*) FROM sso_connections", ()).await?;
     if count.unwrap_or(0) >= 50 {
         return Err(ApiError::Conflict("sso_connection_limit", "at most 50 SSO connections per organisation".into()));
     }
-    let c = checked(&app, &h, new_id("c_"), input).await?;
-    let sealed = secret.as_deref().map(|s| app.sso_box.seal(&t.id, &c.id, s));
+    let mut c = checked(&app, &h, new_id("c_"), input).await?;
+    let sealed = match sp_key(&mut c, None)? {
+        Some(pem) => Some(app.sso_box.seal(&t.id, &c.id, &pem)),
+        None => secret.as_deref().map(|s| app.sso_box.seal(&t.id, &c.id, s)),
+    };
     let now = crate::now();
     h.execute(
         "INSERT INTO sso_connections (id, name, protocol, config, secret, enabled, created_at, updated_at)
@@ -151,13 +171,24 @@ pub(super) async fn replace(
     JsonBody(input): JsonBody<ConnectionInput>,
 ) -> ApiResult<Json<Value>> {
     let Authed { t, caller } = authed;
+    let input = fetch_metadata(&app, input).await?;
     let secret = input.client_secret.clone();
     let h = begin(&t).await?;
     let (before, old_secret) = load(&h, &id).await?.ok_or_else(not_found)?;
-    let c = checked(&app, &h, id.clone(), input).await?;
-    let sealed = match secret.as_deref() {
-        Some(s) => Some(app.sso_box.seal(&t.id, &c.id, s)),
-        None => old_secret,
+    let mut c = checked(&app, &h, id.clone(), input).await?;
+    let sealed = if c.protocol == crate::sso::Protocol::Saml {
+        // A SAML connection keeps its SP key pair across edits (the IdP has its certificate).
+        let kept = before.saml.as_ref().and_then(|s| s.sp_certificate.clone()).zip(old_secret);
+        match sp_key(&mut c, kept.as_ref().map(|(cert, _)| cert.clone()))? {
+            Some(pem) => Some(app.sso_box.seal(&t.id, &c.id, &pem)),
+            None => kept.filter(|_| c.saml.as_ref().is_some_and(|s| s.sign_requests)).map(|(_, s)| s),
+        }
+    } else {
+        match secret.as_deref() {
+            Some(s) => Some(app.sso_box.seal(&t.id, &c.id, s)),
+            None if before.protocol != crate::sso::Protocol::Saml => old_secret,
+            None => None,
+        }
     };
     h.execute(
         "UPDATE sso_connections SET name = ?2, protocol = ?3, config = ?4, secret = ?5, enabled = ?6, updated_at = ?7
@@ -206,6 +237,40 @@ pub(super) async fn remove(
     commit(&app, &t, h, &meta(&headers, &peer), events).await?;
     app.rp.forget(&t.id, &id);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// SAML with `idp_metadata_url`: fetch the metadata once, now (https, bounded, timed).
+async fn fetch_metadata(app: &App, mut input: ConnectionInput) -> ApiResult<ConnectionInput> {
+    let Some(url) = input.idp_metadata_url.take() else { return Ok(input) };
+    if input.idp_metadata_xml.is_some() {
+        return Err(bad("invalid_connection", "give idp_metadata_xml or idp_metadata_url, not both"));
+    }
+    let req = http::Request::get(url.as_str())
+        .header("accept", "application/samlmetadata+xml, application/xml")
+        .body(Vec::new())
+        .map_err(|_| bad("invalid_connection", "idp_metadata_url: not a URL"))?;
+    let resp =
+        app.rp.http().send(req).await.map_err(|e| bad("invalid_connection", format!("idp_metadata_url: {e}")))?;
+    if !resp.status().is_success() {
+        return Err(bad("invalid_connection", format!("idp_metadata_url: answered {}", resp.status())));
+    }
+    let xml =
+        String::from_utf8(resp.into_body()).map_err(|_| bad("invalid_connection", "idp_metadata_url: not UTF-8"))?;
+    input.idp_metadata_xml = Some(xml);
+    Ok(input)
+}
+
+/// For a SAML connection that signs its requests: keep `existing` (certificate) or make a
+/// key pair; returns a new private key (PEM) to seal, if one was made.
+fn sp_key(c: &mut Connection, existing: Option<String>) -> ApiResult<Option<String>> {
+    let Some(saml) = c.saml.as_mut().filter(|s| s.sign_requests) else { return Ok(None) };
+    if let Some(cert) = existing {
+        saml.sp_certificate = Some(cert);
+        return Ok(None);
+    }
+    let (pem, cert) = crate::sso::saml::new_sp_keypair(&format!("gatehouse {}", c.id)).map_err(|e| anyhow!(e))?;
+    saml.sp_certificate = Some(cert);
+    Ok(Some(pem))
 }
 
 async fn buttons_in(h: &libsql::Connection) -> ApiResult<Vec<String>> {
@@ -302,6 +367,16 @@ impl From<SsoError> for Refusal {
         let status = match &e {
             SsoError::Discovery(_) | SsoError::Config(_) | SsoError::Userinfo(_) => StatusCode::BAD_GATEWAY,
             SsoError::HostedDomain | SsoError::EntraTenant => StatusCode::FORBIDDEN,
+            // A response that is not well-formed, or not an answer to a request of ours.
+            SsoError::Saml(
+                "sso_saml_malformed"
+                | "sso_saml_dtd_refused"
+                | "sso_saml_comment_refused"
+                | "sso_saml_wrapping_refused"
+                | "sso_saml_unsolicited"
+                | "sso_saml_in_response_to",
+                _,
+            ) => StatusCode::BAD_REQUEST,
             _ => StatusCode::UNAUTHORIZED,
         };
         Refusal { status, reason: e.reason(), detail: e.to_string() }
@@ -363,7 +438,7 @@ pub(super) async fn start(
         Ok(l) => l,
         Err(e) => return e.into_response(),
     };
-    let Some((c, _)) = loaded.filter(|(c, _)| c.enabled) else {
+    let Some((c, sealed)) = loaded.filter(|(c, _)| c.enabled) else {
         return refuse(&app, &t, &m, &id, refusal(StatusCode::NOT_FOUND, "sso_connection_not_found", "")).await;
     };
     let return_to = q.return_to.unwrap_or_default();
@@ -371,7 +446,22 @@ pub(super) async fn start(
         return refuse(&app, &t, &m, &id, refusal(StatusCode::BAD_REQUEST, "request_malformed", "return_to too long"))
             .await;
     }
-    let started = match app.rp.start(&t.id, &c, &redirect_uri(&app, &t.slug, &c.id)).await {
+    let started = match c.protocol {
+        Protocol::Saml => {
+            let state = tokens::opaque("");
+            let key = sealed.as_deref().and_then(|s| app.sso_box.open(&t.id, &c.id, s));
+            let (entity, acs) = (sp_entity_id(&app, &t.slug, &c.id), acs_url(&app, &t.slug, &c.id));
+            // The request ID stands in the nonce's place: InResponseTo must equal it.
+            saml::start(&c, &entity, &acs, &state, key.as_deref()).map(|s| Started {
+                url: s.url,
+                state,
+                nonce: s.request_id,
+                verifier: String::new(),
+            })
+        }
+        _ => app.rp.start(&t.id, &c, &redirect_uri(&app, &t.slug, &c.id)).await,
+    };
+    let started = match started {
         Ok(s) => s,
         Err(e) => return refuse(&app, &t, &m, &id, e.into()).await,
     };
@@ -399,8 +489,12 @@ pub(super) async fn start(
         return e.into_response();
     }
     let mut r = StatusCode::FOUND.into_response();
+    // SAML comes back as a cross-site POST, which only carries a `SameSite=None` cookie
+    // (and browsers take those only over TLS).
+    let same_site =
+        if c.protocol == Protocol::Saml && app.cfg.public_url.starts_with("https://") { "None" } else { "Lax" };
     let cookie = format!(
-        "{TX_COOKIE}={}; Path=/t/{}/sso; Max-Age={ttl}; HttpOnly; SameSite=Lax{}",
+        "{TX_COOKIE}={}; Path=/t/{}/sso; Max-Age={ttl}; HttpOnly; SameSite={same_site}{}",
         started.state,
         t.slug,
         app.secure_cookie()
@@ -501,9 +595,24 @@ async fn finish(
     };
     let redirect = redirect_uri(app, &t.slug, &c.id);
     let profile = app.rp.finish(&t.id, &c, secret.as_deref(), &redirect, code, &nonce, &verifier, now).await?;
-    let email = check_email(&c, &profile)?;
+    complete(app, t, m, &c, &profile, &return_to).await
+}
+
+/// After the provider: the user (linked, or provisioned), the session, the tokens, the
+/// audit records, and the signed-in answer.
+async fn complete(
+    app: &App,
+    t: &Tenant,
+    m: &RequestMeta,
+    c: &Connection,
+    profile: &Profile,
+    return_to: &str,
+) -> Result<Response, Refusal> {
+    let now = crate::now();
+    let c = c.clone();
+    let email = check_email(&c, profile)?;
     let h = begin(t).await?;
-    let (user, mut events) = resolve_user(app, &h, &c, &profile, &email, now).await?;
+    let (user, mut events) = resolve_user(app, &h, &c, profile, &email, now).await?;
     let disabled: Option<i64> = one(&h, "SELECT disabled FROM users WHERE id = ?1", [user.as_str()]).await?;
     if disabled != Some(0) {
         drop(h);
@@ -521,7 +630,150 @@ async fn finish(
     let session = Session { held: h, user, sid, family, amr, events };
     let tokens = issue(app, t, m, session, None).await?;
     let clear = format!("{TX_COOKIE}=; Path=/t/{}/sso; Max-Age=0; HttpOnly; SameSite=Lax", t.slug);
-    Ok(signed_in(app, t, &tokens, &return_to, clear).await)
+    Ok(signed_in(app, t, &tokens, return_to, clear).await)
+}
+
+/// SP metadata of a SAML connection (its entity id is this URL).
+pub(super) async fn saml_metadata(
+    State(app): AppState,
+    Path((slug, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let t = match tenant(&app, &slug, &format!("/t/{slug}/sso/{id}/saml/metadata")).await {
+        Ok(t) => t,
+        Err(e) => return residency(e, &headers),
+    };
+    let loaded = match load(&*t.db.lock().await, &id).await {
+        Ok(l) => l,
+        Err(e) => return e.into_response(),
+    };
+    let Some((c, _)) = loaded.filter(|(c, _)| c.protocol == Protocol::Saml) else {
+        return not_found().into_response();
+    };
+    match saml::sp_metadata(&c, &sp_entity_id(&app, &t.slug, &id), &acs_url(&app, &t.slug, &id)) {
+        Ok(xml) => ([("content-type", "application/samlmetadata+xml")], xml).into_response(),
+        Err(e) => ApiError::Internal(anyhow!("{e}")).into_response(),
+    }
+}
+
+/// The Assertion Consumer Service (HTTP-POST binding).
+pub(super) async fn saml_acs(
+    State(app): AppState,
+    Path((slug, id)): Path<(String, String)>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Response {
+    let t = match tenant(&app, &slug, &format!("/t/{slug}/sso/{id}/saml/acs")).await {
+        Ok(t) => t,
+        Err(e) => return residency(e, &headers),
+    };
+    let m = meta(&headers, &peer);
+    match saml_finish(&app, &t, &m, &id, &headers, &body).await {
+        Ok(r) => r,
+        Err(r) => refuse(&app, &t, &m, &id, r).await,
+    }
+}
+
+async fn saml_finish(
+    app: &App,
+    t: &Tenant,
+    m: &RequestMeta,
+    id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, Refusal> {
+    let malformed = |d: &str| refusal(StatusCode::BAD_REQUEST, "sso_saml_malformed", d);
+    let form: std::collections::HashMap<String, String> =
+        serde_urlencoded::from_bytes(body).map_err(|_| malformed("not a form"))?;
+    let response = form.get("SAMLResponse").ok_or_else(|| malformed("no SAMLResponse"))?;
+    let relay = form.get("RelayState").filter(|r| !r.is_empty() && r.len() <= 256);
+    let xml = saml::decode_response(response).map_err(Refusal::from)?;
+    let (c, _) = load(&*t.db.lock().await, id)
+        .await?
+        .filter(|(c, _)| c.enabled && c.protocol == Protocol::Saml)
+        .ok_or_else(|| refusal(StatusCode::NOT_FOUND, "sso_connection_not_found", ""))?;
+    let (entity, acs) = (sp_entity_id(app, &t.slug, id), acs_url(app, &t.slug, id));
+    let now = crate::now();
+    let tx = match relay {
+        Some(r) => {
+            let h = t.db.lock().await;
+            let mut rows = h
+                .query(
+                    "SELECT connection_id, nonce, return_to, expires_at FROM sso_transactions WHERE id = ?1",
+                    [tokens::secret_hash(r)],
+                )
+                .await
+                .map_err(ApiError::from)?;
+            match rows.next().await.map_err(ApiError::from)? {
+                Some(row) => Some((
+                    row.get::<String>(0).map_err(ApiError::from)?,
+                    row.get::<String>(1).map_err(ApiError::from)?,
+                    row.get::<String>(2).map_err(ApiError::from)?,
+                    row.get::<i64>(3).map_err(ApiError::from)?,
+                )),
+                None => None,
+            }
+        }
+        None => None,
+    };
+    let Some((conn_id, request_id, return_to, expires_at)) = tx else {
+        // No live transaction: a replay of a consumed response, or an unsolicited one
+        // (IdP-initiated sign-in is off). The unverified ID only picks the reason.
+        if let Some(aid) = saml::unverified_assertion_id(&xml) {
+            let seen: Option<i64> =
+                one(&*t.db.lock().await, "SELECT 1 FROM saml_assertions WHERE id = ?1", [aid]).await?;
+            if seen.is_some() {
+                return Err(refusal(StatusCode::BAD_REQUEST, "sso_saml_replayed", "assertion already used"));
+            }
+        }
+        return Err(match saml::finish(&c, &entity, &acs, &xml, None) {
+            Err(e) => e.into(),
+            Ok(_) => refusal(StatusCode::BAD_REQUEST, "sso_saml_unsolicited", "no sign-in in progress"),
+        });
+    };
+    if conn_id != id {
+        return Err(refusal(StatusCode::BAD_REQUEST, "sso_state_invalid", "state of another connection"));
+    }
+    if expires_at <= now {
+        return Err(refusal(StatusCode::BAD_REQUEST, "sso_state_expired", "the sign-in took too long"));
+    }
+    // Over TLS the browser that started must be the one posting (login CSRF).
+    if app.cfg.public_url.starts_with("https://") {
+        let state = relay.map(String::as_str).unwrap_or_default();
+        let bound = cookie(headers, TX_COOKIE)
+            .is_some_and(|c| c.len() == state.len() && bool::from(c.as_bytes().ct_eq(state.as_bytes())));
+        if !bound {
+            return Err(refusal(StatusCode::BAD_REQUEST, "sso_state_mismatch", "state does not match this browser"));
+        }
+    }
+    let signin = saml::finish(&c, &entity, &acs, &xml, Some(&request_id)).map_err(Refusal::from)?;
+    {
+        // One-time assertion IDs, and one-time transactions.
+        let h = t.db.lock().await;
+        h.execute("DELETE FROM saml_assertions WHERE expires_at <= ?1", [now]).await.map_err(ApiError::from)?;
+        let fresh = h
+            .execute(
+                "INSERT INTO saml_assertions (id, expires_at) VALUES (?1, ?2) ON CONFLICT(id) DO NOTHING",
+                libsql::params![signin.assertion_id.as_str(), now + 86_400],
+            )
+            .await
+            .map_err(ApiError::from)?;
+        if fresh == 0 {
+            return Err(refusal(StatusCode::BAD_REQUEST, "sso_saml_replayed", "assertion already used"));
+        }
+        let gone = h
+            .execute(
+                "DELETE FROM sso_transactions WHERE id = ?1",
+                [tokens::secret_hash(relay.map(String::as_str).unwrap_or_default())],
+            )
+            .await
+            .map_err(ApiError::from)?;
+        if gone == 0 {
+            return Err(refusal(StatusCode::BAD_REQUEST, "sso_state_invalid", "already used"));
+        }
+    }
+    complete(app, t, m, &c, &signin.profile, &return_to).await
 }
 
 /// The profile's email, if it may sign in through `c`.

@@ -1,11 +1,12 @@
-//! Single sign-on: each organisation's connections to identity providers (OIDC, or
-//! generic OAuth2 with a userinfo endpoint), with presets for Microsoft Entra ID, Google
-//! Workspace, Okta and GitHub.
+//! Single sign-on: each organisation's connections to identity providers (OIDC, generic
+//! OAuth2 with a userinfo endpoint, or SAML 2.0), with presets for Microsoft Entra ID,
+//! Google Workspace, Okta and GitHub.
 //!
 //! - [`Connection`]: what an administrator configures, validated at write time; the
 //!   client secret is sealed with AES-256-GCM ([`SecretBox`]) and never returned;
 //! - [`oidc`]: the relying party (authorization code + PKCE, state and nonce bound to a
 //!   single-use transaction, ID token validation with cached discovery and keys);
+//! - [`saml`]: the SAML 2.0 service provider (samael + libxmlsec1);
 //! - [`http`]: the HTTP client for identity providers.
 //!
 //! What happens after the provider (finding or provisioning the user, the session, the
@@ -13,6 +14,7 @@
 
 pub mod http;
 pub mod oidc;
+pub mod saml;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -26,6 +28,8 @@ pub enum Protocol {
     Oidc,
     /// OAuth 2.0 authorization code with a userinfo endpoint (no ID token).
     Oauth2,
+    /// SAML 2.0: HTTP-Redirect AuthnRequest, HTTP-POST response.
+    Saml,
 }
 
 impl Protocol {
@@ -34,6 +38,7 @@ impl Protocol {
         match self {
             Protocol::Oidc => "oidc",
             Protocol::Oauth2 => "oauth2",
+            Protocol::Saml => "saml",
         }
     }
 }
@@ -115,8 +120,33 @@ pub struct ConnectionInput {
     /// OIDC: also call the discovered userinfo endpoint and merge its claims.
     #[serde(default)]
     pub use_userinfo: bool,
-    /// Client id at the provider.
+    /// Client id at the provider (OIDC, OAuth2).
+    #[serde(default)]
     pub client_id: String,
+    /// SAML: the IdP's metadata XML (entity id, SSO URL, signing certificates).
+    #[serde(default)]
+    pub idp_metadata_xml: Option<String>,
+    /// SAML: where to fetch the IdP's metadata (read once, when the connection is written).
+    #[serde(default)]
+    pub idp_metadata_url: Option<String>,
+    /// SAML without metadata: the IdP's entity id.
+    #[serde(default)]
+    pub idp_entity_id: Option<String>,
+    /// SAML without metadata: the IdP's HTTP-Redirect SSO URL.
+    #[serde(default)]
+    pub idp_sso_url: Option<String>,
+    /// SAML: IdP signing certificates (PEM or base64 DER), more than one during a
+    /// rollover; added to those of the metadata.
+    #[serde(default)]
+    pub idp_certificates: Vec<String>,
+    /// SAML: sign AuthnRequests (a key pair is made for the connection; its certificate
+    /// is in the SP metadata).
+    #[serde(default)]
+    pub sign_requests: bool,
+    /// SAML: require the assertion itself to be signed, not only the response (default
+    /// true).
+    #[serde(default)]
+    pub want_assertions_signed: Option<bool>,
     /// Client secret; on replace, absent keeps the stored one.
     #[serde(default)]
     pub client_secret: Option<String>,
@@ -144,6 +174,23 @@ pub struct ConnectionInput {
 
 fn yes() -> bool {
     true
+}
+
+/// The identity provider side of a SAML connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamlIdp {
+    /// IdP entity id (the Issuer of its responses).
+    pub entity_id: String,
+    /// HTTP-Redirect SingleSignOnService URL.
+    pub sso_url: String,
+    /// Signing certificates, base64 DER.
+    pub certificates: Vec<String>,
+    /// AuthnRequests are signed.
+    pub sign_requests: bool,
+    /// The assertion must carry its own signature.
+    pub want_assertions_signed: bool,
+    /// The SP's certificate for signed requests (base64 DER); its key is sealed.
+    pub sp_certificate: Option<String>,
 }
 
 /// A stored connection (everything but the secret).
@@ -180,8 +227,12 @@ pub struct Connection {
     pub client_id: String,
     /// Scopes requested.
     pub scopes: Vec<String>,
-    /// Claim names.
+    /// Claim names (SAML: `subject` `NameID` or an attribute name; `email` and `name`
+    /// attribute names).
     pub claims: ClaimMap,
+    /// SAML settings.
+    #[serde(default)]
+    pub saml: Option<SamlIdp>,
     /// Refuse unverified emails.
     pub require_verified_email: bool,
     /// Allowed email domains (lowercase).
@@ -213,7 +264,8 @@ impl Connection {
         if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
             return Err("name: 1–100 printable characters".into());
         }
-        if input.client_id.is_empty() || input.client_id.len() > 256 {
+        let saml_wanted = input.protocol == Some(Protocol::Saml);
+        if !saml_wanted && (input.client_id.is_empty() || input.client_id.len() > 256) {
             return Err("client_id: 1–256 bytes".into());
         }
         let mut claims = input.claims.take().unwrap_or_default();
@@ -221,8 +273,11 @@ impl Connection {
         let mut discovery_url = None;
         let mut emails_url = None;
         let mut issuer = input.issuer.take();
+        if saml_wanted && input.preset.is_some() {
+            return Err("preset: presets are for OIDC and OAuth2; SAML takes the IdP's metadata".into());
+        }
         let protocol = match input.preset {
-            None => input.protocol.ok_or("protocol: `oidc` or `oauth2` (or a preset)")?,
+            None => input.protocol.ok_or("protocol: `oidc`, `oauth2` or `saml` (or a preset)")?,
             Some(Preset::Entra) => {
                 if input.protocol == Some(Protocol::Oauth2) {
                     return Err("preset entra: is OIDC".into());
@@ -302,7 +357,49 @@ impl Connection {
                 None => Ok(()),
             }
         };
+        let mut saml = None;
         match protocol {
+            Protocol::Saml => {
+                let (mut entity_id, mut sso_url, mut certs) = (None, None, Vec::new());
+                if let Some(xml) = input.idp_metadata_xml.as_deref() {
+                    if xml.len() > 512 * 1024 {
+                        return Err("idp_metadata_xml: at most 512 KiB".into());
+                    }
+                    let (e, u, c) = saml::idp_from_metadata(xml).map_err(|m| format!("idp_metadata_xml: {m}"))?;
+                    (entity_id, sso_url, certs) = (Some(e), Some(u), c);
+                }
+                entity_id = input.idp_entity_id.take().or(entity_id);
+                sso_url = input.idp_sso_url.take().or(sso_url);
+                certs.extend(input.idp_certificates.iter().cloned());
+                let entity_id = entity_id
+                    .filter(|e| !e.is_empty() && e.len() <= 1024)
+                    .ok_or("idp_entity_id: required (or idp_metadata_xml / idp_metadata_url)")?;
+                let sso_url = sso_url.ok_or("idp_sso_url: required (or idp_metadata_xml / idp_metadata_url)")?;
+                url_ok("idp_sso_url", &Some(sso_url.clone()))?;
+                let mut normalised = Vec::new();
+                for c in &certs {
+                    let n = saml::normalise_certificate(c).map_err(|m| format!("idp_certificates: {m}"))?;
+                    if !normalised.contains(&n) {
+                        normalised.push(n);
+                    }
+                }
+                if normalised.is_empty() || normalised.len() > 10 {
+                    return Err("idp_certificates: 1–10 IdP signing certificates".into());
+                }
+                if input.claims.is_none() {
+                    claims = ClaimMap { subject: "NameID".into(), name: "displayName".into(), ..ClaimMap::default() };
+                }
+                saml = Some(SamlIdp {
+                    entity_id,
+                    sso_url,
+                    certificates: normalised,
+                    sign_requests: input.sign_requests,
+                    want_assertions_signed: input.want_assertions_signed.unwrap_or(true),
+                    sp_certificate: None,
+                });
+                issuer = None;
+                input.scopes.clear();
+            }
             Protocol::Oidc => {
                 let i = issuer.as_ref().ok_or("issuer: required for OIDC")?;
                 url_ok("issuer", &issuer)?;
@@ -395,6 +492,7 @@ impl Connection {
             client_id: input.client_id,
             scopes: input.scopes,
             claims,
+            saml,
             require_verified_email: require_verified.unwrap_or(true),
             allowed_domains: domains,
             default_role: input.default_role,

@@ -59,6 +59,9 @@ pub enum SsoError {
     /// Configuration of the connection is unusable (bad URL, missing secret).
     #[error("connection misconfigured: {0}")]
     Config(String),
+    /// A SAML response was refused (reason code, detail).
+    #[error("SAML response refused: {1}")]
+    Saml(&'static str, String),
 }
 
 impl SsoError {
@@ -74,6 +77,7 @@ impl SsoError {
             SsoError::HostedDomain => "sso_hosted_domain_mismatch",
             SsoError::EntraTenant => "sso_tenant_not_allowed",
             SsoError::Config(_) => "sso_connection_misconfigured",
+            SsoError::Saml(r, _) => r,
         }
     }
 }
@@ -287,6 +291,7 @@ impl RelyingParty {
                     verifier: verifier.secret().clone(),
                 })
             }
+            Protocol::Saml => Err(SsoError::Config("SAML connections start in sso::saml".into())),
             Protocol::Oauth2 => {
                 let client = self.oauth2_client(c, None)?.set_redirect_uri(redirect);
                 // Every configured scope: only OIDC adds `openid` by itself.
@@ -434,6 +439,7 @@ impl RelyingParty {
                 }
                 profile_of(c, &claims, iss)
             }
+            Protocol::Saml => Err(SsoError::Config("SAML connections finish in sso::saml".into())),
             Protocol::Oauth2 => {
                 let client = self.oauth2_client(c, secret)?.set_redirect_uri(redirect);
                 let token = client
