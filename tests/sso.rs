@@ -92,9 +92,18 @@ fn idp_dir() -> PathBuf {
     dir
 }
 
-/// A free port in 4000–4099 (node's fetch refuses some ports; these are safe).
+/// A free port in 4000–4099 (node's fetch refuses some ports; these are safe), never the
+/// same one twice in this process (the tests run in parallel).
 fn idp_port() -> u16 {
-    (4000..4100).find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()).expect("a free port in 4000-4099")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(4000);
+    loop {
+        let p = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(p < 4100, "no free port in 4000-4099");
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
 }
 
 /// The provider process; `rotate` puts a new signing key in front of the stored ones.
