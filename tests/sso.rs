@@ -277,7 +277,7 @@ async fn oidc_and_oauth2_sign_in_through_a_real_provider() {
         Some(json!({
             "name": "Test IdP", "protocol": "oidc", "issuer": issuer,
             "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "scopes": ["email", "profile"],
-            "allowed_domains": ["example.com"], "default_role": "viewer"
+            "use_userinfo": true, "allowed_domains": ["example.com"], "default_role": "viewer"
         })),
     )
     .await;

@@ -400,21 +400,7 @@ impl RelyingParty {
                 let jwt = id_token.to_string();
                 let mut claims = payload(&jwt)?;
                 let iss = claim_str(&claims, "iss").unwrap_or_default();
-                if multi {
-                    let tid = claim_str(&claims, "tid").ok_or(SsoError::EntraTenant)?;
-                    let want = c.issuer.as_deref().unwrap_or_default().replace("{tenantid}", &tid);
-                    if iss != want {
-                        return Err(SsoError::IdToken("sso_id_token_wrong_issuer", format!("`{iss}` is not `{want}`")));
-                    }
-                    if !c.entra_allowed_tenants.is_empty() && !c.entra_allowed_tenants.contains(&tid) {
-                        return Err(SsoError::EntraTenant);
-                    }
-                }
-                if let Some(hd) = &c.hosted_domain {
-                    if claim_str(&claims, "hd").as_deref() != Some(hd.as_str()) {
-                        return Err(SsoError::HostedDomain);
-                    }
-                }
+                provider_checks(c, &claims)?;
                 if c.use_userinfo {
                     let url = d
                         .metadata
@@ -468,6 +454,31 @@ impl RelyingParty {
     }
 }
 
+/// The provider-specific checks on verified ID token claims: a multi-tenant Entra issuer
+/// (`…/{tenantid}/v2.0`) must carry the token's own `tid`, which must be an accepted
+/// tenant; a Google Workspace connection's `hd` must be its domain.
+fn provider_checks(c: &Connection, claims: &Value) -> Result<(), SsoError> {
+    let template = c.issuer.as_deref().unwrap_or_default();
+    if template.contains("{tenantid}") {
+        let iss = claim_str(claims, "iss").unwrap_or_default();
+        let tid = claim_str(claims, "tid").ok_or(SsoError::EntraTenant)?;
+        let valid_tid = tid.len() <= 64 && tid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let want = template.replace("{tenantid}", &tid);
+        if !valid_tid || iss != want {
+            return Err(SsoError::IdToken("sso_id_token_wrong_issuer", format!("`{iss}` is not `{want}`")));
+        }
+        if !c.entra_allowed_tenants.is_empty() && !c.entra_allowed_tenants.contains(&tid) {
+            return Err(SsoError::EntraTenant);
+        }
+    }
+    if let Some(hd) = &c.hosted_domain {
+        if claim_str(claims, "hd").as_deref() != Some(hd.as_str()) {
+            return Err(SsoError::HostedDomain);
+        }
+    }
+    Ok(())
+}
+
 fn describe<E: std::error::Error>(e: &E) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
@@ -497,6 +508,49 @@ fn id_token_error(e: ClaimsVerificationError) -> SsoError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn connection(j: serde_json::Value) -> Connection {
+        Connection::from_input("c".into(), serde_json::from_value(j).unwrap(), false).unwrap()
+    }
+
+    #[test]
+    fn entra_multi_tenant_issuer_and_google_hosted_domain() {
+        let entra = connection(serde_json::json!({"name": "E", "preset": "entra", "entra_tenant": "organizations",
+            "client_id": "x", "allowed_domains": ["example.com"], "default_role": "viewer",
+            "entra_allowed_tenants": ["11111111-2222-3333-4444-555555555555"]}));
+        let tid = "11111111-2222-3333-4444-555555555555";
+        let iss = format!("https://login.microsoftonline.com/{tid}/v2.0");
+        assert!(provider_checks(&entra, &serde_json::json!({"iss": iss, "tid": tid})).is_ok());
+        // Another tenant's issuer with our tid, or a tenant not accepted.
+        let other = "https://login.microsoftonline.com/99999999-2222-3333-4444-555555555555/v2.0";
+        assert_eq!(
+            provider_checks(&entra, &serde_json::json!({"iss": other, "tid": tid})).unwrap_err().reason(),
+            "sso_id_token_wrong_issuer"
+        );
+        let stranger = "99999999-2222-3333-4444-555555555555";
+        let iss2 = format!("https://login.microsoftonline.com/{stranger}/v2.0");
+        assert_eq!(
+            provider_checks(&entra, &serde_json::json!({"iss": iss2, "tid": stranger})).unwrap_err().reason(),
+            "sso_tenant_not_allowed"
+        );
+        assert_eq!(
+            provider_checks(&entra, &serde_json::json!({"iss": iss})).unwrap_err().reason(),
+            "sso_tenant_not_allowed"
+        );
+        // A tid that would rewrite the issuer's path is refused.
+        let sneaky = "x/v2.0/../y";
+        assert!(provider_checks(
+            &entra,
+            &serde_json::json!({"iss": format!("https://login.microsoftonline.com/{sneaky}/v2.0"), "tid": sneaky})
+        )
+        .is_err());
+        let google = connection(serde_json::json!({"name": "G", "preset": "google", "hosted_domain": "Example.com",
+            "client_id": "x", "allowed_domains": ["example.com"], "default_role": "viewer"}));
+        assert!(provider_checks(&google, &serde_json::json!({"hd": "example.com"})).is_ok());
+        for claims in [serde_json::json!({"hd": "evil.test"}), serde_json::json!({})] {
+            assert_eq!(provider_checks(&google, &claims).unwrap_err().reason(), "sso_hosted_domain_mismatch");
+        }
+    }
 
     #[test]
     fn profile_uses_the_claim_map() {
