@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The Worker under workerd beside the native gateway, on the same requests (cached-token
+# The Worker under workerd and the Spin component under the project's WASI 0.3 host
+# (tests/spin-host `spin-serve`: a fresh instance per request, as Spin's HTTP trigger
+# makes) beside the native gateway, on the same requests (cached-token
 # path: a pool of 100 EdDSA tokens, IP allowlist, an org rate limit that never triggers),
 # on loopback: upstream nginx and the runtime under test pinned to CPU 0, wrk (one thread,
 # 32 connections) on CPU 1; interleaved rounds, bounded in seconds. CPU µs/request is the
@@ -16,6 +18,10 @@ command -v wrk >/dev/null && command -v nginx >/dev/null || { apt-get update -qq
 ./scripts/build-components >/dev/null
 cargo build --locked --release -p gatehouse-cli
 [ -f components/worker/build/index_bg.wasm ] || ./scripts/build-worker
+[ -f components/spin/dist/gatehouse_spin.wasm ] || ./scripts/build-spin
+cargo build --locked --release --manifest-path tests/spin-host/Cargo.toml --bin spin-serve
+spin_serve="$CARGO_TARGET_DIR/release/spin-serve"
+spin_wasm="$PWD/components/spin/dist/gatehouse_spin.wasm"
 gh="$CARGO_TARGET_DIR/release/gatehouse"
 workerd="$GATEHOUSE_CACHE/node/node_modules/.bin/workerd"
 export GATEHOUSE_FILTER_DIR="$CARGO_TARGET_DIR/wasm32-wasip2/release"
@@ -44,7 +50,7 @@ TOML
 "$gh" policy compile --policy "$work/policy.toml" --signing-key "$work/keys/bundle-signing.pem" --out "$work/bundle.ghb" --ttl 2h >/dev/null
 "$gh" token mint --key "$work/keys/token-signing.pem" --kid k1 --iss https://login.bench.test --aud gatehouse --sub user --org bench --roles viewer --ttl 2h --count 100 >"$work/pool.txt"
 
-U=18201; G=18202; GA=18203; W=18204
+U=18201; G=18202; GA=18203; W=18204; S=18205
 cat >"$work/upstream.conf" <<CONF
 worker_processes 1; daemon off; pid $work/upstream.pid; error_log $work/upstream.err warn;
 events { worker_connections 4096; }
@@ -87,12 +93,17 @@ const gateway :Workerd.Worker = (
   globalOutbound = "net",
 );
 CAPNP
+python3 - "$bundle" "$pinned" "http://127.0.0.1:$U" >"$work/spin-vars.json" <<'PY'
+import json, sys
+print(json.dumps({"bundle": sys.argv[1], "origin_public_key": sys.argv[2], "edge_secrets": "", "upstream": sys.argv[3]}))
+PY
 taskset -c 0 nginx -c "$work/upstream.conf" & pids+=($!)
 (cd "$work" && GATEHOUSE_THREADS=1 GATEHOUSE_LOG=warn exec taskset -c 0 "$gh" gateway --config gateway.toml 2>gateway.log) & pids+=($!); gw_pid=$!
 (cd "$work" && exec taskset -c 0 "$workerd" serve config.capnp --experimental 2>workerd.log) & pids+=($!); wd_pid=$!
-for i in $(seq 1 300); do curl -sf "http://127.0.0.1:$GA/readyz" >/dev/null && curl -s -o /dev/null "http://127.0.0.1:$W/" && break; sleep 0.2; done
+(cd "$work" && exec taskset -c 0 "$spin_serve" "$spin_wasm" "127.0.0.1:$S" spin-vars.json 1 2>spin.log) & pids+=($!); sp_pid=$!
+for i in $(seq 1 300); do curl -sf "http://127.0.0.1:$GA/readyz" >/dev/null && curl -s -o /dev/null "http://127.0.0.1:$W/" && curl -s -o /dev/null "http://127.0.0.1:$S/" && break; sleep 0.2; done
 tok=$(head -1 "$work/pool.txt")
-for t in "$G" "$W"; do
+for t in "$G" "$W" "$S"; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.test' -H 'CF-Connecting-IP: 127.0.0.1' -H "Authorization: Bearer $tok" "http://127.0.0.1:$t/api/items")
   [ "$code" = 200 ] || { echo "port $t answered $code"; tail -5 "$work"/*.log; exit 1; }
 done
@@ -118,6 +129,7 @@ PY
 for r in $(seq 1 "$rounds"); do
   measure native "$G" "$gw_pid"
   measure worker "$W" "$wd_pid"
+  measure spin "$S" "$sp_pid"
 done
 python3 - "$results" "$secs" "$rounds" <<'PY' | tee "bench/load/last-run-edge${NO_LIMIT:+-nolimit}.md"
 import statistics, sys
@@ -128,6 +140,6 @@ for line in open(sys.argv[1]):
 med = lambda n, i: statistics.median(r[i] for r in rows[n])
 print(f"### Edge runtimes, cached tokens ({sys.argv[3]} rounds x {sys.argv[2]}s; runtime + upstream on CPU 0, wrk -t1 -c32 on CPU 1)\n")
 print("| runtime | req/s | native ÷ runtime | p50 µs | p99 µs | CPU µs/req | non-2xx |\n|---|---|---|---|---|---|---|")
-for n in ["native", "worker"]:
+for n in ["native", "worker", "spin"]:
     print(f"| {n} | {med(n,0):,.0f} | {med('native',0)/med(n,0):.2f}× | {med(n,1):.0f} | {med(n,2):.0f} | {med(n,3):.1f} | {sum(r[4] for r in rows[n])} |")
 PY
