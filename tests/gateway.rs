@@ -515,26 +515,9 @@ async fn sigterm_drains_in_flight_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_and_stops_on_ctrl_c() {
-    use std::io::BufRead;
     let tmp = tempfile::tempdir().unwrap();
-    let (listen, admin, up, origin) = (free_port(), free_port(), free_port(), free_port());
-    let mut child = bin()
-        .args(["demo", "--dir", tmp.path().to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{listen}"), "--admin", &format!("127.0.0.1:{admin}")])
-        .args(["--upstream", &format!("127.0.0.1:{up}"), "--origin", &format!("127.0.0.1:{origin}")])
-        .env("GATEHOUSE_FILTER_DIR", component_dir())
-        .env("GATEHOUSE_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut child, ports, rx) = spawn_demo(tmp.path());
+    let (listen, origin) = (ports.listen, ports.origin);
     // The walkthrough names an allowed request; find its token.
     let mut token = None;
     let deadline = Instant::now() + Duration::from_secs(120);

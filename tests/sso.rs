@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -41,24 +40,8 @@ struct Demo {
 
 fn start_demo() -> Demo {
     let dir = tempfile::tempdir().unwrap();
-    let (listen, admin, up, origin) = (free_port(), free_port(), free_port(), free_port());
-    let mut child = bin()
-        .args(["demo", "--dir", dir.path().to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{listen}"), "--admin", &format!("127.0.0.1:{admin}")])
-        .args(["--upstream", &format!("127.0.0.1:{up}"), "--origin", &format!("127.0.0.1:{origin}")])
-        .env("GATEHOUSE_FILTER_DIR", component_dir())
-        .env("GATEHOUSE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (child, ports, rx) = spawn_demo(dir.path());
+    let (listen, origin) = (ports.listen, ports.origin);
     let child = Killed(child);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -49,6 +49,40 @@ pub fn component_dir() -> PathBuf {
     dir
 }
 
+/// Ports of a `gatehouse demo`.
+pub struct DemoPorts {
+    pub listen: u16,
+    pub admin: u16,
+    pub upstream: u16,
+    pub origin: u16,
+}
+
+/// `gatehouse demo --dir DIR` on free loopback ports, logs quiet; its stdout lines (the
+/// walkthrough, printed once seeded) arrive on the receiver.
+pub fn spawn_demo(dir: &Path) -> (Child, DemoPorts, std::sync::mpsc::Receiver<String>) {
+    let p = DemoPorts { listen: free_port(), admin: free_port(), upstream: free_port(), origin: free_port() };
+    let child = bin()
+        .args(["demo", "--dir", dir.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{}", p.listen), "--admin", &format!("127.0.0.1:{}", p.admin)])
+        .args(["--upstream", &format!("127.0.0.1:{}", p.upstream), "--origin", &format!("127.0.0.1:{}", p.origin)])
+        .env("GATEHOUSE_FILTER_DIR", component_dir())
+        .env("GATEHOUSE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, p, rx)
+}
+
 /// A port free right now on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

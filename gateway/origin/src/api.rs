@@ -1374,6 +1374,25 @@ fn page_limit(p: &Page) -> i64 {
     p.limit.unwrap_or(50).clamp(1, 500) as i64
 }
 
+/// One page of a keyset-paginated list: `sql` takes the cursor as `?1` and the page size
+/// as `?2`; each row becomes an item; when the page is full, the next cursor is the last
+/// item's `key` field.
+async fn page_of(
+    h: &libsql::Connection,
+    sql: &str,
+    p: &Page,
+    key: &str,
+    mut item: impl FnMut(&libsql::Row) -> ApiResult<Value>,
+) -> ApiResult<(Vec<Value>, Option<Value>)> {
+    let mut rows = h.query(sql, libsql::params![p.after.clone().unwrap_or_default(), page_limit(p)]).await?;
+    let mut items = Vec::new();
+    while let Some(r) = rows.next().await? {
+        items.push(item(&r)?);
+    }
+    let next = if items.len() as i64 == page_limit(p) { items.last().map(|i| i[key].clone()) } else { None };
+    Ok((items, next))
+}
+
 async fn list_orgs(
     State(app): AppState,
     headers: HeaderMap,
@@ -1681,18 +1700,12 @@ async fn set_role(
 async fn list_roles(authed: Authed, QueryParams(p): QueryParams<Page>) -> ApiResult<Json<Value>> {
     let Authed { t, .. } = authed;
     let h = t.db.lock().await;
-    let mut rows = h
-        .query(
-            "SELECT name, permissions FROM roles WHERE name > ?1 ORDER BY name LIMIT ?2",
-            libsql::params![p.after.clone().unwrap_or_default(), page_limit(&p)],
-        )
-        .await?;
-    let mut items = Vec::new();
-    while let Some(r) = rows.next().await? {
+    let sql = "SELECT name, permissions FROM roles WHERE name > ?1 ORDER BY name LIMIT ?2";
+    let (items, next) = page_of(&h, sql, &p, "name", |r| {
         let perms: Value = serde_json::from_str(&r.get::<String>(1)?)?;
-        items.push(json!({ "name": r.get::<String>(0)?, "permissions": perms }));
-    }
-    let next = if items.len() as i64 == page_limit(&p) { items.last().map(|i| i["name"].clone()) } else { None };
+        Ok(json!({ "name": r.get::<String>(0)?, "permissions": perms }))
+    })
+    .await?;
     let builtin: Vec<Value> =
         BUILTIN_ROLES.iter().map(|(n, p)| json!({ "name": n, "permissions": p, "builtin": true })).collect();
     Ok(Json(json!({ "builtin": builtin, "items": items, "next": next })))
@@ -1870,20 +1883,16 @@ fn new_api_key(secret: &[u8]) -> (String, String, String) {
 async fn list_keys(authed: Authed, QueryParams(p): QueryParams<Page>) -> ApiResult<Json<Value>> {
     let Authed { t, .. } = authed;
     let h = t.db.lock().await;
-    let mut rows = h
-        .query("SELECT id, prefix, name, subject, roles, scopes, created_at, expires_at, revoked_at FROM api_keys WHERE id > ?1 ORDER BY id LIMIT ?2",
-            libsql::params![p.after.clone().unwrap_or_default(), page_limit(&p)])
-        .await
-        ?;
-    let mut items = Vec::new();
-    while let Some(r) = rows.next().await? {
+    let sql = "SELECT id, prefix, name, subject, roles, scopes, created_at, expires_at, revoked_at FROM api_keys
+               WHERE id > ?1 ORDER BY id LIMIT ?2";
+    let (items, next) = page_of(&h, sql, &p, "id", |r| {
         let g = |i| r.get::<String>(i);
-        items.push(json!({ "id": g(0)?, "prefix": g(1)?, "name": g(2)?, "subject": g(3)?,
+        Ok(json!({ "id": g(0)?, "prefix": g(1)?, "name": g(2)?, "subject": g(3)?,
             "roles": serde_json::from_str::<Value>(&g(4)?)?, "scopes": serde_json::from_str::<Value>(&g(5)?)?,
             "created_at": r.get::<i64>(6)?, "expires_at": r.get::<Option<i64>>(7)?,
-            "revoked_at": r.get::<Option<i64>>(8)? }));
-    }
-    let next = if items.len() as i64 == page_limit(&p) { items.last().map(|i| i["id"].clone()) } else { None };
+            "revoked_at": r.get::<Option<i64>>(8)? }))
+    })
+    .await?;
     Ok(Json(json!({ "items": items, "next": next })))
 }
 
@@ -2895,19 +2904,14 @@ async fn signed_in(app: &App, t: &Tenant, tokens: &Value, return_to: &str, clear
 
 async fn list_edge_events(Authed { t, .. }: Authed, QueryParams(p): QueryParams<Page>) -> ApiResult<Json<Value>> {
     let h = t.db.lock().await;
-    let mut rows = h
-        .query(
-            "SELECT id, at, decision, reason, route, ip, request_id FROM edge_events WHERE id > ?1 ORDER BY id LIMIT ?2",
-            libsql::params![p.after.clone().unwrap_or_default(), page_limit(&p)],
-        )
-        .await?;
-    let mut items = Vec::new();
-    while let Some(r) = rows.next().await? {
-        items.push(json!({ "id": r.get::<String>(0)?, "at": r.get::<i64>(1)?, "decision": r.get::<String>(2)?,
+    let sql =
+        "SELECT id, at, decision, reason, route, ip, request_id FROM edge_events WHERE id > ?1 ORDER BY id LIMIT ?2";
+    let (items, next) = page_of(&h, sql, &p, "id", |r| {
+        Ok(json!({ "id": r.get::<String>(0)?, "at": r.get::<i64>(1)?, "decision": r.get::<String>(2)?,
             "reason": r.get::<String>(3)?, "route": r.get::<Option<String>>(4)?, "ip": r.get::<Option<String>>(5)?,
-            "request_id": r.get::<Option<String>>(6)? }));
-    }
-    let next = if items.len() as i64 == page_limit(&p) { items.last().map(|i| i["id"].clone()) } else { None };
+            "request_id": r.get::<Option<String>>(6)? }))
+    })
+    .await?;
     Ok(Json(json!({ "items": items, "next": next })))
 }
 

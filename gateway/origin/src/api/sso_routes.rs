@@ -82,18 +82,12 @@ pub(super) async fn list(
 ) -> ApiResult<Json<Value>> {
     let Authed { t, .. } = authed;
     let h = t.db.lock().await;
-    let mut rows = h
-        .query(
-            "SELECT config, secret IS NOT NULL FROM sso_connections WHERE id > ?1 ORDER BY id LIMIT ?2",
-            libsql::params![p.after.clone().unwrap_or_default(), page_limit(&p)],
-        )
-        .await?;
-    let mut items = Vec::new();
-    while let Some(r) = rows.next().await? {
+    let sql = "SELECT config, secret IS NOT NULL FROM sso_connections WHERE id > ?1 ORDER BY id LIMIT ?2";
+    let (items, next) = page_of(&h, sql, &p, "id", |r| {
         let c: Connection = serde_json::from_str(&r.get::<String>(0)?)?;
-        items.push(view(&app, &t.slug, &c, r.get::<i64>(1)? != 0));
-    }
-    let next = if items.len() as i64 == page_limit(&p) { items.last().map(|i| i["id"].clone()) } else { None };
+        Ok(view(&app, &t.slug, &c, r.get::<i64>(1)? != 0))
+    })
+    .await?;
     Ok(Json(json!({ "items": items, "next": next })))
 }
 

@@ -144,11 +144,25 @@ fn service_provider(idp: &SamlIdp, sp_entity_id: &str, acs: &str) -> Result<Serv
     b.build().map_err(|e| SsoError::Config(e.to_string()))
 }
 
+fn saml_of(c: &Connection) -> Result<&SamlIdp, SsoError> {
+    c.saml.as_ref().ok_or_else(|| SsoError::Config("not a SAML connection".into()))
+}
+
+/// A SAML connection's IdP settings and its samael service provider.
+fn service_provider_of<'c>(
+    c: &'c Connection,
+    sp_entity_id: &str,
+    acs: &str,
+) -> Result<(&'c SamlIdp, ServiceProvider), SsoError> {
+    let idp = saml_of(c)?;
+    Ok((idp, service_provider(idp, sp_entity_id, acs)?))
+}
+
 /// SP metadata (XML) of a connection: its entity id, the ACS (HTTP-POST), whether
 /// requests are signed and assertions must be, and the request-signing certificate. No
 /// encryption key is offered: encrypted assertions are not accepted.
 pub fn sp_metadata(c: &Connection, sp_entity_id: &str, acs: &str) -> Result<String, SsoError> {
-    let idp = c.saml.as_ref().ok_or_else(|| SsoError::Config("not a SAML connection".into()))?;
+    let idp = saml_of(c)?;
     let key = match &idp.sp_certificate {
         Some(cert) => format!(
             r#"<md:KeyDescriptor use="signing"><ds:KeyInfo xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"#
@@ -182,8 +196,7 @@ pub fn start(
     relay_state: &str,
     sp_key_pem: Option<&str>,
 ) -> Result<SamlStart, SsoError> {
-    let idp = c.saml.as_ref().ok_or_else(|| SsoError::Config("not a SAML connection".into()))?;
-    let sp = service_provider(idp, sp_entity_id, acs)?;
+    let (idp, sp) = service_provider_of(c, sp_entity_id, acs)?;
     let mut req = sp.make_authentication_request(&idp.sso_url).map_err(|e| SsoError::Config(e.to_string()))?;
     // samael's IDs carry 32 random bits; ours carry 128 (and start with a letter, as
     // xsd:ID requires).
@@ -383,8 +396,7 @@ pub fn finish(
     xml: &str,
     request_id: Option<&str>,
 ) -> Result<SamlSignIn, SsoError> {
-    let idp = c.saml.as_ref().ok_or_else(|| SsoError::Config("not a SAML connection".into()))?;
-    let sp = service_provider(idp, sp_entity_id, acs)?;
+    let (idp, sp) = service_provider_of(c, sp_entity_id, acs)?;
     let ids: Vec<&str> = request_id.into_iter().collect();
     let assertion = sp.parse_xml_response(xml, Some(&ids)).map_err(|e| {
         let reason = match (request_id, reason_of(&e)) {
