@@ -87,6 +87,17 @@ async fn request(
     send(addr, get(host, path, headers), None).await
 }
 
+/// Where the scheduled bundle refresh pulls from, and the socket that fires it.
+struct Refresh {
+    /// `ORIGIN_BUNDLE_URL`.
+    url: String,
+    /// `EDGE_TOKEN`.
+    token: String,
+    /// A socket whose every request runs the Worker's scheduled handler once (through a
+    /// service binding's `scheduled()`, as Cloudflare's cron trigger would).
+    trigger: SocketAddr,
+}
+
 /// Run the built Worker under workerd in `dir` with these bindings; returns the process
 /// and the address it serves.
 fn start_workerd(
@@ -98,18 +109,56 @@ fn start_workerd(
     edge_secrets: &str,
     up: SocketAddr,
 ) -> (Killed, SocketAddr) {
+    start_workerd_with(dir, build, workerd, bundle, pinned, edge_secrets, up, None)
+}
+
+/// [`start_workerd`], with the KV namespace and the origin the scheduled handler
+/// refreshes the bundle from. KV is served by workerd's KV binding protocol from a small
+/// in-memory service in the same workerd (the part Miniflare plays under `wrangler dev`).
+#[allow(clippy::too_many_arguments)]
+fn start_workerd_with(
+    dir: &Path,
+    build: &Path,
+    workerd: &Path,
+    bundle: &str,
+    pinned: &str,
+    edge_secrets: &str,
+    up: SocketAddr,
+    refresh: Option<&Refresh>,
+) -> (Killed, SocketAddr) {
     for f in ["index.js", "index_bg.wasm"] {
         std::fs::copy(build.join(f), dir.join(f)).unwrap();
     }
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (extra_services, extra_sockets, extra_bindings) = match refresh {
+        None => (String::new(), String::new(), String::new()),
+        Some(r) => {
+            std::fs::write(dir.join("kv.js"), KV_SERVICE).unwrap();
+            std::fs::write(dir.join("trigger.js"), TRIGGER_SERVICE).unwrap();
+            (
+                r#"(name = "kv", worker = (modules = [(name = "kv.js", esModule = embed "kv.js")], compatibilityDate = "2026-04-01")),
+    (name = "trigger", worker = (modules = [(name = "trigger.js", esModule = embed "trigger.js")], compatibilityDate = "2026-04-01",
+      compatibilityFlags = ["service_binding_extra_handlers"], bindings = [(name = "GATEWAY", service = "main")])),"#
+                    .to_string(),
+                format!(r#", (name = "trigger", address = "{}", http = (), service = "trigger")"#, r.trigger),
+                format!(
+                    r#"(name = "GATEHOUSE_BUNDLES", kvNamespace = "kv"),
+    (name = "ORIGIN_BUNDLE_URL", text = "{}"),
+    (name = "EDGE_TOKEN", text = "{}"),"#,
+                    r.url, r.token
+                ),
+            )
+        }
+    };
     let config = format!(
         r#"using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
   services = [
     (name = "main", worker = .gateway),
     (name = "net", network = (allow = ["public", "private", "local"])),
+    {extra_services}
   ],
-  sockets = [ (name = "http", address = "{addr}", http = (), service = "main") ],
+  sockets = [ (name = "http", address = "{addr}", http = (), service = "main"){extra_sockets} ],
 );
 const gateway :Workerd.Worker = (
   modules = [
@@ -123,6 +172,7 @@ const gateway :Workerd.Worker = (
     (name = "BUNDLE", text = "{bundle}"),
     (name = "EDGE_SECRETS", text = "{secrets}"),
     (name = "RATE_LIMITER", durableObjectNamespace = "RateLimiter"),
+    {extra_bindings}
   ],
   durableObjectNamespaces = [ (className = "RateLimiter", uniqueKey = "gatehouse-rate-limiter", enableSql = true) ],
   durableObjectStorage = (inMemory = void),
@@ -144,8 +194,36 @@ const gateway :Workerd.Worker = (
     );
     wait_port(up);
     wait_port(addr);
+    if let Some(r) = refresh {
+        wait_port(r.trigger);
+    }
     (process, addr)
 }
+
+/// workerd's KV binding speaks HTTP to the service it names: `GET /{key}` (404 when
+/// absent), `PUT /{key}` with the value, `DELETE /{key}`; keys URL-encoded.
+const KV_SERVICE: &str = r#"
+const store = new Map();
+export default {
+  async fetch(req) {
+    const key = decodeURIComponent(new URL(req.url).pathname.slice(1));
+    if (req.method === "GET") return store.has(key) ? new Response(store.get(key)) : new Response("Not Found", { status: 404 });
+    if (req.method === "PUT") { store.set(key, await req.text()); return new Response(null); }
+    if (req.method === "DELETE") { store.delete(key); return new Response(null); }
+    return new Response("unsupported", { status: 501 });
+  },
+};
+"#;
+
+/// Fires the gateway's scheduled handler once per request and answers with its outcome.
+const TRIGGER_SERVICE: &str = r#"
+export default {
+  async fetch(req, env) {
+    const r = await env.GATEWAY.scheduled({ cron: "*/5 * * * *" });
+    return new Response(JSON.stringify(r), { headers: { "content-type": "application/json" } });
+  },
+};
+"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_under_workerd() {
@@ -269,4 +347,140 @@ async fn worker_conformance_corpus() {
     }
     let mut it = outcomes.into_iter();
     corpus::check_all("worker (workerd)", true, |_| it.next().unwrap());
+}
+
+/// The scheduled handler pulls the bundle from the origin into KV (bearer edge token,
+/// `If-None-Match`), only after its signature checks out; requests then use it. A
+/// tampered bundle, one signed by another key, and an origin error all leave the bundle
+/// in force as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_refreshes_its_bundle_on_schedule() {
+    use std::sync::{Arc, Mutex};
+    let (Some(build), Some(workerd)) =
+        (std::env::var_os("GATEHOUSE_WORKER_BUILD"), std::env::var_os("GATEHOUSE_WORKERD"))
+    else {
+        eprintln!("worker_refreshes_its_bundle_on_schedule: GATEHOUSE_WORKER_BUILD / GATEHOUSE_WORKERD not set (scripts/test sets them); not run");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    compile_bundle(dir, POLICY, 1, &dir.join("a.ghb"));
+    // Revision 2 moves acme's allowed network.
+    let moved = POLICY.replace(r#"allow = ["198.51.100.0/24"]"#, r#"allow = ["203.0.113.0/24"]"#);
+    compile_bundle(dir, &moved, 2, &dir.join("b.ghb"));
+    let other = tempfile::tempdir().unwrap();
+    compile_bundle(other.path(), &moved, 3, &other.path().join("c.ghb"));
+    let (a, b) = (std::fs::read(dir.join("a.ghb")).unwrap(), std::fs::read(dir.join("b.ghb")).unwrap());
+    let other_key = std::fs::read(other.path().join("c.ghb")).unwrap();
+    let mut tampered = b.clone();
+    let n = tampered.len();
+    tampered[n - 10] ^= 1;
+
+    // The origin: serves `served` (bytes, ETag) to the edge token, 304 on a matching
+    // If-None-Match; remembers the If-None-Match it saw.
+    let served: Arc<Mutex<(Vec<u8>, String, u16)>> = Arc::new(Mutex::new((b.clone(), "\"2\"".into(), 200)));
+    let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    {
+        let (served, seen) = (served.clone(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (served, seen) = (served.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (served, seen) = (served.clone(), seen.clone());
+                        async move {
+                            let inm =
+                                req.headers().get("if-none-match").and_then(|v| v.to_str().ok()).map(String::from);
+                            seen.lock().unwrap().push(inm.clone());
+                            let authed = req.headers().get("authorization").and_then(|v| v.to_str().ok())
+                                == Some("Bearer edge-token-0123456789abcdef");
+                            let (bytes, etag, status) = served.lock().unwrap().clone();
+                            let r = if !authed {
+                                hyper::Response::builder().status(401).body(body(bytes::Bytes::new()))
+                            } else if status != 200 {
+                                hyper::Response::builder().status(status).body(body(bytes::Bytes::new()))
+                            } else if inm.as_deref() == Some(etag.as_str()) {
+                                hyper::Response::builder()
+                                    .status(304)
+                                    .header("etag", etag)
+                                    .body(body(bytes::Bytes::new()))
+                            } else {
+                                hyper::Response::builder().status(200).header("etag", etag).body(body(bytes))
+                            };
+                            Ok::<_, std::convert::Infallible>(r.unwrap())
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+    }
+    let up: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _upstream =
+        Killed(bin().args(["upstream", "--listen", &up.to_string()]).stdout(Stdio::null()).spawn().unwrap());
+    let refresh = Refresh {
+        url: format!("http://{origin}/v1/bundles/test"),
+        token: "edge-token-0123456789abcdef".into(),
+        trigger: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let pinned = b64.encode(raw_public_key(&dir.join("keys/bundle-signing.pub.pem")));
+    let (_workerd, addr) = start_workerd_with(
+        dir,
+        Path::new(&build),
+        Path::new(&workerd),
+        &b64.encode(&a),
+        &pinned,
+        "",
+        up,
+        Some(&refresh),
+    );
+    let logs = || std::fs::read_to_string(dir.join("workerd.log")).unwrap_or_default();
+    let bearer = format!("Bearer {}", mint(dir, "ada", "acme", "viewer"));
+    let from = |ip: &'static str| [("authorization", bearer.clone()), ("cf-connecting-ip", ip.to_string())];
+    let status = |ip: &'static str| {
+        let h = from(ip);
+        async move {
+            let hs: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (s, hd, _) = request(addr, "acme.test", "/items", &hs).await;
+            (s, hd.get("x-gatehouse-reason").and_then(|v| v.to_str().ok()).unwrap_or("").to_string())
+        }
+    };
+    let fire = || async {
+        let (s, _, body) = send(refresh.trigger, get("trigger.test", "/", &[]), None).await;
+        assert_eq!(s, 200, "trigger: {body}\n{}", logs());
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+
+    // Bundle A (the BUNDLE binding) is in force.
+    assert_eq!(status("198.51.100.7").await.0, 200);
+    assert_eq!(status("203.0.113.7").await, (403, "ip_not_allowed".into()));
+
+    // The cron fires: bundle B is fetched, verified, put in KV, and decides from then on.
+    let outcome = fire().await;
+    assert_eq!(outcome["outcome"], "ok", "{outcome}");
+    assert_eq!(status("203.0.113.7").await.0, 200, "{}", logs());
+    assert_eq!(status("198.51.100.7").await, (403, "ip_not_allowed".into()));
+
+    // Next run: conditional on the stored ETag, answered 304; nothing changes.
+    fire().await;
+    assert_eq!(seen.lock().unwrap().last().cloned().flatten().as_deref(), Some("\"2\""));
+    assert_eq!(status("203.0.113.7").await.0, 200);
+
+    // A tampered bundle, one signed by another key, and an origin error are refused;
+    // bundle B stays in force.
+    for (bytes, etag, code) in [(tampered, "\"3\"", 200), (other_key, "\"4\"", 200), (b.clone(), "\"5\"", 503)] {
+        *served.lock().unwrap() = (bytes, etag.into(), code);
+        fire().await;
+        assert_eq!(status("203.0.113.7").await.0, 200, "after serving {etag} ({code})\n{}", logs());
+        assert_eq!(status("198.51.100.7").await, (403, "ip_not_allowed".into()));
+    }
+    let log = logs();
+    assert!(log.contains("bundle refused") && log.contains("origin answered 503"), "{log}");
+    assert_eq!(seen.lock().unwrap().len(), 5, "one origin call per run");
 }
