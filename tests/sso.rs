@@ -418,6 +418,65 @@ async fn oidc_and_oauth2_sign_in_through_a_real_provider() {
     let (s, body) = through_gateway(&demo, &session_token(&h).unwrap()).await;
     assert_eq!(s, 200, "{body}");
 
+    // 10b. Only owners configure SSO: an editor (who holds `*:write`) is refused.
+    let user = |email: &str, role: &str| json!({"email": email, "name": "X", "password": "a long enough password 42", "role": role});
+    for (email, role) in
+        [("ed@acme.example.test", "editor"), ("carol@example.com", "viewer"), ("boss@example.com", "admin")]
+    {
+        let (s, v) = api(&demo, "POST", "/v1/orgs/acme/users", Some(user(email, role))).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let (s, ed) = password_sign_in(&demo, "ed@acme.example.test", "a long enough password 42").await;
+    assert_eq!(s, 200, "{ed}");
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/orgs/acme/sso/connections", demo.origin))
+        .header("authorization", format!("Bearer {}", ed["access_token"].as_str().unwrap()))
+        .header("content-type", "application/json")
+        .body(
+            json!({"name": "Mine", "protocol": "oidc", "issuer": issuer, "client_id": "x",
+            "allowed_domains": ["example.com"], "default_role": "viewer"})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("owner_required"));
+    // Provisioned users are never owners or admins.
+    let mut body = json!({"name": "Test IdP", "protocol": "oidc", "issuer": issuer, "client_id": CLIENT_ID,
+        "scopes": ["email", "profile"], "use_userinfo": true, "allowed_domains": ["example.com"], "default_role": "admin"});
+    let (s, v) = api(&demo, "PUT", &format!("/v1/orgs/acme/sso/connections/{oidc_id}"), Some(body.clone())).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_connection")), "{v}");
+
+    // 10c. An existing account is not taken over by a first SSO sign-in with its email:
+    //      refused unless the connection links existing users, and never for an admin.
+    let b = Browser::new(&demo.origin);
+    let cb = b.to_callback(&start(oidc_id), "carol", |u| u).await;
+    let (s, h, _) = b.get(&cb).await;
+    assert_eq!((s, reason(&h)), (403, "sso_account_exists"));
+    body["default_role"] = json!("viewer");
+    body["link_existing_users"] = json!(true);
+    let (s, v) = api(&demo, "PUT", &format!("/v1/orgs/acme/sso/connections/{oidc_id}"), Some(body.clone())).await;
+    assert_eq!(s, 200, "{v}");
+    let b = Browser::new(&demo.origin);
+    let cb = b.to_callback(&start(oidc_id), "carol", |u| u).await;
+    let (s, h, _) = b.get(&cb).await;
+    assert_eq!(s, 200, "verified email, viewer, linking on: {}", last_failure(&demo).await);
+    let (_, body_gw) = through_gateway(&demo, &session_token(&h).unwrap()).await;
+    let (_, carol) = api(&demo, "GET", "/v1/orgs/acme/users?email=carol@example.com", None).await;
+    assert!(body_gw.contains(carol["items"][0]["id"].as_str().unwrap()), "linked to carol's own account");
+    let b = Browser::new(&demo.origin);
+    let cb = b.to_callback(&start(oidc_id), "boss", |u| u).await;
+    let (s, h, _) = b.get(&cb).await;
+    assert_eq!((s, reason(&h)), (403, "sso_privileged_link_refused"));
+
+    // 10d. Pointing the connection elsewhere needs its secret again (the stored one never
+    //      goes to another endpoint).
+    let mut moved = body.clone();
+    moved["issuer"] = json!(format!("http://127.0.0.1:{}", port + 50));
+    let (s, v) = api(&demo, "PUT", &format!("/v1/orgs/acme/sso/connections/{oidc_id}"), Some(moved)).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("client_secret_required")), "{v}");
+
     // 11. Provider key rotation (restart with a new signing key): the unknown `kid`
     //     makes the origin refetch the keys, and the sign-in succeeds.
     drop(idp);
@@ -472,6 +531,8 @@ async fn oidc_and_oauth2_sign_in_through_a_real_provider() {
         "sso_id_token_expired",
         "sso_domain_not_allowed",
         "sso_email_unverified",
+        "sso_account_exists",
+        "sso_privileged_link_refused",
     ] {
         assert!(reasons.iter().any(|r| r == want), "no audit record for {want}: {reasons:?}");
     }

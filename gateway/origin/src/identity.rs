@@ -67,6 +67,7 @@ pub fn normalise_email(e: &str) -> Option<String> {
     let e = e.trim().to_ascii_lowercase();
     let (local, domain) = e.split_once('@')?;
     let ok = !local.is_empty()
+        && !domain.contains('@')
         && domain.contains('.')
         && !domain.starts_with('.')
         && e.len() <= 254

@@ -23,7 +23,17 @@ pub(super) async fn sso_enforced_for(h: &libsql::Connection, email: &str) -> Api
     let Some(r) = rows.next().await? else { return Ok(false) };
     let enforce = r.get::<i64>(0)? != 0;
     let break_glass: Option<String> = r.get(1)?;
-    Ok(enforce && break_glass.as_deref() != Some(email))
+    drop(rows);
+    if !enforce {
+        return Ok(false);
+    }
+    if break_glass.as_deref() != Some(email) {
+        return Ok(true);
+    }
+    // The break-glass exemption holds only while that user is still an owner.
+    let role: Option<String> =
+        one(h, "SELECT m.role FROM users u JOIN memberships m ON m.user_id = u.id WHERE u.email = ?1", [email]).await?;
+    Ok(role.as_deref() != Some("owner"))
 }
 
 /// `(id, name)` of the tenant's enabled connections, for the sign-in page.
@@ -105,12 +115,38 @@ fn not_found() -> ApiError {
     ApiError::NotFound("sso_connection_not_found", "no such SSO connection".into())
 }
 
-/// Validate `input` as connection `id` of tenant `t` (its default role must exist).
-async fn checked(app: &App, h: &libsql::Connection, id: String, input: ConnectionInput) -> ApiResult<Connection> {
+/// Who signs in through SSO is an owner's decision: a connection (or enforcement) lets
+/// its provider vouch for the organisation's members, so only owners (and the platform
+/// operator) write them — not every holder of `settings:write` (editors hold `*:write`).
+fn require_owner(c: &Caller) -> ApiResult<()> {
+    match c {
+        Caller::Operator => Ok(()),
+        Caller::User { roles, .. } if roles.iter().any(|r| r == "owner") => Ok(()),
+        _ => Err(ApiError::Forbidden("owner_required", "only an owner may change single sign-on".into())),
+    }
+}
+
+/// Validate `input` as connection `id` (its default role must exist and be one the caller
+/// may grant; SAML needs an https origin).
+async fn checked(
+    app: &App,
+    h: &libsql::Connection,
+    caller: &Caller,
+    id: String,
+    input: ConnectionInput,
+) -> ApiResult<Connection> {
     let c =
         Connection::from_input(id, input, app.cfg.sso.allow_http_loopback).map_err(|m| bad("invalid_connection", m))?;
     if !role_exists(app, h, &c.default_role).await? {
         return Err(bad("unknown_role", format!("default_role: no role `{}`", c.default_role)));
+    }
+    if !may_grant(caller, &c.default_role) {
+        return Err(ApiError::Forbidden("role_too_high", "default_role: you cannot grant this role".into()));
+    }
+    if c.protocol == Protocol::Saml && !app.cfg.public_url.starts_with("https://") && !app.cfg.sso.allow_http_loopback {
+        // The ACS binds the response to the browser with a SameSite=None cookie, which
+        // browsers only keep over TLS.
+        return Err(bad("invalid_connection", "protocol saml: the origin's public_url must be https"));
     }
     Ok(c)
 }
@@ -123,6 +159,7 @@ pub(super) async fn create(
     JsonBody(input): JsonBody<ConnectionInput>,
 ) -> ApiResult<Response> {
     let Authed { t, caller } = authed;
+    require_owner(&caller)?;
     let input = fetch_metadata(&app, input).await?;
     let secret = input.client_secret.clone();
     let h = begin(&t).await?;
@@ -130,7 +167,7 @@ pub(super) async fn create(
     if count.unwrap_or(0) >= 50 {
         return Err(ApiError::Conflict("sso_connection_limit", "at most 50 SSO connections per organisation".into()));
     }
-    let mut c = checked(&app, &h, new_id("c_"), input).await?;
+    let mut c = checked(&app, &h, &caller, new_id("c_"), input).await?;
     let sealed = match sp_key(&mut c, None)? {
         Some(pem) => Some(app.sso_box.seal(&t.id, &c.id, &pem)),
         None => secret.as_deref().map(|s| app.sso_box.seal(&t.id, &c.id, s)),
@@ -165,11 +202,27 @@ pub(super) async fn replace(
     JsonBody(input): JsonBody<ConnectionInput>,
 ) -> ApiResult<Json<Value>> {
     let Authed { t, caller } = authed;
+    require_owner(&caller)?;
     let input = fetch_metadata(&app, input).await?;
     let secret = input.client_secret.clone();
     let h = begin(&t).await?;
     let (before, old_secret) = load(&h, &id).await?.ok_or_else(not_found)?;
-    let mut c = checked(&app, &h, id.clone(), input).await?;
+    let mut c = checked(&app, &h, &caller, id.clone(), input).await?;
+    let same_provider = before.identity_fingerprint() == c.identity_fingerprint();
+    if !same_provider && secret.is_none() && c.protocol != Protocol::Saml && old_secret.is_some() {
+        // The stored secret is never sent to an endpoint it was not given for.
+        return Err(bad("client_secret_required", "the provider changed: give its client_secret again"));
+    }
+    if !c.enabled && sso_enforced_for(&h, "").await? && buttons_in(&h).await? == [id.clone()] {
+        return Err(ApiError::Conflict(
+            "sso_enforced",
+            "the organisation enforces SSO: turn enforcement off before disabling its last connection".into(),
+        ));
+    }
+    if !same_provider {
+        // A subject means nothing at another provider: its links go.
+        h.execute("DELETE FROM sso_identities WHERE connection_id = ?1", [id.as_str()]).await?;
+    }
     let sealed = if c.protocol == crate::sso::Protocol::Saml {
         // A SAML connection keeps its SP key pair across edits (the IdP has its certificate).
         let kept = before.saml.as_ref().and_then(|s| s.sp_certificate.clone()).zip(old_secret);
@@ -216,6 +269,7 @@ pub(super) async fn remove(
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
     let Authed { t, caller } = authed;
+    require_owner(&caller)?;
     let h = begin(&t).await?;
     let (before, _) = load(&h, &id).await?.ok_or_else(not_found)?;
     if sso_enforced_for(&h, "").await? && buttons_in(&h).await?.len() == 1 {
@@ -243,10 +297,15 @@ async fn fetch_metadata(app: &App, mut input: ConnectionInput) -> ApiResult<Conn
         .header("accept", "application/samlmetadata+xml, application/xml")
         .body(Vec::new())
         .map_err(|_| bad("invalid_connection", "idp_metadata_url: not a URL"))?;
-    let resp =
-        app.rp.http().send(req).await.map_err(|e| bad("invalid_connection", format!("idp_metadata_url: {e}")))?;
+    // Generic answers: the details (refused address, status) go to the log only, so the
+    // URL cannot be used to map the origin's network.
+    let resp = app.rp.http().send(req).await.map_err(|e| {
+        tracing::info!(error = %e, "idp_metadata_url fetch failed");
+        bad("invalid_connection", "idp_metadata_url: could not be fetched")
+    })?;
     if !resp.status().is_success() {
-        return Err(bad("invalid_connection", format!("idp_metadata_url: answered {}", resp.status())));
+        tracing::info!(status = %resp.status(), "idp_metadata_url fetch refused");
+        return Err(bad("invalid_connection", "idp_metadata_url: could not be fetched"));
     }
     let xml =
         String::from_utf8(resp.into_body()).map_err(|_| bad("invalid_connection", "idp_metadata_url: not UTF-8"))?;
@@ -303,6 +362,7 @@ pub(super) async fn put_enforcement(
     JsonBody(req): JsonBody<Enforcement>,
 ) -> ApiResult<Json<Value>> {
     let Authed { t, caller } = authed;
+    require_owner(&caller)?;
     let h = begin(&t).await?;
     let break_glass = match req.break_glass.as_deref() {
         Some(e) => {
@@ -831,6 +891,20 @@ async fn resolve_user(
     let existing: Option<String> =
         one(h, "SELECT id FROM users WHERE email = ?1", [email]).await.map_err(ApiError::from)?;
     if let Some(u) = existing {
+        // A provider's say-so about an email is not proof of owning the account that
+        // already has it: linking needs the connection to allow it, a verified email, and
+        // a user who is not an owner or admin.
+        if !c.link_existing_users {
+            return Err(refusal(StatusCode::FORBIDDEN, "sso_account_exists", email.to_string()));
+        }
+        if !p.email_verified {
+            return Err(refusal(StatusCode::FORBIDDEN, "sso_email_unverified", email.to_string()));
+        }
+        let role: Option<String> =
+            one(h, "SELECT role FROM memberships WHERE user_id = ?1", [u.as_str()]).await.map_err(ApiError::from)?;
+        if matches!(role.as_deref(), Some("owner" | "admin")) {
+            return Err(refusal(StatusCode::FORBIDDEN, "sso_privileged_link_refused", format!("user:{u}")));
+        }
         link(&u).await.map_err(ApiError::from)?;
         let e = ev(
             format!("user:{u}"),

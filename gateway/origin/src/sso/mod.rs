@@ -167,6 +167,11 @@ pub struct ConnectionInput {
     /// Create users on first sign-in (JIT); without it only existing users sign in.
     #[serde(default = "yes")]
     pub jit: bool,
+    /// Link a first sign-in to an existing user of the same email (off by default). Even
+    /// on, only when the provider marks the email verified, and never to an owner or
+    /// admin (they keep their password sign-in).
+    #[serde(default)]
+    pub link_existing_users: bool,
     /// Shown on the sign-in page and used.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -241,6 +246,9 @@ pub struct Connection {
     pub default_role: String,
     /// JIT provisioning.
     pub jit: bool,
+    /// Link first sign-ins to existing users by verified email.
+    #[serde(default)]
+    pub link_existing_users: bool,
     /// In use.
     pub enabled: bool,
 }
@@ -299,8 +307,13 @@ impl Connection {
                 } else {
                     issuer = Some(format!("https://login.microsoftonline.com/{tenant}/v2.0"));
                 }
-                // Entra does not send `email_verified`; linking is by `oid`-based `sub`
-                // and the allowed domains.
+                // Entra has no `email_verified`: its `email` is the user's `mail`
+                // attribute, which any tenant's admin can set. The optional claim
+                // `xms_edov` (email domain owner verified) is what stands for it; without it
+                // new users may still be provisioned, but no existing user is ever linked.
+                if input.claims.is_none() {
+                    claims = ClaimMap { email_verified: "xms_edov".into(), ..ClaimMap::default() };
+                }
                 require_verified = require_verified.or(Some(false));
                 if input.scopes.is_empty() {
                     input.scopes = vec!["openid".into(), "email".into(), "profile".into()];
@@ -343,8 +356,8 @@ impl Connection {
                 if input.claims.is_none() {
                     claims = ClaimMap { subject: "id".into(), ..ClaimMap::default() };
                 }
-                // The address comes from /user/emails, where only verified ones are used.
-                require_verified = require_verified.or(Some(false));
+                // The address comes from /user/emails, and only a primary verified one.
+                require_verified = require_verified.or(Some(true));
                 Protocol::Oauth2
             }
         };
@@ -466,11 +479,18 @@ impl Connection {
         if input.entra_allowed_tenants.len() > 100 || input.entra_allowed_tenants.iter().any(|t| t.len() > 64) {
             return Err("entra_allowed_tenants: at most 100 tenant ids".into());
         }
-        if !input.entra_allowed_tenants.is_empty() && !issuer.as_deref().is_some_and(|i| i.contains("{tenantid}")) {
+        let multi_tenant = issuer.as_deref().is_some_and(|i| i.contains("{tenantid}"));
+        if !input.entra_allowed_tenants.is_empty() && !multi_tenant {
             return Err("entra_allowed_tenants: only for multi-tenant Entra connections".into());
         }
-        if input.default_role == "owner" {
-            return Err("default_role: provisioned users cannot be owners".into());
+        if multi_tenant && input.entra_allowed_tenants.is_empty() {
+            // Otherwise any Entra tenant in the world could provision users here.
+            return Err(
+                "entra_allowed_tenants: a multi-tenant Entra connection must name the tenant ids it accepts".into()
+            );
+        }
+        if input.default_role == "owner" || input.default_role == "admin" {
+            return Err("default_role: provisioned users cannot be owners or admins".into());
         }
         if input.client_secret.as_ref().is_some_and(|s| s.is_empty() || s.len() > 1024) {
             return Err("client_secret: 1–1024 bytes".into());
@@ -497,13 +517,33 @@ impl Connection {
             allowed_domains: domains,
             default_role: input.default_role,
             jit: input.jit,
+            link_existing_users: input.link_existing_users,
             enabled: input.enabled,
         })
     }
 
-    /// Whether `email`'s domain is one of the allowed domains.
+    /// Whether `email`'s domain is one of the allowed domains (one `@` only).
     pub fn allows_email(&self, email: &str) -> bool {
-        email.rsplit_once('@').is_some_and(|(_, d)| self.allowed_domains.iter().any(|a| a == d))
+        email.matches('@').count() == 1
+            && email.rsplit_once('@').is_some_and(|(_, d)| self.allowed_domains.iter().any(|a| a == d))
+    }
+
+    /// What identifies users at this provider: a subject from one of these is not the
+    /// same subject once any of them changes (links are dropped then), and a stored
+    /// client secret is not sent to a changed endpoint.
+    pub fn identity_fingerprint(&self) -> String {
+        serde_json::json!([
+            self.protocol,
+            self.issuer,
+            self.discovery_url,
+            self.authorize_url,
+            self.token_url,
+            self.userinfo_url,
+            self.client_id,
+            self.claims.subject,
+            self.saml.as_ref().map(|s| (&s.entity_id, &s.sso_url, &s.certificates)),
+        ])
+        .to_string()
     }
 }
 
@@ -615,6 +655,10 @@ mod tests {
         bad(with("allowed_domains", serde_json::json!([])), "allowed_domains:");
         bad(with("allowed_domains", serde_json::json!(["*.example.com"])), "allowed_domains:");
         bad(with("default_role", "owner".into()), "default_role:");
+        bad(with("default_role", "admin".into()), "default_role:");
+        let entra_any = serde_json::json!({"name": "E", "preset": "entra", "entra_tenant": "common",
+            "client_id": "x", "allowed_domains": ["example.com"], "default_role": "viewer"});
+        bad(entra_any, "entra_allowed_tenants:");
         bad(with("hosted_domain", "example.com".into()), "hosted_domain:");
         bad(with("protocol", "oauth2".into()), "authorize_url:");
         bad(with("scopes", serde_json::json!(["a b"])), "scopes:");
@@ -635,5 +679,6 @@ mod tests {
         assert!(!c.allows_email("a@example.com.evil.test"));
         assert!(!c.allows_email("a@sub.example.com"));
         assert!(!c.allows_email("example.com"));
+        assert!(!c.allows_email("x@evil.test@example.com"), "two @");
     }
 }

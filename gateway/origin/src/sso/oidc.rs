@@ -296,8 +296,12 @@ impl RelyingParty {
                 let client = self.oauth2_client(c, None)?.set_redirect_uri(redirect);
                 // Every configured scope: only OIDC adds `openid` by itself.
                 let scopes = c.scopes.iter().map(|s| oauth2::Scope::new(s.clone()));
-                let (url, state) =
-                    client.authorize_url(CsrfToken::new_random).add_scopes(scopes).set_pkce_challenge(challenge).url();
+                let mut req =
+                    client.authorize_url(CsrfToken::new_random).add_scopes(scopes).set_pkce_challenge(challenge);
+                if let Some(hd) = &c.hosted_domain {
+                    req = req.add_extra_param("hd", hd.clone());
+                }
+                let (url, state) = req.url();
                 Ok(Started {
                     url: url.to_string(),
                     state: state.secret().clone(),
@@ -400,6 +404,10 @@ impl RelyingParty {
                 let jwt = id_token.to_string();
                 let mut claims = payload(&jwt)?;
                 let iss = claim_str(&claims, "iss").unwrap_or_default();
+                // openidconnect 4.1 leaves `azp` unchecked; when present it must be us.
+                if claims.get("azp").is_some() && claim_str(&claims, "azp").as_deref() != Some(c.client_id.as_str()) {
+                    return Err(SsoError::IdToken("sso_id_token_wrong_audience", "azp is another client".into()));
+                }
                 provider_checks(c, &claims)?;
                 if c.use_userinfo {
                     let url = d
@@ -438,16 +446,22 @@ impl RelyingParty {
                 let userinfo = c.userinfo_url.as_deref().ok_or_else(|| SsoError::Config("no userinfo_url".into()))?;
                 let mut claims = self.http.get_json(userinfo, Some(access)).await.map_err(SsoError::Userinfo)?;
                 if let Some(emails) = &c.emails_url {
-                    // GitHub: the primary, verified address.
+                    // GitHub: the primary, verified address, or none (never the profile's
+                    // public email, which nobody verified).
                     let list = self.http.get_json(emails, Some(access)).await.map_err(SsoError::Userinfo)?;
                     let primary = list.as_array().and_then(|a| {
                         a.iter().find(|e| e["primary"] == Value::Bool(true) && e["verified"] == Value::Bool(true))
                     });
-                    if let (Some(p), Some(obj)) = (primary, claims.as_object_mut()) {
-                        obj.insert(c.claims.email.clone(), p["email"].clone());
-                        obj.insert(c.claims.email_verified.clone(), Value::Bool(true));
+                    if let Some(obj) = claims.as_object_mut() {
+                        obj.remove(&c.claims.email);
+                        obj.remove(&c.claims.email_verified);
+                        if let Some(p) = primary {
+                            obj.insert(c.claims.email.clone(), p["email"].clone());
+                            obj.insert(c.claims.email_verified.clone(), Value::Bool(true));
+                        }
                     }
                 }
+                provider_checks(c, &claims)?;
                 profile_of(c, &claims, userinfo.to_string())
             }
         }

@@ -224,6 +224,17 @@ pub fn refuse_dangerous_xml(xml: &str) -> Result<(), SsoError> {
     if xml.contains("<!--") {
         return Err(saml_err("sso_saml_comment_refused", "XML comment in the response"));
     }
+    // Only UTF-8: libxml2 honours an encoding declaration (UTF-7 would hide `<!DOCTYPE`
+    // from these checks), so any other one is refused.
+    if let Some(decl) = xml.trim_start_matches('\u{feff}').trim_start().strip_prefix("<?xml") {
+        let decl = decl.split("?>").next().unwrap_or_default().to_ascii_lowercase();
+        if let Some(enc) = decl.split("encoding").nth(1) {
+            let value: String = enc.chars().filter(|c| !matches!(c, '=' | '"' | '\'' | ' ')).take(6).collect();
+            if !value.starts_with("utf-8") && !value.starts_with("utf8") {
+                return Err(saml_err("sso_saml_malformed", "only UTF-8 responses are accepted"));
+            }
+        }
+    }
     if xml.contains("<?xml-stylesheet") {
         return Err(saml_err("sso_saml_malformed", "processing instruction"));
     }
@@ -308,41 +319,50 @@ pub fn unverified_assertion_id(xml: &str) -> Option<String> {
 /// whose Reference is `#id`). samael has verified every signature in the document, so
 /// its presence means the assertion itself is signed.
 fn assertion_signed(xml: &str, id: &str) -> bool {
-    use quick_xml::events::Event;
-    let want = format!("#{id}");
-    let mut reader = quick_xml::Reader::from_str(xml);
-    // Depth of the matching Assertion, and whether we are in its direct Signature child.
+    use quick_xml::events::{BytesStart, Event};
+    use quick_xml::name::{Namespace, ResolveResult};
+    const DSIG: &[u8] = b"http://www.w3.org/2000/09/xmldsig#";
+    const SAML: &[u8] = b"urn:oasis:names:tc:SAML:2.0:assertion";
+    let is = |ns: &ResolveResult, want: &[u8]| matches!(ns, ResolveResult::Bound(Namespace(n)) if *n == want);
+    let has = |e: &BytesStart, key: &[u8], value: &[u8]| {
+        e.attributes().flatten().any(|a| a.key.as_ref() == key && a.value.as_ref() == value)
+    };
+    let reference = format!("#{id}");
+    let mut reader = quick_xml::NsReader::from_str(xml);
+    // Depth of the matching Assertion, and of its direct (xmldsig) Signature child.
     let mut depth = 0usize;
     let mut assertion_depth: Option<usize> = None;
     let mut signature_depth: Option<usize> = None;
     loop {
-        match reader.read_event() {
-            Ok(Event::Start(e)) => {
+        let Ok((ns, event)) = reader.read_resolved_event() else { return false };
+        match event {
+            Event::Start(e) => {
                 depth += 1;
                 let name = e.local_name();
-                if name.as_ref() == b"Assertion"
-                    && e.attributes().flatten().any(|a| a.key.as_ref() == b"ID" && a.value.as_ref() == id.as_bytes())
-                {
+                if name.as_ref() == b"Assertion" && is(&ns, SAML) && has(&e, b"ID", id.as_bytes()) {
                     assertion_depth = Some(depth);
-                } else if name.as_ref() == b"Signature" && assertion_depth.is_some_and(|d| d + 1 == depth) {
+                } else if name.as_ref() == b"Signature"
+                    && is(&ns, DSIG)
+                    && assertion_depth.is_some_and(|d| d + 1 == depth)
+                {
                     signature_depth = Some(depth);
                 } else if name.as_ref() == b"Reference"
+                    && is(&ns, DSIG)
                     && signature_depth.is_some()
-                    && e.attributes().flatten().any(|a| a.key.as_ref() == b"URI" && a.value.as_ref() == want.as_bytes())
+                    && has(&e, b"URI", reference.as_bytes())
                 {
                     return true;
                 }
             }
-            Ok(Event::Empty(e))
+            Event::Empty(e)
                 if e.local_name().as_ref() == b"Reference"
+                    && is(&ns, DSIG)
                     && signature_depth.is_some()
-                    && e.attributes()
-                        .flatten()
-                        .any(|a| a.key.as_ref() == b"URI" && a.value.as_ref() == want.as_bytes()) =>
+                    && has(&e, b"URI", reference.as_bytes()) =>
             {
                 return true;
             }
-            Ok(Event::End(_)) => {
+            Event::End(_) => {
                 if signature_depth == Some(depth) {
                     signature_depth = None;
                 }
@@ -351,7 +371,7 @@ fn assertion_signed(xml: &str, id: &str) -> bool {
                 }
                 depth = depth.saturating_sub(1);
             }
-            Ok(Event::Eof) | Err(_) => return false,
+            Event::Eof => return false,
             _ => {}
         }
     }
@@ -477,6 +497,7 @@ mod tests {
             (r#"<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>"#, "sso_saml_dtd_refused"),
             (r#"<!doctype r><r/>"#, "sso_saml_dtd_refused"),
             (r#"<r><NameID>admin@example.com<!---->.evil.test</NameID></r>"#, "sso_saml_comment_refused"),
+            (r#"<?xml version="1.0" encoding="UTF-7"?><r>+ADw-!DOCTYPE</r>"#, "sso_saml_malformed"),
         ] {
             match refuse_dangerous_xml(x) {
                 Err(SsoError::Saml(r, _)) => assert_eq!(r, want),
@@ -519,15 +540,25 @@ mod tests {
 
     #[test]
     fn assertion_signature_must_be_its_own() {
-        let signed = r##"<R><A:Assertion xmlns:A="a" ID="x1"><ds:Signature xmlns:ds="d"><ds:SignedInfo><ds:Reference URI="#x1"/></ds:SignedInfo></ds:Signature></A:Assertion></R>"##;
-        assert!(assertion_signed(signed, "x1"));
-        assert!(!assertion_signed(signed, "x2"));
+        let ns = r#"xmlns:A="urn:oasis:names:tc:SAML:2.0:assertion" xmlns:ds="http://www.w3.org/2000/09/xmldsig#""#;
+        let signed = format!(
+            r##"<R {ns}><A:Assertion ID="x1"><ds:Signature><ds:SignedInfo><ds:Reference URI="#x1"/></ds:SignedInfo></ds:Signature></A:Assertion></R>"##
+        );
+        assert!(assertion_signed(&signed, "x1"));
+        assert!(!assertion_signed(&signed, "x2"));
         // A response-level signature does not count as the assertion's.
-        let response_only = r##"<R ID="r1"><ds:Signature xmlns:ds="d"><ds:SignedInfo><ds:Reference URI="#r1"/></ds:SignedInfo></ds:Signature><A:Assertion xmlns:A="a" ID="x1"/></R>"##;
-        assert!(!assertion_signed(response_only, "x1"));
+        let response_only = format!(
+            r##"<R {ns} ID="r1"><ds:Signature><ds:SignedInfo><ds:Reference URI="#r1"/></ds:SignedInfo></ds:Signature><A:Assertion ID="x1"/></R>"##
+        );
+        assert!(!assertion_signed(&response_only, "x1"));
         // A signature nested deeper inside the assertion does not count either.
-        let nested = r##"<R><A:Assertion xmlns:A="a" ID="x1"><E><ds:Signature xmlns:ds="d"><ds:Reference URI="#x1"/></ds:Signature></E></A:Assertion></R>"##;
-        assert!(!assertion_signed(nested, "x1"));
+        let nested = format!(
+            r##"<R {ns}><A:Assertion ID="x1"><E><ds:Signature><ds:Reference URI="#x1"/></ds:Signature></E></A:Assertion></R>"##
+        );
+        assert!(!assertion_signed(&nested, "x1"));
+        // Nor a look-alike `Signature` in another namespace (samael verifies only xmldsig).
+        let fake = r##"<R xmlns:A="urn:oasis:names:tc:SAML:2.0:assertion" xmlns:x="urn:y"><A:Assertion ID="x1"><x:Signature><x:Reference URI="#x1"/></x:Signature></A:Assertion></R>"##;
+        assert!(!assertion_signed(fake, "x1"));
     }
 
     #[test]
