@@ -510,6 +510,15 @@ async fn oidc_and_oauth2_sign_in_through_a_real_provider() {
     )
     .await;
     assert_eq!(s, 200, "{v}");
+    assert!(v["password_sessions_ended"].as_u64().unwrap() >= 1, "the demo's password sessions end: {v}");
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/orgs/acme/sso/connections", demo.origin))
+        .header("authorization", format!("Bearer {}", ed["access_token"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the editor's password session ended");
+    assert!(r.text().await.unwrap().contains("session_revoked"));
     let (s, v) = password_sign_in(&demo, "alice@acme.example.test", pw("alice").trim()).await;
     assert_eq!((s, v["error"].as_str()), (403, Some("sso_required")), "{v}");
     let (s, v) = password_sign_in(&demo, "admin@acme.example.test", pw("admin").trim()).await;

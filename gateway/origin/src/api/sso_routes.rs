@@ -386,13 +386,47 @@ pub(super) async fn put_enforcement(
     let before = enforcement_of(&h).await?;
     h.execute(
         "UPDATE org SET enforce_sso = ?1, break_glass = ?2 WHERE id = 1",
-        libsql::params![req.enforce as i64, break_glass],
+        libsql::params![req.enforce as i64, break_glass.clone()],
     )
     .await?;
     let after = enforcement_of(&h).await?;
-    let events = vec![ev(caller.actor(), "sso.enforcement.set", "org", Some(before), Some(after.clone()))];
+    let mut events = vec![ev(caller.actor(), "sso.enforcement.set", "org", Some(before), Some(after.clone()))];
+    let mut ended = 0;
+    if req.enforce {
+        // Sessions that began with a password end now (edges learn with the next bundle),
+        // except the break-glass owner's.
+        let now = crate::now();
+        let mut rows = h
+            .query(
+                "SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE s.revoked_at IS NULL AND s.idp IS NULL AND u.email != ?1",
+                [break_glass.clone().unwrap_or_default()],
+            )
+            .await?;
+        let mut ids = Vec::new();
+        while let Some(r) = rows.next().await? {
+            ids.push(r.get::<String>(0)?);
+        }
+        drop(rows);
+        for sid in &ids {
+            end_session(&h, sid, now).await?;
+            events.push(ev(
+                caller.actor(),
+                "session.revoke",
+                format!("session:{sid}"),
+                None,
+                Some(json!({"why": "sso_enforced"})),
+            ));
+        }
+        ended = ids.len();
+    }
     commit(&app, &t, h, &meta(&headers, &peer), events).await?;
-    Ok(Json(after))
+    if ended > 0 {
+        app.changed();
+    }
+    let mut out = after;
+    out["password_sessions_ended"] = json!(ended);
+    Ok(Json(out))
 }
 
 // ---------------------------------------------------------------------------------------
