@@ -390,6 +390,18 @@ impl OriginConfig {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let c: OriginConfig = toml::from_str(include_str!("../../../examples/origin.toml")).unwrap();
+        c.validate().unwrap();
+        assert!(!c.sso.allow_http_loopback, "the example keeps identity providers on https");
+        let bad: OriginConfig = toml::from_str(
+            &include_str!("../../../examples/origin.toml").replace("http_timeout_secs = 10", "http_timeout_secs = 0"),
+        )
+        .unwrap();
+        assert!(bad.validate().unwrap_err().starts_with("sso.http_timeout_secs"));
+    }
+
     const BASE: &str = r#"
 region = "eu-west"
 listen = "127.0.0.1:0"
