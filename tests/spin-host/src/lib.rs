@@ -2,6 +2,10 @@
 //! `wasi:http@0.3.0`, WASI 0.2/0.3, `spin:variables` from a map and `spin:key-value`
 //! (store `default`) in memory. Each call instantiates the component afresh from an
 //! `InstancePre`, as a Spin host may; key-value state is shared across calls.
+//!
+//! For the Spin middleware form ([`SpinHost::new_middleware`]) the host also offers the
+//! `wasi:http/handler@0.3.0` import — the next handler of the chain — and forwards what
+//! the middleware passes on to an app on loopback.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -13,7 +17,77 @@ use wasmtime::component::{Accessor, Component, HasData, Linker, Resource, Resour
 use wasmtime::{format_err, Config, Engine, Result, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p3::bindings::ServicePre;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttp, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// The `wasi:http/handler@0.3.0` import of the middleware form.
+mod next {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "gatehouse:spin-test-host/next-handler",
+        imports: { default: async | store | trappable },
+        with: { "wasi:http/types": wasmtime_wasi_http::p3::bindings::http::types },
+        trappable_error_type: {
+            "wasi:http/types.error-code" => wasmtime_wasi::TrappableError<wasmtime_wasi_http::p3::bindings::http::types::ErrorCode>,
+        },
+    });
+}
+
+impl<T> next::wasi::http::handler::HostWithStore<T> for WasiHttp {
+    /// The next handler: the same path as an outbound request, which the hooks send to
+    /// the app.
+    async fn handle(
+        store: &Accessor<T, Self>,
+        request: Resource<wasmtime_wasi_http::p3::Request>,
+    ) -> Result<
+        Resource<wasmtime_wasi_http::p3::Response>,
+        wasmtime_wasi::TrappableError<wasmtime_wasi_http::p3::bindings::http::types::ErrorCode>,
+    > {
+        <WasiHttp as wasmtime_wasi_http::p3::bindings::http::client::HostWithStore<T>>::send(store, request).await
+    }
+}
+
+impl next::wasi::http::handler::Host for WasiHttpCtxView<'_> {}
+
+/// Outbound requests as usual, or — in the middleware form — every request the component
+/// passes on goes to the app at `next` (path and headers kept).
+#[derive(Default)]
+struct Hooks {
+    next: Option<String>,
+}
+
+impl WasiHttpHooks for Hooks {
+    fn send_request(
+        &mut self,
+        mut request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        _ = fut;
+        if let Some(next) = &self.next {
+            let path = request.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+            if let Ok(uri) = format!("http://{next}{path}").parse() {
+                *request.uri_mut() = uri;
+            }
+        }
+        Box::new(async move {
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+            ))
+        })
+    }
+}
 
 wasmtime::component::bindgen!({
     path: "wit",
@@ -32,6 +106,7 @@ type Kv = Arc<Mutex<HashMap<String, Vec<u8>>>>;
 struct State {
     wasi: WasiCtx,
     http: WasiHttpCtx,
+    hooks: Hooks,
     table: ResourceTable,
     vars: HashMap<String, String>,
     kv: Kv,
@@ -45,7 +120,7 @@ impl WasiView for State {
 
 impl WasiHttpView for State {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
     }
 }
 
@@ -137,11 +212,23 @@ pub struct SpinHost {
     /// Application variables.
     pub vars: HashMap<String, String>,
     kv: Kv,
+    /// Middleware form: where the next handler (the app) listens.
+    next: Option<String>,
 }
 
 impl SpinHost {
     /// Compile `wasm` (a WASI 0.3 HTTP component).
     pub fn new(wasm: &std::path::Path) -> Result<SpinHost> {
+        SpinHost::build(wasm, None)
+    }
+
+    /// Compile the middleware form of the component: its `wasi:http/handler` import (the
+    /// next handler of the Spin chain) reaches the app listening at `next` (`host:port`).
+    pub fn new_middleware(wasm: &std::path::Path, next: &str) -> Result<SpinHost> {
+        SpinHost::build(wasm, Some(next.to_string()))
+    }
+
+    fn build(wasm: &std::path::Path, next: Option<String>) -> Result<SpinHost> {
         let mut config = Config::new();
         config.wasm_component_model_async(true);
         let engine = Engine::new(&config)?;
@@ -150,9 +237,12 @@ impl SpinHost {
         wasmtime_wasi::p3::add_to_linker(&mut linker)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
         SpinImports::add_to_linker::<_, Spin>(&mut linker, |s| s)?;
+        if next.is_some() {
+            next::wasi::http::handler::add_to_linker::<_, WasiHttp>(&mut linker, State::http)?;
+        }
         let component = Component::from_file(&engine, wasm)?;
         let pre = ServicePre::new(linker.instantiate_pre(&component)?)?;
-        Ok(SpinHost { engine, pre, vars: HashMap::new(), kv: Default::default() })
+        Ok(SpinHost { engine, pre, vars: HashMap::new(), kv: Default::default(), next })
     }
 
     /// One request through a fresh instance.
@@ -162,6 +252,7 @@ impl SpinHost {
             State {
                 wasi: WasiCtx::builder().inherit_stderr().build(),
                 http: WasiHttpCtx::new(),
+                hooks: Hooks { next: self.next.clone() },
                 table: ResourceTable::new(),
                 vars: self.vars.clone(),
                 kv: self.kv.clone(),

@@ -72,7 +72,32 @@ fn host(up: SocketAddr) -> SpinHost {
 async fn spin_conformance_corpus_and_upstream() {
     let hits = Arc::new(AtomicUsize::new(0));
     let up = upstream(hits.clone()).await;
-    let h = host(up);
+    corpus_through(&host(up), &hits, "spin (WASI 0.3 host)").await;
+}
+
+/// The middleware form (`scripts/build-spin --middleware`, the file spin.toml's
+/// middleware example names): the same corpus, with allowed requests passed to the next
+/// handler of the chain — here the host's `wasi:http/handler` import, forwarding to an app
+/// on loopback — and refused ones never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_middleware_conformance_corpus_and_next_handler() {
+    let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../components/spin/dist/gatehouse_spin_middleware.wasm");
+    assert!(wasm.exists(), "{} is missing: run scripts/build-spin --middleware", wasm.display());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let app = upstream(hits.clone()).await;
+    let mut h = SpinHost::new_middleware(&wasm, &app.to_string()).unwrap();
+    let b = corpus::bundle();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    h.vars.insert("bundle".into(), b64.encode(&b.bytes));
+    h.vars.insert("origin_public_key".into(), b64.encode(b.public_key));
+    h.vars.insert("edge_secrets".into(), String::from_utf8(b.secrets_json).unwrap());
+    corpus_through(&h, &hits, "spin middleware (WASI 0.3 host)").await;
+}
+
+/// Every corpus case through `h`: the decision as the corpus says, allowed requests at
+/// the upstream exactly once, refused ones never.
+async fn corpus_through(h: &SpinHost, hits: &Arc<AtomicUsize>, name: &str) {
     let mut outcomes = Vec::new();
     let mut allowed = 0;
     for c in corpus::cases() {
@@ -108,7 +133,7 @@ async fn spin_conformance_corpus_and_upstream() {
     }
     assert!(allowed > 40, "{allowed}");
     let mut it = outcomes.into_iter();
-    corpus::check_all("spin (WASI 0.3 host)", false, |_| it.next().unwrap());
+    corpus::check_all(name, false, |_| it.next().unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
