@@ -122,7 +122,14 @@ pub struct RelyingParty {
     http: IdpHttp,
     ttl: Duration,
     cache: Mutex<HashMap<String, Arc<Discovered>>>,
+    /// Recent discovery failures: a broken or unreachable provider is not called again
+    /// for [`FAILURE_BACKOFF`] (anonymous sign-in starts must not turn into a stream of
+    /// outbound calls).
+    failures: Mutex<HashMap<String, (Instant, String)>>,
 }
+
+/// How long a failed discovery is remembered.
+pub const FAILURE_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Algorithms an ID token may use: asymmetric only, and only those the provider
 /// advertises.
@@ -197,7 +204,7 @@ fn profile_of(c: &Connection, claims: &Value, issuer: String) -> Result<Profile,
 impl RelyingParty {
     /// A relying party calling providers through `http`, caching discovery for `ttl`.
     pub fn new(http: IdpHttp, ttl: Duration) -> RelyingParty {
-        RelyingParty { http, ttl, cache: Mutex::new(HashMap::new()) }
+        RelyingParty { http, ttl, cache: Mutex::new(HashMap::new()), failures: Mutex::new(HashMap::new()) }
     }
 
     /// The HTTP client.
@@ -219,6 +226,42 @@ impl RelyingParty {
                 return Ok(d.clone());
             }
         }
+        if let Some((at, why)) = self.failures.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned() {
+            if at.elapsed() < FAILURE_BACKOFF {
+                return Err(SsoError::Discovery(format!(
+                    "{why} (failed less than {}s ago)",
+                    FAILURE_BACKOFF.as_secs()
+                )));
+            }
+        }
+        let fetched = self.fetch_discovery(c).await;
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let md = match fetched {
+            Ok(md) => {
+                failures.remove(&key);
+                md
+            }
+            Err(e) => {
+                if failures.len() >= 10_000 {
+                    failures.clear();
+                }
+                failures.insert(key, (Instant::now(), e.to_string()));
+                return Err(e);
+            }
+        };
+        drop(failures);
+        let now = Instant::now();
+        let d = Arc::new(Discovered { metadata: md, fetched: now, keys_fetched: now });
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= 10_000 {
+            cache.clear();
+        }
+        cache.insert(key, d.clone());
+        Ok(d)
+    }
+
+    /// Fetch and check the discovery document and keys of `c`.
+    async fn fetch_discovery(&self, c: &Connection) -> Result<CoreProviderMetadata, SsoError> {
         let url = c.discovery_url.as_deref().ok_or_else(|| SsoError::Config("no discovery URL".into()))?;
         let doc = self.http.get_json(url, None).await.map_err(SsoError::Discovery)?;
         let mut md: CoreProviderMetadata =
@@ -248,15 +291,7 @@ impl RelyingParty {
         let jwks = CoreJsonWebKeySet::fetch_async(md.jwks_uri(), &self.http)
             .await
             .map_err(|e| SsoError::Discovery(format!("keys: {e}")))?;
-        md = md.set_jwks(jwks);
-        let now = Instant::now();
-        let d = Arc::new(Discovered { metadata: md, fetched: now, keys_fetched: now });
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= 10_000 {
-            cache.clear();
-        }
-        cache.insert(key, d.clone());
-        Ok(d)
+        Ok(md.set_jwks(jwks))
     }
 
     /// Forget what is cached for a connection (after it is changed or deleted).
@@ -564,6 +599,27 @@ mod tests {
         for claims in [serde_json::json!({"hd": "evil.test"}), serde_json::json!({})] {
             assert_eq!(provider_checks(&google, &claims).unwrap_err().reason(), "sso_hosted_domain_mismatch");
         }
+    }
+
+    #[tokio::test]
+    async fn a_failed_discovery_is_not_retried_at_once() {
+        // Nothing listens on this port: the first start fails calling it, the second fails
+        // from memory.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let c = Connection::from_input(
+            "c".into(),
+            serde_json::from_value(serde_json::json!({"name": "X", "protocol": "oidc",
+                "issuer": format!("http://127.0.0.1:{port}"), "client_id": "x",
+                "allowed_domains": ["example.com"], "default_role": "viewer"}))
+            .unwrap(),
+            true,
+        )
+        .unwrap();
+        let rp = RelyingParty::new(IdpHttp::new(Duration::from_secs(2), true), Duration::from_secs(60));
+        let first = rp.start("t", &c, "https://origin.test/cb").await.err().unwrap().to_string();
+        assert!(!first.contains("failed less than"), "{first}");
+        let second = rp.start("t", &c, "https://origin.test/cb").await.err().unwrap().to_string();
+        assert!(second.contains("failed less than 30s ago"), "{second}");
     }
 
     #[test]
