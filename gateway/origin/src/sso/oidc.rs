@@ -264,7 +264,7 @@ impl RelyingParty {
     async fn fetch_discovery(&self, c: &Connection) -> Result<CoreProviderMetadata, SsoError> {
         let url = c.discovery_url.as_deref().ok_or_else(|| SsoError::Config("no discovery URL".into()))?;
         let doc = self.http.get_json(url, None).await.map_err(SsoError::Discovery)?;
-        let mut md: CoreProviderMetadata =
+        let md: CoreProviderMetadata =
             serde_json::from_value(doc).map_err(|e| SsoError::Discovery(format!("discovery document: {e}")))?;
         let want = c.issuer.as_deref().unwrap_or_default();
         if md.issuer().as_str().trim_end_matches('/') != want.trim_end_matches('/') {
