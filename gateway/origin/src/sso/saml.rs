@@ -433,13 +433,19 @@ pub fn finish(
 }
 
 fn profile_of(c: &Connection, a: &Assertion) -> Result<Profile, SsoError> {
-    let name_id = a
-        .subject
-        .as_ref()
-        .and_then(|s| s.name_id.as_ref())
+    let nid = a.subject.as_ref().and_then(|s| s.name_id.as_ref());
+    let name_id = nid
         .map(|n| n.value.trim().to_string())
         .filter(|v| !v.is_empty() && v.len() <= 512)
         .ok_or_else(|| SsoError::Claims("NameID".into()))?;
+    let transient =
+        nid.and_then(|n| n.format.as_deref()) == Some("urn:oasis:names:tc:SAML:2.0:nameid-format:transient");
+    if transient && c.claims.subject == "NameID" {
+        // A transient NameID changes every sign-in: it cannot identify a user.
+        return Err(SsoError::Claims(
+            "NameID is transient: set claims.subject to a persistent attribute of the IdP".into(),
+        ));
+    }
     let attrs: Vec<&samael::attribute::Attribute> =
         a.attribute_statements.iter().flatten().flat_map(|s| s.attributes.iter()).collect();
     let attr = |name: &str| {
@@ -559,6 +565,33 @@ mod tests {
         // Nor a look-alike `Signature` in another namespace (samael verifies only xmldsig).
         let fake = r##"<R xmlns:A="urn:oasis:names:tc:SAML:2.0:assertion" xmlns:x="urn:y"><A:Assertion ID="x1"><x:Signature><x:Reference URI="#x1"/></x:Signature></A:Assertion></R>"##;
         assert!(!assertion_signed(fake, "x1"));
+    }
+
+    fn assertion(format: &str) -> Assertion {
+        format!(
+            r#"<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="a1" IssueInstant="2026-01-01T00:00:00Z" Version="2.0"><saml:Issuer>idp</saml:Issuer><saml:Subject><saml:NameID Format="{format}">x-7</saml:NameID></saml:Subject><saml:AttributeStatement><saml:Attribute Name="urn:oid:0.9.2342.19200300.100.1.1" FriendlyName="uid"><saml:AttributeValue>erin</saml:AttributeValue></saml:Attribute><saml:Attribute Name="mail"><saml:AttributeValue>Erin@Example.com</saml:AttributeValue></saml:Attribute></saml:AttributeStatement></saml:Assertion>"#
+        )
+        .parse()
+        .unwrap()
+    }
+
+    #[test]
+    fn profiles_from_assertions() {
+        let mut c = Connection::from_input(
+            "c".into(),
+            serde_json::from_value(serde_json::json!({"name": "S", "protocol": "saml", "idp_entity_id": "idp",
+                "idp_sso_url": "https://idp.example.com/sso", "idp_certificates": [new_sp_keypair("idp").unwrap().1],
+                "allowed_domains": ["example.com"], "default_role": "viewer"}))
+            .unwrap(),
+            false,
+        )
+        .unwrap();
+        let p = profile_of(&c, &assertion("urn:oasis:names:tc:SAML:2.0:nameid-format:persistent")).unwrap();
+        assert_eq!((p.subject.as_str(), p.email.as_deref()), ("x-7", Some("erin@example.com")));
+        let transient = assertion("urn:oasis:names:tc:SAML:2.0:nameid-format:transient");
+        assert!(matches!(profile_of(&c, &transient), Err(SsoError::Claims(m)) if m.contains("transient")));
+        c.claims.subject = "uid".into();
+        assert_eq!(profile_of(&c, &transient).unwrap().subject, "erin", "a persistent attribute instead");
     }
 
     #[test]
