@@ -225,14 +225,21 @@ export default {
 };
 "#;
 
+/// The built Worker and the workerd binary, or `None` (said on stderr) when the
+/// environment does not name them.
+fn worker_env(test: &str) -> Option<(std::ffi::OsString, std::ffi::OsString)> {
+    match (std::env::var_os("GATEHOUSE_WORKER_BUILD"), std::env::var_os("GATEHOUSE_WORKERD")) {
+        (Some(b), Some(w)) => Some((b, w)),
+        _ => {
+            eprintln!("{test}: GATEHOUSE_WORKER_BUILD / GATEHOUSE_WORKERD not set (scripts/test sets them); not run");
+            None
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_under_workerd() {
-    let (Some(build), Some(workerd)) =
-        (std::env::var_os("GATEHOUSE_WORKER_BUILD"), std::env::var_os("GATEHOUSE_WORKERD"))
-    else {
-        eprintln!("worker_under_workerd: GATEHOUSE_WORKER_BUILD / GATEHOUSE_WORKERD not set (scripts/test sets them); not run");
-        return;
-    };
+    let Some((build, workerd)) = worker_env("worker_under_workerd") else { return };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     compile_bundle(dir, POLICY, 1, &dir.join("bundle.ghb"));
@@ -297,12 +304,7 @@ async fn worker_under_workerd() {
 /// The conformance corpus through the Worker under workerd: every case as the corpus says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_conformance_corpus() {
-    let (Some(build), Some(workerd)) =
-        (std::env::var_os("GATEHOUSE_WORKER_BUILD"), std::env::var_os("GATEHOUSE_WORKERD"))
-    else {
-        eprintln!("worker_conformance_corpus: GATEHOUSE_WORKER_BUILD / GATEHOUSE_WORKERD not set (scripts/test sets them); not run");
-        return;
-    };
+    let Some((build, workerd)) = worker_env("worker_conformance_corpus") else { return };
     let tmp = tempfile::tempdir().unwrap();
     let b = corpus::bundle();
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -356,12 +358,7 @@ async fn worker_conformance_corpus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_refreshes_its_bundle_on_schedule() {
     use std::sync::{Arc, Mutex};
-    let (Some(build), Some(workerd)) =
-        (std::env::var_os("GATEHOUSE_WORKER_BUILD"), std::env::var_os("GATEHOUSE_WORKERD"))
-    else {
-        eprintln!("worker_refreshes_its_bundle_on_schedule: GATEHOUSE_WORKER_BUILD / GATEHOUSE_WORKERD not set (scripts/test sets them); not run");
-        return;
-    };
+    let Some((build, workerd)) = worker_env("worker_refreshes_its_bundle_on_schedule") else { return };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     compile_bundle(dir, POLICY, 1, &dir.join("a.ghb"));

@@ -38,7 +38,7 @@ pub enum IdpHttpError {
 }
 
 /// An error and its sources, one line.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(x) = src {

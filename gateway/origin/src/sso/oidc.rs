@@ -528,15 +528,9 @@ fn provider_checks(c: &Connection, claims: &Value) -> Result<(), SsoError> {
     Ok(())
 }
 
+/// An error and its sources, bounded for audit records.
 fn describe<E: std::error::Error>(e: &E) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s.chars().take(500).collect()
+    super::http::chain(e).chars().take(500).collect()
 }
 
 fn id_token_error(e: ClaimsVerificationError) -> SsoError {
