@@ -99,24 +99,12 @@ struct Refresh {
 }
 
 /// Run the built Worker under workerd in `dir` with these bindings; returns the process
-/// and the address it serves.
-fn start_workerd(
-    dir: &Path,
-    build: &Path,
-    workerd: &Path,
-    bundle: &str,
-    pinned: &str,
-    edge_secrets: &str,
-    up: SocketAddr,
-) -> (Killed, SocketAddr) {
-    start_workerd_with(dir, build, workerd, bundle, pinned, edge_secrets, up, None)
-}
-
-/// [`start_workerd`], with the KV namespace and the origin the scheduled handler
-/// refreshes the bundle from. KV is served by workerd's KV binding protocol from a small
-/// in-memory service in the same workerd (the part Miniflare plays under `wrangler dev`).
+/// and the address it serves. With `refresh`, also the KV namespace and the origin the
+/// scheduled handler refreshes the bundle from: KV is served by workerd's KV binding
+/// protocol from a small in-memory service in the same workerd (the part Miniflare plays
+/// under `wrangler dev`).
 #[allow(clippy::too_many_arguments)]
-fn start_workerd_with(
+fn start_workerd(
     dir: &Path,
     build: &Path,
     workerd: &Path,
@@ -249,7 +237,7 @@ async fn worker_under_workerd() {
     let up: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let _upstream =
         Killed(bin().args(["upstream", "--listen", &up.to_string()]).stdout(Stdio::null()).spawn().unwrap());
-    let (_workerd, addr) = start_workerd(dir, Path::new(&build), Path::new(&workerd), &bundle, &pinned, "", up);
+    let (_workerd, addr) = start_workerd(dir, Path::new(&build), Path::new(&workerd), &bundle, &pinned, "", up, None);
     let logs = || std::fs::read_to_string(dir.join("workerd.log")).unwrap_or_default();
 
     // Allowed: the upstream sees the identity headers, never the client's own.
@@ -320,6 +308,7 @@ async fn worker_conformance_corpus() {
         &b64.encode(b.public_key),
         &secrets,
         up,
+        None,
     );
     let mut outcomes = Vec::new();
     for c in corpus::cases() {
@@ -427,16 +416,8 @@ async fn worker_refreshes_its_bundle_on_schedule() {
     };
     let b64 = base64::engine::general_purpose::STANDARD;
     let pinned = b64.encode(raw_public_key(&dir.join("keys/bundle-signing.pub.pem")));
-    let (_workerd, addr) = start_workerd_with(
-        dir,
-        Path::new(&build),
-        Path::new(&workerd),
-        &b64.encode(&a),
-        &pinned,
-        "",
-        up,
-        Some(&refresh),
-    );
+    let (_workerd, addr) =
+        start_workerd(dir, Path::new(&build), Path::new(&workerd), &b64.encode(&a), &pinned, "", up, Some(&refresh));
     let logs = || std::fs::read_to_string(dir.join("workerd.log")).unwrap_or_default();
     let bearer = format!("Bearer {}", mint(dir, "ada", "acme", "viewer"));
     let from = |ip: &'static str| [("authorization", bearer.clone()), ("cf-connecting-ip", ip.to_string())];
