@@ -11,7 +11,7 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -19,15 +19,6 @@ use support::*;
 
 const CLIENT_ID: &str = "gatehouse-acme";
 const CLIENT_SECRET: &str = "acme-client-secret-3f9a1c7e5b";
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `gatehouse demo` on free ports; the origin URL, gateway address, operator token.
 struct Demo {
@@ -523,6 +514,11 @@ async fn oidc_and_oauth2_sign_in_through_a_real_provider() {
     assert_eq!((s, v["error"].as_str()), (403, Some("sso_required")), "{v}");
     let (s, v) = password_sign_in(&demo, "admin@acme.example.test", pw("admin").trim()).await;
     assert_eq!(s, 200, "break-glass owner: {v}");
+    // While enforced, connections may go but not the last enabled one.
+    let (s, _) = api(&demo, "DELETE", &format!("/v1/orgs/acme/sso/connections/{oauth_id}"), None).await;
+    assert_eq!(s, 204);
+    let (s, v) = api(&demo, "DELETE", &format!("/v1/orgs/acme/sso/connections/{oidc_id}"), None).await;
+    assert_eq!((s, v["error"].as_str()), (409, Some("sso_enforced")), "{v}");
     let (s, v) = api(&demo, "PUT", "/v1/orgs/acme/sso/enforcement", Some(json!({"enforce": false}))).await;
     assert_eq!(s, 200, "{v}");
     let (s, _) = password_sign_in(&demo, "alice@acme.example.test", pw("alice").trim()).await;

@@ -14,7 +14,7 @@ mod corpus;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -54,15 +54,6 @@ path = "/"
 
 /// Request headers, expected status, expected reason code.
 type Case<'a> = (&'a [(&'a str, &'a str)], u16, &'a str);
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn wait_port(addr: SocketAddr) {
     let start = Instant::now();

@@ -49,6 +49,16 @@ pub fn component_dir() -> PathBuf {
     dir
 }
 
+/// A child process killed (and reaped) when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Ports of a `gatehouse demo`.
 pub struct DemoPorts {
     pub listen: u16,

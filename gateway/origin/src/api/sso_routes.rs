@@ -19,11 +19,7 @@ const MAX_PARAM: usize = 4096;
 /// Whether password sign-in is refused for `email` (normalised): the organisation
 /// enforces SSO and `email` is not its break-glass owner.
 pub(super) async fn sso_enforced_for(h: &libsql::Connection, email: &str) -> ApiResult<bool> {
-    let mut rows = h.query("SELECT enforce_sso, break_glass FROM org WHERE id = 1", ()).await?;
-    let Some(r) = rows.next().await? else { return Ok(false) };
-    let enforce = r.get::<i64>(0)? != 0;
-    let break_glass: Option<String> = r.get(1)?;
-    drop(rows);
+    let (enforce, break_glass) = enforcement(h).await?;
     if !enforce {
         return Ok(false);
     }
@@ -36,15 +32,38 @@ pub(super) async fn sso_enforced_for(h: &libsql::Connection, email: &str) -> Api
     Ok(role.as_deref() != Some("owner"))
 }
 
-/// `(id, name)` of the tenant's enabled connections, for the sign-in page.
-pub(super) async fn buttons(t: &Tenant) -> ApiResult<Vec<(String, String)>> {
-    let h = t.db.lock().await;
+/// Whether the organisation enforces SSO, and its break-glass email.
+async fn enforcement(h: &libsql::Connection) -> ApiResult<(bool, Option<String>)> {
+    let mut rows = h.query("SELECT enforce_sso, break_glass FROM org WHERE id = 1", ()).await?;
+    let r = rows.next().await?.ok_or_else(|| anyhow!("org row missing"))?;
+    Ok((r.get::<i64>(0)? != 0, r.get(1)?))
+}
+
+/// `(id, name)` of the enabled connections, by name.
+async fn enabled(h: &libsql::Connection) -> ApiResult<Vec<(String, String)>> {
     let mut rows = h.query("SELECT id, name FROM sso_connections WHERE enabled = 1 ORDER BY name, id", ()).await?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().await? {
         out.push((r.get::<String>(0)?, r.get::<String>(1)?));
     }
     Ok(out)
+}
+
+/// The enabled connections, for the sign-in page.
+pub(super) async fn buttons(t: &Tenant) -> ApiResult<Vec<(String, String)>> {
+    enabled(&*t.db.lock().await).await
+}
+
+/// Refuse taking connection `id` out of use when it is the last enabled one of an
+/// organisation that enforces SSO (nobody but the break-glass owner could sign in).
+async fn keep_one_enabled(h: &libsql::Connection, id: &str, what: &str) -> ApiResult<()> {
+    if enforcement(h).await?.0 && enabled(h).await?.iter().all(|(other, _)| other == id) {
+        return Err(ApiError::Conflict(
+            "sso_enforced",
+            format!("the organisation enforces SSO: turn enforcement off before {what} its last connection"),
+        ));
+    }
+    Ok(())
 }
 
 /// A stored connection and its sealed secret.
@@ -213,11 +232,8 @@ pub(super) async fn replace(
         // The stored secret is never sent to an endpoint it was not given for.
         return Err(bad("client_secret_required", "the provider changed: give its client_secret again"));
     }
-    if !c.enabled && sso_enforced_for(&h, "").await? && buttons_in(&h).await? == [id.clone()] {
-        return Err(ApiError::Conflict(
-            "sso_enforced",
-            "the organisation enforces SSO: turn enforcement off before disabling its last connection".into(),
-        ));
+    if !c.enabled {
+        keep_one_enabled(&h, &id, "disabling").await?;
     }
     if !same_provider {
         // A subject means nothing at another provider: its links go.
@@ -272,12 +288,7 @@ pub(super) async fn remove(
     require_owner(&caller)?;
     let h = begin(&t).await?;
     let (before, _) = load(&h, &id).await?.ok_or_else(not_found)?;
-    if sso_enforced_for(&h, "").await? && buttons_in(&h).await?.len() == 1 {
-        return Err(ApiError::Conflict(
-            "sso_enforced",
-            "the organisation enforces SSO: turn enforcement off before deleting its last connection".into(),
-        ));
-    }
+    keep_one_enabled(&h, &id, "deleting").await?;
     h.execute("DELETE FROM sso_connections WHERE id = ?1", [id.as_str()]).await?;
     h.execute("DELETE FROM sso_identities WHERE connection_id = ?1", [id.as_str()]).await?;
     h.execute("DELETE FROM sso_transactions WHERE connection_id = ?1", [id.as_str()]).await?;
@@ -326,15 +337,6 @@ fn sp_key(c: &mut Connection, existing: Option<String>) -> ApiResult<Option<Stri
     Ok(Some(pem))
 }
 
-async fn buttons_in(h: &libsql::Connection) -> ApiResult<Vec<String>> {
-    let mut rows = h.query("SELECT id FROM sso_connections WHERE enabled = 1", ()).await?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next().await? {
-        out.push(r.get::<String>(0)?);
-    }
-    Ok(out)
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Enforcement {
@@ -345,9 +347,8 @@ pub(super) struct Enforcement {
 }
 
 async fn enforcement_of(h: &libsql::Connection) -> ApiResult<Value> {
-    let mut rows = h.query("SELECT enforce_sso, break_glass FROM org WHERE id = 1", ()).await?;
-    let r = rows.next().await?.ok_or_else(|| anyhow!("org row missing"))?;
-    Ok(json!({ "enforce": r.get::<i64>(0)? != 0, "break_glass": r.get::<Option<String>>(1)? }))
+    let (enforce, break_glass) = enforcement(h).await?;
+    Ok(json!({ "enforce": enforce, "break_glass": break_glass }))
 }
 
 pub(super) async fn get_enforcement(authed: Authed) -> ApiResult<Json<Value>> {
@@ -380,7 +381,7 @@ pub(super) async fn put_enforcement(
         }
         None => None,
     };
-    if req.enforce && buttons_in(&h).await?.is_empty() {
+    if req.enforce && enabled(&h).await?.is_empty() {
         return Err(ApiError::Conflict("sso_no_connection", "enforcing SSO needs an enabled SSO connection".into()));
     }
     let before = enforcement_of(&h).await?;
@@ -603,7 +604,7 @@ pub(super) async fn callback(
     Path((slug, id)): Path<(String, String)>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    Query(q): Query<std::collections::HashMap<String, String>>,
+    QueryParams(q): QueryParams<std::collections::HashMap<String, String>>,
 ) -> Response {
     let t = match tenant(&app, &slug, &format!("/t/{slug}/sso/{id}/callback")).await {
         Ok(t) => t,
