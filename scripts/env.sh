@@ -25,6 +25,23 @@ ensure_wasm_targets() {
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# The standard library's sources, for the size-optimised Spin build (-Zbuild-std).
+ensure_rust_src() {
+  local sysroot
+  sysroot=$(rustc --print sysroot)
+  [ -f "$sysroot/lib/rustlib/src/rust/library/Cargo.lock" ] || rustup component add rust-src
+}
+
+# binaryen's wasm-opt, from npm into $GATEHOUSE_CACHE/node (GitHub downloads fail here).
+ensure_binaryen() {
+  local node_dir="$GATEHOUSE_CACHE/node"
+  if [ ! -x "$node_dir/node_modules/.bin/wasm-opt" ]; then
+    step "installing binaryen (wasm-opt) into $node_dir"
+    mkdir -p "$node_dir"
+    (cd "$node_dir" && { [ -f package.json ] || npm init -y >/dev/null; } && npm install --no-audit --no-fund binaryen@132 >/dev/null)
+  fi
+}
+
 # Install Debian packages that are missing (apt-get; sudo when not root). Quiet when all
 # are present.
 ensure_apt() {

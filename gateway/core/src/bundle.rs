@@ -150,7 +150,7 @@ pub fn open_unchecked_time(bytes: &[u8], pinned: &[u8; 32]) -> Result<BundleBody
     if bytes.len() > MAX_BUNDLE_BYTES {
         return Err(BundleError::TooLarge);
     }
-    let env: Envelope = rmp_serde::from_slice(bytes).map_err(|e| BundleError::Malformed(e.to_string()))?;
+    let env: Envelope = crate::msgpack::from_slice(bytes).map_err(|e| BundleError::Malformed(e.to_string()))?;
     if env.magic != MAGIC {
         return Err(BundleError::Malformed("wrong magic".into()));
     }
@@ -167,7 +167,7 @@ pub fn open_unchecked_time(bytes: &[u8], pinned: &[u8; 32]) -> Result<BundleBody
     msg.extend_from_slice(SIG_CONTEXT);
     msg.extend_from_slice(&env.body);
     pk.verify(&msg, &sig).map_err(|_| BundleError::BadSignature)?;
-    let body: BundleBody = rmp_serde::from_slice(&env.body).map_err(|e| BundleError::Malformed(e.to_string()))?;
+    let body: BundleBody = crate::msgpack::from_slice(&env.body).map_err(|e| BundleError::Malformed(e.to_string()))?;
     if body.format != env.format {
         return Err(BundleError::UnsupportedFormat { found: body.format });
     }

@@ -5,13 +5,22 @@
 //! carries its algorithm, and a token whose `alg` differs is refused. Header members that
 //! point at other keys (`jwk`, `jku`, `x5u`, `x5c`) are never read. Any `crit` member is
 //! refused, since no extension is understood.
+//!
+//! JWKS keys are read by [`crate::jwk`] (jwt-simple's rules for its own keys); the
+//! signature is checked by the host's native primitive when it offers one
+//! ([`SignatureVerifier`]), else by the RustCrypto primitives jwt-simple itself is built
+//! on; the claims are always checked here, in one place, whichever verified the
+//! signature.
 
 use std::collections::{HashMap, HashSet};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jwt_simple::prelude::*;
+use jwt_simple::claims::JWTClaims;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+
+use crate::jwk::Material;
 
 use crate::identity::{header_safe, limits, CredentialKind, Identity};
 use crate::policy::Policy;
@@ -92,14 +101,6 @@ pub const MAX_JWKS_KEYS: usize = 64;
 /// Largest JWKS document.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 
-enum Material {
-    Ed(Ed25519PublicKey),
-    Es(ES256PublicKey),
-    Rs(RS256PublicKey),
-    Ps(PS256PublicKey),
-    Hs(HS256Key),
-}
-
 /// A verification key with its pinned algorithm.
 pub struct VerifyKey {
     /// Key id.
@@ -124,14 +125,6 @@ pub trait SignatureVerifier {
     fn verify(&self, alg: Alg, public_key: &[u8], message: &[u8], signature: &[u8]) -> Option<bool>;
 }
 
-fn rsa_raw(c: jwt_simple::algorithms::RSAPublicKeyComponents) -> Vec<u8> {
-    let mut v = Vec::with_capacity(4 + c.n.len() + c.e.len());
-    v.extend_from_slice(&(c.n.len() as u32).to_be_bytes());
-    v.extend_from_slice(&c.n);
-    v.extend_from_slice(&c.e);
-    v
-}
-
 impl std::fmt::Debug for VerifyKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VerifyKey").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
@@ -144,15 +137,26 @@ pub fn parse_jwks(json: &str, default_alg: Option<&str>) -> Result<Vec<VerifyKey
     if json.len() > MAX_JWKS_BYTES {
         return Err(JwksError::TooLarge);
     }
-    let doc: Value = serde_json::from_str(json).map_err(|e| JwksError::Malformed(e.to_string()))?;
-    let keys =
-        doc.get("keys").and_then(Value::as_array).ok_or_else(|| JwksError::Malformed("missing `keys` array".into()))?;
+    // Each key is read twice: as a value for the checks below, and as its own text by
+    // jwt-simple (no re-serialisation of the document).
+    #[derive(serde::Deserialize)]
+    struct Doc<'a> {
+        #[serde(borrow)]
+        keys: Vec<&'a RawValue>,
+    }
+    let doc: Doc<'_> = serde_json::from_slice(json.as_bytes()).map_err(|e| JwksError::Malformed(e.to_string()))?;
+    let keys = doc.keys;
     if keys.len() > MAX_JWKS_KEYS {
         return Err(JwksError::TooLarge);
     }
     let default_alg = default_alg.and_then(Alg::parse);
     let mut out = Vec::new();
-    for (index, k) in keys.iter().enumerate() {
+    for (index, text) in keys.iter().enumerate() {
+        let k: Value = serde_json::from_slice(text.get().as_bytes()).map_err(|e| JwksError::Key {
+            index,
+            kid: String::new(),
+            message: e.to_string(),
+        })?;
         let kid = k.get("kid").and_then(Value::as_str).map(str::to_string);
         let err = |message: String| JwksError::Key {
             index,
@@ -186,25 +190,9 @@ pub fn parse_jwks(json: &str, default_alg: Option<&str>) -> Result<Vec<VerifyKey
         if alg != natural && !(matches!(natural, Alg::RS256 | Alg::PS256) && matches!(alg, Alg::RS256 | Alg::PS256)) {
             return Err(err(format!("alg `{}` does not fit a {kty} key", alg.as_str())));
         }
-        // jwt-simple checks `alg` against the type it loads into; give it the pinned one.
-        let mut obj = obj.clone();
-        obj.insert("alg".into(), Value::String(alg.as_str().into()));
-        let text = Value::Object(obj).to_string();
-        let material = match alg {
-            Alg::EdDSA => Ed25519PublicKey::from_jwk(&text).map(Material::Ed),
-            Alg::ES256 => ES256PublicKey::from_jwk(&text).map(Material::Es),
-            Alg::RS256 => RS256PublicKey::from_jwk(&text).map(Material::Rs),
-            Alg::PS256 => PS256PublicKey::from_jwk(&text).map(Material::Ps),
-            Alg::HS256 => unreachable!("filtered above"),
-        }
-        .map_err(|e| err(format!("unusable key: {e}")))?;
-        let raw = match &material {
-            Material::Ed(k) => k.to_bytes(),
-            Material::Es(k) => k.public_key().to_bytes_uncompressed(),
-            Material::Rs(k) => rsa_raw(k.to_components()),
-            Material::Ps(k) => rsa_raw(k.to_components()),
-            Material::Hs(_) => Vec::new(),
-        };
+        // A stated `alg` is checked against the pinned one, which equals it whenever the
+        // key states one.
+        let (material, raw) = crate::jwk::public_key(text.get(), alg).map_err(|e| err(format!("unusable key: {e}")))?;
         out.push(VerifyKey { kid, alg, material, raw });
     }
     Ok(out)
@@ -312,7 +300,7 @@ impl TokenVerifier {
                 keys.push(VerifyKey {
                     kid: iss.hmac_kid.clone(),
                     alg: Alg::HS256,
-                    material: Material::Hs(HS256Key::from_bytes(secret)),
+                    material: Material::Hs(secret.to_vec()),
                     raw: Vec::new(),
                 });
             }
@@ -423,22 +411,20 @@ impl TokenVerifier {
             return Err(ReasonCode::TokenBadSignature);
         }
         let issuer = &self.issuers[*issuer_idx];
+        let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
         let delegated = match native {
-            Some(n) if key.alg != Alg::HS256 => {
-                n.verify(key.alg, &key.raw, &token.as_bytes()[..h.len() + 1 + p.len()], &signature)
-            }
+            Some(n) if key.alg != Alg::HS256 => n.verify(key.alg, &key.raw, signing_input, &signature),
             _ => None,
         };
-        let claims = match delegated {
-            Some(false) => return Err(ReasonCode::TokenBadSignature),
-            Some(true) => self.check_claims(&payload_bytes, issuer, now)?,
-            None => self.verify_locally(token, key, issuer, now)?,
-        };
+        if !delegated.unwrap_or_else(|| key.material.verify(signing_input, &signature)) {
+            return Err(ReasonCode::TokenBadSignature);
+        }
+        let claims = self.check_claims(&payload_bytes, issuer, now)?;
         self.identity(claims, issuer, kind)
     }
 
-    /// Claims of a token whose signature was verified natively, checked as
-    /// [`TokenVerifier::verify_locally`] checks them.
+    /// Claims of a token whose signature verified: times (with the leeway), issuer and
+    /// audience.
     fn check_claims(
         &self,
         payload: &[u8],
@@ -465,35 +451,6 @@ impl TokenVerifier {
             return Err(ReasonCode::TokenWrongAudience);
         }
         Ok(claims)
-    }
-
-    /// Signature and claims checked by jwt-simple, inside this build.
-    fn verify_locally(
-        &self,
-        token: &str,
-        key: &VerifyKey,
-        issuer: &IssuerInfo,
-        now: u64,
-    ) -> Result<JWTClaims<Map<String, Value>>, ReasonCode> {
-        let mut opts = VerificationOptions {
-            time_tolerance: Some(Duration::from_secs(self.leeway)),
-            artificial_time: Some(Duration::from_secs(now)),
-            max_token_length: Some(self.max_bytes),
-            allowed_issuers: Some(HashSet::from([issuer.iss.clone()])),
-            ..Default::default()
-        };
-        if !issuer.audiences.is_empty() {
-            opts.allowed_audiences = Some(issuer.audiences.clone());
-        }
-        let opts = Some(opts);
-        let res = match &key.material {
-            Material::Ed(k) => k.verify_token::<Map<String, Value>>(token, opts),
-            Material::Es(k) => k.verify_token::<Map<String, Value>>(token, opts),
-            Material::Rs(k) => k.verify_token::<Map<String, Value>>(token, opts),
-            Material::Ps(k) => k.verify_token::<Map<String, Value>>(token, opts),
-            Material::Hs(k) => k.verify_token::<Map<String, Value>>(token, opts),
-        };
-        res.map_err(map_jwt_error)
     }
 
     fn identity(
@@ -566,24 +523,4 @@ fn string_list(v: Option<&Value>) -> Result<Option<Vec<String>>, ReasonCode> {
         return Err(ReasonCode::TokenMalformed);
     }
     Ok(Some(items))
-}
-
-fn map_jwt_error(e: jwt_simple::Error) -> ReasonCode {
-    use jwt_simple::JWTError as E;
-    match e.downcast_ref::<E>() {
-        Some(E::InvalidSignature | E::InvalidAuthenticationTag) => ReasonCode::TokenBadSignature,
-        Some(E::TokenHasExpired) => ReasonCode::TokenExpired,
-        Some(E::TokenNotValidYet | E::ClockDrift) => ReasonCode::TokenNotYetValid,
-        Some(E::RequiredIssuerMismatch) => ReasonCode::TokenWrongIssuer,
-        Some(E::RequiredIssuerMissing) => ReasonCode::TokenClaimMissing,
-        Some(E::RequiredAudienceMismatch | E::RequiredAudienceMissing | E::TooManyAudiences) => {
-            ReasonCode::TokenWrongAudience
-        }
-        Some(E::AlgorithmMismatch) => ReasonCode::TokenAlgorithmMismatch,
-        Some(E::TokenTooLong | E::HeaderTooLarge) => ReasonCode::TokenTooLarge,
-        Some(E::UnknownCriticalExtension) => ReasonCode::TokenCriticalHeader,
-        // Signature libraries report malformed signatures in their own error types.
-        None if e.to_string().to_ascii_lowercase().contains("signature") => ReasonCode::TokenBadSignature,
-        _ => ReasonCode::TokenMalformed,
-    }
 }

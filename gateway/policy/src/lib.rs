@@ -148,4 +148,40 @@ mod tests {
         let e = load_policy(&p).unwrap_err().to_string();
         assert!(e.contains("issuers[0].jwks_file: cannot read `missing.json`"), "{e}");
     }
+
+    /// Every policy file of the repository survives the trip through a signed bundle: the
+    /// core's bundle reader returns exactly the policy, and agrees with rmp-serde's reader.
+    #[test]
+    fn repository_policies_round_trip_through_bundles() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let (kp, pk) = {
+            let k = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([9; 32]));
+            (<[u8; 64]>::try_from(&k[..]).unwrap(), <[u8; 32]>::try_from(&k.pk[..]).unwrap())
+        };
+        let stamp = BundleStamp { revision: 3, region: "eu".into(), issued_at: 1_000, ttl_secs: 3_600 };
+        // The example policy reads the keys `gatehouse keys generate` writes beside it.
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("keys")).unwrap();
+        let jwk: serde_json::Value =
+            serde_json::from_str(&jwt_simple::prelude::ES256KeyPair::generate().public_key().to_jwk()).unwrap();
+        fs::write(dir.path().join("keys/token-signing.jwks.json"), serde_json::json!({ "keys": [jwk] }).to_string())
+            .unwrap();
+        let example = dir.path().join("policy.toml");
+        fs::copy(root.join("examples/policy.toml"), &example).unwrap();
+        for file in [example, root.join("tests/conformance/policy.toml")] {
+            let file = file.display().to_string();
+            let policy = load_policy(Path::new(&file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let bytes = compile(policy.clone(), &stamp, &kp).unwrap();
+            let body = bundle::open(&bytes, &pk, 2_000).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(body.policy, policy, "{file}");
+            #[derive(serde::Deserialize)]
+            struct Env {
+                #[serde(with = "serde_bytes")]
+                body: Vec<u8>,
+            }
+            let env: Env = rmp_serde::from_slice(&bytes).unwrap();
+            let theirs: BundleBody = rmp_serde::from_slice(&env.body).unwrap();
+            assert_eq!(theirs, body, "{file}");
+        }
+    }
 }
