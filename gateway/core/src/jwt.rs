@@ -16,10 +16,10 @@ use std::collections::{HashMap, HashSet};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jwt_simple::claims::JWTClaims;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::claims::Claims;
 use crate::jwk::Material;
 
 use crate::identity::{header_safe, limits, CredentialKind, Identity};
@@ -425,21 +425,13 @@ impl TokenVerifier {
 
     /// Claims of a token whose signature verified: times (with the leeway), issuer and
     /// audience.
-    fn check_claims(
-        &self,
-        payload: &[u8],
-        issuer: &IssuerInfo,
-        now: u64,
-    ) -> Result<JWTClaims<Map<String, Value>>, ReasonCode> {
-        let claims: JWTClaims<Map<String, Value>> =
-            serde_json::from_slice(payload).map_err(|_| ReasonCode::TokenMalformed)?;
+    fn check_claims(&self, payload: &[u8], issuer: &IssuerInfo, now: u64) -> Result<Claims, ReasonCode> {
+        let claims = Claims::parse(payload).map_err(|_| ReasonCode::TokenMalformed)?;
         let leeway = self.leeway;
-        if claims.issued_at.is_some_and(|t| t.as_secs() > now + leeway)
-            || claims.invalid_before.is_some_and(|t| t.as_secs() > now + leeway)
-        {
+        if claims.issued_at.is_some_and(|t| t > now + leeway) || claims.not_before.is_some_and(|t| t > now + leeway) {
             return Err(ReasonCode::TokenNotYetValid);
         }
-        if claims.expires_at.is_some_and(|t| now.saturating_sub(leeway) > t.as_secs()) {
+        if claims.expires_at.is_some_and(|t| now.saturating_sub(leeway) > t) {
             return Err(ReasonCode::TokenExpired);
         }
         match &claims.issuer {
@@ -447,20 +439,17 @@ impl TokenVerifier {
             Some(i) if *i != issuer.iss => return Err(ReasonCode::TokenWrongIssuer),
             _ => {}
         }
-        if !issuer.audiences.is_empty() && !claims.audiences.as_ref().is_some_and(|a| a.contains(&issuer.audiences)) {
+        if !issuer.audiences.is_empty()
+            && !claims.audiences.as_ref().is_some_and(|a| a.iter().any(|a| issuer.audiences.contains(a)))
+        {
             return Err(ReasonCode::TokenWrongAudience);
         }
         Ok(claims)
     }
 
-    fn identity(
-        &self,
-        claims: JWTClaims<Map<String, Value>>,
-        issuer: &IssuerInfo,
-        kind: CredentialKind,
-    ) -> Result<Verified, ReasonCode> {
-        let exp = claims.expires_at.ok_or(ReasonCode::TokenClaimMissing)?.as_secs();
-        let sub = claims.subject.clone().ok_or(ReasonCode::TokenClaimMissing)?;
+    fn identity(&self, claims: Claims, issuer: &IssuerInfo, kind: CredentialKind) -> Result<Verified, ReasonCode> {
+        let exp = claims.expires_at.ok_or(ReasonCode::TokenClaimMissing)?;
+        let sub = claims.subject.ok_or(ReasonCode::TokenClaimMissing)?;
         if !header_safe(&sub) {
             return Err(ReasonCode::TokenMalformed);
         }
@@ -485,8 +474,8 @@ impl TokenVerifier {
             Some(_) => return Err(ReasonCode::TokenMalformed),
             None => None,
         };
-        let jti = match &claims.jwt_id {
-            Some(j) if j.len() <= limits::MAX_ITEM => Some(j.clone()),
+        let jti = match claims.jwt_id {
+            Some(j) if j.len() <= limits::MAX_ITEM => Some(j),
             Some(_) => return Err(ReasonCode::TokenMalformed),
             None => None,
         };

@@ -17,6 +17,7 @@ pub mod access;
 pub mod apikey;
 pub mod bundle;
 pub mod cache;
+pub mod claims;
 pub mod decision;
 pub mod engine;
 pub mod geo;

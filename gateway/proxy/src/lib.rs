@@ -14,6 +14,7 @@ pub mod filters;
 pub mod metrics;
 pub mod server;
 pub mod signatures;
+pub mod upstream;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -113,7 +114,10 @@ pub async fn run(config: GatewayConfig) -> Result<()> {
     let g = gw.clone();
     let public = tokio::spawn(server::serve(
         listener,
-        move |req, peer| g.clone().handle(req, peer),
+        move |peer| {
+            let (g, affinity) = (g.clone(), Arc::new(upstream::Affinity::new(g.upstreams.clone())));
+            move |req| g.clone().handle(req, peer, affinity.clone())
+        },
         rx.clone(),
         drain,
         header_timeout,
@@ -121,9 +125,12 @@ pub async fn run(config: GatewayConfig) -> Result<()> {
     let g = gw.clone();
     let admin = tokio::spawn(server::serve(
         admin,
-        move |req: hyper::Request<hyper::body::Incoming>, _| {
+        move |_| {
             let g = g.clone();
-            async move { g.admin(req.uri().path()) }
+            move |req: hyper::Request<hyper::body::Incoming>| {
+                let g = g.clone();
+                async move { g.admin(req.uri().path()) }
+            }
         },
         rx,
         drain,

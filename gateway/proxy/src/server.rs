@@ -1,5 +1,5 @@
 //! The HTTP side: the public listener (HTTP/1.1 and h2c), the filter chain, forwarding to
-//! upstreams with a pooled client, upgrades, and the admin listener.
+//! upstreams (connections in [`crate::upstream`]), upgrades, and the admin listener.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,14 +15,13 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::bundle::BundleStore;
 use crate::config::{GatewayConfig, RouteConfig};
 use crate::filters::{FilterHost, PolicyInput, Verdict, WitContext, WitRequest};
 use crate::metrics::Metrics;
+use crate::upstream::{Affinity, UpstreamError, Upstreams};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body type used throughout.
@@ -40,9 +39,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Decision events for the origin, when configured.
     events: Option<Arc<crate::events::EdgeEvents>>,
-    client: Client<HttpConnector, Body>,
-    /// Each route's upstream authority, parsed once.
-    upstreams: Vec<hyper::http::uri::Authority>,
+    /// Upstream connections, by route.
+    pub upstreams: Arc<Upstreams>,
     filter_hist: std::collections::HashMap<String, prometheus::Histogram>,
     allow_chain: prometheus::Histogram,
     allow_count: prometheus::IntCounter,
@@ -97,10 +95,6 @@ impl Gateway {
         metrics: Arc<Metrics>,
         events: Option<Arc<crate::events::EdgeEvents>>,
     ) -> anyhow::Result<Gateway> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
         let filter_hist = config
             .routes
             .iter()
@@ -109,28 +103,22 @@ impl Gateway {
             .collect();
         let allow_chain = metrics.chain_seconds.with_label_values(&["allow"]);
         let allow_count = metrics.requests.with_label_values(&["allow", ""]);
-        let upstreams = config
+        let authorities = config
             .routes
             .iter()
             .map(|r| {
                 r.upstream
                     .trim_start_matches("http://")
-                    .parse()
+                    .parse::<hyper::http::uri::Authority>()
+                    .map(|a| match a.port() {
+                        Some(_) => a.to_string(),
+                        None => format!("{a}:80"),
+                    })
                     .map_err(|_| anyhow::anyhow!("upstream `{}` is not http://host:port", r.upstream))
             })
-            .collect::<anyhow::Result<_>>()?;
-        Ok(Gateway {
-            config,
-            bundles,
-            filters,
-            metrics,
-            events,
-            client,
-            upstreams,
-            filter_hist,
-            allow_chain,
-            allow_count,
-        })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let upstreams = Arc::new(Upstreams::new(authorities));
+        Ok(Gateway { config, bundles, filters, metrics, events, upstreams, filter_hist, allow_chain, allow_count })
     }
 
     fn route(&self, host: &str, path: &str) -> Option<usize> {
@@ -178,8 +166,13 @@ impl Gateway {
         });
     }
 
-    /// Handle one request from `peer`.
-    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    /// Handle one request from `peer`, on the client connection that holds `affinity`.
+    pub async fn handle(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        affinity: Arc<Affinity>,
+    ) -> Response<Body> {
         let authority = req
             .headers()
             .get("host")
@@ -293,13 +286,10 @@ impl Gateway {
         let upgrade = req.headers().contains_key("upgrade");
         let on_client_upgrade = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
         let (parts, body) = req.into_parts();
-        let mut uri =
-            hyper::Uri::builder().scheme(hyper::http::uri::Scheme::HTTP).authority(self.upstreams[route_index].clone());
-        if let Some(pq) = parts.uri.path_and_query() {
-            uri = uri.path_and_query(pq.clone());
-        }
-        let Ok(uri) = uri.build() else {
-            return reason_response(ReasonCode::RequestMalformed, &[]);
+        // Origin-form target; the client's host goes on in `Host`.
+        let uri = match parts.uri.path_and_query() {
+            Some(pq) => hyper::Uri::from(pq.clone()),
+            None => hyper::Uri::from_static("/"),
         };
         let mut up = Request::builder().method(parts.method.clone()).uri(uri).version(hyper::Version::HTTP_11);
         let connection_tokens: Vec<String> = if parts.headers.contains_key("connection") {
@@ -342,6 +332,14 @@ impl Gateway {
             if let Ok(v) = HeaderValue::from_str(&xff) {
                 h.insert("x-forwarded-for", v);
             }
+            // An HTTP/2 client names the host in `:authority`, not in a `Host` header.
+            if !h.contains_key(hyper::header::HOST) {
+                if let Some(a) = parts.uri.authority() {
+                    if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                        h.insert(hyper::header::HOST, v);
+                    }
+                }
+            }
         }
         let limit = self.config.limits.max_body_bytes as usize;
         let body: Body = Limited::new(body, limit).boxed();
@@ -350,16 +348,25 @@ impl Gateway {
             Err(_) => return reason_response(ReasonCode::RequestMalformed, &[]),
         };
         let timeout = Duration::from_secs(self.config.limits.upstream_timeout_secs);
-        let mut resp = match tokio::time::timeout(timeout, self.client.request(up)).await {
+        let mut resp = match tokio::time::timeout(timeout, self.upstreams.send(&affinity, route_index, up)).await {
             Err(_) => {
                 self.count("error", ReasonCode::UpstreamTimeout.as_str());
                 return reason_response(ReasonCode::UpstreamTimeout, &[]);
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, upstream = %route.upstream, "upstream error");
-                let too_large = std::error::Error::source(&e)
-                    .map(|s| s.to_string().contains("length limit exceeded"))
-                    .unwrap_or(false);
+                let too_large = match &e {
+                    UpstreamError::Exchange(e) => {
+                        let mut source = std::error::Error::source(e);
+                        let mut found = false;
+                        while let Some(s) = source {
+                            found |= s.to_string().contains("length limit exceeded");
+                            source = s.source();
+                        }
+                        found
+                    }
+                    UpstreamError::Connect { .. } => false,
+                };
                 let reason = if too_large { ReasonCode::BodyTooLarge } else { ReasonCode::UpstreamUnavailable };
                 self.count("error", reason.as_str());
                 return reason_response(reason, &[]);
@@ -434,15 +441,16 @@ pub fn to_identity(i: crate::filters::WitIdentity, prefix: &str) -> Option<Ident
 }
 
 /// Serve connections from `listener` until `shutdown` resolves, then drain for at most
-/// `drain`.
-pub async fn serve<F, Fut>(
+/// `drain`. `connection` makes the handler of each accepted connection from its peer.
+pub async fn serve<C, H, Fut>(
     listener: tokio::net::TcpListener,
-    handler: F,
+    connection: C,
     shutdown: tokio::sync::watch::Receiver<bool>,
     drain: Duration,
     header_timeout: Duration,
 ) where
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    C: Fn(SocketAddr) -> H,
+    H: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -461,10 +469,10 @@ pub async fn serve<F, Fut>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let h = handler.clone();
+                let h = connection(peer);
                 let service = hyper::service::service_fn(move |req| {
-                    let h = h.clone();
-                    async move { Ok::<_, Infallible>(h(req, peer).await) }
+                    let response = h(req);
+                    async move { Ok::<_, Infallible>(response.await) }
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
