@@ -17,7 +17,7 @@ use corpus::{Case, Outcome};
 use gatehouse_core::engine::{Engine, Env};
 use gatehouse_core::{Decision, MemoryRateStore, NoCountryLookup, RequestHead};
 use gatehouse_proxy::config::FilterSettings;
-use gatehouse_proxy::filters::{FilterHost, PolicyInput, Shared, Verdict, WitContext, WitRequest};
+use gatehouse_proxy::filters::{with_context, FilterHost, PolicyInput, Shared, Verdict, WitContext, WitRequest};
 
 fn now_nanos() -> u64 {
     gatehouse_proxy::filters::now_nanos()
@@ -54,19 +54,22 @@ fn core() {
 }
 
 fn chain_outcome(host: &FilterHost, chain: &[&str], policy: &PolicyInput<'_>, prefix: &str, c: &Case) -> Outcome {
+    let names: Vec<String> = c.headers.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
+    let headers: Vec<(&str, &str)> = names.iter().zip(&c.headers).map(|(k, (_, v))| (k.as_str(), v.as_str())).collect();
     let req = WitRequest {
-        method: c.method.clone(),
-        scheme: "https".into(),
-        authority: c.host.clone(),
-        path: c.path.clone(),
-        query: c.query.clone(),
-        headers: c.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
-        peer: c.peer.clone(),
+        method: &c.method,
+        scheme: "https",
+        authority: &c.host,
+        path: &c.path,
+        query: c.query.as_deref(),
+        headers: &headers,
+        peer: &c.peer,
         platform_country: None,
     };
     let mut ctx = WitContext { org: None, route: None, client_ip: None, identity: None, response_headers: Vec::new() };
     for name in chain {
-        match host.check(name, policy, &req, &ctx).expect("filter call") {
+        let verdict = with_context(&ctx, |p| host.check(name, policy, &req, p)).expect("filter call");
+        match verdict {
             Verdict::Allow(next) => ctx = next,
             Verdict::Deny(d) => return Outcome::deny(d.status, &d.reason),
             Verdict::Redirect(location) => return Outcome::redirect(&location),

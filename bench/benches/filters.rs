@@ -15,7 +15,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use gatehouse_core::bundle::{BundleBody, FORMAT_VERSION};
 use gatehouse_core::MemoryRateStore;
 use gatehouse_proxy::config::FilterSettings;
-use gatehouse_proxy::filters::{FilterHost, PolicyInput, Shared, Verdict, WitContext, WitRequest};
+use gatehouse_proxy::filters::{with_context, FilterHost, PolicyInput, Shared, Verdict, WitContext, WitRequest};
 use jwt_simple::prelude::*;
 
 const POLICY: &str = r#"
@@ -83,21 +83,30 @@ fn token(key: &ES256KeyPair, sub: &str) -> String {
     key.sign(claims).unwrap()
 }
 
-fn request(token: &str) -> WitRequest {
+/// The request's header fields (the gateway passes the ones the filters read).
+fn fields(token: &str) -> Vec<(String, String)> {
+    vec![
+        ("host".into(), "bench.test".into()),
+        ("authorization".into(), format!("Bearer {token}")),
+        ("x-demo-key".into(), "1".into()),
+    ]
+}
+
+fn request<'a>(headers: &'a [(&'a str, &'a str)]) -> WitRequest<'a> {
     WitRequest {
-        method: "GET".into(),
-        scheme: "http".into(),
-        authority: "bench.test".into(),
-        path: "/api/items".into(),
+        method: "GET",
+        scheme: "http",
+        authority: "bench.test",
+        path: "/api/items",
         query: None,
-        headers: vec![
-            ("host".into(), "bench.test".into()),
-            ("authorization".into(), format!("Bearer {token}")),
-            ("x-demo-key".into(), "1".into()),
-        ],
-        peer: "127.0.0.1".into(),
+        headers,
+        peer: "127.0.0.1",
         platform_country: None,
     }
+}
+
+fn pairs(fields: &[(String, String)]) -> Vec<(&str, &str)> {
+    fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 fn empty() -> WitContext {
@@ -122,10 +131,10 @@ fn host(names: &[&str]) -> FilterHost {
 }
 
 /// Run `chain` like the gateway does; the verdict of the last filter.
-fn run(host: &FilterHost, chain: &[&str], policy: &PolicyInput<'_>, req: &WitRequest) -> Verdict {
+fn run(host: &FilterHost, chain: &[&str], policy: &PolicyInput<'_>, req: &WitRequest<'_>) -> Verdict {
     let mut ctx = empty();
     for name in chain {
-        match host.check(name, policy, req, &ctx).unwrap() {
+        match with_context(&ctx, |c| host.check(name, policy, req, c)).unwrap() {
             Verdict::Allow(next) => ctx = next,
             other => return other,
         }
@@ -141,7 +150,9 @@ fn chains(c: &mut Criterion) {
     let mut g = c.benchmark_group("filter_chain");
     let f = fixture(10_000);
     let policy = PolicyInput { revision: 1, bundle: &f.bundle, public_key: &f.public_key, secrets_json: &[] };
-    let req = request(&token(&f.key, "user"));
+    let fields = fields(&token(&f.key, "user"));
+    let headers = pairs(&fields);
+    let req = request(&headers);
 
     // The smallest possible component call: the WIT-only example filter.
     let h = host(&["require-header"]);
@@ -160,11 +171,29 @@ fn chains(c: &mut Criterion) {
     assert!(allowed(&run(&h, &split, &policy, &req)));
     g.bench_function("split_chain_cached_token", |b| b.iter(|| black_box(run(&h, &split, &policy, black_box(&req)))));
 
+    // Every token new, cache on: 20,000 distinct tokens in turn through a 1,000-entry
+    // cache (so nearly every call verifies, reads the claims and inserts, evicting).
+    let f = fixture(1_000);
+    let policy = PolicyInput { revision: 3, bundle: &f.bundle, public_key: &f.public_key, secrets_json: &[] };
+    let tokens: Vec<Vec<(String, String)>> =
+        (0..20_000).map(|i| crate::fields(&token(&f.key, &format!("u{i}")))).collect();
+    let tokens: Vec<Vec<(&str, &str)>> = tokens.iter().map(|t| pairs(t)).collect();
+    let mut i = 0;
+    g.bench_function("gatehouse_new_tokens", |b| {
+        b.iter(|| {
+            i = (i + 1) % tokens.len();
+            black_box(run(&h, &["gatehouse"], &policy, &request(&tokens[i])))
+        })
+    });
+    assert!(allowed(&run(&h, &["gatehouse"], &policy, &request(&tokens[0]))));
+
     // Every token new: the cache is off, so each call verifies ES256 (natively, through
     // the host's `verify-signature`) and reads the claims.
     let f = fixture(0);
     let policy = PolicyInput { revision: 2, bundle: &f.bundle, public_key: &f.public_key, secrets_json: &[] };
-    let req = request(&token(&f.key, "user"));
+    let fields = crate::fields(&token(&f.key, "user"));
+    let headers = pairs(&fields);
+    let req = request(&headers);
     assert!(allowed(&run(&h, &["gatehouse"], &policy, &req)));
     g.bench_function("gatehouse_uncached_es256", |b| {
         b.iter(|| black_box(run(&h, &["gatehouse"], &policy, black_box(&req))))

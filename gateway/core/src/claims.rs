@@ -1,20 +1,21 @@
-//! The claims of a JWT payload: the registered ones (RFC 7519 §4.1) typed, the rest kept
-//! as JSON values.
+//! The claims of a JWT payload: the registered ones (RFC 7519 §4.1) typed, and the
+//! other members the engine reads (the tenant claim, `roles`, `scope`, ...) as JSON values.
 //!
 //! Types follow jwt-simple's `JWTClaims` (the origin issues with it): `iat`, `exp` and
 //! `nbf` are numbers of seconds (integers, or a fraction, truncated; never negative, never
 //! null); `iss`, `sub`, `jti` and `nonce` are strings or null; `aud` is a string or an
 //! array of strings. Stricter than it in one way: no member may appear twice, registered
-//! or not (two different parsers reading two different `exp` values is how duplicate
-//! members are exploited).
+//! or not (two parsers reading two different `exp` values is how duplicate members are
+//! exploited).
 //!
-//! The payload is read in one pass into one map; registered members are taken out of it,
-//! so nothing is parsed twice or copied.
+//! The payload is read in one pass; members nobody reads are checked for well-formedness
+//! and skipped without being kept.
 
+use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
-use serde_json::{Map, Value};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 
 /// A token's claims.
 #[derive(Debug, Default, PartialEq)]
@@ -33,94 +34,159 @@ pub struct Claims {
     pub audiences: Option<Vec<String>>,
     /// `jti`.
     pub jwt_id: Option<String>,
-    /// Every other member.
-    pub custom: Map<String, Value>,
-}
-
-/// A JSON object whose member names are all different.
-struct UniqueObject(Map<String, Value>);
-
-impl<'de> Deserialize<'de> for UniqueObject {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = UniqueObject;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueObject, A::Error> {
-                let mut out = Map::new();
-                while let Some(name) = map.next_key::<String>()? {
-                    let value: Value = map.next_value()?;
-                    if out.insert(name, value).is_some() {
-                        return Err(de::Error::custom("duplicate member"));
-                    }
-                }
-                Ok(UniqueObject(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
+    /// The other members asked for, in the order of the names given to [`Claims::parse`].
+    pub custom: Vec<Option<Value>>,
 }
 
 /// Why a payload is not a claims set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Malformed;
 
-fn seconds(v: Value) -> Result<u64, Malformed> {
-    let Value::Number(n) = v else { return Err(Malformed) };
-    if let Some(u) = n.as_u64() {
-        return Ok(u);
+/// A member name, borrowed from the payload unless it has escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
     }
-    if n.as_i64().is_some() {
-        return Err(Malformed); // negative
-    }
-    // A fraction: truncated, as jwt-simple reads it (a negative one becomes 0).
-    n.as_f64().map(|f| f as u64).ok_or(Malformed)
 }
 
-fn text(v: Value) -> Result<Option<String>, Malformed> {
-    match v {
-        Value::Null => Ok(None),
-        Value::String(s) => Ok(Some(s)),
-        _ => Err(Malformed),
+/// `iat`, `exp`, `nbf`: as jwt-simple reads a Unix timestamp.
+struct Seconds(u64);
+
+impl<'de> de::Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Seconds;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a Unix timestamp")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Seconds, E> {
+                Ok(Seconds(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
+                u64::try_from(v).map(Seconds).map_err(|_| E::custom("negative timestamp"))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Seconds, E> {
+                // A fraction: truncated (a negative one becomes 0), as jwt-simple reads it.
+                Ok(Seconds(v as u64))
+            }
+        }
+        d.deserialize_i64(V)
+    }
+}
+
+/// `aud`: a string or an array of strings.
+struct Audiences(Vec<String>);
+
+impl<'de> de::Deserialize<'de> for Audiences {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Audiences;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Audiences, E> {
+                Ok(Audiences(vec![v.to_string()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Audiences, A::Error> {
+                let mut out = Vec::new();
+                while let Some(a) = seq.next_element::<String>()? {
+                    out.push(a);
+                }
+                Ok(Audiences(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The payload's members, read into [`Claims`], keeping the values of `names`.
+struct Payload<'n> {
+    names: &'n [&'n str],
+}
+
+impl<'de> DeserializeSeed<'de> for Payload<'_> {
+    type Value = Claims;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Claims, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Payload<'_> {
+    type Value = Claims;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Claims, A::Error> {
+        let mut c = Claims { custom: vec![None; self.names.len()], ..Claims::default() };
+        let mut seen: Vec<Key<'de>> = Vec::with_capacity(16);
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if seen.iter().any(|k| k.0 == key.0) {
+                return Err(de::Error::custom("duplicate member"));
+            }
+            match key.0.as_ref() {
+                "iat" => c.issued_at = Some(map.next_value::<Seconds>()?.0),
+                "exp" => c.expires_at = Some(map.next_value::<Seconds>()?.0),
+                "nbf" => c.not_before = Some(map.next_value::<Seconds>()?.0),
+                "iss" => c.issuer = map.next_value()?,
+                "sub" => c.subject = map.next_value()?,
+                "jti" => c.jwt_id = map.next_value()?,
+                "nonce" => {
+                    map.next_value::<Option<String>>()?;
+                }
+                "aud" => c.audiences = Some(map.next_value::<Audiences>()?.0),
+                name => match self.names.iter().position(|n| *n == name) {
+                    Some(i) => c.custom[i] = Some(map.next_value()?),
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                },
+            }
+            seen.push(key);
+        }
+        Ok(c)
     }
 }
 
 impl Claims {
-    /// Read a decoded JWT payload.
-    pub fn parse(payload: &[u8]) -> Result<Claims, Malformed> {
-        let UniqueObject(mut custom) = serde_json::from_slice(payload).map_err(|_| Malformed)?;
-        let mut take = |name: &str| custom.remove(name);
-        let issued_at = take("iat").map(seconds).transpose()?;
-        let expires_at = take("exp").map(seconds).transpose()?;
-        let not_before = take("nbf").map(seconds).transpose()?;
-        let issuer = take("iss").map(text).transpose()?.flatten();
-        let subject = take("sub").map(text).transpose()?.flatten();
-        let jwt_id = take("jti").map(text).transpose()?.flatten();
-        take("nonce").map(text).transpose()?;
-        let audiences = match take("aud") {
-            None => None,
-            Some(Value::String(a)) => Some(vec![a]),
-            Some(Value::Array(list)) => Some(
-                list.into_iter()
-                    .map(|a| match a {
-                        Value::String(a) => Ok(a),
-                        _ => Err(Malformed),
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-            Some(_) => return Err(Malformed),
-        };
-        Ok(Claims { issued_at, expires_at, not_before, issuer, subject, audiences, jwt_id, custom })
+    /// Read a decoded JWT payload, keeping the values of the members named in `names`
+    /// (other than the registered ones) in [`Claims::custom`].
+    pub fn parse(payload: &[u8], names: &[&str]) -> Result<Claims, Malformed> {
+        let mut d = serde_json::Deserializer::from_slice(payload);
+        let c = Payload { names }.deserialize(&mut d).map_err(|_| Malformed)?;
+        d.end().map_err(|_| Malformed)?;
+        Ok(c)
+    }
+
+    /// The value of the `i`-th member asked for.
+    pub fn custom(&self, i: usize) -> Option<&Value> {
+        self.custom.get(i).and_then(Option::as_ref)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use jwt_simple::claims::JWTClaims;
+    use serde_json::Map;
 
     use super::*;
 
@@ -154,8 +220,9 @@ mod tests {
             r#"{"exp":10"#,
             "{\"sub\":\"\u{7f}\"}",
         ];
+        let names = ["org", "roles", "nested", "nonce_like"];
         for p in payloads {
-            let ours = Claims::parse(p.as_bytes());
+            let ours = Claims::parse(p.as_bytes(), &names);
             let theirs: Result<JWTClaims<Map<String, Value>>, _> = serde_json::from_str(p);
             match (&ours, &theirs) {
                 (Ok(o), Ok(t)) => {
@@ -181,7 +248,9 @@ mod tests {
                         a.dedup();
                     }
                     assert_eq!(ours_aud, theirs_aud, "{p}");
-                    assert_eq!(o.custom, t.custom, "{p}");
+                    for (i, n) in names.iter().enumerate() {
+                        assert_eq!(o.custom(i), t.custom.get(*n), "{p}: {n}");
+                    }
                 }
                 (Err(_), Err(_)) => {}
                 _ => panic!("{p}: ours {:?}, jwt-simple {:?}", ours.is_ok(), theirs.is_ok()),
@@ -192,9 +261,13 @@ mod tests {
     #[test]
     fn refuses_duplicate_members() {
         for p in [r#"{"exp":1,"exp":2}"#, r#"{"sub":"a","sub":"b"}"#, r#"{"org":"a","org":"b"}"#] {
-            assert_eq!(Claims::parse(p.as_bytes()), Err(Malformed), "{p}");
+            assert_eq!(Claims::parse(p.as_bytes(), &["org"]), Err(Malformed), "{p}");
         }
+        // Also when one of them has escapes.
+        assert_eq!(Claims::parse(br#"{"org":"a","\u006frg":"b"}"#, &["org"]), Err(Malformed));
         // Nested objects are values: only the payload's own members must be unique.
-        assert!(Claims::parse(br#"{"x":{"a":1}}"#).is_ok());
+        assert!(Claims::parse(br#"{"x":{"a":1,"a":2}}"#, &["org"]).is_ok());
+        // Skipped members must still be well-formed JSON.
+        assert_eq!(Claims::parse(br#"{"x":[1,}"#, &["org"]), Err(Malformed));
     }
 }

@@ -810,8 +810,8 @@ fn check_ip(m: &IpMatcher, ip: IpAddr) -> Result<(), ReasonCode> {
 
 fn rate_headers(d: &RateDecision) -> Vec<(String, String)> {
     vec![
-        ("ratelimit-limit".into(), d.limit.to_string()),
-        ("ratelimit-remaining".into(), d.remaining.to_string()),
-        ("ratelimit-reset".into(), d.reset_after.div_ceil(NANOS).to_string()),
+        ("ratelimit-limit".into(), crate::time::decimal(d.limit)),
+        ("ratelimit-remaining".into(), crate::time::decimal(d.remaining)),
+        ("ratelimit-reset".into(), crate::time::decimal(d.reset_after.div_ceil(NANOS))),
     ]
 }

@@ -1,5 +1,7 @@
 //! Who a request acts as, once its credential is verified.
 
+use std::sync::OnceLock;
+
 use serde::Serialize;
 
 /// How the identity was established.
@@ -36,7 +38,7 @@ impl CredentialKind {
 }
 
 /// A verified identity. Built once per verified token (then cached) or API key.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Identity {
     /// How it was established.
     pub kind: CredentialKind,
@@ -58,9 +60,22 @@ pub struct Identity {
     pub credential_id: Option<String>,
     /// Expiry, Unix seconds.
     pub expires_at: Option<u64>,
-    /// Headers for the upstream, precomputed once.
+    /// Prefix of the upstream header names.
     #[serde(skip)]
-    upstream_headers: Vec<(String, String)>,
+    prefix: String,
+    /// Headers for the upstream, computed when first asked for (a WebAssembly filter
+    /// hands the identity to its host, which never needs them from the filter).
+    #[serde(skip)]
+    upstream_headers: OnceLock<Vec<(String, String)>>,
+}
+
+impl PartialEq for Identity {
+    fn eq(&self, o: &Identity) -> bool {
+        (self.kind, &self.subject, &self.org, &self.roles, &self.scopes, &self.teams, &self.amr)
+            == (o.kind, &o.subject, &o.org, &o.roles, &o.scopes, &o.teams, &o.amr)
+            && (&self.session_id, &self.credential_id, self.expires_at, &self.prefix)
+                == (&o.session_id, &o.credential_id, o.expires_at, &o.prefix)
+    }
 }
 
 /// Bounds on identity claims; anything larger is a malformed credential.
@@ -78,7 +93,7 @@ pub fn header_safe(s: &str) -> bool {
 }
 
 impl Identity {
-    /// Assemble an identity and precompute its upstream headers under `prefix`.
+    /// Assemble an identity whose upstream headers go under `prefix`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         kind: CredentialKind,
@@ -93,23 +108,6 @@ impl Identity {
         expires_at: Option<u64>,
         prefix: &str,
     ) -> Identity {
-        let mut h = vec![
-            (format!("{prefix}subject"), subject.clone()),
-            (format!("{prefix}org"), org.clone()),
-            (format!("{prefix}auth"), kind.as_str().to_string()),
-        ];
-        if !roles.is_empty() {
-            h.push((format!("{prefix}roles"), roles.join(",")));
-        }
-        if let Some(s) = &scopes {
-            h.push((format!("{prefix}scopes"), s.join(" ")));
-        }
-        if !teams.is_empty() {
-            h.push((format!("{prefix}teams"), teams.join(",")));
-        }
-        if let Some(sid) = &session_id {
-            h.push((format!("{prefix}session"), sid.clone()));
-        }
         Identity {
             kind,
             subject,
@@ -121,13 +119,38 @@ impl Identity {
             session_id,
             credential_id,
             expires_at,
-            upstream_headers: h,
+            prefix: prefix.to_string(),
+            upstream_headers: OnceLock::new(),
         }
     }
 
     /// Headers to add to the upstream request (`x-gatehouse-subject`, `-org`, `-auth`,
     /// `-roles`, `-scopes`, `-teams`, `-session`).
     pub fn upstream_headers(&self) -> &[(String, String)] {
-        &self.upstream_headers
+        self.upstream_headers.get_or_init(|| {
+            let name = |n: &str| {
+                let mut s = String::with_capacity(self.prefix.len() + n.len());
+                s.push_str(&self.prefix);
+                s.push_str(n);
+                s
+            };
+            let mut h = Vec::with_capacity(7);
+            h.push((name("subject"), self.subject.clone()));
+            h.push((name("org"), self.org.clone()));
+            h.push((name("auth"), self.kind.as_str().to_string()));
+            if !self.roles.is_empty() {
+                h.push((name("roles"), self.roles.join(",")));
+            }
+            if let Some(s) = &self.scopes {
+                h.push((name("scopes"), s.join(" ")));
+            }
+            if !self.teams.is_empty() {
+                h.push((name("teams"), self.teams.join(",")));
+            }
+            if let Some(sid) = &self.session_id {
+                h.push((name("session"), sid.clone()));
+            }
+            h
+        })
     }
 }

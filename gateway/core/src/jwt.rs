@@ -426,7 +426,7 @@ impl TokenVerifier {
     /// Claims of a token whose signature verified: times (with the leeway), issuer and
     /// audience.
     fn check_claims(&self, payload: &[u8], issuer: &IssuerInfo, now: u64) -> Result<Claims, ReasonCode> {
-        let claims = Claims::parse(payload).map_err(|_| ReasonCode::TokenMalformed)?;
+        let claims = Claims::parse(payload, &self.claim_names()).map_err(|_| ReasonCode::TokenMalformed)?;
         let leeway = self.leeway;
         if claims.issued_at.is_some_and(|t| t > now + leeway) || claims.not_before.is_some_and(|t| t > now + leeway) {
             return Err(ReasonCode::TokenNotYetValid);
@@ -447,14 +447,15 @@ impl TokenVerifier {
         Ok(claims)
     }
 
-    fn identity(&self, claims: Claims, issuer: &IssuerInfo, kind: CredentialKind) -> Result<Verified, ReasonCode> {
+    fn identity(&self, mut claims: Claims, issuer: &IssuerInfo, kind: CredentialKind) -> Result<Verified, ReasonCode> {
         let exp = claims.expires_at.ok_or(ReasonCode::TokenClaimMissing)?;
         let sub = claims.subject.ok_or(ReasonCode::TokenClaimMissing)?;
         if !header_safe(&sub) {
             return Err(ReasonCode::TokenMalformed);
         }
-        let c = &claims.custom;
-        let org = match c.get(&self.tenant_claim) {
+        let custom = std::mem::take(&mut claims.custom);
+        let c = |name: Custom| custom.get(name as usize).and_then(Option::as_ref);
+        let org = match c(Custom::Tenant) {
             Some(Value::String(o)) if crate::policy::valid_name(o) => o.clone(),
             Some(_) => return Err(ReasonCode::TokenMalformed),
             None => return Err(ReasonCode::TokenClaimMissing),
@@ -462,14 +463,14 @@ impl TokenVerifier {
         if !issuer.orgs.is_empty() && !issuer.orgs.contains(&org) {
             return Err(ReasonCode::TenantMismatch);
         }
-        let roles = string_list(c.get("roles"))?.unwrap_or_default();
-        let scopes = match c.get("scope") {
+        let roles = string_list(c(Custom::Roles))?.unwrap_or_default();
+        let scopes = match c(Custom::Scope) {
             Some(v) => string_list(Some(v))?,
-            None => string_list(c.get("scp"))?,
+            None => string_list(c(Custom::Scp))?,
         };
-        let teams = string_list(c.get("teams"))?.unwrap_or_default();
-        let amr = string_list(c.get("amr"))?.unwrap_or_default();
-        let sid = match c.get("sid") {
+        let teams = string_list(c(Custom::Teams))?.unwrap_or_default();
+        let amr = string_list(c(Custom::Amr))?.unwrap_or_default();
+        let sid = match c(Custom::Sid) {
             Some(Value::String(s)) if header_safe(s) => Some(s.clone()),
             Some(_) => return Err(ReasonCode::TokenMalformed),
             None => None,
@@ -494,6 +495,26 @@ impl TokenVerifier {
                 &self.header_prefix,
             ),
         })
+    }
+}
+
+/// The claims the engine reads besides the registered ones, as indices of
+/// [`TokenVerifier::claim_names`].
+#[derive(Clone, Copy)]
+enum Custom {
+    Tenant = 0,
+    Roles = 1,
+    Scope = 2,
+    Scp = 3,
+    Teams = 4,
+    Amr = 5,
+    Sid = 6,
+}
+
+impl TokenVerifier {
+    /// The names of the [`Custom`] claims, in order.
+    fn claim_names(&self) -> [&str; 7] {
+        [&self.tenant_claim, "roles", "scope", "scp", "teams", "amr", "sid"]
     }
 }
 

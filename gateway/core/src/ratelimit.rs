@@ -107,7 +107,17 @@ impl RateKey<'_> {
     /// A string key for shared stores: `rl:<scope>:<len(org)>:<org>:<id>` (length-prefixed,
     /// so no two different keys render the same).
     pub fn render(&self) -> String {
-        format!("rl:{}:{}:{}:{}", self.scope.as_str(), self.org.len(), self.org, self.id)
+        let scope = self.scope.as_str();
+        let mut s = String::with_capacity(8 + scope.len() + 20 + self.org.len() + self.id.len());
+        s.push_str("rl:");
+        s.push_str(scope);
+        s.push(':');
+        crate::time::push_decimal(&mut s, self.org.len() as u64);
+        s.push(':');
+        s.push_str(self.org);
+        s.push(':');
+        s.push_str(self.id);
+        s
     }
 }
 

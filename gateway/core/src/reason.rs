@@ -47,6 +47,8 @@ reason_codes! {
     FilterFailed = ("filter_failed", 503),
     /// The request body is larger than the gateway admits.
     BodyTooLarge = ("body_too_large", 413),
+    /// The request head is larger than the gateway admits (bytes or header fields).
+    HeadersTooLarge = ("headers_too_large", 431),
     /// The upstream could not be reached or answered badly.
     UpstreamUnavailable = ("upstream_unavailable", 502),
     /// The upstream did not answer in time.

@@ -100,10 +100,11 @@ impl<'a> RequestHead<'a> {
         if self.path.contains("//")
             || self.path.contains('\\')
             || self.path.split('/').any(|seg| seg == "." || seg == "..")
-            || contains_ci(self.path, "%2e")
-            || contains_ci(self.path, "%2f")
-            || contains_ci(self.path, "%5c")
-            || contains_ci(self.path, "%00")
+            || (self.path.contains('%')
+                && (contains_ci(self.path, "%2e")
+                    || contains_ci(self.path, "%2f")
+                    || contains_ci(self.path, "%5c")
+                    || contains_ci(self.path, "%00")))
         {
             return Err("path not in normal form");
         }

@@ -31,13 +31,54 @@ pub mod bindings {
     wasmtime::component::bindgen!({
         world: "filter",
         path: "../../components/wit",
+        // The request crosses into the component from borrowed text: no copies on the
+        // host side per request.
+        ownership: Borrowing { duplicate_if_necessary: true },
     });
 }
 
 use bindings::gatehouse::policy::host;
 pub use bindings::gatehouse::policy::types::{
-    Context as WitContext, Deny as WitDeny, Identity as WitIdentity, RequestHead as WitRequest, Verdict,
+    ContextParam as WitContextParam, ContextResult as WitContext, Deny as WitDeny, IdentityParam as WitIdentityParam,
+    IdentityResult as WitIdentity, RequestHead as WitRequest, Verdict,
 };
+
+/// The context before the first filter: nothing established yet.
+pub fn empty_context() -> WitContextParam<'static> {
+    WitContextParam { org: None, route: None, client_ip: None, identity: None, response_headers: &[] }
+}
+
+/// Lend the context a filter returned to the next filter of the chain.
+pub fn with_context<R>(ctx: &WitContext, f: impl FnOnce(&WitContextParam<'_>) -> R) -> R {
+    fn strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let headers: Vec<(&str, &str)> = ctx.response_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let lists =
+        ctx.identity.as_ref().map(|i| (strs(&i.roles), i.scopes.as_deref().map(strs), strs(&i.teams), strs(&i.amr)));
+    let identity = match (&ctx.identity, &lists) {
+        (Some(i), Some((roles, scopes, teams, amr))) => Some(WitIdentityParam {
+            kind: &i.kind,
+            subject: &i.subject,
+            org: &i.org,
+            roles,
+            scopes: scopes.as_deref(),
+            teams,
+            amr,
+            session_id: i.session_id.as_deref(),
+            credential_id: i.credential_id.as_deref(),
+            expires_at: i.expires_at,
+        }),
+        _ => None,
+    };
+    f(&WitContextParam {
+        org: ctx.org.as_deref(),
+        route: ctx.route.as_deref(),
+        client_ip: ctx.client_ip.as_deref(),
+        identity,
+        response_headers: &headers,
+    })
+}
 use bindings::{Filter, FilterPre};
 
 /// Services the host shares with every instance.
@@ -270,8 +311,8 @@ impl FilterHost {
         &self,
         name: &str,
         policy: &PolicyInput<'_>,
-        req: &WitRequest,
-        ctx: &WitContext,
+        req: &WitRequest<'_>,
+        ctx: &WitContextParam<'_>,
     ) -> Result<Verdict, FilterError> {
         let f = self.filters.get(name).ok_or_else(|| FilterError::Unknown(name.into()))?;
         let pooled = f.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
@@ -296,7 +337,7 @@ impl FilterHost {
             }
         }
         p.store.set_epoch_deadline(deadline_ticks(self.settings.max_call_ms, self.tick_ms));
-        match guarded(|| p.filter.call_check(&mut p.store, req, ctx)) {
+        match guarded(|| p.filter.call_check(&mut p.store, req.clone(), ctx.clone())) {
             Ok(v) => {
                 let mut pool = f.pool.lock().unwrap_or_else(|p| p.into_inner());
                 if pool.len() < self.settings.pool_size {

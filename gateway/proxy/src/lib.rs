@@ -9,8 +9,10 @@
 
 pub mod bundle;
 pub mod config;
+mod date;
 pub mod events;
 pub mod filters;
+pub mod http1;
 pub mod metrics;
 pub mod server;
 pub mod signatures;
@@ -111,31 +113,8 @@ pub async fn run(config: GatewayConfig) -> Result<()> {
     let gw = Arc::new(Gateway::new(config, bundles, host, metrics, events)?);
     let (tx, rx) = tokio::sync::watch::channel(false);
 
-    let g = gw.clone();
-    let public = tokio::spawn(server::serve(
-        listener,
-        move |peer| {
-            let (g, affinity) = (g.clone(), Arc::new(upstream::Affinity::new(g.upstreams.clone())));
-            move |req| g.clone().handle(req, peer, affinity.clone())
-        },
-        rx.clone(),
-        drain,
-        header_timeout,
-    ));
-    let g = gw.clone();
-    let admin = tokio::spawn(server::serve(
-        admin,
-        move |_| {
-            let g = g.clone();
-            move |req: hyper::Request<hyper::body::Incoming>| {
-                let g = g.clone();
-                async move { g.admin(req.uri().path()) }
-            }
-        },
-        rx,
-        drain,
-        header_timeout,
-    ));
+    let public = tokio::spawn(http1::serve(listener, gw.clone(), rx.clone(), drain));
+    let admin = tokio::spawn(server::serve_admin(admin, gw.clone(), rx, drain, header_timeout));
 
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");

@@ -1,5 +1,7 @@
-//! The HTTP side: the public listener (HTTP/1.1 and h2c), the filter chain, forwarding to
-//! upstreams (connections in [`crate::upstream`]), upgrades, and the admin listener.
+//! The gateway's request path, shared by both HTTP front ends: route, bundle, the filter
+//! chain and what follows from its verdict ([`Gateway::decide`]); then the HTTP/2 front
+//! end (hyper, for h2c clients) and the admin listener. The HTTP/1.1 front end, which
+//! carries almost all traffic, is [`crate::http1`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,14 +19,15 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::bundle::BundleStore;
+use crate::bundle::{BundleStore, LoadedBundle};
 use crate::config::{GatewayConfig, RouteConfig};
 use crate::filters::{FilterHost, PolicyInput, Verdict, WitContext, WitRequest};
 use crate::metrics::Metrics;
 use crate::upstream::{Affinity, UpstreamError, Upstreams};
+use std::borrow::Cow;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Body type used throughout.
+/// Body type of the HTTP/2 front end.
 pub type Body = BoxBody<Bytes, BoxError>;
 
 /// Everything a request needs.
@@ -39,19 +42,71 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Decision events for the origin, when configured.
     events: Option<Arc<crate::events::EdgeEvents>>,
-    /// Upstream connections, by route.
+    /// Upstream connections of the HTTP/2 front end, by route.
     pub upstreams: Arc<Upstreams>,
+    /// Upstream connections of the HTTP/1.1 front end, by route.
+    pub raw_upstreams: crate::http1::RawUpstreams,
     filter_hist: std::collections::HashMap<String, prometheus::Histogram>,
     allow_chain: prometheus::Histogram,
     allow_count: prometheus::IntCounter,
 }
 
-fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never| match never {}).boxed()
+/// A complete answer the gateway gives itself (a deny, a redirect, an error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Status.
+    pub status: u16,
+    /// Headers (lower-case names, header-safe values).
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Bytes,
 }
 
-fn reason_response(reason: ReasonCode, headers: &[(String, String)]) -> Response<Body> {
-    deny_response(reason.status(), reason.as_str(), headers)
+impl Reply {
+    /// A deny: `status` (always 4xx/5xx), a JSON body naming the reason,
+    /// `x-gatehouse-reason`, then `headers` (those that are valid header fields).
+    pub fn deny(status: u16, reason: &str, headers: &[(String, String)]) -> Reply {
+        let mut h = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("x-gatehouse-reason".to_string(), reason.to_string()),
+        ];
+        for (k, v) in headers {
+            if HeaderName::from_bytes(k.as_bytes()).is_ok() && HeaderValue::from_str(v).is_ok() {
+                h.push((k.to_ascii_lowercase(), v.clone()));
+            }
+        }
+        let status = if (400..600).contains(&status) { status } else { 403 };
+        Reply { status, headers: h, body: Bytes::from(format!("{{\"error\":\"{reason}\"}}\n")) }
+    }
+
+    /// A deny with a reason code's own status.
+    pub fn reason(reason: ReasonCode) -> Reply {
+        Reply::deny(reason.status(), reason.as_str(), &[])
+    }
+
+    /// A browser sign-in redirect (302).
+    pub fn redirect(location: &str) -> Reply {
+        let headers = match HeaderValue::from_str(location) {
+            Ok(_) => vec![("location".to_string(), location.to_string())],
+            Err(_) => Vec::new(),
+        };
+        Reply { status: 302, headers, body: Bytes::new() }
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let mut resp = Response::new(full(self.body));
+        *resp.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::FORBIDDEN);
+        for (k, v) in self.headers {
+            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+                resp.headers_mut().append(k, v);
+            }
+        }
+        resp
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
 /// A reason from a filter as it may appear in responses and metric labels: a stable
@@ -68,22 +123,44 @@ fn filter_reason(reason: &str) -> &str {
     }
 }
 
-/// A deny: `status` (always 4xx/5xx), a JSON body naming the reason, `x-gatehouse-reason`.
-fn deny_response(status: u16, reason: &str, headers: &[(String, String)]) -> Response<Body> {
-    let body = format!("{{\"error\":\"{reason}\"}}\n");
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-    let h = resp.headers_mut();
-    h.insert("content-type", HeaderValue::from_static("application/json"));
-    if let Ok(v) = HeaderValue::from_str(reason) {
-        h.insert("x-gatehouse-reason", v);
-    }
-    for (k, v) in headers {
-        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
-            h.append(k, v);
-        }
-    }
-    resp
+/// The request head as the gateway decides on it, from either front end.
+pub struct HeadView<'a> {
+    /// Method.
+    pub method: &'a str,
+    /// The host the client addressed (`Host`, else the target's authority), maybe with a port.
+    pub authority: &'a str,
+    /// Path, as sent.
+    pub path: &'a str,
+    /// Query, without `?`.
+    pub query: Option<&'a str>,
+    /// Header fields (names in any case).
+    pub headers: &'a [(&'a str, &'a [u8])],
+    /// `Content-Length`, when the client gave one.
+    pub content_length: Option<u64>,
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The peer's address as text.
+    pub peer_text: &'a str,
+}
+
+/// What to do with a request the chain admitted.
+pub struct Forward {
+    /// The route it matched.
+    pub route: usize,
+    /// The bundle it was decided under.
+    pub bundle: Arc<LoadedBundle>,
+    /// The identity's headers for the upstream (under the bundle's prefix).
+    pub identity_headers: Vec<(String, String)>,
+    /// Headers for the response to the client (`RateLimit-*`).
+    pub response_headers: Vec<(String, String)>,
+}
+
+/// The outcome of [`Gateway::decide`].
+pub enum Outcome {
+    /// Forward upstream.
+    Forward(Forward),
+    /// Answer the client with this, without going upstream.
+    Reply(Reply),
 }
 
 impl Gateway {
@@ -117,8 +194,20 @@ impl Gateway {
                     .map_err(|_| anyhow::anyhow!("upstream `{}` is not http://host:port", r.upstream))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let upstreams = Arc::new(Upstreams::new(authorities));
-        Ok(Gateway { config, bundles, filters, metrics, events, upstreams, filter_hist, allow_chain, allow_count })
+        let upstreams = Arc::new(Upstreams::new(authorities.clone()));
+        let raw_upstreams = crate::http1::RawUpstreams::new(authorities);
+        Ok(Gateway {
+            config,
+            bundles,
+            filters,
+            metrics,
+            events,
+            upstreams,
+            raw_upstreams,
+            filter_hist,
+            allow_chain,
+            allow_count,
+        })
     }
 
     fn route(&self, host: &str, path: &str) -> Option<usize> {
@@ -135,8 +224,15 @@ impl Gateway {
         })
     }
 
-    fn count(&self, decision: &str, reason: &str) {
+    /// Count a request under `decision` and `reason`.
+    pub fn count(&self, decision: &str, reason: &str) {
         self.metrics.requests.with_label_values(&[decision, reason]).inc();
+    }
+
+    /// A reply for `reason`, counted.
+    pub fn refuse(&self, decision: &str, reason: ReasonCode) -> Reply {
+        self.count(decision, reason.as_str());
+        Reply::reason(reason)
     }
 
     /// Queue a decision event for the origin (only decisions attributed to an org).
@@ -147,12 +243,14 @@ impl Gateway {
         reason: &str,
         route: Option<&str>,
         ip: Option<String>,
-        req_headers: &hyper::HeaderMap,
+        view: &HeadView<'_>,
     ) {
         let (Some(events), Some(org)) = (&self.events, org) else { return };
-        let request_id = req_headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
+        let request_id = view
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("x-request-id"))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
             .filter(|v| !v.is_empty() && v.len() <= 128)
             .map(str::to_string);
         events.push(crate::events::Event {
@@ -166,7 +264,128 @@ impl Gateway {
         });
     }
 
-    /// Handle one request from `peer`, on the client connection that holds `affinity`.
+    /// Route, bundle, body size and the route's filter chain: whether `view` goes
+    /// upstream, and with which headers, or what to answer instead. Every decision is
+    /// the filters' (thin shells over `gatehouse-core`); this only moves their inputs and
+    /// verdicts.
+    pub fn decide(&self, view: &HeadView<'_>) -> Outcome {
+        let Some(route_index) = self.route(view.authority, view.path) else {
+            return Outcome::Reply(self.refuse("deny", ReasonCode::NoRoute));
+        };
+        let route: &RouteConfig = &self.config.routes[route_index];
+        let Some(bundle) = self.bundles.current() else {
+            return Outcome::Reply(self.refuse("deny", ReasonCode::BundleMissing));
+        };
+        if view.content_length.is_some_and(|len| len > self.config.limits.max_body_bytes) {
+            return Outcome::Reply(self.refuse("deny", ReasonCode::BodyTooLarge));
+        }
+        // The request head as filters see it: only the headers they read (all, until every
+        // filter of the chain has said). Header values must be text.
+        let mut wanted: [Option<Arc<Vec<String>>>; 4] = Default::default();
+        let mut all = route.filters.len() > wanted.len();
+        for (slot, f) in wanted.iter_mut().zip(&route.filters) {
+            *slot = self.filters.interest(f, bundle.generation);
+            all |= slot.is_none();
+        }
+        let mut names: Vec<(Cow<'_, str>, &str)> = Vec::with_capacity(if all { view.headers.len() } else { 4 });
+        for &(k, v) in view.headers {
+            let read = all || wanted.iter().flatten().any(|names| names.iter().any(|n| n.eq_ignore_ascii_case(k)));
+            if !read {
+                continue;
+            }
+            let name = if k.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(k.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(k)
+            };
+            match header_text(v) {
+                Some(v) => names.push((name, v)),
+                None => return Outcome::Reply(self.refuse("deny", ReasonCode::RequestMalformed)),
+            }
+        }
+        let headers: Vec<(&str, &str)> = names.iter().map(|(k, v)| (k.as_ref(), *v)).collect();
+        let wreq = WitRequest {
+            method: view.method,
+            scheme: "http",
+            authority: view.authority,
+            path: view.path,
+            query: view.query,
+            headers: &headers,
+            peer: view.peer_text,
+            platform_country: None,
+        };
+        let policy = PolicyInput {
+            revision: bundle.generation,
+            bundle: &bundle.bytes,
+            public_key: &self.bundles.public_key,
+            secrets_json: &self.bundles.secrets_json,
+        };
+        // The chain: each filter sees the context the previous ones established.
+        let started = Instant::now();
+        let mut ctx: Option<WitContext> = None;
+        for name in &route.filters {
+            let t = Instant::now();
+            let verdict = match &ctx {
+                None => self.filters.check(name, &policy, &wreq, &crate::filters::empty_context()),
+                Some(c) => crate::filters::with_context(c, |c| self.filters.check(name, &policy, &wreq, c)),
+            };
+            if let Some(h) = self.filter_hist.get(name) {
+                h.observe(t.elapsed().as_secs_f64());
+            }
+            match verdict {
+                Ok(Verdict::Allow(next)) => ctx = Some(next),
+                Ok(Verdict::Deny(d)) => {
+                    self.metrics.chain_seconds.with_label_values(&["deny"]).observe(started.elapsed().as_secs_f64());
+                    // A filter's own code and status are passed on; a deny can never look
+                    // like success, so a status outside 4xx/5xx becomes 403.
+                    let reason = filter_reason(&d.reason);
+                    self.count("deny", reason);
+                    let c = ctx.as_ref();
+                    let org = d.org.as_deref().or(c.and_then(|c| c.org.as_deref()));
+                    let ip = c.and_then(|c| c.client_ip.clone()).or_else(|| Some(view.peer_text.to_string()));
+                    self.record(org, "deny", reason, c.and_then(|c| c.route.as_deref()), ip, view);
+                    return Outcome::Reply(Reply::deny(d.status, reason, &d.headers));
+                }
+                Ok(Verdict::Redirect(location)) => {
+                    self.metrics
+                        .chain_seconds
+                        .with_label_values(&["redirect"])
+                        .observe(started.elapsed().as_secs_f64());
+                    self.count("redirect", ReasonCode::CredentialMissing.as_str());
+                    return Outcome::Reply(Reply::redirect(&location));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "filter failed; request denied");
+                    return Outcome::Reply(self.refuse("deny", ReasonCode::FilterFailed));
+                }
+            }
+        }
+        self.allow_chain.observe(started.elapsed().as_secs_f64());
+        self.allow_count.inc();
+        let mut ctx = ctx.unwrap_or(WitContext {
+            org: None,
+            route: None,
+            client_ip: None,
+            identity: None,
+            response_headers: Vec::new(),
+        });
+        self.record(ctx.org.as_deref(), "allow", "allow", ctx.route.as_deref(), ctx.client_ip.clone(), view);
+        let identity_headers = ctx
+            .identity
+            .take()
+            .and_then(|id| to_identity(id, bundle.engine.identity_header_prefix()))
+            .map(|i| i.upstream_headers().to_vec())
+            .unwrap_or_default();
+        Outcome::Forward(Forward {
+            route: route_index,
+            bundle,
+            identity_headers,
+            response_headers: std::mem::take(&mut ctx.response_headers),
+        })
+    }
+
+    /// Handle one request of an HTTP/2 client from `peer`, on the client connection that
+    /// holds `affinity`.
     pub async fn handle(
         self: Arc<Self>,
         mut req: Request<Incoming>,
@@ -180,106 +399,26 @@ impl Gateway {
             .map(str::to_string)
             .or_else(|| req.uri().authority().map(|a| a.to_string()))
             .unwrap_or_default();
-        let path = req.uri().path().to_string();
-        let Some(route_index) = self.route(&authority, &path) else {
-            self.count("deny", ReasonCode::NoRoute.as_str());
-            return reason_response(ReasonCode::NoRoute, &[]);
+        let content_length =
+            req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let fields: Vec<(&str, &[u8])> = req.headers().iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect();
+        let peer_text = peer.ip().to_string();
+        let view = HeadView {
+            method: req.method().as_str(),
+            authority: &authority,
+            path: req.uri().path(),
+            query: req.uri().query(),
+            headers: &fields,
+            content_length,
+            peer,
+            peer_text: &peer_text,
         };
-        let route: &RouteConfig = &self.config.routes[route_index];
-        let Some(bundle) = self.bundles.current() else {
-            self.count("deny", ReasonCode::BundleMissing.as_str());
-            return reason_response(ReasonCode::BundleMissing, &[]);
+        let forward = match self.decide(&view) {
+            Outcome::Reply(r) => return r.into_response(),
+            Outcome::Forward(f) => f,
         };
-        if let Some(len) =
-            req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
-        {
-            if len > self.config.limits.max_body_bytes {
-                self.count("deny", ReasonCode::BodyTooLarge.as_str());
-                return reason_response(ReasonCode::BodyTooLarge, &[]);
-            }
-        }
-        // The request head as filters see it: only the headers they read (all, until every
-        // filter of the chain has said). Header values must be text.
-        let wanted: Option<Vec<Arc<Vec<String>>>> =
-            route.filters.iter().map(|f| self.filters.interest(f, bundle.generation)).collect();
-        let mut headers = Vec::with_capacity(req.headers().len());
-        for (k, v) in req.headers() {
-            if let Some(w) = &wanted {
-                if !w.iter().any(|names| names.iter().any(|n| n == k.as_str())) {
-                    continue;
-                }
-            }
-            match v.to_str() {
-                Ok(v) => headers.push((k.as_str().to_string(), v.to_string())),
-                Err(_) => {
-                    self.count("deny", ReasonCode::RequestMalformed.as_str());
-                    return reason_response(ReasonCode::RequestMalformed, &[]);
-                }
-            }
-        }
-        let wreq = WitRequest {
-            method: req.method().as_str().to_string(),
-            scheme: "http".into(),
-            authority,
-            path,
-            query: req.uri().query().map(str::to_string),
-            headers,
-            peer: peer.ip().to_string(),
-            platform_country: None,
-        };
-        let policy = PolicyInput {
-            revision: bundle.generation,
-            bundle: &bundle.bytes,
-            public_key: &self.bundles.public_key,
-            secrets_json: &self.bundles.secrets_json,
-        };
-        // The chain: each filter sees the context the previous ones established.
-        let started = Instant::now();
-        let mut ctx =
-            WitContext { org: None, route: None, client_ip: None, identity: None, response_headers: Vec::new() };
-        for name in &route.filters {
-            let t = Instant::now();
-            let verdict = self.filters.check(name, &policy, &wreq, &ctx);
-            if let Some(h) = self.filter_hist.get(name) {
-                h.observe(t.elapsed().as_secs_f64());
-            }
-            match verdict {
-                Ok(Verdict::Allow(next)) => ctx = next,
-                Ok(Verdict::Deny(d)) => {
-                    self.metrics.chain_seconds.with_label_values(&["deny"]).observe(started.elapsed().as_secs_f64());
-                    // A filter's own code and status are passed on; a deny can never look
-                    // like success, so a status outside 4xx/5xx becomes 403.
-                    let reason = filter_reason(&d.reason);
-                    let status = if (400..600).contains(&d.status) { d.status } else { 403 };
-                    self.count("deny", reason);
-                    let org = d.org.as_deref().or(ctx.org.as_deref());
-                    let ip = ctx.client_ip.clone().or_else(|| Some(peer.ip().to_string()));
-                    self.record(org, "deny", reason, ctx.route.as_deref(), ip, req.headers());
-                    return deny_response(status, reason, &d.headers);
-                }
-                Ok(Verdict::Redirect(location)) => {
-                    self.metrics
-                        .chain_seconds
-                        .with_label_values(&["redirect"])
-                        .observe(started.elapsed().as_secs_f64());
-                    self.count("redirect", ReasonCode::CredentialMissing.as_str());
-                    let mut resp = Response::new(full(""));
-                    *resp.status_mut() = StatusCode::FOUND;
-                    if let Ok(v) = HeaderValue::from_str(&location) {
-                        resp.headers_mut().insert("location", v);
-                    }
-                    return resp;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "filter failed; request denied");
-                    self.count("deny", ReasonCode::FilterFailed.as_str());
-                    return reason_response(ReasonCode::FilterFailed, &[]);
-                }
-            }
-        }
-        self.allow_chain.observe(started.elapsed().as_secs_f64());
-        self.allow_count.inc();
-        self.record(ctx.org.as_deref(), "allow", "allow", ctx.route.as_deref(), ctx.client_ip.clone(), req.headers());
+        drop(fields);
+        let route = &self.config.routes[forward.route];
 
         // Upstream request: same method, path and query, client identity headers removed,
         // ours added, hop-by-hop headers dropped (except for an upgrade).
@@ -292,22 +431,18 @@ impl Gateway {
             None => hyper::Uri::from_static("/"),
         };
         let mut up = Request::builder().method(parts.method.clone()).uri(uri).version(hyper::Version::HTTP_11);
-        let connection_tokens: Vec<String> = if parts.headers.contains_key("connection") {
-            parts
-                .headers
-                .get_all("connection")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let connection_tokens: Vec<String> = parts
+            .headers
+            .get_all("connection")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+            .collect();
         {
             let h = up.headers_mut().expect("builder");
             for (k, v) in &parts.headers {
                 let name = k.as_str();
-                if bundle.engine.is_identity_header(name) {
+                if forward.bundle.engine.is_identity_header(name) {
                     continue;
                 }
                 let hop = HOP_BY_HOP.contains(&name) || connection_tokens.iter().any(|t| t == name);
@@ -316,13 +451,9 @@ impl Gateway {
                 }
                 h.append(k.clone(), v.clone());
             }
-            if let Some(id) = ctx.identity.take() {
-                if let Some(identity) = to_identity(id, bundle.engine.identity_header_prefix()) {
-                    for (k, v) in identity.upstream_headers() {
-                        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
-                            h.insert(k, v);
-                        }
-                    }
+            for (k, v) in &forward.identity_headers {
+                if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                    h.insert(k, v);
                 }
             }
             let xff = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
@@ -345,14 +476,11 @@ impl Gateway {
         let body: Body = Limited::new(body, limit).boxed();
         let up = match up.body(body) {
             Ok(r) => r,
-            Err(_) => return reason_response(ReasonCode::RequestMalformed, &[]),
+            Err(_) => return self.refuse("deny", ReasonCode::RequestMalformed).into_response(),
         };
         let timeout = Duration::from_secs(self.config.limits.upstream_timeout_secs);
-        let mut resp = match tokio::time::timeout(timeout, self.upstreams.send(&affinity, route_index, up)).await {
-            Err(_) => {
-                self.count("error", ReasonCode::UpstreamTimeout.as_str());
-                return reason_response(ReasonCode::UpstreamTimeout, &[]);
-            }
+        let mut resp = match tokio::time::timeout(timeout, self.upstreams.send(&affinity, forward.route, up)).await {
+            Err(_) => return self.refuse("error", ReasonCode::UpstreamTimeout).into_response(),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, upstream = %route.upstream, "upstream error");
                 let too_large = match &e {
@@ -368,8 +496,7 @@ impl Gateway {
                     UpstreamError::Connect { .. } => false,
                 };
                 let reason = if too_large { ReasonCode::BodyTooLarge } else { ReasonCode::UpstreamUnavailable };
-                self.count("error", reason.as_str());
-                return reason_response(reason, &[]);
+                return self.refuse("error", reason).into_response();
             }
             Ok(Ok(r)) => r,
         };
@@ -394,7 +521,7 @@ impl Gateway {
         for name in HOP_BY_HOP {
             parts.headers.remove(*name);
         }
-        for (k, v) in &ctx.response_headers {
+        for (k, v) in &forward.response_headers {
             if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
                 parts.headers.insert(k, v);
             }
@@ -422,6 +549,15 @@ impl Gateway {
     }
 }
 
+/// A header value as text: visible ASCII, spaces and tabs (as `http`'s `HeaderValue::to_str`).
+pub fn header_text(v: &[u8]) -> Option<&str> {
+    if v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+        std::str::from_utf8(v).ok()
+    } else {
+        None
+    }
+}
+
 /// The identity a filter chain established, as the core models it (its upstream headers
 /// under `prefix`); `None` for an unknown credential kind.
 pub fn to_identity(i: crate::filters::WitIdentity, prefix: &str) -> Option<Identity> {
@@ -440,19 +576,28 @@ pub fn to_identity(i: crate::filters::WitIdentity, prefix: &str) -> Option<Ident
     ))
 }
 
-/// Serve connections from `listener` until `shutdown` resolves, then drain for at most
-/// `drain`. `connection` makes the handler of each accepted connection from its peer.
-pub async fn serve<C, H, Fut>(
+/// A hyper connection of either front end, under the graceful-shutdown watch.
+pub(crate) fn hyper_service<H, Fut>(
+    h: H,
+) -> impl hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone
+where
+    H: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
+    hyper::service::service_fn(move |req| {
+        let response = h(req);
+        async move { Ok::<_, Infallible>(response.await) }
+    })
+}
+
+/// Serve the admin listener until `shutdown` resolves, then drain for at most `drain`.
+pub async fn serve_admin(
     listener: tokio::net::TcpListener,
-    connection: C,
+    gateway: Arc<Gateway>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     drain: Duration,
     header_timeout: Duration,
-) where
-    C: Fn(SocketAddr) -> H,
-    H: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
-{
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = shutdown;
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -460,7 +605,7 @@ pub async fn serve<C, H, Fut>(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
+                let (stream, _) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -468,13 +613,12 @@ pub async fn serve<C, H, Fut>(
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
-                let h = connection(peer);
-                let service = hyper::service::service_fn(move |req| {
-                    let response = h(req);
-                    async move { Ok::<_, Infallible>(response.await) }
+                let g = gateway.clone();
+                let service = hyper_service(move |req: Request<Incoming>| {
+                    let g = g.clone();
+                    async move { g.admin(req.uri().path()) }
                 });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _ = conn.await;
@@ -485,9 +629,31 @@ pub async fn serve<C, H, Fut>(
     }
     drop(listener);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
-        _ = tokio::time::sleep(drain) => tracing::warn!("drain timeout; closing remaining connections"),
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(drain) => tracing::warn!("admin drain timeout"),
     }
+}
+
+/// Serve one HTTP/2 (prior knowledge) client connection whose first bytes, already read,
+/// are `read`.
+pub(crate) async fn serve_h2(
+    gateway: Arc<Gateway>,
+    stream: tokio::net::TcpStream,
+    read: Vec<u8>,
+    peer: SocketAddr,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let affinity = Arc::new(Affinity::new(gateway.upstreams.clone()));
+    let g = gateway.clone();
+    let service = hyper_service(move |req| g.clone().handle(req, peer, affinity.clone()));
+    let io = TokioIo::new(crate::http1::Rewind::new(read, stream));
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
 }
 
 #[cfg(test)]
@@ -500,9 +666,13 @@ mod tests {
         for bad in ["", "Evil", "a\r\nx-gatehouse-subject: root", &"a".repeat(65), "spaces here", "ünïcode"] {
             assert_eq!(filter_reason(bad), "filter_denied", "{bad:?}");
         }
-        let r = deny_response(403, "demo_key_missing", &[("www-authenticate".into(), "Bearer".into())]);
-        assert_eq!(r.status(), 403);
-        assert_eq!(r.headers()["x-gatehouse-reason"], "demo_key_missing");
-        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        let r = Reply::deny(403, "demo_key_missing", &[("www-authenticate".into(), "Bearer".into())]);
+        assert_eq!(r.status, 403);
+        assert!(r.headers.contains(&("x-gatehouse-reason".into(), "demo_key_missing".into())));
+        assert!(r.headers.contains(&("www-authenticate".into(), "Bearer".into())));
+        // Header fields a filter cannot smuggle in, and statuses that are not denials.
+        let r = Reply::deny(200, "x", &[("a\r\nb".into(), "v".into()), ("k".into(), "v\r\nx: y".into())]);
+        assert_eq!(r.status, 403);
+        assert_eq!(r.headers.len(), 2);
     }
 }
