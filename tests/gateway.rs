@@ -43,7 +43,11 @@ async fn upstream() -> SocketAddr {
     addr
 }
 
+/// Requests the echo upstream has received (every test's gateway shares it per process).
+static UPSTREAM_REQUESTS: AtomicUsize = AtomicUsize::new(0);
+
 async fn echo(mut req: Request<Incoming>) -> Response<TestBody> {
+    UPSTREAM_REQUESTS.fetch_add(1, Ordering::SeqCst);
     if req.uri().path() == "/ws" {
         let key = req.headers().get("sec-websocket-key").cloned().unwrap();
         let on_up = hyper::upgrade::on(&mut req);
@@ -87,6 +91,57 @@ async fn echo(mut req: Request<Incoming>) -> Response<TestBody> {
     }
     let out = serde_json::json!({"path": path, "headers": headers, "body_bytes": n});
     Response::new(body(out.to_string()))
+}
+
+/// An upstream that answers in the framings a hyper server does not choose: `/chunked`
+/// (chunked, with a trailer), `/close` (HTTP/1.0, body delimited by closing), `/early`
+/// (a 103 Early Hints, then the answer).
+async fn raw_upstream() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end);
+                    let answer: &[u8] = if head.starts_with("GET /chunked") {
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n7;x=1\r\n, world\r\n0\r\nx-trailer: t\r\n\r\n"
+                    } else if head.starts_with("GET /early") {
+                        b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                    } else {
+                        let _ = s.write_all(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil close").await;
+                        return;
+                    };
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Write `request` as is on a new connection, read until the gateway closes it (at most 5 s).
+async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn policy(tiny_limit: u64) -> String {
@@ -156,6 +211,7 @@ impl Env {
 
 async fn start() -> Env {
     let up = upstream().await;
+    let raw = raw_upstream().await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     compile_bundle(&dir, &policy(3), 1, &dir.join("bundle.ghb"));
@@ -176,7 +232,11 @@ async fn start() -> Env {
             comps.join(file).display()
         )
     })
-    .collect();
+    .collect::<String>()
+        + &format!(
+            "\n[[routes]]\nhost = \"raw.test\"\nupstream = \"http://{raw}\"\nfilters = [\"{}\"]\n",
+            comps.join("gatehouse_example_require_header.wasm").display()
+        );
     let config = format!(
         r#"
 [listen]
@@ -762,4 +822,110 @@ async fn a_new_policy_reading_other_headers_is_served_from_its_first_request() {
         assert_eq!(s, 200, "request {i} after the reload: {b}");
         assert_eq!(json(&b)["headers"]["x-gatehouse-subject"], "bot");
     }
+}
+
+/// The HTTP/1.1 front end on the wire: pipelining, chunked uploads, 100-continue, a refused
+/// request's body dropped with the connection kept, HEAD, and the framing attacks of
+/// request smuggling refused before anything reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http1_framing_on_the_wire() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let e = start().await;
+    let a = e.gw.addr;
+    let auth = format!("Authorization: Bearer {}\r\n", e.token);
+    let count = |r: &str, what: &str| r.matches(what).count();
+
+    // Two pipelined requests in one write: two answers, in order.
+    let r = raw_exchange(
+        a,
+        format!("GET /api/one HTTP/1.1\r\nHost: acme.test\r\n{auth}\r\nGET /api/two HTTP/1.1\r\nHost: acme.test\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(count(&r, "HTTP/1.1 200 OK"), 2, "{r}");
+    assert!(r.find("/api/one").unwrap() < r.find("/api/two").unwrap(), "{r}");
+
+    // A chunked upload reaches the upstream whole, chunked again by the gateway.
+    let r = raw_exchange(
+        a,
+        format!("POST /api/up HTTP/1.1\r\nHost: acme.test\r\n{auth}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6;ext\r\n world\r\n0\r\nx-t: 1\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
+    assert!(r.contains(r#""body_bytes":11"#) && r.contains(r#""transfer-encoding":"chunked""#), "{r}");
+
+    // Expect: 100-continue: the gateway asks for the body once the request is allowed.
+    let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
+    s.write_all(format!("POST /api/up HTTP/1.1\r\nHost: acme.test\r\n{auth}Content-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut got = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut got)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&got[..n]).starts_with("HTTP/1.1 100 Continue\r\n\r\n"));
+    s.write_all(b"abcde").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("200 OK") && rest.contains(r#""body_bytes":5"#), "{rest}");
+    // Without a credential, no 100: the refusal comes at once.
+    let r = raw_exchange(
+        a,
+        b"POST /api/up HTTP/1.1\r\nHost: acme.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 401") && !r.contains("100 Continue"), "{r}");
+
+    // A refused request with a small body: its body is dropped and the connection goes on.
+    let r = raw_exchange(
+        a,
+        format!("POST /api/x HTTP/1.1\r\nHost: acme.test\r\nContent-Length: 4\r\n\r\nabcdGET /api/next HTTP/1.1\r\nHost: acme.test\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 401") && r.contains("credential_missing"), "{r}");
+    assert!(r.contains("HTTP/1.1 200 OK") && r.contains("/api/next"), "{r}");
+
+    // HEAD: a length, no body; the next answer follows at once.
+    let r = raw_exchange(
+        a,
+        format!("HEAD /api/h HTTP/1.1\r\nHost: acme.test\r\n{auth}\r\nGET /api/after HTTP/1.1\r\nHost: acme.test\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(count(&r, "HTTP/1.1 200 OK"), 2, "{r}");
+    assert!(r.contains("/api/after") && !r.contains("/api/h\""), "{r}");
+
+    // Smuggling and other framing attacks: 400 (or 431), and the upstream sees nothing.
+    let before = UPSTREAM_REQUESTS.load(Ordering::SeqCst);
+    let smuggled = "GET /admin HTTP/1.1\r\nHost: acme.test\r\n\r\n";
+    for (what, req, status) in [
+        ("CL.TE", format!("POST /api HTTP/1.1\r\nHost: acme.test\r\n{auth}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"), "400"),
+        ("TE.CL", format!("POST /api HTTP/1.1\r\nHost: acme.test\r\n{auth}Transfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n0\r\n\r\n{smuggled}"), "400"),
+        ("two lengths", format!("POST /api HTTP/1.1\r\nHost: acme.test\r\n{auth}Content-Length: 4\r\nContent-Length: 40\r\n\r\nabcd{smuggled}"), "400"),
+        ("obfuscated TE", format!("POST /api HTTP/1.1\r\nHost: acme.test\r\n{auth}Transfer-Encoding: xchunked\r\n\r\n{smuggled}"), "400"),
+        ("TE list", format!("POST /api HTTP/1.1\r\nHost: acme.test\r\n{auth}Transfer-Encoding: chunked, identity\r\n\r\n{smuggled}"), "400"),
+        ("space before colon", format!("POST /api HTTP/1.1\r\nHost: acme.test\r\n{auth}Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n{smuggled}"), "400"),
+        ("bad chunk size", format!("POST /api HTTP/1.1\r\nHost: acme.test\r\n{auth}Transfer-Encoding: chunked\r\n\r\nzz\r\n{smuggled}"), "400"),
+        ("two hosts", format!("GET /api HTTP/1.1\r\nHost: acme.test\r\nHost: evil.test\r\n{auth}\r\n"), "400"),
+        ("no host", format!("GET /api HTTP/1.1\r\n{auth}\r\n"), "400"),
+        ("huge head", format!("GET /api HTTP/1.1\r\nHost: acme.test\r\nX: {}\r\n\r\n", "a".repeat(70_000)), "431"),
+    ] {
+        let r = raw_exchange(a, req.as_bytes()).await;
+        assert!(r.starts_with(&format!("HTTP/1.1 {status}")), "{what}: {r}");
+        assert_eq!(count(&r, "HTTP/1.1"), 1, "{what}: one answer, then the connection closes: {r}");
+    }
+    // "bad chunk size" is refused after the head went upstream, without its body: the
+    // upstream connection is dropped, and no request it could complete was ever sent.
+    let smuggled_through = UPSTREAM_REQUESTS.load(Ordering::SeqCst) - before;
+    assert!(smuggled_through <= 1, "{smuggled_through} of the attack requests reached the upstream");
+
+    // Answers framed by chunks, by a close, and after a 103 come through intact.
+    let r = raw_exchange(a, b"GET /chunked HTTP/1.1\r\nHost: raw.test\r\nX-Demo-Key: 1\r\n\r\nGET /early HTTP/1.1\r\nHost: raw.test\r\nX-Demo-Key: 1\r\nConnection: close\r\n\r\n").await;
+    assert!(
+        r.contains("transfer-encoding: chunked\r\n") && r.contains("5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n"),
+        "{r}"
+    );
+    assert!(r.contains("HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload") && r.ends_with("\r\n\r\nok"), "{r}");
+    let r = raw_exchange(a, b"GET /close HTTP/1.1\r\nHost: raw.test\r\nX-Demo-Key: 1\r\n\r\n").await;
+    assert!(r.contains("transfer-encoding: chunked\r\n") && r.contains("b\r\nuntil close\r\n0\r\n\r\n"), "{r}");
+    let r = raw_exchange(a, b"GET /close HTTP/1.0\r\nHost: raw.test\r\nX-Demo-Key: 1\r\n\r\n").await;
+    assert!(
+        r.starts_with("HTTP/1.1 200 OK") && r.contains("connection: close") && r.ends_with("\r\n\r\nuntil close"),
+        "{r}"
+    );
 }

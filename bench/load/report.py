@@ -37,6 +37,9 @@ d50, d99 = med(("direct", "half-peak"), 1), med(("direct", "half-peak"), 2)
 g50, g99 = med(("gatehouse", "half-peak"), 1), med(("gatehouse", "half-peak"), 2)
 print(f"\nAt half of Gatehouse's peak ({med(('gatehouse', 'half-peak'), 0):,.0f} req/s, constant rate, open loop; medians of the runs): "
       f"p50 {g50:.0f} µs vs {d50:.0f} µs direct (+{g50 - d50:.0f} µs), p99 {g99:.0f} µs vs {d99:.0f} µs direct (+{g99 - d99:.0f} µs).")
+for name in ("direct", "gatehouse"):
+    runs = rows.get((name, "half-peak"), [])
+    print(f"- {name}, each run (p50 / p99 µs): " + ", ".join(f"{r[1]:.0f} / {r[2]:.0f}" for r in runs))
 
 text = open(metrics).read()
 def metric(name, labels):

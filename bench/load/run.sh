@@ -205,11 +205,13 @@ curl -s "http://127.0.0.1:$GA/metrics" >"$work/metrics.txt"
 # Half of Gatehouse's peak, at a constant rate: bench/src/bin/paced.rs spreads requests
 # evenly in time (open loop, latency counted from when each request was due, as wrk2
 # does), on 32 connections, pinned like wrk. A 2 s warm-up at the same rate precedes
-# each measured run. Direct and Gatehouse alternate, two runs each.
+# each measured run. Direct and Gatehouse alternate, five runs each; the report takes the
+# median of each target's runs (a single stall of this shared machine moves one run's p99
+# by milliseconds, whichever target is running) and lists every run.
 peak=$(awk -F'\t' '$1=="gatehouse" && $2=="pool100" {if ($3>m) m=$3} END {print int(m)}' "$results")
 half=$(( peak / 2 ))
 paced="$CARGO_TARGET_DIR/release/paced"
-for run in 1 2; do
+for run in 1 2 3 4 5; do
   for name in direct gatehouse; do
     port=$(port_of "$name")
     $pin1 "$paced" "http://127.0.0.1:$port/api/items" "$half" 2 32 "$work/pool.txt" bench.test >/dev/null

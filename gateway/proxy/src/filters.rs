@@ -143,7 +143,7 @@ impl host::Host for HostState {
     ) -> Option<bool> {
         use gatehouse_core::jwt::SignatureVerifier;
         let alg = gatehouse_core::jwt::Alg::parse(&alg)?;
-        crate::signatures::RingSignatures.verify(alg, &public_key, &message, &signature)
+        crate::signatures::NativeSignatures.verify(alg, &public_key, &message, &signature)
     }
 
     fn country(&mut self, ip: String) -> Option<String> {

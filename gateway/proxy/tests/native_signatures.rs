@@ -1,4 +1,4 @@
-//! The engine with the gateway's native signature primitive (`ring`) decides exactly as
+//! The engine with the gateway's native signature primitive (AWS-LC) decides exactly as
 //! without it: the whole JWT attack table, and valid tokens of every algorithm.
 
 #[path = "../../core/tests/common/mod.rs"]
@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::*;
 use gatehouse_core::jwt::{Alg, SignatureVerifier};
-use gatehouse_proxy::signatures::RingSignatures;
+use gatehouse_proxy::signatures::NativeSignatures;
 use jwt_simple::prelude::*;
 
 /// Counts calls so the test proves the native path was taken.
@@ -18,7 +18,7 @@ struct Counting(Arc<AtomicUsize>);
 impl SignatureVerifier for Counting {
     fn verify(&self, alg: Alg, key: &[u8], msg: &[u8], sig: &[u8]) -> Option<bool> {
         self.0.fetch_add(1, Ordering::Relaxed);
-        RingSignatures.verify(alg, key, msg, sig)
+        NativeSignatures.verify(alg, key, msg, sig)
     }
 }
 
@@ -68,5 +68,5 @@ fn every_algorithm_verifies_natively() {
 
 #[test]
 fn wycheproof_vectors_with_native_signatures() {
-    common::wycheproof::check_wycheproof(Some(&RingSignatures));
+    common::wycheproof::check_wycheproof(Some(&NativeSignatures));
 }

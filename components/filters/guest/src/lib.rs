@@ -94,7 +94,12 @@ impl CountryLookup for HostCountries {
 }
 
 fn deny(reason: ReasonCode) -> wit::Verdict {
-    wit::Verdict::Deny(wit::Deny { status: reason.status(), reason: reason.as_str().into(), headers: Vec::new(), org: None })
+    wit::Verdict::Deny(wit::Deny {
+        status: reason.status(),
+        reason: reason.as_str().into(),
+        headers: Vec::new(),
+        org: None,
+    })
 }
 
 fn identity_from(i: wit::Identity, prefix: &str) -> Option<Identity> {
@@ -187,18 +192,18 @@ impl<T: Checks> Guest for Filter<T> {
                 route: core_ctx.route,
                 // Most often the peer itself: its text is at hand (an IPv4 address parses
                 // only from its canonical text).
-                client_ip: core_ctx.client_ip.map(|ip| if ip == peer && ip.is_ipv4() { req.peer } else { ip.to_string() }),
+                client_ip: core_ctx
+                    .client_ip
+                    .map(|ip| if ip == peer && ip.is_ipv4() { req.peer } else { ip.to_string() }),
                 identity: core_ctx.identity.as_deref().map(identity_to),
                 response_headers: core_ctx.response_headers,
             }),
-            Err(Decision::Deny(d)) => {
-                wit::Verdict::Deny(wit::Deny {
-                    status: d.status,
-                    reason: d.reason.as_str().into(),
-                    headers: d.headers,
-                    org: core_ctx.org,
-                })
-            }
+            Err(Decision::Deny(d)) => wit::Verdict::Deny(wit::Deny {
+                status: d.status,
+                reason: d.reason.as_str().into(),
+                headers: d.headers,
+                org: core_ctx.org,
+            }),
             Err(Decision::Redirect(r)) => wit::Verdict::Redirect(r.location),
             Err(Decision::Allow(_)) => deny(ReasonCode::InternalError),
         }
