@@ -210,7 +210,13 @@ impl Env {
 }
 
 async fn start() -> Env {
+    start_with_limits("").await
+}
+
+/// [`start`], with `limits` added to the `[limits]` table of the gateway's configuration.
+async fn start_with_limits(limits: &str) -> Env {
     let up = upstream().await;
+    let dead = free_port();
     let raw = raw_upstream().await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
@@ -236,6 +242,10 @@ async fn start() -> Env {
         + &format!(
             "\n[[routes]]\nhost = \"raw.test\"\nupstream = \"http://{raw}\"\nfilters = [\"{}\"]\n",
             comps.join("gatehouse_example_require_header.wasm").display()
+        )
+        + &format!(
+            "\n[[routes]]\nhost = \"down.test\"\nupstream = \"http://127.0.0.1:{dead}\"\nfilters = [\"{}\"]\n",
+            comps.join("gatehouse_example_require_header.wasm").display()
         );
     let config = format!(
         r#"
@@ -259,6 +269,7 @@ pool_size = 16
 [limits]
 max_body_bytes = 104857600
 drain_secs = 10
+{limits}
 
 [geo]
 maxmind_db = "{mmdb}"
@@ -928,4 +939,102 @@ async fn http1_framing_on_the_wire() {
         r.starts_with("HTTP/1.1 200 OK") && r.contains("connection: close") && r.ends_with("\r\n\r\nuntil close"),
         "{r}"
     );
+}
+
+/// Upstream failures get their reason codes, a slow upload that keeps moving is not cut
+/// off by the upstream timeout, and a request body that stops moving is refused with 408.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failures_and_body_timeouts() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let e = start_with_limits("upstream_timeout_secs = 1\nbody_timeout_secs = 2").await;
+    let a = e.gw.addr;
+    let auth = bearer(&e.token);
+    let reason = |h: &hyper::HeaderMap| h.get("x-gatehouse-reason").unwrap().to_str().unwrap().to_string();
+
+    // Nothing listens behind down.test: 502; /slow answers after 1.5 s: 504.
+    let (s, h, _) = send(a, get("down.test", "/x", &[("x-demo-key", "1")]), None).await;
+    assert_eq!((s, reason(&h).as_str()), (502, "upstream_unavailable"));
+    let (s, h, _) = send(a, get("acme.test", "/slow", &[("authorization", &auth)]), None).await;
+    assert_eq!((s, reason(&h).as_str()), (504, "upstream_timeout"));
+    // The gateway goes on serving on the same route.
+    assert_eq!(send(a, get("acme.test", "/api/x", &[("authorization", &auth)]), None).await.0, 200);
+
+    // A slow upload (three parts, 0.7 s apart: longer than the upstream timeout in all,
+    // never idle for the body timeout) reaches the upstream whole.
+    let mut c = tokio::net::TcpStream::connect(a).await.unwrap();
+    let head = format!(
+        "POST /api/up HTTP/1.1\r\nHost: acme.test\r\nAuthorization: {auth}\r\nContent-Length: 15\r\nConnection: close\r\n\r\n"
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    for part in [b"aaaaa", b"bbbbb", b"ccccc"] {
+        c.write_all(part).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200 OK") && out.contains(r#""body_bytes":15"#), "{out}");
+
+    // A body that stops moving, with a length or chunked: 408 request_timeout after the
+    // body timeout, and the connection closes.
+    for (framing, first) in [("Content-Length: 10", "hello"), ("Transfer-Encoding: chunked", "5\r\nhello\r\n")] {
+        let mut c = tokio::net::TcpStream::connect(a).await.unwrap();
+        let t0 = std::time::Instant::now();
+        c.write_all(
+            format!("POST /api/up HTTP/1.1\r\nHost: acme.test\r\nAuthorization: {auth}\r\n{framing}\r\n\r\n{first}")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        let done = tokio::time::timeout(Duration::from_secs(6), c.read_to_end(&mut out)).await;
+        let out = String::from_utf8_lossy(&out);
+        assert!(done.is_ok(), "{framing}: the connection stayed open");
+        assert!(out.starts_with("HTTP/1.1 408 ") && out.contains("request_timeout"), "{framing}: {out}");
+        assert!(t0.elapsed() >= Duration::from_millis(1900), "{framing}: refused after {:?}", t0.elapsed());
+    }
+
+    // The same rules for HTTP/2 clients (h2c): a slow upload that keeps moving passes, a
+    // body that stops gets 408.
+    let stream = tokio::net::TcpStream::connect(a).await.unwrap();
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for (parts, stall) in [(3, false), (1, true)] {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let frames = futures_util::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx)
+                .map(|b| b.map(|b| Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(b))))
+        });
+        let req = Request::builder()
+            .method("POST")
+            .uri("http://acme.test/api/up")
+            .header("authorization", &auth)
+            .body(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
+            .unwrap();
+        let feeder = tokio::spawn(async move {
+            for _ in 0..parts {
+                tx.send(Bytes::from_static(b"aaaaa")).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(700)).await;
+            }
+            if stall {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        });
+        let t0 = std::time::Instant::now();
+        let resp = tokio::time::timeout(Duration::from_secs(6), h2.send_request(req)).await.unwrap().unwrap();
+        let status = resp.status().as_u16();
+        let why = resp.headers().get("x-gatehouse-reason").map(|v| v.to_str().unwrap().to_string());
+        let b = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        if stall {
+            assert_eq!((status, why.as_deref()), (408, Some("request_timeout")));
+            assert!(t0.elapsed() >= Duration::from_millis(1900), "h2: refused after {:?}", t0.elapsed());
+        } else {
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
+            assert_eq!(json(&String::from_utf8_lossy(&b))["body_bytes"], 15);
+        }
+        feeder.abort();
+    }
 }

@@ -49,6 +49,8 @@ reason_codes! {
     BodyTooLarge = ("body_too_large", 413),
     /// The request head is larger than the gateway admits (bytes or header fields).
     HeadersTooLarge = ("headers_too_large", 431),
+    /// The client stopped sending its request body before the gateway had all of it.
+    RequestTimeout = ("request_timeout", 408),
     /// The upstream could not be reached or answered badly.
     UpstreamUnavailable = ("upstream_unavailable", 502),
     /// The upstream did not answer in time.

@@ -128,15 +128,26 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// Seconds to receive a request head.
     pub header_timeout_secs: u64,
-    /// Seconds for the upstream to answer with a response head.
+    /// Seconds for the upstream to answer with a response head, counted from when the
+    /// request (head and body) has been passed on.
     pub upstream_timeout_secs: u64,
+    /// Seconds a request body may go without progress: the client sending nothing more
+    /// (`408 request_timeout`) or the upstream taking nothing more (`504
+    /// upstream_timeout`). A slow upload that keeps moving is not cut off.
+    pub body_timeout_secs: u64,
     /// Seconds in-flight requests get to finish on shutdown.
     pub drain_secs: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_body_bytes: 100 * 1024 * 1024, header_timeout_secs: 10, upstream_timeout_secs: 30, drain_secs: 20 }
+        Limits {
+            max_body_bytes: 100 * 1024 * 1024,
+            header_timeout_secs: 10,
+            upstream_timeout_secs: 30,
+            body_timeout_secs: 60,
+            drain_secs: 20,
+        }
     }
 }
 
@@ -262,6 +273,19 @@ impl GatewayConfig {
         if !(1..=1024).contains(&self.filters.pool_size) {
             return Err("filters.pool_size: must be between 1 and 1024".into());
         }
+        let l = &self.limits;
+        for (name, v) in [
+            ("limits.header_timeout_secs", l.header_timeout_secs),
+            ("limits.upstream_timeout_secs", l.upstream_timeout_secs),
+            ("limits.body_timeout_secs", l.body_timeout_secs),
+        ] {
+            if !(1..=3600).contains(&v) {
+                return Err(format!("{name}: must be between 1 and 3600"));
+            }
+        }
+        if l.drain_secs > 3600 {
+            return Err("limits.drain_secs: must be at most 3600".into());
+        }
         if self.listen.addr == self.listen.admin {
             return Err("listen.admin: must differ from listen.addr".into());
         }
@@ -344,6 +368,9 @@ mod tests {
             (format!("{base}[[routes]]\nupstream = \"http://x:1\"\nfilters = [\"nope\"]\n"), "routes[0].filters[0]"),
             (format!("{base}[[routes]]\nupstream = \"http://x:1\"\nfilters = [\"missing.wasm\"]\n"), "does not exist"),
             (format!("{base}[filters]\nmax_call_ms = 0\n[[routes]]\nupstream = \"http://x:1\"\n"), "filters.max_call_ms"),
+            (format!("{base}[limits]\nheader_timeout_secs = 0\n[[routes]]\nupstream = \"http://x:1\"\n"), "limits.header_timeout_secs"),
+            (format!("{base}[limits]\nbody_timeout_secs = 0\n[[routes]]\nupstream = \"http://x:1\"\n"), "limits.body_timeout_secs"),
+            (format!("{base}[limits]\ndrain_secs = 7200\n[[routes]]\nupstream = \"http://x:1\"\n"), "limits.drain_secs"),
             (format!("{base}[audit]\nurl = \"https://o/v1/audit/edge\"\ntoken = \"0123456789abcdef\"\n[[routes]]\nupstream = \"http://x:1\"\n"), "audit.url"),
             (format!("{base}[audit]\nurl = \"http://o/v1/audit/edge\"\ntoken = \"short\"\n[[routes]]\nupstream = \"http://x:1\"\n"), "audit.token"),
             (format!("{base}[audit]\nurl = \"http://o/v1/audit/edge\"\ntoken = \"0123456789abcdef\"\nbatch_max = 5000\n[[routes]]\nupstream = \"http://x:1\"\n"), "audit.batch_max"),

@@ -13,7 +13,8 @@
 //! Request bodies are re-framed for the upstream (the gateway's own `Content-Length` or
 //! chunking), so what the upstream reads is exactly what the gateway read. Heads are
 //! bounded (64 KiB, 100 fields) and must arrive within `limits.header_timeout_secs`;
-//! bodies are bounded by `limits.max_body_bytes`.
+//! request bodies are bounded by `limits.max_body_bytes` in size and by
+//! `limits.body_timeout_secs` without progress.
 
 use std::io;
 use std::net::SocketAddr;
@@ -49,6 +50,59 @@ const IDLE_FOR: Duration = Duration::from_secs(30);
 const CHECK_AFTER: Duration = Duration::from_secs(1);
 /// Bound on establishing an upstream connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why [`copy_exact`] stopped.
+enum CopyFail {
+    /// Reading failed, the stream ended early, or nothing came within the idle bound.
+    Read(io::Error),
+    /// Writing failed or made no progress within the idle bound.
+    Write(io::Error),
+}
+
+/// `f`, bounded by `idle` when there is one (`TimedOut` past it).
+async fn within<T>(idle: Option<Duration>, f: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    match idle {
+        None => f.await,
+        Some(d) => tokio::time::timeout(d, f).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+    }
+}
+
+/// Copy exactly `left` bytes from `from` to `to` through `buf`, each read and each write
+/// within `idle` when given; the stream ending first is an `UnexpectedEof` read error.
+async fn copy_exact<R, W>(
+    from: &mut R,
+    to: &mut W,
+    buf: &mut Vec<u8>,
+    mut left: u64,
+    idle: Option<Duration>,
+) -> Result<(), CopyFail>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    buf.resize(IO_CHUNK, 0);
+    while left > 0 {
+        let want = left.min(IO_CHUNK as u64) as usize;
+        let got = within(idle, from.read(&mut buf[..want])).await.map_err(CopyFail::Read)?;
+        if got == 0 {
+            return Err(CopyFail::Read(io::ErrorKind::UnexpectedEof.into()));
+        }
+        within(idle, to.write_all(&buf[..got])).await.map_err(CopyFail::Write)?;
+        left -= got as u64;
+    }
+    Ok(())
+}
+
+/// A request body that stopped moving: the client's silence is its own timeout (408), an
+/// upstream that takes nothing more is the upstream's (504); other failures end the
+/// exchange.
+fn body_failure(e: CopyFail) -> SendFail {
+    match e {
+        CopyFail::Read(e) if e.kind() == io::ErrorKind::TimedOut => SendFail::Body(ReasonCode::RequestTimeout),
+        CopyFail::Write(e) if e.kind() == io::ErrorKind::TimedOut => SendFail::Body(ReasonCode::UpstreamTimeout),
+        _ => SendFail::Io,
+    }
+}
 
 // ---------------------------------------------------------------------------------------
 // Upstream connections
@@ -711,6 +765,7 @@ async fn read_head(client: &mut TcpStream, buf: &mut Buf) -> io::Result<HeadRead
 }
 
 /// Why the upstream part of an exchange failed.
+#[derive(Clone, Copy)]
 enum UpFail {
     /// Nothing reached the client yet: answer with this.
     Answer(ReasonCode),
@@ -877,35 +932,40 @@ impl Conn {
         timeout: Duration,
     ) -> Result<End, UpFail> {
         self.upstream_head(info, fields, f);
-        let deadline = tokio::time::Instant::now() + timeout;
-        // Connect, send the request, read the response head: within the upstream timeout.
-        // A reused connection that fails before the response starts, for a request
-        // without a body, is replaced once.
+        // Connect within the upstream timeout; stream the request, its body bounded by the
+        // body timeout (progress, not total time: a slow upload that keeps moving passes);
+        // then the response head within the upstream timeout again. A reused connection
+        // that fails before the response starts, for a request without a body, is replaced
+        // once.
+        let timed_out = (UpFail::Answer(ReasonCode::UpstreamTimeout), false);
         let mut attempt = 0;
         let (mut up, status) = loop {
             attempt += 1;
-            let step = tokio::time::timeout_at(deadline, async {
-                let (mut up, reused) = self.upstream(f.route).await.map_err(|e| {
-                    tracing::warn!(error = %e, route = f.route, "upstream connect failed");
-                    (UpFail::Answer(ReasonCode::UpstreamUnavailable), false)
-                })?;
+            let step = async {
+                let (mut up, reused) = tokio::time::timeout(timeout, self.upstream(f.route))
+                    .await
+                    .map_err(|_| timed_out)?
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, route = f.route, "upstream connect failed");
+                        (UpFail::Answer(ReasonCode::UpstreamUnavailable), false)
+                    })?;
                 match self.send_request(info, &mut up).await {
                     Ok(()) => {}
                     Err(SendFail::Body(reason)) => return Err((UpFail::Answer(reason), false)),
                     Err(SendFail::Io) => return Err((UpFail::Answer(ReasonCode::UpstreamUnavailable), reused)),
                 }
-                match read_response_head(&mut up).await {
-                    Ok(Some(n)) => Ok((up, n)),
-                    Ok(None) => Err((UpFail::Answer(ReasonCode::UpstreamUnavailable), reused)),
-                    Err(()) => Err((UpFail::Answer(ReasonCode::UpstreamUnavailable), false)),
+                match tokio::time::timeout(timeout, read_response_head(&mut up)).await {
+                    Err(_) => Err(timed_out),
+                    Ok(Ok(Some(n))) => Ok((up, n)),
+                    Ok(Ok(None)) => Err((UpFail::Answer(ReasonCode::UpstreamUnavailable), reused)),
+                    Ok(Err(())) => Err((UpFail::Answer(ReasonCode::UpstreamUnavailable), false)),
                 }
-            })
+            }
             .await;
             match step {
-                Ok(Ok(ok)) => break ok,
-                Ok(Err((_, true))) if attempt == 1 && info.body == Framing::None => continue,
-                Ok(Err((fail, _))) => return Err(fail),
-                Err(_) => return Err(UpFail::Answer(ReasonCode::UpstreamTimeout)),
+                Ok(ok) => break ok,
+                Err((_, true)) if attempt == 1 && info.body == Framing::None => continue,
+                Err((fail, _)) => return Err(fail),
             }
         };
         let _ = status;
@@ -927,35 +987,30 @@ impl Conn {
         // reach the upstream in a burst: one wakeup of the upstream for many requests, not
         // one each (with the upstream on the same CPU, that halves context switches).
         tokio::task::yield_now().await;
+        // Every read of the body and every write to the upstream must make progress within
+        // the body timeout (a write that completes at once arms no timer).
+        let idle = Some(Duration::from_secs(self.gw.config.limits.body_timeout_secs));
+        let up_write = |e| body_failure(CopyFail::Write(e));
         match info.body {
-            Framing::None | Framing::Close => up.stream.write_all(&self.out).await.map_err(|_| SendFail::Io),
+            Framing::None | Framing::Close => within(idle, up.stream.write_all(&self.out)).await.map_err(up_write),
             Framing::Length(n) => {
                 // Head and whatever part of the body is here already, in one write.
                 let here = (self.inbuf.filled().len() as u64).min(n) as usize;
                 self.out.extend_from_slice(&self.inbuf.filled()[..here]);
                 self.inbuf.consume(here);
-                up.stream.write_all(&self.out).await.map_err(|_| SendFail::Io)?;
-                let mut left = n - here as u64;
-                self.io.resize(IO_CHUNK, 0);
-                while left > 0 {
-                    let want = (left as usize).min(IO_CHUNK);
-                    let got = self.client.read(&mut self.io[..want]).await.map_err(|_| SendFail::Io)?;
-                    if got == 0 {
-                        return Err(SendFail::Io);
-                    }
-                    up.stream.write_all(&self.io[..got]).await.map_err(|_| SendFail::Io)?;
-                    left -= got as u64;
-                }
-                Ok(())
+                within(idle, up.stream.write_all(&self.out)).await.map_err(up_write)?;
+                copy_exact(&mut self.client, &mut up.stream, &mut self.io, n - here as u64, idle)
+                    .await
+                    .map_err(body_failure)
             }
             Framing::Chunked => {
-                up.stream.write_all(&self.out).await.map_err(|_| SendFail::Io)?;
+                within(idle, up.stream.write_all(&self.out)).await.map_err(up_write)?;
                 let limit = self.gw.config.limits.max_body_bytes;
                 let mut total: u64 = 0;
                 let mut state = ChunkState::Size;
                 loop {
                     if state == ChunkState::Done {
-                        return up.stream.write_all(b"0\r\n\r\n").await.map_err(|_| SendFail::Io);
+                        return within(idle, up.stream.write_all(b"0\r\n\r\n")).await.map_err(up_write);
                     }
                     let step =
                         state.step(self.inbuf.filled()).map_err(|_| SendFail::Body(ReasonCode::RequestMalformed))?;
@@ -970,11 +1025,12 @@ impl Conn {
                             self.out.extend_from_slice(&self.inbuf.filled()[..n]);
                             self.out.extend_from_slice(b"\r\n");
                             self.inbuf.consume(n);
-                            up.stream.write_all(&self.out).await.map_err(|_| SendFail::Io)?;
+                            within(idle, up.stream.write_all(&self.out)).await.map_err(up_write)?;
                         }
                         ChunkStep::Framing(n) => self.inbuf.consume(n),
-                        ChunkStep::NeedMore => match self.inbuf.fill(&mut self.client, IO_CHUNK).await {
-                            Ok(0) | Err(_) => return Err(SendFail::Io),
+                        ChunkStep::NeedMore => match within(idle, self.inbuf.fill(&mut self.client, IO_CHUNK)).await {
+                            Ok(0) => return Err(SendFail::Io),
+                            Err(e) => return Err(body_failure(CopyFail::Read(e))),
                             Ok(_) => {}
                         },
                     }
@@ -1121,17 +1177,9 @@ impl Conn {
                 self.out.extend_from_slice(&up.buf.filled()[..here]);
                 up.buf.consume(here);
                 self.client.write_all(&self.out).await.map_err(|_| UpFail::Broken)?;
-                let mut left = n - here as u64;
-                self.io.resize(IO_CHUNK, 0);
-                while left > 0 {
-                    let want = (left as usize).min(IO_CHUNK);
-                    let got = up.stream.read(&mut self.io[..want]).await.map_err(|_| UpFail::Broken)?;
-                    if got == 0 {
-                        return Err(UpFail::Broken);
-                    }
-                    self.client.write_all(&self.io[..got]).await.map_err(|_| UpFail::Broken)?;
-                    left -= got as u64;
-                }
+                copy_exact(&mut up.stream, &mut self.client, &mut self.io, n - here as u64, None)
+                    .await
+                    .map_err(|_| UpFail::Broken)?;
                 Ok(up.buf.filled().is_empty())
             }
             Framing::Chunked => {

@@ -19,6 +19,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+use crate::body_watch::{Stall, WatchedBody};
 use crate::bundle::{BundleStore, LoadedBundle};
 use crate::config::{GatewayConfig, RouteConfig};
 use crate::filters::{FilterHost, PolicyInput, Verdict, WitContext, WitRequest};
@@ -473,13 +474,39 @@ impl Gateway {
             }
         }
         let limit = self.config.limits.max_body_bytes as usize;
-        let body: Body = Limited::new(body, limit).boxed();
+        let (body, progress) = WatchedBody::new(Limited::new(body, limit));
+        let body: Body = body.boxed();
         let up = match up.body(body) {
             Ok(r) => r,
             Err(_) => return self.refuse("deny", ReasonCode::RequestMalformed).into_response(),
         };
         let timeout = Duration::from_secs(self.config.limits.upstream_timeout_secs);
-        let mut resp = match tokio::time::timeout(timeout, self.upstreams.send(&affinity, forward.route, up)).await {
+        let idle = Duration::from_secs(self.config.limits.body_timeout_secs);
+        let send = self.upstreams.send(&affinity, forward.route, up);
+        tokio::pin!(send);
+        // While the request body is on its way, it is bounded by its progress (a slow
+        // upload that keeps moving passes); once it has gone, the response head must come
+        // within the upstream timeout. The HTTP/1.1 front end applies the same rules.
+        let early = loop {
+            tokio::select! {
+                r = &mut send => break Some(r),
+                _ = progress.wait_ended() => break None,
+                _ = tokio::time::sleep(idle.saturating_sub(progress.still_for()).max(Duration::from_millis(10))) => {
+                    if !progress.ended() && progress.still_for() >= idle {
+                        let reason = match progress.stall() {
+                            Stall::Client => ReasonCode::RequestTimeout,
+                            Stall::Upstream => ReasonCode::UpstreamTimeout,
+                        };
+                        return self.refuse("error", reason).into_response();
+                    }
+                }
+            }
+        };
+        let answer = match early {
+            Some(r) => Ok(r),
+            None => tokio::time::timeout(timeout, &mut send).await,
+        };
+        let mut resp = match answer {
             Err(_) => return self.refuse("error", ReasonCode::UpstreamTimeout).into_response(),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, upstream = %route.upstream, "upstream error");
