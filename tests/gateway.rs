@@ -84,8 +84,9 @@ async fn echo(mut req: Request<Incoming>) -> Response<TestBody> {
         req.headers().iter().map(|(k, v)| (k.to_string(), Value::from(v.to_str().unwrap_or("")))).collect();
     let mut n = 0usize;
     let mut b = req.into_body();
-    while let Some(f) = b.frame().await {
-        if let Ok(d) = f.unwrap().into_data() {
+    // A body the gateway cut short (the timeout tests) ends the count.
+    while let Some(Ok(f)) = b.frame().await {
+        if let Ok(d) = f.into_data() {
             n += d.len();
         }
     }
@@ -116,6 +117,11 @@ async fn raw_upstream() -> SocketAddr {
                     let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
                     let head = String::from_utf8_lossy(&buf[..end]).to_string();
                     buf.drain(..end);
+                    if head.starts_with("POST /stall") {
+                        // Takes the head and then nothing: the body backs up.
+                        tokio::time::sleep(Duration::from_secs(15)).await;
+                        return;
+                    }
                     let answer: &[u8] = if head.starts_with("GET /chunked") {
                         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n7;x=1\r\n, world\r\n0\r\nx-trailer: t\r\n\r\n"
                     } else if head.starts_with("GET /early") {
@@ -216,7 +222,6 @@ async fn start() -> Env {
 /// [`start`], with `limits` added to the `[limits]` table of the gateway's configuration.
 async fn start_with_limits(limits: &str) -> Env {
     let up = upstream().await;
-    let dead = free_port();
     let raw = raw_upstream().await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
@@ -244,7 +249,8 @@ async fn start_with_limits(limits: &str) -> Env {
             comps.join("gatehouse_example_require_header.wasm").display()
         )
         + &format!(
-            "\n[[routes]]\nhost = \"down.test\"\nupstream = \"http://127.0.0.1:{dead}\"\nfilters = [\"{}\"]\n",
+            // Port 1 (tcpmux): nothing listens there.
+            "\n[[routes]]\nhost = \"down.test\"\nupstream = \"http://127.0.0.1:1\"\nfilters = [\"{}\"]\n",
             comps.join("gatehouse_example_require_header.wasm").display()
         );
     let config = format!(
@@ -991,11 +997,73 @@ async fn upstream_failures_and_body_timeouts() {
         let out = String::from_utf8_lossy(&out);
         assert!(done.is_ok(), "{framing}: the connection stayed open");
         assert!(out.starts_with("HTTP/1.1 408 ") && out.contains("request_timeout"), "{framing}: {out}");
-        assert!(t0.elapsed() >= Duration::from_millis(1900), "{framing}: refused after {:?}", t0.elapsed());
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(1900) && took < Duration::from_millis(3500),
+            "{framing}: refused after {took:?}"
+        );
     }
 
-    // The same rules for HTTP/2 clients (h2c): a slow upload that keeps moving passes, a
-    // body that stops gets 408.
+    // A trickle (a byte every 1.2 s: never idle for the body timeout) is cut once the body
+    // falls behind the minimum average rate, not after its 100 bytes' 2 minutes.
+    let mut c = tokio::net::TcpStream::connect(a).await.unwrap();
+    let t0 = std::time::Instant::now();
+    c.write_all(
+        format!("POST /api/up HTTP/1.1\r\nHost: acme.test\r\nAuthorization: {auth}\r\nContent-Length: 100\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let trickle = async {
+        loop {
+            if c.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            let mut b = [0u8; 4096];
+            match tokio::time::timeout(Duration::from_millis(1), c.read(&mut b)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => out.extend_from_slice(&b[..n]),
+                Err(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(8), trickle).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 408 ") && out.contains("request_timeout"), "trickle: {out}");
+    assert!(t0.elapsed() < Duration::from_secs(6), "trickle lasted {:?}", t0.elapsed());
+
+    // Chunked trailers count: a flood of trailer lines is refused (431), not streamed on.
+    let flood = "x-t: y\r\n".repeat(10_000);
+    let r = raw_exchange(
+        a,
+        format!("POST /api/up HTTP/1.1\r\nHost: acme.test\r\nAuthorization: {auth}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n{flood}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 431 ") && r.contains("headers_too_large"), "{r}");
+
+    // An upstream that takes the head and then nothing: the body backs up and the request
+    // ends with 504 after the body timeout.
+    let mut c = tokio::net::TcpStream::connect(a).await.unwrap();
+    c.write_all(b"POST /stall HTTP/1.1\r\nHost: raw.test\r\nX-Demo-Key: 1\r\nContent-Length: 67108864\r\n\r\n")
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = c.into_split();
+    let t0 = std::time::Instant::now();
+    let writer = tokio::spawn(async move {
+        let zeros = vec![0u8; 1 << 16];
+        while wr.write_all(&zeros).await.is_ok() {}
+    });
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut out)).await;
+    writer.abort();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 504 ") && out.contains("upstream_timeout"), "stalled upstream: {out}");
+    assert!(t0.elapsed() < Duration::from_secs(8), "stalled upstream took {:?}", t0.elapsed());
+
+    // The same rules for HTTP/2 clients (h2c): a slow upload that keeps moving passes (1.4 s
+    // in all, within the first body timeout's allowance), a body that stops gets 408.
     let stream = tokio::net::TcpStream::connect(a).await.unwrap();
     let (mut h2, conn) =
         hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
@@ -1015,9 +1083,11 @@ async fn upstream_failures_and_body_timeouts() {
             .body(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
             .unwrap();
         let feeder = tokio::spawn(async move {
-            for _ in 0..parts {
+            for i in 0..parts {
                 tx.send(Bytes::from_static(b"aaaaa")).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(700)).await;
+                if i + 1 < parts {
+                    tokio::time::sleep(Duration::from_millis(700)).await;
+                }
             }
             if stall {
                 tokio::time::sleep(Duration::from_secs(10)).await;
@@ -1030,11 +1100,37 @@ async fn upstream_failures_and_body_timeouts() {
         let b = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         if stall {
             assert_eq!((status, why.as_deref()), (408, Some("request_timeout")));
-            assert!(t0.elapsed() >= Duration::from_millis(1900), "h2: refused after {:?}", t0.elapsed());
+            let took = t0.elapsed();
+            assert!(
+                took >= Duration::from_millis(1900) && took < Duration::from_millis(3500),
+                "h2: refused after {took:?}"
+            );
         } else {
             assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
             assert_eq!(json(&String::from_utf8_lossy(&b))["body_bytes"], 15);
         }
         feeder.abort();
     }
+    // HTTP/2 client, upstream that stops reading: 504 after the body timeout.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let frames = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|b| b.map(|b| Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(b))))
+    });
+    let req = Request::builder()
+        .method("POST")
+        .uri("http://raw.test/stall")
+        .header("x-demo-key", "1")
+        .body(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
+        .unwrap();
+    let feeder = tokio::spawn(async move {
+        let chunk = Bytes::from(vec![0u8; 1 << 16]);
+        while tx.send(chunk.clone()).await.is_ok() {}
+    });
+    let t0 = std::time::Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(8), h2.send_request(req)).await.unwrap().unwrap();
+    feeder.abort();
+    assert_eq!(resp.status(), 504);
+    assert_eq!(resp.headers().get("x-gatehouse-reason").unwrap(), "upstream_timeout");
+    assert!(t0.elapsed() < Duration::from_secs(6), "h2 stalled upstream took {:?}", t0.elapsed());
 }

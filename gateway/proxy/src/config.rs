@@ -131,9 +131,10 @@ pub struct Limits {
     /// Seconds for the upstream to answer with a response head, counted from when the
     /// request (head and body) has been passed on.
     pub upstream_timeout_secs: u64,
-    /// Seconds a request body may go without progress: the client sending nothing more
-    /// (`408 request_timeout`) or the upstream taking nothing more (`504
-    /// upstream_timeout`). A slow upload that keeps moving is not cut off.
+    /// Seconds each read of a request body (and each write of it to the upstream) may
+    /// take; beyond this first allowance the body must also keep an average of
+    /// [`crate::body_watch::MIN_BODY_RATE`] bytes per second. A client too slow gets `408
+    /// request_timeout`, an upstream that stops taking the body `504 upstream_timeout`.
     pub body_timeout_secs: u64,
     /// Seconds in-flight requests get to finish on shutdown.
     pub drain_secs: u64,

@@ -29,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::body_watch::BodyClock;
 use crate::server::{Forward, Gateway, HeadView, Outcome, Reply};
 
 /// Largest request or response head.
@@ -59,22 +60,26 @@ enum CopyFail {
     Write(io::Error),
 }
 
-/// `f`, bounded by `idle` when there is one (`TimedOut` past it).
-async fn within<T>(idle: Option<Duration>, f: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
-    match idle {
-        None => f.await,
-        Some(d) => tokio::time::timeout(d, f).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+/// `f`, bounded by `bound` when there is one (`TimedOut` past it). `f` is polled once
+/// first: a step that completes at once (most writes) arms no timer.
+async fn within<T>(bound: Option<Duration>, f: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    let Some(d) = bound else { return f.await };
+    tokio::pin!(f);
+    if let Poll::Ready(r) = std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await {
+        return r;
     }
+    tokio::time::timeout(d, f).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
 
 /// Copy exactly `left` bytes from `from` to `to` through `buf`, each read and each write
-/// within `idle` when given; the stream ending first is an `UnexpectedEof` read error.
+/// within the bound of `clock` when given; the stream ending first is an `UnexpectedEof`
+/// read error.
 async fn copy_exact<R, W>(
     from: &mut R,
     to: &mut W,
     buf: &mut Vec<u8>,
     mut left: u64,
-    idle: Option<Duration>,
+    mut clock: Option<&mut BodyClock>,
 ) -> Result<(), CopyFail>
 where
     R: AsyncRead + Unpin,
@@ -83,24 +88,30 @@ where
     buf.resize(IO_CHUNK, 0);
     while left > 0 {
         let want = left.min(IO_CHUNK as u64) as usize;
-        let got = within(idle, from.read(&mut buf[..want])).await.map_err(CopyFail::Read)?;
+        let bound = clock.as_ref().map(|c| c.bound());
+        let got = within(bound, from.read(&mut buf[..want])).await.map_err(CopyFail::Read)?;
         if got == 0 {
             return Err(CopyFail::Read(io::ErrorKind::UnexpectedEof.into()));
         }
-        within(idle, to.write_all(&buf[..got])).await.map_err(CopyFail::Write)?;
+        if let Some(c) = clock.as_mut() {
+            c.moved(got);
+        }
+        let bound = clock.as_ref().map(|c| c.bound());
+        within(bound, to.write_all(&buf[..got])).await.map_err(CopyFail::Write)?;
         left -= got as u64;
     }
     Ok(())
 }
 
-/// A request body that stopped moving: the client's silence is its own timeout (408), an
-/// upstream that takes nothing more is the upstream's (504); other failures end the
-/// exchange.
+/// A request body that stopped: a client too slow is answered 408, an upstream that
+/// takes nothing more 504; a client that went away gets no answer, an upstream that
+/// failed 502.
 fn body_failure(e: CopyFail) -> SendFail {
     match e {
         CopyFail::Read(e) if e.kind() == io::ErrorKind::TimedOut => SendFail::Body(ReasonCode::RequestTimeout),
+        CopyFail::Read(_) => SendFail::ClientGone,
         CopyFail::Write(e) if e.kind() == io::ErrorKind::TimedOut => SendFail::Body(ReasonCode::UpstreamTimeout),
-        _ => SendFail::Io,
+        CopyFail::Write(_) => SendFail::Io,
     }
 }
 
@@ -793,11 +804,13 @@ impl Conn {
         }
     }
 
-    /// Read and drop a refused request's body, if small enough to keep the connection.
+    /// Read and drop a refused request's body, if small enough to keep the connection
+    /// (and sent quickly enough: the body clock, with the header timeout as its bound).
     async fn discard_body(&mut self, info: &RequestInfo<'_>) -> bool {
         match info.body {
             Framing::None => true,
             Framing::Length(n) if n <= DISCARD_MAX && !info.expect_continue => {
+                let mut clock = BodyClock::new(Duration::from_secs(self.gw.config.limits.header_timeout_secs));
                 let mut left = n;
                 while left > 0 {
                     let have = self.inbuf.filled().len() as u64;
@@ -807,9 +820,9 @@ impl Conn {
                         left -= take;
                         continue;
                     }
-                    match self.inbuf.fill(&mut self.client, IO_CHUNK).await {
+                    match within(Some(clock.bound()), self.inbuf.fill(&mut self.client, IO_CHUNK)).await {
                         Ok(0) | Err(_) => return false,
-                        Ok(_) => {}
+                        Ok(n) => clock.moved(n),
                     }
                 }
                 true
@@ -932,9 +945,9 @@ impl Conn {
         timeout: Duration,
     ) -> Result<End, UpFail> {
         self.upstream_head(info, fields, f);
-        // Connect within the upstream timeout; stream the request, its body bounded by the
-        // body timeout (progress, not total time: a slow upload that keeps moving passes);
-        // then the response head within the upstream timeout again. A reused connection
+        // Stream the request, its body bounded by the body clock (each step within the
+        // body timeout and an average rate kept: a slow upload that keeps moving passes, a
+        // trickle does not); then the response head within the upstream timeout. A reused connection
         // that fails before the response starts, for a request without a body, is replaced
         // once.
         let timed_out = (UpFail::Answer(ReasonCode::UpstreamTimeout), false);
@@ -942,16 +955,15 @@ impl Conn {
         let (mut up, status) = loop {
             attempt += 1;
             let step = async {
-                let (mut up, reused) = tokio::time::timeout(timeout, self.upstream(f.route))
-                    .await
-                    .map_err(|_| timed_out)?
-                    .map_err(|e| {
-                        tracing::warn!(error = %e, route = f.route, "upstream connect failed");
-                        (UpFail::Answer(ReasonCode::UpstreamUnavailable), false)
-                    })?;
+                // (A new connection is bounded by CONNECT_TIMEOUT.)
+                let (mut up, reused) = self.upstream(f.route).await.map_err(|e| {
+                    tracing::warn!(error = %e, route = f.route, "upstream connect failed");
+                    (UpFail::Answer(ReasonCode::UpstreamUnavailable), false)
+                })?;
                 match self.send_request(info, &mut up).await {
                     Ok(()) => {}
                     Err(SendFail::Body(reason)) => return Err((UpFail::Answer(reason), false)),
+                    Err(SendFail::ClientGone) => return Err((UpFail::Broken, false)),
                     Err(SendFail::Io) => return Err((UpFail::Answer(ReasonCode::UpstreamUnavailable), reused)),
                 }
                 match tokio::time::timeout(timeout, read_response_head(&mut up)).await {
@@ -987,30 +999,36 @@ impl Conn {
         // reach the upstream in a burst: one wakeup of the upstream for many requests, not
         // one each (with the upstream on the same CPU, that halves context switches).
         tokio::task::yield_now().await;
-        // Every read of the body and every write to the upstream must make progress within
-        // the body timeout (a write that completes at once arms no timer).
-        let idle = Some(Duration::from_secs(self.gw.config.limits.body_timeout_secs));
+        // Every read of the body and every write to the upstream is bounded by the body
+        // clock (a write that completes at once arms no timer).
+        let mut clock = BodyClock::new(Duration::from_secs(self.gw.config.limits.body_timeout_secs));
         let up_write = |e| body_failure(CopyFail::Write(e));
         match info.body {
-            Framing::None | Framing::Close => within(idle, up.stream.write_all(&self.out)).await.map_err(up_write),
+            Framing::None | Framing::Close => {
+                within(Some(clock.bound()), up.stream.write_all(&self.out)).await.map_err(up_write)
+            }
             Framing::Length(n) => {
                 // Head and whatever part of the body is here already, in one write.
                 let here = (self.inbuf.filled().len() as u64).min(n) as usize;
                 self.out.extend_from_slice(&self.inbuf.filled()[..here]);
                 self.inbuf.consume(here);
-                within(idle, up.stream.write_all(&self.out)).await.map_err(up_write)?;
-                copy_exact(&mut self.client, &mut up.stream, &mut self.io, n - here as u64, idle)
+                clock.moved(here);
+                within(Some(clock.bound()), up.stream.write_all(&self.out)).await.map_err(up_write)?;
+                copy_exact(&mut self.client, &mut up.stream, &mut self.io, n - here as u64, Some(&mut clock))
                     .await
                     .map_err(body_failure)
             }
             Framing::Chunked => {
-                within(idle, up.stream.write_all(&self.out)).await.map_err(up_write)?;
+                within(Some(clock.bound()), up.stream.write_all(&self.out)).await.map_err(up_write)?;
+                // Data and framing (chunk lines, extensions, trailers) count against the
+                // body limit; the trailer section also against the head limit.
                 let limit = self.gw.config.limits.max_body_bytes;
                 let mut total: u64 = 0;
+                let mut trailers: usize = 0;
                 let mut state = ChunkState::Size;
                 loop {
                     if state == ChunkState::Done {
-                        return within(idle, up.stream.write_all(b"0\r\n\r\n")).await.map_err(up_write);
+                        return within(Some(clock.bound()), up.stream.write_all(b"0\r\n\r\n")).await.map_err(up_write);
                     }
                     let step =
                         state.step(self.inbuf.filled()).map_err(|_| SendFail::Body(ReasonCode::RequestMalformed))?;
@@ -1025,14 +1043,28 @@ impl Conn {
                             self.out.extend_from_slice(&self.inbuf.filled()[..n]);
                             self.out.extend_from_slice(b"\r\n");
                             self.inbuf.consume(n);
-                            within(idle, up.stream.write_all(&self.out)).await.map_err(up_write)?;
+                            within(Some(clock.bound()), up.stream.write_all(&self.out)).await.map_err(up_write)?;
                         }
-                        ChunkStep::Framing(n) => self.inbuf.consume(n),
-                        ChunkStep::NeedMore => match within(idle, self.inbuf.fill(&mut self.client, IO_CHUNK)).await {
-                            Ok(0) => return Err(SendFail::Io),
-                            Err(e) => return Err(body_failure(CopyFail::Read(e))),
-                            Ok(_) => {}
-                        },
+                        ChunkStep::Framing(n) => {
+                            total += n as u64;
+                            if state == ChunkState::Trailers || state == ChunkState::Done {
+                                trailers += n;
+                                if trailers > MAX_HEAD {
+                                    return Err(SendFail::Body(ReasonCode::HeadersTooLarge));
+                                }
+                            }
+                            if total > limit {
+                                return Err(SendFail::Body(ReasonCode::BodyTooLarge));
+                            }
+                            self.inbuf.consume(n)
+                        }
+                        ChunkStep::NeedMore => {
+                            match within(Some(clock.bound()), self.inbuf.fill(&mut self.client, IO_CHUNK)).await {
+                                Ok(0) => return Err(SendFail::ClientGone),
+                                Err(e) => return Err(body_failure(CopyFail::Read(e))),
+                                Ok(n) => clock.moved(n),
+                            }
+                        }
                     }
                 }
             }
@@ -1253,8 +1285,10 @@ impl Conn {
 
 /// Why sending the request upstream failed.
 enum SendFail {
-    /// The connection failed.
+    /// The upstream connection failed.
     Io,
+    /// The client went away in the middle of its body.
+    ClientGone,
     /// The client's body was refused (too large, malformed chunks).
     Body(ReasonCode),
 }

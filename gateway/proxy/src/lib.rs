@@ -7,7 +7,7 @@
 
 #![warn(missing_docs)]
 
-mod body_watch;
+pub mod body_watch;
 pub mod bundle;
 pub mod config;
 mod date;

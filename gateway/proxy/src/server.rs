@@ -474,38 +474,49 @@ impl Gateway {
             }
         }
         let limit = self.config.limits.max_body_bytes as usize;
-        let (body, progress) = WatchedBody::new(Limited::new(body, limit));
-        let body: Body = body.boxed();
+        let timeout = Duration::from_secs(self.config.limits.upstream_timeout_secs);
+        let idle = Duration::from_secs(self.config.limits.body_timeout_secs);
+        // A request with a body is watched (its clock, and whether it has gone on); one
+        // without goes straight to the upstream timeout.
+        let (body, progress): (Body, _) = if hyper::body::Body::is_end_stream(&body) {
+            (Limited::new(body, limit).boxed(), None)
+        } else {
+            let (b, p) = WatchedBody::new(Limited::new(body, limit), idle);
+            (b.boxed(), Some(p))
+        };
         let up = match up.body(body) {
             Ok(r) => r,
             Err(_) => return self.refuse("deny", ReasonCode::RequestMalformed).into_response(),
         };
-        let timeout = Duration::from_secs(self.config.limits.upstream_timeout_secs);
-        let idle = Duration::from_secs(self.config.limits.body_timeout_secs);
         let send = self.upstreams.send(&affinity, forward.route, up);
         tokio::pin!(send);
-        // While the request body is on its way, it is bounded by its progress (a slow
-        // upload that keeps moving passes); once it has gone, the response head must come
-        // within the upstream timeout. The HTTP/1.1 front end applies the same rules.
-        let early = loop {
-            tokio::select! {
-                r = &mut send => break Some(r),
-                _ = progress.wait_ended() => break None,
-                _ = tokio::time::sleep(idle.saturating_sub(progress.still_for()).max(Duration::from_millis(10))) => {
-                    if !progress.ended() && progress.still_for() >= idle {
-                        let reason = match progress.stall() {
-                            Stall::Client => ReasonCode::RequestTimeout,
-                            Stall::Upstream => ReasonCode::UpstreamTimeout,
-                        };
-                        return self.refuse("error", reason).into_response();
+        // While the request body is on its way, the body bounds the client (it errors
+        // when the client is too slow) and this loop the upstream (it must keep taking the
+        // body); once the body has gone, the response head must come within the upstream
+        // timeout. The HTTP/1.1 front end applies the same rules.
+        let mut early = None;
+        if let Some(progress) = &progress {
+            early = loop {
+                tokio::select! {
+                    biased;
+                    r = &mut send => break Some(r),
+                    _ = progress.wait_ended() => break None,
+                    _ = tokio::time::sleep(idle.saturating_sub(progress.still_for()).max(Duration::from_millis(10))) => {
+                        let stalled = !progress.ended() && progress.still_for() >= idle;
+                        if stalled && progress.stall() == Stall::Upstream {
+                            return self.refuse("error", ReasonCode::UpstreamTimeout).into_response();
+                        }
                     }
                 }
-            }
-        };
+            };
+        }
         let answer = match early {
             Some(r) => Ok(r),
             None => tokio::time::timeout(timeout, &mut send).await,
         };
+        if progress.as_ref().is_some_and(|p| p.client_timed_out()) {
+            return self.refuse("error", ReasonCode::RequestTimeout).into_response();
+        }
         let mut resp = match answer {
             Err(_) => return self.refuse("error", ReasonCode::UpstreamTimeout).into_response(),
             Ok(Err(e)) => {
