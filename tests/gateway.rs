@@ -984,14 +984,8 @@ async fn upstream_failures_and_body_timeouts() {
     // A body that stops moving, with a length or chunked: 408 request_timeout after the
     // body timeout, and the connection closes.
     for (framing, first) in [("Content-Length: 10", "hello"), ("Transfer-Encoding: chunked", "5\r\nhello\r\n")] {
-        let mut c = tokio::net::TcpStream::connect(a).await.unwrap();
         let t0 = std::time::Instant::now();
-        c.write_all(
-            format!("POST /api/up HTTP/1.1\r\nHost: acme.test\r\nAuthorization: {auth}\r\n{framing}\r\n\r\n{first}")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
+        let mut c = post_upload(a, &auth, &format!("{framing}\r\n\r\n{first}")).await;
         let mut out = Vec::new();
         let done = tokio::time::timeout(Duration::from_secs(6), c.read_to_end(&mut out)).await;
         let out = String::from_utf8_lossy(&out);
@@ -1006,14 +1000,8 @@ async fn upstream_failures_and_body_timeouts() {
 
     // A trickle (a byte every 1.2 s: never idle for the body timeout) is cut once the body
     // falls behind the minimum average rate, not after its 100 bytes' 2 minutes.
-    let mut c = tokio::net::TcpStream::connect(a).await.unwrap();
     let t0 = std::time::Instant::now();
-    c.write_all(
-        format!("POST /api/up HTTP/1.1\r\nHost: acme.test\r\nAuthorization: {auth}\r\nContent-Length: 100\r\n\r\n")
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
+    let mut c = post_upload(a, &auth, "Content-Length: 100\r\n\r\n").await;
     let mut out = Vec::new();
     let trickle = async {
         loop {
@@ -1071,16 +1059,12 @@ async fn upstream_failures_and_body_timeouts() {
             .unwrap();
     tokio::spawn(conn);
     for (parts, stall) in [(3, false), (1, true)] {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1);
-        let frames = futures_util::stream::poll_fn(move |cx| {
-            rx.poll_recv(cx)
-                .map(|b| b.map(|b| Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(b))))
-        });
+        let (tx, frames) = channel_body(1);
         let req = Request::builder()
             .method("POST")
             .uri("http://acme.test/api/up")
             .header("authorization", &auth)
-            .body(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
+            .body(frames)
             .unwrap();
         let feeder = tokio::spawn(async move {
             for i in 0..parts {
@@ -1112,17 +1096,9 @@ async fn upstream_failures_and_body_timeouts() {
         feeder.abort();
     }
     // HTTP/2 client, upstream that stops reading: 504 after the body timeout.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    let frames = futures_util::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx)
-            .map(|b| b.map(|b| Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(b))))
-    });
-    let req = Request::builder()
-        .method("POST")
-        .uri("http://raw.test/stall")
-        .header("x-demo-key", "1")
-        .body(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
-        .unwrap();
+    let (tx, frames) = channel_body(4);
+    let req =
+        Request::builder().method("POST").uri("http://raw.test/stall").header("x-demo-key", "1").body(frames).unwrap();
     let feeder = tokio::spawn(async move {
         let chunk = Bytes::from(vec![0u8; 1 << 16]);
         while tx.send(chunk.clone()).await.is_ok() {}
@@ -1133,4 +1109,25 @@ async fn upstream_failures_and_body_timeouts() {
     assert_eq!(resp.status(), 504);
     assert_eq!(resp.headers().get("x-gatehouse-reason").unwrap(), "upstream_timeout");
     assert!(t0.elapsed() < Duration::from_secs(6), "h2 stalled upstream took {:?}", t0.elapsed());
+}
+
+/// A request body fed through a channel (pending until the test sends; ended when the
+/// sender is dropped).
+fn channel_body(depth: usize) -> (tokio::sync::mpsc::Sender<Bytes>, TestBody) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(depth);
+    let frames = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|b| b.map(|b| Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(b))))
+    });
+    (tx, BodyExt::boxed(http_body_util::StreamBody::new(frames)))
+}
+
+/// A connection that has sent the head of `POST /api/up` to acme.test with `auth`, then
+/// `rest` (the framing header, the blank line, any first body bytes).
+async fn post_upload(a: SocketAddr, auth: &str, rest: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut c = tokio::net::TcpStream::connect(a).await.unwrap();
+    let head = format!("POST /api/up HTTP/1.1\r\nHost: acme.test\r\nAuthorization: {auth}\r\n{rest}");
+    c.write_all(head.as_bytes()).await.unwrap();
+    c
 }
