@@ -809,9 +809,10 @@ fn check_ip(m: &IpMatcher, ip: IpAddr) -> Result<(), ReasonCode> {
 }
 
 fn rate_headers(d: &RateDecision) -> Vec<(String, String)> {
+    let text = |n: u64| itoa::Buffer::new().format(n).to_string();
     vec![
-        ("ratelimit-limit".into(), crate::time::decimal(d.limit)),
-        ("ratelimit-remaining".into(), crate::time::decimal(d.remaining)),
-        ("ratelimit-reset".into(), crate::time::decimal(d.reset_after.div_ceil(NANOS))),
+        ("ratelimit-limit".into(), text(d.limit)),
+        ("ratelimit-remaining".into(), text(d.remaining)),
+        ("ratelimit-reset".into(), text(d.reset_after.div_ceil(NANOS))),
     ]
 }

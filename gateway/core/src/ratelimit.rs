@@ -112,7 +112,7 @@ impl RateKey<'_> {
         s.push_str("rl:");
         s.push_str(scope);
         s.push(':');
-        crate::time::push_decimal(&mut s, self.org.len() as u64);
+        s.push_str(itoa::Buffer::new().format(self.org.len()));
         s.push(':');
         s.push_str(self.org);
         s.push(':');

@@ -54,29 +54,6 @@ pub mod unix_seconds {
     }
 }
 
-/// Append `n` in decimal (without the formatting machinery: this runs for every request
-/// inside WebAssembly filters).
-pub fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.push_str(std::str::from_utf8(&digits[i..]).expect("ASCII digits"));
-}
-
-/// `n` in decimal.
-pub fn decimal(n: u64) -> String {
-    let mut s = String::with_capacity(20);
-    push_decimal(&mut s, n);
-    s
-}
-
 /// Parse `YYYY-MM-DDTHH:MM:SS[.fff]Z` (UTC only) into Unix seconds.
 pub fn parse_rfc3339(s: &str) -> Option<u64> {
     let b = s.as_bytes();
@@ -150,16 +127,6 @@ mod tests {
             "1969-12-31T23:59:59Z",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
-        }
-    }
-}
-
-#[cfg(test)]
-mod decimal_tests {
-    #[test]
-    fn decimal_matches_display() {
-        for n in [0, 1, 9, 10, 99, 100, 12_345, u32::MAX as u64, u64::MAX] {
-            assert_eq!(super::decimal(n), n.to_string());
         }
     }
 }

@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::body_watch::BodyClock;
-use crate::server::{Forward, Gateway, HeadView, Outcome, Reply};
+use crate::server::{list_tokens, passes_on, Forward, Gateway, HeadView, Outcome, Reply};
 
 /// Largest request or response head.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -311,17 +311,6 @@ pub struct RequestInfo<'h> {
     pub connection_tokens: Vec<String>,
 }
 
-fn lower_tokens(value: &[u8], out: &mut Vec<String>) {
-    for t in value.split(|&b| b == b',') {
-        let t = t.trim_ascii();
-        if !t.is_empty() {
-            if let Ok(t) = std::str::from_utf8(t) {
-                out.push(t.to_ascii_lowercase());
-            }
-        }
-    }
-}
-
 /// A `Content-Length` value: digits only.
 fn content_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
@@ -345,7 +334,7 @@ fn body_framing(headers: &[httparse::Header<'_>]) -> Result<Option<Framing>, Hea
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             te = true;
-            lower_tokens(h.value, &mut codings);
+            list_tokens(h.value, &mut codings);
         }
     }
     if te {
@@ -378,7 +367,7 @@ pub fn analyse<'h>(req: &httparse::Request<'h, '_>) -> Result<RequestInfo<'h>, H
             }
             host = Some(std::str::from_utf8(h.value).map_err(|_| HeadError::Malformed)?.trim());
         } else if name.eq_ignore_ascii_case("connection") {
-            lower_tokens(h.value, &mut tokens);
+            list_tokens(h.value, &mut tokens);
         } else if name.eq_ignore_ascii_case("upgrade") {
             upgrade_field = true;
         } else if name.eq_ignore_ascii_case("expect") {
@@ -536,7 +525,7 @@ impl ChunkState {
 
 fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
     out.push(b' ');
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -559,8 +548,8 @@ fn reply_bytes(out: &mut Vec<u8>, r: &Reply, close: bool, head_only: bool) {
     for (k, v) in &r.headers {
         field(out, k.as_bytes(), v.as_bytes());
     }
-    field(out, b"content-length", r.body.len().to_string().as_bytes());
-    field(out, b"date", crate::date::now().as_bytes());
+    field(out, b"content-length", itoa::Buffer::new().format(r.body.len()).as_bytes());
+    crate::date::with_now(|d| field(out, b"date", d.as_bytes()));
     if close {
         field(out, b"connection", b"close");
     }
@@ -886,11 +875,9 @@ impl Conn {
                 }
                 continue;
             }
-            if name.eq_ignore_ascii_case("expect") || f.bundle.engine.is_identity_header(name) {
-                continue;
-            }
-            if is_hop(name, &info.connection_tokens)
-                && !(info.upgrade && (name.eq_ignore_ascii_case("upgrade") || name.eq_ignore_ascii_case("connection")))
+            // Content-Length too: the gateway frames what it sends.
+            if !passes_on(&f.bundle.engine, name, &info.connection_tokens, info.upgrade)
+                || name.eq_ignore_ascii_case("content-length")
             {
                 continue;
             }
@@ -912,7 +899,7 @@ impl Conn {
         out.extend_from_slice(peer.as_bytes());
         out.extend_from_slice(b"\r\n");
         match info.body {
-            Framing::Length(n) => field(out, b"content-length", n.to_string().as_bytes()),
+            Framing::Length(n) => field(out, b"content-length", itoa::Buffer::new().format(n).as_bytes()),
             Framing::Chunked => field(out, b"transfer-encoding", b"chunked"),
             Framing::None | Framing::Close => {}
         }
@@ -1097,7 +1084,7 @@ impl Conn {
             let mut tokens = Vec::new();
             for h in resp.headers.iter() {
                 if h.name.eq_ignore_ascii_case("connection") {
-                    lower_tokens(h.value, &mut tokens);
+                    list_tokens(h.value, &mut tokens);
                 }
             }
             // Informational answers (103 Early Hints, ...) go on as they are; the final one follows.
@@ -1172,7 +1159,7 @@ impl Conn {
                 field(&mut self.out, k.as_bytes(), v.as_bytes());
             }
             match to_client {
-                Framing::Length(n) => field(&mut self.out, b"content-length", n.to_string().as_bytes()),
+                Framing::Length(n) => field(&mut self.out, b"content-length", itoa::Buffer::new().format(n).as_bytes()),
                 Framing::Chunked => field(&mut self.out, b"transfer-encoding", b"chunked"),
                 Framing::None => {
                     // A HEAD or 304 answer states the length the full answer would have.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use gatehouse_core::identity::{CredentialKind, Identity};
 use gatehouse_core::request::HOP_BY_HOP;
+use gatehouse_core::Engine;
 use gatehouse_core::ReasonCode;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
@@ -30,6 +31,32 @@ use std::borrow::Cow;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body type of the HTTP/2 front end.
 pub type Body = BoxBody<Bytes, BoxError>;
+
+/// The lower-case tokens of a comma-separated header value (`Connection`,
+/// `Transfer-Encoding`), appended to `out`.
+pub(crate) fn list_tokens(value: &[u8], out: &mut Vec<String>) {
+    for t in value.split(|&b| b == b',') {
+        let t = t.trim_ascii();
+        if !t.is_empty() {
+            if let Ok(t) = std::str::from_utf8(t) {
+                out.push(t.to_ascii_lowercase());
+            }
+        }
+    }
+}
+
+/// Whether a client's request header goes on to the upstream, for both front ends: not an
+/// identity header (the gateway sets those from the verdict; a client must never be able
+/// to), not `Expect` (the gateway answers it), not hop-by-hop or named by `Connection` —
+/// except `Upgrade` and `Connection` themselves on an upgrade.
+pub(crate) fn passes_on(engine: &Engine, name: &str, connection_tokens: &[String], upgrade: bool) -> bool {
+    if name.eq_ignore_ascii_case("expect") || engine.is_identity_header(name) {
+        return false;
+    }
+    let hop = HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+        || connection_tokens.iter().any(|t| t.eq_ignore_ascii_case(name));
+    !hop || (upgrade && (name.eq_ignore_ascii_case("upgrade") || name.eq_ignore_ascii_case("connection")))
+}
 
 /// Everything a request needs.
 pub struct Gateway {
@@ -432,35 +459,32 @@ impl Gateway {
             None => hyper::Uri::from_static("/"),
         };
         let mut up = Request::builder().method(parts.method.clone()).uri(uri).version(hyper::Version::HTTP_11);
-        let connection_tokens: Vec<String> = parts
-            .headers
-            .get_all("connection")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
-            .collect();
+        let mut connection_tokens = Vec::new();
+        for v in parts.headers.get_all("connection") {
+            list_tokens(v.as_bytes(), &mut connection_tokens);
+        }
         {
             let h = up.headers_mut().expect("builder");
             for (k, v) in &parts.headers {
-                let name = k.as_str();
-                if forward.bundle.engine.is_identity_header(name) {
-                    continue;
+                if passes_on(&forward.bundle.engine, k.as_str(), &connection_tokens, upgrade) {
+                    h.append(k.clone(), v.clone());
                 }
-                let hop = HOP_BY_HOP.contains(&name) || connection_tokens.iter().any(|t| t == name);
-                if hop && !(upgrade && (name == "upgrade" || name == "connection")) {
-                    continue;
-                }
-                h.append(k.clone(), v.clone());
             }
             for (k, v) in &forward.identity_headers {
                 if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
                     h.insert(k, v);
                 }
             }
-            let xff = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                Some(prev) => format!("{prev}, {}", peer.ip()),
-                None => peer.ip().to_string(),
-            };
+            // Every hop the client's fields list, then the peer, in one field (as the
+            // HTTP/1.1 front end writes it).
+            let mut xff = String::new();
+            for v in parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()) {
+                if !v.trim().is_empty() {
+                    xff.push_str(v.trim());
+                    xff.push_str(", ");
+                }
+            }
+            xff.push_str(&peer.ip().to_string());
             if let Ok(v) = HeaderValue::from_str(&xff) {
                 h.insert("x-forwarded-for", v);
             }
