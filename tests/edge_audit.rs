@@ -18,7 +18,7 @@ const OPERATOR: &str = "operator-token-0123456789";
 const EDGE: &str = "edge-token-0123456789abcdef";
 
 fn origin_config(dir: &Path, port: u16) -> gatehouse_origin::OriginConfig {
-    let (pem, public) = gatehouse_policy::keys::generate_bundle_keys();
+    let (pem, public) = gatehouse_bundler::keys::generate_bundle_keys();
     std::fs::create_dir_all(dir.join("keys")).unwrap();
     std::fs::write(dir.join("keys/bundle.pem"), pem).unwrap();
     std::fs::write(dir.join("keys/bundle.pub.pem"), public).unwrap();

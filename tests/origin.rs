@@ -22,7 +22,7 @@ struct Origin {
 
 fn write_secrets(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
-    let (pem, _) = gatehouse_policy::keys::generate_bundle_keys();
+    let (pem, _) = gatehouse_bundler::keys::generate_bundle_keys();
     std::fs::write(dir.join("bundle.pem"), pem).unwrap();
     std::fs::write(dir.join("edge.tokens"), format!("edge-1 {EDGE}\n")).unwrap();
     std::fs::write(dir.join("operator.token"), OPERATOR).unwrap();

@@ -20,7 +20,7 @@ const OPERATOR: &str = "operator-token-0123456789";
 fn write_config(dir: &std::path::Path, port: u16) {
     let keys = dir.join("keys");
     std::fs::create_dir_all(&keys).unwrap();
-    let (pem, _) = gatehouse_policy::keys::generate_bundle_keys();
+    let (pem, _) = gatehouse_bundler::keys::generate_bundle_keys();
     std::fs::write(keys.join("bundle.pem"), pem).unwrap();
     std::fs::write(keys.join("edge.tokens"), "edge edge-token-0123456789abcdef\n").unwrap();
     std::fs::write(keys.join("operator.token"), OPERATOR).unwrap();

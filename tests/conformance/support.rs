@@ -120,16 +120,16 @@ pub struct Bundle {
 
 pub fn bundle() -> Bundle {
     let d = dir();
-    let policy = gatehouse_policy::load_policy(&d.join("policy.toml")).expect("corpus policy");
-    let key = gatehouse_policy::keys::read_signing_key(&d.join("keys/bundle-signing.pem")).expect("key");
+    let policy = gatehouse_bundler::load_policy(&d.join("policy.toml")).expect("corpus policy");
+    let key = gatehouse_bundler::keys::read_signing_key(&d.join("keys/bundle-signing.pem")).expect("key");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let stamp =
-        gatehouse_policy::BundleStamp { revision: 1, region: "corpus".into(), issued_at: now, ttl_secs: 86_400 };
+        gatehouse_bundler::BundleStamp { revision: 1, region: "corpus".into(), issued_at: now, ttl_secs: 86_400 };
     Bundle {
-        bytes: gatehouse_policy::compile(policy, &stamp, &key).expect("compile"),
-        public_key: gatehouse_policy::keys::read_public_key(&d.join("keys/bundle-signing.pub.pem"))
+        bytes: gatehouse_bundler::compile(policy, &stamp, &key).expect("compile"),
+        public_key: gatehouse_bundler::keys::read_public_key(&d.join("keys/bundle-signing.pub.pem"))
             .expect("public key"),
-        secrets: gatehouse_policy::load_secrets(&d.join("keys/edge-secrets.toml")).expect("secrets"),
+        secrets: gatehouse_bundler::load_secrets(&d.join("keys/edge-secrets.toml")).expect("secrets"),
         secrets_json: {
             let text = std::fs::read_to_string(d.join("keys/edge-secrets.toml")).unwrap();
             serde_json::to_vec(&toml::from_str::<toml::Value>(&text).unwrap()).unwrap()

@@ -20,7 +20,7 @@ const EDGE: &str = "edge-token-0123456789abcdef";
 
 fn config(dir: &Path, argon_kib: u32, argon_t: u32) -> gatehouse_origin::OriginConfig {
     std::fs::create_dir_all(dir).unwrap();
-    let (pem, _) = gatehouse_policy::keys::generate_bundle_keys();
+    let (pem, _) = gatehouse_bundler::keys::generate_bundle_keys();
     std::fs::write(dir.join("bundle.pem"), pem).unwrap();
     std::fs::write(dir.join("edge.tokens"), format!("edge {EDGE}\n")).unwrap();
     std::fs::write(dir.join("operator.token"), OPERATOR).unwrap();

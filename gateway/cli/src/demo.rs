@@ -91,13 +91,13 @@ fn secret_file(path: &Path, make: impl FnOnce() -> String) -> Result<String> {
         return Ok(t.trim().to_string());
     }
     let t = make();
-    gatehouse_policy::keys::write_file(path, t.as_bytes(), true, false).map_err(|e| anyhow::anyhow!("{e}"))?;
+    gatehouse_bundler::keys::write_file(path, t.as_bytes(), true, false).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(t)
 }
 
 fn random_token() -> String {
     use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(gatehouse_policy::keys::random_bytes::<24>())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(gatehouse_bundler::random::random_bytes::<24>())
 }
 
 /// Write keys, secrets, the origin's template policy and both configurations into `dir`

@@ -13,7 +13,7 @@ use gatehouse_core::bundle;
 use gatehouse_core::engine::{Engine, Env};
 use gatehouse_core::request::OwnedRequest;
 use gatehouse_core::{apikey, Decision, EdgeSecrets, MemoryRateStore, NoCountryLookup};
-use gatehouse_policy::keys;
+use gatehouse_bundler::keys;
 
 mod demo;
 
@@ -302,7 +302,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let (sk, pk) = keys::generate_bundle_keys();
             let (tk, jwks) = keys::generate_token_keys(&token_alg, &kid)
                 .ok_or_else(|| anyhow!("--token-alg must be EdDSA or ES256"))?;
-            let secret: [u8; 32] = keys::random_bytes();
+            let secret: [u8; 32] = gatehouse_bundler::random::random_bytes();
             let secrets = format!(
                 "# Edge secrets: keep out of bundles and version control.\napi_key_secret = \"{}\"\n\n[hmac]\n",
                 base64_std(&secret)
@@ -327,7 +327,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy(PolicyCmd::Check { policy }) => {
-            let p = gatehouse_policy::load_policy(&policy)?;
+            let p = gatehouse_bundler::load_policy(&policy)?;
             println!(
                 "{}: ok ({} orgs, {} routes, {} issuers)",
                 policy.display(),
@@ -338,16 +338,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy(PolicyCmd::Compile { policy, signing_key, out, ttl, revision, region, now }) => {
-            let p = gatehouse_policy::load_policy(&policy)?;
+            let p = gatehouse_bundler::load_policy(&policy)?;
             let kp = keys::read_signing_key(&signing_key)?;
             let issued_at = now_or(&now)?;
-            let stamp = gatehouse_policy::BundleStamp {
+            let stamp = gatehouse_bundler::BundleStamp {
                 revision: revision.unwrap_or(issued_at),
                 region,
                 issued_at,
                 ttl_secs: ttl.as_secs(),
             };
-            let bytes = gatehouse_policy::compile(p, &stamp, &kp)?;
+            let bytes = gatehouse_bundler::compile(p, &stamp, &kp)?;
             std::fs::write(&out, &bytes).with_context(|| format!("{}", out.display()))?;
             println!(
                 "wrote {} ({} bytes, revision {}, expires {})",
@@ -462,7 +462,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 let jti = match (&a.jti, a.count) {
                     (Some(j), 1) => j.clone(),
-                    _ => keys::random_bytes::<12>().iter().map(|b| format!("{b:02x}")).collect(),
+                    _ => gatehouse_bundler::random::random_bytes::<12>().iter().map(|b| format!("{b:02x}")).collect(),
                 };
                 c = c.with_jwt_id(jti);
                 c.issued_at = Some(Duration::from_secs(now));
@@ -475,9 +475,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Apikey(ApikeyCmd::Create { secrets, subject, scopes }) => {
-            let s = gatehouse_policy::load_secrets(&secrets)?;
+            let s = gatehouse_bundler::load_secrets(&secrets)?;
             let secret = s.api_key_secret.ok_or_else(|| anyhow!("{}: no api_key_secret", secrets.display()))?;
-            let (key, prefix) = apikey::generate(&keys::random_bytes::<41>());
+            let (key, prefix) = apikey::generate(&gatehouse_bundler::random::random_bytes::<41>());
             let scopes = list(&scopes);
             for sc in &scopes {
                 if !gatehouse_core::policy::valid_permission(sc) {
@@ -650,7 +650,7 @@ fn decide(a: DecideArgs) -> Result<ExitCode> {
     let pk = keys::read_public_key(&a.public_key)?;
     let now = now_or(&a.now)?;
     let secrets = match &a.secrets {
-        Some(p) => gatehouse_policy::load_secrets(p)?,
+        Some(p) => gatehouse_bundler::load_secrets(p)?,
         None => EdgeSecrets::default(),
     };
     let bytes = std::fs::read(&a.bundle).with_context(|| format!("{}", a.bundle.display()))?;
@@ -665,7 +665,7 @@ fn decide(a: DecideArgs) -> Result<ExitCode> {
     let pairs = req.headers.pairs();
     let head =
         req.view(&pairs).ok_or_else(|| anyhow!("{}: `url` must be an absolute http(s) URL", a.request.display()))?;
-    let rates = MemoryRateStore::new(1024, keys::random_bytes());
+    let rates = MemoryRateStore::new(1024, gatehouse_bundler::random::random_bytes());
     let d = engine
         .decide(&head, &Env { now: now * 1_000_000_000, rates: &rates, countries: &NoCountryLookup, signatures: None });
     println!("{}", serde_json::to_string_pretty(&d.report())?);

@@ -1,6 +1,6 @@
 //! The policy model: what the human-writable policy file says and what a bundle carries.
 //!
-//! The same types are read from TOML (by `gatehouse-policy`) and from MessagePack (inside a
+//! The same types are read from TOML (by `gatehouse-bundler`) and from MessagePack (inside a
 //! signed bundle). [`Policy::validate`] checks everything that types alone cannot, and names
 //! the field of every problem (`orgs.acme.routes[2].permission: ...`).
 

@@ -221,7 +221,7 @@ impl App {
         let keys = SigningKeys::load(&*store.directory.lock().await, &cfg.tokens.alg, now).await?;
         let passwords = Passwords::new(&cfg.signin)?;
         let template = match &cfg.bundle.template {
-            Some(p) => gatehouse_policy::load_policy(p).map_err(|e| anyhow!("{e}"))?,
+            Some(p) => gatehouse_bundler::load_policy(p).map_err(|e| anyhow!("{e}"))?,
             None => bundles::default_template(),
         };
         template_acceptable(&template).map_err(|e| anyhow!("bundle.template: {e}"))?;
@@ -236,7 +236,7 @@ impl App {
             }
             None => template,
         };
-        let bundle_key = gatehouse_policy::keys::read_signing_key(&cfg.secrets.bundle_signing_key)
+        let bundle_key = gatehouse_bundler::keys::read_signing_key(&cfg.secrets.bundle_signing_key)
             .map_err(|e| anyhow!("secrets.bundle_signing_key: {e}"))?;
         let edge_text = std::fs::read_to_string(&cfg.secrets.edge_tokens)
             .with_context(|| format!("secrets.edge_tokens: cannot read {}", cfg.secrets.edge_tokens.display()))?;
@@ -1874,7 +1874,7 @@ struct CreateKey {
 }
 
 fn new_api_key(secret: &[u8]) -> (String, String, String) {
-    let random: [u8; 41] = gatehouse_policy::keys::random_bytes();
+    let random: [u8; 41] = gatehouse_bundler::random::random_bytes();
     let (key, prefix) = gatehouse_core::apikey::generate(&random);
     let hash = gatehouse_core::apikey::hash_hex(secret, &key);
     (key, prefix, hash)

@@ -175,6 +175,6 @@ pub async fn region_policy(store: &Store, r: &Region<'_>, now: i64) -> Result<Po
 
 /// Sign `policy` as a bundle.
 pub fn sign(policy: Policy, region: &str, revision: u64, now: u64, ttl: u64, key: &[u8; 64]) -> Result<Vec<u8>> {
-    let stamp = gatehouse_policy::BundleStamp { revision, region: region.to_string(), issued_at: now, ttl_secs: ttl };
-    gatehouse_policy::compile(policy, &stamp, key).map_err(|e| anyhow!("sign bundle: {e}"))
+    let stamp = gatehouse_bundler::BundleStamp { revision, region: region.to_string(), issued_at: now, ttl_secs: ttl };
+    gatehouse_bundler::compile(policy, &stamp, key).map_err(|e| anyhow!("sign bundle: {e}"))
 }

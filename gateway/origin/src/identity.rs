@@ -37,7 +37,7 @@ impl Passwords {
 
     /// Hash a password (PHC string with its own salt and parameters).
     pub fn hash(&self, password: &str) -> Result<String> {
-        let salt_bytes: [u8; 16] = gatehouse_policy::keys::random_bytes();
+        let salt_bytes: [u8; 16] = gatehouse_bundler::random::random_bytes();
         let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| anyhow!("salt: {e}"))?;
         Ok(self.argon.hash_password(password.as_bytes(), &salt).map_err(|e| anyhow!("argon2: {e}"))?.to_string())
     }
@@ -198,7 +198,7 @@ pub async fn check_password(
 
 /// A random id with a prefix: `u_` + 16 hex digits of randomness… (24 for tokens).
 pub fn new_id(prefix: &str) -> String {
-    let b: [u8; 12] = gatehouse_policy::keys::random_bytes();
+    let b: [u8; 12] = gatehouse_bundler::random::random_bytes();
     format!("{prefix}{}", hex::encode(b))
 }
 

@@ -3,7 +3,7 @@
 
 use anyhow::{anyhow, Context as _, Result};
 use base64::Engine as _;
-use gatehouse_policy::keys::TokenKey;
+use gatehouse_bundler::keys::TokenKey;
 use jwt_simple::prelude::*;
 use libsql::Connection;
 use sha2::{Digest, Sha256};
@@ -89,7 +89,7 @@ fn token_key(alg: &str, pem: &str, kid: &str) -> Result<TokenKey> {
 pub async fn add_key(conn: &Connection, alg: &str, now: i64) -> Result<String> {
     let kid = new_id("k_");
     let (pem, jwks) =
-        gatehouse_policy::keys::generate_token_keys(alg, &kid).ok_or_else(|| anyhow!("cannot generate a {alg} key"))?;
+        gatehouse_bundler::keys::generate_token_keys(alg, &kid).ok_or_else(|| anyhow!("cannot generate a {alg} key"))?;
     let doc: serde_json::Value = serde_json::from_str(&jwks)?;
     let jwk = doc["keys"][0].to_string();
     conn.execute(
@@ -156,7 +156,7 @@ pub fn access_token(keys: &SigningKeys, g: &AccessGrant<'_>) -> Result<(String, 
 
 /// A new opaque secret with `prefix` (32 random bytes, base64url).
 pub fn opaque(prefix: &str) -> String {
-    let b: [u8; 32] = gatehouse_policy::keys::random_bytes();
+    let b: [u8; 32] = gatehouse_bundler::random::random_bytes();
     format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
 }
 

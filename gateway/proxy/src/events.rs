@@ -81,7 +81,7 @@ pub async fn send_loop(events: Arc<EdgeEvents>, sink: AuditSink, metrics: Arc<Me
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
     // Batch ids: this process's random id and a counter, so that ids never repeat.
-    let instance: String = gatehouse_policy::keys::random_bytes::<8>().iter().map(|b| format!("{b:02x}")).collect();
+    let instance: String = gatehouse_bundler::random::random_bytes::<8>().iter().map(|b| format!("{b:02x}")).collect();
     let mut seq = 0u64;
     let mut pending: Option<(String, Vec<Event>)> = None;
     let every = Duration::from_millis(sink.flush_ms);

@@ -45,7 +45,7 @@ pub fn default_builtin_dir() -> Option<PathBuf> {
 /// Run the gateway until SIGTERM or Ctrl-C, then drain.
 pub async fn run(config: GatewayConfig) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let public_key = gatehouse_policy::keys::read_public_key(&config.bundle.public_key)?;
+    let public_key = gatehouse_bundler::keys::read_public_key(&config.bundle.public_key)?;
     let (secrets, secrets_json) = match &config.bundle.secrets {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
@@ -140,5 +140,5 @@ async fn shutdown_signal() {
 }
 
 fn seed() -> [u8; 16] {
-    gatehouse_policy::keys::random_bytes()
+    gatehouse_bundler::random::random_bytes()
 }

@@ -565,7 +565,7 @@ impl SecretBox {
 
     /// `nonce ‖ ciphertext ‖ tag`.
     pub fn seal(&self, tenant: &str, connection: &str, secret: &str) -> Vec<u8> {
-        let nonce: [u8; 12] = gatehouse_policy::keys::random_bytes();
+        let nonce: [u8; 12] = gatehouse_bundler::random::random_bytes();
         let aad = Self::aad(tenant, connection);
         let ct = self
             .cipher

@@ -81,7 +81,7 @@ pub fn new_sp_keypair(name: &str) -> Result<(String, String), String> {
         let subject = subject.build();
         let mut b = x509::X509Builder::new()?;
         b.set_version(2)?;
-        let serial = BigNum::from_slice(&gatehouse_policy::keys::random_bytes::<16>())?.to_asn1_integer()?;
+        let serial = BigNum::from_slice(&gatehouse_bundler::random::random_bytes::<16>())?.to_asn1_integer()?;
         b.set_serial_number(&serial)?;
         b.set_subject_name(&subject)?;
         b.set_issuer_name(&subject)?;
@@ -200,7 +200,7 @@ pub fn start(
     let mut req = sp.make_authentication_request(&idp.sso_url).map_err(|e| SsoError::Config(e.to_string()))?;
     // samael's IDs carry 32 random bits; ours carry 128 (and start with a letter, as
     // xsd:ID requires).
-    req.id = format!("id-{}", hex::encode(gatehouse_policy::keys::random_bytes::<16>()));
+    req.id = format!("id-{}", hex::encode(gatehouse_bundler::random::random_bytes::<16>()));
     req.force_authn = None;
     let url = if idp.sign_requests {
         let pem = sp_key_pem.ok_or_else(|| SsoError::Config("no SP signing key".into()))?;

@@ -1,4 +1,4 @@
-//! # gatehouse-policy
+//! # gatehouse-bundler
 //!
 //! The human side of policies: read a TOML policy file (with errors that name the file,
 //! the line and the field), resolve referenced files, validate, and compile the result
@@ -13,6 +13,7 @@ use gatehouse_core::bundle::{self, BundleBody, FORMAT_VERSION};
 use gatehouse_core::{EdgeSecrets, Policy};
 
 pub mod keys;
+pub mod random;
 
 /// A policy or secrets file that cannot be used. Every variant names the file.
 #[derive(Debug, thiserror::Error)]

@@ -104,19 +104,6 @@ pub fn generate_token_keys(alg: &str, kid: &str) -> Option<(String, String)> {
     Some((pem, serde_json::to_string_pretty(&jwks).ok()?))
 }
 
-/// Random bytes from the operating system (through jwt-simple's generator).
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut out = [0u8; N];
-    let mut filled = 0;
-    while filled < N {
-        let chunk = HS256Key::generate().to_bytes();
-        let take = (N - filled).min(chunk.len());
-        out[filled..filled + take].copy_from_slice(&chunk[..take]);
-        filled += take;
-    }
-    out
-}
-
 /// A token signing key read from PEM, for `token mint`.
 pub enum TokenKey {
     /// Ed25519.
