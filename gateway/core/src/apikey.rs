@@ -16,7 +16,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::identity::{CredentialKind, Identity};
-use crate::policy::{valid_api_key_prefix, Policy};
+use crate::policy::Policy;
 use crate::reason::ReasonCode;
 
 /// The literal start of every key.
@@ -27,6 +27,11 @@ pub const PREFIX_LEN: usize = 12;
 pub const SECRET_LEN: usize = 43;
 /// Total key length.
 pub const KEY_LEN: usize = KEY_TAG.len() + PREFIX_LEN + 1 + SECRET_LEN;
+
+/// Whether `s` is a key's public prefix: [`PREFIX_LEN`] lower-case ASCII letters or digits.
+pub fn valid_prefix(s: &str) -> bool {
+    s.len() == PREFIX_LEN && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
 
 /// Whether a credential string looks like an API key (rather than a JWT).
 pub fn looks_like_api_key(s: &str) -> bool {
@@ -41,7 +46,7 @@ pub fn parse(key: &str) -> Result<&str, ReasonCode> {
     let rest = &key[KEY_TAG.len()..];
     let (prefix, secret) = rest.split_at(PREFIX_LEN);
     let secret = secret.strip_prefix('_').ok_or(ReasonCode::ApiKeyMalformed)?;
-    if !valid_api_key_prefix(prefix) || URL_SAFE_NO_PAD.decode(secret).map(|b| b.len()) != Ok(32) {
+    if !valid_prefix(prefix) || URL_SAFE_NO_PAD.decode(secret).map(|b| b.len()) != Ok(32) {
         return Err(ReasonCode::ApiKeyMalformed);
     }
     Ok(prefix)

@@ -21,14 +21,60 @@ use base64::Engine as _;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use sha2::{Digest, Sha256};
 
-use crate::jwt::Alg;
-
 /// Longest JWK accepted (jwt-simple's bound).
 pub const MAX_JWK_BYTES: usize = 8192;
 /// Smallest RSA modulus accepted, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
 /// Largest RSA modulus accepted, in bits.
 pub const MAX_RSA_BITS: usize = 4096;
+
+/// Signature algorithms Gatehouse verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alg {
+    /// Ed25519 (`EdDSA`, also written `Ed25519`).
+    EdDSA,
+    /// ECDSA P-256 with SHA-256.
+    ES256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
+    /// HMAC-SHA256, only with an edge-local secret.
+    HS256,
+}
+
+impl Alg {
+    /// Parse a JOSE algorithm name (case-sensitive, as RFC 7518 requires).
+    pub fn parse(s: &str) -> Option<Alg> {
+        Some(match s {
+            "EdDSA" => Alg::EdDSA,
+            "ES256" => Alg::ES256,
+            "RS256" => Alg::RS256,
+            "PS256" => Alg::PS256,
+            "HS256" => Alg::HS256,
+            _ => return None,
+        })
+    }
+
+    /// Whether a token header `alg` value names this algorithm.
+    pub(crate) fn accepts(self, header_alg: &str) -> bool {
+        match self {
+            Alg::EdDSA => header_alg == "EdDSA" || header_alg == "Ed25519",
+            _ => Alg::parse(header_alg) == Some(self),
+        }
+    }
+
+    /// The JOSE name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alg::EdDSA => "EdDSA",
+            Alg::ES256 => "ES256",
+            Alg::RS256 => "RS256",
+            Alg::PS256 => "PS256",
+            Alg::HS256 => "HS256",
+        }
+    }
+}
 
 /// A key ready to verify with, parsed once when the policy is loaded.
 pub(crate) enum Material {

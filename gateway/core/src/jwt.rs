@@ -20,60 +20,15 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::claims::Claims;
-use crate::jwk::Material;
-
 use crate::identity::{header_safe, limits, CredentialKind, Identity};
+use crate::jwk::Material;
 use crate::policy::Policy;
 use crate::reason::ReasonCode;
 use crate::secrets::EdgeSecrets;
 
-/// Signature algorithms Gatehouse verifies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Alg {
-    /// Ed25519 (`EdDSA`, also written `Ed25519`).
-    EdDSA,
-    /// ECDSA P-256 with SHA-256.
-    ES256,
-    /// RSASSA-PKCS1-v1_5 with SHA-256.
-    RS256,
-    /// RSASSA-PSS with SHA-256.
-    PS256,
-    /// HMAC-SHA256, only with an edge-local secret.
-    HS256,
-}
-
-impl Alg {
-    /// Parse a JOSE algorithm name (case-sensitive, as RFC 7518 requires).
-    pub fn parse(s: &str) -> Option<Alg> {
-        Some(match s {
-            "EdDSA" => Alg::EdDSA,
-            "ES256" => Alg::ES256,
-            "RS256" => Alg::RS256,
-            "PS256" => Alg::PS256,
-            "HS256" => Alg::HS256,
-            _ => return None,
-        })
-    }
-
-    /// Whether a token header `alg` value names this algorithm.
-    fn accepts(self, header_alg: &str) -> bool {
-        match self {
-            Alg::EdDSA => header_alg == "EdDSA" || header_alg == "Ed25519",
-            _ => Alg::parse(header_alg) == Some(self),
-        }
-    }
-
-    /// The JOSE name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Alg::EdDSA => "EdDSA",
-            Alg::ES256 => "ES256",
-            Alg::RS256 => "RS256",
-            Alg::PS256 => "PS256",
-            Alg::HS256 => "HS256",
-        }
-    }
-}
+/// Signature algorithms Gatehouse verifies (defined with the keys that pin them, in
+/// [`crate::jwk`]).
+pub use crate::jwk::Alg;
 
 /// A JWKS that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
