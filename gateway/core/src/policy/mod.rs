@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::net::cidr::Cidr;
-use crate::net::client_ip::ClientIpConfig;
+use crate::net::client_ip::config::ClientIpConfig;
 
 pub mod validate;
 
