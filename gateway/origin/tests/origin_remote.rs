@@ -1,17 +1,23 @@
 //! The origin on a libSQL server (sqld or Turso) through embedded replicas: runs when
 //! `GATEHOUSE_TEST_LIBSQL_URL` names one database URL template on a server (with `{db}`
 //! for the database name, e.g. `http://{db}.db.localhost:8080` for sqld namespaces) and,
-//! if the server wants one, `GATEHOUSE_TEST_LIBSQL_TOKEN`; otherwise it says so and does
-//! nothing. Build with `--features remote-replica`.
+//! if the server wants one, `GATEHOUSE_TEST_LIBSQL_TOKEN`; otherwise it prints `SKIPPED`
+//! (`support::skip`) and does nothing; so it does in a build without `--features
+//! remote-replica` (the libSQL server client), which `scripts/test` passes when the URL is set.
+
+mod support;
 
 use gatehouse_origin::store::{Backend, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_data_through_a_libsql_server() {
+    const TEST: &str = "tenant_data_through_a_libsql_server";
     let Ok(url) = std::env::var("GATEHOUSE_TEST_LIBSQL_URL") else {
-        eprintln!("origin_remote: GATEHOUSE_TEST_LIBSQL_URL is not set; the libSQL server test is skipped");
-        return;
+        return support::skip(TEST, "GATEHOUSE_TEST_LIBSQL_URL is not set (no libSQL server)");
     };
+    if !cfg!(feature = "remote-replica") {
+        return support::skip(TEST, "built without --features remote-replica (the libSQL server client)");
+    }
     let token = std::env::var("GATEHOUSE_TEST_LIBSQL_TOKEN").unwrap_or_default();
     let backend = Backend::Remote { url, token, sync: std::time::Duration::from_secs(1) };
     let dir = tempfile::tempdir().unwrap();

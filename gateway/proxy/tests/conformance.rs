@@ -2,7 +2,7 @@
 //! policy.toml) run against two hosts in this process: the core engine natively, and the
 //! native gateway's filter chain (wasmtime hosting the `gatehouse` component, and the four
 //! single-check components in a chain). Every case must come out as the corpus says, on
-//! every host. The Worker runs the same files in tests/worker.rs.
+//! every host. The Worker runs the same files in gateway/cli/tests/worker.rs.
 //!
 //! One host: `cargo test -p gatehouse-proxy --test conformance -- core` (or `one_call`,
 //! `split_chain`).

@@ -3,7 +3,7 @@
 //! project's WASI 0.3 host: the conformance corpus, and a real upstream on loopback that
 //! receives the allowed requests with identity headers and never the denied ones.
 
-#[path = "../../conformance/support.rs"]
+#[path = "../../../gateway/proxy/tests/conformance/support.rs"]
 mod corpus;
 
 use std::convert::Infallible;

@@ -13,6 +13,10 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
+mod skip;
+#[allow(unused_imports)] // only some test binaries can skip
+pub use skip::skip;
+
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gatehouse"))
 }
