@@ -156,3 +156,91 @@ impl Identity {
         })
     }
 }
+
+/// The [`Identity`] a WIT `identity` record carries, whoever generated the record's type
+/// (the filter guest's `wit-bindgen` or the gateway's `wasmtime` bindings: both have the
+/// record's fields by name). `None` for an unknown credential kind. One definition of the
+/// conversion for both sides of the filter boundary.
+#[macro_export]
+macro_rules! identity_from_record {
+    ($record:expr, $prefix:expr) => {{
+        let r = $record;
+        $crate::identity::CredentialKind::parse(&r.kind).map(|kind| {
+            $crate::identity::Identity::new(
+                kind,
+                r.subject,
+                r.org,
+                r.roles,
+                r.scopes,
+                r.teams,
+                r.amr,
+                r.session_id,
+                r.credential_id,
+                r.expires_at,
+                $prefix,
+            )
+        })
+    }};
+}
+
+/// The WIT `identity` record of type `$ty` (a generated binding) for an [`Identity`]: the
+/// inverse of [`identity_from_record!`].
+#[macro_export]
+macro_rules! identity_to_record {
+    ($ty:path, $identity:expr) => {{
+        let i: &$crate::identity::Identity = $identity;
+        $ty {
+            kind: i.kind.as_str().into(),
+            subject: i.subject.clone(),
+            org: i.org.clone(),
+            roles: i.roles.clone(),
+            scopes: i.scopes.clone(),
+            teams: i.teams.clone(),
+            amr: i.amr.clone(),
+            session_id: i.session_id.clone(),
+            credential_id: i.credential_id.clone(),
+            expires_at: i.expires_at,
+        }
+    }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape of the WIT record, as both bindings generate it.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Record {
+        kind: String,
+        subject: String,
+        org: String,
+        roles: Vec<String>,
+        scopes: Option<Vec<String>>,
+        teams: Vec<String>,
+        amr: Vec<String>,
+        session_id: Option<String>,
+        credential_id: Option<String>,
+        expires_at: Option<u64>,
+    }
+
+    #[test]
+    fn records_round_trip_and_unknown_kinds_are_refused() {
+        let r = Record {
+            kind: "jwt".into(),
+            subject: "alice".into(),
+            org: "acme".into(),
+            roles: vec!["viewer".into()],
+            scopes: Some(vec!["items:read".into()]),
+            teams: vec!["eng".into()],
+            amr: vec!["pwd".into(), "otp".into()],
+            session_id: Some("s1".into()),
+            credential_id: Some("j1".into()),
+            expires_at: Some(42),
+        };
+        let id = crate::identity_from_record!(r.clone(), "x-gatehouse-").unwrap();
+        assert_eq!((id.kind, id.subject.as_str(), id.expires_at), (CredentialKind::Jwt, "alice", Some(42)));
+        assert!(id.upstream_headers().iter().any(|(k, v)| k == "x-gatehouse-subject" && v == "alice"));
+        assert_eq!(crate::identity_to_record!(Record, &id), r);
+        assert!(crate::identity_from_record!(Record { kind: "magic".into(), ..r }, "x-").is_none());
+    }
+}

@@ -32,9 +32,10 @@ pub mod reason;
 pub mod request;
 pub mod secrets;
 pub mod time;
+pub mod wire;
 
 pub use decision::{Allow, Decision, DecisionReport, Deny, Redirect};
-pub use engine::{BundleInfo, Check, Context, Engine, EngineError, Env};
+pub use engine::{Begun, BundleInfo, Check, Context, Engine, EngineError, Env, PendingRates};
 pub use geo::{CountryCode, CountryLookup, NoCountryLookup};
 pub use identity::{CredentialKind, Identity};
 pub use policy::Policy;

@@ -8,19 +8,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the proxy-era ones): every host removes them
-/// before forwarding, in both directions.
-pub const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// Hop-by-hop headers: see [`crate::wire`], which owns the HTTP contract.
+pub use crate::wire::HOP_BY_HOP;
 
 /// Bounds on the request head; a request beyond them is denied with `request_malformed`.
 pub mod limits {

@@ -264,10 +264,20 @@ fn rate_steps_decide_like_decide() {
         denied += matches!(a, Decision::Deny(ref d) if d.reason.as_str() == "rate_limited") as usize;
     }
     assert!(denied >= 5, "the sequence reaches the limits ({denied})");
-    // A store that answered fewer steps than asked (and no refusal) fails closed.
+    // A store that answered fewer steps than asked (and no refusal) fails closed; the
+    // steps are those of the request's organisation.
     let h = Harness::new(engine_with(&p));
-    let mut ctx = gatehouse_core::engine::Context { org: Some("acme".into()), ..Default::default() };
-    assert!(h.engine.finish_rates(&mut ctx, 1, &[]).is_err());
+    let gatehouse_core::Begun::Pending(pending) = h.begin(&office(&t1)) else { panic!("a limited route is pending") };
+    assert_eq!(pending.org(), "acme");
+    assert!(!pending.steps().is_empty());
+    let short = pending.steps().len() - 1;
+    let answers: Vec<_> = pending.steps()[..short].iter().map(|s| h.rates.check_rendered(&s.key, &s.gcra, 0)).collect();
+    match pending.finish(&h.engine, &answers) {
+        Decision::Deny(d) => assert_eq!(d.reason.as_str(), "internal_error"),
+        other => panic!("{other:?}"),
+    }
+    // A route without limits is decided at once.
+    assert!(matches!(h.begin(&get("https://acme.app.test/docs")), gatehouse_core::Begun::Done(_)));
 }
 
 #[test]

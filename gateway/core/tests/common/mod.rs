@@ -319,31 +319,29 @@ impl Harness {
     pub fn decide(&self, r: &Req) -> Decision {
         self.decide_at(r, NOW)
     }
-    /// The same decision the way a host with an asynchronous rate store takes it: every
-    /// check but the rate limit, then `rate_steps` run in order against the store
-    /// (stopping at the first refusal), then `finish_rates`.
+    /// The same decision the way a host with an asynchronous rate store takes it:
+    /// `Engine::begin`, the pending steps run in order against the store (stopping at the
+    /// first refusal), then `PendingRates::finish`.
     pub fn decide_with_rate_steps(&self, r: &Req) -> Decision {
-        use gatehouse_core::engine::{Check, Context};
-        let pairs = r.pairs();
-        let head = r.head(&pairs);
-        let env = Env { now: NOW * 1_000_000_000, rates: &self.rates, countries: &NoCountryLookup, signatures: None };
-        let mut ctx = Context::default();
-        let before = &Check::ALL[..Check::ALL.len() - 1];
-        let mut run = || -> Result<Decision, Decision> {
-            self.engine.check(before, &head, &mut ctx, &env)?;
-            let steps = self.engine.rate_steps(&ctx)?;
-            let mut answers = Vec::new();
-            for s in &steps {
-                let d = self.rates.check_rendered(&s.key, &s.gcra, env.now);
-                answers.push(d);
-                if !d.allowed {
-                    break;
+        match self.begin(r) {
+            gatehouse_core::Begun::Done(d) => d,
+            gatehouse_core::Begun::Pending(p) => {
+                let mut answers = Vec::new();
+                for s in p.steps() {
+                    let d = self.rates.check_rendered(&s.key, &s.gcra, NOW * 1_000_000_000);
+                    answers.push(d);
+                    if !d.allowed {
+                        break;
+                    }
                 }
+                p.finish(&self.engine, &answers)
             }
-            self.engine.finish_rates(&mut ctx, steps.len(), &answers)?;
-            Ok(self.engine.allow_context(&ctx))
-        };
-        run().unwrap_or_else(|d| d)
+        }
+    }
+    /// `Engine::begin` on `r` (the rate store is never asked).
+    pub fn begin(&self, r: &Req) -> gatehouse_core::Begun {
+        let pairs = r.pairs();
+        self.engine.begin(&r.head(&pairs), &Env::deferred(NOW * 1_000_000_000, &NoCountryLookup))
     }
     pub fn reason(&self, r: &Req) -> String {
         match self.decide(r) {

@@ -20,11 +20,16 @@ use crate::identity::{CredentialKind, Identity};
 use crate::jwt::TokenVerifier;
 use crate::net::{ClientIpResolver, IpAction, IpMatcher};
 use crate::policy::{AuthMode, Limits, Policy, PolicyIssue, Settings};
-use crate::ratelimit::{Gcra, RateDecision, RateKey, RateScope, RateStore};
+use crate::ratelimit::{Gcra, RateDecision, RateStore};
 use crate::reason::ReasonCode;
 use crate::request::RequestHead;
 use crate::secrets::EdgeSecrets;
 use crate::time::{UnixNanos, NANOS};
+
+mod rates;
+
+use rates::rate_headers;
+pub use rates::{Begun, PendingRates};
 
 /// What the host supplies for each decision: the time and its stateful services.
 pub struct Env<'a> {
@@ -127,6 +132,13 @@ impl Check {
     pub const ALL: &'static [Check] =
         &[Check::Tenant, Check::ClientIp, Check::Ip, Check::Geo, Check::Credential, Check::Access, Check::RateLimit];
 }
+
+/// Every check but the rate limit, in decision order: what [`Engine::begin`] runs before
+/// handing the rate steps to an asynchronous store.
+const BEFORE_RATES: &[Check] = match Check::ALL.split_last() {
+    Some((Check::RateLimit, rest)) => rest,
+    _ => panic!("Check::ALL must end with the rate limit"),
+};
 
 /// One rate-limit step for an asynchronous store: the rendered key and its GCRA limit.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -527,85 +539,6 @@ impl Engine {
         Ok(())
     }
 
-    /// The rate limits a request is subject to, in order: the org's, the route's, then
-    /// the user's or the API key's.
-    fn rate_keys<'a>(
-        &'a self,
-        org: &'a CompiledOrg,
-        route: &'a CompiledRoute,
-        identity: Option<&'a Identity>,
-    ) -> impl Iterator<Item = (RateKey<'a>, &'a Gcra)> + 'a {
-        let per_identity = identity.map(|id| match id.kind {
-            CredentialKind::ApiKey => (
-                RateKey { scope: RateScope::ApiKey, org: &org.id, id: id.credential_id.as_deref().unwrap_or("") },
-                org.limits.api_key.as_ref(),
-            ),
-            _ => (RateKey { scope: RateScope::User, org: &org.id, id: &id.subject }, org.limits.user.as_ref()),
-        });
-        [
-            Some((RateKey { scope: RateScope::Org, org: &org.id, id: "" }, org.limits.org.as_ref())),
-            Some((RateKey { scope: RateScope::Route, org: &org.id, id: &route.name }, route.gcra.as_ref())),
-            per_identity,
-        ]
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, g)| g.map(|g| (k, g)))
-    }
-
-    /// Fold one store answer: a refusal denies; otherwise keep the tightest for headers.
-    fn fold_rate(&self, tightest: &mut Option<RateDecision>, d: RateDecision) -> Result<(), Deny> {
-        if !d.allowed {
-            return Err(self.rate_limited(&d));
-        }
-        if tightest.is_none_or(|t| d.remaining < t.remaining) {
-            *tightest = Some(d);
-        }
-        Ok(())
-    }
-
-    fn check_rates<'r>(&self, req: &RequestHead<'r>, st: &mut State<'r>, env: &Env<'_>) -> Result<(), Decision> {
-        let org = &self.orgs[self.org_of(req, st)?];
-        let route = self.route(self.route_of(req, st));
-        let mut tightest = None;
-        for (key, g) in self.rate_keys(org, route, st.identity.as_deref()) {
-            self.fold_rate(&mut tightest, env.rates.check(&key, g, env.now))?;
-        }
-        st.rate = tightest;
-        Ok(())
-    }
-
-    /// For hosts whose rate store is asynchronous (a Durable Object, a key-value store):
-    /// the steps the rate check of a request with context `ctx` (every other check passed)
-    /// takes. The host runs them in order, atomically, stopping at the first refusal,
-    /// and gives the answers to [`Engine::finish_rates`].
-    pub fn rate_steps(&self, ctx: &Context) -> Result<Vec<RateStep>, Decision> {
-        let org =
-            ctx.org.as_ref().and_then(|o| self.org_by_id.get(o)).ok_or_else(|| self.deny(ReasonCode::TenantUnknown))?;
-        let route = self.route(
-            ctx.route.as_ref().map(|r| self.route_by_name.get(r).copied().unwrap_or(FALLBACK)).unwrap_or(FALLBACK),
-        );
-        Ok(self
-            .rate_keys(&self.orgs[*org], route, ctx.identity.as_deref())
-            .map(|(k, g)| RateStep { key: k.render(), gcra: *g })
-            .collect())
-    }
-
-    /// Finish the rate check with the store's answers to [`Engine::rate_steps`] (in step
-    /// order; fewer when the store stopped at a refusal). A missing answer denies.
-    pub fn finish_rates(&self, ctx: &mut Context, steps: usize, answers: &[RateDecision]) -> Result<(), Decision> {
-        let mut tightest = None;
-        for d in answers {
-            self.fold_rate(&mut tightest, *d)?;
-        }
-        if answers.len() < steps {
-            return Err(self.deny(ReasonCode::InternalError).into());
-        }
-        if let Some(d) = tightest {
-            ctx.response_headers = rate_headers(&d);
-        }
-        Ok(())
-    }
-
     fn deny(&self, reason: ReasonCode) -> Deny {
         let mut d = Deny::new(reason);
         let realm = &self.settings.realm;
@@ -625,13 +558,6 @@ impl Engine {
             ));
         }
         d
-    }
-
-    fn rate_limited(&self, d: &RateDecision) -> Deny {
-        let mut deny = self.deny(ReasonCode::RateLimited);
-        deny.headers.push(("retry-after".into(), d.retry_after.div_ceil(NANOS).max(1).to_string()));
-        deny.headers.extend(rate_headers(d));
-        deny
     }
 
     fn missing_credential(&self, req: &RequestHead<'_>, org: &CompiledOrg) -> Decision {
@@ -806,13 +732,4 @@ fn check_ip(m: &IpMatcher, ip: IpAddr) -> Result<(), ReasonCode> {
         None if m.has_allow() => Err(ReasonCode::IpNotAllowed),
         None => Ok(()),
     }
-}
-
-fn rate_headers(d: &RateDecision) -> Vec<(String, String)> {
-    let text = |n: u64| itoa::Buffer::new().format(n).to_string();
-    vec![
-        ("ratelimit-limit".into(), text(d.limit)),
-        ("ratelimit-remaining".into(), text(d.remaining)),
-        ("ratelimit-reset".into(), text(d.reset_after.div_ceil(NANOS))),
-    ]
 }

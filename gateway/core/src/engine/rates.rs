@@ -1,0 +1,189 @@
+//! Rate limits in the engine: the keys a request is counted under, folding the store's
+//! answers, and the decision session of hosts whose rate store is asynchronous (a Durable
+//! Object, a key-value store): [`Engine::begin`] runs every other check and hands back
+//! the rate steps; the host runs them against its store and [`PendingRates::finish`]
+//! completes the decision. No host names, orders or slices a check.
+
+use super::{CompiledOrg, Context, Engine, Env, RateStep, State, FALLBACK};
+use crate::access::CompiledRoute;
+use crate::decision::{Decision, Deny};
+use crate::geo::CountryLookup;
+use crate::identity::{CredentialKind, Identity};
+use crate::ratelimit::{Gcra, RateDecision, RateKey, RateScope, RateStore};
+use crate::reason::ReasonCode;
+use crate::request::RequestHead;
+use crate::time::{UnixNanos, NANOS};
+
+/// How far [`Engine::begin`] got.
+#[derive(Debug)]
+pub enum Begun {
+    /// Decided without the rate store: a refusal or redirect, or an allow when no rate
+    /// limit applies.
+    Done(Decision),
+    /// Every check passed but the rate limit: run [`PendingRates::steps`] against the
+    /// store, then [`PendingRates::finish`].
+    Pending(PendingRates),
+}
+
+/// A request that passed every check but the rate limit.
+#[derive(Debug)]
+pub struct PendingRates {
+    ctx: Context,
+    steps: Vec<RateStep>,
+}
+
+impl PendingRates {
+    /// The organisation whose limits these are (hosts keep one store per organisation,
+    /// such as a Durable Object).
+    pub fn org(&self) -> &str {
+        self.ctx.org.as_deref().unwrap_or_default()
+    }
+
+    /// The steps, in order: the host runs them atomically against its store, stopping at
+    /// the first refusal (`Gcra::apply` on the stored TAT of each key).
+    pub fn steps(&self) -> &[RateStep] {
+        &self.steps
+    }
+
+    /// The decision, from the store's answers to [`PendingRates::steps`] in step order
+    /// (fewer when it stopped at a refusal). Missing answers — a store that failed — deny.
+    pub fn finish(mut self, engine: &Engine, answers: &[RateDecision]) -> Decision {
+        match engine.finish_rates(&mut self.ctx, self.steps.len(), answers) {
+            Ok(()) => engine.allow_context(&self.ctx),
+            Err(d) => d,
+        }
+    }
+}
+
+/// The rate store of [`Env::deferred`]: never asked by [`Engine::begin`]; were it asked,
+/// it would refuse (fail closed).
+struct Deferred;
+
+impl RateStore for Deferred {
+    fn check(&self, _: &RateKey<'_>, gcra: &Gcra, _: u64) -> RateDecision {
+        RateDecision { allowed: false, limit: gcra.burst, remaining: 0, reset_after: 0, retry_after: 0 }
+    }
+}
+
+impl<'a> Env<'a> {
+    /// The environment of a host whose rate store is asynchronous, for [`Engine::begin`]:
+    /// the time and the country lookup; the engine verifies signatures itself.
+    pub fn deferred(now: UnixNanos, countries: &'a dyn CountryLookup) -> Env<'a> {
+        Env { now, rates: &Deferred, countries, signatures: None }
+    }
+}
+
+impl Engine {
+    /// Begin deciding on `req`: every check but the rate limit, in order. Synchronous
+    /// hosts use [`Engine::decide`] instead; this is for hosts that must await their rate
+    /// store. `env.rates` is never asked.
+    pub fn begin(&self, req: &RequestHead<'_>, env: &Env<'_>) -> Begun {
+        let mut ctx = Context::default();
+        if let Err(d) = self.check(super::BEFORE_RATES, req, &mut ctx, env) {
+            return Begun::Done(d);
+        }
+        match self.rate_steps(&ctx) {
+            Err(d) => Begun::Done(d),
+            Ok(steps) if steps.is_empty() => Begun::Done(self.allow_context(&ctx)),
+            Ok(steps) => Begun::Pending(PendingRates { ctx, steps }),
+        }
+    }
+
+    /// The rate limits a request is subject to, in order: the org's, the route's, then
+    /// the user's or the API key's.
+    fn rate_keys<'a>(
+        &'a self,
+        org: &'a CompiledOrg,
+        route: &'a CompiledRoute,
+        identity: Option<&'a Identity>,
+    ) -> impl Iterator<Item = (RateKey<'a>, &'a Gcra)> + 'a {
+        let per_identity = identity.map(|id| match id.kind {
+            CredentialKind::ApiKey => (
+                RateKey { scope: RateScope::ApiKey, org: &org.id, id: id.credential_id.as_deref().unwrap_or("") },
+                org.limits.api_key.as_ref(),
+            ),
+            _ => (RateKey { scope: RateScope::User, org: &org.id, id: &id.subject }, org.limits.user.as_ref()),
+        });
+        [
+            Some((RateKey { scope: RateScope::Org, org: &org.id, id: "" }, org.limits.org.as_ref())),
+            Some((RateKey { scope: RateScope::Route, org: &org.id, id: &route.name }, route.gcra.as_ref())),
+            per_identity,
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, g)| g.map(|g| (k, g)))
+    }
+
+    /// Fold one store answer: a refusal denies; otherwise keep the tightest for headers.
+    fn fold_rate(&self, tightest: &mut Option<RateDecision>, d: RateDecision) -> Result<(), Deny> {
+        if !d.allowed {
+            return Err(self.rate_limited(&d));
+        }
+        if tightest.is_none_or(|t| d.remaining < t.remaining) {
+            *tightest = Some(d);
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_rates<'r>(
+        &self,
+        req: &RequestHead<'r>,
+        st: &mut State<'r>,
+        env: &Env<'_>,
+    ) -> Result<(), Decision> {
+        let org = &self.orgs[self.org_of(req, st)?];
+        let route = self.route(self.route_of(req, st));
+        let mut tightest = None;
+        for (key, g) in self.rate_keys(org, route, st.identity.as_deref()) {
+            self.fold_rate(&mut tightest, env.rates.check(&key, g, env.now))?;
+        }
+        st.rate = tightest;
+        Ok(())
+    }
+
+    /// The steps the rate check of a request with context `ctx` (every other check passed)
+    /// takes against an asynchronous store.
+    fn rate_steps(&self, ctx: &Context) -> Result<Vec<RateStep>, Decision> {
+        let org =
+            ctx.org.as_ref().and_then(|o| self.org_by_id.get(o)).ok_or_else(|| self.deny(ReasonCode::TenantUnknown))?;
+        let route = self.route(
+            ctx.route.as_ref().map(|r| self.route_by_name.get(r).copied().unwrap_or(FALLBACK)).unwrap_or(FALLBACK),
+        );
+        Ok(self
+            .rate_keys(&self.orgs[*org], route, ctx.identity.as_deref())
+            .map(|(k, g)| RateStep { key: k.render(), gcra: *g })
+            .collect())
+    }
+
+    /// Finish the rate check with the store's answers to the steps (in step order; fewer
+    /// when the store stopped at a refusal). A missing answer denies.
+    fn finish_rates(&self, ctx: &mut Context, steps: usize, answers: &[RateDecision]) -> Result<(), Decision> {
+        let mut tightest = None;
+        for d in answers {
+            self.fold_rate(&mut tightest, *d)?;
+        }
+        if answers.len() < steps {
+            return Err(self.deny(ReasonCode::InternalError).into());
+        }
+        if let Some(d) = tightest {
+            ctx.response_headers = rate_headers(&d);
+        }
+        Ok(())
+    }
+
+    pub(super) fn rate_limited(&self, d: &RateDecision) -> Deny {
+        let mut deny = self.deny(ReasonCode::RateLimited);
+        deny.headers.push(("retry-after".into(), d.retry_after.div_ceil(NANOS).max(1).to_string()));
+        deny.headers.extend(rate_headers(d));
+        deny
+    }
+}
+
+pub(super) fn rate_headers(d: &RateDecision) -> Vec<(String, String)> {
+    let text = |n: u64| itoa::Buffer::new().format(n).to_string();
+    vec![
+        ("ratelimit-limit".into(), text(d.limit)),
+        ("ratelimit-remaining".into(), text(d.remaining)),
+        ("ratelimit-reset".into(), text(d.reset_after.div_ceil(NANOS))),
+    ]
+}
