@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use gatehouse_settings::{at_most, within};
 use serde::Deserialize;
 
 /// The whole configuration.
@@ -133,7 +134,7 @@ pub struct Limits {
     pub upstream_timeout_secs: u64,
     /// Seconds each read of a request body (and each write of it to the upstream) may
     /// take; beyond this first allowance the body must also keep an average of
-    /// [`crate::body_watch::MIN_BODY_RATE`] bytes per second. A client too slow gets `408
+    /// [`crate::body::MIN_BODY_RATE`] bytes per second. A client too slow gets `408
     /// request_timeout`, an upstream that stops taking the body `504 upstream_timeout`.
     pub body_timeout_secs: u64,
     /// Seconds in-flight requests get to finish on shutdown.
@@ -252,41 +253,23 @@ impl GatewayConfig {
             if a.token.len() < 16 {
                 return Err("audit.token: must be the edge token (at least 16 characters)".into());
             }
-            if !(1..=1000).contains(&a.batch_max) {
-                return Err("audit.batch_max: must be between 1 and 1000".into());
-            }
-            if !(10..=60_000).contains(&a.flush_ms) {
-                return Err("audit.flush_ms: must be between 10 and 60000".into());
-            }
-            if !(1..=10_000_000).contains(&a.queue_max) {
-                return Err("audit.queue_max: must be between 1 and 10000000".into());
-            }
+            within("audit.batch_max", a.batch_max, 1..=1000)?;
+            within("audit.flush_ms", a.flush_ms, 10..=60_000)?;
+            within("audit.queue_max", a.queue_max, 1..=10_000_000)?;
         }
-        if !(1..=3600).contains(&self.bundle.poll_secs) {
-            return Err("bundle.poll_secs: must be between 1 and 3600".into());
-        }
-        if !(1..=10_000).contains(&self.filters.max_call_ms) {
-            return Err("filters.max_call_ms: must be between 1 and 10000".into());
-        }
-        if !(1..=4096).contains(&self.filters.max_memory_mib) {
-            return Err("filters.max_memory_mib: must be between 1 and 4096".into());
-        }
-        if !(1..=1024).contains(&self.filters.pool_size) {
-            return Err("filters.pool_size: must be between 1 and 1024".into());
-        }
+        within("bundle.poll_secs", self.bundle.poll_secs, 1..=3600)?;
+        within("filters.max_call_ms", self.filters.max_call_ms, 1..=10_000)?;
+        within("filters.max_memory_mib", self.filters.max_memory_mib, 1..=4096)?;
+        within("filters.pool_size", self.filters.pool_size, 1..=1024)?;
         let l = &self.limits;
         for (name, v) in [
             ("limits.header_timeout_secs", l.header_timeout_secs),
             ("limits.upstream_timeout_secs", l.upstream_timeout_secs),
             ("limits.body_timeout_secs", l.body_timeout_secs),
         ] {
-            if !(1..=3600).contains(&v) {
-                return Err(format!("{name}: must be between 1 and 3600"));
-            }
+            within(name, v, 1..=3600)?;
         }
-        if l.drain_secs > 3600 {
-            return Err("limits.drain_secs: must be at most 3600".into());
-        }
+        at_most("limits.drain_secs", l.drain_secs, 3600)?;
         if self.listen.addr == self.listen.admin {
             return Err("listen.admin: must differ from listen.addr".into());
         }

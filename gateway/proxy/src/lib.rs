@@ -7,15 +7,19 @@
 
 #![warn(missing_docs)]
 
-pub mod body_watch;
+pub mod admin;
+pub mod body;
 pub mod bundle;
 pub mod config;
 mod date;
 pub mod events;
 pub mod filters;
+pub mod gateway;
+pub mod h2;
 pub mod http1;
+mod listen;
 pub mod metrics;
-pub mod server;
+pub mod reply;
 pub mod signatures;
 pub mod upstream;
 
@@ -28,8 +32,8 @@ use anyhow::{anyhow, Context, Result};
 use crate::bundle::BundleStore;
 use crate::config::{GatewayConfig, BUILTINS};
 use crate::filters::{FilterHost, Shared};
+use crate::gateway::Gateway;
 use crate::metrics::Metrics;
-use crate::server::Gateway;
 
 /// Where built-in filter components are looked for when the config does not say: the
 /// `GATEHOUSE_FILTER_DIR` environment variable, then `filters/` next to the binary.
@@ -115,7 +119,7 @@ pub async fn run(config: GatewayConfig) -> Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(false);
 
     let public = tokio::spawn(http1::serve(listener, gw.clone(), rx.clone(), drain));
-    let admin = tokio::spawn(server::serve_admin(admin, gw.clone(), rx, drain, header_timeout));
+    let admin = tokio::spawn(admin::serve(admin, gw.clone(), rx, drain, header_timeout));
 
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");

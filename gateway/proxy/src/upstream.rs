@@ -16,7 +16,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-use crate::server::Body;
+use crate::body::Body;
 
 /// Idle connections kept per upstream.
 const MAX_IDLE: usize = 256;

@@ -77,7 +77,7 @@ fn chain_outcome(host: &FilterHost, chain: &[&str], policy: &PolicyInput<'_>, pr
     }
     let headers = ctx
         .identity
-        .and_then(|i| gatehouse_proxy::server::to_identity(i, prefix))
+        .and_then(|i| gatehouse_proxy::reply::to_identity(i, prefix))
         .map(|i| i.upstream_headers().to_vec())
         .unwrap_or_default();
     Outcome::allow(headers)
@@ -106,4 +106,52 @@ fn one_call() {
 #[test]
 fn split_chain() {
     run_chain("gateway (ip, geo, token, rate)", &["ip", "geo", "token", "rate"]);
+}
+
+/// The wire cases (tests/conformance/wire.jsonl) through the core's contract alone: the
+/// decision, then `gatehouse_core::wire` for the upstream request (as the test upstream
+/// would receive it) and the client response (from the test upstream's answer). The hosts
+/// run the same cases over real HTTP (gateway, Worker and Spin tests).
+#[test]
+fn wire_core() {
+    use gatehouse_core::wire::{self, ConnectionTokens, Reply, UpstreamRequest};
+    let b = corpus::bundle();
+    let engine = Engine::from_bundle(&b.bytes, &b.public_key, now_nanos() / 1_000_000_000, &b.secrets).unwrap();
+    let rates = MemoryRateStore::new(10_000, [7; 16]);
+    corpus::check_wire("core", |c| {
+        let pairs: Vec<(&str, &str)> = c.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let head = RequestHead {
+            method: &c.method,
+            scheme: "http",
+            host: &c.host,
+            path: &c.path,
+            query: c.query.as_deref(),
+            headers: &pairs,
+            peer: c.peer.parse().expect("peer"),
+            platform_country: None,
+        };
+        let env = Env { now: now_nanos(), rates: &rates, countries: &NoCountryLookup, signatures: None };
+        let decision = engine.decide(&head, &env);
+        let Decision::Allow(allow) = decision else {
+            let r = Reply::for_decision(&decision).unwrap();
+            return corpus::WireSeen { status: r.status, upstream: None, response: r.headers, body: r.body };
+        };
+        let fields = || c.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
+        let connection = ConnectionTokens::of(fields());
+        let rules = UpstreamRequest {
+            identity_prefix: engine.identity_header_prefix(),
+            connection: &connection,
+            relay_upgrade: false,
+            host: &c.host,
+            peer: &c.peer,
+            identity: allow.upstream_headers(),
+        };
+        let text = |k: &str, v: &[u8]| (k.to_string(), String::from_utf8(v.to_vec()).unwrap());
+        let mut upstream = Vec::new();
+        rules.headers(fields(), |k, v| upstream.push(text(k, v)));
+        let answer = corpus::WIRE_UPSTREAM_RESPONSE.iter().map(|(k, v)| (*k, v.as_bytes()));
+        let mut response = Vec::new();
+        wire::response_headers(answer, &allow.response_headers, |k, v| response.push(text(k, v)));
+        corpus::WireSeen { status: 200, upstream: Some(upstream), response, body: Vec::new() }
+    });
 }

@@ -11,6 +11,9 @@
 //! it, and reports its progress ([`BodyProgress`]) so that the exchange can tell an
 //! upstream that stopped reading, and start the upstream's response-head timeout only
 //! once the request has been passed on. The HTTP/1.1 front end applies the clock inline.
+//!
+//! [`Body`] is the body type of the hyper side (the HTTP/2 front end, its upstream
+//! connections and the admin listener).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +23,18 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Body type of the HTTP/2 front end, its upstream connections and the admin listener.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// A complete body.
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
 
 /// Lowest average rate a request body must keep, in bytes per second, once the first
 /// body timeout has passed.
@@ -144,7 +158,7 @@ pub struct WatchedBody<B> {
     timer: Pin<Box<tokio::time::Sleep>>,
 }
 
-impl<B: Body<Data = Bytes> + Unpin> WatchedBody<B> {
+impl<B: HttpBody<Data = Bytes> + Unpin> WatchedBody<B> {
     /// Watch `inner`, with `idle` as the body timeout (needs the tokio runtime).
     pub fn new(inner: B, idle: Duration) -> (WatchedBody<B>, Arc<BodyProgress>) {
         let progress = BodyProgress::new(inner.is_end_stream());
@@ -154,9 +168,9 @@ impl<B: Body<Data = Bytes> + Unpin> WatchedBody<B> {
     }
 }
 
-impl<B> Body for WatchedBody<B>
+impl<B> HttpBody for WatchedBody<B>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: HttpBody<Data = Bytes> + Unpin,
     B::Error: From<&'static str>,
 {
     type Data = Bytes;
@@ -213,13 +227,12 @@ impl<B> Drop for WatchedBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::{BodyExt, Full};
 
     /// A body fed by a channel: pending until the test sends a chunk, ended when the
     /// sender is dropped.
     struct ChanBody(tokio::sync::mpsc::Receiver<Bytes>);
 
-    impl Body for ChanBody {
+    impl HttpBody for ChanBody {
         type Data = Bytes;
         type Error = Box<dyn std::error::Error + Send + Sync>;
         fn poll_frame(
@@ -231,7 +244,7 @@ mod tests {
     }
 
     /// Whether one poll of `b` finds nothing ready.
-    fn pending_once<B: Body + Unpin>(b: &mut B) -> bool {
+    fn pending_once<B: HttpBody + Unpin>(b: &mut B) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         Pin::new(b).poll_frame(&mut cx).is_pending()
     }

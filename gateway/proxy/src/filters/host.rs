@@ -1,17 +1,11 @@
-//! The wasmtime host for policy filter components.
-//!
-//! Components are compiled once (and the machine code cached on disk across restarts),
-//! pre-linked (`InstancePre`) and instantiated from a pooling allocator. Instances are
-//! kept in a pool per filter and reused; each holds the compiled policy of the bundle
-//! revision it last loaded, so the bundle crosses into a component once per instance and
-//! revision, never per request. Every call has a CPU bound (epoch interruption) and every
-//! instance a memory bound; a call that traps or exceeds a bound fails that request
-//! closed and its instance is thrown away.
+//! The wasmtime host: the engine (pooling allocator, epoch clock), the linker with WASI
+//! and the `gatehouse:policy/host` imports, per-instance stores with their limits, and
+//! [`FilterHost::check`], one filter call.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context as _, Result};
@@ -25,61 +19,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::FilterSettings;
 
-/// Host bindings generated from `components/wit`.
-#[allow(missing_docs)]
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        world: "filter",
-        path: "../../components/wit",
-        // The request crosses into the component from borrowed text: no copies on the
-        // host side per request.
-        ownership: Borrowing { duplicate_if_necessary: true },
-    });
-}
-
-use bindings::gatehouse::policy::host;
-pub use bindings::gatehouse::policy::types::{
-    ContextParam as WitContextParam, ContextResult as WitContext, Deny as WitDeny, IdentityParam as WitIdentityParam,
-    IdentityResult as WitIdentity, RequestHead as WitRequest, Verdict,
-};
-
-/// The context before the first filter: nothing established yet.
-pub fn empty_context() -> WitContextParam<'static> {
-    WitContextParam { org: None, route: None, client_ip: None, identity: None, response_headers: &[] }
-}
-
-/// Lend the context a filter returned to the next filter of the chain.
-pub fn with_context<R>(ctx: &WitContext, f: impl FnOnce(&WitContextParam<'_>) -> R) -> R {
-    fn strs(v: &[String]) -> Vec<&str> {
-        v.iter().map(String::as_str).collect()
-    }
-    let headers: Vec<(&str, &str)> = ctx.response_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let lists =
-        ctx.identity.as_ref().map(|i| (strs(&i.roles), i.scopes.as_deref().map(strs), strs(&i.teams), strs(&i.amr)));
-    let identity = match (&ctx.identity, &lists) {
-        (Some(i), Some((roles, scopes, teams, amr))) => Some(WitIdentityParam {
-            kind: &i.kind,
-            subject: &i.subject,
-            org: &i.org,
-            roles,
-            scopes: scopes.as_deref(),
-            teams,
-            amr,
-            session_id: i.session_id.as_deref(),
-            credential_id: i.credential_id.as_deref(),
-            expires_at: i.expires_at,
-        }),
-        _ => None,
-    };
-    f(&WitContextParam {
-        org: ctx.org.as_deref(),
-        route: ctx.route.as_deref(),
-        client_ip: ctx.client_ip.as_deref(),
-        identity,
-        response_headers: &headers,
-    })
-}
-use bindings::{Filter, FilterPre};
+use super::bindings::gatehouse::policy::host;
+use super::bindings::{Filter, FilterPre};
+use super::conv::{Verdict, WitContextParam, WitRequest};
+use super::pool::{LoadedFilter, Pooled};
 
 /// Services the host shares with every instance.
 pub struct Shared {
@@ -104,8 +47,8 @@ impl WasiView for HostState {
     }
 }
 
-impl bindings::gatehouse::policy::types::Host for HostState {}
-impl bindings::gatehouse::policy::loading::Host for HostState {}
+impl super::bindings::gatehouse::policy::types::Host for HostState {}
+impl super::bindings::gatehouse::policy::loading::Host for HostState {}
 
 impl host::Host for HostState {
     fn now(&mut self) -> u64 {
@@ -159,20 +102,6 @@ pub fn now_nanos() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
-struct Pooled {
-    store: Store<HostState>,
-    filter: Filter,
-    revision: Option<u64>,
-}
-
-struct LoadedFilter {
-    pre: FilterPre<HostState>,
-    pool: Mutex<Vec<Pooled>>,
-    /// Headers the filter said it reads, with the bundle generation it said it for
-    /// (`None`: not known yet, or all).
-    interest: std::sync::RwLock<Option<(u64, Arc<Vec<String>>)>>,
-}
-
 /// The policy a filter instance must hold.
 pub struct PolicyInput<'a> {
     /// Revision, to know when an instance is stale.
@@ -205,7 +134,7 @@ pub enum FilterError {
 /// Every filter component the gateway uses.
 pub struct FilterHost {
     engine: Engine,
-    filters: HashMap<String, LoadedFilter>,
+    filters: HashMap<String, LoadedFilter<HostState>>,
     shared: Arc<Shared>,
     settings: FilterSettings,
     /// Period of the epoch clock, in milliseconds.
@@ -266,10 +195,7 @@ impl FilterHost {
                 .instantiate_pre(&component)
                 .and_then(FilterPre::new)
                 .map_err(|e| anyhow!("filter `{name}` does not implement gatehouse:policy/filter: {e:#}"))?;
-            filters.insert(
-                name.clone(),
-                LoadedFilter { pre, pool: Mutex::new(Vec::new()), interest: std::sync::RwLock::new(None) },
-            );
+            filters.insert(name.clone(), LoadedFilter::new(pre));
         }
         // The epoch clock bounds every call.
         let tick = tick_ms(settings.max_call_ms);
@@ -284,7 +210,7 @@ impl FilterHost {
         Ok(FilterHost { engine, filters, shared, settings: settings.clone(), tick_ms: tick, _ticker: stop })
     }
 
-    fn instantiate(&self, name: &str, f: &LoadedFilter) -> Result<Pooled, FilterError> {
+    fn instantiate(&self, name: &str, f: &LoadedFilter<HostState>) -> Result<Pooled<HostState>, FilterError> {
         let limits = StoreLimitsBuilder::new()
             .memory_size((self.settings.max_memory_mib as usize) << 20)
             .instances(32)
@@ -315,7 +241,7 @@ impl FilterHost {
         ctx: &WitContextParam<'_>,
     ) -> Result<Verdict, FilterError> {
         let f = self.filters.get(name).ok_or_else(|| FilterError::Unknown(name.into()))?;
-        let pooled = f.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let pooled = f.take();
         let mut p = match pooled {
             Some(p) => p,
             None => self.instantiate(name, f)?,
@@ -329,8 +255,7 @@ impl FilterHost {
             match loaded {
                 Ok(Ok(l)) => {
                     p.revision = Some(policy.revision);
-                    *f.interest.write().unwrap_or_else(|p| p.into_inner()) =
-                        l.headers.map(|h| (policy.revision, Arc::new(h)));
+                    f.set_interest(policy.revision, l.headers);
                 }
                 Ok(Err(e)) => return Err(FilterError::Policy(name.into(), e)),
                 Err(e) => return Err(FilterError::Trap(name.into(), e)),
@@ -339,10 +264,7 @@ impl FilterHost {
         p.store.set_epoch_deadline(deadline_ticks(self.settings.max_call_ms, self.tick_ms));
         match guarded(|| p.filter.call_check(&mut p.store, req.clone(), ctx.clone())) {
             Ok(v) => {
-                let mut pool = f.pool.lock().unwrap_or_else(|p| p.into_inner());
-                if pool.len() < self.settings.pool_size {
-                    pool.push(p);
-                }
+                f.give_back(p, self.settings.pool_size);
                 Ok(v)
             }
             // The instance is dropped: its state after a trap is not trusted.
@@ -354,10 +276,7 @@ impl FilterHost {
     /// an instance has loaded that generation and told (`None`: pass all headers — a new
     /// policy may read other headers, e.g. a renamed API-key header).
     pub fn interest(&self, name: &str, generation: u64) -> Option<Arc<Vec<String>>> {
-        match &*self.filters.get(name)?.interest.read().unwrap_or_else(|p| p.into_inner()) {
-            Some((g, h)) if *g == generation => Some(h.clone()),
-            _ => None,
-        }
+        self.filters.get(name)?.interest(generation)
     }
 
     /// Whether a filter of that name is loaded.
@@ -411,16 +330,6 @@ fn load_component(engine: &Engine, path: &Path, cache: Option<&Path>) -> Result<
         }
     }
     Ok(c)
-}
-
-/// Resolve built-in names to files in `dir`.
-pub fn builtin_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("gatehouse_filter_{name}.wasm"))
-}
-
-/// Error for a missing built-in directory.
-pub fn no_builtin_dir() -> anyhow::Error {
-    anyhow!("filters.builtin_dir is not set and no built-in filters were found next to the binary")
 }
 
 #[cfg(test)]

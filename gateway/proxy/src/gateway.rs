@@ -1,0 +1,302 @@
+//! The gateway's request path, shared by both HTTP front ends: route, bundle, body size
+//! and the route's filter chain, and what follows from its verdict ([`Gateway::run_chain`]).
+//! The front ends are [`crate::http1`] (almost all traffic) and [`crate::h2`] (h2c
+//! clients); the HTTP contract of a verdict is [`crate::reply`].
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use gatehouse_core::ReasonCode;
+
+use crate::bundle::{BundleStore, LoadedBundle};
+use crate::config::{GatewayConfig, RouteConfig};
+use crate::filters::{FilterHost, PolicyInput, Verdict, WitContext, WitRequest};
+use crate::http1::pool::RawUpstreams;
+use crate::metrics::Metrics;
+use crate::reply::{filter_reason, header_text, to_identity, Reply};
+use crate::upstream::Upstreams;
+
+/// Everything a request needs.
+pub struct Gateway {
+    /// Configuration.
+    pub config: GatewayConfig,
+    /// Bundle in force.
+    pub bundles: Arc<BundleStore>,
+    /// Filter components.
+    pub filters: Arc<FilterHost>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Decision events for the origin, when configured.
+    events: Option<Arc<crate::events::EdgeEvents>>,
+    /// Upstream connections of the HTTP/2 front end, by route.
+    pub upstreams: Arc<Upstreams>,
+    /// Upstream connections of the HTTP/1.1 front end, by route.
+    pub raw_upstreams: RawUpstreams,
+    filter_hist: std::collections::HashMap<String, prometheus::Histogram>,
+    allow_chain: prometheus::Histogram,
+    allow_count: prometheus::IntCounter,
+}
+
+/// The request head as the gateway decides on it, from either front end.
+pub struct HeadView<'a> {
+    /// Method.
+    pub method: &'a str,
+    /// The host the client addressed (`Host`, else the target's authority), maybe with a port.
+    pub authority: &'a str,
+    /// Path, as sent.
+    pub path: &'a str,
+    /// Query, without `?`.
+    pub query: Option<&'a str>,
+    /// Header fields (names in any case).
+    pub headers: &'a [(&'a str, &'a [u8])],
+    /// `Content-Length`, when the client gave one.
+    pub content_length: Option<u64>,
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The peer's address as text.
+    pub peer_text: &'a str,
+}
+
+/// What to do with a request the chain admitted.
+pub struct Forward {
+    /// The route it matched.
+    pub route: usize,
+    /// The bundle it was decided under.
+    pub bundle: Arc<LoadedBundle>,
+    /// The identity's headers for the upstream (under the bundle's prefix).
+    pub identity_headers: Vec<(String, String)>,
+    /// Headers for the response to the client (`RateLimit-*`).
+    pub response_headers: Vec<(String, String)>,
+}
+
+/// The outcome of [`Gateway::run_chain`].
+pub enum Outcome {
+    /// Forward upstream.
+    Forward(Forward),
+    /// Answer the client with this, without going upstream.
+    Reply(Reply),
+}
+
+impl Gateway {
+    /// Assemble the gateway.
+    pub fn new(
+        config: GatewayConfig,
+        bundles: Arc<BundleStore>,
+        filters: Arc<FilterHost>,
+        metrics: Arc<Metrics>,
+        events: Option<Arc<crate::events::EdgeEvents>>,
+    ) -> anyhow::Result<Gateway> {
+        let filter_hist = config
+            .routes
+            .iter()
+            .flat_map(|r| r.filters.iter())
+            .map(|f| (f.clone(), metrics.filter_seconds.with_label_values(&[f.as_str()])))
+            .collect();
+        let allow_chain = metrics.chain_seconds.with_label_values(&["allow"]);
+        let allow_count = metrics.requests.with_label_values(&["allow", ""]);
+        let authorities = config
+            .routes
+            .iter()
+            .map(|r| {
+                r.upstream
+                    .trim_start_matches("http://")
+                    .parse::<hyper::http::uri::Authority>()
+                    .map(|a| match a.port() {
+                        Some(_) => a.to_string(),
+                        None => format!("{a}:80"),
+                    })
+                    .map_err(|_| anyhow::anyhow!("upstream `{}` is not http://host:port", r.upstream))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let upstreams = Arc::new(Upstreams::new(authorities.clone()));
+        let raw_upstreams = RawUpstreams::new(authorities);
+        Ok(Gateway {
+            config,
+            bundles,
+            filters,
+            metrics,
+            events,
+            upstreams,
+            raw_upstreams,
+            filter_hist,
+            allow_chain,
+            allow_count,
+        })
+    }
+
+    fn route(&self, host: &str, path: &str) -> Option<usize> {
+        let host = gatehouse_core::request::strip_port(host);
+        self.config.routes.iter().position(|r| {
+            let host_ok = match r.host.as_deref() {
+                None | Some("*") => true,
+                Some(h) => h.eq_ignore_ascii_case(host),
+            };
+            let p = r.path_prefix.trim_end_matches('/');
+            host_ok
+                && (p.is_empty()
+                    || (path.starts_with(p) && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/')))
+        })
+    }
+
+    /// Count a request under `decision` and `reason`.
+    pub fn count(&self, decision: &str, reason: &str) {
+        self.metrics.requests.with_label_values(&[decision, reason]).inc();
+    }
+
+    /// A reply for `reason`, counted.
+    pub fn refuse(&self, decision: &str, reason: ReasonCode) -> Reply {
+        self.count(decision, reason.as_str());
+        Reply::reason(reason)
+    }
+
+    /// Queue a decision event for the origin (only decisions attributed to an org).
+    fn record(
+        &self,
+        org: Option<&str>,
+        decision: &'static str,
+        reason: &str,
+        route: Option<&str>,
+        ip: Option<String>,
+        view: &HeadView<'_>,
+    ) {
+        let (Some(events), Some(org)) = (&self.events, org) else { return };
+        let request_id = view
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("x-request-id"))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map(str::to_string);
+        events.push(crate::events::Event {
+            org: org.to_string(),
+            at: (crate::filters::now_nanos() / 1_000_000_000) as i64,
+            decision,
+            reason: reason.to_string(),
+            route: route.map(str::to_string),
+            ip,
+            request_id,
+        });
+    }
+
+    /// Route, bundle, body size and the route's filter chain: whether `view` goes
+    /// upstream, and with which headers, or what to answer instead. Every decision is
+    /// the filters' (thin shells over `gatehouse-core`); this only moves their inputs and
+    /// verdicts.
+    pub fn run_chain(&self, view: &HeadView<'_>) -> Outcome {
+        let Some(route_index) = self.route(view.authority, view.path) else {
+            return Outcome::Reply(self.refuse("deny", ReasonCode::NoRoute));
+        };
+        let route: &RouteConfig = &self.config.routes[route_index];
+        let Some(bundle) = self.bundles.current() else {
+            return Outcome::Reply(self.refuse("deny", ReasonCode::BundleMissing));
+        };
+        if view.content_length.is_some_and(|len| len > self.config.limits.max_body_bytes) {
+            return Outcome::Reply(self.refuse("deny", ReasonCode::BodyTooLarge));
+        }
+        // The request head as filters see it: only the headers they read (all, until every
+        // filter of the chain has said). Header values must be text.
+        let mut wanted: [Option<Arc<Vec<String>>>; 4] = Default::default();
+        let mut all = route.filters.len() > wanted.len();
+        for (slot, f) in wanted.iter_mut().zip(&route.filters) {
+            *slot = self.filters.interest(f, bundle.generation);
+            all |= slot.is_none();
+        }
+        let mut names: Vec<(Cow<'_, str>, &str)> = Vec::with_capacity(if all { view.headers.len() } else { 4 });
+        for &(k, v) in view.headers {
+            let read = all || wanted.iter().flatten().any(|names| names.iter().any(|n| n.eq_ignore_ascii_case(k)));
+            if !read {
+                continue;
+            }
+            let name = if k.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(k.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(k)
+            };
+            match header_text(v) {
+                Some(v) => names.push((name, v)),
+                None => return Outcome::Reply(self.refuse("deny", ReasonCode::RequestMalformed)),
+            }
+        }
+        let headers: Vec<(&str, &str)> = names.iter().map(|(k, v)| (k.as_ref(), *v)).collect();
+        let wreq = WitRequest {
+            method: view.method,
+            scheme: "http",
+            authority: view.authority,
+            path: view.path,
+            query: view.query,
+            headers: &headers,
+            peer: view.peer_text,
+            platform_country: None,
+        };
+        let policy = PolicyInput {
+            revision: bundle.generation,
+            bundle: &bundle.bytes,
+            public_key: &self.bundles.public_key,
+            secrets_json: &self.bundles.secrets_json,
+        };
+        // The chain: each filter sees the context the previous ones established.
+        let started = Instant::now();
+        let mut ctx: Option<WitContext> = None;
+        for name in &route.filters {
+            let t = Instant::now();
+            let verdict = match &ctx {
+                None => self.filters.check(name, &policy, &wreq, &crate::filters::empty_context()),
+                Some(c) => crate::filters::with_context(c, |c| self.filters.check(name, &policy, &wreq, c)),
+            };
+            if let Some(h) = self.filter_hist.get(name) {
+                h.observe(t.elapsed().as_secs_f64());
+            }
+            match verdict {
+                Ok(Verdict::Allow(next)) => ctx = Some(next),
+                Ok(Verdict::Deny(d)) => {
+                    self.metrics.chain_seconds.with_label_values(&["deny"]).observe(started.elapsed().as_secs_f64());
+                    // A filter's own code and status are passed on; a deny can never look
+                    // like success, so a status outside 4xx/5xx becomes 403.
+                    let reason = filter_reason(&d.reason);
+                    self.count("deny", reason);
+                    let c = ctx.as_ref();
+                    let org = d.org.as_deref().or(c.and_then(|c| c.org.as_deref()));
+                    let ip = c.and_then(|c| c.client_ip.clone()).or_else(|| Some(view.peer_text.to_string()));
+                    self.record(org, "deny", reason, c.and_then(|c| c.route.as_deref()), ip, view);
+                    return Outcome::Reply(Reply::deny(d.status, reason, &d.headers));
+                }
+                Ok(Verdict::Redirect(location)) => {
+                    self.metrics
+                        .chain_seconds
+                        .with_label_values(&["redirect"])
+                        .observe(started.elapsed().as_secs_f64());
+                    self.count("redirect", ReasonCode::CredentialMissing.as_str());
+                    return Outcome::Reply(Reply::redirect(&location));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "filter failed; request denied");
+                    return Outcome::Reply(self.refuse("deny", ReasonCode::FilterFailed));
+                }
+            }
+        }
+        self.allow_chain.observe(started.elapsed().as_secs_f64());
+        self.allow_count.inc();
+        let mut ctx = ctx.unwrap_or(WitContext {
+            org: None,
+            route: None,
+            client_ip: None,
+            identity: None,
+            response_headers: Vec::new(),
+        });
+        self.record(ctx.org.as_deref(), "allow", "allow", ctx.route.as_deref(), ctx.client_ip.clone(), view);
+        let identity_headers = ctx
+            .identity
+            .take()
+            .and_then(|id| to_identity(id, bundle.engine.identity_header_prefix()))
+            .map(|i| i.upstream_headers().to_vec())
+            .unwrap_or_default();
+        Outcome::Forward(Forward {
+            route: route_index,
+            bundle,
+            identity_headers,
+            response_headers: std::mem::take(&mut ctx.response_headers),
+        })
+    }
+}

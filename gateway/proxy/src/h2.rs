@@ -1,0 +1,244 @@
+//! The HTTP/2 front end: hyper serves clients that open with the HTTP/2 preface (h2c,
+//! prior knowledge), handed over by [`crate::http1`] once it has sniffed the preface. Each
+//! request runs the same chain as the HTTP/1.1 front end ([`Gateway::run_chain`]) and goes
+//! upstream over hyper's HTTP/1.1 client ([`crate::upstream`]).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_core::ReasonCode;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::body::{full, Body, Stall, WatchedBody};
+use crate::gateway::{Gateway, HeadView, Outcome};
+use crate::http1::io::Rewind;
+use crate::reply::{list_tokens, merge_response_headers, upstream_request_header_allowed, Reply};
+use crate::upstream::{Affinity, UpstreamError};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One of the gateway's own answers as a hyper response.
+fn reply_response(r: Reply) -> Response<Body> {
+    let mut resp = Response::new(full(r.body));
+    *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN);
+    for (k, v) in r.headers {
+        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+            resp.headers_mut().append(k, v);
+        }
+    }
+    resp
+}
+
+/// Handle one request of an HTTP/2 client from `peer`, on the client connection that
+/// holds `affinity`.
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    affinity: Arc<Affinity>,
+) -> Response<Body> {
+    let authority = req
+        .headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let content_length =
+        req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let fields: Vec<(&str, &[u8])> = req.headers().iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect();
+    let peer_text = peer.ip().to_string();
+    let view = HeadView {
+        method: req.method().as_str(),
+        authority: &authority,
+        path: req.uri().path(),
+        query: req.uri().query(),
+        headers: &fields,
+        content_length,
+        peer,
+        peer_text: &peer_text,
+    };
+    let forward = match gateway.run_chain(&view) {
+        Outcome::Reply(r) => return reply_response(r),
+        Outcome::Forward(f) => f,
+    };
+    drop(fields);
+    let route = &gateway.config.routes[forward.route];
+
+    // Upstream request: same method, path and query, client identity headers removed,
+    // ours added, hop-by-hop headers dropped (except for an upgrade).
+    let upgrade = req.headers().contains_key("upgrade");
+    let on_client_upgrade = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
+    let (parts, body) = req.into_parts();
+    // Origin-form target; the client's host goes on in `Host`.
+    let uri = match parts.uri.path_and_query() {
+        Some(pq) => hyper::Uri::from(pq.clone()),
+        None => hyper::Uri::from_static("/"),
+    };
+    let mut up = Request::builder().method(parts.method.clone()).uri(uri).version(hyper::Version::HTTP_11);
+    let mut connection_tokens = Vec::new();
+    for v in parts.headers.get_all("connection") {
+        list_tokens(v.as_bytes(), &mut connection_tokens);
+    }
+    {
+        let h = up.headers_mut().expect("builder");
+        for (k, v) in &parts.headers {
+            if upstream_request_header_allowed(&forward.bundle.engine, k.as_str(), &connection_tokens, upgrade) {
+                h.append(k.clone(), v.clone());
+            }
+        }
+        for (k, v) in &forward.identity_headers {
+            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                h.insert(k, v);
+            }
+        }
+        // Every hop the client's fields list, then the peer, in one field (as the
+        // HTTP/1.1 front end writes it).
+        let mut xff = String::new();
+        for v in parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()) {
+            if !v.trim().is_empty() {
+                xff.push_str(v.trim());
+                xff.push_str(", ");
+            }
+        }
+        xff.push_str(&peer.ip().to_string());
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            h.insert("x-forwarded-for", v);
+        }
+        // An HTTP/2 client names the host in `:authority`, not in a `Host` header.
+        if !h.contains_key(hyper::header::HOST) {
+            if let Some(a) = parts.uri.authority() {
+                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                    h.insert(hyper::header::HOST, v);
+                }
+            }
+        }
+    }
+    let limit = gateway.config.limits.max_body_bytes as usize;
+    let timeout = Duration::from_secs(gateway.config.limits.upstream_timeout_secs);
+    let idle = Duration::from_secs(gateway.config.limits.body_timeout_secs);
+    // A request with a body is watched (its clock, and whether it has gone on); one
+    // without goes straight to the upstream timeout.
+    let (body, progress): (Body, _) = if hyper::body::Body::is_end_stream(&body) {
+        (Limited::new(body, limit).boxed(), None)
+    } else {
+        let (b, p) = WatchedBody::new(Limited::new(body, limit), idle);
+        (b.boxed(), Some(p))
+    };
+    let up = match up.body(body) {
+        Ok(r) => r,
+        Err(_) => return reply_response(gateway.refuse("deny", ReasonCode::RequestMalformed)),
+    };
+    let send = gateway.upstreams.send(&affinity, forward.route, up);
+    tokio::pin!(send);
+    // While the request body is on its way, the body bounds the client (it errors
+    // when the client is too slow) and this loop the upstream (it must keep taking the
+    // body); once the body has gone, the response head must come within the upstream
+    // timeout. The HTTP/1.1 front end applies the same rules.
+    let mut early = None;
+    if let Some(progress) = &progress {
+        early = loop {
+            tokio::select! {
+                biased;
+                r = &mut send => break Some(r),
+                _ = progress.wait_ended() => break None,
+                _ = tokio::time::sleep(idle.saturating_sub(progress.still_for()).max(Duration::from_millis(10))) => {
+                    let stalled = !progress.ended() && progress.still_for() >= idle;
+                    if stalled && progress.stall() == Stall::Upstream {
+                        return reply_response(gateway.refuse("error", ReasonCode::UpstreamTimeout));
+                    }
+                }
+            }
+        };
+    }
+    let answer = match early {
+        Some(r) => Ok(r),
+        None => tokio::time::timeout(timeout, &mut send).await,
+    };
+    if progress.as_ref().is_some_and(|p| p.client_timed_out()) {
+        return reply_response(gateway.refuse("error", ReasonCode::RequestTimeout));
+    }
+    let mut resp = match answer {
+        Err(_) => return reply_response(gateway.refuse("error", ReasonCode::UpstreamTimeout)),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, upstream = %route.upstream, "upstream error");
+            let too_large = match &e {
+                UpstreamError::Exchange(e) => {
+                    let mut source = std::error::Error::source(e);
+                    let mut found = false;
+                    while let Some(s) = source {
+                        found |= s.to_string().contains("length limit exceeded");
+                        source = s.source();
+                    }
+                    found
+                }
+                UpstreamError::Connect { .. } => false,
+            };
+            let reason = if too_large { ReasonCode::BodyTooLarge } else { ReasonCode::UpstreamUnavailable };
+            return reply_response(gateway.refuse("error", reason));
+        }
+        Ok(Ok(r)) => r,
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_up) = on_client_upgrade {
+            let upstream_up = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match (client_up.await, upstream_up.await) {
+                    (Ok(c), Ok(u)) => {
+                        let mut c = TokioIo::new(c);
+                        let mut u = TokioIo::new(u);
+                        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                    }
+                    (a, b) => tracing::warn!(client = a.is_ok(), upstream = b.is_ok(), "upgrade failed"),
+                }
+            });
+        }
+        let (parts, _) = resp.into_parts();
+        return Response::from_parts(parts, full(""));
+    }
+    let (mut parts, body) = resp.into_parts();
+    merge_response_headers(&mut parts.headers, &forward.response_headers);
+    Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+}
+
+/// A hyper connection of either front end, under the graceful-shutdown watch.
+pub(crate) fn hyper_service<H, Fut>(
+    h: H,
+) -> impl hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone
+where
+    H: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
+    hyper::service::service_fn(move |req| {
+        let response = h(req);
+        async move { Ok::<_, Infallible>(response.await) }
+    })
+}
+
+/// Serve one HTTP/2 (prior knowledge) client connection whose first bytes, already read,
+/// are `read`.
+pub(crate) async fn serve(
+    gateway: Arc<Gateway>,
+    stream: tokio::net::TcpStream,
+    read: Vec<u8>,
+    peer: SocketAddr,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let affinity = Arc::new(Affinity::new(gateway.upstreams.clone()));
+    let g = gateway.clone();
+    let service = hyper_service(move |req| handle(g.clone(), req, peer, affinity.clone()));
+    let io = TokioIo::new(Rewind::new(read, stream));
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
+}

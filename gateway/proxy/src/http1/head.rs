@@ -1,0 +1,280 @@
+//! Request-head analysis and message framing (RFC 9112), refusing what request smuggling
+//! relies on.
+
+use crate::reply::list_tokens;
+
+/// Largest request or response head.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in a head.
+pub const MAX_HEADERS: usize = 100;
+
+/// How a message body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the connection closes (responses only).
+    Close,
+}
+
+/// Why a request head is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    /// Not HTTP/1.x, a bad field, a bad target, conflicting framing: 400.
+    Malformed,
+    /// Larger than [`MAX_HEAD`] or more than [`MAX_HEADERS`] fields: 431.
+    TooLarge,
+}
+
+/// What the gateway needs to know about a request head.
+#[derive(Debug)]
+pub struct RequestInfo<'h> {
+    /// Method.
+    pub method: &'h str,
+    /// HTTP/1.0 (0) or HTTP/1.1 (1).
+    pub version: u8,
+    /// The target as sent (origin-form, or the path of an absolute-form target).
+    pub target: &'h str,
+    /// Path part of the target.
+    pub path: &'h str,
+    /// Query part, without `?`.
+    pub query: Option<&'h str>,
+    /// The addressed host: the absolute-form target's authority, else `Host`.
+    pub authority: &'h str,
+    /// Body framing.
+    pub body: Framing,
+    /// Whether the client keeps the connection open after this exchange.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// An upgrade (`Connection: upgrade` and `Upgrade`) is asked for.
+    pub upgrade: bool,
+    /// Lower-case header names the `Connection` header lists (hop-by-hop for this message).
+    pub connection_tokens: Vec<String>,
+}
+
+/// A `Content-Length` value: digits only.
+fn content_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// Framing from `Transfer-Encoding` / `Content-Length` fields, shared by requests and
+/// responses. `Ok(None)`: neither present.
+pub(super) fn body_framing(headers: &[httparse::Header<'_>]) -> Result<Option<Framing>, HeadError> {
+    let mut length: Option<u64> = None;
+    let mut codings: Vec<String> = Vec::new();
+    let mut te = false;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = content_length(h.value).ok_or(HeadError::Malformed)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HeadError::Malformed);
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            te = true;
+            list_tokens(h.value, &mut codings);
+        }
+    }
+    if te {
+        // Only `chunked`, once, as the last (only) coding; never together with a length.
+        if length.is_some() || codings.len() != 1 || codings[0] != "chunked" {
+            return Err(HeadError::Malformed);
+        }
+        return Ok(Some(Framing::Chunked));
+    }
+    Ok(length.map(|n| if n == 0 { Framing::None } else { Framing::Length(n) }))
+}
+
+/// Check a parsed request head and read what the gateway needs from it.
+pub fn analyse<'h>(req: &httparse::Request<'h, '_>) -> Result<RequestInfo<'h>, HeadError> {
+    let method = req.method.ok_or(HeadError::Malformed)?;
+    let version = req.version.ok_or(HeadError::Malformed)?;
+    let target = req.path.ok_or(HeadError::Malformed)?;
+    if method == "CONNECT" {
+        return Err(HeadError::Malformed); // no tunnels
+    }
+    let mut host: Option<&'h str> = None;
+    let mut tokens = Vec::new();
+    let mut upgrade_field = false;
+    let mut expect_continue = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return Err(HeadError::Malformed);
+            }
+            host = Some(std::str::from_utf8(h.value).map_err(|_| HeadError::Malformed)?.trim());
+        } else if name.eq_ignore_ascii_case("connection") {
+            list_tokens(h.value, &mut tokens);
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade_field = true;
+        } else if name.eq_ignore_ascii_case("expect") {
+            expect_continue |= h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+    let body = match body_framing(req.headers)? {
+        Some(Framing::Chunked) if version == 0 => return Err(HeadError::Malformed),
+        Some(f) => f,
+        None => Framing::None,
+    };
+    // The target: origin-form, absolute-form (its authority is the host), or `*`.
+    let (authority, path_and_query) = if target.starts_with('/') || (target == "*" && method == "OPTIONS") {
+        match host {
+            Some(h) => (h, target),
+            // HTTP/1.1 requires `Host` (RFC 9112 §3.2); an HTTP/1.0 client may leave it out.
+            None if version == 0 => ("", target),
+            None => return Err(HeadError::Malformed),
+        }
+    } else {
+        let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
+        let rest = if lower.starts_with("http://") {
+            &target[7..]
+        } else if lower.starts_with("https://") {
+            &target[8..]
+        } else {
+            return Err(HeadError::Malformed);
+        };
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, pq) = rest.split_at(end);
+        if authority.is_empty() || authority.contains('@') {
+            return Err(HeadError::Malformed);
+        }
+        authority.parse::<hyper::http::uri::Authority>().map_err(|_| HeadError::Malformed)?;
+        (authority, if pq.is_empty() { "/" } else { pq })
+    };
+    if path_and_query.starts_with('?') {
+        return Err(HeadError::Malformed);
+    }
+    if path_and_query != "*" {
+        // The same check hyper applies to a target (visible ASCII, no spaces).
+        path_and_query.parse::<hyper::http::uri::PathAndQuery>().map_err(|_| HeadError::Malformed)?;
+    }
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let keep_alive =
+        if version == 1 { !tokens.iter().any(|t| t == "close") } else { tokens.iter().any(|t| t == "keep-alive") };
+    let upgrade = version == 1 && upgrade_field && tokens.iter().any(|t| t == "upgrade");
+    Ok(RequestInfo {
+        method,
+        version,
+        target: path_and_query,
+        path,
+        query,
+        authority,
+        body,
+        keep_alive,
+        expect_continue,
+        upgrade,
+        connection_tokens: tokens,
+    })
+}
+
+/// Where a complete response head ends in `data`, if it is there.
+pub(super) fn find_response_head(data: &[u8]) -> Result<Option<usize>, ()> {
+    if data.is_empty() {
+        return Ok(None);
+    }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    match resp.parse(data) {
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if data.len() < MAX_HEAD => Ok(None),
+        _ => Err(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> Result<(Framing, bool, String, Option<String>, String), HeadError> {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut fields);
+        match req.parse(raw.as_bytes()) {
+            Ok(httparse::Status::Complete(_)) => {}
+            _ => return Err(HeadError::Malformed),
+        }
+        let i = analyse(&req)?;
+        Ok((i.body, i.keep_alive, i.path.to_string(), i.query.map(str::to_string), i.authority.to_string()))
+    }
+
+    #[test]
+    fn request_heads() {
+        let (f, keep, path, query, host) = parse("GET /a/b?x=1 HTTP/1.1\r\nHost: acme.test\r\n\r\n").unwrap();
+        assert_eq!(
+            (f, keep, path.as_str(), query.as_deref(), host.as_str()),
+            (Framing::None, true, "/a/b", Some("x=1"), "acme.test")
+        );
+        let (f, keep, ..) =
+            parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\n").unwrap();
+        assert_eq!((f, keep), (Framing::Length(5), false));
+        let (f, ..) = parse("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        assert_eq!(f, Framing::Chunked);
+        // HTTP/1.0: close unless asked to keep alive; Host optional.
+        assert!(!parse("GET / HTTP/1.0\r\n\r\n").unwrap().1);
+        assert!(parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().1);
+        // Absolute-form: the target's authority is the host.
+        let (_, _, path, _, host) = parse("GET http://acme.test:8080/x?y HTTP/1.1\r\nHost: other\r\n\r\n").unwrap();
+        assert_eq!((path.as_str(), host.as_str()), ("/x", "acme.test:8080"));
+        // Identical repeated lengths are one length.
+        assert_eq!(
+            parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n").unwrap().0,
+            Framing::Length(3)
+        );
+    }
+
+    /// Request smuggling and other framing attacks: each refused.
+    #[test]
+    fn framing_attacks_are_refused() {
+        for raw in [
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            "GET a/b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET ftp://a/b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a\x7fb HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET ?x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET http://user@a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n folded\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
+        ] {
+            assert!(parse(raw).is_err(), "accepted: {raw:?}");
+        }
+    }
+
+    #[test]
+    fn response_heads() {
+        assert_eq!(find_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), Ok(Some(38)));
+        assert_eq!(find_response_head(b"HTTP/1.1 200 OK\r\nContent-"), Ok(None));
+        assert!(find_response_head(b"HTTP/1.1 2x0 OK\r\n\r\n").is_err());
+        let mut fields = [httparse::EMPTY_HEADER; 4];
+        let mut r = httparse::Response::new(&mut fields);
+        r.parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        assert_eq!(body_framing(r.headers), Err(HeadError::Malformed));
+    }
+}
