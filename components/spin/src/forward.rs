@@ -1,6 +1,8 @@
-//! Pure helpers of the Spin host: header lists, the peer address, configuration values and
-//! rate-limit storage keys. No I/O and no Spin types, so they are unit-tested natively.
-//! None of them decides anything about a request: that is `gatehouse-core`'s job.
+//! Pure helpers of the Spin host: the peer address, what Spin and wasi-http add to or
+//! refuse on a message, configuration values and rate-limit storage keys. No I/O and no
+//! Spin types, so they are unit-tested natively. None of them decides anything about a
+//! request, and the HTTP contract (which headers pass, what is added) is
+//! `gatehouse_core::wire`'s: this only applies it to Spin's header lists.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -9,7 +11,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-pub use gatehouse_core::request::HOP_BY_HOP;
+use gatehouse_core::wire::{self, ConnectionTokens, UpstreamRequest};
 
 /// The header in which Spin passes the client's address (`ip:port`).
 pub const CLIENT_ADDR_HEADER: &str = "spin-client-addr";
@@ -27,38 +29,10 @@ pub fn lowercase_names(mut fields: Vec<Field>) -> Vec<Field> {
     fields
 }
 
-/// A header value as text, on the same terms as the native gateway (`http`'s
-/// `HeaderValue::to_str`): visible ASCII, spaces and tabs only.
-pub fn header_text(v: &[u8]) -> Option<&str> {
-    if v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
-        std::str::from_utf8(v).ok()
-    } else {
-        None
-    }
-}
-
-/// Lower-cased tokens of every `Connection` header value: the headers they name are
-/// hop-by-hop for this message.
-pub fn connection_tokens<'a>(fields: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<String> {
-    fields
-        .into_iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect()
-}
-
-/// Whether a header must not cross the gateway: hop-by-hop, named by `Connection`, or one
-/// that wasi-http refuses from a guest (`host`, `http2-settings`, `proxy-*`; the authority
-/// travels separately).
-pub fn is_hop_or_forbidden(name: &str, connection_tokens: &[String]) -> bool {
-    HOP_BY_HOP.contains(&name)
-        || name == "host"
-        || name == "http2-settings"
-        || name.starts_with("proxy-")
-        || connection_tokens.iter().any(|t| t == name)
+/// Whether wasi-http refuses a header from a guest beyond the hop-by-hop ones the contract
+/// already drops: `host` (the authority travels separately) and `proxy-*`.
+pub fn is_platform_refused(name: &str) -> bool {
+    name.eq_ignore_ascii_case("host") || name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
 }
 
 /// Whether a header is one the Spin runtime adds to the incoming request (`spin-full-url`,
@@ -78,77 +52,42 @@ pub fn peer_from_client_addr<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> 
     v.parse::<SocketAddr>().map(|s| s.ip()).or_else(|_| v.parse::<IpAddr>()).ok()
 }
 
-/// The headers of the upstream request: the client's, minus hop-by-hop and forbidden
-/// ones, minus every header for which `is_identity` holds (a client must never be able to
-/// send the gateway's identity headers), minus Spin's `spin-*` headers when `strip_spin`;
-/// plus the verified identity's headers, `x-forwarded-for` (the client's chain with the
-/// peer appended) and `x-forwarded-host` (the `Host` the client asked for, which the
-/// outbound request cannot carry).
+/// The headers of the upstream request, by the edge's contract (`wire::UpstreamRequest`):
+/// the client's that pass, the identity's, `x-forwarded-for` and `x-forwarded-host`;
+/// minus what wasi-http refuses from a guest, and minus Spin's `spin-*` headers when
+/// `strip_spin` (a standalone gateway; a middleware hands them to the next component).
 pub fn upstream_request_headers<'a>(
     client: &[(&'a str, &'a [u8])],
-    is_identity: impl Fn(&str) -> bool,
+    identity_prefix: &str,
     strip_spin: bool,
     identity: &[(String, String)],
     peer: IpAddr,
     host: &str,
 ) -> Vec<Field> {
-    let tokens = connection_tokens(client.iter().copied());
-    let mut out: Vec<Field> = Vec::with_capacity(client.len() + identity.len() + 2);
-    let mut xff: Vec<&str> = Vec::new();
-    for &(name, value) in client {
-        if name == "x-forwarded-for" {
-            if let Ok(v) = std::str::from_utf8(value) {
-                xff.push(v.trim());
-            }
-            continue;
-        }
-        if name == "x-forwarded-host"
-            || is_hop_or_forbidden(name, &tokens)
-            || is_identity(name)
-            || (strip_spin && is_spin_header(name))
-        {
-            continue;
-        }
-        out.push((name.to_string(), value.to_vec()));
-    }
-    out.extend(identity.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())));
+    let connection = ConnectionTokens::of(client.iter().copied());
     let peer = peer.to_string();
-    xff.retain(|v| !v.is_empty());
-    xff.push(&peer);
-    out.push(("x-forwarded-for".into(), xff.join(", ").into_bytes()));
-    if !host.is_empty() {
-        out.push(("x-forwarded-host".into(), host.as_bytes().to_vec()));
-    }
+    let rules =
+        UpstreamRequest { identity_prefix, connection: &connection, relay_upgrade: false, host, peer: &peer, identity };
+    let mut out: Vec<Field> = Vec::with_capacity(client.len() + identity.len() + 2);
+    rules.headers(client.iter().copied(), |name, value| {
+        if !is_platform_refused(name) && !(strip_spin && is_spin_header(name)) {
+            out.push((name.to_string(), value.to_vec()));
+        }
+    });
     out
 }
 
-/// The headers of the response to the client: the upstream's minus hop-by-hop and
-/// forbidden ones, with `ours` (the allow's `RateLimit-*` headers) replacing any of the
-/// upstream's with the same names.
-pub fn client_response_headers(upstream: Vec<Field>, ours: &[(String, String)]) -> Vec<Field> {
-    let tokens = connection_tokens(upstream.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
-    let mut out: Vec<Field> = upstream
-        .into_iter()
-        .filter(|(n, _)| !is_hop_or_forbidden(n, &tokens) && !ours.iter().any(|(k, _)| k.eq_ignore_ascii_case(n)))
-        .collect();
-    out.extend(ours.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())));
+/// The headers of the response to the client, by the edge's contract
+/// (`wire::response_headers`), minus what wasi-http refuses.
+pub fn client_response_headers(upstream: &[Field], ours: &[(String, String)]) -> Vec<Field> {
+    let mut out: Vec<Field> = Vec::with_capacity(upstream.len() + ours.len());
+    let fields = upstream.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
+    wire::response_headers(fields, ours, |name, value| {
+        if !is_platform_refused(name) {
+            out.push((name.to_string(), value.to_vec()));
+        }
+    });
     out
-}
-
-/// Headers of a deny, as every Gatehouse host answers: JSON, the reason in
-/// `x-gatehouse-reason`, then the engine's own (`WWW-Authenticate`, `Retry-After`, ...).
-pub fn deny_headers(reason: &str, extra: &[(String, String)]) -> Vec<Field> {
-    let mut h: Vec<Field> = vec![
-        ("content-type".into(), b"application/json".to_vec()),
-        ("x-gatehouse-reason".into(), reason.as_bytes().to_vec()),
-    ];
-    h.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())));
-    h
-}
-
-/// Body of a deny: `{"error":"<code>"}` and a newline.
-pub fn deny_body(reason: &str) -> Vec<u8> {
-    format!("{{\"error\":\"{reason}\"}}\n").into_bytes()
 }
 
 /// Where allowed requests go, from the `upstream` variable: `http(s)://host[:port]`,
@@ -272,10 +211,9 @@ mod tests {
             ("x-gatehouse-subject".to_string(), "u1".to_string()),
             ("x-gatehouse-org".to_string(), "acme".to_string()),
         ];
-        let is_identity = |n: &str| n.to_ascii_lowercase().starts_with("x-gatehouse-");
         let out = upstream_request_headers(
             &client,
-            is_identity,
+            "x-gatehouse-",
             true,
             &identity,
             "203.0.113.9".parse().unwrap(),
@@ -297,7 +235,7 @@ mod tests {
         assert_eq!(value(&out, "x-forwarded-host"), Some("api.acme.test"));
 
         // Middleware mode keeps Spin's headers for the next component.
-        let out = upstream_request_headers(&client, is_identity, false, &[], "::1".parse().unwrap(), "");
+        let out = upstream_request_headers(&client, "x-gatehouse-", false, &[], "::1".parse().unwrap(), "");
         assert!(names(&out).contains(&"spin-full-url"));
         assert_eq!(value(&out, "x-forwarded-for"), Some("198.51.100.7, ::1"));
         assert_eq!(value(&out, "x-forwarded-host"), None);
@@ -315,29 +253,17 @@ mod tests {
             ("set-cookie".into(), b"b=2".to_vec()),
         ];
         let ours = vec![("ratelimit-limit".to_string(), "10".to_string())];
-        let out = client_response_headers(upstream, &ours);
+        let out = client_response_headers(&upstream, &ours);
         assert_eq!(names(&out), ["content-type", "set-cookie", "set-cookie", "ratelimit-limit"]);
         assert_eq!(value(&out, "ratelimit-limit"), Some("10"));
     }
 
     #[test]
-    fn deny_is_json_with_reason_header() {
-        let h = deny_headers("rate_limited", &[("retry-after".into(), "2".into())]);
-        assert_eq!(names(&h), ["content-type", "x-gatehouse-reason", "retry-after"]);
-        assert_eq!(value(&h, "x-gatehouse-reason"), Some("rate_limited"));
-        assert_eq!(deny_body("rate_limited"), b"{\"error\":\"rate_limited\"}\n");
-    }
-
-    #[test]
-    fn header_values_must_be_visible_ascii() {
-        assert_eq!(header_text(b"Bearer abc.def"), Some("Bearer abc.def"));
-        assert_eq!(header_text(b"a\tb"), Some("a\tb"));
-        assert_eq!(header_text(b""), Some(""));
-        assert_eq!(header_text("caf\u{e9}".as_bytes()), None);
-        assert_eq!(header_text(b"a\nb"), None);
-        assert_eq!(header_text(b"a\x7f"), None);
+    fn header_names_are_lowered_and_platform_fields_known() {
         let f = lowercase_names(vec![("X-Api-Key".into(), b"k".to_vec()), ("accept".into(), b"*/*".to_vec())]);
         assert_eq!(names(&f), ["x-api-key", "accept"]);
+        assert!(is_platform_refused("Host") && is_platform_refused("proxy-x") && !is_platform_refused("proxy"));
+        assert!(is_spin_header("spin-full-url") && !is_spin_header("x-spin"));
     }
 
     #[test]

@@ -12,24 +12,26 @@
 //! - **Request head**: method, scheme, `Host` (else the request authority), path, query,
 //!   every header, and the peer from Spin's `spin-client-addr` header. Without exactly
 //!   one such value nothing is decided (400 `request_malformed`).
-//! - **Checks**: every check but the rate limit runs through `Engine::check`; the rate
-//!   limit through `Engine::rate_steps` / `finish_rates` with the GCRA state (TATs) in the
-//!   Spin key-value store `default`.
+//! - **Checks**: `Engine::begin` runs every check but the rate limit; a pending rate
+//!   limit runs its steps against the GCRA state (TATs) in the Spin key-value store
+//!   `default`, and `PendingRates::finish` completes the decision.
 //! - **Forwarding**: allowed requests go to the `upstream` variable's origin with the same
 //!   method, path and query; bodies are streamed by the host in both directions (never
-//!   copied through the guest). Hop-by-hop headers and client-sent identity headers are
-//!   dropped; the identity's headers, `x-forwarded-for` and `x-forwarded-host` added. The
-//!   upstream's response gets the allow's `RateLimit-*` headers. With the `middleware`
+//!   copied through the guest). Headers follow the edge's contract (`gatehouse_core::wire`):
+//!   hop-by-hop, `Connection`-named, `Expect` and client-sent identity headers dropped; the
+//!   identity's headers, `x-forwarded-for` and `x-forwarded-host` added; the upstream's
+//!   response gets the allow's `RateLimit-*` headers. Refusals are `wire::Reply`. With the `middleware`
 //!   feature the request goes to the next handler of a Spin middleware chain instead.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use gatehouse_core::bundle::BundleError;
-use gatehouse_core::engine::{Check, Context, Engine, EngineError, Env, RateStep};
+use gatehouse_core::engine::{Begun, Engine, EngineError, Env, RateStep};
 use gatehouse_core::geo::NoCountryLookup;
-use gatehouse_core::ratelimit::{Gcra, RateDecision, RateKey, RateStore};
+use gatehouse_core::ratelimit::RateDecision;
 use gatehouse_core::request::RequestHead;
+use gatehouse_core::wire::{self, Reply};
 use gatehouse_core::{Decision, EdgeSecrets, ReasonCode};
 use spin_sdk::wasip3::http::types::{self, ErrorCode, Fields, Method, Scheme};
 use spin_sdk::wasip3::wit_bindgen;
@@ -38,13 +40,6 @@ use spin_sdk::wasip3::{wit_future, wit_stream};
 mod forward;
 
 use forward::Field;
-
-/// Every check but the rate limit, which needs the asynchronous store.
-const CHECKS: &[Check] = match Check::ALL.split_last() {
-    Some((Check::RateLimit, rest)) => rest,
-    // Checked at compile time: the rate limit must stay the last check.
-    _ => panic!("Check::ALL no longer ends with the rate limit"),
-};
 
 const NANOS: u64 = 1_000_000_000;
 
@@ -60,16 +55,6 @@ struct Loaded {
     public_key: String,
     secrets: String,
     engine: Rc<Engine>,
-}
-
-/// A rate store for `Env` that is never used (the rate check runs separately, through the
-/// key-value store); should it ever be asked, it refuses: fail closed.
-struct NoRates;
-
-impl RateStore for NoRates {
-    fn check(&self, _: &RateKey<'_>, gcra: &Gcra, _: u64) -> RateDecision {
-        RateDecision { allowed: false, limit: gcra.burst, remaining: 0, reset_after: 0, retry_after: 0 }
-    }
 }
 
 fn now_nanos() -> u64 {
@@ -186,28 +171,18 @@ fn fields_from<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Fields
     fields
 }
 
-/// A deny as every Gatehouse host answers it: the status, `x-gatehouse-reason`, the
-/// engine's headers and `{"error":"<code>"}`.
-fn deny_response(status: u16, reason: ReasonCode, headers: &[(String, String)]) -> types::Response {
-    let code = reason.as_str();
-    small_response(status, &forward::deny_headers(code, headers), forward::deny_body(code))
+/// A reply the gateway gives itself (`wire::Reply`: a refusal or a redirect).
+fn reply_response(r: Reply) -> types::Response {
+    let headers: Vec<Field> = r.headers.into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+    small_response(r.status, &headers, r.body)
 }
 
 fn reason_response(reason: ReasonCode) -> types::Response {
-    deny_response(reason.status(), reason, &[])
-}
-
-fn decision_response(d: Decision) -> types::Response {
-    match d {
-        Decision::Deny(d) => deny_response(d.status, d.reason, &d.headers),
-        Decision::Redirect(r) => small_response(302, &[("location".into(), r.location.into_bytes())], Vec::new()),
-        // `check` and the rate steps never answer with an allow; if they did, fail closed.
-        Decision::Allow(_) => reason_response(ReasonCode::InternalError),
-    }
+    reply_response(Reply::refusal(reason))
 }
 
 /// The rate steps against the key-value store, in order, stopping at the first refusal.
-/// A store error ends the answers early, which `finish_rates` turns into a deny.
+/// A store error ends the answers early, which `PendingRates::finish` turns into a deny.
 async fn run_rate_steps(steps: &[RateStep], now: u64) -> Vec<RateDecision> {
     let mut answers = Vec::with_capacity(steps.len());
     if steps.is_empty() {
@@ -276,7 +251,7 @@ async fn gateway(req: types::Request) -> types::Response {
     let fields = forward::lowercase_names(req.get_headers().copy_all());
     let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(fields.len());
     for (name, value) in &fields {
-        match forward::header_text(value) {
+        match wire::header_text(value) {
             Some(v) => pairs.push((name.as_str(), v)),
             None => return reason_response(ReasonCode::RequestMalformed),
         }
@@ -299,29 +274,27 @@ async fn gateway(req: types::Request) -> types::Response {
     };
 
     // Every check but the rate limit, then the rate limit against the key-value store.
-    let env = Env { now, rates: &NoRates, countries: &NoCountryLookup, signatures: None };
-    let mut ctx = Context::default();
-    if let Err(d) = engine.check(CHECKS, &head, &mut ctx, &env) {
-        return decision_response(d);
-    }
-    let steps = match engine.rate_steps(&ctx) {
-        Ok(s) => s,
-        Err(d) => return decision_response(d),
+    let decision = match engine.begin(&head, &Env::deferred(now, &NoCountryLookup)) {
+        Begun::Done(d) => d,
+        Begun::Pending(pending) => {
+            let answers = run_rate_steps(pending.steps(), now).await;
+            pending.finish(&engine, &answers)
+        }
     };
-    let answers = run_rate_steps(&steps, now).await;
-    if let Err(d) = engine.finish_rates(&mut ctx, steps.len(), &answers) {
-        return decision_response(d);
-    }
-    let allow = match engine.allow_context(&ctx) {
+    let allow = match decision {
         Decision::Allow(a) => a,
-        other => return decision_response(other),
+        refused => {
+            return reply_response(
+                Reply::for_decision(&refused).unwrap_or_else(|| Reply::refusal(ReasonCode::InternalError)),
+            )
+        }
     };
 
     // Forward: the incoming body stream goes on unchanged.
     let raw: Vec<(&str, &[u8])> = fields.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
     let headers = forward::upstream_request_headers(
         &raw,
-        |name| engine.is_identity_header(name),
+        engine.identity_header_prefix(),
         !cfg!(feature = "middleware"),
         allow.upstream_headers(),
         peer,
@@ -420,7 +393,7 @@ fn relay_response(resp: types::Response, ours: &[(String, String)], head: bool) 
         let h = resp.get_headers();
         h.copy_all()
     };
-    let mut headers = forward::client_response_headers(upstream_headers, ours);
+    let mut headers = forward::client_response_headers(&upstream_headers, ours);
     if head {
         headers.retain(|(n, _)| !n.eq_ignore_ascii_case("content-length"));
     }

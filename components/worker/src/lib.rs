@@ -8,9 +8,10 @@
 //! - the client address is `CF-Connecting-IP`, the country `request.cf.country`;
 //! - the compiled engine (and its verified-token cache, bounded) lives as long as the
 //!   isolate and is rebuilt only when the bundle changes;
-//! - rate limits: at most one Durable Object call per request, to the object of the
-//!   request's organisation, and only for requests that passed every other check;
-//! - allowed requests go to `UPSTREAM` with `fetch`, bodies streamed both ways.
+//! - rate limits: `Engine::begin` runs every other check; a pending rate limit costs one
+//!   Durable Object call, to the object of the request's organisation;
+//! - allowed requests go to `UPSTREAM` with `fetch`, bodies streamed both ways, headers
+//!   by the edge's contract (`gatehouse_core::wire`); refusals are `wire::Reply`.
 
 use std::cell::RefCell;
 use std::net::IpAddr;
@@ -18,11 +19,11 @@ use std::rc::Rc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use gatehouse_core::engine::{Check, Context as CheckContext, Engine, Env as CoreEnv, RateStep};
+use gatehouse_core::engine::{Begun, Engine, Env as CoreEnv, PendingRates, RateStep};
 use gatehouse_core::ratelimit::RateDecision;
 use gatehouse_core::request::RequestHead;
-use gatehouse_core::request::HOP_BY_HOP;
-use gatehouse_core::{Decision, EdgeSecrets, MemoryRateStore, NoCountryLookup, ReasonCode};
+use gatehouse_core::wire::{self, ConnectionTokens, Reply, UpstreamRequest};
+use gatehouse_core::{Decision, EdgeSecrets, NoCountryLookup, ReasonCode};
 use serde::{Deserialize, Serialize};
 use worker::*;
 
@@ -35,19 +36,18 @@ fn now_nanos() -> u64 {
     (Date::now().as_millis()) * 1_000_000
 }
 
-/// A deny as every Gatehouse host answers it.
-fn deny_response(status: u16, reason: &str, headers: &[(String, String)]) -> Result<Response> {
+/// A reply the gateway gives itself (`wire::Reply`: a refusal or a redirect).
+fn reply_response(r: Reply) -> Result<Response> {
     let h = Headers::new();
-    h.set("content-type", "application/json")?;
-    h.set("x-gatehouse-reason", reason)?;
-    for (k, v) in headers {
+    for (k, v) in &r.headers {
         h.append(k, v)?;
     }
-    Ok(Response::from_bytes(format!("{{\"error\":\"{reason}\"}}\n").into_bytes())?.with_status(status).with_headers(h))
+    let resp = if r.body.is_empty() { Response::empty()? } else { Response::from_bytes(r.body)? };
+    Ok(resp.with_status(r.status).with_headers(h))
 }
 
 fn reason_response(reason: ReasonCode) -> Result<Response> {
-    deny_response(reason.status(), reason.as_str(), &[])
+    reply_response(Reply::refusal(reason))
 }
 
 /// The bundle text (base64) in force: KV first, then the `BUNDLE` secret.
@@ -127,42 +127,31 @@ async fn fetch(req: Request, env: Env, _ctx: worker::Context) -> Result<Response
         platform_country: country.as_deref(),
     };
     // Every check but the rate limit here; the rate limit in the org's Durable Object.
-    let unused = MemoryRateStore::new(1, [0; 16]);
-    let core_env = CoreEnv { now: now_nanos(), rates: &unused, countries: &NoCountryLookup, signatures: None };
-    let mut ctx = CheckContext::default();
-    let decided = match engine.check(&Check::ALL[..Check::ALL.len() - 1], &head, &mut ctx, &core_env) {
-        Err(d) => d,
-        Ok(()) => match rate_limit(&engine, &env, &mut ctx, core_env.now).await {
-            Err(d) => d,
-            Ok(()) => engine.allow_context(&ctx),
-        },
+    let now = now_nanos();
+    let decided = match engine.begin(&head, &CoreEnv::deferred(now, &NoCountryLookup)) {
+        Begun::Done(d) => d,
+        Begun::Pending(pending) => rate_limit(&engine, &env, pending, now).await,
     };
     match decided {
-        Decision::Deny(d) => deny_response(d.status, d.reason.as_str(), &d.headers),
-        Decision::Redirect(r) => {
-            let h = Headers::new();
-            h.set("location", &r.location)?;
-            Ok(Response::empty()?.with_status(302).with_headers(h))
+        Decision::Allow(a) => forward(req, &env, &engine, &a, &authority, &peer.to_string()).await,
+        refused => {
+            reply_response(Reply::for_decision(&refused).unwrap_or_else(|| Reply::refusal(ReasonCode::InternalError)))
         }
-        Decision::Allow(a) => forward(req, &env, &engine, &a, &peer.to_string()).await,
     }
 }
 
-async fn rate_limit(engine: &Engine, env: &Env, ctx: &mut CheckContext, now: u64) -> std::result::Result<(), Decision> {
-    let steps = engine.rate_steps(ctx)?;
-    if steps.is_empty() {
-        return engine.finish_rates(ctx, 0, &[]);
-    }
-    let org = ctx.org.clone().unwrap_or_default();
-    let n = steps.len();
-    let answers = match ask_limiter(env, &org, RateRequest { now, steps }).await {
+/// The pending rate steps in the organisation's Durable Object, then the decision. An
+/// unreachable limiter answers nothing, which `finish` turns into a deny.
+async fn rate_limit(engine: &Engine, env: &Env, pending: PendingRates, now: u64) -> Decision {
+    let r = RateRequest { now, steps: pending.steps().to_vec() };
+    let answers = match ask_limiter(env, pending.org(), r).await {
         Ok(a) => a,
         Err(e) => {
             console_error!("rate limiter unavailable: {e}");
-            Vec::new() // finish_rates fails closed on missing answers
+            Vec::new()
         }
     };
-    engine.finish_rates(ctx, n, &answers)
+    pending.finish(engine, &answers)
 }
 
 async fn ask_limiter(env: &Env, org: &str, r: RateRequest) -> Result<Vec<RateDecision>> {
@@ -177,11 +166,18 @@ async fn ask_limiter(env: &Env, org: &str, r: RateRequest) -> Result<Vec<RateDec
     Ok(serde_json::from_str(&resp.text().await?)?)
 }
 
+/// Whether `fetch` refuses a header from a Worker's outbound request: `host` (the target
+/// URL names it).
+fn is_platform_refused(name: &str) -> bool {
+    name.eq_ignore_ascii_case("host")
+}
+
 async fn forward(
     req: Request,
     env: &Env,
     engine: &Engine,
     allow: &gatehouse_core::Allow,
+    host: &str,
     peer: &str,
 ) -> Result<Response> {
     let upstream = env.var("UPSTREAM")?.to_string();
@@ -190,24 +186,29 @@ async fn forward(
         Some(q) => format!("{}{}?{q}", upstream.trim_end_matches('/'), url.path()),
         None => format!("{}{}", upstream.trim_end_matches('/'), url.path()),
     };
-    let headers = Headers::new();
-    for (k, v) in req.headers().entries() {
-        let k = k.to_ascii_lowercase();
-        if HOP_BY_HOP.contains(&k.as_str()) || engine.is_identity_header(&k) || k == "host" {
-            continue;
-        }
-        headers.append(&k, &v)?;
-    }
-    if let Some(id) = &allow.identity {
-        for (k, v) in id.upstream_headers() {
-            headers.set(k, v)?;
-        }
-    }
-    let xff = match req.headers().get("x-forwarded-for")? {
-        Some(prev) => format!("{prev}, {peer}"),
-        None => peer.to_string(),
+    let client: Vec<(String, String)> = req.headers().entries().collect();
+    let fields = || client.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
+    let connection = ConnectionTokens::of(fields());
+    let rules = UpstreamRequest {
+        identity_prefix: engine.identity_header_prefix(),
+        connection: &connection,
+        relay_upgrade: false,
+        host,
+        peer,
+        identity: allow.upstream_headers(),
     };
-    headers.set("x-forwarded-for", &xff)?;
+    let headers = Headers::new();
+    let mut failed = None;
+    rules.headers(fields(), |name, value| {
+        if !is_platform_refused(name) {
+            if let Err(e) = headers.append(name, &String::from_utf8_lossy(value)) {
+                failed = Some(e);
+            }
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
     let mut init = RequestInit::new();
     init.with_method(req.method()).with_headers(headers);
     if let Some(body) = req.inner().body() {
@@ -221,14 +222,17 @@ async fn forward(
         }
     };
     let status = upstream_resp.status_code();
+    let upstream_headers: Vec<(String, String)> = upstream_resp.headers().entries().collect();
     let out = Headers::new();
-    for (k, v) in upstream_resp.headers().entries() {
-        if !HOP_BY_HOP.contains(&k.as_str()) {
-            out.append(&k, &v)?;
+    let mut failed = None;
+    let fields = upstream_headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
+    wire::response_headers(fields, &allow.response_headers, |name, value| {
+        if let Err(e) = out.append(name, &String::from_utf8_lossy(value)) {
+            failed = Some(e);
         }
-    }
-    for (k, v) in &allow.response_headers {
-        out.set(k, v)?;
+    });
+    if let Some(e) = failed {
+        return Err(e);
     }
     let (_, body) = upstream_resp.into_parts();
     Ok(Response::builder().with_status(status).with_headers(out).body(body))

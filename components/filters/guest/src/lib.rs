@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use gatehouse_core::engine::{Check, Context, Engine, Env};
 use gatehouse_core::geo::{CountryCode, CountryLookup};
-use gatehouse_core::identity::{CredentialKind, Identity};
 use gatehouse_core::ratelimit::{Gcra, RateDecision, RateKey, RateStore};
 use gatehouse_core::request::RequestHead;
 use gatehouse_core::{Decision, EdgeSecrets, ReasonCode};
@@ -102,37 +101,6 @@ fn deny(reason: ReasonCode) -> wit::Verdict {
     })
 }
 
-fn identity_from(i: wit::Identity, prefix: &str) -> Option<Identity> {
-    Some(Identity::new(
-        CredentialKind::parse(&i.kind)?,
-        i.subject,
-        i.org,
-        i.roles,
-        i.scopes,
-        i.teams,
-        i.amr,
-        i.session_id,
-        i.credential_id,
-        i.expires_at,
-        prefix,
-    ))
-}
-
-fn identity_to(i: &Identity) -> wit::Identity {
-    wit::Identity {
-        kind: i.kind.as_str().into(),
-        subject: i.subject.clone(),
-        org: i.org.clone(),
-        roles: i.roles.clone(),
-        scopes: i.scopes.clone(),
-        teams: i.teams.clone(),
-        amr: i.amr.clone(),
-        session_id: i.session_id.clone(),
-        credential_id: i.credential_id.clone(),
-        expires_at: i.expires_at,
-    }
-}
-
 impl<T: Checks> Guest for Filter<T> {
     fn load_policy(bundle: Vec<u8>, public_key: Vec<u8>, secrets: Vec<u8>) -> Result<Loaded, String> {
         // A panic message goes to the host's log, never to a WASI stream.
@@ -175,7 +143,7 @@ impl<T: Checks> Guest for Filter<T> {
         };
         let identity = match ctx.identity {
             None => None,
-            Some(i) => match identity_from(i, engine.identity_header_prefix()) {
+            Some(i) => match gatehouse_core::identity_from_record!(i, engine.identity_header_prefix()) {
                 Some(i) => Some(Arc::new(i)),
                 None => return deny(ReasonCode::InternalError),
             },
@@ -195,7 +163,7 @@ impl<T: Checks> Guest for Filter<T> {
                 client_ip: core_ctx
                     .client_ip
                     .map(|ip| if ip == peer && ip.is_ipv4() { req.peer } else { ip.to_string() }),
-                identity: core_ctx.identity.as_deref().map(identity_to),
+                identity: core_ctx.identity.as_deref().map(|i| gatehouse_core::identity_to_record!(wit::Identity, i)),
                 response_headers: core_ctx.response_headers,
             }),
             Err(Decision::Deny(d)) => wit::Verdict::Deny(wit::Deny {

@@ -145,3 +145,143 @@ pub fn component_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.ancestors().nth(3).unwrap().join("wasm32-wasip2/release")
 }
+
+/// One case of the HTTP contract (`wire.jsonl`): a request, and what the upstream and the
+/// client must see on every host — not only the decision.
+#[derive(Debug, Deserialize)]
+pub struct WireCase {
+    pub name: String,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub peer: String,
+    /// The name of a corpus case whose headers (its credential) come first.
+    #[serde(default)]
+    pub credential_of: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub expect: WireExpect,
+}
+
+impl WireCase {
+    /// Path and query, as a request target.
+    pub fn target(&self) -> String {
+        match &self.query {
+            Some(q) => format!("{}?{q}", self.path),
+            None => self.path.clone(),
+        }
+    }
+}
+
+/// What a wire case must get.
+#[derive(Debug, Deserialize)]
+pub struct WireExpect {
+    pub status: u16,
+    /// The upstream request's headers (`None`: the upstream is never reached).
+    pub upstream: Option<FieldsExpect>,
+    /// The client response's headers.
+    pub response: FieldsExpect,
+    /// The client response's body, when the gateway wrote it.
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+/// Header fields that must be there (with these values, or starting with these) and
+/// that must not.
+#[derive(Debug, Default, Deserialize)]
+pub struct FieldsExpect {
+    #[serde(default)]
+    pub has: BTreeMap<String, String>,
+    #[serde(default)]
+    pub has_prefix: BTreeMap<String, String>,
+    #[serde(default)]
+    pub lacks: Vec<String>,
+}
+
+/// What a host did with a wire case.
+#[derive(Debug, Clone, Default)]
+pub struct WireSeen {
+    pub status: u16,
+    /// The headers the upstream received, if it was reached.
+    pub upstream: Option<Vec<(String, String)>>,
+    /// The client response's headers.
+    pub response: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// The headers the test upstreams answer a wire case with (query `wire=1`): one the
+/// client must get, one the gateway's `RateLimit-*` must replace, and a `Connection`-named
+/// one the client must not get.
+pub const WIRE_UPSTREAM_RESPONSE: &[(&str, &str)] =
+    &[("x-app", "kept"), ("ratelimit-limit", "999"), ("connection", "x-upstream-hop"), ("x-upstream-hop", "1")];
+
+/// Every wire case, credentials filled in.
+pub fn wire_cases() -> Vec<WireCase> {
+    let corpus = cases();
+    let text = std::fs::read_to_string(dir().join("wire.jsonl")).expect("wire.jsonl");
+    let mut out: Vec<WireCase> =
+        text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("wire case")).collect();
+    for w in &mut out {
+        if let Some(name) = &w.credential_of {
+            let c = corpus.iter().find(|c| &c.name == name).unwrap_or_else(|| panic!("no corpus case {name}"));
+            let mut headers = c.headers.clone();
+            headers.append(&mut w.headers);
+            w.headers = headers;
+        }
+    }
+    out
+}
+
+fn fields_mismatch(what: &str, e: &FieldsExpect, got: &[(String, String)], why: &mut Vec<String>) {
+    let values = |name: &str| -> Vec<&str> {
+        got.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    };
+    for (k, v) in &e.has {
+        let seen = values(k);
+        if seen != [v.as_str()] {
+            why.push(format!("{what} {k} = {seen:?} (expected [{v:?}])"));
+        }
+    }
+    for (k, p) in &e.has_prefix {
+        let seen = values(k);
+        if seen.len() != 1 || !seen[0].starts_with(p.as_str()) {
+            why.push(format!("{what} {k} = {seen:?} (expected one {p:?}…)"));
+        }
+    }
+    for k in &e.lacks {
+        if !values(k).is_empty() {
+            why.push(format!("{what} has {k} (must not)"));
+        }
+    }
+}
+
+/// Why `got` does not satisfy the wire case, if it does not.
+pub fn wire_mismatch(c: &WireCase, got: &WireSeen) -> Option<String> {
+    let e = &c.expect;
+    let mut why = Vec::new();
+    if got.status != e.status {
+        why.push(format!("status {} (expected {})", got.status, e.status));
+    }
+    match (&e.upstream, &got.upstream) {
+        (None, Some(_)) => why.push("the upstream was reached (must not be)".into()),
+        (Some(_), None) => why.push("the upstream was not reached".into()),
+        (Some(exp), Some(seen)) => fields_mismatch("upstream", exp, seen, &mut why),
+        (None, None) => {}
+    }
+    fields_mismatch("response", &e.response, &got.response, &mut why);
+    if let Some(body) = &e.body {
+        if got.body != body.as_bytes() {
+            why.push(format!("body {:?} (expected {body:?})", String::from_utf8_lossy(&got.body)));
+        }
+    }
+    (!why.is_empty()).then(|| format!("{}: {}", c.name, why.join(", ")))
+}
+
+/// Run every wire case through `run` and require all of them to match.
+pub fn check_wire(host: &str, mut run: impl FnMut(&WireCase) -> WireSeen) {
+    let cases = wire_cases();
+    assert!(cases.len() >= 5, "the wire corpus has {} cases", cases.len());
+    let failures: Vec<String> = cases.iter().filter_map(|c| wire_mismatch(c, &run(c))).collect();
+    assert!(failures.is_empty(), "{host}: {} of {} wire cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    eprintln!("{host}: {} of {} wire cases as the corpus says", cases.len(), cases.len());
+}
