@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod secrets;
+
 /// Everything an origin needs to run one region.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

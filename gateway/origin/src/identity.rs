@@ -19,6 +19,15 @@ pub struct Passwords {
     dummy: String,
 }
 
+/// Whether `s` is a slug: 2–40 of a-z, 0-9 and `-`, not at either end (organisations,
+/// custom roles and teams are named so).
+pub fn valid_slug(s: &str) -> bool {
+    (2..=40).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 /// Shortest password accepted.
 pub const MIN_PASSWORD: usize = 10;
 /// Longest password accepted (bounded work per sign-in).

@@ -20,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod identity;
 pub mod mailer;
+pub mod replication;
 pub mod sso;
 pub mod store;
 pub mod tokens;

@@ -88,8 +88,8 @@ fn token_key(alg: &str, pem: &str, kid: &str) -> Result<TokenKey> {
 /// Create a new signing key; the previous one keeps being published for `overlap_secs`.
 pub async fn add_key(conn: &Connection, alg: &str, now: i64) -> Result<String> {
     let kid = new_id("k_");
-    let (pem, jwks) =
-        gatehouse_bundler::keys::generate_token_keys(alg, &kid).ok_or_else(|| anyhow!("cannot generate a {alg} key"))?;
+    let (pem, jwks) = gatehouse_bundler::keys::generate_token_keys(alg, &kid)
+        .ok_or_else(|| anyhow!("cannot generate a {alg} key"))?;
     let doc: serde_json::Value = serde_json::from_str(&jwks)?;
     let jwk = doc["keys"][0].to_string();
     conn.execute(

@@ -1,0 +1,168 @@
+//! API keys: listing, creation, rotation and revocation.
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{bad, ApiError, ApiResult};
+use crate::identity::new_id;
+use crate::store::one;
+
+use crate::api::admin::roles::{may_grant, role_exists};
+use crate::api::extract::{meta, page_of, AppState, Authed, JsonBody, Page, Peer, QueryParams};
+use crate::api::transaction::{begin, commit, ev};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateKey {
+    name: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    expires_at: Option<i64>,
+}
+
+pub(crate) fn new_api_key(secret: &[u8]) -> (String, String, String) {
+    let random: [u8; 41] = gatehouse_bundler::random::random_bytes();
+    let (key, prefix) = gatehouse_core::apikey::generate(&random);
+    let hash = gatehouse_core::apikey::hash_hex(secret, &key);
+    (key, prefix, hash)
+}
+
+pub(crate) async fn list_keys(authed: Authed, QueryParams(p): QueryParams<Page>) -> ApiResult<Json<Value>> {
+    let Authed { t, .. } = authed;
+    let h = t.db.lock().await;
+    let sql = "SELECT id, prefix, name, subject, roles, scopes, created_at, expires_at, revoked_at FROM api_keys
+               WHERE id > ?1 ORDER BY id LIMIT ?2";
+    let (items, next) = page_of(&h, sql, &p, "id", |r| {
+        let g = |i| r.get::<String>(i);
+        Ok(json!({ "id": g(0)?, "prefix": g(1)?, "name": g(2)?, "subject": g(3)?,
+            "roles": serde_json::from_str::<Value>(&g(4)?)?, "scopes": serde_json::from_str::<Value>(&g(5)?)?,
+            "created_at": r.get::<i64>(6)?, "expires_at": r.get::<Option<i64>>(7)?,
+            "revoked_at": r.get::<Option<i64>>(8)? }))
+    })
+    .await?;
+    Ok(Json(json!({ "items": items, "next": next })))
+}
+
+pub(crate) async fn create_key(
+    State(app): AppState,
+    authed: Authed,
+
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<CreateKey>,
+) -> ApiResult<Response> {
+    let Authed { t, caller: c } = authed;
+    if req.name.trim().is_empty() || req.name.len() > 100 {
+        return Err(bad("invalid_name", "name: 1–100 bytes"));
+    }
+    if req.scopes.len() > 32 || req.scopes.iter().any(|p| !gatehouse_core::policy::valid_permission(p)) {
+        return Err(bad("invalid_scope", "scopes: up to 32 `resource:action` permissions"));
+    }
+    if req.expires_at.is_some_and(|e| e <= crate::now()) {
+        return Err(bad("invalid_expiry", "expires_at is in the past"));
+    }
+    for r in &req.roles {
+        if !may_grant(&c, r) {
+            return Err(ApiError::Forbidden("role_too_high", "a key cannot carry a role above your own".into()));
+        }
+    }
+    let h = begin(&t).await?;
+    for r in &req.roles {
+        if !role_exists(&app, &h, r).await? {
+            return Err(bad("unknown_role", format!("no role `{r}`")));
+        }
+    }
+    let (key, prefix, hash) = new_api_key(&app.secrets.api_key_secret);
+    let id = new_id("ak_");
+    h.execute("INSERT INTO api_keys (id, prefix, hash, name, subject, roles, scopes, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        libsql::params![id.as_str(), prefix.as_str(), hash, req.name.as_str(), format!("apikey:{id}"), serde_json::to_string(&req.roles)?,
+            serde_json::to_string(&req.scopes)?, crate::now(), req.expires_at])
+        .await
+        ?;
+    let after = json!({ "id": id, "prefix": prefix, "name": req.name, "roles": req.roles, "scopes": req.scopes, "expires_at": req.expires_at });
+    commit(
+        &app,
+        &t,
+        h,
+        &meta(&headers, &peer),
+        vec![ev(c.actor(), "api_key.create", format!("api_key:{id}"), None, Some(after.clone()))],
+    )
+    .await?;
+    app.changed();
+    let mut out = after;
+    out["key"] = key.into();
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+pub(crate) async fn rotate_key(
+    State(app): AppState,
+    authed: Authed,
+    Path((_, id)): Path<(String, String)>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    let Authed { t, caller: c } = authed;
+    let h = begin(&t).await?;
+    let old: Option<String> =
+        one(&h, "SELECT prefix FROM api_keys WHERE id = ?1 AND revoked_at IS NULL", [id.as_str()]).await?;
+    let old = old.ok_or_else(|| ApiError::NotFound("api_key_not_found", "no such active key".into()))?;
+    let (key, prefix, hash) = new_api_key(&app.secrets.api_key_secret);
+    h.execute(
+        "UPDATE api_keys SET prefix = ?2, hash = ?3 WHERE id = ?1",
+        libsql::params![id.as_str(), prefix.as_str(), hash],
+    )
+    .await?;
+    commit(
+        &app,
+        &t,
+        h,
+        &meta(&headers, &peer),
+        vec![ev(
+            c.actor(),
+            "api_key.rotate",
+            format!("api_key:{id}"),
+            Some(json!({ "prefix": old })),
+            Some(json!({ "prefix": prefix })),
+        )],
+    )
+    .await?;
+    app.changed();
+    Ok(Json(json!({ "id": id, "prefix": prefix, "key": key })))
+}
+
+pub(crate) async fn revoke_key(
+    State(app): AppState,
+    authed: Authed,
+    Path((_, id)): Path<(String, String)>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    let Authed { t, caller: c } = authed;
+    let h = begin(&t).await?;
+    let n = h
+        .execute(
+            "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            libsql::params![id.as_str(), crate::now()],
+        )
+        .await?;
+    if n == 0 {
+        return Err(ApiError::NotFound("api_key_not_found", "no such active key".into()));
+    }
+    commit(
+        &app,
+        &t,
+        h,
+        &meta(&headers, &peer),
+        vec![ev(c.actor(), "api_key.revoke", format!("api_key:{id}"), None, None)],
+    )
+    .await?;
+    app.changed();
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,8 @@
+//! Admin endpoints of an organisation, one module per resource.
+
+pub mod keys;
+pub mod orgs;
+pub mod roles;
+pub mod sessions;
+pub mod teams;
+pub mod users;

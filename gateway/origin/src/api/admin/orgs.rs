@@ -1,0 +1,295 @@
+//! Organisations: creation and listing (operator), the signing-key rotation, an
+//! organisation's policy, and the region's policy template.
+
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use gatehouse_core::policy::Policy;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::bundles::{self, TenantPolicy};
+use crate::error::{bad, ApiError, ApiResult};
+use crate::identity::{self, new_id, valid_slug};
+use crate::store::one;
+use crate::tokens::{self, SigningKeys};
+
+use crate::api::app::{template_acceptable, App};
+use crate::api::extract::{
+    meta, page_limit, require_operator, AppState, Authed, Caller, JsonBody, Page, Peer, QueryParams, Tenant,
+};
+use crate::api::transaction::{begin, commit, ev};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateOrg {
+    slug: String,
+    name: String,
+    tier: String,
+    #[serde(default)]
+    home_region: Option<String>,
+    owner_email: String,
+    owner_password: String,
+    #[serde(default)]
+    policy: TenantPolicy,
+}
+
+/// Check a tenant policy by composing it with the template and validating the result.
+pub(crate) fn check_tenant_policy(app: &App, slug: &str, tier: &str, tp: &TenantPolicy) -> ApiResult<()> {
+    let mut p = (*app.template()).clone();
+    p.orgs.insert(slug.to_string(), tp.clone().into_org(tier.to_string(), Default::default(), Vec::new(), None));
+    p.validate().map_err(|issues| {
+        bad(
+            "invalid_policy",
+            issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect::<Vec<_>>().join("; "),
+        )
+    })
+}
+
+pub(crate) async fn create_org(
+    State(app): AppState,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<CreateOrg>,
+) -> ApiResult<Response> {
+    require_operator(&app, &headers)?;
+    if !valid_slug(&req.slug) {
+        return Err(bad("invalid_slug", "slug: 2–40 of a-z, 0-9, - (not at either end)"));
+    }
+    if req.name.trim().is_empty() || req.name.len() > 200 {
+        return Err(bad("invalid_name", "name: 1–200 bytes"));
+    }
+    let home = req.home_region.clone().unwrap_or_else(|| app.cfg.region.clone());
+    if home != app.cfg.region {
+        // Created where it lives, never here.
+        let base = app.cfg.regions.get(&home).ok_or_else(|| bad("unknown_region", format!("no region `{home}`")))?;
+        return Err(ApiError::WrongRegion { region: home, url: format!("{base}/v1/orgs") });
+    }
+    check_tenant_policy(&app, &req.slug, &req.tier, &req.policy)?;
+    let email = identity::normalise_email(&req.owner_email)
+        .ok_or_else(|| bad("invalid_email", "owner_email is not an email address"))?;
+    identity::password_acceptable(&req.owner_password).map_err(|m| bad("weak_password", m))?;
+    let id = new_id("t_");
+    let now = crate::now();
+    {
+        let d = app.store.directory.lock().await;
+        let taken: Option<String> = one(&d, "SELECT id FROM tenants WHERE slug = ?1", [req.slug.as_str()]).await?;
+        if taken.is_some() {
+            return Err(ApiError::Conflict("slug_taken", "an organisation with this slug exists".into()));
+        }
+        d.execute(
+            "INSERT INTO tenants (id, slug, home_region, created_at) VALUES (?1, ?2, ?3, ?4)",
+            libsql::params![id.as_str(), req.slug.as_str(), home.as_str(), now],
+        )
+        .await?;
+    }
+    let db = app.store.tenant(&id, true).await?;
+    let t = Tenant { id: id.clone(), slug: req.slug.clone(), db };
+    let hash = app.passwords.hash(&req.owner_password)?;
+    let owner = new_id("u_");
+    let h = begin(&t).await?;
+    h.execute(
+        "INSERT INTO org (id, tenant_id, slug, name, tier, policy, created_at) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
+        libsql::params![
+            id.as_str(),
+            req.slug.as_str(),
+            req.name.as_str(),
+            req.tier.as_str(),
+            serde_json::to_string(&req.policy)?,
+            now
+        ],
+    )
+    .await?;
+    h.execute(
+        "INSERT INTO users (id, email, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+        libsql::params![owner.as_str(), email.as_str(), hash, now],
+    )
+    .await?;
+    h.execute("INSERT INTO memberships (user_id, role) VALUES (?1, 'owner')", [owner.as_str()]).await?;
+    let after = json!({ "slug": req.slug, "name": req.name, "tier": req.tier, "region": home, "policy": req.policy });
+    commit(
+        &app,
+        &t,
+        h,
+        &meta(&headers, &peer),
+        vec![
+            ev("operator", "org.create", format!("org:{}", req.slug), None, Some(after)),
+            ev(
+                "operator",
+                "user.create",
+                format!("user:{owner}"),
+                None,
+                Some(json!({ "email": email, "role": "owner" })),
+            ),
+        ],
+    )
+    .await?;
+    app.changed();
+    app.peers.push(&[(id.clone(), req.slug.clone(), home.clone(), now)]).await;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id, "slug": req.slug, "region": home, "owner_id": owner, "issuer": app.cfg.issuer(&req.slug) }))).into_response())
+}
+
+pub(crate) async fn list_orgs(
+    State(app): AppState,
+    headers: HeaderMap,
+    QueryParams(p): QueryParams<Page>,
+) -> ApiResult<Json<Value>> {
+    require_operator(&app, &headers)?;
+    let d = app.store.directory.lock().await;
+    let mut rows = d
+        .query(
+            "SELECT id, slug, home_region, created_at FROM tenants WHERE slug > ?1 ORDER BY slug LIMIT ?2",
+            libsql::params![p.after.clone().unwrap_or_default(), page_limit(&p)],
+        )
+        .await?;
+    let mut items = Vec::new();
+    while let Some(r) = rows.next().await? {
+        items.push(json!({ "id": r.get::<String>(0)?, "slug": r.get::<String>(1)?,
+            "region": r.get::<String>(2)?, "created_at": r.get::<i64>(3)? }));
+    }
+    let next = if items.len() as i64 == page_limit(&p) { items.last().map(|i| i["slug"].clone()) } else { None };
+    Ok(Json(json!({ "items": items, "next": next })))
+}
+
+pub(crate) async fn rotate_keys(State(app): AppState, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    require_operator(&app, &headers)?;
+    let now = crate::now();
+    let d = app.store.directory.lock().await;
+    // Old keys stay published until every token they signed has expired.
+    let kid = tokens::rotate(&d, &app.cfg.tokens.alg, now, app.cfg.tokens.access_ttl_secs as i64 + 60).await?;
+    let keys = SigningKeys::load(&d, &app.cfg.tokens.alg, now).await?;
+    drop(d);
+    *app.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+    app.changed();
+    tracing::info!(kid = %kid, "token signing key rotated");
+    Ok(Json(json!({ "kid": kid })))
+}
+
+pub(crate) async fn org_row(h: &libsql::Connection) -> ApiResult<(String, String, TenantPolicy, Option<i64>)> {
+    let mut rows = h.query("SELECT name, tier, policy, retention_days FROM org WHERE id = 1", ()).await?;
+    let r = rows.next().await?.ok_or_else(|| anyhow!("tenant database has no org row"))?;
+    let tp: TenantPolicy = serde_json::from_str(&r.get::<String>(2)?)?;
+    Ok((r.get(0)?, r.get(1)?, tp, r.get(3)?))
+}
+
+pub(crate) async fn get_org(State(app): AppState, Authed { t, .. }: Authed) -> ApiResult<Json<Value>> {
+    let (name, tier, policy, retention) = org_row(&*t.db.lock().await).await?;
+    Ok(Json(json!({ "id": t.id, "slug": t.slug, "name": name, "tier": tier, "region": app.cfg.region,
+        "issuer": app.cfg.issuer(&t.slug), "policy": policy, "audit_retention_days": retention })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PutPolicy {
+    #[serde(default)]
+    tier: Option<String>,
+    policy: TenantPolicy,
+}
+
+pub(crate) async fn put_policy(
+    State(app): AppState,
+    authed: Authed,
+    Path(slug): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<PutPolicy>,
+) -> ApiResult<Json<Value>> {
+    let Authed { t, caller: c } = authed;
+    let h = begin(&t).await?;
+    let (_, tier, before, _) = org_row(&h).await?;
+    if req.tier.as_ref().is_some_and(|x| x != &tier) && !matches!(c, Caller::Operator) {
+        return Err(ApiError::Forbidden("operator_only", "only the platform operator changes the tier".into()));
+    }
+    let tier = req.tier.clone().unwrap_or(tier);
+    check_tenant_policy(&app, &t.slug, &tier, &req.policy)?;
+    h.execute(
+        "UPDATE org SET tier = ?1, policy = ?2 WHERE id = 1",
+        libsql::params![tier.as_str(), serde_json::to_string(&req.policy)?],
+    )
+    .await?;
+    commit(
+        &app,
+        &t,
+        h,
+        &meta(&headers, &peer),
+        vec![ev(
+            c.actor(),
+            "org.policy",
+            format!("org:{slug}"),
+            Some(json!(before)),
+            Some(json!({ "tier": tier, "policy": req.policy })),
+        )],
+    )
+    .await?;
+    app.changed();
+    Ok(Json(json!({ "tier": tier, "policy": req.policy })))
+}
+
+pub(crate) async fn get_template(State(app): AppState, headers: HeaderMap) -> ApiResult<Json<Policy>> {
+    require_operator(&app, &headers)?;
+    Ok(Json((*app.template()).clone()))
+}
+
+pub(crate) async fn put_template(
+    State(app): AppState,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    JsonBody(p): JsonBody<Policy>,
+) -> ApiResult<Json<Value>> {
+    require_operator(&app, &headers)?;
+    template_acceptable(&p).map_err(|e| bad("invalid_policy", e))?;
+    // Every tenant must still fit (its tier must exist, its rules validate).
+    let keys = app.keys();
+    let region = bundles::Region {
+        template: &p,
+        public_url: &app.cfg.public_url,
+        audience: &app.cfg.tokens.audience,
+        jwks: &keys.jwks,
+        region: &app.cfg.region,
+    };
+    bundles::region_policy(&app.store, &region, crate::now())
+        .await
+        .map_err(|e| bad("invalid_policy", format!("{e:#}")))?;
+    app.store
+        .directory
+        .lock()
+        .await
+        .execute(
+            "INSERT INTO settings (key, value) VALUES ('template', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+            [serde_json::to_string(&p)?],
+        )
+        .await?;
+    let before = app.template();
+    *app.template.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p.clone());
+    app.changed();
+    // A region-wide change is a cross-tenant action: every tenant's log records it.
+    let tenants: Vec<(String, String)> = {
+        let d = app.store.directory.lock().await;
+        let mut rows =
+            d.query("SELECT id, slug FROM tenants WHERE home_region = ?1", [app.cfg.region.as_str()]).await?;
+        let mut v = Vec::new();
+        while let Some(r) = rows.next().await? {
+            v.push((r.get::<String>(0)?, r.get::<String>(1)?));
+        }
+        v
+    };
+    let m = meta(&headers, &peer);
+    for (id, slug) in tenants {
+        let t = Tenant { db: app.store.tenant(&id, false).await?, id, slug };
+        let h = begin(&t).await?;
+        let e = ev(
+            "operator",
+            "policy.template",
+            "region",
+            Some(serde_json::to_value(&*before)?),
+            Some(serde_json::to_value(&p)?),
+        );
+        commit(&app, &t, h, &m, vec![e]).await?;
+    }
+    tracing::info!(tiers = p.tiers.len(), routes = p.routes.len(), "policy template replaced by the operator");
+    Ok(Json(json!({ "tiers": p.tiers.keys().collect::<Vec<_>>(), "routes": p.routes.len() })))
+}

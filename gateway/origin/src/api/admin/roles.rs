@@ -1,0 +1,106 @@
+//! Roles: who may grant which, and the organisation's custom roles.
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use gatehouse_core::policy::BUILTIN_ROLES;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{bad, ApiResult};
+use crate::identity::valid_slug;
+use crate::store::one;
+
+use crate::api::app::App;
+use crate::api::extract::{meta, page_of, AppState, Authed, Caller, JsonBody, Page, Peer, QueryParams};
+use crate::api::transaction::{begin, commit, ev};
+
+pub(crate) fn role_rank(r: &str) -> Option<usize> {
+    BUILTIN_ROLES.iter().position(|(b, _)| *b == r)
+}
+
+/// Whether `c` may hand out `role` (nobody grants more than they hold; only owners and
+/// the operator make owners).
+pub(crate) fn may_grant(c: &Caller, role: &str) -> bool {
+    match c {
+        Caller::Operator => true,
+        Caller::User { roles, .. } => {
+            let mine = roles.iter().filter_map(|r| role_rank(r)).min();
+            match (role_rank(role), mine) {
+                (Some(want), Some(have)) => have <= want && (role != "owner" || have == 0),
+                (None, Some(have)) => have <= 1,
+                _ => false,
+            }
+        }
+    }
+}
+
+pub(crate) async fn role_exists(app: &App, h: &libsql::Connection, role: &str) -> ApiResult<bool> {
+    Ok(role_rank(role).is_some()
+        || app.template().roles.contains_key(role)
+        || one::<String>(h, "SELECT name FROM roles WHERE name = ?1", [role]).await?.is_some())
+}
+
+pub(crate) async fn list_roles(authed: Authed, QueryParams(p): QueryParams<Page>) -> ApiResult<Json<Value>> {
+    let Authed { t, .. } = authed;
+    let h = t.db.lock().await;
+    let sql = "SELECT name, permissions FROM roles WHERE name > ?1 ORDER BY name LIMIT ?2";
+    let (items, next) = page_of(&h, sql, &p, "name", |r| {
+        let perms: Value = serde_json::from_str(&r.get::<String>(1)?)?;
+        Ok(json!({ "name": r.get::<String>(0)?, "permissions": perms }))
+    })
+    .await?;
+    let builtin: Vec<Value> =
+        BUILTIN_ROLES.iter().map(|(n, p)| json!({ "name": n, "permissions": p, "builtin": true })).collect();
+    Ok(Json(json!({ "builtin": builtin, "items": items, "next": next })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PutRole {
+    permissions: Vec<String>,
+}
+
+pub(crate) async fn put_role(
+    State(app): AppState,
+    authed: Authed,
+    Path((_, name)): Path<(String, String)>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<PutRole>,
+) -> ApiResult<Json<Value>> {
+    let Authed { t, caller: c } = authed;
+    if role_rank(&name).is_some() || !valid_slug(&name) {
+        return Err(bad("invalid_role", "custom role names: 2–40 of a-z, 0-9, -, and not a built-in role"));
+    }
+    if req.permissions.is_empty()
+        || req.permissions.len() > 64
+        || req.permissions.iter().any(|p| !gatehouse_core::policy::valid_permission(p))
+    {
+        return Err(bad("invalid_permission", "1–64 permissions of the form resource:action"));
+    }
+    let perms = serde_json::to_string(&req.permissions)?;
+    let h = begin(&t).await?;
+    let before: Option<String> = one(&h, "SELECT permissions FROM roles WHERE name = ?1", [name.as_str()]).await?;
+    h.execute(
+        "INSERT INTO roles (name, permissions) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET permissions = ?2",
+        libsql::params![name.as_str(), perms.as_str()],
+    )
+    .await?;
+    commit(
+        &app,
+        &t,
+        h,
+        &meta(&headers, &peer),
+        vec![ev(
+            c.actor(),
+            "role.put",
+            format!("role:{name}"),
+            before.map(Value::String),
+            Some(json!(req.permissions)),
+        )],
+    )
+    .await?;
+    app.changed();
+    Ok(Json(json!({ "name": name, "permissions": req.permissions })))
+}

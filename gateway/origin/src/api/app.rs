@@ -1,0 +1,189 @@
+//! The origin's shared state: storage, signing keys, the policy template, the bundle
+//! being served, and the loaded secrets.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context as _, Result};
+use gatehouse_core::policy::Policy;
+
+use crate::bundles;
+use crate::config::secrets::{storage_backend, Secrets};
+use crate::config::OriginConfig;
+use crate::identity::Passwords;
+use crate::replication::Peers;
+use crate::store::{one, Store};
+use crate::tokens::SigningKeys;
+
+/// The last bundle built, and what it was built from.
+struct Built {
+    change: u64,
+    revision: u64,
+    built_at: i64,
+    bytes: Arc<Vec<u8>>,
+    etag: String,
+}
+
+/// Shared state of the origin.
+pub struct App {
+    /// Configuration.
+    pub cfg: OriginConfig,
+    /// Databases.
+    pub store: Store,
+    pub(crate) keys: std::sync::RwLock<Arc<SigningKeys>>,
+    pub(crate) passwords: Passwords,
+    pub(crate) template: std::sync::RwLock<Arc<Policy>>,
+    /// Secrets read from the files the configuration names.
+    pub(crate) secrets: Secrets,
+    /// The other regions' origins (directory replication).
+    pub(crate) peers: Peers,
+    changes: AtomicU64,
+    bundle: tokio::sync::Mutex<Option<Built>>,
+    pub(crate) mailer: Box<dyn crate::mailer::Mailer>,
+    /// Seals SSO client secrets.
+    pub(crate) sso_box: crate::sso::SecretBox,
+    /// The SSO relying party (provider HTTP client, discovery cache).
+    pub(crate) rp: crate::sso::oidc::RelyingParty,
+}
+
+/// A template holds what is the same for every tenant: no organisations, issuers or
+/// revocations (those come from the tenants), and it must validate.
+pub(crate) fn template_acceptable(p: &Policy) -> Result<(), String> {
+    if !p.orgs.is_empty() || !p.issuers.is_empty() || !p.revoked.jti.is_empty() || !p.revoked.sessions.is_empty() {
+        return Err("must not define orgs, issuers or revocations (they come from the tenants)".into());
+    }
+    p.validate()
+        .map_err(|issues| issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect::<Vec<_>>().join("; "))
+}
+
+impl App {
+    /// Load the secrets `cfg` names, then open the origin with them.
+    pub async fn open(cfg: OriginConfig) -> Result<App> {
+        let secrets = Secrets::load(&cfg)?;
+        App::with_secrets(cfg, secrets).await
+    }
+
+    /// Open storage and load keys, with configuration and secrets already loaded.
+    pub async fn with_secrets(cfg: OriginConfig, secrets: Secrets) -> Result<App> {
+        let store = Store::open(&cfg.data_dir, storage_backend(&cfg)?, cfg.storage.max_open_tenants).await?;
+        let now = crate::now();
+        let keys = SigningKeys::load(&*store.directory.lock().await, &cfg.tokens.alg, now).await?;
+        let passwords = Passwords::new(&cfg.signin)?;
+        let template = match &cfg.bundle.template {
+            Some(p) => gatehouse_bundler::load_policy(p).map_err(|e| anyhow!("{e}"))?,
+            None => bundles::default_template(),
+        };
+        template_acceptable(&template).map_err(|e| anyhow!("bundle.template: {e}"))?;
+        // A template set through the API overrides the file.
+        let stored: Option<String> =
+            one(&*store.directory.lock().await, "SELECT value FROM settings WHERE key = 'template'", ()).await?;
+        let template = match stored {
+            Some(json) => {
+                let p: Policy = serde_json::from_str(&json).context("stored template")?;
+                template_acceptable(&p).map_err(|e| anyhow!("stored template: {e}"))?;
+                p
+            }
+            None => template,
+        };
+        let rp = crate::sso::oidc::RelyingParty::new(
+            crate::sso::http::IdpHttp::new(
+                std::time::Duration::from_secs(cfg.sso.http_timeout_secs),
+                cfg.sso.allow_http_loopback,
+            ),
+            std::time::Duration::from_secs(cfg.sso.metadata_ttl_secs),
+        );
+        Ok(App {
+            sso_box: crate::sso::SecretBox::new(&secrets.sso_key),
+            rp,
+            store,
+            keys: std::sync::RwLock::new(Arc::new(keys)),
+            passwords,
+            template: std::sync::RwLock::new(Arc::new(template)),
+            peers: Peers::new(&cfg, secrets.peer_token.clone()),
+            secrets,
+            changes: AtomicU64::new(1),
+            bundle: tokio::sync::Mutex::new(None),
+            mailer: match &cfg.signin.mail_dir {
+                Some(dir) => Box::new(crate::mailer::FileMailer { dir: dir.clone() }),
+                None => Box::new(crate::mailer::LogMailer),
+            },
+            cfg,
+        })
+    }
+
+    /// The id of tenant `slug` if it is homed in this region.
+    pub async fn tenant_id(&self, slug: &str) -> Result<Option<String>> {
+        let d = self.store.directory.lock().await;
+        one(
+            &d,
+            "SELECT id FROM tenants WHERE slug = ?1 AND home_region = ?2",
+            libsql::params![slug, self.cfg.region.as_str()],
+        )
+        .await
+    }
+
+    /// `; Secure` when the origin is served over TLS.
+    pub(crate) fn secure_cookie(&self) -> &'static str {
+        if self.cfg.public_url.starts_with("https://") {
+            "; Secure"
+        } else {
+            ""
+        }
+    }
+
+    /// The region-wide policy template in force.
+    pub fn template(&self) -> Arc<Policy> {
+        self.template.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The signing keys in force.
+    pub(crate) fn keys(&self) -> Arc<SigningKeys> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Note a change that edges must see (policy, keys, revocations).
+    pub fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The current bundle (rebuilt when something changed or a quarter of its life has
+    /// passed).
+    pub async fn bundle(&self) -> Result<(Arc<Vec<u8>>, String)> {
+        let mut b = self.bundle.lock().await;
+        let now = crate::now();
+        let change = self.changes.load(Ordering::SeqCst);
+        if let Some(built) = b.as_ref() {
+            if built.change == change && now - built.built_at < (self.cfg.bundle.ttl_secs / 4) as i64 {
+                return Ok((built.bytes.clone(), built.etag.clone()));
+            }
+        }
+        let keys = self.keys();
+        let template = self.template();
+        let region = bundles::Region {
+            template: &template,
+            public_url: &self.cfg.public_url,
+            audience: &self.cfg.tokens.audience,
+            jwks: &keys.jwks,
+            region: &self.cfg.region,
+        };
+        let policy = bundles::region_policy(&self.store, &region, now).await?;
+        // Revisions only grow, also across restarts: milliseconds since the epoch.
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let revision = ms.max(b.as_ref().map(|x| x.revision + 1).unwrap_or(0));
+        let bytes = bundles::sign(
+            policy,
+            &self.cfg.region,
+            revision,
+            now as u64,
+            self.cfg.bundle.ttl_secs,
+            &self.secrets.bundle_key,
+        )?;
+        let etag = format!("\"{revision}\"");
+        let bytes = Arc::new(bytes);
+        *b = Some(Built { change, revision, built_at: now, bytes: bytes.clone(), etag: etag.clone() });
+        Ok((bytes, etag))
+    }
+}

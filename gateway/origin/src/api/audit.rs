@@ -1,0 +1,211 @@
+//! The audit-log endpoints: query and export (JSON, JSON lines, CSV), chain
+//! verification, retention, legal holds and purges.
+
+use anyhow::Result;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::audit::{self};
+use crate::error::{bad, ApiResult};
+use crate::identity::new_id;
+
+use crate::api::admin::orgs::org_row;
+use crate::api::app::App;
+use crate::api::extract::{meta, AppState, Authed, JsonBody, Peer, QueryParams};
+use crate::api::transaction::{begin, commit, ev};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditQuery {
+    // Spelled out rather than `#[serde(flatten)]`: flattening makes every query value a
+    // string, so `limit=10` failed to parse as a number.
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(default)]
+    since: Option<i64>,
+    #[serde(default)]
+    until: Option<i64>,
+    #[serde(default)]
+    after: Option<i64>,
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+pub(crate) fn csv_field(s: &str) -> String {
+    // Quote always; a leading formula character is defused for spreadsheets.
+    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_string() };
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+pub(crate) async fn query_audit(authed: Authed, QueryParams(q): QueryParams<AuditQuery>) -> ApiResult<Response> {
+    let Authed { t, .. } = authed;
+    let filter = audit::Filter {
+        action: q.action.clone(),
+        actor: q.actor.clone(),
+        since: q.since,
+        until: q.until,
+        after: q.after,
+        limit: q.limit,
+    };
+    let records = audit::query(&*t.db.lock().await, &filter).await?;
+    let next = records.last().map(|r| r.seq);
+    Ok(match q.format.as_deref().unwrap_or("json") {
+        "json" => Json(json!({ "items": records, "next_after": next })).into_response(),
+        "jsonl" => {
+            let mut out = String::new();
+            for r in &records {
+                out.push_str(&serde_json::to_string(r)?);
+                out.push('\n');
+            }
+            ([("content-type", "application/x-ndjson")], out).into_response()
+        }
+        "csv" => {
+            let mut out =
+                String::from("seq,at,actor,action,target,before,after,ip,user_agent,request_id,prev_hash,hash\n");
+            for r in &records {
+                let cols = [
+                    r.seq.to_string(),
+                    r.at.to_string(),
+                    r.actor.clone(),
+                    r.action.clone(),
+                    r.target.clone(),
+                    r.before.clone().unwrap_or_default(),
+                    r.after.clone().unwrap_or_default(),
+                    r.ip.clone().unwrap_or_default(),
+                    r.user_agent.clone().unwrap_or_default(),
+                    r.request_id.clone().unwrap_or_default(),
+                    r.prev_hash.clone(),
+                    r.hash.clone(),
+                ];
+                out.push_str(&cols.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
+                out.push('\n');
+            }
+            ([("content-type", "text/csv")], out).into_response()
+        }
+        _ => return Err(bad("invalid_format", "format: json, jsonl or csv")),
+    })
+}
+
+/// Verify tenant `id`'s audit chain against the head kept in the directory.
+pub async fn verify_tenant_audit(app: &App, tenant_id: &str) -> Result<audit::Verdict> {
+    let head = {
+        let d = app.store.directory.lock().await;
+        let mut rows = d.query("SELECT seq, hash FROM audit_heads WHERE tenant_id = ?1", [tenant_id]).await?;
+        match rows.next().await? {
+            Some(r) => Some((r.get::<i64>(0)?, r.get::<String>(1)?)),
+            None => None,
+        }
+    };
+    let db = app.store.tenant(tenant_id, false).await?;
+    let h = db.lock().await;
+    audit::verify(&h, head).await
+}
+
+pub(crate) async fn verify_audit(State(app): AppState, authed: Authed) -> ApiResult<Json<Value>> {
+    let Authed { t, .. } = authed;
+    Ok(Json(match verify_tenant_audit(&app, &t.id).await? {
+        audit::Verdict::Intact(n) => json!({ "intact": true, "records": n }),
+        audit::Verdict::Broken { seq, problem } => json!({ "intact": false, "seq": seq, "problem": problem }),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Retention {
+    days: Option<u32>,
+}
+
+pub(crate) async fn set_retention(
+    State(app): AppState,
+    authed: Authed,
+    Path(slug): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<Retention>,
+) -> ApiResult<Json<Value>> {
+    let Authed { t, caller: c } = authed;
+    if req.days.is_some_and(|d| !(1..=3650).contains(&d)) {
+        return Err(bad("invalid_retention", "days: 1–3650, or null to keep everything"));
+    }
+    let h = begin(&t).await?;
+    h.execute("UPDATE org SET retention_days = ?1 WHERE id = 1", [req.days.map(|d| d as i64)]).await?;
+    commit(
+        &app,
+        &t,
+        h,
+        &meta(&headers, &peer),
+        vec![ev(c.actor(), "audit.retention", format!("org:{slug}"), None, Some(json!({ "days": req.days })))],
+    )
+    .await?;
+    Ok(Json(json!({ "days": req.days })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Hold {
+    reason: String,
+    from: i64,
+    until: i64,
+}
+
+pub(crate) async fn add_hold(
+    State(app): AppState,
+    authed: Authed,
+
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<Hold>,
+) -> ApiResult<Response> {
+    let Authed { t, caller: c } = authed;
+    if req.reason.trim().is_empty() || req.reason.len() > 500 || req.from >= req.until {
+        return Err(bad("invalid_hold", "reason (1–500 bytes) and from < until (Unix seconds)"));
+    }
+    let id = new_id("h_");
+    let h = begin(&t).await?;
+    h.execute(
+        "INSERT INTO legal_holds (id, reason, from_at, until_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        libsql::params![id.as_str(), req.reason.as_str(), req.from, req.until, crate::now()],
+    )
+    .await?;
+    let after = json!({ "id": id, "reason": req.reason, "from": req.from, "until": req.until });
+    commit(
+        &app,
+        &t,
+        h,
+        &meta(&headers, &peer),
+        vec![ev(c.actor(), "audit.hold", format!("hold:{id}"), None, Some(after.clone()))],
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(after)).into_response())
+}
+
+pub(crate) async fn purge_audit(
+    State(app): AppState,
+    authed: Authed,
+    Path(slug): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    let Authed { t, caller: c } = authed;
+    let h = begin(&t).await?;
+    let (_, _, _, days) = org_row(&h).await?;
+    let Some(days) = days else { return Err(bad("no_retention", "no retention period is set")) };
+    let n = audit::purge(&h, crate::now() - days * 86_400).await?;
+    commit(
+        &app,
+        &t,
+        h,
+        &meta(&headers, &peer),
+        vec![ev(c.actor(), "audit.purge", format!("org:{slug}"), None, Some(json!({ "purged": n })))],
+    )
+    .await?;
+    Ok(Json(json!({ "purged": n })))
+}

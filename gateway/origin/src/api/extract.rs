@@ -1,0 +1,331 @@
+//! What every handler needs from a request: the tenant (homed here), the caller and
+//! its permission, bounded bodies and query parameters, and the request's metadata.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+use axum::extract::{ConnectInfo, MatchedPath, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use gatehouse_core::access::Permission;
+use gatehouse_core::policy::BUILTIN_ROLES;
+use jwt_simple::prelude::*;
+use serde::Deserialize;
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+
+use crate::audit::RequestMeta;
+use crate::config::secrets::sha;
+use crate::error::{bad, ApiError, ApiResult};
+use crate::identity::{new_id, valid_slug};
+use crate::store::{one, Db};
+
+use crate::api::app::App;
+use crate::api::routes::permission_of;
+
+/// The shared state as handlers take it.
+pub(crate) type AppState = State<Arc<App>>;
+/// The peer address as handlers take it.
+pub(crate) type Peer = ConnectInfo<SocketAddr>;
+
+pub(crate) fn meta(headers: &HeaderMap, peer: &SocketAddr) -> RequestMeta {
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(256).collect::<String>());
+    RequestMeta {
+        ip: Some(peer.ip().to_string()),
+        user_agent: h("user-agent"),
+        request_id: h("x-request-id").filter(|s| !s.is_empty()).unwrap_or_else(|| new_id("r_")),
+    }
+}
+
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+pub(crate) fn wants_html(headers: &HeaderMap) -> bool {
+    headers.get("accept").and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Tenants and residency
+
+pub(crate) struct Tenant {
+    pub(crate) id: String,
+    pub(crate) slug: String,
+    pub(crate) db: Arc<Db>,
+}
+
+/// The tenant `slug`, if it is homed here; 421 with the right region's URL otherwise.
+pub(crate) async fn tenant(app: &App, slug: &str, path: &str) -> ApiResult<Tenant> {
+    if !valid_slug(slug) {
+        return Err(ApiError::NotFound("tenant_not_found", "no such organisation".into()));
+    }
+    let row = {
+        let d = app.store.directory.lock().await;
+        let mut rows = d.query("SELECT id, home_region FROM tenants WHERE slug = ?1", [slug]).await?;
+        match rows.next().await? {
+            Some(r) => Some((r.get::<String>(0)?, r.get::<String>(1)?)),
+            None => None,
+        }
+    };
+    let Some((id, home)) = row else {
+        return Err(ApiError::NotFound("tenant_not_found", "no such organisation".into()));
+    };
+    if home != app.cfg.region {
+        let base = app.cfg.regions.get(&home).cloned().unwrap_or_default();
+        return Err(ApiError::WrongRegion { region: home, url: format!("{base}{path}") });
+    }
+    let db = app.store.tenant(&id, false).await?;
+    Ok(Tenant { id, slug: slug.to_string(), db })
+}
+
+/// A wrong-region answer for a browser is a redirect.
+pub(crate) fn residency(e: ApiError, headers: &HeaderMap) -> Response {
+    match e {
+        ApiError::WrongRegion { url, .. } if wants_html(headers) && !url.is_empty() => {
+            let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
+            if let Ok(v) = HeaderValue::from_str(&url) {
+                r.headers_mut().insert("location", v);
+            }
+            r
+        }
+        e => e.into_response(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Callers and permissions
+
+#[derive(Debug, Clone)]
+pub(crate) enum Caller {
+    Operator,
+    User { org: String, user: String, roles: Vec<String>, scopes: Option<Vec<String>>, sid: String },
+}
+
+impl Caller {
+    pub(crate) fn actor(&self) -> String {
+        match self {
+            Caller::Operator => "operator".into(),
+            Caller::User { user, .. } => format!("user:{user}"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub(crate) struct OurClaims {
+    pub(crate) org: String,
+    #[serde(default)]
+    pub(crate) roles: Vec<String>,
+    #[serde(default)]
+    pub(crate) scope: Option<String>,
+    #[serde(default)]
+    pub(crate) sid: String,
+}
+
+pub(crate) fn verify_access(app: &App, token: &str, slug: Option<&str>) -> ApiResult<JWTClaims<OurClaims>> {
+    let unauthorized = || ApiError::Unauthorized("token_invalid", "the access token is not valid".into());
+    let keys = app.keys();
+    let mut opts = VerificationOptions {
+        allowed_audiences: Some(HashSet::from([app.cfg.tokens.audience.clone()])),
+        ..Default::default()
+    };
+    if let Some(s) = slug {
+        opts.allowed_issuers = Some(HashSet::from([app.cfg.issuer(s)]));
+    }
+    opts.max_token_length = Some(8192);
+    keys.verify::<OurClaims>(token, opts).map_err(|_| unauthorized())
+}
+
+pub(crate) async fn caller(app: &App, headers: &HeaderMap, slug: &str) -> ApiResult<Caller> {
+    let token = bearer(headers)
+        .ok_or_else(|| ApiError::Unauthorized("credential_missing", "a bearer token is required".into()))?;
+    if bool::from(sha(token).ct_eq(&app.secrets.operator_hash)) {
+        return Ok(Caller::Operator);
+    }
+    // A token of another tenant does not verify here (its issuer differs).
+    let c = verify_access(app, token, Some(slug)).map_err(|e| match e {
+        ApiError::Unauthorized(..) => {
+            ApiError::Forbidden("wrong_tenant", "credential is not valid for this organisation".into())
+        }
+        e => e,
+    })?;
+    let user = c.subject.clone().unwrap_or_default();
+    Ok(Caller::User {
+        org: c.custom.org.clone(),
+        user,
+        roles: c.custom.roles.clone(),
+        scopes: c.custom.scope.as_ref().map(|s| s.split_whitespace().map(String::from).collect()),
+        sid: c.custom.sid.clone(),
+    })
+}
+
+/// Authorise `caller` for `need` in tenant `t` (checks revocation of the session too).
+pub(crate) async fn authorise(c: &Caller, t: &Tenant, need: &str) -> ApiResult<()> {
+    let Caller::User { org, roles, scopes, sid, user } = c else { return Ok(()) };
+    if org != &t.slug {
+        return Err(ApiError::Forbidden("wrong_tenant", "credential is not valid for this organisation".into()));
+    }
+    let h = t.db.lock().await;
+    let now = crate::now();
+    let live: Option<i64> = one(
+        &h,
+        "SELECT 1 FROM sessions WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL AND expires_at > ?3",
+        libsql::params![sid.as_str(), user.as_str(), now],
+    )
+    .await?;
+    if live.is_none() {
+        return Err(ApiError::Unauthorized("session_revoked", "the session has ended".into()));
+    }
+    let need_p = Permission::parse(need).ok_or_else(|| anyhow!("bad permission {need}"))?;
+    let mut granted: Vec<String> = Vec::new();
+    for r in roles {
+        if let Some((_, perms)) = BUILTIN_ROLES.iter().find(|(b, _)| b == r) {
+            granted.extend(perms.iter().map(|p| p.to_string()));
+        } else if let Some(p) = one::<String>(&h, "SELECT permissions FROM roles WHERE name = ?1", [r.as_str()]).await?
+        {
+            granted.extend(serde_json::from_str::<Vec<String>>(&p).unwrap_or_default());
+        }
+    }
+    let covers = |list: &[String]| list.iter().filter_map(|g| Permission::parse(g)).any(|g| g.covers(&need_p));
+    let ok = covers(&granted) && scopes.as_ref().is_none_or(|s| covers(s));
+    if !ok {
+        return Err(ApiError::Forbidden("permission_denied", format!("needs `{need}`")));
+    }
+    Ok(())
+}
+
+/// A tenant admin request, resolved and authorised before any body is read: the tenant
+/// (homed here; 421 or a redirect otherwise) and a caller holding the permission that
+/// [`ROUTES`] names for the matched route.
+pub struct Authed {
+    pub(crate) t: Tenant,
+    pub(crate) caller: Caller,
+}
+
+impl axum::extract::FromRequestParts<Arc<App>> for Authed {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &Arc<App>) -> Result<Self, Response> {
+        let run = async {
+            let matched = parts.extensions.get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
+            let need = permission_of(parts.method.as_str(), &matched)
+                .filter(|n| n.contains(':'))
+                .ok_or_else(|| anyhow!("route {} {matched} has no tenant permission in ROUTES", parts.method))?;
+            let slug = parts.uri.path().strip_prefix("/v1/orgs/").and_then(|r| r.split('/').next()).unwrap_or_default();
+            let t = tenant(app, slug, parts.uri.path()).await?;
+            let caller = caller(app, &parts.headers, slug).await?;
+            authorise(&caller, &t, need).await?;
+            ApiResult::Ok(Authed { t, caller })
+        };
+        run.await.map_err(|e| residency(e, &parts.headers))
+    }
+}
+
+/// A JSON body; a malformed one is a 400 `invalid_body` (413 `body_too_large` over the
+/// limit) with a JSON error like every other refusal.
+pub struct JsonBody<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::TooLarge),
+            Err(e) => Err(bad("invalid_body", e.body_text())),
+        }
+    }
+}
+
+/// A raw body, bounded like the others.
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match axum::body::Bytes::from_request(req, state).await {
+            Ok(b) => Ok(RawBody(b)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::TooLarge),
+            Err(e) => Err(bad("invalid_body", e.body_text())),
+        }
+    }
+}
+
+/// Query parameters; unknown or malformed ones are a 400 `invalid_query`.
+pub struct QueryParams<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| QueryParams(v))
+            .map_err(|e| bad("invalid_query", e.body_text()))
+    }
+}
+
+pub(crate) fn require_operator(app: &App, headers: &HeaderMap) -> ApiResult<()> {
+    let token = bearer(headers)
+        .ok_or_else(|| ApiError::Unauthorized("credential_missing", "a bearer token is required".into()))?;
+    if bool::from(sha(token).ct_eq(&app.secrets.operator_hash)) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("operator_only", "only the platform operator may do this".into()))
+    }
+}
+
+pub(crate) fn edge_name(app: &App, headers: &HeaderMap) -> ApiResult<String> {
+    let token = bearer(headers)
+        .ok_or_else(|| ApiError::Unauthorized("credential_missing", "an edge token is required".into()))?;
+    let h = sha(token);
+    // Compare against every entry (no early exit).
+    let mut found = None;
+    for (name, want) in &app.secrets.edge_tokens {
+        if bool::from(h.ct_eq(want)) {
+            found = Some(name.clone());
+        }
+    }
+    found.ok_or_else(|| ApiError::Unauthorized("edge_token_invalid", "unknown edge token".into()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Page {
+    #[serde(default)]
+    pub(crate) after: Option<String>,
+    #[serde(default)]
+    pub(crate) limit: Option<u32>,
+    #[serde(default)]
+    pub(crate) email: Option<String>,
+    /// Teams: only the children of this team.
+    #[serde(default)]
+    pub(crate) parent: Option<String>,
+}
+
+pub(crate) fn page_limit(p: &Page) -> i64 {
+    p.limit.unwrap_or(50).clamp(1, 500) as i64
+}
+
+/// One page of a keyset-paginated list: `sql` takes the cursor as `?1` and the page size
+/// as `?2`; each row becomes an item; when the page is full, the next cursor is the last
+/// item's `key` field.
+pub(crate) async fn page_of(
+    h: &libsql::Connection,
+    sql: &str,
+    p: &Page,
+    key: &str,
+    mut item: impl FnMut(&libsql::Row) -> ApiResult<Value>,
+) -> ApiResult<(Vec<Value>, Option<Value>)> {
+    let mut rows = h.query(sql, libsql::params![p.after.clone().unwrap_or_default(), page_limit(p)]).await?;
+    let mut items = Vec::new();
+    while let Some(r) = rows.next().await? {
+        items.push(item(&r)?);
+    }
+    let next = if items.len() as i64 == page_limit(p) { items.last().map(|i| i[key].clone()) } else { None };
+    Ok((items, next))
+}

@@ -1,0 +1,117 @@
+//! The origin's HTTP API.
+//!
+//! - Tenant endpoints (`/t/{slug}/…`): OpenID discovery, JWKS, the token endpoint
+//!   (password and refresh-token grants), logout, revocation ([`tenant`]); the hosted
+//!   sign-in page ([`login`]), passwords ([`password`]) and SSO ([`sso`]).
+//! - Admin endpoints (`/v1/orgs/…`): organisations, users, memberships, roles, API keys,
+//!   policy, sessions ([`admin`]), audit ([`audit`]). Authorised by an access token of the
+//!   same tenant whose roles grant the permission, or by the platform operator's token
+//!   (every operator action lands in the tenant's audit log).
+//! - Edge endpoints: `GET /v1/bundles/{region}` (ETag), `POST /v1/audit/edge` ([`edge`]).
+//! - Peer endpoints: `/v1/directory` (directory replication between regions,
+//!   [`directory`]).
+//!
+//! A tenant homed in another region is never served here: its requests get 421 (API) or
+//! a redirect (browser) to the right region, and nothing of it is written locally.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Result;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+
+use crate::error::ApiError;
+
+pub mod admin;
+pub mod app;
+pub mod audit;
+pub mod directory;
+pub mod edge;
+pub mod extract;
+pub mod login;
+pub mod password;
+pub mod routes;
+pub mod sso;
+pub mod tenant;
+pub mod transaction;
+
+pub use app::App;
+pub use audit::verify_tenant_audit;
+pub use routes::{MAX_BODY, ROUTES};
+
+/// Serve the API on `listener` until `shutdown`.
+pub async fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let peers = app.clone();
+    tokio::spawn(async move { peers.peers.pull_loop(&peers.store.directory).await });
+    axum::serve(listener, router(app).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// The router.
+pub fn router(app: Arc<App>) -> Router {
+    use admin::{keys, orgs, roles, sessions, teams, users};
+    use sso::{admin as sso_admin, signin as sso_signin};
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/openapi.json", get(routes::openapi))
+        .route("/t/{slug}/.well-known/openid-configuration", get(tenant::discovery))
+        .route("/t/{slug}/.well-known/jwks.json", get(tenant::jwks))
+        .route("/t/{slug}/token", post(tenant::token))
+        .route("/t/{slug}/logout", post(tenant::logout))
+        .route("/t/{slug}/revoke", post(tenant::revoke))
+        .route("/t/{slug}/login", get(login::login_form).post(login::login_submit))
+        .route("/t/{slug}/sso/discover", get(sso_signin::discover))
+        .route("/t/{slug}/sso/{id}/start", get(sso_signin::start))
+        .route("/t/{slug}/sso/{id}/callback", get(sso_signin::callback))
+        .route("/t/{slug}/sso/{id}/saml/metadata", get(sso_signin::saml_metadata))
+        .route("/t/{slug}/sso/{id}/saml/acs", post(sso_signin::saml_acs))
+        .route("/t/{slug}/password/change", post(password::change_password))
+        .route("/t/{slug}/password/reset-request", post(password::reset_request))
+        .route("/t/{slug}/password/reset", post(password::reset_password))
+        .route("/v1/orgs", post(orgs::create_org).get(orgs::list_orgs))
+        .route("/v1/keys/rotate", post(orgs::rotate_keys))
+        .route("/v1/policy/template", get(orgs::get_template).put(orgs::put_template))
+        .route("/v1/orgs/{slug}", get(orgs::get_org))
+        .route("/v1/orgs/{slug}/policy", put(orgs::put_policy))
+        .route("/v1/orgs/{slug}/users", get(users::list_users).post(users::create_user))
+        .route("/v1/orgs/{slug}/users/{id}", delete(users::delete_user))
+        .route("/v1/orgs/{slug}/users/{id}/role", put(users::set_role))
+        .route("/v1/orgs/{slug}/roles", get(roles::list_roles))
+        .route("/v1/orgs/{slug}/roles/{name}", put(roles::put_role))
+        .route("/v1/orgs/{slug}/teams", get(teams::list_teams).post(teams::create_team))
+        .route("/v1/orgs/{slug}/teams/{id}/members/{user}", put(teams::add_team_member))
+        .route("/v1/orgs/{slug}/api-keys", get(keys::list_keys).post(keys::create_key))
+        .route("/v1/orgs/{slug}/api-keys/{id}/rotate", post(keys::rotate_key))
+        .route("/v1/orgs/{slug}/api-keys/{id}", delete(keys::revoke_key))
+        .route("/v1/orgs/{slug}/sessions/{id}/revoke", post(sessions::revoke_session))
+        .route("/v1/orgs/{slug}/sso/connections", get(sso_admin::list).post(sso_admin::create))
+        .route(
+            "/v1/orgs/{slug}/sso/connections/{id}",
+            get(sso_admin::get_one).put(sso_admin::replace).delete(sso_admin::remove),
+        )
+        .route("/v1/orgs/{slug}/sso/enforcement", get(sso_admin::get_enforcement).put(sso_admin::put_enforcement))
+        .route("/v1/orgs/{slug}/audit", get(audit::query_audit))
+        .route("/v1/orgs/{slug}/audit/verify", get(audit::verify_audit))
+        .route("/v1/orgs/{slug}/audit/edge", get(edge::list_edge_events))
+        .route("/v1/orgs/{slug}/audit/retention", put(audit::set_retention))
+        .route("/v1/orgs/{slug}/audit/holds", post(audit::add_hold))
+        .route("/v1/orgs/{slug}/audit/purge", post(audit::purge_audit))
+        .route("/v1/bundles/{region}", get(edge::get_bundle))
+        .route("/v1/audit/edge", post(edge::edge_audit))
+        .route("/v1/directory", get(directory::get_directory).post(directory::post_directory))
+        .fallback(|| async { ApiError::NoRoute(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::NoRoute(StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method")
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}

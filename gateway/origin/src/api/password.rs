@@ -1,0 +1,193 @@
+//! Passwords: change (signed in) and reset by a mailed single-use token.
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::{bad, ApiError, ApiResult};
+use crate::identity::{self, SigninOutcome};
+use crate::store::one;
+use crate::tokens::{self};
+
+use crate::api::extract::{bearer, meta, tenant, verify_access, AppState, JsonBody, Peer};
+use crate::api::tenant::end_session;
+use crate::api::transaction::{begin, commit, ev};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChangePassword {
+    current_password: String,
+    new_password: String,
+}
+
+/// End every session of `user` but `keep`.
+pub(crate) async fn end_sessions_of(h: &libsql::Connection, user: &str, keep: Option<&str>, now: i64) -> ApiResult<()> {
+    let mut rows = h
+        .query(
+            "SELECT id FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL AND id != ?2",
+            libsql::params![user, keep.unwrap_or("")],
+        )
+        .await?;
+    let mut ids = Vec::new();
+    while let Some(r) = rows.next().await? {
+        ids.push(r.get::<String>(0)?);
+    }
+    drop(rows);
+    for id in ids {
+        end_session(h, &id, now).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn change_password(
+    State(app): AppState,
+    Path(slug): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<ChangePassword>,
+) -> ApiResult<StatusCode> {
+    let t = tenant(&app, &slug, &format!("/t/{slug}/password/change")).await?;
+    let tok = bearer(&headers)
+        .ok_or_else(|| ApiError::Unauthorized("credential_missing", "a bearer access token is required".into()))?;
+    let c = verify_access(&app, tok, Some(&t.slug))?;
+    let user = c.subject.clone().unwrap_or_default();
+    identity::password_acceptable(&req.new_password).map_err(|m| bad("weak_password", m))?;
+    if req.current_password.len() > identity::MAX_PASSWORD {
+        return Err(ApiError::InvalidCredentials);
+    }
+    let now = crate::now();
+    let h = begin(&t).await?;
+    let email: Option<String> = one(&h, "SELECT email FROM users WHERE id = ?1", [user.as_str()]).await?;
+    let email = email.ok_or(ApiError::InvalidCredentials)?;
+    let m = meta(&headers, &peer);
+    match identity::check_password(&h, &app.passwords, &app.cfg.signin, &email, &req.current_password, now).await? {
+        SigninOutcome::Success(_) => {}
+        _ => {
+            commit(
+                &app,
+                &t,
+                h,
+                &m,
+                vec![ev(format!("user:{user}"), "password.change_failure", format!("user:{user}"), None, None)],
+            )
+            .await?;
+            return Err(ApiError::InvalidCredentials);
+        }
+    }
+    let hash = app.passwords.hash(&req.new_password)?;
+    h.execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", libsql::params![user.as_str(), hash]).await?;
+    end_sessions_of(&h, &user, Some(&c.custom.sid), now).await?;
+    commit(&app, &t, h, &m, vec![ev(format!("user:{user}"), "password.change", format!("user:{user}"), None, None)])
+        .await?;
+    app.changed();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResetRequest {
+    email: String,
+}
+
+pub(crate) async fn reset_request(
+    State(app): AppState,
+    Path(slug): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<ResetRequest>,
+) -> ApiResult<Response> {
+    let t = tenant(&app, &slug, &format!("/t/{slug}/password/reset-request")).await?;
+    // The same answer whether or not the address has an account.
+    let accepted =
+        (StatusCode::ACCEPTED, Json(json!({ "status": "if the address has an account, a reset link is on its way" })));
+    let Some(email) = identity::normalise_email(&req.email) else { return Ok(accepted.into_response()) };
+    let now = crate::now();
+    let h = begin(&t).await?;
+    let user: Option<String> =
+        one(&h, "SELECT id FROM users WHERE email = ?1 AND disabled = 0", [email.as_str()]).await?;
+    let m = meta(&headers, &peer);
+    let Some(user) = user else {
+        commit(
+            &app,
+            &t,
+            h,
+            &m,
+            vec![ev("anonymous", "password.reset_request_unknown", format!("email:{email}"), None, None)],
+        )
+        .await?;
+        return Ok(accepted.into_response());
+    };
+    let token = tokens::opaque("ghp_");
+    h.execute(
+        "INSERT INTO reset_tokens (hash, user_id, expires_at) VALUES (?1, ?2, ?3)",
+        libsql::params![tokens::secret_hash(&token), user.as_str(), now + app.cfg.signin.reset_ttl_secs as i64],
+    )
+    .await?;
+    commit(&app, &t, h, &m, vec![ev("anonymous", "password.reset_request", format!("user:{user}"), None, None)])
+        .await?;
+    let body = format!(
+        "Someone asked to reset the password of {email} at {}.\n\nReset token (valid {} minutes, single use):\n{token}\n\nPOST it to {}/password/reset with your new password. If you did not ask, ignore this message.",
+        t.slug,
+        app.cfg.signin.reset_ttl_secs / 60,
+        app.cfg.issuer(&t.slug)
+    );
+    if let Err(e) = app.mailer.send(&email, "Reset your password", &body) {
+        tracing::error!(error = %format!("{e:#}"), "reset mail not sent");
+    }
+    Ok(accepted.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResetPassword {
+    token: String,
+    new_password: String,
+}
+
+pub(crate) async fn reset_password(
+    State(app): AppState,
+    Path(slug): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<ResetPassword>,
+) -> ApiResult<StatusCode> {
+    let t = tenant(&app, &slug, &format!("/t/{slug}/password/reset")).await?;
+    identity::password_acceptable(&req.new_password).map_err(|m| bad("weak_password", m))?;
+    if req.token.len() > 128 {
+        return Err(ApiError::InvalidGrant);
+    }
+    let now = crate::now();
+    let h = begin(&t).await?;
+    let user: Option<String> = one(
+        &h,
+        "SELECT user_id FROM reset_tokens WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+        libsql::params![tokens::secret_hash(&req.token), now],
+    )
+    .await?;
+    let user = user.ok_or(ApiError::InvalidGrant)?;
+    let hash = app.passwords.hash(&req.new_password)?;
+    h.execute(
+        "UPDATE reset_tokens SET used_at = ?2 WHERE hash = ?1",
+        libsql::params![tokens::secret_hash(&req.token), now],
+    )
+    .await?;
+    h.execute(
+        "UPDATE users SET password_hash = ?2, failed_count = 0, locked_until = 0 WHERE id = ?1",
+        libsql::params![user.as_str(), hash],
+    )
+    .await?;
+    end_sessions_of(&h, &user, None, now).await?;
+    commit(
+        &app,
+        &t,
+        h,
+        &meta(&headers, &peer),
+        vec![ev(format!("user:{user}"), "password.reset", format!("user:{user}"), None, None)],
+    )
+    .await?;
+    app.changed();
+    Ok(StatusCode::NO_CONTENT)
+}

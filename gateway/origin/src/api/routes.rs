@@ -1,0 +1,158 @@
+//! The route table: every route with the permission it needs, and the OpenAPI document
+//! generated from it.
+
+use axum::Json;
+use serde_json::{json, Value};
+
+/// Every API route: method, path, the permission it needs (`operator`, `edge`, `peer`,
+/// `public`, or a tenant permission), and what it does. The OpenAPI document and the
+/// cross-tenant test are generated from this table.
+pub const ROUTES: &[(&str, &str, &str, &str)] = &[
+    ("GET", "/healthz", "public", "Liveness"),
+    ("GET", "/openapi.json", "public", "This API's OpenAPI document"),
+    ("GET", "/t/{slug}/.well-known/openid-configuration", "public", "OpenID discovery for the tenant's issuer"),
+    ("GET", "/t/{slug}/.well-known/jwks.json", "public", "Keys that sign the tenant's tokens"),
+    ("POST", "/t/{slug}/token", "public", "Token endpoint: grant_type password or refresh_token"),
+    ("POST", "/t/{slug}/logout", "public", "End the session of a refresh token"),
+    ("POST", "/t/{slug}/revoke", "public", "Revoke an access token (by its own bearer)"),
+    ("GET", "/t/{slug}/login", "public", "Hosted sign-in page (HTML form, CSRF-protected)"),
+    (
+        "POST",
+        "/t/{slug}/login",
+        "public",
+        "Sign in from the form; sets the session cookie, returns to return_to on the tenant's hosts",
+    ),
+    (
+        "GET",
+        "/t/{slug}/sso/discover",
+        "public",
+        "Home-realm discovery: sign in through the connection of an email's domain",
+    ),
+    (
+        "GET",
+        "/t/{slug}/sso/{id}/start",
+        "public",
+        "Start signing in through an SSO connection (redirect to the provider)",
+    ),
+    ("GET", "/t/{slug}/sso/{id}/callback", "public", "Where the provider returns the browser (code and state)"),
+    ("GET", "/t/{slug}/sso/{id}/saml/metadata", "public", "SAML SP metadata of a connection (its entity id)"),
+    ("POST", "/t/{slug}/sso/{id}/saml/acs", "public", "SAML Assertion Consumer Service (HTTP-POST binding)"),
+    ("POST", "/t/{slug}/password/change", "public", "Change one's password (bearer access token); ends other sessions"),
+    ("POST", "/t/{slug}/password/reset-request", "public", "Mail a single-use reset link (always 202)"),
+    ("POST", "/t/{slug}/password/reset", "public", "Set a new password with a reset token; ends every session"),
+    ("POST", "/v1/orgs", "operator", "Create an organisation (tenant) homed in this region, with its owner"),
+    ("GET", "/v1/orgs", "operator", "List the tenant directory (paginated)"),
+    (
+        "POST",
+        "/v1/keys/rotate",
+        "operator",
+        "Rotate the region's token-signing key (old key published until its tokens expire)",
+    ),
+    ("GET", "/v1/orgs/{slug}", "settings:read", "Organisation and its edge policy"),
+    ("PUT", "/v1/orgs/{slug}/policy", "settings:write", "Set hosts, IP and geo rules, feature overrides, limits"),
+    ("GET", "/v1/orgs/{slug}/users", "members:read", "List users (paginated; filter by email)"),
+    ("POST", "/v1/orgs/{slug}/users", "members:write", "Create a user with a role"),
+    ("DELETE", "/v1/orgs/{slug}/users/{id}", "members:delete", "Delete a user and end their sessions"),
+    ("PUT", "/v1/orgs/{slug}/users/{id}/role", "members:write", "Set a user's role (and its expiry)"),
+    ("GET", "/v1/orgs/{slug}/roles", "roles:read", "List custom roles"),
+    ("PUT", "/v1/orgs/{slug}/roles/{name}", "roles:write", "Create or replace a custom role"),
+    ("GET", "/v1/orgs/{slug}/teams", "teams:read", "List teams"),
+    ("POST", "/v1/orgs/{slug}/teams", "teams:write", "Create a team (optionally inside another)"),
+    ("PUT", "/v1/orgs/{slug}/teams/{id}/members/{user}", "teams:write", "Add a user to a team"),
+    ("GET", "/v1/orgs/{slug}/api-keys", "api_keys:read", "List API keys (never the keys)"),
+    ("POST", "/v1/orgs/{slug}/api-keys", "api_keys:write", "Create an API key (shown once)"),
+    ("POST", "/v1/orgs/{slug}/api-keys/{id}/rotate", "api_keys:write", "Replace an API key (new key shown once)"),
+    ("DELETE", "/v1/orgs/{slug}/api-keys/{id}", "api_keys:delete", "Revoke an API key"),
+    (
+        "POST",
+        "/v1/orgs/{slug}/sessions/{id}/revoke",
+        "members:write",
+        "End a session (reaches edges with the next bundle)",
+    ),
+    ("GET", "/v1/orgs/{slug}/sso/connections", "settings:read", "List SSO connections (never their secrets)"),
+    (
+        "POST",
+        "/v1/orgs/{slug}/sso/connections",
+        "settings:write",
+        "Create an SSO connection: OIDC or OAuth2, presets entra, google, okta, github",
+    ),
+    ("GET", "/v1/orgs/{slug}/sso/connections/{id}", "settings:read", "One SSO connection"),
+    (
+        "PUT",
+        "/v1/orgs/{slug}/sso/connections/{id}",
+        "settings:write",
+        "Replace an SSO connection (an absent client_secret keeps the stored one)",
+    ),
+    ("DELETE", "/v1/orgs/{slug}/sso/connections/{id}", "settings:write", "Delete an SSO connection"),
+    ("GET", "/v1/orgs/{slug}/sso/enforcement", "settings:read", "Whether password sign-in is refused (SSO only)"),
+    (
+        "PUT",
+        "/v1/orgs/{slug}/sso/enforcement",
+        "settings:write",
+        "Enforce SSO: refuse password sign-in except for a break-glass owner",
+    ),
+    ("GET", "/v1/orgs/{slug}/audit", "audit:read", "Query the audit log (json, jsonl or csv; paginated)"),
+    ("GET", "/v1/orgs/{slug}/audit/verify", "audit:read", "Verify the audit hash chain"),
+    ("GET", "/v1/orgs/{slug}/audit/edge", "audit:read", "Decision events edges sent (paginated)"),
+    ("PUT", "/v1/orgs/{slug}/audit/retention", "settings:write", "Set audit retention in days"),
+    ("POST", "/v1/orgs/{slug}/audit/holds", "settings:write", "Place a legal hold on a time range"),
+    ("POST", "/v1/orgs/{slug}/audit/purge", "settings:write", "Purge records past retention (never held ones)"),
+    ("GET", "/v1/bundles/{region}", "edge", "The signed bundle of the region (ETag / If-None-Match)"),
+    ("POST", "/v1/audit/edge", "edge", "Batched decision events from an edge (idempotent by batch id)"),
+    ("GET", "/v1/directory", "peer", "The directory entries homed in this region"),
+    ("POST", "/v1/directory", "peer", "Upsert directory entries homed in the caller's region"),
+];
+
+/// The permission route `method path` needs, from [`ROUTES`] (the one place it is
+/// written).
+pub(crate) fn permission_of(method: &str, matched: &str) -> Option<&'static str> {
+    ROUTES.iter().find(|(m, p, _, _)| *m == method && *p == matched).map(|(_, _, need, _)| *need)
+}
+
+pub(crate) async fn openapi() -> Json<Value> {
+    let mut paths = serde_json::Map::new();
+    for (method, path, need, summary) in ROUTES {
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        let security = match *need {
+            "public" => json!([]),
+            "edge" => json!([{ "edgeToken": [] }]),
+            "peer" => json!([{ "peerToken": [] }]),
+            "operator" => json!([{ "operatorToken": [] }]),
+            _ => json!([{ "accessToken": [need] }, { "operatorToken": [] }]),
+        };
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        entry[method.to_ascii_lowercase()] = json!({
+            "summary": summary,
+            "x-permission": need,
+            "security": security,
+            "parameters": params,
+            "responses": {
+                "200": { "description": "Success" },
+                "4XX": { "description": "Refused", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
+            }
+        });
+    }
+    Json(json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Gatehouse origin API", "version": env!("CARGO_PKG_VERSION") },
+        "paths": paths,
+        "components": {
+            "schemas": { "Error": { "type": "object", "required": ["error", "message"], "properties": {
+                "error": { "type": "string", "description": "Stable reason code" },
+                "message": { "type": "string" } } } },
+            "securitySchemes": {
+                "accessToken": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
+                "operatorToken": { "type": "http", "scheme": "bearer" },
+                "edgeToken": { "type": "http", "scheme": "bearer" },
+                "peerToken": { "type": "http", "scheme": "bearer" }
+            }
+        }
+    }))
+}
+
+/// Largest request body the API reads.
+pub const MAX_BODY: usize = 64 * 1024;

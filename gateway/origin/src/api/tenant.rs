@@ -1,0 +1,445 @@
+//! Tenant endpoints of the issuer: OpenID discovery, JWKS, the token endpoint (password
+//! and refresh-token grants), logout and revocation.
+
+use std::net::SocketAddr;
+
+use anyhow::Result;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::audit::{Event, RequestMeta};
+use crate::error::{bad, ApiError, ApiResult};
+use crate::identity::{self, new_id, SigninOutcome};
+use crate::store::{one, Held};
+use crate::tokens::{self, AccessGrant, RefreshOutcome};
+
+use crate::api::app::App;
+use crate::api::extract::{bearer, meta, residency, tenant, verify_access, AppState, Peer, RawBody, Tenant};
+use crate::api::sso::connections::sso_enforced_for;
+use crate::api::transaction::{begin, commit, ev};
+
+pub(crate) async fn discovery(State(app): AppState, Path(slug): Path<String>, headers: HeaderMap) -> Response {
+    let path = format!("/t/{slug}/.well-known/openid-configuration");
+    match tenant(&app, &slug, &path).await {
+        Err(e) => residency(e, &headers),
+        Ok(t) => {
+            let iss = app.cfg.issuer(&t.slug);
+            Json(json!({
+                "issuer": iss,
+                "jwks_uri": format!("{iss}/.well-known/jwks.json"),
+                "token_endpoint": format!("{iss}/token"),
+                "revocation_endpoint": format!("{iss}/revoke"),
+                "end_session_endpoint": format!("{iss}/logout"),
+                "grant_types_supported": ["password", "refresh_token"],
+                "id_token_signing_alg_values_supported": [app.cfg.tokens.alg],
+                "token_endpoint_auth_methods_supported": ["none"],
+                "response_types_supported": ["token"],
+                "subject_types_supported": ["public"],
+                "claims_supported": ["sub", "org", "roles", "scope", "teams", "sid", "amr", "jti", "iss", "aud", "exp", "iat"]
+            }))
+            .into_response()
+        }
+    }
+}
+
+pub(crate) async fn jwks(State(app): AppState, Path(slug): Path<String>, headers: HeaderMap) -> Response {
+    match tenant(&app, &slug, &format!("/t/{slug}/.well-known/jwks.json")).await {
+        Err(e) => residency(e, &headers),
+        Ok(_) => {
+            let mut r = app.keys().jwks.clone().into_response();
+            r.headers_mut().insert("content-type", HeaderValue::from_static("application/jwk-set+json"));
+            r.headers_mut().insert("cache-control", HeaderValue::from_static("max-age=300"));
+            r
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenRequest {
+    grant_type: String,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// Roles and teams of `user` now (membership expiry honoured).
+pub(crate) async fn grants_of(h: &libsql::Connection, user: &str, now: i64) -> Result<(Vec<String>, Vec<String>)> {
+    let role: Option<String> = one(
+        h,
+        "SELECT role FROM memberships WHERE user_id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+        libsql::params![user, now],
+    )
+    .await?;
+    let mut teams = Vec::new();
+    let mut rows = h
+        .query(
+            "SELECT t.name FROM team_members m JOIN teams t ON t.id = m.team_id WHERE m.user_id = ?1 ORDER BY t.name",
+            [user],
+        )
+        .await?;
+    while let Some(r) = rows.next().await? {
+        teams.push(r.get::<String>(0)?);
+    }
+    Ok((role.into_iter().collect(), teams))
+}
+
+pub(crate) fn parse_scope(s: Option<&str>) -> ApiResult<Option<Vec<String>>> {
+    let Some(s) = s else { return Ok(None) };
+    let v: Vec<String> = s.split_whitespace().map(String::from).collect();
+    if v.len() > 32 || v.iter().any(|p| !gatehouse_core::policy::valid_permission(p)) {
+        return Err(bad("invalid_scope", "scope must be up to 32 `resource:action` permissions"));
+    }
+    Ok(Some(v))
+}
+
+pub(crate) async fn token(
+    State(app): AppState,
+    Path(slug): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Response {
+    match token_inner(&app, &slug, &peer, &headers, &body).await {
+        Ok(v) => {
+            let mut r = Json(v).into_response();
+            r.headers_mut().insert("cache-control", HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(e) => residency(e, &headers),
+    }
+}
+
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> ApiResult<T> {
+    let form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        serde_urlencoded_from(body)
+    } else {
+        serde_json::from_slice(body).map_err(|e| bad("invalid_body", format!("invalid JSON body: {e}")))
+    }
+}
+
+pub(crate) fn serde_urlencoded_from<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    serde_urlencoded::from_bytes::<T>(body).map_err(|e| bad("invalid_body", format!("invalid form body: {e}")))
+}
+
+pub(crate) async fn token_inner(
+    app: &App,
+    slug: &str,
+    peer: &SocketAddr,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Value> {
+    let t = tenant(app, slug, &format!("/t/{slug}/token")).await?;
+    let req: TokenRequest = parse_body(headers, body)?;
+    let m = meta(headers, peer);
+    let now = crate::now();
+    let scopes = parse_scope(req.scope.as_deref())?;
+    match req.grant_type.as_str() {
+        "password" => {
+            let (Some(email), Some(password)) = (req.email.as_deref(), req.password.as_deref()) else {
+                return Err(bad("invalid_request", "password grant needs email and password"));
+            };
+            let s = password_session(app, &t, &m, email, password).await?;
+            issue(app, &t, &m, s, scopes).await
+        }
+        "refresh_token" => {
+            let Some(rt) = req.refresh_token.as_deref() else {
+                return Err(bad("invalid_request", "refresh_token grant needs refresh_token"));
+            };
+            if rt.len() > 128 {
+                return Err(ApiError::InvalidGrant);
+            }
+            let h = begin(&t).await?;
+            match tokens::use_refresh(&h, rt, now).await? {
+                RefreshOutcome::Invalid => Err(ApiError::InvalidGrant),
+                RefreshOutcome::Reused { session, user } => {
+                    app.changed();
+                    commit(
+                        app,
+                        &t,
+                        h,
+                        &m,
+                        vec![ev(
+                            "system",
+                            "token.refresh_reuse",
+                            format!("session:{session}"),
+                            None,
+                            Some(json!({ "user": user, "revoked": "session and refresh-token family" })),
+                        )],
+                    )
+                    .await?;
+                    Err(ApiError::InvalidGrant)
+                }
+                RefreshOutcome::Rotate { session, user, family } => {
+                    let amr: String = one(&h, "SELECT amr FROM sessions WHERE id = ?1", [session.as_str()])
+                        .await?
+                        .unwrap_or_default();
+                    let amr: Vec<String> = serde_json::from_str(&amr).unwrap_or_default();
+                    let events =
+                        vec![ev(format!("user:{user}"), "token.refresh", format!("session:{session}"), None, None)];
+                    let s = Session { held: h, user, sid: session, family, amr, events };
+                    issue(app, &t, &m, s, scopes).await
+                }
+            }
+        }
+        _ => Err(bad("unsupported_grant_type", "grant_type must be password or refresh_token")),
+    }
+}
+
+/// A signed-in session, its transaction still open.
+pub(crate) struct Session<'t> {
+    pub(crate) held: Held<'t>,
+    pub(crate) user: String,
+    pub(crate) sid: String,
+    pub(crate) family: String,
+    pub(crate) amr: Vec<String>,
+    pub(crate) events: Vec<Event>,
+}
+
+/// Check a password and open a session (the caller issues tokens and commits). Every
+/// failure is the same `invalid_credentials`, and is audited.
+pub(crate) async fn password_session<'t>(
+    app: &App,
+    t: &'t Tenant,
+    m: &RequestMeta,
+    email: &str,
+    password: &str,
+) -> ApiResult<Session<'t>> {
+    if password.len() > identity::MAX_PASSWORD {
+        return Err(ApiError::InvalidCredentials);
+    }
+    let email = identity::normalise_email(email).ok_or(ApiError::InvalidCredentials)?;
+    let now = crate::now();
+    let h = begin(t).await?;
+    let outcome = identity::check_password(&h, &app.passwords, &app.cfg.signin, &email, password, now).await?;
+    let user = match outcome {
+        SigninOutcome::Success(u) => u,
+        other => {
+            let (actor, action, target) = match &other {
+                SigninOutcome::UnknownUser => ("anonymous".to_string(), "signin.failure", format!("email:{email}")),
+                SigninOutcome::Locked(u) => (format!("user:{u}"), "signin.locked", format!("user:{u}")),
+                SigninOutcome::WrongPassword { user, locked: true } => {
+                    (format!("user:{user}"), "signin.lockout", format!("user:{user}"))
+                }
+                SigninOutcome::WrongPassword { user, .. } => {
+                    (format!("user:{user}"), "signin.failure", format!("user:{user}"))
+                }
+                SigninOutcome::Success(_) => unreachable!("handled above"),
+            };
+            commit(app, t, h, m, vec![ev(actor, action, target, None, None)]).await?;
+            return Err(ApiError::InvalidCredentials);
+        }
+    };
+    // An organisation that enforces SSO refuses passwords, except its break-glass owner.
+    // Checked after the password, so the answer says nothing to someone without it.
+    if sso_enforced_for(&h, &email).await? {
+        let actor = format!("user:{user}");
+        commit(app, t, h, m, vec![ev(actor.clone(), "signin.sso_required", actor, None, None)]).await?;
+        return Err(ApiError::Forbidden("sso_required", "this organisation signs in with single sign-on".into()));
+    }
+    let mut events = vec![ev(format!("user:{user}"), "signin.success", format!("user:{user}"), None, None)];
+    let (sid, family) = open_session(app, &h, &user, &["pwd".to_string()], None, now, &mut events).await?;
+    Ok(Session { held: h, user, sid, family, amr: vec!["pwd".to_string()], events })
+}
+
+/// Insert a session for `user` (with its authentication methods and identity provider)
+/// and note it in `events`; its id and a new refresh-token family.
+pub(crate) async fn open_session(
+    app: &App,
+    h: &libsql::Connection,
+    user: &str,
+    amr: &[String],
+    idp: Option<&str>,
+    now: i64,
+    events: &mut Vec<Event>,
+) -> ApiResult<(String, String)> {
+    let sid = new_id("s_");
+    h.execute(
+        "INSERT INTO sessions (id, user_id, amr, idp, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        libsql::params![
+            sid.as_str(),
+            user,
+            serde_json::to_string(amr)?,
+            idp,
+            now,
+            now + app.cfg.tokens.session_ttl_secs as i64
+        ],
+    )
+    .await?;
+    events.push(ev(
+        format!("user:{user}"),
+        "session.create",
+        format!("session:{sid}"),
+        None,
+        idp.map(|i| json!({ "idp": i })),
+    ));
+    Ok((sid, new_id("f_")))
+}
+
+/// Issue an access token and a refresh token for a session, append `events` and commit.
+pub(crate) async fn issue(
+    app: &App,
+    t: &Tenant,
+    m: &RequestMeta,
+    s: Session<'_>,
+    scopes: Option<Vec<String>>,
+) -> ApiResult<Value> {
+    let now = crate::now();
+    let Session { held: h, user, sid: session, family, amr, mut events } = s;
+    let disabled: Option<i64> = one(&h, "SELECT disabled FROM users WHERE id = ?1", [user.as_str()]).await?;
+    if disabled != Some(0) {
+        return Err(ApiError::InvalidGrant);
+    }
+    let (roles, teams) = grants_of(&h, &user, now).await?;
+    let refresh =
+        tokens::new_refresh(&h, &family, &session, &user, now, app.cfg.tokens.refresh_ttl_secs as i64).await?;
+    let issuer = app.cfg.issuer(&t.slug);
+    let keys = app.keys();
+    let (access, jti, exp) = tokens::access_token(
+        &keys,
+        &AccessGrant {
+            issuer: &issuer,
+            audience: &app.cfg.tokens.audience,
+            subject: &user,
+            org: &t.slug,
+            roles: roles.clone(),
+            scopes: scopes.clone(),
+            teams,
+            sid: &session,
+            amr,
+            ttl_secs: app.cfg.tokens.access_ttl_secs,
+        },
+    )?;
+    events.push(ev(
+        format!("user:{user}"),
+        "token.issue",
+        format!("jti:{jti}"),
+        None,
+        Some(json!({ "roles": roles, "expires_at": exp })),
+    ));
+    commit(app, t, h, m, events).await?;
+    Ok(json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": app.cfg.tokens.access_ttl_secs,
+        "refresh_token": refresh,
+        "scope": scopes.map(|s| s.join(" ")),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LogoutRequest {
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+pub(crate) async fn logout(
+    State(app): AppState,
+    Path(slug): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Response {
+    let run = async {
+        let t = tenant(&app, &slug, &format!("/t/{slug}/logout")).await?;
+        let m = meta(&headers, &peer);
+        let req: LogoutRequest =
+            if body.is_empty() { LogoutRequest { refresh_token: None } } else { parse_body(&headers, &body)? };
+        // The session: from the refresh token, or from the bearer access token.
+        let h = begin(&t).await?;
+        let session: Option<(String, String)> = if let Some(rt) = req.refresh_token.as_deref() {
+            let mut rows = h
+                .query("SELECT session_id, user_id FROM refresh_tokens WHERE hash = ?1", [tokens::secret_hash(rt)])
+                .await?;
+            match rows.next().await? {
+                Some(r) => Some((r.get(0)?, r.get(1)?)),
+                None => None,
+            }
+        } else if let Some(tok) = bearer(&headers) {
+            let c = verify_access(&app, tok, Some(&t.slug))?;
+            Some((c.custom.sid.clone(), c.subject.clone().unwrap_or_default()))
+        } else {
+            return Err(bad("invalid_request", "give a refresh_token or a bearer access token"));
+        };
+        let Some((sid, user)) = session else { return Err(ApiError::InvalidGrant) };
+        end_session(&h, &sid, crate::now()).await?;
+        app.changed();
+        commit(
+            &app,
+            &t,
+            h,
+            &m,
+            vec![ev(format!("user:{user}"), "session.logout", format!("session:{sid}"), None, None)],
+        )
+        .await?;
+        ApiResult::Ok(StatusCode::NO_CONTENT)
+    };
+    match run.await {
+        Ok(s) => s.into_response(),
+        Err(e) => residency(e, &headers),
+    }
+}
+
+/// End a session: revoked now, its refresh tokens spent.
+pub(crate) async fn end_session(h: &libsql::Connection, sid: &str, now: i64) -> ApiResult<()> {
+    h.execute("UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1", libsql::params![sid, now])
+        .await?;
+    h.execute(
+        "UPDATE refresh_tokens SET used_at = COALESCE(used_at, ?2) WHERE session_id = ?1",
+        libsql::params![sid, now],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn revoke(
+    State(app): AppState,
+    Path(slug): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+) -> Response {
+    let run = async {
+        let t = tenant(&app, &slug, &format!("/t/{slug}/revoke")).await?;
+        let tok = bearer(&headers).ok_or_else(|| {
+            ApiError::Unauthorized("credential_missing", "send the access token to revoke as the bearer".into())
+        })?;
+        let c = verify_access(&app, tok, Some(&t.slug))?;
+        let jti = c.jwt_id.clone().ok_or_else(|| bad("token_invalid", "token has no jti"))?;
+        let exp = c.expires_at.map(|e| e.as_secs() as i64).unwrap_or(crate::now() + 900);
+        let h = begin(&t).await?;
+        h.execute(
+            "INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2)",
+            libsql::params![jti.as_str(), exp],
+        )
+        .await?;
+        app.changed();
+        let user = c.subject.clone().unwrap_or_default();
+        commit(
+            &app,
+            &t,
+            h,
+            &meta(&headers, &peer),
+            vec![ev(format!("user:{user}"), "token.revoke", format!("jti:{jti}"), None, None)],
+        )
+        .await?;
+        ApiResult::Ok(StatusCode::NO_CONTENT)
+    };
+    match run.await {
+        Ok(s) => s.into_response(),
+        Err(e) => residency(e, &headers),
+    }
+}

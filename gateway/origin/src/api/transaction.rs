@@ -1,0 +1,61 @@
+//! Writes to a tenant: a transaction that commits together with its audit records.
+
+use serde_json::Value;
+
+use crate::audit::{self, Event, RequestMeta};
+use crate::error::ApiResult;
+use crate::store::Held;
+
+use crate::api::app::App;
+use crate::api::extract::Tenant;
+
+/// Start a write transaction on the tenant's database. An early return drops the
+/// transaction uncommitted (the next holder rolls it back).
+pub(crate) async fn begin(t: &Tenant) -> ApiResult<Held<'_>> {
+    let h = t.db.lock().await;
+    h.execute("BEGIN IMMEDIATE", ()).await?;
+    Ok(h)
+}
+
+/// Append `events` to the audit log, commit, and record the new audit head in the
+/// directory database.
+pub(crate) async fn commit(
+    app: &App,
+    t: &Tenant,
+    h: Held<'_>,
+    meta: &RequestMeta,
+    events: Vec<Event>,
+) -> ApiResult<()> {
+    let now = crate::now() as u64;
+    let mut head = None;
+    for e in &events {
+        head = Some(audit::append(&h, e, meta, now).await?);
+    }
+    h.execute("COMMIT", ()).await?;
+    drop(h);
+    if let Some((seq, hash)) = head {
+        record_head(app, &t.id, seq, &hash).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn record_head(app: &App, tenant_id: &str, seq: i64, hash: &str) -> ApiResult<()> {
+    let d = app.store.directory.lock().await;
+    d.execute(
+        "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (?1, ?2, ?3)
+         ON CONFLICT(tenant_id) DO UPDATE SET seq = ?2, hash = ?3 WHERE excluded.seq > audit_heads.seq",
+        libsql::params![tenant_id, seq, hash],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) fn ev(
+    actor: impl Into<String>,
+    action: &'static str,
+    target: impl Into<String>,
+    before: Option<Value>,
+    after: Option<Value>,
+) -> Event {
+    Event { actor: actor.into(), action, target: target.into(), before, after }
+}
