@@ -7,8 +7,8 @@
 //! revision, never per request. Every call has a CPU bound (epoch interruption) and every
 //! instance a memory bound; a call that traps or exceeds a bound fails that request
 //! closed and its instance is thrown away.//!
-//! The rooms, as wasmtime's own: [`bindings`] (generated), [`host`] (engine, linker,
-//! stores and limits; [`FilterHost`]), [`pool`] (instances kept per filter) and [`conv`]
+//! The rooms, as wasmtime's own: [`bindings`] (generated), `host` (engine, linker,
+//! stores and limits; [`FilterHost`]), `pool` (instances kept per filter) and `conv`
 //! (WIT types and the context between filters).
 
 use std::path::{Path, PathBuf};

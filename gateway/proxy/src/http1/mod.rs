@@ -16,9 +16,9 @@
 //! request bodies are bounded by `limits.max_body_bytes` in size and by
 //! `limits.body_timeout_secs` without progress.
 //!
-//! The rooms: [`pool`] (idle upstream connections), [`io`] (buffered reads, bounded
-//! copies, [`Rewind`]), [`head`] (request-head analysis and framing), [`chunked`]
-//! (chunked decoding), [`write`] (heads and answers as bytes) and [`conn`] (the
+//! The rooms: `pool` (idle upstream connections), `io` (buffered reads, bounded
+//! copies, [`Rewind`]), `head` (request-head analysis and framing), `chunked`
+//! (chunked decoding), `write` (heads and answers as bytes) and `conn` (the
 //! connection task).
 //!
 //! [`Gateway::run_chain`]: crate::gateway::Gateway::run_chain
