@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use gatehouse_settings::{one_of, within};
 use serde::Deserialize;
 
 pub mod secrets;
@@ -309,31 +310,21 @@ impl OriginConfig {
                 return Err(format!("regions.{}: must equal public_url", self.region));
             }
         }
-        if !(300..=900).contains(&self.tokens.access_ttl_secs) {
-            return Err("tokens.access_ttl_secs: must be between 300 and 900 (5 to 15 minutes)".into());
-        }
-        if self.tokens.refresh_ttl_secs < self.tokens.access_ttl_secs || self.tokens.refresh_ttl_secs > 90 * 86_400 {
-            return Err("tokens.refresh_ttl_secs: must be between access_ttl_secs and 90 days".into());
-        }
+        // Access tokens live 5 to 15 minutes; refresh tokens at least as long, at most 90 days.
+        within("tokens.access_ttl_secs", self.tokens.access_ttl_secs, 300..=900)?;
+        within("tokens.refresh_ttl_secs", self.tokens.refresh_ttl_secs, self.tokens.access_ttl_secs..=90 * 86_400)?;
         if self.tokens.session_ttl_secs < self.tokens.refresh_ttl_secs {
             return Err("tokens.session_ttl_secs: must be at least refresh_ttl_secs".into());
         }
-        if !["EdDSA", "ES256"].contains(&self.tokens.alg.as_str()) {
-            return Err(format!("tokens.alg: `{}` must be EdDSA or ES256", self.tokens.alg));
-        }
+        one_of("tokens.alg", &self.tokens.alg, &["EdDSA", "ES256"])?;
         if self.tokens.audience.is_empty() {
             return Err("tokens.audience: must not be empty".into());
         }
-        if !(1..=100).contains(&self.signin.max_failures) {
-            return Err("signin.max_failures: must be between 1 and 100".into());
-        }
-        if !(60..=86_400).contains(&self.signin.lockout_secs) {
-            return Err("signin.lockout_secs: must be between 60 and 86400".into());
-        }
-        if !(8..=1 << 21).contains(&self.signin.argon2_memory_kib) || !(1..=10).contains(&self.signin.argon2_iterations)
-        {
-            return Err("signin.argon2_*: memory 8 KiB–2 GiB, iterations 1–10".into());
-        }
+        within("signin.max_failures", self.signin.max_failures, 1..=100)?;
+        within("signin.lockout_secs", self.signin.lockout_secs, 60..=86_400)?;
+        // Argon2 memory from 8 KiB to 2 GiB.
+        within("signin.argon2_memory_kib", self.signin.argon2_memory_kib, 8..=1 << 21)?;
+        within("signin.argon2_iterations", self.signin.argon2_iterations, 1..=10)?;
         if let Some(d) = &self.signin.cookie_domain {
             let ok = d.len() <= 253
                 && d.contains('.')
@@ -342,24 +333,12 @@ impl OriginConfig {
                 return Err(format!("signin.cookie_domain: `{d}` is not a domain name"));
             }
         }
-        if !(60..=7 * 86_400).contains(&self.bundle.ttl_secs) {
-            return Err("bundle.ttl_secs: must be between 60 and 604800".into());
-        }
-        if !(1..=100_000).contains(&self.storage.max_open_tenants) {
-            return Err("storage.max_open_tenants: must be between 1 and 100000".into());
-        }
-        if !["normal", "full"].contains(&self.storage.synchronous.as_str()) {
-            return Err("storage.synchronous: must be `normal` or `full`".into());
-        }
-        if !(60..=3600).contains(&self.sso.transaction_ttl_secs) {
-            return Err("sso.transaction_ttl_secs: must be between 60 and 3600".into());
-        }
-        if !(1..=60).contains(&self.sso.http_timeout_secs) {
-            return Err("sso.http_timeout_secs: must be between 1 and 60".into());
-        }
-        if !(60..=86_400).contains(&self.sso.metadata_ttl_secs) {
-            return Err("sso.metadata_ttl_secs: must be between 60 and 86400".into());
-        }
+        within("bundle.ttl_secs", self.bundle.ttl_secs, 60..=7 * 86_400)?;
+        within("storage.max_open_tenants", self.storage.max_open_tenants, 1..=100_000)?;
+        one_of("storage.synchronous", &self.storage.synchronous, &["normal", "full"])?;
+        within("sso.transaction_ttl_secs", self.sso.transaction_ttl_secs, 60..=3600)?;
+        within("sso.http_timeout_secs", self.sso.http_timeout_secs, 1..=60)?;
+        within("sso.metadata_ttl_secs", self.sso.metadata_ttl_secs, 60..=86_400)?;
         if let Some(r) = &self.storage.remote {
             if !cfg!(feature = "remote-replica") {
                 // Refused rather than ignored: data must not silently stay local.
@@ -375,9 +354,7 @@ impl OriginConfig {
                     r.url
                 ));
             }
-            if !(1..=3600).contains(&r.sync_secs) {
-                return Err("storage.remote.sync_secs: must be between 1 and 3600".into());
-            }
+            within("storage.remote.sync_secs", r.sync_secs, 1..=3600)?;
         }
         Ok(())
     }
