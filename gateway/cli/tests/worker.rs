@@ -12,6 +12,8 @@ mod support;
 // The corpus reader of the conformance runner (gatehouse-proxy), one copy for every host.
 #[path = "../../proxy/tests/conformance/support.rs"]
 mod corpus;
+#[path = "../../proxy/tests/conformance/echo.rs"]
+mod echo;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -330,6 +332,47 @@ async fn worker_conformance_corpus() {
     }
     let mut it = outcomes.into_iter();
     corpus::check_all("worker (workerd)", true, |_| it.next().unwrap());
+}
+
+/// The wire cases (the HTTP contract: what the upstream receives, what the client gets)
+/// through the Worker under workerd, to an upstream on loopback that reports what it got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_wire_contract() {
+    let Some((build, workerd)) = worker_env("worker_wire_contract") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let b = corpus::bundle();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let up = echo::echo_upstream(corpus::WIRE_UPSTREAM_RESPONSE).await;
+    let secrets = String::from_utf8(b.secrets_json.clone()).unwrap();
+    let (_workerd, addr) = start_workerd(
+        tmp.path(),
+        Path::new(&build),
+        Path::new(&workerd),
+        &b64.encode(&b.bytes),
+        &b64.encode(b.public_key),
+        &secrets,
+        up.addr,
+        None,
+    );
+    let mut seen = Vec::new();
+    for c in corpus::wire_cases() {
+        let mut req = hyper::Request::builder().method(c.method.as_str()).uri(c.target()).header("host", &c.host);
+        req = req.header("cf-connecting-ip", &c.peer);
+        for (k, v) in &c.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let before = up.hits.load(std::sync::atomic::Ordering::SeqCst);
+        let (status, h, text) = send(addr, req.body(body(bytes::Bytes::new())).unwrap(), None).await;
+        let reached = up.hits.load(std::sync::atomic::Ordering::SeqCst) > before;
+        seen.push(corpus::WireSeen {
+            status,
+            upstream: reached.then(|| echo::echoed_headers(text.as_bytes())),
+            response: h.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("?").to_string())).collect(),
+            body: text.into_bytes(),
+        });
+    }
+    let mut it = seen.into_iter();
+    corpus::check_wire("worker (workerd)", false, |_| it.next().unwrap());
 }
 
 /// The scheduled handler pulls the bundle from the origin into KV (bearer edge token,

@@ -1,13 +1,14 @@
 //! The gateway's request path, shared by both HTTP front ends: route, bundle, body size
 //! and the route's filter chain, and what follows from its verdict ([`Gateway::run_chain`]).
 //! The front ends are [`crate::http1`] (almost all traffic) and [`crate::h2`] (h2c
-//! clients); the HTTP contract of a verdict is [`crate::reply`].
+//! clients); the HTTP contract of a verdict is the core's (`gatehouse_core::wire`).
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use gatehouse_core::wire::{self, Reply};
 use gatehouse_core::ReasonCode;
 
 use crate::bundle::{BundleStore, LoadedBundle};
@@ -15,7 +16,6 @@ use crate::config::{GatewayConfig, RouteConfig};
 use crate::filters::{FilterHost, PolicyInput, Verdict, WitContext, WitRequest};
 use crate::http1::pool::RawUpstreams;
 use crate::metrics::Metrics;
-use crate::reply::{filter_reason, header_text, to_identity, Reply};
 use crate::upstream::Upstreams;
 
 /// Everything a request needs.
@@ -148,7 +148,7 @@ impl Gateway {
     /// A reply for `reason`, counted.
     pub fn refuse(&self, decision: &str, reason: ReasonCode) -> Reply {
         self.count(decision, reason.as_str());
-        Reply::reason(reason)
+        Reply::refusal(reason)
     }
 
     /// Queue a decision event for the origin (only decisions attributed to an org).
@@ -214,7 +214,7 @@ impl Gateway {
             } else {
                 Cow::Borrowed(k)
             };
-            match header_text(v) {
+            match wire::header_text(v) {
                 Some(v) => names.push((name, v)),
                 None => return Outcome::Reply(self.refuse("deny", ReasonCode::RequestMalformed)),
             }
@@ -252,9 +252,9 @@ impl Gateway {
                 Ok(Verdict::Allow(next)) => ctx = Some(next),
                 Ok(Verdict::Deny(d)) => {
                     self.metrics.chain_seconds.with_label_values(&["deny"]).observe(started.elapsed().as_secs_f64());
-                    // A filter's own code and status are passed on; a deny can never look
-                    // like success, so a status outside 4xx/5xx becomes 403.
-                    let reason = filter_reason(&d.reason);
+                    // A filter's own code and status are passed on (`wire::Reply::deny`
+                    // clamps the status; its reason must be a code, else `filter_denied`).
+                    let reason = wire::reason_text(&d.reason);
                     self.count("deny", reason);
                     let c = ctx.as_ref();
                     let org = d.org.as_deref().or(c.and_then(|c| c.org.as_deref()));
@@ -289,7 +289,7 @@ impl Gateway {
         let identity_headers = ctx
             .identity
             .take()
-            .and_then(|id| to_identity(id, bundle.engine.identity_header_prefix()))
+            .and_then(|id| gatehouse_core::identity_from_record!(id, bundle.engine.identity_header_prefix()))
             .map(|i| i.upstream_headers().to_vec())
             .unwrap_or_default();
         Outcome::Forward(Forward {

@@ -8,17 +8,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_core::wire::{self, ConnectionTokens, Reply, UpstreamRequest};
 use gatehouse_core::ReasonCode;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::body::{full, Body, Stall, WatchedBody};
 use crate::gateway::{Gateway, HeadView, Outcome};
 use crate::http1::io::Rewind;
-use crate::reply::{list_tokens, merge_response_headers, upstream_request_header_allowed, Reply};
 use crate::upstream::{Affinity, UpstreamError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -71,8 +71,7 @@ pub async fn handle(
     drop(fields);
     let route = &gateway.config.routes[forward.route];
 
-    // Upstream request: same method, path and query, client identity headers removed,
-    // ours added, hop-by-hop headers dropped (except for an upgrade).
+    // Upstream request: same method, path and query; headers by the edge's contract.
     let upgrade = req.headers().contains_key("upgrade");
     let on_client_upgrade = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
     let (parts, body) = req.into_parts();
@@ -82,42 +81,22 @@ pub async fn handle(
         None => hyper::Uri::from_static("/"),
     };
     let mut up = Request::builder().method(parts.method.clone()).uri(uri).version(hyper::Version::HTTP_11);
-    let mut connection_tokens = Vec::new();
-    for v in parts.headers.get_all("connection") {
-        list_tokens(v.as_bytes(), &mut connection_tokens);
-    }
     {
+        let fields = || parts.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
+        let connection = ConnectionTokens::of(fields());
+        let rules = UpstreamRequest {
+            identity_prefix: forward.bundle.engine.identity_header_prefix(),
+            connection: &connection,
+            relay_upgrade: upgrade,
+            host: &authority,
+            peer: &peer_text,
+            identity: &forward.identity_headers,
+        };
         let h = up.headers_mut().expect("builder");
-        for (k, v) in &parts.headers {
-            if upstream_request_header_allowed(&forward.bundle.engine, k.as_str(), &connection_tokens, upgrade) {
-                h.append(k.clone(), v.clone());
-            }
-        }
-        for (k, v) in &forward.identity_headers {
-            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
-                h.insert(k, v);
-            }
-        }
-        // Every hop the client's fields list, then the peer, in one field (as the
-        // HTTP/1.1 front end writes it).
-        let mut xff = String::new();
-        for v in parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()) {
-            if !v.trim().is_empty() {
-                xff.push_str(v.trim());
-                xff.push_str(", ");
-            }
-        }
-        xff.push_str(&peer.ip().to_string());
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            h.insert("x-forwarded-for", v);
-        }
+        rules.headers(fields(), |name, value| append(h, name, value));
         // An HTTP/2 client names the host in `:authority`, not in a `Host` header.
-        if !h.contains_key(hyper::header::HOST) {
-            if let Some(a) = parts.uri.authority() {
-                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                    h.insert(hyper::header::HOST, v);
-                }
-            }
+        if !h.contains_key(hyper::header::HOST) && !authority.is_empty() {
+            append(h, "host", authority.as_bytes());
         }
     }
     let limit = gateway.config.limits.max_body_bytes as usize;
@@ -203,8 +182,20 @@ pub async fn handle(
         return Response::from_parts(parts, full(""));
     }
     let (mut parts, body) = resp.into_parts();
-    merge_response_headers(&mut parts.headers, &forward.response_headers);
+    let upstream = std::mem::take(&mut parts.headers);
+    let fields: Vec<(&str, &[u8])> = upstream.iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect();
+    wire::response_headers(fields.iter().copied(), &forward.response_headers, |name, value| {
+        append(&mut parts.headers, name, value)
+    });
     Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+}
+
+/// Append a field the contract emitted (names and values it passes are valid; one that
+/// is not is left out rather than failing the message).
+fn append(headers: &mut HeaderMap, name: &str, value: &[u8]) {
+    if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value)) {
+        headers.append(k, v);
+    }
 }
 
 /// A hyper connection of either front end, under the graceful-shutdown watch.

@@ -19,7 +19,6 @@ pub mod h2;
 pub mod http1;
 mod listen;
 pub mod metrics;
-pub mod reply;
 pub mod signatures;
 pub mod upstream;
 

@@ -77,7 +77,7 @@ fn chain_outcome(host: &FilterHost, chain: &[&str], policy: &PolicyInput<'_>, pr
     }
     let headers = ctx
         .identity
-        .and_then(|i| gatehouse_proxy::reply::to_identity(i, prefix))
+        .and_then(|i| gatehouse_core::identity_from_record!(i, prefix))
         .map(|i| i.upstream_headers().to_vec())
         .unwrap_or_default();
     Outcome::allow(headers)
@@ -118,7 +118,7 @@ fn wire_core() {
     let b = corpus::bundle();
     let engine = Engine::from_bundle(&b.bytes, &b.public_key, now_nanos() / 1_000_000_000, &b.secrets).unwrap();
     let rates = MemoryRateStore::new(10_000, [7; 16]);
-    corpus::check_wire("core", |c| {
+    corpus::check_wire("core", false, |c| {
         let pairs: Vec<(&str, &str)> = c.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let head = RequestHead {
             method: &c.method,

@@ -5,6 +5,8 @@
 
 #[path = "../../../gateway/proxy/tests/conformance/support.rs"]
 mod corpus;
+#[path = "../../../gateway/proxy/tests/conformance/echo.rs"]
+mod echo;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -58,12 +60,7 @@ async fn upstream(hits: Arc<AtomicUsize>) -> SocketAddr {
 }
 
 fn host(up: SocketAddr) -> SpinHost {
-    let b = corpus::bundle();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut h = SpinHost::new(&component()).unwrap();
-    h.vars.insert("bundle".into(), b64.encode(&b.bytes));
-    h.vars.insert("origin_public_key".into(), b64.encode(b.public_key));
-    h.vars.insert("edge_secrets".into(), String::from_utf8(b.secrets_json).unwrap());
+    let mut h = with_bundle(SpinHost::new(&component()).unwrap());
     h.vars.insert("upstream".into(), format!("http://{up}"));
     h
 }
@@ -86,13 +83,40 @@ async fn spin_middleware_conformance_corpus_and_next_handler() {
     assert!(wasm.exists(), "{} is missing: run scripts/build-spin --middleware", wasm.display());
     let hits = Arc::new(AtomicUsize::new(0));
     let app = upstream(hits.clone()).await;
-    let mut h = SpinHost::new_middleware(&wasm, &app.to_string()).unwrap();
+    let h = with_bundle(SpinHost::new_middleware(&wasm, &app.to_string()).unwrap());
+    corpus_through(&h, &hits, "spin middleware (WASI 0.3 host)").await;
+}
+
+fn with_bundle(mut h: SpinHost) -> SpinHost {
     let b = corpus::bundle();
     let b64 = base64::engine::general_purpose::STANDARD;
     h.vars.insert("bundle".into(), b64.encode(&b.bytes));
     h.vars.insert("origin_public_key".into(), b64.encode(b.public_key));
     h.vars.insert("edge_secrets".into(), String::from_utf8(b.secrets_json).unwrap());
-    corpus_through(&h, &hits, "spin middleware (WASI 0.3 host)").await;
+    h
+}
+
+/// The wire cases (the HTTP contract: what the upstream receives, what the client gets)
+/// through both Spin forms, to a real upstream on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_wire_contract() {
+    let up = echo::echo_upstream(corpus::WIRE_UPSTREAM_RESPONSE).await;
+    let standalone = host(up.addr);
+    let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../components/spin/dist/gatehouse_spin_middleware.wasm");
+    let middleware = with_bundle(SpinHost::new_middleware(&wasm, &up.addr.to_string()).unwrap());
+    for (name, h) in [("spin", &standalone), ("spin middleware", &middleware)] {
+        let mut seen = Vec::new();
+        for c in corpus::wire_cases() {
+            let before = up.hits.load(Ordering::SeqCst);
+            let r = h.call(spin_request(&c.method, &c.host, &c.target(), &c.peer, &c.headers)).await.unwrap();
+            let reached = up.hits.load(Ordering::SeqCst) > before;
+            let upstream = reached.then(|| echo::echoed_headers(&r.body));
+            seen.push(corpus::WireSeen { status: r.status, upstream, response: r.headers, body: r.body.to_vec() });
+        }
+        let mut it = seen.into_iter();
+        corpus::check_wire(name, true, |_| it.next().unwrap());
+    }
 }
 
 /// Every corpus case through `h`: the decision as the corpus says, allowed requests at

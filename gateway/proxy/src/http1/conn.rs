@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::body::BodyClock;
 use crate::gateway::{Forward, Gateway, HeadView, Outcome};
-use crate::reply::{client_interim_header_allowed, client_response_header_allowed, list_tokens, Reply};
+use gatehouse_core::wire::{self, ConnectionTokens, Reply};
 
 use super::chunked::{ChunkState, ChunkStep};
 use super::head::{analyse, body_framing, find_response_head, Framing, HeadError, RequestInfo, MAX_HEAD, MAX_HEADERS};
@@ -475,21 +475,18 @@ impl Conn {
             }
             let status = resp.code.unwrap_or(0);
             let version = resp.version.unwrap_or(0);
-            let mut tokens = Vec::new();
-            for h in resp.headers.iter() {
-                if h.name.eq_ignore_ascii_case("connection") {
-                    list_tokens(h.value, &mut tokens);
-                }
-            }
+            let fields = || resp.headers.iter().map(|h| (h.name, h.value));
+            let connection = ConnectionTokens::of(fields());
             // Informational answers (103 Early Hints, ...) go on as they are; the final one follows.
             if (100..200).contains(&status) && status != 101 {
                 self.out.clear();
                 status_line(&mut self.out, status, resp.reason.unwrap_or(""));
-                for h in resp.headers.iter() {
-                    if !is_framing(h.name) && client_interim_header_allowed(h.name, &tokens) {
-                        field(&mut self.out, h.name.as_bytes(), h.value);
+                let out = &mut self.out;
+                wire::response_headers(fields(), &[], |name, value| {
+                    if !is_framing(name) {
+                        field(out, name.as_bytes(), value);
                     }
-                }
+                });
                 self.out.extend_from_slice(b"\r\n");
                 self.client.write_all(&self.out).await.map_err(|_| UpFail::Broken)?;
                 if up.buf.filled().is_empty() || find_response_head(up.buf.filled()) == Ok(None) {
@@ -531,8 +528,8 @@ impl Conn {
                 }
             };
             let upstream_keep = framing != Framing::Close
-                && !tokens.iter().any(|t| t == "close")
-                && (version == 1 || tokens.iter().any(|t| t == "keep-alive"));
+                && !connection.contains("close")
+                && (version == 1 || connection.contains("keep-alive"));
             // To the client: its own framing (chunked to an HTTP/1.1 client when the
             // upstream's body has no length; close-delimited to an HTTP/1.0 one).
             let to_client = match framing {
@@ -543,15 +540,12 @@ impl Conn {
             let keep = keep_client && to_client != Framing::Close;
             self.out.clear();
             status_line(&mut self.out, status, resp.reason.unwrap_or(""));
-            for h in resp.headers.iter() {
-                if is_framing(h.name) || !client_response_header_allowed(h.name, &tokens, &f.response_headers) {
-                    continue;
+            let out = &mut self.out;
+            wire::response_headers(fields(), &f.response_headers, |name, value| {
+                if !is_framing(name) {
+                    field(out, name.as_bytes(), value);
                 }
-                field(&mut self.out, h.name.as_bytes(), h.value);
-            }
-            for (k, v) in &f.response_headers {
-                field(&mut self.out, k.as_bytes(), v.as_bytes());
-            }
+            });
             match to_client {
                 Framing::Length(n) => field(&mut self.out, b"content-length", itoa::Buffer::new().format(n).as_bytes()),
                 Framing::Chunked => field(&mut self.out, b"transfer-encoding", b"chunked"),

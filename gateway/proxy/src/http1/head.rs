@@ -1,7 +1,7 @@
 //! Request-head analysis and message framing (RFC 9112), refusing what request smuggling
 //! relies on.
 
-use crate::reply::list_tokens;
+use gatehouse_core::wire::ConnectionTokens;
 
 /// Largest request or response head.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -53,8 +53,8 @@ pub struct RequestInfo<'h> {
     pub expect_continue: bool,
     /// An upgrade (`Connection: upgrade` and `Upgrade`) is asked for.
     pub upgrade: bool,
-    /// Lower-case header names the `Connection` header lists (hop-by-hop for this message).
-    pub connection_tokens: Vec<String>,
+    /// The header names the `Connection` fields list (hop-by-hop for this message).
+    pub connection: ConnectionTokens<'h>,
 }
 
 /// A `Content-Length` value: digits only.
@@ -69,7 +69,8 @@ fn content_length(v: &[u8]) -> Option<u64> {
 /// responses. `Ok(None)`: neither present.
 pub(super) fn body_framing(headers: &[httparse::Header<'_>]) -> Result<Option<Framing>, HeadError> {
     let mut length: Option<u64> = None;
-    let mut codings: Vec<String> = Vec::new();
+    let mut codings = 0usize;
+    let mut chunked_last = false;
     let mut te = false;
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -80,12 +81,15 @@ pub(super) fn body_framing(headers: &[httparse::Header<'_>]) -> Result<Option<Fr
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             te = true;
-            list_tokens(h.value, &mut codings);
+            for c in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()) {
+                codings += 1;
+                chunked_last = c.eq_ignore_ascii_case(b"chunked");
+            }
         }
     }
     if te {
         // Only `chunked`, once, as the last (only) coding; never together with a length.
-        if length.is_some() || codings.len() != 1 || codings[0] != "chunked" {
+        if length.is_some() || codings != 1 || !chunked_last {
             return Err(HeadError::Malformed);
         }
         return Ok(Some(Framing::Chunked));
@@ -102,7 +106,7 @@ pub fn analyse<'h>(req: &httparse::Request<'h, '_>) -> Result<RequestInfo<'h>, H
         return Err(HeadError::Malformed); // no tunnels
     }
     let mut host: Option<&'h str> = None;
-    let mut tokens = Vec::new();
+    let mut connection = ConnectionTokens::default();
     let mut upgrade_field = false;
     let mut expect_continue = false;
     for h in req.headers.iter() {
@@ -113,7 +117,7 @@ pub fn analyse<'h>(req: &httparse::Request<'h, '_>) -> Result<RequestInfo<'h>, H
             }
             host = Some(std::str::from_utf8(h.value).map_err(|_| HeadError::Malformed)?.trim());
         } else if name.eq_ignore_ascii_case("connection") {
-            list_tokens(h.value, &mut tokens);
+            connection.add(h.value);
         } else if name.eq_ignore_ascii_case("upgrade") {
             upgrade_field = true;
         } else if name.eq_ignore_ascii_case("expect") {
@@ -161,9 +165,8 @@ pub fn analyse<'h>(req: &httparse::Request<'h, '_>) -> Result<RequestInfo<'h>, H
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
     };
-    let keep_alive =
-        if version == 1 { !tokens.iter().any(|t| t == "close") } else { tokens.iter().any(|t| t == "keep-alive") };
-    let upgrade = version == 1 && upgrade_field && tokens.iter().any(|t| t == "upgrade");
+    let keep_alive = if version == 1 { !connection.contains("close") } else { connection.contains("keep-alive") };
+    let upgrade = version == 1 && upgrade_field && connection.contains("upgrade");
     Ok(RequestInfo {
         method,
         version,
@@ -175,7 +178,7 @@ pub fn analyse<'h>(req: &httparse::Request<'h, '_>) -> Result<RequestInfo<'h>, H
         keep_alive,
         expect_continue,
         upgrade,
-        connection_tokens: tokens,
+        connection,
     })
 }
 

@@ -2,7 +2,7 @@
 //! answers, chunk headers and the upstream request head.
 
 use crate::gateway::Forward;
-use crate::reply::{upstream_request_header_allowed, Reply};
+use gatehouse_core::wire::{Reply, UpstreamRequest};
 
 use super::head::{Framing, RequestInfo};
 
@@ -52,8 +52,9 @@ pub(super) fn is_framing(name: &str) -> bool {
     name.eq_ignore_ascii_case("content-length")
 }
 
-/// The upstream request head for `info` into `out`: the client's fields that go on, the
-/// identity's, `X-Forwarded-For` ending in `peer`, and the gateway's own framing.
+/// The upstream request head for `info` into `out`, by the edge's contract
+/// (`wire::UpstreamRequest`: the client's fields that go on, the identity's,
+/// `X-Forwarded-For` ending in `peer`, `X-Forwarded-Host`), then the gateway's own framing.
 pub(super) fn request_head(
     out: &mut Vec<u8>,
     info: &RequestInfo<'_>,
@@ -66,39 +67,25 @@ pub(super) fn request_head(
     out.push(b' ');
     out.extend_from_slice(info.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut xff: Vec<&[u8]> = Vec::new();
+    let rules = UpstreamRequest {
+        identity_prefix: f.bundle.engine.identity_header_prefix(),
+        connection: &info.connection,
+        relay_upgrade: info.upgrade,
+        host: info.authority,
+        peer,
+        identity: &f.identity_headers,
+    };
     let mut host = false;
-    for h in fields {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("x-forwarded-for") {
-            let v = h.value.trim_ascii();
-            if !v.is_empty() {
-                xff.push(v);
-            }
-            continue;
+    rules.headers(fields.iter().map(|h| (h.name, h.value)), |name, value| {
+        if !is_framing(name) {
+            host |= name.eq_ignore_ascii_case("host");
+            field(out, name.as_bytes(), value);
         }
-        // Content-Length too: the gateway frames what it sends.
-        if !upstream_request_header_allowed(&f.bundle.engine, name, &info.connection_tokens, info.upgrade)
-            || is_framing(name)
-        {
-            continue;
-        }
-        host |= name.eq_ignore_ascii_case("host");
-        field(out, name.as_bytes(), h.value);
-    }
+    });
+    // An HTTP/1.0 client may leave `Host` out; the upstream gets the addressed host.
     if !host && !info.authority.is_empty() {
         field(out, b"host", info.authority.as_bytes());
     }
-    for (k, v) in &f.identity_headers {
-        field(out, k.as_bytes(), v.as_bytes());
-    }
-    out.extend_from_slice(b"x-forwarded-for: ");
-    for v in xff {
-        out.extend_from_slice(v);
-        out.extend_from_slice(b", ");
-    }
-    out.extend_from_slice(peer.as_bytes());
-    out.extend_from_slice(b"\r\n");
     match info.body {
         Framing::Length(n) => field(out, b"content-length", itoa::Buffer::new().format(n).as_bytes()),
         Framing::Chunked => field(out, b"transfer-encoding", b"chunked"),
