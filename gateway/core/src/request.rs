@@ -8,9 +8,6 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-/// Hop-by-hop headers: see [`crate::wire`], which owns the HTTP contract.
-pub use crate::wire::HOP_BY_HOP;
-
 /// Bounds on the request head; a request beyond them is denied with `request_malformed`.
 pub mod limits {
     /// Most header fields the engine looks at.
