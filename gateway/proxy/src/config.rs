@@ -209,27 +209,10 @@ impl GatewayConfig {
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
         let mut c: GatewayConfig = toml::from_str(&text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        let abs = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = dir.join(&*p);
-            }
-        };
-        abs(&mut c.bundle.public_key);
-        if let Some(f) = c.bundle.file.as_mut() {
-            abs(f);
-        }
-        if let Some(f) = c.bundle.secrets.as_mut() {
-            abs(f);
-        }
-        if let Some(f) = c.filters.builtin_dir.as_mut() {
-            abs(f);
-        }
-        if let Some(f) = c.filters.cache_dir.as_mut() {
-            abs(f);
-        }
-        if let Some(f) = c.geo.maxmind_db.as_mut() {
-            abs(f);
-        }
+        let optional =
+            [&mut c.bundle.file, &mut c.bundle.secrets, &mut c.filters.builtin_dir, &mut c.filters.cache_dir];
+        let optional = optional.into_iter().chain([&mut c.geo.maxmind_db]).filter_map(Option::as_mut);
+        gatehouse_settings::relative_to(dir, std::iter::once(&mut c.bundle.public_key).chain(optional));
         c.validate(dir).map_err(err)?;
         Ok(c)
     }

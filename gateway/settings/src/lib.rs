@@ -9,6 +9,7 @@
 
 use std::fmt::Display;
 use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
 
 /// A configuration value that cannot be used: the dotted field and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,6 +66,16 @@ pub fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), FieldErr
     Err(FieldError::new(field, format!("must be {list}")))
 }
 
+/// Make every relative path among `paths` relative to `dir` (the configuration file's
+/// folder), so a configuration means the same wherever the server is started from.
+pub fn relative_to<'p>(dir: &Path, paths: impl IntoIterator<Item = &'p mut PathBuf>) {
+    for p in paths {
+        if p.is_relative() {
+            *p = dir.join(&*p);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +88,17 @@ mod tests {
         assert_eq!(e.to_string(), "bundle.poll_secs: must be between 1 and 3600");
         assert_eq!(e.field, "bundle.poll_secs");
         assert!(within("x", 3601, 1..=3600).is_err());
+    }
+
+    #[test]
+    fn paths_resolve_against_the_configuration_folder() {
+        let mut a = PathBuf::from("keys/a.pem");
+        let mut b = PathBuf::from("/etc/gatehouse/b.pem");
+        let mut c: Option<PathBuf> = Some("c".into());
+        relative_to(Path::new("/srv/gh"), [&mut a, &mut b].into_iter().chain(c.as_mut()));
+        assert_eq!(a, Path::new("/srv/gh/keys/a.pem"));
+        assert_eq!(b, Path::new("/etc/gatehouse/b.pem"));
+        assert_eq!(c.unwrap(), Path::new("/srv/gh/c"));
     }
 
     #[test]
