@@ -12,7 +12,9 @@ use libsql::Connection;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::store::one;
+use crate::store;
+
+pub use crate::store::audit::{Filter, Record};
 
 /// The hash before the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -41,35 +43,6 @@ pub struct Event {
     pub before: Option<serde_json::Value>,
     /// State after (no secrets).
     pub after: Option<serde_json::Value>,
-}
-
-/// A stored record.
-#[derive(Debug, Clone, Serialize)]
-pub struct Record {
-    /// Sequence number, from 1, without gaps.
-    pub seq: i64,
-    /// Unix seconds.
-    pub at: i64,
-    /// Actor.
-    pub actor: String,
-    /// Action.
-    pub action: String,
-    /// Target.
-    pub target: String,
-    /// Before (JSON text).
-    pub before: Option<String>,
-    /// After (JSON text).
-    pub after: Option<String>,
-    /// Client address.
-    pub ip: Option<String>,
-    /// User agent.
-    pub user_agent: Option<String>,
-    /// Request id.
-    pub request_id: Option<String>,
-    /// Hash of the previous record.
-    pub prev_hash: String,
-    /// This record's hash.
-    pub hash: String,
 }
 
 fn record_hash(r: &Record) -> String {
@@ -108,111 +81,21 @@ pub async fn append(conn: &Connection, ev: &Event, meta: &RequestMeta, now: u64)
         hash: String::new(),
     };
     r.hash = record_hash(&r);
-    conn.execute(
-        "INSERT INTO audit (seq, at, actor, action, target, before, after, ip, user_agent, request_id, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        libsql::params![
-            r.seq,
-            r.at,
-            r.actor.clone(),
-            r.action.clone(),
-            r.target.clone(),
-            r.before.clone(),
-            r.after.clone(),
-            r.ip.clone(),
-            r.user_agent.clone(),
-            r.request_id.clone(),
-            r.prev_hash.clone(),
-            r.hash.clone()
-        ],
-    )
-    .await?;
+    store::audit::insert(conn, &r).await?;
     Ok((r.seq, r.hash))
 }
 
 /// The last record's (seq, hash), or the anchor's, or (0, GENESIS).
 pub async fn head(conn: &Connection) -> Result<(i64, String)> {
-    let mut rows = conn.query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", ()).await?;
-    if let Some(r) = rows.next().await? {
-        return Ok((r.get(0)?, r.get(1)?));
+    if let Some(last) = store::audit::last(conn).await? {
+        return Ok(last);
     }
-    drop(rows);
-    let mut rows = conn.query("SELECT seq, hash FROM audit_anchor WHERE id = 1", ()).await?;
-    if let Some(r) = rows.next().await? {
-        return Ok((r.get(0)?, r.get(1)?));
-    }
-    Ok((0, GENESIS.to_string()))
-}
-
-fn row_record(r: &libsql::Row) -> Result<Record> {
-    Ok(Record {
-        seq: r.get(0)?,
-        at: r.get(1)?,
-        actor: r.get(2)?,
-        action: r.get(3)?,
-        target: r.get(4)?,
-        before: r.get(5)?,
-        after: r.get(6)?,
-        ip: r.get(7)?,
-        user_agent: r.get(8)?,
-        request_id: r.get(9)?,
-        prev_hash: r.get(10)?,
-        hash: r.get(11)?,
-    })
-}
-
-const COLUMNS: &str = "seq, at, actor, action, target, before, after, ip, user_agent, request_id, prev_hash, hash";
-
-/// Filter for [`query`].
-#[derive(Debug, Default, Clone, serde::Deserialize)]
-pub struct Filter {
-    /// Exact action, or a prefix ending in `.` (`signin.`).
-    pub action: Option<String>,
-    /// Exact actor.
-    pub actor: Option<String>,
-    /// From (Unix seconds, inclusive).
-    pub since: Option<i64>,
-    /// Until (Unix seconds, exclusive).
-    pub until: Option<i64>,
-    /// Records after this sequence number (the cursor of the previous page).
-    pub after: Option<i64>,
-    /// Page size (default 100, at most 1000).
-    pub limit: Option<u32>,
+    Ok(store::audit::anchor(conn).await?.unwrap_or_else(|| (0, GENESIS.to_string())))
 }
 
 /// Records matching `f`, in order, one page.
 pub async fn query(conn: &Connection, f: &Filter) -> Result<Vec<Record>> {
-    let limit = f.limit.unwrap_or(100).clamp(1, 1000) as i64;
-    let (action_exact, action_prefix) = match f.action.as_deref() {
-        Some(a) if a.ends_with('.') => (None, Some(format!("{a}%"))),
-        Some(a) => (Some(a.to_string()), None),
-        None => (None, None),
-    };
-    let sql = format!(
-        "SELECT {COLUMNS} FROM audit WHERE seq > ?1
-           AND (?2 IS NULL OR action = ?2) AND (?3 IS NULL OR action LIKE ?3)
-           AND (?4 IS NULL OR actor = ?4) AND (?5 IS NULL OR at >= ?5) AND (?6 IS NULL OR at < ?6)
-         ORDER BY seq LIMIT ?7"
-    );
-    let mut rows = conn
-        .query(
-            &sql,
-            libsql::params![
-                f.after.unwrap_or(0),
-                action_exact,
-                action_prefix,
-                f.actor.clone(),
-                f.since,
-                f.until,
-                limit
-            ],
-        )
-        .await?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next().await? {
-        out.push(row_record(&r)?);
-    }
-    Ok(out)
+    Ok(store::audit::query(conn, f).await?)
 }
 
 /// What verification found.
@@ -232,16 +115,10 @@ pub enum Verdict {
 /// Check the whole chain of one tenant; `known_head`: the head kept outside the tenant
 /// database (detects records cut off the end).
 pub async fn verify(conn: &Connection, known_head: Option<(i64, String)>) -> Result<Verdict> {
-    let (mut seq, mut prev) = match one::<i64>(conn, "SELECT seq FROM audit_anchor WHERE id = 1", ()).await? {
-        Some(s) => {
-            (s, one::<String>(conn, "SELECT hash FROM audit_anchor WHERE id = 1", ()).await?.unwrap_or_default())
-        }
-        None => (0, GENESIS.to_string()),
-    };
-    let mut rows = conn.query(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq"), ()).await?;
+    let (mut seq, mut prev) = store::audit::anchor(conn).await?.unwrap_or_else(|| (0, GENESIS.to_string()));
+    let mut rows = store::audit::all(conn).await?;
     let mut n = 0u64;
-    while let Some(row) = rows.next().await? {
-        let r = row_record(&row)?;
+    while let Some(r) = rows.next().await? {
         if r.seq != seq + 1 {
             return Ok(Verdict::Broken {
                 seq: seq + 1,
@@ -277,27 +154,7 @@ pub async fn verify(conn: &Connection, known_head: Option<(i64, String)>) -> Res
 /// Delete records older than `before` (Unix seconds), oldest first, stopping at the first
 /// record under a legal hold. Returns how many were purged.
 pub async fn purge(conn: &Connection, before: i64) -> Result<u64> {
-    let mut rows =
-        conn.query("SELECT seq, hash, at FROM audit WHERE at < ?1 ORDER BY seq", libsql::params![before]).await?;
-    let mut last: Option<(i64, String)> = None;
-    while let Some(r) = rows.next().await? {
-        let (seq, hash, at): (i64, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        let held: Option<i64> =
-            one(conn, "SELECT 1 FROM legal_holds WHERE from_at <= ?1 AND until_at > ?1 LIMIT 1", [at]).await?;
-        if held.is_some() {
-            break;
-        }
-        last = Some((seq, hash));
-    }
-    drop(rows);
-    let Some((seq, hash)) = last else { return Ok(0) };
-    let n = conn.execute("DELETE FROM audit WHERE seq <= ?1", [seq]).await?;
-    conn.execute(
-        "INSERT INTO audit_anchor (id, seq, hash) VALUES (1, ?1, ?2) ON CONFLICT(id) DO UPDATE SET seq = ?1, hash = ?2",
-        libsql::params![seq, hash],
-    )
-    .await?;
-    Ok(n)
+    Ok(store::audit::purge(conn, before).await?)
 }
 
 #[cfg(test)]
@@ -320,12 +177,8 @@ mod tests {
         for at in [100, 200, 300, 400, 500] {
             head = append(&h, &ev("x.change"), &meta, at).await.unwrap();
         }
-        h.execute(
-            "INSERT INTO legal_holds (id, reason, from_at, until_at, created_at) VALUES ('h', 'case 7', 250, 350, 1)",
-            (),
-        )
-        .await
-        .unwrap();
+        let hold = store::audit::NewHold { id: "h", reason: "case 7", from_at: 250, until_at: 350, created_at: 1 };
+        store::audit::insert_hold(&h, &hold).await.unwrap();
         // Older than 450: 100, 200 go; 300 is held, so it and everything after stay.
         assert_eq!(purge(&h, 450).await.unwrap(), 2);
         assert_eq!(verify(&h, Some(head.clone())).await.unwrap(), Verdict::Intact(3));

@@ -5,13 +5,14 @@
 //! path (against a dummy hash when there is no user), so timing does not tell them apart.
 //! After `max_failures` consecutive failures an account is locked for `lockout_secs`.
 
+use crate::config::SigninSettings;
+use crate::store::users;
 use anyhow::{anyhow, Result};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use libsql::Connection;
-use serde::Serialize;
 
-use crate::config::SigninSettings;
+pub use crate::store::users::User;
 
 /// Password hashing with the configured argon2id parameters.
 pub struct Passwords {
@@ -84,61 +85,6 @@ pub fn normalise_email(e: &str) -> Option<String> {
     ok.then_some(e)
 }
 
-/// A user as the API shows it (never the password hash).
-#[derive(Debug, Clone, Serialize)]
-pub struct User {
-    /// Id (`u_…`).
-    pub id: String,
-    /// Email, lower-case.
-    pub email: String,
-    /// Display name.
-    pub name: String,
-    /// Role in the organisation (`None`: no membership, or expired).
-    pub role: Option<String>,
-    /// When the role ends (Unix seconds).
-    pub role_expires_at: Option<i64>,
-    /// Disabled users cannot sign in.
-    pub disabled: bool,
-    /// Until when the account is locked (Unix seconds; 0 = not locked).
-    pub locked_until: i64,
-    /// Created at (Unix seconds).
-    pub created_at: i64,
-}
-
-/// Columns for [`user_from_row`].
-pub const USER_COLUMNS: &str = "u.id, u.email, u.name, m.role, m.expires_at, u.disabled, u.locked_until, u.created_at";
-/// FROM clause for [`user_from_row`].
-pub const USER_FROM: &str = "users u LEFT JOIN memberships m ON m.user_id = u.id";
-
-/// Read a user from a row of `SELECT USER_COLUMNS FROM USER_FROM`.
-pub fn user_from_row(r: &libsql::Row, now: i64) -> Result<User> {
-    let expires: Option<i64> = r.get(4)?;
-    let role: Option<String> = r.get(3)?;
-    let role = match expires {
-        Some(t) if t <= now => None,
-        _ => role,
-    };
-    Ok(User {
-        id: r.get(0)?,
-        email: r.get(1)?,
-        name: r.get(2)?,
-        role,
-        role_expires_at: expires,
-        disabled: r.get::<i64>(5)? != 0,
-        locked_until: r.get(6)?,
-        created_at: r.get(7)?,
-    })
-}
-
-/// One user by id.
-pub async fn user_by_id(conn: &Connection, id: &str, now: i64) -> Result<Option<User>> {
-    let mut rows = conn.query(&format!("SELECT {USER_COLUMNS} FROM {USER_FROM} WHERE u.id = ?1"), [id]).await?;
-    match rows.next().await? {
-        Some(r) => Ok(Some(user_from_row(&r, now)?)),
-        None => Ok(None),
-    }
-}
-
 /// Outcome of a password check, for the audit log (the caller answers the same error for
 /// every failure).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,18 +114,12 @@ pub async fn check_password(
     password: &str,
     now: i64,
 ) -> Result<SigninOutcome> {
-    let mut rows = conn
-        .query("SELECT id, password_hash, failed_count, locked_until, disabled FROM users WHERE email = ?1", [email])
-        .await?;
-    let row = rows.next().await?;
-    let Some(row) = row else {
+    let Some(account) = users::credentials_by_email(conn, email).await? else {
         pw.verify(None, password);
         return Ok(SigninOutcome::UnknownUser);
     };
-    let (id, hash, failed, locked_until, disabled): (String, Option<String>, i64, i64, i64) =
-        (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
-    drop(rows);
-    if disabled != 0 || hash.is_none() {
+    let users::Credentials { id, password_hash: hash, failed_count: failed, locked_until, disabled } = account;
+    if disabled || hash.is_none() {
         pw.verify(None, password);
         return Ok(SigninOutcome::UnknownUser);
     }
@@ -188,19 +128,15 @@ pub async fn check_password(
         return Ok(SigninOutcome::Locked(id));
     }
     if pw.verify(hash.as_deref(), password) {
-        conn.execute("UPDATE users SET failed_count = 0, locked_until = 0 WHERE id = ?1", [id.as_str()]).await?;
+        users::clear_failures(conn, &id).await?;
         return Ok(SigninOutcome::Success(id));
     }
     let failed = failed + 1;
     let locked = failed >= s.max_failures as i64;
     if locked {
-        conn.execute(
-            "UPDATE users SET failed_count = 0, locked_until = ?2 WHERE id = ?1",
-            libsql::params![id.as_str(), now + s.lockout_secs as i64],
-        )
-        .await?;
+        users::lock_out(conn, &id, now + s.lockout_secs as i64).await?;
     } else {
-        conn.execute("UPDATE users SET failed_count = ?2 WHERE id = ?1", libsql::params![id.as_str(), failed]).await?;
+        users::set_failed_count(conn, &id, failed).await?;
     }
     Ok(SigninOutcome::WrongPassword { user: id, locked })
 }

@@ -4,7 +4,8 @@
 //!
 //! Run it with `gatehouse origin --config origin.toml`. Layout:
 //! - [`config`]: the configuration file;
-//! - [`store`]: the directory and per-tenant libSQL databases, migrations, bounded handles;
+//! - [`store`]: the directory and per-tenant libSQL databases, migrations, bounded handles,
+//!   and every SQL statement, one module per aggregate;
 //! - [`identity`]: users, argon2id passwords, sign-in with lockout;
 //! - [`tokens`]: signing keys with rotation, access JWTs, refresh-token rotation;
 //! - [`bundles`]: the region policy and its signed bundle;

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::config::OriginConfig;
 use crate::identity::valid_slug;
-use crate::store::Db;
+use crate::store::{directory as tenants, Db};
 
 /// One tenant of the directory, as regions exchange it.
 #[derive(Debug, Deserialize)]
@@ -82,13 +82,13 @@ impl Peers {
             if e.home_region != from || from == self.region || !crate::store::valid_id(&e.id) || !valid_slug(&e.slug) {
                 continue;
             }
-            n += d
-                .execute(
-                    "INSERT INTO tenants (id, slug, home_region, created_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(id) DO UPDATE SET slug = ?2 WHERE tenants.home_region = ?3",
-                    libsql::params![e.id.as_str(), e.slug.as_str(), e.home_region.as_str(), e.created_at],
-                )
-                .await?;
+            let entry = tenants::TenantEntry {
+                id: e.id.clone(),
+                slug: e.slug.clone(),
+                home_region: e.home_region.clone(),
+                created_at: e.created_at,
+            };
+            n += tenants::upsert_from_peer(&d, &entry).await?;
         }
         Ok(n as usize)
     }
@@ -96,17 +96,11 @@ impl Peers {
     /// The directory entries homed in this region.
     pub async fn local(&self, directory: &Db) -> Result<Vec<Value>> {
         let d = directory.lock().await;
-        let mut rows = d
-            .query(
-                "SELECT id, slug, home_region, created_at FROM tenants WHERE home_region = ?1 ORDER BY slug",
-                [self.region.as_str()],
-            )
-            .await?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().await? {
-            out.push(json!({ "id": r.get::<String>(0)?, "slug": r.get::<String>(1)?, "home_region": r.get::<String>(2)?, "created_at": r.get::<i64>(3)? }));
-        }
-        Ok(out)
+        Ok(tenants::homed_in(&d, &self.region)
+            .await?
+            .into_iter()
+            .map(|e| json!({ "id": e.id, "slug": e.slug, "home_region": e.home_region, "created_at": e.created_at }))
+            .collect())
     }
 }
 

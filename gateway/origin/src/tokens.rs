@@ -9,7 +9,7 @@ use libsql::Connection;
 use sha2::{Digest, Sha256};
 
 use crate::identity::new_id;
-use crate::store::one;
+use crate::store::{refresh_tokens, signing_keys};
 
 /// The region's token-signing keys: the newest signs; every key not yet retired is
 /// published (a rotated-out key stays in the JWKS until tokens it signed have expired).
@@ -26,27 +26,18 @@ pub struct SigningKeys {
 impl SigningKeys {
     /// Load from the directory database, generating the first key if there is none.
     pub async fn load(conn: &Connection, alg: &str, now: i64) -> Result<SigningKeys> {
-        if one::<String>(conn, "SELECT kid FROM signing_keys WHERE retired_at IS NULL LIMIT 1", ()).await?.is_none() {
+        if !signing_keys::any_active(conn).await? {
             add_key(conn, alg, now).await?;
         }
-        let mut rows = conn
-            .query(
-                "SELECT kid, alg, private_pem, public_jwk, retired_at FROM signing_keys
-                 WHERE retired_at IS NULL OR retired_at > ?1 ORDER BY created_at DESC, kid",
-                [now],
-            )
-            .await?;
         let mut keys = Vec::new();
         let mut published = Vec::new();
         let mut current = None;
-        while let Some(r) = rows.next().await? {
-            let (kid, alg, pem, jwk, retired): (String, String, String, String, Option<i64>) =
-                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-            keys.push(serde_json::from_str::<serde_json::Value>(&jwk)?);
-            if current.is_none() && retired.is_none() {
-                current = Some((kid.clone(), token_key(&alg, &pem, &kid)?));
+        for k in signing_keys::published(conn, now).await? {
+            keys.push(serde_json::from_str::<serde_json::Value>(&k.public_jwk)?);
+            if current.is_none() && k.retired_at.is_none() {
+                current = Some((k.kid.clone(), token_key(&k.alg, &k.private_pem, &k.kid)?));
             }
-            published.push((kid.clone(), token_key(&alg, &pem, &kid)?));
+            published.push((k.kid.clone(), token_key(&k.alg, &k.private_pem, &k.kid)?));
         }
         let (current_kid, current) = current.ok_or_else(|| anyhow!("no active signing key"))?;
         let jwks = serde_json::json!({ "keys": keys }).to_string();
@@ -92,18 +83,13 @@ pub async fn add_key(conn: &Connection, alg: &str, now: i64) -> Result<String> {
         .ok_or_else(|| anyhow!("cannot generate a {alg} key"))?;
     let doc: serde_json::Value = serde_json::from_str(&jwks)?;
     let jwk = doc["keys"][0].to_string();
-    conn.execute(
-        "INSERT INTO signing_keys (kid, alg, private_pem, public_jwk, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        libsql::params![kid.as_str(), alg, pem, jwk, now],
-    )
-    .await
-    .context("store signing key")?;
+    signing_keys::insert(conn, &kid, alg, &pem, &jwk, now).await.context("store signing key")?;
     Ok(kid)
 }
 
 /// Rotate: a new key signs from now on; the old ones stay published for `overlap_secs`.
 pub async fn rotate(conn: &Connection, alg: &str, now: i64, overlap_secs: i64) -> Result<String> {
-    conn.execute("UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL", [now + overlap_secs]).await?;
+    signing_keys::retire_active(conn, now + overlap_secs).await?;
     add_key(conn, alg, now).await
 }
 
@@ -176,12 +162,16 @@ pub async fn new_refresh(
     ttl: i64,
 ) -> Result<String> {
     let token = opaque("ghr_");
-    conn.execute(
-        "INSERT INTO refresh_tokens (hash, family, session_id, user_id, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        libsql::params![secret_hash(&token), family, session, user, now, now + ttl],
-    )
-    .await?;
+    let hash = secret_hash(&token);
+    let row = refresh_tokens::NewRefresh {
+        hash: &hash,
+        family,
+        session_id: session,
+        user_id: user,
+        created_at: now,
+        expires_at: now + ttl,
+    };
+    refresh_tokens::insert(conn, &row).await?;
     Ok(token)
 }
 
@@ -211,41 +201,25 @@ pub enum RefreshOutcome {
 /// Consume a refresh token (in the caller's transaction).
 pub async fn use_refresh(conn: &Connection, token: &str, now: i64) -> Result<RefreshOutcome> {
     let h = secret_hash(token);
-    let mut rows = conn
-        .query(
-            "SELECT r.family, r.session_id, r.user_id, r.expires_at, r.used_at, s.revoked_at, s.expires_at
-             FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.hash = ?1",
-            [h.as_str()],
-        )
-        .await?;
-    let Some(r) = rows.next().await? else { return Ok(RefreshOutcome::Invalid) };
-    let (family, session, user, exp, used, revoked, session_exp): (
-        String,
-        String,
-        String,
-        i64,
-        Option<i64>,
-        Option<i64>,
-        i64,
-    ) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?);
-    drop(rows);
+    let Some(r) = refresh_tokens::presented(conn, &h).await? else { return Ok(RefreshOutcome::Invalid) };
+    let refresh_tokens::Presented {
+        family,
+        session_id: session,
+        user_id: user,
+        expires_at: exp,
+        used_at: used,
+        session_revoked_at: revoked,
+        session_expires_at: session_exp,
+    } = r;
     if used.is_some() {
         // Reuse: somebody holds a copy. End the family and its session.
-        conn.execute(
-            "UPDATE refresh_tokens SET used_at = COALESCE(used_at, ?2) WHERE family = ?1",
-            libsql::params![family.as_str(), now],
-        )
-        .await?;
-        conn.execute(
-            "UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
-            libsql::params![session.as_str(), now],
-        )
-        .await?;
+        refresh_tokens::spend_family(conn, &family, now).await?;
+        crate::store::sessions::revoke(conn, &session, now).await?;
         return Ok(RefreshOutcome::Reused { session, user });
     }
     if exp <= now || revoked.is_some() || session_exp <= now {
         return Ok(RefreshOutcome::Invalid);
     }
-    conn.execute("UPDATE refresh_tokens SET used_at = ?2 WHERE hash = ?1", libsql::params![h, now]).await?;
+    refresh_tokens::mark_used(conn, &h, now).await?;
     Ok(RefreshOutcome::Rotate { session, user, family })
 }

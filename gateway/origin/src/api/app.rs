@@ -12,7 +12,7 @@ use crate::config::secrets::{storage_backend, Secrets};
 use crate::config::OriginConfig;
 use crate::identity::Passwords;
 use crate::replication::Peers;
-use crate::store::{one, Store};
+use crate::store::{self, Store};
 use crate::tokens::SigningKeys;
 
 /// The last bundle built, and what it was built from.
@@ -75,8 +75,7 @@ impl App {
         };
         template_acceptable(&template).map_err(|e| anyhow!("bundle.template: {e}"))?;
         // A template set through the API overrides the file.
-        let stored: Option<String> =
-            one(&*store.directory.lock().await, "SELECT value FROM settings WHERE key = 'template'", ()).await?;
+        let stored = store::settings::template(&*store.directory.lock().await).await?;
         let template = match stored {
             Some(json) => {
                 let p: Policy = serde_json::from_str(&json).context("stored template")?;
@@ -114,12 +113,7 @@ impl App {
     /// The id of tenant `slug` if it is homed in this region.
     pub async fn tenant_id(&self, slug: &str) -> Result<Option<String>> {
         let d = self.store.directory.lock().await;
-        one(
-            &d,
-            "SELECT id FROM tenants WHERE slug = ?1 AND home_region = ?2",
-            libsql::params![slug, self.cfg.region.as_str()],
-        )
-        .await
+        Ok(store::directory::id_homed_in(&d, slug, &self.cfg.region).await?)
     }
 
     /// `; Secure` when the origin is served over TLS.

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::audit::{self};
 use crate::error::{bad, ApiResult};
 use crate::identity::new_id;
+use crate::store;
 
 use crate::api::admin::orgs::org_row;
 use crate::api::app::App;
@@ -96,14 +97,7 @@ pub(crate) async fn query_audit(authed: Authed, QueryParams(q): QueryParams<Audi
 
 /// Verify tenant `id`'s audit chain against the head kept in the directory.
 pub async fn verify_tenant_audit(app: &App, tenant_id: &str) -> Result<audit::Verdict> {
-    let head = {
-        let d = app.store.directory.lock().await;
-        let mut rows = d.query("SELECT seq, hash FROM audit_heads WHERE tenant_id = ?1", [tenant_id]).await?;
-        match rows.next().await? {
-            Some(r) => Some((r.get::<i64>(0)?, r.get::<String>(1)?)),
-            None => None,
-        }
-    };
+    let head = store::audit::head_of(&*app.store.directory.lock().await, tenant_id).await?;
     let db = app.store.tenant(tenant_id, false).await?;
     let h = db.lock().await;
     audit::verify(&h, head).await
@@ -136,7 +130,7 @@ pub(crate) async fn set_retention(
         return Err(bad("invalid_retention", "days: 1–3650, or null to keep everything"));
     }
     let h = begin(&t).await?;
-    h.execute("UPDATE org SET retention_days = ?1 WHERE id = 1", [req.days.map(|d| d as i64)]).await?;
+    store::orgs::set_retention(&h, req.days.map(|d| d as i64)).await?;
     commit(
         &app,
         &t,
@@ -170,11 +164,14 @@ pub(crate) async fn add_hold(
     }
     let id = new_id("h_");
     let h = begin(&t).await?;
-    h.execute(
-        "INSERT INTO legal_holds (id, reason, from_at, until_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        libsql::params![id.as_str(), req.reason.as_str(), req.from, req.until, crate::now()],
-    )
-    .await?;
+    let hold = store::audit::NewHold {
+        id: &id,
+        reason: &req.reason,
+        from_at: req.from,
+        until_at: req.until,
+        created_at: crate::now(),
+    };
+    store::audit::insert_hold(&h, &hold).await?;
     let after = json!({ "id": id, "reason": req.reason, "from": req.from, "until": req.until });
     commit(
         &app,

@@ -8,9 +8,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{bad, ApiError, ApiResult};
-use crate::store::one;
+use crate::store::edge_events::{self, EdgeEventRow};
 
-use crate::api::extract::{edge_name, page_of, tenant, AppState, Authed, JsonBody, Page, QueryParams};
+use crate::api::extract::{
+    cursor, edge_name, next_cursor, page_limit, tenant, AppState, Authed, JsonBody, Page, QueryParams,
+};
 use crate::api::transaction::begin;
 
 pub(crate) async fn get_bundle(
@@ -72,9 +74,7 @@ pub(crate) async fn edge_audit(
         return Err(bad("invalid_batch", "batch_id 1–100 bytes, at most 1000 events"));
     }
     let batch = format!("{edge}:{}", b.batch_id);
-    let seen: Option<String> =
-        one(&*app.store.directory.lock().await, "SELECT id FROM edge_batches WHERE id = ?1", [batch.as_str()]).await?;
-    if seen.is_some() {
+    if edge_events::batch_seen(&*app.store.directory.lock().await, &batch).await? {
         return Ok(Json(json!({ "accepted": 0, "duplicate": true })));
     }
     // Each event is written with a deterministic id (batch + index), so a retry after a
@@ -92,23 +92,20 @@ pub(crate) async fn edge_audit(
         let Ok(t) = tenant(&app, org, "/v1/audit/edge").await else { continue };
         let h = begin(&t).await?;
         for (i, e) in events {
-            accepted += h
-                .execute("INSERT OR IGNORE INTO edge_events (id, at, decision, reason, route, ip, request_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    libsql::params![format!("{batch}:{i}"), e.at, e.decision.as_str(), e.reason.as_str(), e.route.clone(), e.ip.clone(), e.request_id.clone()])
-                .await
-                ?;
+            let row = EdgeEventRow {
+                id: format!("{batch}:{i}"),
+                at: e.at,
+                decision: e.decision.clone(),
+                reason: e.reason.clone(),
+                route: e.route.clone(),
+                ip: e.ip.clone(),
+                request_id: e.request_id.clone(),
+            };
+            accepted += edge_events::insert(&h, &row).await?;
         }
-        h.execute("COMMIT", ()).await?;
+        crate::store::commit(&h).await?;
     }
-    app.store
-        .directory
-        .lock()
-        .await
-        .execute(
-            "INSERT OR IGNORE INTO edge_batches (id, received_at) VALUES (?1, ?2)",
-            libsql::params![batch, crate::now()],
-        )
-        .await?;
+    edge_events::record_batch(&*app.store.directory.lock().await, &batch, crate::now()).await?;
     Ok(Json(json!({ "accepted": accepted, "duplicate": false })))
 }
 
@@ -117,13 +114,14 @@ pub(crate) async fn list_edge_events(
     QueryParams(p): QueryParams<Page>,
 ) -> ApiResult<Json<Value>> {
     let h = t.db.lock().await;
-    let sql =
-        "SELECT id, at, decision, reason, route, ip, request_id FROM edge_events WHERE id > ?1 ORDER BY id LIMIT ?2";
-    let (items, next) = page_of(&h, sql, &p, "id", |r| {
-        Ok(json!({ "id": r.get::<String>(0)?, "at": r.get::<i64>(1)?, "decision": r.get::<String>(2)?,
-            "reason": r.get::<String>(3)?, "route": r.get::<Option<String>>(4)?, "ip": r.get::<Option<String>>(5)?,
-            "request_id": r.get::<Option<String>>(6)? }))
-    })
-    .await?;
+    let items: Vec<Value> = edge_events::page(&h, cursor(&p), page_limit(&p))
+        .await?
+        .into_iter()
+        .map(|e| {
+            json!({ "id": e.id, "at": e.at, "decision": e.decision, "reason": e.reason, "route": e.route,
+                "ip": e.ip, "request_id": e.request_id })
+        })
+        .collect();
+    let next = next_cursor(&items, &p, "id");
     Ok(Json(json!({ "items": items, "next": next })))
 }

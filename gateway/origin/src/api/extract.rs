@@ -20,7 +20,7 @@ use crate::audit::RequestMeta;
 use crate::config::secrets::sha;
 use crate::error::{bad, ApiError, ApiResult};
 use crate::identity::{new_id, valid_slug};
-use crate::store::{one, Db};
+use crate::store::{self, Db};
 
 use crate::api::app::App;
 use crate::api::routes::permission_of;
@@ -63,15 +63,8 @@ pub(crate) async fn tenant(app: &App, slug: &str, path: &str) -> ApiResult<Tenan
     if !valid_slug(slug) {
         return Err(ApiError::NotFound("tenant_not_found", "no such organisation".into()));
     }
-    let row = {
-        let d = app.store.directory.lock().await;
-        let mut rows = d.query("SELECT id, home_region FROM tenants WHERE slug = ?1", [slug]).await?;
-        match rows.next().await? {
-            Some(r) => Some((r.get::<String>(0)?, r.get::<String>(1)?)),
-            None => None,
-        }
-    };
-    let Some((id, home)) = row else {
+    let row = store::directory::home_of(&*app.store.directory.lock().await, slug).await?;
+    let Some(store::directory::Home { id, home_region: home }) = row else {
         return Err(ApiError::NotFound("tenant_not_found", "no such organisation".into()));
     };
     if home != app.cfg.region {
@@ -170,13 +163,7 @@ pub(crate) async fn authorise(c: &Caller, t: &Tenant, need: &str) -> ApiResult<(
     }
     let h = t.db.lock().await;
     let now = crate::now();
-    let live: Option<i64> = one(
-        &h,
-        "SELECT 1 FROM sessions WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL AND expires_at > ?3",
-        libsql::params![sid.as_str(), user.as_str(), now],
-    )
-    .await?;
-    if live.is_none() {
+    if !store::sessions::is_live(&h, sid, user, now).await? {
         return Err(ApiError::Unauthorized("session_revoked", "the session has ended".into()));
     }
     let need_p = Permission::parse(need).ok_or_else(|| anyhow!("bad permission {need}"))?;
@@ -184,8 +171,7 @@ pub(crate) async fn authorise(c: &Caller, t: &Tenant, need: &str) -> ApiResult<(
     for r in roles {
         if let Some((_, perms)) = BUILTIN_ROLES.iter().find(|(b, _)| b == r) {
             granted.extend(perms.iter().map(|p| p.to_string()));
-        } else if let Some(p) = one::<String>(&h, "SELECT permissions FROM roles WHERE name = ?1", [r.as_str()]).await?
-        {
+        } else if let Some(p) = store::roles::permissions(&h, r).await? {
             granted.extend(serde_json::from_str::<Vec<String>>(&p).unwrap_or_default());
         }
     }
@@ -311,21 +297,17 @@ pub(crate) fn page_limit(p: &Page) -> i64 {
     p.limit.unwrap_or(50).clamp(1, 500) as i64
 }
 
-/// One page of a keyset-paginated list: `sql` takes the cursor as `?1` and the page size
-/// as `?2`; each row becomes an item; when the page is full, the next cursor is the last
-/// item's `key` field.
-pub(crate) async fn page_of(
-    h: &libsql::Connection,
-    sql: &str,
-    p: &Page,
-    key: &str,
-    mut item: impl FnMut(&libsql::Row) -> ApiResult<Value>,
-) -> ApiResult<(Vec<Value>, Option<Value>)> {
-    let mut rows = h.query(sql, libsql::params![p.after.clone().unwrap_or_default(), page_limit(p)]).await?;
-    let mut items = Vec::new();
-    while let Some(r) = rows.next().await? {
-        items.push(item(&r)?);
+/// The cursor of the page after `items`: the last item's `key` field when the page is
+/// full, else none.
+pub(crate) fn next_cursor(items: &[Value], p: &Page, key: &str) -> Option<Value> {
+    if items.len() as i64 == page_limit(p) {
+        items.last().map(|i| i[key].clone())
+    } else {
+        None
     }
-    let next = if items.len() as i64 == page_limit(p) { items.last().map(|i| i[key].clone()) } else { None };
-    Ok((items, next))
+}
+
+/// The cursor a page starts after (`""`: the first page).
+pub(crate) fn cursor(p: &Page) -> &str {
+    p.after.as_deref().unwrap_or_default()
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::error::{bad, ApiError, ApiResult};
 use crate::identity::{self, SigninOutcome};
-use crate::store::one;
+use crate::store::{reset_tokens, sessions, users};
 use crate::tokens::{self};
 
 use crate::api::extract::{bearer, meta, tenant, verify_access, AppState, JsonBody, Peer};
@@ -25,18 +25,7 @@ pub(crate) struct ChangePassword {
 
 /// End every session of `user` but `keep`.
 pub(crate) async fn end_sessions_of(h: &libsql::Connection, user: &str, keep: Option<&str>, now: i64) -> ApiResult<()> {
-    let mut rows = h
-        .query(
-            "SELECT id FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL AND id != ?2",
-            libsql::params![user, keep.unwrap_or("")],
-        )
-        .await?;
-    let mut ids = Vec::new();
-    while let Some(r) = rows.next().await? {
-        ids.push(r.get::<String>(0)?);
-    }
-    drop(rows);
-    for id in ids {
+    for id in sessions::open_of_user_except(h, user, keep.unwrap_or("")).await? {
         end_session(h, &id, now).await?;
     }
     Ok(())
@@ -60,8 +49,7 @@ pub(crate) async fn change_password(
     }
     let now = crate::now();
     let h = begin(&t).await?;
-    let email: Option<String> = one(&h, "SELECT email FROM users WHERE id = ?1", [user.as_str()]).await?;
-    let email = email.ok_or(ApiError::InvalidCredentials)?;
+    let email = users::email_of(&h, &user).await?.ok_or(ApiError::InvalidCredentials)?;
     let m = meta(&headers, &peer);
     match identity::check_password(&h, &app.passwords, &app.cfg.signin, &email, &req.current_password, now).await? {
         SigninOutcome::Success(_) => {}
@@ -78,7 +66,7 @@ pub(crate) async fn change_password(
         }
     }
     let hash = app.passwords.hash(&req.new_password)?;
-    h.execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", libsql::params![user.as_str(), hash]).await?;
+    users::set_password(&h, &user, &hash).await?;
     end_sessions_of(&h, &user, Some(&c.custom.sid), now).await?;
     commit(&app, &t, h, &m, vec![ev(format!("user:{user}"), "password.change", format!("user:{user}"), None, None)])
         .await?;
@@ -106,8 +94,7 @@ pub(crate) async fn reset_request(
     let Some(email) = identity::normalise_email(&req.email) else { return Ok(accepted.into_response()) };
     let now = crate::now();
     let h = begin(&t).await?;
-    let user: Option<String> =
-        one(&h, "SELECT id FROM users WHERE email = ?1 AND disabled = 0", [email.as_str()]).await?;
+    let user = users::enabled_id_by_email(&h, &email).await?;
     let m = meta(&headers, &peer);
     let Some(user) = user else {
         commit(
@@ -121,11 +108,7 @@ pub(crate) async fn reset_request(
         return Ok(accepted.into_response());
     };
     let token = tokens::opaque("ghp_");
-    h.execute(
-        "INSERT INTO reset_tokens (hash, user_id, expires_at) VALUES (?1, ?2, ?3)",
-        libsql::params![tokens::secret_hash(&token), user.as_str(), now + app.cfg.signin.reset_ttl_secs as i64],
-    )
-    .await?;
+    reset_tokens::insert(&h, &tokens::secret_hash(&token), &user, now + app.cfg.signin.reset_ttl_secs as i64).await?;
     commit(&app, &t, h, &m, vec![ev("anonymous", "password.reset_request", format!("user:{user}"), None, None)])
         .await?;
     let body = format!(
@@ -161,24 +144,11 @@ pub(crate) async fn reset_password(
     }
     let now = crate::now();
     let h = begin(&t).await?;
-    let user: Option<String> = one(
-        &h,
-        "SELECT user_id FROM reset_tokens WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2",
-        libsql::params![tokens::secret_hash(&req.token), now],
-    )
-    .await?;
-    let user = user.ok_or(ApiError::InvalidGrant)?;
+    let token_hash = tokens::secret_hash(&req.token);
+    let user = reset_tokens::live_user(&h, &token_hash, now).await?.ok_or(ApiError::InvalidGrant)?;
     let hash = app.passwords.hash(&req.new_password)?;
-    h.execute(
-        "UPDATE reset_tokens SET used_at = ?2 WHERE hash = ?1",
-        libsql::params![tokens::secret_hash(&req.token), now],
-    )
-    .await?;
-    h.execute(
-        "UPDATE users SET password_hash = ?2, failed_count = 0, locked_until = 0 WHERE id = ?1",
-        libsql::params![user.as_str(), hash],
-    )
-    .await?;
+    reset_tokens::mark_used(&h, &token_hash, now).await?;
+    users::reset_password(&h, &user, &hash).await?;
     end_sessions_of(&h, &user, None, now).await?;
     commit(
         &app,

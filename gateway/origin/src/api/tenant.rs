@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::audit::{Event, RequestMeta};
 use crate::error::{bad, ApiError, ApiResult};
 use crate::identity::{self, new_id, SigninOutcome};
-use crate::store::{one, Held};
+use crate::store::{memberships, refresh_tokens, revoked_tokens, sessions, teams, users, Held};
 use crate::tokens::{self, AccessGrant, RefreshOutcome};
 
 use crate::api::app::App;
@@ -74,22 +74,8 @@ pub(crate) struct TokenRequest {
 
 /// Roles and teams of `user` now (membership expiry honoured).
 pub(crate) async fn grants_of(h: &libsql::Connection, user: &str, now: i64) -> Result<(Vec<String>, Vec<String>)> {
-    let role: Option<String> = one(
-        h,
-        "SELECT role FROM memberships WHERE user_id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
-        libsql::params![user, now],
-    )
-    .await?;
-    let mut teams = Vec::new();
-    let mut rows = h
-        .query(
-            "SELECT t.name FROM team_members m JOIN teams t ON t.id = m.team_id WHERE m.user_id = ?1 ORDER BY t.name",
-            [user],
-        )
-        .await?;
-    while let Some(r) = rows.next().await? {
-        teams.push(r.get::<String>(0)?);
-    }
+    let role = memberships::live_role(h, user, now).await?;
+    let teams = teams::names_of_member(h, user).await?;
     Ok((role.into_iter().collect(), teams))
 }
 
@@ -184,9 +170,7 @@ pub(crate) async fn token_inner(
                     Err(ApiError::InvalidGrant)
                 }
                 RefreshOutcome::Rotate { session, user, family } => {
-                    let amr: String = one(&h, "SELECT amr FROM sessions WHERE id = ?1", [session.as_str()])
-                        .await?
-                        .unwrap_or_default();
+                    let amr = sessions::amr(&h, &session).await?.unwrap_or_default();
                     let amr: Vec<String> = serde_json::from_str(&amr).unwrap_or_default();
                     let events =
                         vec![ev(format!("user:{user}"), "token.refresh", format!("session:{session}"), None, None)];
@@ -267,18 +251,16 @@ pub(crate) async fn open_session(
     events: &mut Vec<Event>,
 ) -> ApiResult<(String, String)> {
     let sid = new_id("s_");
-    h.execute(
-        "INSERT INTO sessions (id, user_id, amr, idp, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        libsql::params![
-            sid.as_str(),
-            user,
-            serde_json::to_string(amr)?,
-            idp,
-            now,
-            now + app.cfg.tokens.session_ttl_secs as i64
-        ],
-    )
-    .await?;
+    let amr = serde_json::to_string(amr)?;
+    let row = sessions::NewSession {
+        id: &sid,
+        user_id: user,
+        amr: &amr,
+        idp,
+        created_at: now,
+        expires_at: now + app.cfg.tokens.session_ttl_secs as i64,
+    };
+    sessions::insert(h, &row).await?;
     events.push(ev(
         format!("user:{user}"),
         "session.create",
@@ -299,8 +281,7 @@ pub(crate) async fn issue(
 ) -> ApiResult<Value> {
     let now = crate::now();
     let Session { held: h, user, sid: session, family, amr, mut events } = s;
-    let disabled: Option<i64> = one(&h, "SELECT disabled FROM users WHERE id = ?1", [user.as_str()]).await?;
-    if disabled != Some(0) {
+    if users::disabled(&h, &user).await? != Some(false) {
         return Err(ApiError::InvalidGrant);
     }
     let (roles, teams) = grants_of(&h, &user, now).await?;
@@ -362,13 +343,7 @@ pub(crate) async fn logout(
         // The session: from the refresh token, or from the bearer access token.
         let h = begin(&t).await?;
         let session: Option<(String, String)> = if let Some(rt) = req.refresh_token.as_deref() {
-            let mut rows = h
-                .query("SELECT session_id, user_id FROM refresh_tokens WHERE hash = ?1", [tokens::secret_hash(rt)])
-                .await?;
-            match rows.next().await? {
-                Some(r) => Some((r.get(0)?, r.get(1)?)),
-                None => None,
-            }
+            refresh_tokens::holder(&h, &tokens::secret_hash(rt)).await?.map(|r| (r.session_id, r.user_id))
         } else if let Some(tok) = bearer(&headers) {
             let c = verify_access(&app, tok, Some(&t.slug))?;
             Some((c.custom.sid.clone(), c.subject.clone().unwrap_or_default()))
@@ -396,13 +371,8 @@ pub(crate) async fn logout(
 
 /// End a session: revoked now, its refresh tokens spent.
 pub(crate) async fn end_session(h: &libsql::Connection, sid: &str, now: i64) -> ApiResult<()> {
-    h.execute("UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1", libsql::params![sid, now])
-        .await?;
-    h.execute(
-        "UPDATE refresh_tokens SET used_at = COALESCE(used_at, ?2) WHERE session_id = ?1",
-        libsql::params![sid, now],
-    )
-    .await?;
+    sessions::revoke(h, sid, now).await?;
+    refresh_tokens::spend_session(h, sid, now).await?;
     Ok(())
 }
 
@@ -421,11 +391,7 @@ pub(crate) async fn revoke(
         let jti = c.jwt_id.clone().ok_or_else(|| bad("token_invalid", "token has no jti"))?;
         let exp = c.expires_at.map(|e| e.as_secs() as i64).unwrap_or(crate::now() + 900);
         let h = begin(&t).await?;
-        h.execute(
-            "INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2)",
-            libsql::params![jti.as_str(), exp],
-        )
-        .await?;
+        revoked_tokens::insert(&h, &jti, exp).await?;
         app.changed();
         let user = c.subject.clone().unwrap_or_default();
         commit(

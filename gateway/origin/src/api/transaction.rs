@@ -13,7 +13,7 @@ use crate::api::extract::Tenant;
 /// transaction uncommitted (the next holder rolls it back).
 pub(crate) async fn begin(t: &Tenant) -> ApiResult<Held<'_>> {
     let h = t.db.lock().await;
-    h.execute("BEGIN IMMEDIATE", ()).await?;
+    crate::store::begin_immediate(&h).await?;
     Ok(h)
 }
 
@@ -31,7 +31,7 @@ pub(crate) async fn commit(
     for e in &events {
         head = Some(audit::append(&h, e, meta, now).await?);
     }
-    h.execute("COMMIT", ()).await?;
+    crate::store::commit(&h).await?;
     drop(h);
     if let Some((seq, hash)) = head {
         record_head(app, &t.id, seq, &hash).await?;
@@ -40,13 +40,7 @@ pub(crate) async fn commit(
 }
 
 pub(crate) async fn record_head(app: &App, tenant_id: &str, seq: i64, hash: &str) -> ApiResult<()> {
-    let d = app.store.directory.lock().await;
-    d.execute(
-        "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (?1, ?2, ?3)
-         ON CONFLICT(tenant_id) DO UPDATE SET seq = ?2, hash = ?3 WHERE excluded.seq > audit_heads.seq",
-        libsql::params![tenant_id, seq, hash],
-    )
-    .await?;
+    crate::store::audit::record_head(&*app.store.directory.lock().await, tenant_id, seq, hash).await?;
     Ok(())
 }
 

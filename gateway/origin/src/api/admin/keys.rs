@@ -9,10 +9,10 @@ use serde_json::{json, Value};
 
 use crate::error::{bad, ApiError, ApiResult};
 use crate::identity::new_id;
-use crate::store::one;
+use crate::store::api_keys::{self, NewApiKey};
 
 use crate::api::admin::roles::{may_grant, role_exists};
-use crate::api::extract::{meta, page_of, AppState, Authed, JsonBody, Page, Peer, QueryParams};
+use crate::api::extract::{cursor, meta, next_cursor, page_limit, AppState, Authed, JsonBody, Page, Peer, QueryParams};
 use crate::api::transaction::{begin, commit, ev};
 
 #[derive(Debug, Deserialize)]
@@ -37,16 +37,13 @@ pub(crate) fn new_api_key(secret: &[u8]) -> (String, String, String) {
 pub(crate) async fn list_keys(authed: Authed, QueryParams(p): QueryParams<Page>) -> ApiResult<Json<Value>> {
     let Authed { t, .. } = authed;
     let h = t.db.lock().await;
-    let sql = "SELECT id, prefix, name, subject, roles, scopes, created_at, expires_at, revoked_at FROM api_keys
-               WHERE id > ?1 ORDER BY id LIMIT ?2";
-    let (items, next) = page_of(&h, sql, &p, "id", |r| {
-        let g = |i| r.get::<String>(i);
-        Ok(json!({ "id": g(0)?, "prefix": g(1)?, "name": g(2)?, "subject": g(3)?,
-            "roles": serde_json::from_str::<Value>(&g(4)?)?, "scopes": serde_json::from_str::<Value>(&g(5)?)?,
-            "created_at": r.get::<i64>(6)?, "expires_at": r.get::<Option<i64>>(7)?,
-            "revoked_at": r.get::<Option<i64>>(8)? }))
-    })
-    .await?;
+    let mut items = Vec::new();
+    for k in api_keys::page(&h, cursor(&p), page_limit(&p)).await? {
+        items.push(json!({ "id": k.id, "prefix": k.prefix, "name": k.name, "subject": k.subject,
+            "roles": serde_json::from_str::<Value>(&k.roles)?, "scopes": serde_json::from_str::<Value>(&k.scopes)?,
+            "created_at": k.created_at, "expires_at": k.expires_at, "revoked_at": k.revoked_at }));
+    }
+    let next = next_cursor(&items, &p, "id");
     Ok(Json(json!({ "items": items, "next": next })))
 }
 
@@ -81,11 +78,20 @@ pub(crate) async fn create_key(
     }
     let (key, prefix, hash) = new_api_key(&app.secrets.api_key_secret);
     let id = new_id("ak_");
-    h.execute("INSERT INTO api_keys (id, prefix, hash, name, subject, roles, scopes, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        libsql::params![id.as_str(), prefix.as_str(), hash, req.name.as_str(), format!("apikey:{id}"), serde_json::to_string(&req.roles)?,
-            serde_json::to_string(&req.scopes)?, crate::now(), req.expires_at])
-        .await
-        ?;
+    let (subject, roles, scopes) =
+        (format!("apikey:{id}"), serde_json::to_string(&req.roles)?, serde_json::to_string(&req.scopes)?);
+    let row = NewApiKey {
+        id: &id,
+        prefix: &prefix,
+        hash: &hash,
+        name: &req.name,
+        subject: &subject,
+        roles: &roles,
+        scopes: &scopes,
+        created_at: crate::now(),
+        expires_at: req.expires_at,
+    };
+    api_keys::insert(&h, &row).await?;
     let after = json!({ "id": id, "prefix": prefix, "name": req.name, "roles": req.roles, "scopes": req.scopes, "expires_at": req.expires_at });
     commit(
         &app,
@@ -110,15 +116,11 @@ pub(crate) async fn rotate_key(
 ) -> ApiResult<Json<Value>> {
     let Authed { t, caller: c } = authed;
     let h = begin(&t).await?;
-    let old: Option<String> =
-        one(&h, "SELECT prefix FROM api_keys WHERE id = ?1 AND revoked_at IS NULL", [id.as_str()]).await?;
-    let old = old.ok_or_else(|| ApiError::NotFound("api_key_not_found", "no such active key".into()))?;
+    let old = api_keys::active_prefix(&h, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("api_key_not_found", "no such active key".into()))?;
     let (key, prefix, hash) = new_api_key(&app.secrets.api_key_secret);
-    h.execute(
-        "UPDATE api_keys SET prefix = ?2, hash = ?3 WHERE id = ?1",
-        libsql::params![id.as_str(), prefix.as_str(), hash],
-    )
-    .await?;
+    api_keys::set_secret(&h, &id, &prefix, &hash).await?;
     commit(
         &app,
         &t,
@@ -146,12 +148,7 @@ pub(crate) async fn revoke_key(
 ) -> ApiResult<StatusCode> {
     let Authed { t, caller: c } = authed;
     let h = begin(&t).await?;
-    let n = h
-        .execute(
-            "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-            libsql::params![id.as_str(), crate::now()],
-        )
-        .await?;
+    let n = api_keys::revoke(&h, &id, crate::now()).await?;
     if n == 0 {
         return Err(ApiError::NotFound("api_key_not_found", "no such active key".into()));
     }

@@ -15,12 +15,14 @@ use serde_json::{json, Value};
 use crate::bundles::{self, TenantPolicy};
 use crate::error::{bad, ApiError, ApiResult};
 use crate::identity::{self, new_id, valid_slug};
-use crate::store::one;
+use crate::store::directory::{self as tenants, TenantEntry};
+use crate::store::{memberships, orgs, settings, users};
 use crate::tokens::{self, SigningKeys};
 
 use crate::api::app::{template_acceptable, App};
 use crate::api::extract::{
-    meta, page_limit, require_operator, AppState, Authed, Caller, JsonBody, Page, Peer, QueryParams, Tenant,
+    cursor, meta, next_cursor, page_limit, require_operator, AppState, Authed, Caller, JsonBody, Page, Peer,
+    QueryParams, Tenant,
 };
 use crate::api::transaction::{begin, commit, ev};
 
@@ -77,39 +79,30 @@ pub(crate) async fn create_org(
     let now = crate::now();
     {
         let d = app.store.directory.lock().await;
-        let taken: Option<String> = one(&d, "SELECT id FROM tenants WHERE slug = ?1", [req.slug.as_str()]).await?;
-        if taken.is_some() {
+        if tenants::id_by_slug(&d, &req.slug).await?.is_some() {
             return Err(ApiError::Conflict("slug_taken", "an organisation with this slug exists".into()));
         }
-        d.execute(
-            "INSERT INTO tenants (id, slug, home_region, created_at) VALUES (?1, ?2, ?3, ?4)",
-            libsql::params![id.as_str(), req.slug.as_str(), home.as_str(), now],
-        )
-        .await?;
+        let entry = TenantEntry { id: id.clone(), slug: req.slug.clone(), home_region: home.clone(), created_at: now };
+        tenants::insert(&d, &entry).await?;
     }
     let db = app.store.tenant(&id, true).await?;
     let t = Tenant { id: id.clone(), slug: req.slug.clone(), db };
     let hash = app.passwords.hash(&req.owner_password)?;
     let owner = new_id("u_");
     let h = begin(&t).await?;
-    h.execute(
-        "INSERT INTO org (id, tenant_id, slug, name, tier, policy, created_at) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
-        libsql::params![
-            id.as_str(),
-            req.slug.as_str(),
-            req.name.as_str(),
-            req.tier.as_str(),
-            serde_json::to_string(&req.policy)?,
-            now
-        ],
-    )
-    .await?;
-    h.execute(
-        "INSERT INTO users (id, email, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-        libsql::params![owner.as_str(), email.as_str(), hash, now],
-    )
-    .await?;
-    h.execute("INSERT INTO memberships (user_id, role) VALUES (?1, 'owner')", [owner.as_str()]).await?;
+    let policy = serde_json::to_string(&req.policy)?;
+    let org = orgs::NewOrg {
+        tenant_id: &id,
+        slug: &req.slug,
+        name: &req.name,
+        tier: &req.tier,
+        policy: &policy,
+        created_at: now,
+    };
+    orgs::insert(&h, &org).await?;
+    let owner_row = users::NewUser { id: &owner, email: &email, name: "", password_hash: Some(&hash), created_at: now };
+    users::insert(&h, &owner_row).await?;
+    memberships::insert(&h, &owner, "owner", None).await?;
     let after = json!({ "slug": req.slug, "name": req.name, "tier": req.tier, "region": home, "policy": req.policy });
     commit(
         &app,
@@ -140,18 +133,12 @@ pub(crate) async fn list_orgs(
 ) -> ApiResult<Json<Value>> {
     require_operator(&app, &headers)?;
     let d = app.store.directory.lock().await;
-    let mut rows = d
-        .query(
-            "SELECT id, slug, home_region, created_at FROM tenants WHERE slug > ?1 ORDER BY slug LIMIT ?2",
-            libsql::params![p.after.clone().unwrap_or_default(), page_limit(&p)],
-        )
-        .await?;
-    let mut items = Vec::new();
-    while let Some(r) = rows.next().await? {
-        items.push(json!({ "id": r.get::<String>(0)?, "slug": r.get::<String>(1)?,
-            "region": r.get::<String>(2)?, "created_at": r.get::<i64>(3)? }));
-    }
-    let next = if items.len() as i64 == page_limit(&p) { items.last().map(|i| i["slug"].clone()) } else { None };
+    let items: Vec<Value> = tenants::page(&d, cursor(&p), page_limit(&p))
+        .await?
+        .into_iter()
+        .map(|e| json!({ "id": e.id, "slug": e.slug, "region": e.home_region, "created_at": e.created_at }))
+        .collect();
+    let next = next_cursor(&items, &p, "slug");
     Ok(Json(json!({ "items": items, "next": next })))
 }
 
@@ -170,10 +157,9 @@ pub(crate) async fn rotate_keys(State(app): AppState, headers: HeaderMap) -> Api
 }
 
 pub(crate) async fn org_row(h: &libsql::Connection) -> ApiResult<(String, String, TenantPolicy, Option<i64>)> {
-    let mut rows = h.query("SELECT name, tier, policy, retention_days FROM org WHERE id = 1", ()).await?;
-    let r = rows.next().await?.ok_or_else(|| anyhow!("tenant database has no org row"))?;
-    let tp: TenantPolicy = serde_json::from_str(&r.get::<String>(2)?)?;
-    Ok((r.get(0)?, r.get(1)?, tp, r.get(3)?))
+    let r = orgs::get(h).await?.ok_or_else(|| anyhow!("tenant database has no org row"))?;
+    let tp: TenantPolicy = serde_json::from_str(&r.policy)?;
+    Ok((r.name, r.tier, tp, r.retention_days))
 }
 
 pub(crate) async fn get_org(State(app): AppState, Authed { t, .. }: Authed) -> ApiResult<Json<Value>> {
@@ -206,11 +192,7 @@ pub(crate) async fn put_policy(
     }
     let tier = req.tier.clone().unwrap_or(tier);
     check_tenant_policy(&app, &t.slug, &tier, &req.policy)?;
-    h.execute(
-        "UPDATE org SET tier = ?1, policy = ?2 WHERE id = 1",
-        libsql::params![tier.as_str(), serde_json::to_string(&req.policy)?],
-    )
-    .await?;
+    orgs::set_policy(&h, &tier, &serde_json::to_string(&req.policy)?).await?;
     commit(
         &app,
         &t,
@@ -254,31 +236,14 @@ pub(crate) async fn put_template(
     bundles::region_policy(&app.store, &region, crate::now())
         .await
         .map_err(|e| bad("invalid_policy", format!("{e:#}")))?;
-    app.store
-        .directory
-        .lock()
-        .await
-        .execute(
-            "INSERT INTO settings (key, value) VALUES ('template', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
-            [serde_json::to_string(&p)?],
-        )
-        .await?;
+    settings::set_template(&*app.store.directory.lock().await, &serde_json::to_string(&p)?).await?;
     let before = app.template();
     *app.template.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p.clone());
     app.changed();
     // A region-wide change is a cross-tenant action: every tenant's log records it.
-    let tenants: Vec<(String, String)> = {
-        let d = app.store.directory.lock().await;
-        let mut rows =
-            d.query("SELECT id, slug FROM tenants WHERE home_region = ?1", [app.cfg.region.as_str()]).await?;
-        let mut v = Vec::new();
-        while let Some(r) = rows.next().await? {
-            v.push((r.get::<String>(0)?, r.get::<String>(1)?));
-        }
-        v
-    };
+    let homed = tenants::refs_homed_in(&*app.store.directory.lock().await, &app.cfg.region).await?;
     let m = meta(&headers, &peer);
-    for (id, slug) in tenants {
+    for tenants::TenantRef { id, slug } in homed {
         let t = Tenant { db: app.store.tenant(&id, false).await?, id, slug };
         let h = begin(&t).await?;
         let e = ev(

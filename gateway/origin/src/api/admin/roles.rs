@@ -9,10 +9,12 @@ use serde_json::{json, Value};
 
 use crate::error::{bad, ApiResult};
 use crate::identity::valid_slug;
-use crate::store::one;
+use crate::store::roles;
 
 use crate::api::app::App;
-use crate::api::extract::{meta, page_of, AppState, Authed, Caller, JsonBody, Page, Peer, QueryParams};
+use crate::api::extract::{
+    cursor, meta, next_cursor, page_limit, AppState, Authed, Caller, JsonBody, Page, Peer, QueryParams,
+};
 use crate::api::transaction::{begin, commit, ev};
 
 pub(crate) fn role_rank(r: &str) -> Option<usize> {
@@ -36,20 +38,18 @@ pub(crate) fn may_grant(c: &Caller, role: &str) -> bool {
 }
 
 pub(crate) async fn role_exists(app: &App, h: &libsql::Connection, role: &str) -> ApiResult<bool> {
-    Ok(role_rank(role).is_some()
-        || app.template().roles.contains_key(role)
-        || one::<String>(h, "SELECT name FROM roles WHERE name = ?1", [role]).await?.is_some())
+    Ok(role_rank(role).is_some() || app.template().roles.contains_key(role) || roles::exists_named(h, role).await?)
 }
 
 pub(crate) async fn list_roles(authed: Authed, QueryParams(p): QueryParams<Page>) -> ApiResult<Json<Value>> {
     let Authed { t, .. } = authed;
     let h = t.db.lock().await;
-    let sql = "SELECT name, permissions FROM roles WHERE name > ?1 ORDER BY name LIMIT ?2";
-    let (items, next) = page_of(&h, sql, &p, "name", |r| {
-        let perms: Value = serde_json::from_str(&r.get::<String>(1)?)?;
-        Ok(json!({ "name": r.get::<String>(0)?, "permissions": perms }))
-    })
-    .await?;
+    let mut items = Vec::new();
+    for r in roles::page(&h, cursor(&p), page_limit(&p)).await? {
+        let perms: Value = serde_json::from_str(&r.permissions)?;
+        items.push(json!({ "name": r.name, "permissions": perms }));
+    }
+    let next = next_cursor(&items, &p, "name");
     let builtin: Vec<Value> =
         BUILTIN_ROLES.iter().map(|(n, p)| json!({ "name": n, "permissions": p, "builtin": true })).collect();
     Ok(Json(json!({ "builtin": builtin, "items": items, "next": next })))
@@ -81,12 +81,8 @@ pub(crate) async fn put_role(
     }
     let perms = serde_json::to_string(&req.permissions)?;
     let h = begin(&t).await?;
-    let before: Option<String> = one(&h, "SELECT permissions FROM roles WHERE name = ?1", [name.as_str()]).await?;
-    h.execute(
-        "INSERT INTO roles (name, permissions) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET permissions = ?2",
-        libsql::params![name.as_str(), perms.as_str()],
-    )
-    .await?;
+    let before = roles::permissions(&h, &name).await?;
+    roles::upsert(&h, &name, &perms).await?;
     commit(
         &app,
         &t,

@@ -4,7 +4,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 
 use crate::error::{ApiError, ApiResult};
-use crate::store::one;
+use crate::store::sessions;
 
 use crate::api::extract::{meta, AppState, Authed, Peer};
 use crate::api::tenant::end_session;
@@ -19,7 +19,7 @@ pub(crate) async fn revoke_session(
 ) -> ApiResult<StatusCode> {
     let Authed { t, caller: c } = authed;
     let h = begin(&t).await?;
-    if one::<String>(&h, "SELECT id FROM sessions WHERE id = ?1", [id.as_str()]).await?.is_none() {
+    if !sessions::exists_id(&h, &id).await? {
         return Err(ApiError::NotFound("session_not_found", "no such session".into()));
     }
     end_session(&h, &id, crate::now()).await?;

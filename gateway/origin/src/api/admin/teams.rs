@@ -9,27 +9,20 @@ use serde_json::{json, Value};
 
 use crate::error::{bad, ApiError, ApiResult};
 use crate::identity::{new_id, valid_slug};
-use crate::store::one;
+use crate::store::{teams, users};
 
-use crate::api::extract::{meta, page_limit, AppState, Authed, JsonBody, Page, Peer, QueryParams};
+use crate::api::extract::{cursor, meta, next_cursor, page_limit, AppState, Authed, JsonBody, Page, Peer, QueryParams};
 use crate::api::transaction::{begin, commit, ev};
 
 pub(crate) async fn list_teams(authed: Authed, QueryParams(p): QueryParams<Page>) -> ApiResult<Json<Value>> {
     let Authed { t, .. } = authed;
     let h = t.db.lock().await;
-    let mut rows = h
-        .query(
-            "SELECT id, name, parent_id, (SELECT COUNT(*) FROM team_members m WHERE m.team_id = teams.id) FROM teams
-             WHERE name > ?1 AND (?2 IS NULL OR parent_id = ?2) ORDER BY name LIMIT ?3",
-            libsql::params![p.after.clone().unwrap_or_default(), p.parent.clone(), page_limit(&p)],
-        )
-        .await?;
-    let mut items = Vec::new();
-    while let Some(r) = rows.next().await? {
-        items.push(json!({ "id": r.get::<String>(0)?, "name": r.get::<String>(1)?,
-            "parent_id": r.get::<Option<String>>(2)?, "members": r.get::<i64>(3)? }));
-    }
-    let next = if items.len() as i64 == page_limit(&p) { items.last().map(|i| i["name"].clone()) } else { None };
+    let items: Vec<Value> = teams::page(&h, cursor(&p), p.parent.as_deref(), page_limit(&p))
+        .await?
+        .into_iter()
+        .map(|t| json!({ "id": t.id, "name": t.name, "parent_id": t.parent_id, "members": t.members }))
+        .collect();
+    let next = next_cursor(&items, &p, "name");
     Ok(Json(json!({ "items": items, "next": next })))
 }
 
@@ -55,19 +48,15 @@ pub(crate) async fn create_team(
     }
     let h = begin(&t).await?;
     if let Some(p) = &req.parent_id {
-        if one::<String>(&h, "SELECT id FROM teams WHERE id = ?1", [p.as_str()]).await?.is_none() {
+        if !teams::exists_id(&h, p).await? {
             return Err(bad("unknown_team", "parent_id names no team"));
         }
     }
-    if one::<String>(&h, "SELECT id FROM teams WHERE name = ?1", [req.name.as_str()]).await?.is_some() {
+    if teams::name_taken(&h, &req.name).await? {
         return Err(ApiError::Conflict("team_exists", "a team with this name exists".into()));
     }
     let id = new_id("tm_");
-    h.execute(
-        "INSERT INTO teams (id, name, parent_id) VALUES (?1, ?2, ?3)",
-        libsql::params![id.as_str(), req.name.as_str(), req.parent_id.clone()],
-    )
-    .await?;
+    teams::insert(&h, &id, &req.name, req.parent_id.as_deref()).await?;
     let after = json!({ "id": id, "name": req.name, "parent_id": req.parent_id });
     commit(
         &app,
@@ -89,17 +78,13 @@ pub(crate) async fn add_team_member(
 ) -> ApiResult<StatusCode> {
     let Authed { t, caller: c } = authed;
     let h = begin(&t).await?;
-    if one::<String>(&h, "SELECT id FROM teams WHERE id = ?1", [team.as_str()]).await?.is_none() {
+    if !teams::exists_id(&h, &team).await? {
         return Err(ApiError::NotFound("team_not_found", "no such team".into()));
     }
-    if one::<String>(&h, "SELECT id FROM users WHERE id = ?1", [user.as_str()]).await?.is_none() {
+    if !users::exists_id(&h, &user).await? {
         return Err(ApiError::NotFound("user_not_found", "no such user".into()));
     }
-    h.execute(
-        "INSERT OR IGNORE INTO team_members (team_id, user_id) VALUES (?1, ?2)",
-        libsql::params![team.as_str(), user.as_str()],
-    )
-    .await?;
+    teams::add_member(&h, &team, &user).await?;
     commit(
         &app,
         &t,

@@ -11,11 +11,15 @@ use serde_json::{json, Value};
 
 use crate::error::{bad, ApiError, ApiResult};
 use crate::identity::{self, new_id};
-use crate::store::one;
+use crate::store::orgs::{self, Enforcement as StoredEnforcement};
+use crate::store::sso::{self as sso_store, ConnectionWrite};
+use crate::store::{memberships, sessions};
 
 use crate::api::admin::roles::{may_grant, role_exists};
 use crate::api::app::App;
-use crate::api::extract::{meta, page_of, AppState, Authed, Caller, JsonBody, Page, Peer, QueryParams};
+use crate::api::extract::{
+    cursor, meta, next_cursor, page_limit, AppState, Authed, Caller, JsonBody, Page, Peer, QueryParams,
+};
 use crate::api::sso::connections::{enabled, enforcement, keep_one_enabled, load, not_found, view};
 use crate::api::tenant::end_session;
 use crate::api::transaction::{begin, commit, ev};
@@ -28,12 +32,12 @@ pub(crate) async fn list(
 ) -> ApiResult<Json<Value>> {
     let Authed { t, .. } = authed;
     let h = t.db.lock().await;
-    let sql = "SELECT config, secret IS NOT NULL FROM sso_connections WHERE id > ?1 ORDER BY id LIMIT ?2";
-    let (items, next) = page_of(&h, sql, &p, "id", |r| {
-        let c: Connection = serde_json::from_str(&r.get::<String>(0)?)?;
-        Ok(view(&app, &t.slug, &c, r.get::<i64>(1)? != 0))
-    })
-    .await?;
+    let mut items = Vec::new();
+    for row in sso_store::page(&h, cursor(&p), page_limit(&p)).await? {
+        let c: Connection = serde_json::from_str(&row.config)?;
+        items.push(view(&app, &t.slug, &c, row.has_secret));
+    }
+    let next = next_cursor(&items, &p, "id");
     Ok(Json(json!({ "items": items, "next": next })))
 }
 
@@ -95,8 +99,7 @@ pub(crate) async fn create(
     let input = fetch_metadata(&app, input).await?;
     let secret = input.client_secret.clone();
     let h = begin(&t).await?;
-    let count: Option<i64> = one(&h, "SELECT COUNT(*) FROM sso_connections", ()).await?;
-    if count.unwrap_or(0) >= 50 {
+    if sso_store::count(&h).await? >= 50 {
         return Err(ApiError::Conflict("sso_connection_limit", "at most 50 SSO connections per organisation".into()));
     }
     let mut c = checked(&app, &h, &caller, new_id("c_"), input).await?;
@@ -105,20 +108,17 @@ pub(crate) async fn create(
         None => secret.as_deref().map(|s| app.sso_box.seal(&t.id, &c.id, s)),
     };
     let now = crate::now();
-    h.execute(
-        "INSERT INTO sso_connections (id, name, protocol, config, secret, enabled, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-        libsql::params![
-            c.id.as_str(),
-            c.name.as_str(),
-            c.protocol.as_str(),
-            serde_json::to_string(&c)?,
-            sealed,
-            c.enabled as i64,
-            now
-        ],
-    )
-    .await?;
+    let config = serde_json::to_string(&c)?;
+    let row = ConnectionWrite {
+        id: &c.id,
+        name: &c.name,
+        protocol: c.protocol.as_str(),
+        config: &config,
+        secret: sealed.as_deref(),
+        enabled: c.enabled,
+        at: now,
+    };
+    sso_store::insert(&h, &row).await?;
     let shown = view(&app, &t.slug, &c, secret.is_some());
     let events = vec![ev(caller.actor(), "sso.connection.create", format!("sso:{}", c.id), None, Some(shown.clone()))];
     commit(&app, &t, h, &meta(&headers, &peer), events).await?;
@@ -150,7 +150,7 @@ pub(crate) async fn replace(
     }
     if !same_provider {
         // A subject means nothing at another provider: its links go.
-        h.execute("DELETE FROM sso_identities WHERE connection_id = ?1", [id.as_str()]).await?;
+        sso_store::unlink_all(&h, &id).await?;
     }
     let sealed = if c.protocol == crate::sso::Protocol::Saml {
         // A SAML connection keeps its SP key pair across edits (the IdP has its certificate).
@@ -166,20 +166,17 @@ pub(crate) async fn replace(
             None => None,
         }
     };
-    h.execute(
-        "UPDATE sso_connections SET name = ?2, protocol = ?3, config = ?4, secret = ?5, enabled = ?6, updated_at = ?7
-         WHERE id = ?1",
-        libsql::params![
-            c.id.as_str(),
-            c.name.as_str(),
-            c.protocol.as_str(),
-            serde_json::to_string(&c)?,
-            sealed.clone(),
-            c.enabled as i64,
-            crate::now()
-        ],
-    )
-    .await?;
+    let config = serde_json::to_string(&c)?;
+    let row = ConnectionWrite {
+        id: &c.id,
+        name: &c.name,
+        protocol: c.protocol.as_str(),
+        config: &config,
+        secret: sealed.as_deref(),
+        enabled: c.enabled,
+        at: crate::now(),
+    };
+    sso_store::update(&h, &row).await?;
     let shown = view(&app, &t.slug, &c, sealed.is_some());
     let mut after = shown.clone();
     after["client_secret_replaced"] = json!(secret.is_some());
@@ -202,9 +199,7 @@ pub(crate) async fn remove(
     let h = begin(&t).await?;
     let (before, _) = load(&h, &id).await?.ok_or_else(not_found)?;
     keep_one_enabled(&h, &id, "deleting").await?;
-    h.execute("DELETE FROM sso_connections WHERE id = ?1", [id.as_str()]).await?;
-    h.execute("DELETE FROM sso_identities WHERE connection_id = ?1", [id.as_str()]).await?;
-    h.execute("DELETE FROM sso_transactions WHERE connection_id = ?1", [id.as_str()]).await?;
+    sso_store::delete(&h, &id).await?;
     let events = vec![ev(caller.actor(), "sso.connection.delete", format!("sso:{id}"), Some(json!(before)), None)];
     commit(&app, &t, h, &meta(&headers, &peer), events).await?;
     app.rp.forget(&t.id, &id);
@@ -281,12 +276,7 @@ pub(crate) async fn put_enforcement(
     let break_glass = match req.break_glass.as_deref() {
         Some(e) => {
             let e = identity::normalise_email(e).ok_or_else(|| bad("invalid_email", "break_glass: not an email"))?;
-            let role: Option<String> = one(
-                &h,
-                "SELECT m.role FROM users u JOIN memberships m ON m.user_id = u.id WHERE u.email = ?1",
-                [e.as_str()],
-            )
-            .await?;
+            let role = memberships::role_by_email(&h, &e).await?;
             if role.as_deref() != Some("owner") {
                 return Err(bad("break_glass_not_owner", "break_glass: must be an owner of the organisation"));
             }
@@ -298,11 +288,7 @@ pub(crate) async fn put_enforcement(
         return Err(ApiError::Conflict("sso_no_connection", "enforcing SSO needs an enabled SSO connection".into()));
     }
     let before = enforcement_of(&h).await?;
-    h.execute(
-        "UPDATE org SET enforce_sso = ?1, break_glass = ?2 WHERE id = 1",
-        libsql::params![req.enforce as i64, break_glass.clone()],
-    )
-    .await?;
+    orgs::set_enforcement(&h, &StoredEnforcement { enforce: req.enforce, break_glass: break_glass.clone() }).await?;
     let after = enforcement_of(&h).await?;
     let mut events = vec![ev(caller.actor(), "sso.enforcement.set", "org", Some(before), Some(after.clone()))];
     let mut ended = 0;
@@ -310,18 +296,7 @@ pub(crate) async fn put_enforcement(
         // Sessions that began with a password end now (edges learn with the next bundle),
         // except the break-glass owner's.
         let now = crate::now();
-        let mut rows = h
-            .query(
-                "SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id
-                 WHERE s.revoked_at IS NULL AND s.idp IS NULL AND u.email != ?1",
-                [break_glass.clone().unwrap_or_default()],
-            )
-            .await?;
-        let mut ids = Vec::new();
-        while let Some(r) = rows.next().await? {
-            ids.push(r.get::<String>(0)?);
-        }
-        drop(rows);
+        let ids = sessions::open_password_sessions_except(&h, break_glass.as_deref().unwrap_or_default()).await?;
         for sid in &ids {
             end_session(&h, sid, now).await?;
             events.push(ev(

@@ -5,7 +5,7 @@ use anyhow::anyhow;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
-use crate::store::one;
+use crate::store::{self, memberships};
 
 use crate::api::app::App;
 use crate::api::extract::Tenant;
@@ -22,26 +22,19 @@ pub(crate) async fn sso_enforced_for(h: &libsql::Connection, email: &str) -> Api
         return Ok(true);
     }
     // The break-glass exemption holds only while that user is still an owner.
-    let role: Option<String> =
-        one(h, "SELECT m.role FROM users u JOIN memberships m ON m.user_id = u.id WHERE u.email = ?1", [email]).await?;
+    let role = memberships::role_by_email(h, email).await?;
     Ok(role.as_deref() != Some("owner"))
 }
 
 /// Whether the organisation enforces SSO, and its break-glass email.
 pub(crate) async fn enforcement(h: &libsql::Connection) -> ApiResult<(bool, Option<String>)> {
-    let mut rows = h.query("SELECT enforce_sso, break_glass FROM org WHERE id = 1", ()).await?;
-    let r = rows.next().await?.ok_or_else(|| anyhow!("org row missing"))?;
-    Ok((r.get::<i64>(0)? != 0, r.get(1)?))
+    let e = store::orgs::enforcement(h).await?.ok_or_else(|| anyhow!("org row missing"))?;
+    Ok((e.enforce, e.break_glass))
 }
 
 /// `(id, name)` of the enabled connections, by name.
 pub(crate) async fn enabled(h: &libsql::Connection) -> ApiResult<Vec<(String, String)>> {
-    let mut rows = h.query("SELECT id, name FROM sso_connections WHERE enabled = 1 ORDER BY name, id", ()).await?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next().await? {
-        out.push((r.get::<String>(0)?, r.get::<String>(1)?));
-    }
-    Ok(out)
+    Ok(store::sso::enabled(h).await?)
 }
 
 /// The enabled connections, for the sign-in page.
@@ -63,11 +56,9 @@ pub(crate) async fn keep_one_enabled(h: &libsql::Connection, id: &str, what: &st
 
 /// A stored connection and its sealed secret.
 pub(crate) async fn load(h: &libsql::Connection, id: &str) -> ApiResult<Option<(Connection, Option<Vec<u8>>)>> {
-    let mut rows = h.query("SELECT config, secret FROM sso_connections WHERE id = ?1", [id]).await?;
-    let Some(r) = rows.next().await? else { return Ok(None) };
-    let c: Connection = serde_json::from_str(&r.get::<String>(0)?)?;
-    let secret: Option<Vec<u8>> = r.get(1)?;
-    Ok(Some((c, secret)))
+    let Some(stored) = store::sso::load(h, id).await? else { return Ok(None) };
+    let c: Connection = serde_json::from_str(&stored.config)?;
+    Ok(Some((c, stored.secret)))
 }
 
 pub(crate) fn redirect_uri(app: &App, slug: &str, id: &str) -> String {

@@ -18,7 +18,8 @@ use subtle::ConstantTimeEq;
 use crate::audit::{Event, RequestMeta};
 use crate::error::{ApiError, ApiResult};
 use crate::identity::{self, new_id};
-use crate::store::one;
+use crate::store::sso::{self as sso_store, NewTransaction, Transaction};
+use crate::store::{memberships, users};
 use crate::tokens::{self};
 
 use crate::api::admin::roles::role_exists;
@@ -81,6 +82,12 @@ impl From<SsoError> for Refusal {
 impl From<anyhow::Error> for Refusal {
     fn from(e: anyhow::Error) -> Refusal {
         ApiError::Internal(e).into()
+    }
+}
+
+impl From<libsql::Error> for Refusal {
+    fn from(e: libsql::Error) -> Refusal {
+        ApiError::from(e).into()
     }
 }
 
@@ -163,21 +170,16 @@ pub(crate) async fn start(
     let now = crate::now();
     let ttl = app.cfg.sso.transaction_ttl_secs as i64;
     let stored = async {
-        let h = t.db.lock().await;
-        h.execute("DELETE FROM sso_transactions WHERE expires_at <= ?1", [now]).await?;
-        h.execute(
-            "INSERT INTO sso_transactions (id, connection_id, nonce, verifier, return_to, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            libsql::params![
-                tokens::secret_hash(&started.state),
-                c.id.as_str(),
-                started.nonce.as_str(),
-                started.verifier.as_str(),
-                return_to.as_str(),
-                now + ttl
-            ],
-        )
-        .await?;
+        let id = tokens::secret_hash(&started.state);
+        let tx = NewTransaction {
+            id: &id,
+            connection_id: &c.id,
+            nonce: &started.nonce,
+            verifier: &started.verifier,
+            return_to: &return_to,
+            expires_at: now + ttl,
+        };
+        sso_store::begin_transaction(&*t.db.lock().await, &tx, now).await?;
         ApiResult::Ok(())
     };
     if let Err(e) = stored.await {
@@ -244,29 +246,10 @@ pub(crate) async fn finish(
     }
     // Single use: the transaction is deleted as it is read.
     let now = crate::now();
-    let tx = {
-        let h = t.db.lock().await;
-        let mut rows = h
-            .query(
-                "DELETE FROM sso_transactions WHERE id = ?1
-                 RETURNING connection_id, nonce, verifier, return_to, expires_at",
-                [tokens::secret_hash(state)],
-            )
-            .await
-            .map_err(ApiError::from)?;
-        match rows.next().await.map_err(ApiError::from)? {
-            Some(r) => Some((
-                r.get::<String>(0).map_err(ApiError::from)?,
-                r.get::<String>(1).map_err(ApiError::from)?,
-                r.get::<String>(2).map_err(ApiError::from)?,
-                r.get::<String>(3).map_err(ApiError::from)?,
-                r.get::<i64>(4).map_err(ApiError::from)?,
-            )),
-            None => None,
-        }
-    };
-    let (conn_id, nonce, verifier, return_to, expires_at) =
+    let tx = sso_store::take_transaction(&*t.db.lock().await, &tokens::secret_hash(state)).await?;
+    let Transaction { connection_id: conn_id, nonce, verifier, return_to, expires_at } =
         tx.ok_or_else(|| bad_state("unknown or already used state"))?;
+    let verifier = verifier.unwrap_or_default();
     if conn_id != id {
         return Err(bad_state("state of another connection"));
     }
@@ -308,8 +291,7 @@ pub(crate) async fn complete(
     let email = check_email(&c, profile)?;
     let h = begin(t).await?;
     let (user, mut events) = resolve_user(app, &h, &c, profile, &email, now).await?;
-    let disabled: Option<i64> = one(&h, "SELECT disabled FROM users WHERE id = ?1", [user.as_str()]).await?;
-    if disabled != Some(0) {
+    if users::disabled(&h, &user).await? != Some(false) {
         drop(h);
         return Err(refusal(StatusCode::FORBIDDEN, "sso_user_disabled", format!("user:{user}")));
     }
@@ -391,34 +373,14 @@ pub(crate) async fn saml_finish(
     let (entity, acs) = (sp_entity_id(app, &t.slug, id), acs_url(app, &t.slug, id));
     let now = crate::now();
     let tx = match relay {
-        Some(r) => {
-            let h = t.db.lock().await;
-            let mut rows = h
-                .query(
-                    "SELECT connection_id, nonce, return_to, expires_at FROM sso_transactions WHERE id = ?1",
-                    [tokens::secret_hash(r)],
-                )
-                .await
-                .map_err(ApiError::from)?;
-            match rows.next().await.map_err(ApiError::from)? {
-                Some(row) => Some((
-                    row.get::<String>(0).map_err(ApiError::from)?,
-                    row.get::<String>(1).map_err(ApiError::from)?,
-                    row.get::<String>(2).map_err(ApiError::from)?,
-                    row.get::<i64>(3).map_err(ApiError::from)?,
-                )),
-                None => None,
-            }
-        }
+        Some(r) => sso_store::peek_transaction(&*t.db.lock().await, &tokens::secret_hash(r)).await?,
         None => None,
     };
-    let Some((conn_id, request_id, return_to, expires_at)) = tx else {
+    let Some(Transaction { connection_id: conn_id, nonce: request_id, return_to, expires_at, .. }) = tx else {
         // No live transaction: a replay of a consumed response, or an unsolicited one
         // (IdP-initiated sign-in is off). The unverified ID only picks the reason.
         if let Some(aid) = saml::unverified_assertion_id(&xml) {
-            let seen: Option<i64> =
-                one(&*t.db.lock().await, "SELECT 1 FROM saml_assertions WHERE id = ?1", [aid]).await?;
-            if seen.is_some() {
+            if sso_store::assertion_seen(&*t.db.lock().await, &aid).await? {
                 return Err(refusal(StatusCode::BAD_REQUEST, "sso_saml_replayed", "assertion already used"));
             }
         }
@@ -446,25 +408,11 @@ pub(crate) async fn saml_finish(
     {
         // One-time assertion IDs, and one-time transactions.
         let h = t.db.lock().await;
-        h.execute("DELETE FROM saml_assertions WHERE expires_at <= ?1", [now]).await.map_err(ApiError::from)?;
-        let fresh = h
-            .execute(
-                "INSERT INTO saml_assertions (id, expires_at) VALUES (?1, ?2) ON CONFLICT(id) DO NOTHING",
-                libsql::params![signin.assertion_id.as_str(), now + 86_400],
-            )
-            .await
-            .map_err(ApiError::from)?;
-        if fresh == 0 {
+        if !sso_store::use_assertion(&h, &signin.assertion_id, now, now + 86_400).await? {
             return Err(refusal(StatusCode::BAD_REQUEST, "sso_saml_replayed", "assertion already used"));
         }
-        let gone = h
-            .execute(
-                "DELETE FROM sso_transactions WHERE id = ?1",
-                [tokens::secret_hash(relay.map(String::as_str).unwrap_or_default())],
-            )
-            .await
-            .map_err(ApiError::from)?;
-        if gone == 0 {
+        let tx = tokens::secret_hash(relay.map(String::as_str).unwrap_or_default());
+        if sso_store::end_transaction(&h, &tx).await? == 0 {
             return Err(refusal(StatusCode::BAD_REQUEST, "sso_state_invalid", "already used"));
         }
     }
@@ -513,24 +461,11 @@ pub(crate) async fn resolve_user(
     email: &str,
     now: i64,
 ) -> Result<(String, Vec<Event>), Refusal> {
-    let linked: Option<String> = one(
-        h,
-        "SELECT user_id FROM sso_identities WHERE connection_id = ?1 AND subject = ?2",
-        [c.id.as_str(), p.subject.as_str()],
-    )
-    .await
-    .map_err(ApiError::from)?;
+    let linked = sso_store::linked_user(h, &c.id, &p.subject).await?;
     if let Some(u) = linked {
         return Ok((u, Vec::new()));
     }
-    let link = |u: &str| {
-        h.execute(
-            "INSERT INTO sso_identities (connection_id, subject, user_id, created_at) VALUES (?1, ?2, ?3, ?4)",
-            libsql::params![c.id.as_str(), p.subject.as_str(), u, now],
-        )
-    };
-    let existing: Option<String> =
-        one(h, "SELECT id FROM users WHERE email = ?1", [email]).await.map_err(ApiError::from)?;
+    let existing = users::id_by_email(h, email).await?;
     if let Some(u) = existing {
         // A provider's say-so about an email is not proof of owning the account that
         // already has it: linking needs the connection to allow it, a verified email, and
@@ -541,12 +476,11 @@ pub(crate) async fn resolve_user(
         if !p.email_verified {
             return Err(refusal(StatusCode::FORBIDDEN, "sso_email_unverified", email.to_string()));
         }
-        let role: Option<String> =
-            one(h, "SELECT role FROM memberships WHERE user_id = ?1", [u.as_str()]).await.map_err(ApiError::from)?;
+        let role = memberships::role_of(h, &u).await?;
         if matches!(role.as_deref(), Some("owner" | "admin")) {
             return Err(refusal(StatusCode::FORBIDDEN, "sso_privileged_link_refused", format!("user:{u}")));
         }
-        link(&u).await.map_err(ApiError::from)?;
+        sso_store::link(h, &c.id, &p.subject, &u, now).await?;
         let e = ev(
             format!("user:{u}"),
             "sso.link",
@@ -563,19 +497,10 @@ pub(crate) async fn resolve_user(
         return Err(refusal(StatusCode::BAD_GATEWAY, "sso_connection_misconfigured", "default role no longer exists"));
     }
     let u = new_id("u_");
-    h.execute(
-        "INSERT INTO users (id, email, name, password_hash, created_at) VALUES (?1, ?2, ?3, NULL, ?4)",
-        libsql::params![u.as_str(), email, p.name.as_str(), now],
-    )
-    .await
-    .map_err(ApiError::from)?;
-    h.execute(
-        "INSERT INTO memberships (user_id, role, expires_at) VALUES (?1, ?2, NULL)",
-        libsql::params![u.as_str(), c.default_role.as_str()],
-    )
-    .await
-    .map_err(ApiError::from)?;
-    link(&u).await.map_err(ApiError::from)?;
+    let row = users::NewUser { id: &u, email, name: &p.name, password_hash: None, created_at: now };
+    users::insert(h, &row).await?;
+    memberships::insert(h, &u, &c.default_role, None).await?;
+    sso_store::link(h, &c.id, &p.subject, &u, now).await?;
     let e = ev(
         format!("sso:{}", c.id),
         "user.provision",
@@ -609,10 +534,9 @@ pub(crate) async fn discover(
     };
     let found = async {
         let Some(email) = identity::normalise_email(&q.email) else { return ApiResult::Ok(None) };
-        let h = t.db.lock().await;
-        let mut rows = h.query("SELECT config FROM sso_connections WHERE enabled = 1 ORDER BY id", ()).await?;
-        while let Some(r) = rows.next().await? {
-            let c: Connection = serde_json::from_str(&r.get::<String>(0)?)?;
+        let configs = sso_store::enabled_configs(&*t.db.lock().await).await?;
+        for config in configs {
+            let c: Connection = serde_json::from_str(&config)?;
             if c.allows_email(&email) {
                 return Ok(Some(c));
             }

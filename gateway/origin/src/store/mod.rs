@@ -9,6 +9,9 @@
 //! Migrations are versioned (`schema_version`) and run when a database is opened. Open
 //! tenant databases are kept in a bounded LRU, so 10,000 tenants do not mean 10,000 open
 //! files; a database in use stays open until its last user lets go.
+//!
+//! The SQL lives here, one module per aggregate, next to the migrations of its tables
+//! ([`migrations`]); the rest of the crate calls typed functions and reads row structs.
 
 use std::num::NonZeroUsize;
 use std::ops::Deref;
@@ -16,195 +19,25 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context as _, Result};
-use libsql::{Connection, Database};
+use libsql::{Connection, Database, Row};
 
-/// Versioned schema of the directory database.
-const DIRECTORY_MIGRATIONS: &[&str] = &[
-    // 1
-    "CREATE TABLE tenants (
-        id TEXT PRIMARY KEY,
-        slug TEXT NOT NULL UNIQUE,
-        home_region TEXT NOT NULL,
-        created_at INTEGER NOT NULL
-     );
-     CREATE TABLE signing_keys (
-        kid TEXT PRIMARY KEY,
-        alg TEXT NOT NULL,
-        private_pem TEXT NOT NULL,
-        public_jwk TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        retired_at INTEGER
-     );
-     CREATE TABLE audit_heads (
-        tenant_id TEXT PRIMARY KEY,
-        seq INTEGER NOT NULL,
-        hash TEXT NOT NULL
-     );
-     CREATE TABLE edge_batches (
-        id TEXT PRIMARY KEY,
-        received_at INTEGER NOT NULL
-     );",
-    // 2: region settings (the policy template set through the API)
-    "CREATE TABLE settings (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-     );",
-];
-
-/// Versioned schema of a tenant database.
-const TENANT_MIGRATIONS: &[&str] = &[
-    // 1
-    "CREATE TABLE org (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        tenant_id TEXT NOT NULL,
-        slug TEXT NOT NULL,
-        name TEXT NOT NULL,
-        tier TEXT NOT NULL,
-        policy TEXT NOT NULL DEFAULT '{}',
-        retention_days INTEGER,
-        created_at INTEGER NOT NULL
-     );
-     CREATE TABLE users (
-        id TEXT PRIMARY KEY,
-        email TEXT NOT NULL UNIQUE,
-        name TEXT NOT NULL DEFAULT '',
-        password_hash TEXT,
-        failed_count INTEGER NOT NULL DEFAULT 0,
-        locked_until INTEGER NOT NULL DEFAULT 0,
-        disabled INTEGER NOT NULL DEFAULT 0,
-        created_at INTEGER NOT NULL
-     );
-     CREATE TABLE roles (
-        name TEXT PRIMARY KEY,
-        permissions TEXT NOT NULL
-     );
-     CREATE TABLE memberships (
-        user_id TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
-        role TEXT NOT NULL,
-        expires_at INTEGER
-     );
-     CREATE TABLE teams (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        parent_id TEXT REFERENCES teams(id)
-     );
-     CREATE TABLE team_members (
-        team_id TEXT NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
-        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        PRIMARY KEY (team_id, user_id)
-     );
-     CREATE TABLE sessions (
-        id TEXT PRIMARY KEY,
-        user_id TEXT NOT NULL,
-        amr TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL,
-        revoked_at INTEGER
-     );
-     CREATE TABLE refresh_tokens (
-        hash TEXT PRIMARY KEY,
-        family TEXT NOT NULL,
-        session_id TEXT NOT NULL,
-        user_id TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL,
-        used_at INTEGER
-     );
-     CREATE INDEX refresh_family ON refresh_tokens(family);
-     CREATE TABLE revoked_tokens (
-        jti TEXT PRIMARY KEY,
-        expires_at INTEGER NOT NULL
-     );
-     CREATE TABLE api_keys (
-        id TEXT PRIMARY KEY,
-        prefix TEXT NOT NULL UNIQUE,
-        hash TEXT NOT NULL,
-        name TEXT NOT NULL,
-        subject TEXT NOT NULL,
-        roles TEXT NOT NULL,
-        scopes TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        expires_at INTEGER,
-        revoked_at INTEGER
-     );
-     CREATE TABLE reset_tokens (
-        hash TEXT PRIMARY KEY,
-        user_id TEXT NOT NULL,
-        expires_at INTEGER NOT NULL,
-        used_at INTEGER
-     );
-     CREATE TABLE audit (
-        seq INTEGER PRIMARY KEY,
-        at INTEGER NOT NULL,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        target TEXT NOT NULL,
-        before TEXT,
-        after TEXT,
-        ip TEXT,
-        user_agent TEXT,
-        request_id TEXT,
-        prev_hash TEXT NOT NULL,
-        hash TEXT NOT NULL
-     );
-     CREATE TABLE audit_anchor (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        seq INTEGER NOT NULL,
-        hash TEXT NOT NULL
-     );
-     CREATE TABLE legal_holds (
-        id TEXT PRIMARY KEY,
-        reason TEXT NOT NULL,
-        from_at INTEGER NOT NULL,
-        until_at INTEGER NOT NULL,
-        created_at INTEGER NOT NULL
-     );
-     CREATE TABLE edge_events (
-        id TEXT PRIMARY KEY,
-        at INTEGER NOT NULL,
-        decision TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        route TEXT,
-        ip TEXT,
-        request_id TEXT
-     );",
-    // 2: single sign-on. Connections (client secrets and SP keys sealed with
-    // AES-256-GCM), sign-in transactions (single use, short-lived), the IdP subjects linked
-    // to users, the SAML assertion replay cache, and the organisation's enforcement
-    // setting.
-    "CREATE TABLE sso_connections (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        protocol TEXT NOT NULL,
-        config TEXT NOT NULL,
-        secret BLOB,
-        enabled INTEGER NOT NULL DEFAULT 1,
-        created_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL
-     );
-     CREATE TABLE sso_transactions (
-        id TEXT PRIMARY KEY,
-        connection_id TEXT NOT NULL,
-        nonce TEXT NOT NULL,
-        verifier TEXT NOT NULL,
-        return_to TEXT NOT NULL,
-        expires_at INTEGER NOT NULL
-     );
-     CREATE TABLE sso_identities (
-        connection_id TEXT NOT NULL,
-        subject TEXT NOT NULL,
-        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        created_at INTEGER NOT NULL,
-        PRIMARY KEY (connection_id, subject)
-     );
-     CREATE TABLE saml_assertions (
-        id TEXT PRIMARY KEY,
-        expires_at INTEGER NOT NULL
-     );
-     ALTER TABLE org ADD COLUMN enforce_sso INTEGER NOT NULL DEFAULT 0;
-     ALTER TABLE org ADD COLUMN break_glass TEXT;
-     ALTER TABLE sessions ADD COLUMN idp TEXT;",
-];
+pub mod api_keys;
+pub mod audit;
+pub mod directory;
+pub mod edge_events;
+pub mod memberships;
+pub(crate) mod migrations;
+pub mod orgs;
+pub mod refresh_tokens;
+pub mod reset_tokens;
+pub mod revoked_tokens;
+pub mod roles;
+pub mod sessions;
+pub mod settings;
+pub mod signing_keys;
+pub mod sso;
+pub mod teams;
+pub mod users;
 
 /// One open database. Writers take [`Db::lock`] so that a tenant's transactions run one
 /// at a time (SQLite allows one writer anyway; this keeps waiting in the async world).
@@ -282,35 +115,7 @@ impl Db {
     }
 
     async fn migrate(&self, migrations: &[&str]) -> Result<()> {
-        let h = self.lock().await;
-        h.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", ()).await?;
-        let mut rows = h.query("SELECT COALESCE(MAX(version), 0) FROM schema_version", ()).await?;
-        let current: i64 = match rows.next().await? {
-            Some(r) => r.get(0)?,
-            None => 0,
-        };
-        drop(rows);
-        if current as usize > migrations.len() {
-            bail!("schema version {current} is newer than this build knows ({})", migrations.len());
-        }
-        for (i, m) in migrations.iter().enumerate().skip(current as usize) {
-            h.execute("BEGIN IMMEDIATE", ()).await?;
-            let step = async {
-                h.execute_batch(m).await?;
-                h.execute("INSERT INTO schema_version (version) VALUES (?1)", [i as i64 + 1]).await?;
-                anyhow::Ok(())
-            };
-            match step.await {
-                Ok(()) => {
-                    h.execute("COMMIT", ()).await?;
-                }
-                Err(e) => {
-                    let _ = h.execute("ROLLBACK", ()).await;
-                    return Err(e.context(format!("migration {}", i + 1)));
-                }
-            }
-        }
-        Ok(())
+        migrations::run(&*self.lock().await, migrations).await
     }
 
     /// Pull the primary's changes into the replica now (remote backend; a no-op for
@@ -365,7 +170,7 @@ impl Store {
     /// Open (creating) the region's storage under `root`.
     pub async fn open(root: &Path, backend: Backend, max_open: usize) -> Result<Store> {
         std::fs::create_dir_all(root.join("tenants")).with_context(|| format!("create {}", root.display()))?;
-        let directory = Db::open(&root.join("directory.db"), &backend, "directory", DIRECTORY_MIGRATIONS).await?;
+        let directory = Db::open(&root.join("directory.db"), &backend, "directory", migrations::DIRECTORY).await?;
         let cap = NonZeroUsize::new(max_open.max(1)).unwrap_or(NonZeroUsize::MIN);
         Ok(Store { root: root.to_path_buf(), backend, directory, open: Mutex::new(lru::LruCache::new(cap)) })
     }
@@ -390,7 +195,7 @@ impl Store {
         if !create && !path.exists() && matches!(self.backend, Backend::Local { .. }) {
             bail!("tenant {id} has no database in this region");
         }
-        let db = Arc::new(Db::open(&path, &self.backend, id, TENANT_MIGRATIONS).await?);
+        let db = Arc::new(Db::open(&path, &self.backend, id, migrations::TENANT).await?);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         // Another task may have opened it meanwhile: keep one handle.
         if let Some(existing) = open.get(id) {
@@ -451,6 +256,61 @@ pub async fn one<T: Column>(
     }
 }
 
+/// Start a write transaction (`BEGIN IMMEDIATE`: the write lock is taken now).
+pub async fn begin_immediate(conn: &Connection) -> libsql::Result<()> {
+    conn.execute("BEGIN IMMEDIATE", ()).await?;
+    Ok(())
+}
+
+/// Commit the transaction in progress.
+pub async fn commit(conn: &Connection) -> libsql::Result<()> {
+    conn.execute("COMMIT", ()).await?;
+    Ok(())
+}
+
+/// The first row of `sql`, read by `read`.
+async fn first_row<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl libsql::params::IntoParams,
+    read: impl FnOnce(&Row) -> libsql::Result<T>,
+) -> libsql::Result<Option<T>> {
+    let mut rows = conn.query(sql, params).await?;
+    match rows.next().await? {
+        Some(r) => read(&r).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Every row of `sql`, each read by `read`.
+async fn all_rows<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl libsql::params::IntoParams,
+    mut read: impl FnMut(&Row) -> libsql::Result<T>,
+) -> libsql::Result<Vec<T>> {
+    let mut rows = conn.query(sql, params).await?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().await? {
+        out.push(read(&r)?);
+    }
+    Ok(out)
+}
+
+/// Whether `sql` returns a row.
+async fn exists(conn: &Connection, sql: &str, params: impl libsql::params::IntoParams) -> libsql::Result<bool> {
+    Ok(conn.query(sql, params).await?.next().await?.is_some())
+}
+
+/// A fresh tenant database in a temporary directory, for the store's unit tests.
+#[cfg(test)]
+pub(crate) async fn test_tenant() -> (tempfile::TempDir, Store, Arc<Db>) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), Backend::Local { synchronous: "normal".into() }, 4).await.unwrap();
+    let db = s.tenant("t_01", true).await.unwrap();
+    (dir, s, db)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,7 +323,7 @@ mod tests {
             let db = s.tenant(&format!("t_{i:02x}"), true).await.unwrap();
             let h = db.lock().await;
             let v: i64 = one(&h, "SELECT MAX(version) FROM schema_version", ()).await.unwrap().unwrap();
-            assert_eq!(v as usize, TENANT_MIGRATIONS.len());
+            assert_eq!(v as usize, migrations::TENANT.len());
         }
         assert_eq!(s.open_tenants(), 2);
         // Reopening runs no migration twice.
@@ -471,7 +331,7 @@ mod tests {
         let s = Store::open(dir.path(), Backend::Local { synchronous: "normal".into() }, 2).await.unwrap();
         let db = s.tenant("t_00", false).await.unwrap();
         let n: i64 = one(&*db.lock().await, "SELECT COUNT(*) FROM schema_version", ()).await.unwrap().unwrap();
-        assert_eq!(n as usize, TENANT_MIGRATIONS.len());
+        assert_eq!(n as usize, migrations::TENANT.len());
         assert!(s.tenant("t_99", false).await.is_err(), "no file is created without `create`");
         assert!(!s.tenant_path("t_99").exists());
         assert!(s.tenant("../etc", true).await.is_err());

@@ -1,0 +1,241 @@
+//! The audit log's storage: records (`audit`), the anchor left by purges
+//! (`audit_anchor`), legal holds (`legal_holds`) in the tenant database, and each tenant's
+//! head (`audit_heads`) in the directory database. The chain itself (hashing,
+//! verification) is [`crate::audit`]'s.
+
+use libsql::{Connection, Row, Rows};
+use serde::Serialize;
+
+use super::{exists, first_row};
+
+/// A stored record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// Sequence number, from 1, without gaps.
+    pub seq: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Actor.
+    pub actor: String,
+    /// Action.
+    pub action: String,
+    /// Target.
+    pub target: String,
+    /// Before (JSON text).
+    pub before: Option<String>,
+    /// After (JSON text).
+    pub after: Option<String>,
+    /// Client address.
+    pub ip: Option<String>,
+    /// User agent.
+    pub user_agent: Option<String>,
+    /// Request id.
+    pub request_id: Option<String>,
+    /// Hash of the previous record.
+    pub prev_hash: String,
+    /// This record's hash.
+    pub hash: String,
+}
+
+const COLUMNS: &str = "seq, at, actor, action, target, before, after, ip, user_agent, request_id, prev_hash, hash";
+
+fn row_record(r: &Row) -> libsql::Result<Record> {
+    Ok(Record {
+        seq: r.get(0)?,
+        at: r.get(1)?,
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        target: r.get(4)?,
+        before: r.get(5)?,
+        after: r.get(6)?,
+        ip: r.get(7)?,
+        user_agent: r.get(8)?,
+        request_id: r.get(9)?,
+        prev_hash: r.get(10)?,
+        hash: r.get(11)?,
+    })
+}
+
+/// Insert a record (its hash already computed).
+pub async fn insert(conn: &Connection, r: &Record) -> libsql::Result<()> {
+    conn.execute(
+        "INSERT INTO audit (seq, at, actor, action, target, before, after, ip, user_agent, request_id, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        libsql::params![
+            r.seq,
+            r.at,
+            r.actor.as_str(),
+            r.action.as_str(),
+            r.target.as_str(),
+            r.before.as_deref(),
+            r.after.as_deref(),
+            r.ip.as_deref(),
+            r.user_agent.as_deref(),
+            r.request_id.as_deref(),
+            r.prev_hash.as_str(),
+            r.hash.as_str()
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The last record's (seq, hash).
+pub async fn last(conn: &Connection) -> libsql::Result<Option<(i64, String)>> {
+    first_row(conn, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", (), |r| Ok((r.get(0)?, r.get(1)?))).await
+}
+
+/// The anchor's (seq, hash): the last purged record.
+pub async fn anchor(conn: &Connection) -> libsql::Result<Option<(i64, String)>> {
+    first_row(conn, "SELECT seq, hash FROM audit_anchor WHERE id = 1", (), |r| Ok((r.get(0)?, r.get(1)?))).await
+}
+
+/// Filter for [`query`].
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub struct Filter {
+    /// Exact action, or a prefix ending in `.` (`signin.`).
+    pub action: Option<String>,
+    /// Exact actor.
+    pub actor: Option<String>,
+    /// From (Unix seconds, inclusive).
+    pub since: Option<i64>,
+    /// Until (Unix seconds, exclusive).
+    pub until: Option<i64>,
+    /// Records after this sequence number (the cursor of the previous page).
+    pub after: Option<i64>,
+    /// Page size (default 100, at most 1000).
+    pub limit: Option<u32>,
+}
+
+/// Records matching `f`, in order, one page.
+pub async fn query(conn: &Connection, f: &Filter) -> libsql::Result<Vec<Record>> {
+    let limit = f.limit.unwrap_or(100).clamp(1, 1000) as i64;
+    let (action_exact, action_prefix) = match f.action.as_deref() {
+        Some(a) if a.ends_with('.') => (None, Some(format!("{a}%"))),
+        Some(a) => (Some(a.to_string()), None),
+        None => (None, None),
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM audit WHERE seq > ?1
+           AND (?2 IS NULL OR action = ?2) AND (?3 IS NULL OR action LIKE ?3)
+           AND (?4 IS NULL OR actor = ?4) AND (?5 IS NULL OR at >= ?5) AND (?6 IS NULL OR at < ?6)
+         ORDER BY seq LIMIT ?7"
+    );
+    super::all_rows(
+        conn,
+        &sql,
+        libsql::params![f.after.unwrap_or(0), action_exact, action_prefix, f.actor.clone(), f.since, f.until, limit],
+        row_record,
+    )
+    .await
+}
+
+/// Every record in order, read one at a time (the log may be long).
+pub struct AllRecords(Rows);
+
+impl AllRecords {
+    /// The next record.
+    pub async fn next(&mut self) -> libsql::Result<Option<Record>> {
+        match self.0.next().await? {
+            Some(r) => row_record(&r).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Read every record, in order.
+pub async fn all(conn: &Connection) -> libsql::Result<AllRecords> {
+    Ok(AllRecords(conn.query(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq"), ()).await?))
+}
+
+/// Delete records older than `before` (Unix seconds), oldest first, stopping at the first
+/// record under a legal hold; the last one deleted becomes the anchor. How many went.
+pub async fn purge(conn: &Connection, before: i64) -> libsql::Result<u64> {
+    let mut rows =
+        conn.query("SELECT seq, hash, at FROM audit WHERE at < ?1 ORDER BY seq", libsql::params![before]).await?;
+    let mut last: Option<(i64, String)> = None;
+    while let Some(r) = rows.next().await? {
+        let (seq, hash, at): (i64, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        if held(conn, at).await? {
+            break;
+        }
+        last = Some((seq, hash));
+    }
+    drop(rows);
+    let Some((seq, hash)) = last else { return Ok(0) };
+    let n = conn.execute("DELETE FROM audit WHERE seq <= ?1", [seq]).await?;
+    conn.execute(
+        "INSERT INTO audit_anchor (id, seq, hash) VALUES (1, ?1, ?2) ON CONFLICT(id) DO UPDATE SET seq = ?1, hash = ?2",
+        libsql::params![seq, hash],
+    )
+    .await?;
+    Ok(n)
+}
+
+/// Whether a legal hold covers time `at`.
+pub async fn held(conn: &Connection, at: i64) -> libsql::Result<bool> {
+    exists(conn, "SELECT 1 FROM legal_holds WHERE from_at <= ?1 AND until_at > ?1 LIMIT 1", [at]).await
+}
+
+/// A legal hold to insert.
+#[derive(Debug, Clone)]
+pub struct NewHold<'a> {
+    /// Id (`h_…`).
+    pub id: &'a str,
+    /// Why.
+    pub reason: &'a str,
+    /// From (Unix seconds, inclusive).
+    pub from_at: i64,
+    /// Until (Unix seconds, exclusive).
+    pub until_at: i64,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Insert a legal hold.
+pub async fn insert_hold(conn: &Connection, h: &NewHold<'_>) -> libsql::Result<()> {
+    conn.execute(
+        "INSERT INTO legal_holds (id, reason, from_at, until_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        libsql::params![h.id, h.reason, h.from_at, h.until_at, h.created_at],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Record tenant `tenant_id`'s head in the directory database (never moves it back).
+pub async fn record_head(directory: &Connection, tenant_id: &str, seq: i64, hash: &str) -> libsql::Result<()> {
+    directory
+        .execute(
+            "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (?1, ?2, ?3)
+         ON CONFLICT(tenant_id) DO UPDATE SET seq = ?2, hash = ?3 WHERE excluded.seq > audit_heads.seq",
+            libsql::params![tenant_id, seq, hash],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Tenant `tenant_id`'s head as the directory database keeps it.
+pub async fn head_of(directory: &Connection, tenant_id: &str) -> libsql::Result<Option<(i64, String)>> {
+    first_row(directory, "SELECT seq, hash FROM audit_heads WHERE tenant_id = ?1", [tenant_id], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_tenant;
+
+    #[tokio::test]
+    async fn heads_only_move_forward() {
+        let (_dir, s, _db) = test_tenant().await;
+        let d = s.directory.lock().await;
+        record_head(&d, "t_01", 5, "five").await.unwrap();
+        record_head(&d, "t_01", 3, "three").await.unwrap();
+        assert_eq!(head_of(&d, "t_01").await.unwrap(), Some((5, "five".into())));
+        record_head(&d, "t_01", 6, "six").await.unwrap();
+        assert_eq!(head_of(&d, "t_01").await.unwrap(), Some((6, "six".into())));
+        assert_eq!(head_of(&d, "t_02").await.unwrap(), None);
+    }
+}

@@ -1,0 +1,225 @@
+//! Versioned schemas of the directory and tenant databases, and the runner that applies
+//! them (`schema_version`) when a database is opened.
+
+use anyhow::{bail, Result};
+use libsql::Connection;
+
+/// Versioned schema of the directory database.
+pub(crate) const DIRECTORY: &[&str] = &[
+    // 1
+    "CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        slug TEXT NOT NULL UNIQUE,
+        home_region TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+     );
+     CREATE TABLE signing_keys (
+        kid TEXT PRIMARY KEY,
+        alg TEXT NOT NULL,
+        private_pem TEXT NOT NULL,
+        public_jwk TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        retired_at INTEGER
+     );
+     CREATE TABLE audit_heads (
+        tenant_id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL
+     );
+     CREATE TABLE edge_batches (
+        id TEXT PRIMARY KEY,
+        received_at INTEGER NOT NULL
+     );",
+    // 2: region settings (the policy template set through the API)
+    "CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+     );",
+];
+
+/// Versioned schema of a tenant database.
+pub(crate) const TENANT: &[&str] = &[
+    // 1
+    "CREATE TABLE org (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        tenant_id TEXT NOT NULL,
+        slug TEXT NOT NULL,
+        name TEXT NOT NULL,
+        tier TEXT NOT NULL,
+        policy TEXT NOT NULL DEFAULT '{}',
+        retention_days INTEGER,
+        created_at INTEGER NOT NULL
+     );
+     CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL DEFAULT '',
+        password_hash TEXT,
+        failed_count INTEGER NOT NULL DEFAULT 0,
+        locked_until INTEGER NOT NULL DEFAULT 0,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+     );
+     CREATE TABLE roles (
+        name TEXT PRIMARY KEY,
+        permissions TEXT NOT NULL
+     );
+     CREATE TABLE memberships (
+        user_id TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        role TEXT NOT NULL,
+        expires_at INTEGER
+     );
+     CREATE TABLE teams (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        parent_id TEXT REFERENCES teams(id)
+     );
+     CREATE TABLE team_members (
+        team_id TEXT NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        PRIMARY KEY (team_id, user_id)
+     );
+     CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        amr TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        revoked_at INTEGER
+     );
+     CREATE TABLE refresh_tokens (
+        hash TEXT PRIMARY KEY,
+        family TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER
+     );
+     CREATE INDEX refresh_family ON refresh_tokens(family);
+     CREATE TABLE revoked_tokens (
+        jti TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+     );
+     CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        prefix TEXT NOT NULL UNIQUE,
+        hash TEXT NOT NULL,
+        name TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        roles TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        revoked_at INTEGER
+     );
+     CREATE TABLE reset_tokens (
+        hash TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER
+     );
+     CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        before TEXT,
+        after TEXT,
+        ip TEXT,
+        user_agent TEXT,
+        request_id TEXT,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+     );
+     CREATE TABLE audit_anchor (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL
+     );
+     CREATE TABLE legal_holds (
+        id TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        from_at INTEGER NOT NULL,
+        until_at INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+     );
+     CREATE TABLE edge_events (
+        id TEXT PRIMARY KEY,
+        at INTEGER NOT NULL,
+        decision TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        route TEXT,
+        ip TEXT,
+        request_id TEXT
+     );",
+    // 2: single sign-on. Connections (client secrets and SP keys sealed with
+    // AES-256-GCM), sign-in transactions (single use, short-lived), the IdP subjects linked
+    // to users, the SAML assertion replay cache, and the organisation's enforcement
+    // setting.
+    "CREATE TABLE sso_connections (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        protocol TEXT NOT NULL,
+        config TEXT NOT NULL,
+        secret BLOB,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+     );
+     CREATE TABLE sso_transactions (
+        id TEXT PRIMARY KEY,
+        connection_id TEXT NOT NULL,
+        nonce TEXT NOT NULL,
+        verifier TEXT NOT NULL,
+        return_to TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+     );
+     CREATE TABLE sso_identities (
+        connection_id TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (connection_id, subject)
+     );
+     CREATE TABLE saml_assertions (
+        id TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+     );
+     ALTER TABLE org ADD COLUMN enforce_sso INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE org ADD COLUMN break_glass TEXT;
+     ALTER TABLE sessions ADD COLUMN idp TEXT;",
+];
+
+/// Bring a held database up to the newest of `migrations`, one transaction per step.
+pub(crate) async fn run(h: &Connection, migrations: &[&str]) -> Result<()> {
+    h.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", ()).await?;
+    let mut rows = h.query("SELECT COALESCE(MAX(version), 0) FROM schema_version", ()).await?;
+    let current: i64 = match rows.next().await? {
+        Some(r) => r.get(0)?,
+        None => 0,
+    };
+    drop(rows);
+    if current as usize > migrations.len() {
+        bail!("schema version {current} is newer than this build knows ({})", migrations.len());
+    }
+    for (i, m) in migrations.iter().enumerate().skip(current as usize) {
+        h.execute("BEGIN IMMEDIATE", ()).await?;
+        let step = async {
+            h.execute_batch(m).await?;
+            h.execute("INSERT INTO schema_version (version) VALUES (?1)", [i as i64 + 1]).await?;
+            anyhow::Ok(())
+        };
+        match step.await {
+            Ok(()) => {
+                h.execute("COMMIT", ()).await?;
+            }
+            Err(e) => {
+                let _ = h.execute("ROLLBACK", ()).await;
+                return Err(e.context(format!("migration {}", i + 1)));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! Sign-in sessions (`sessions`): who, how (`amr`, the SSO connection in `idp`), until
+//! when, and whether revoked.
+
+use libsql::Connection;
+
+use super::{all_rows, exists, first_row};
+
+/// A session to insert.
+#[derive(Debug, Clone)]
+pub struct NewSession<'a> {
+    /// Id (`s_…`).
+    pub id: &'a str,
+    /// User.
+    pub user_id: &'a str,
+    /// Authentication methods, a JSON array.
+    pub amr: &'a str,
+    /// The SSO connection it came through (`None`: a password).
+    pub idp: Option<&'a str>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// Insert a session.
+pub async fn insert(conn: &Connection, s: &NewSession<'_>) -> libsql::Result<()> {
+    conn.execute(
+        "INSERT INTO sessions (id, user_id, amr, idp, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        libsql::params![s.id, s.user_id, s.amr, s.idp, s.created_at, s.expires_at],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Whether session `id` of `user` is neither revoked nor expired at `now`.
+pub async fn is_live(conn: &Connection, id: &str, user: &str, now: i64) -> libsql::Result<bool> {
+    exists(
+        conn,
+        "SELECT 1 FROM sessions WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL AND expires_at > ?3",
+        libsql::params![id, user, now],
+    )
+    .await
+}
+
+/// Whether session `id` exists (live or not).
+pub async fn exists_id(conn: &Connection, id: &str) -> libsql::Result<bool> {
+    exists(conn, "SELECT id FROM sessions WHERE id = ?1", [id]).await
+}
+
+/// The authentication methods (JSON) of session `id`.
+pub async fn amr(conn: &Connection, id: &str) -> libsql::Result<Option<String>> {
+    first_row(conn, "SELECT amr FROM sessions WHERE id = ?1", [id], |r| r.get(0)).await
+}
+
+/// Revoke session `id` at `now` (an earlier revocation stands).
+pub async fn revoke(conn: &Connection, id: &str, now: i64) -> libsql::Result<()> {
+    conn.execute("UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1", libsql::params![id, now])
+        .await?;
+    Ok(())
+}
+
+/// The unrevoked sessions of `user`.
+pub async fn open_of_user(conn: &Connection, user: &str) -> libsql::Result<Vec<String>> {
+    all_rows(conn, "SELECT id FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL", [user], |r| r.get(0)).await
+}
+
+/// The unrevoked sessions of `user` other than `keep`.
+pub async fn open_of_user_except(conn: &Connection, user: &str, keep: &str) -> libsql::Result<Vec<String>> {
+    all_rows(
+        conn,
+        "SELECT id FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL AND id != ?2",
+        libsql::params![user, keep],
+        |r| r.get(0),
+    )
+    .await
+}
+
+/// The unrevoked sessions that began with a password (no `idp`), except those of the
+/// user with `email`.
+pub async fn open_password_sessions_except(conn: &Connection, email: &str) -> libsql::Result<Vec<String>> {
+    all_rows(
+        conn,
+        "SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE s.revoked_at IS NULL AND s.idp IS NULL AND u.email != ?1",
+        [email],
+        |r| r.get(0),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{test_tenant, users};
+
+    #[tokio::test]
+    async fn revocation_keeps_the_first_time_and_password_sessions_are_found() {
+        let (_dir, _s, db) = test_tenant().await;
+        let h = db.lock().await;
+        for (id, email) in [("u_1", "a@b.co"), ("u_2", "c@d.co")] {
+            let u = users::NewUser { id, email, name: "", password_hash: None, created_at: 1 };
+            users::insert(&h, &u).await.unwrap();
+        }
+        let s = |id, user_id, idp| NewSession { id, user_id, amr: "[\"pwd\"]", idp, created_at: 1, expires_at: 100 };
+        insert(&h, &s("s_1", "u_1", None)).await.unwrap();
+        insert(&h, &s("s_2", "u_1", Some("c_1"))).await.unwrap();
+        insert(&h, &s("s_3", "u_2", None)).await.unwrap();
+        assert!(is_live(&h, "s_1", "u_1", 50).await.unwrap());
+        assert!(!is_live(&h, "s_1", "u_2", 50).await.unwrap(), "another user's session");
+        assert!(!is_live(&h, "s_1", "u_1", 100).await.unwrap(), "expired");
+        assert_eq!(open_password_sessions_except(&h, "c@d.co").await.unwrap(), ["s_1"]);
+        assert_eq!(open_of_user_except(&h, "u_1", "s_1").await.unwrap(), ["s_2"]);
+        revoke(&h, "s_1", 10).await.unwrap();
+        revoke(&h, "s_1", 20).await.unwrap();
+        assert!(!is_live(&h, "s_1", "u_1", 50).await.unwrap());
+        assert_eq!(open_of_user(&h, "u_1").await.unwrap(), ["s_2"]);
+        let at: Option<i64> =
+            crate::store::one(&h, "SELECT revoked_at FROM sessions WHERE id = 's_1'", ()).await.unwrap();
+        assert_eq!(at, Some(10));
+    }
+}
