@@ -9,8 +9,13 @@ use axum::response::{IntoResponse, Response};
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Malformed or invalid input.
-    #[error("{1}")]
-    BadRequest(&'static str, String),
+    #[error("{message}")]
+    BadRequest {
+        /// Reason code.
+        code: &'static str,
+        /// What is wrong, for the client.
+        message: String,
+    },
     /// Sign-in failed. One error for unknown user, wrong password and locked account.
     #[error("invalid email or password")]
     InvalidCredentials,
@@ -18,17 +23,37 @@ pub enum ApiError {
     #[error("the grant is invalid, expired or revoked")]
     InvalidGrant,
     /// No credential, or one that does not verify.
-    #[error("{1}")]
-    Unauthorized(&'static str, String),
+    #[error("{message}")]
+    Unauthorized {
+        /// Reason code.
+        code: &'static str,
+        /// What is missing or wrong, for the client.
+        message: String,
+    },
     /// A valid credential without the permission.
-    #[error("{1}")]
-    Forbidden(&'static str, String),
+    #[error("{message}")]
+    Forbidden {
+        /// Reason code.
+        code: &'static str,
+        /// What was refused, for the client.
+        message: String,
+    },
     /// Nothing there (or not visible to the caller).
-    #[error("{1}")]
-    NotFound(&'static str, String),
+    #[error("{message}")]
+    NotFound {
+        /// Reason code.
+        code: &'static str,
+        /// What was not found, for the client.
+        message: String,
+    },
     /// Conflicts with existing state.
-    #[error("{1}")]
-    Conflict(&'static str, String),
+    #[error("{message}")]
+    Conflict {
+        /// Reason code.
+        code: &'static str,
+        /// What it conflicts with, for the client.
+        message: String,
+    },
     /// The tenant lives in another region.
     #[error("tenant is served by region {region}")]
     WrongRegion {
@@ -41,69 +66,98 @@ pub enum ApiError {
     #[error("request body too large")]
     TooLarge,
     /// No such route, or a method the route does not take.
-    #[error("{1}")]
-    NoRoute(StatusCode, &'static str),
-    /// Anything else (storage, bugs): logged, not shown.
+    #[error("{message}")]
+    NoRoute {
+        /// 404 or 405.
+        status: StatusCode,
+        /// For the client.
+        message: &'static str,
+    },
+    /// A storage statement failed: logged with its source, not shown.
+    #[error("internal error")]
+    Storage(#[from] libsql::Error),
+    /// Anything else (bugs, keys, encoding): logged with its source chain, not shown.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
 
-impl From<libsql::Error> for ApiError {
-    fn from(e: libsql::Error) -> Self {
-        ApiError::Internal(e.into())
-    }
-}
-
 impl From<serde_json::Error> for ApiError {
     fn from(e: serde_json::Error) -> Self {
-        ApiError::Internal(e.into())
+        ApiError::Internal(anyhow::Error::from(e).context("JSON"))
     }
 }
 
 impl ApiError {
+    /// A 400 with reason `code`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest { code, message: message.into() }
+    }
+
+    /// A 401 with reason `code`.
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::Unauthorized { code, message: message.into() }
+    }
+
+    /// A 403 with reason `code`.
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::Forbidden { code, message: message.into() }
+    }
+
+    /// A 404 with reason `code`.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::NotFound { code, message: message.into() }
+    }
+
+    /// A 409 with reason `code`.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::Conflict { code, message: message.into() }
+    }
+
     /// Stable reason code.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::BadRequest(c, _)
-            | ApiError::Unauthorized(c, _)
-            | ApiError::Forbidden(c, _)
-            | ApiError::NotFound(c, _)
-            | ApiError::Conflict(c, _) => c,
+            ApiError::BadRequest { code, .. }
+            | ApiError::Unauthorized { code, .. }
+            | ApiError::Forbidden { code, .. }
+            | ApiError::NotFound { code, .. }
+            | ApiError::Conflict { code, .. } => code,
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::InvalidGrant => "invalid_grant",
             ApiError::WrongRegion { .. } => "wrong_region",
             ApiError::TooLarge => "body_too_large",
-            ApiError::NoRoute(s, _) if *s == StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-            ApiError::NoRoute(..) => "no_route",
-            ApiError::Internal(_) => "internal_error",
+            ApiError::NoRoute { status, .. } if *status == StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            ApiError::NoRoute { .. } => "no_route",
+            ApiError::Storage(_) | ApiError::Internal(_) => "internal_error",
         }
     }
 
     /// HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(..) | ApiError::InvalidGrant => StatusCode::BAD_REQUEST,
-            ApiError::InvalidCredentials | ApiError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(..) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(..) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(..) => StatusCode::CONFLICT,
+            ApiError::BadRequest { .. } | ApiError::InvalidGrant => StatusCode::BAD_REQUEST,
+            ApiError::InvalidCredentials | ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::WrongRegion { .. } => StatusCode::MISDIRECTED_REQUEST,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NoRoute(s, _) => *s,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::NoRoute { status, .. } => *status,
+            ApiError::Storage(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
-/// Shorthand for a 400.
+/// Shorthand for a 400 ([`ApiError::bad_request`]).
 pub fn bad(code: &'static str, msg: impl Into<String>) -> ApiError {
-    ApiError::BadRequest(code, msg.into())
+    ApiError::bad_request(code, msg)
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(e) = &self {
-            tracing::error!(error = %format!("{e:#}"), "request failed");
+        match &self {
+            ApiError::Internal(e) => tracing::error!(error = %format!("{e:#}"), "request failed"),
+            ApiError::Storage(e) => tracing::error!(error = %e, "request failed: storage"),
+            _ => {}
         }
         let mut body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
         if let ApiError::WrongRegion { region, url } = &self {
@@ -111,7 +165,7 @@ impl IntoResponse for ApiError {
             body["url"] = url.clone().into();
         }
         let mut r = (self.status(), axum::Json(body)).into_response();
-        if let ApiError::InvalidCredentials | ApiError::Unauthorized(..) = self {
+        if let ApiError::InvalidCredentials | ApiError::Unauthorized { .. } = self {
             r.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer realm=\"gatehouse\""));
         }
         r
@@ -120,3 +174,37 @@ impl IntoResponse for ApiError {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn named_variants_answer_the_same_bodies_and_statuses() {
+        let cases = [
+            (ApiError::bad_request("invalid_body", "no"), 400, "invalid_body"),
+            (ApiError::unauthorized("credential_missing", "no"), 401, "credential_missing"),
+            (ApiError::forbidden("permission_denied", "no"), 403, "permission_denied"),
+            (ApiError::not_found("user_not_found", "no"), 404, "user_not_found"),
+            (ApiError::conflict("email_taken", "no"), 409, "email_taken"),
+            (ApiError::NoRoute { status: StatusCode::METHOD_NOT_ALLOWED, message: "no" }, 405, "method_not_allowed"),
+            (ApiError::from(libsql::Error::NullValue), 500, "internal_error"),
+        ];
+        for (e, status, code) in cases {
+            let r = e.into_response();
+            assert_eq!(r.status().as_u16(), status);
+            assert_eq!(r.headers().contains_key("www-authenticate"), status == 401);
+            let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["error"], code);
+            let message = if status == 500 { "internal error" } else { "no" };
+            assert_eq!(v["message"], message);
+        }
+    }
+
+    #[test]
+    fn storage_errors_keep_their_source() {
+        let e = ApiError::from(libsql::Error::NullValue);
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}

@@ -14,6 +14,8 @@
 //! - [`sso`]: single sign-on connections (OIDC, OAuth2) and the relying party;
 //! - [`api`]: the HTTP API (axum).
 
+use anyhow::Context as _;
+
 pub mod api;
 pub mod audit;
 pub mod bundles;
@@ -41,7 +43,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let listen = config.listen;
     let app = std::sync::Arc::new(App::open(config).await?);
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("listen {listen}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listen {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, region = %app.cfg.region, "gatehouse origin listening");
     api::serve(app, listener, shutdown).await
 }

@@ -128,7 +128,7 @@ async fn http_json(method: &str, url: &str, token: &str, body: Option<Value>) ->
     let bytes = http_body_util::Limited::new(resp.into_body(), 16 << 20)
         .collect()
         .await
-        .map_err(|e| anyhow!("{e}"))?
+        .map_err(|e| anyhow::Error::from_boxed(e).context(format!("{url}: read the body")))?
         .to_bytes();
     if !status.is_success() {
         return Err(anyhow!("{url}: HTTP {status}"));

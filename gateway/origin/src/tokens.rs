@@ -50,7 +50,7 @@ impl SigningKeys {
         token: &str,
         opts: VerificationOptions,
     ) -> Result<JWTClaims<C>> {
-        let meta = Token::decode_metadata(token).map_err(|e| anyhow!("{e}"))?;
+        let meta = Token::decode_metadata(token).context("token metadata")?;
         let kid = meta.key_id().ok_or_else(|| anyhow!("no kid"))?;
         let (_, key) = self.published.iter().find(|(k, _)| k == kid).ok_or_else(|| anyhow!("unknown kid"))?;
         let opts = Some(opts);
@@ -59,19 +59,22 @@ impl SigningKeys {
             TokenKey::Es(k) => k.public_key().verify_token::<C>(token, opts),
             _ => Err(jwt_simple::Error::msg("unsupported key")),
         }
-        .map_err(|e| anyhow!("{e}"))
     }
 
     /// Sign claims with the current key.
     pub fn sign(&self, claims: JWTClaims<serde_json::Value>) -> Result<String> {
-        self.current.sign(claims).map_err(|e| anyhow!("sign: {e}"))
+        self.current.sign(claims).context("sign")
     }
 }
 
 fn token_key(alg: &str, pem: &str, kid: &str) -> Result<TokenKey> {
     Ok(match alg {
-        "EdDSA" => TokenKey::Ed(Ed25519KeyPair::from_pem(pem).map_err(|e| anyhow!("{e}"))?.with_key_id(kid)),
-        "ES256" => TokenKey::Es(ES256KeyPair::from_pem(pem).map_err(|e| anyhow!("{e}"))?.with_key_id(kid)),
+        "EdDSA" => {
+            TokenKey::Ed(Ed25519KeyPair::from_pem(pem).with_context(|| format!("signing key {kid}"))?.with_key_id(kid))
+        }
+        "ES256" => {
+            TokenKey::Es(ES256KeyPair::from_pem(pem).with_context(|| format!("signing key {kid}"))?.with_key_id(kid))
+        }
         other => return Err(anyhow!("unsupported signing algorithm {other}")),
     })
 }

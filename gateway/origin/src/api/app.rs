@@ -70,7 +70,7 @@ impl App {
         let keys = SigningKeys::load(&*store.directory.lock().await, &cfg.tokens.alg, now).await?;
         let passwords = Passwords::new(&cfg.signin)?;
         let template = match &cfg.bundle.template {
-            Some(p) => gatehouse_bundler::load_policy(p).map_err(|e| anyhow!("{e}"))?,
+            Some(p) => gatehouse_bundler::load_policy(p)?,
             None => bundles::default_template(),
         };
         template_acceptable(&template).map_err(|e| anyhow!("bundle.template: {e}"))?;

@@ -15,12 +15,11 @@ use crate::replication::DirectoryEntry;
 
 /// Refuse a caller without the peer token.
 fn require_peer(app: &App, headers: &HeaderMap) -> ApiResult<()> {
-    let token =
-        bearer(headers).ok_or_else(|| ApiError::Unauthorized("credential_missing", "peer token required".into()))?;
+    let token = bearer(headers).ok_or_else(|| ApiError::unauthorized("credential_missing", "peer token required"))?;
     if bool::from(sha(token).ct_eq(&app.secrets.peer_hash)) {
         Ok(())
     } else {
-        Err(ApiError::Unauthorized("peer_token_invalid", "unknown peer token".into()))
+        Err(ApiError::unauthorized("peer_token_invalid", "unknown peer token"))
     }
 }
 

@@ -26,7 +26,7 @@ pub(crate) async fn get_bundle(
             .cfg
             .regions
             .get(&region)
-            .ok_or_else(|| ApiError::NotFound("unknown_region", format!("no region `{region}`")))?;
+            .ok_or_else(|| ApiError::not_found("unknown_region", format!("no region `{region}`")))?;
         return Err(ApiError::WrongRegion { region: region.clone(), url: format!("{base}/v1/bundles/{region}") });
     }
     let (bytes, etag) = app.bundle().await?;

@@ -61,11 +61,11 @@ pub(crate) struct Tenant {
 /// The tenant `slug`, if it is homed here; 421 with the right region's URL otherwise.
 pub(crate) async fn tenant(app: &App, slug: &str, path: &str) -> ApiResult<Tenant> {
     if !valid_slug(slug) {
-        return Err(ApiError::NotFound("tenant_not_found", "no such organisation".into()));
+        return Err(ApiError::not_found("tenant_not_found", "no such organisation"));
     }
     let row = store::directory::home_of(&*app.store.directory.lock().await, slug).await?;
     let Some(store::directory::Home { id, home_region: home }) = row else {
-        return Err(ApiError::NotFound("tenant_not_found", "no such organisation".into()));
+        return Err(ApiError::not_found("tenant_not_found", "no such organisation"));
     };
     if home != app.cfg.region {
         let base = app.cfg.regions.get(&home).cloned().unwrap_or_default();
@@ -119,7 +119,7 @@ pub(crate) struct OurClaims {
 }
 
 pub(crate) fn verify_access(app: &App, token: &str, slug: Option<&str>) -> ApiResult<JWTClaims<OurClaims>> {
-    let unauthorized = || ApiError::Unauthorized("token_invalid", "the access token is not valid".into());
+    let unauthorized = || ApiError::unauthorized("token_invalid", "the access token is not valid");
     let keys = app.keys();
     let mut opts = VerificationOptions {
         allowed_audiences: Some(HashSet::from([app.cfg.tokens.audience.clone()])),
@@ -133,15 +133,15 @@ pub(crate) fn verify_access(app: &App, token: &str, slug: Option<&str>) -> ApiRe
 }
 
 pub(crate) async fn caller(app: &App, headers: &HeaderMap, slug: &str) -> ApiResult<Caller> {
-    let token = bearer(headers)
-        .ok_or_else(|| ApiError::Unauthorized("credential_missing", "a bearer token is required".into()))?;
+    let token =
+        bearer(headers).ok_or_else(|| ApiError::unauthorized("credential_missing", "a bearer token is required"))?;
     if bool::from(sha(token).ct_eq(&app.secrets.operator_hash)) {
         return Ok(Caller::Operator);
     }
     // A token of another tenant does not verify here (its issuer differs).
     let c = verify_access(app, token, Some(slug)).map_err(|e| match e {
-        ApiError::Unauthorized(..) => {
-            ApiError::Forbidden("wrong_tenant", "credential is not valid for this organisation".into())
+        ApiError::Unauthorized { .. } => {
+            ApiError::forbidden("wrong_tenant", "credential is not valid for this organisation")
         }
         e => e,
     })?;
@@ -159,12 +159,12 @@ pub(crate) async fn caller(app: &App, headers: &HeaderMap, slug: &str) -> ApiRes
 pub(crate) async fn authorise(c: &Caller, t: &Tenant, need: &str) -> ApiResult<()> {
     let Caller::User { org, roles, scopes, sid, user } = c else { return Ok(()) };
     if org != &t.slug {
-        return Err(ApiError::Forbidden("wrong_tenant", "credential is not valid for this organisation".into()));
+        return Err(ApiError::forbidden("wrong_tenant", "credential is not valid for this organisation"));
     }
     let h = t.db.lock().await;
     let now = crate::now();
     if !store::sessions::is_live(&h, sid, user, now).await? {
-        return Err(ApiError::Unauthorized("session_revoked", "the session has ended".into()));
+        return Err(ApiError::unauthorized("session_revoked", "the session has ended"));
     }
     let need_p = Permission::parse(need).ok_or_else(|| anyhow!("bad permission {need}"))?;
     let mut granted: Vec<String> = Vec::new();
@@ -178,7 +178,7 @@ pub(crate) async fn authorise(c: &Caller, t: &Tenant, need: &str) -> ApiResult<(
     let covers = |list: &[String]| list.iter().filter_map(|g| Permission::parse(g)).any(|g| g.covers(&need_p));
     let ok = covers(&granted) && scopes.as_ref().is_none_or(|s| covers(s));
     if !ok {
-        return Err(ApiError::Forbidden("permission_denied", format!("needs `{need}`")));
+        return Err(ApiError::forbidden("permission_denied", format!("needs `{need}`")));
     }
     Ok(())
 }
@@ -256,18 +256,18 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestP
 }
 
 pub(crate) fn require_operator(app: &App, headers: &HeaderMap) -> ApiResult<()> {
-    let token = bearer(headers)
-        .ok_or_else(|| ApiError::Unauthorized("credential_missing", "a bearer token is required".into()))?;
+    let token =
+        bearer(headers).ok_or_else(|| ApiError::unauthorized("credential_missing", "a bearer token is required"))?;
     if bool::from(sha(token).ct_eq(&app.secrets.operator_hash)) {
         Ok(())
     } else {
-        Err(ApiError::Forbidden("operator_only", "only the platform operator may do this".into()))
+        Err(ApiError::forbidden("operator_only", "only the platform operator may do this"))
     }
 }
 
 pub(crate) fn edge_name(app: &App, headers: &HeaderMap) -> ApiResult<String> {
-    let token = bearer(headers)
-        .ok_or_else(|| ApiError::Unauthorized("credential_missing", "an edge token is required".into()))?;
+    let token =
+        bearer(headers).ok_or_else(|| ApiError::unauthorized("credential_missing", "an edge token is required"))?;
     let h = sha(token);
     // Compare against every entry (no early exit).
     let mut found = None;
@@ -276,7 +276,7 @@ pub(crate) fn edge_name(app: &App, headers: &HeaderMap) -> ApiResult<String> {
             found = Some(name.clone());
         }
     }
-    found.ok_or_else(|| ApiError::Unauthorized("edge_token_invalid", "unknown edge token".into()))
+    found.ok_or_else(|| ApiError::unauthorized("edge_token_invalid", "unknown edge token"))
 }
 
 #[derive(Debug, Deserialize)]

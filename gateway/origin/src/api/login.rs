@@ -191,7 +191,7 @@ pub(crate) async fn login_submit(
         Err(e) => return residency(e, &headers),
     };
     let Ok(form) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
-        return ApiError::BadRequest("invalid_body", "expected the sign-in form".into()).into_response();
+        return ApiError::bad_request("invalid_body", "expected the sign-in form").into_response();
     };
     // Double-submit, bound to this origin: the form's token is an HMAC of the cookie's nonce.
     let csrf_ok = cookie(&headers, "gh_csrf").is_some_and(|nonce| {
@@ -212,9 +212,13 @@ pub(crate) async fn login_submit(
     };
     let tokens = match issued {
         Ok(v) => v,
-        Err(e @ (ApiError::InvalidCredentials | ApiError::InvalidGrant | ApiError::Forbidden("sso_required", _))) => {
+        Err(
+            e @ (ApiError::InvalidCredentials
+            | ApiError::InvalidGrant
+            | ApiError::Forbidden { code: "sso_required", .. }),
+        ) => {
             let (status, message) = match e {
-                ApiError::Forbidden(..) => {
+                ApiError::Forbidden { .. } => {
                     (StatusCode::FORBIDDEN, "This organisation signs in with single sign-on: use a button below.")
                 }
                 _ => (StatusCode::UNAUTHORIZED, "Invalid email or password."),

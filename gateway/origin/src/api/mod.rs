@@ -108,9 +108,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/bundles/{region}", get(edge::get_bundle))
         .route("/v1/audit/edge", post(edge::edge_audit))
         .route("/v1/directory", get(directory::get_directory).post(directory::post_directory))
-        .fallback(|| async { ApiError::NoRoute(StatusCode::NOT_FOUND, "no such route") })
+        .fallback(|| async { ApiError::NoRoute { status: StatusCode::NOT_FOUND, message: "no such route" } })
         .method_not_allowed_fallback(|| async {
-            ApiError::NoRoute(StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method")
+            ApiError::NoRoute {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                message: "this route does not take that method",
+            }
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)

@@ -40,7 +40,7 @@ pub(crate) async fn change_password(
 ) -> ApiResult<StatusCode> {
     let t = tenant(&app, &slug, &format!("/t/{slug}/password/change")).await?;
     let tok = bearer(&headers)
-        .ok_or_else(|| ApiError::Unauthorized("credential_missing", "a bearer access token is required".into()))?;
+        .ok_or_else(|| ApiError::unauthorized("credential_missing", "a bearer access token is required"))?;
     let c = verify_access(&app, tok, Some(&t.slug))?;
     let user = c.subject.clone().unwrap_or_default();
     identity::password_acceptable(&req.new_password).map_err(|m| bad("weak_password", m))?;

@@ -232,7 +232,7 @@ pub(crate) async fn password_session<'t>(
     if sso_enforced_for(&h, &email).await? {
         let actor = format!("user:{user}");
         commit(app, t, h, m, vec![ev(actor.clone(), "signin.sso_required", actor, None, None)]).await?;
-        return Err(ApiError::Forbidden("sso_required", "this organisation signs in with single sign-on".into()));
+        return Err(ApiError::forbidden("sso_required", "this organisation signs in with single sign-on"));
     }
     let mut events = vec![ev(format!("user:{user}"), "signin.success", format!("user:{user}"), None, None)];
     let (sid, family) = open_session(app, &h, &user, &["pwd".to_string()], None, now, &mut events).await?;
@@ -385,7 +385,7 @@ pub(crate) async fn revoke(
     let run = async {
         let t = tenant(&app, &slug, &format!("/t/{slug}/revoke")).await?;
         let tok = bearer(&headers).ok_or_else(|| {
-            ApiError::Unauthorized("credential_missing", "send the access token to revoke as the bearer".into())
+            ApiError::unauthorized("credential_missing", "send the access token to revoke as the bearer")
         })?;
         let c = verify_access(&app, tok, Some(&t.slug))?;
         let jti = c.jwt_id.clone().ok_or_else(|| bad("token_invalid", "token has no jti"))?;

@@ -75,7 +75,7 @@ impl Secrets {
     /// Read every secret file `cfg.secrets` names.
     pub fn load(cfg: &OriginConfig) -> Result<Secrets> {
         let bundle_key = gatehouse_bundler::keys::read_signing_key(&cfg.secrets.bundle_signing_key)
-            .map_err(|e| anyhow!("secrets.bundle_signing_key: {e}"))?;
+            .context("secrets.bundle_signing_key")?;
         let edge_text = std::fs::read_to_string(&cfg.secrets.edge_tokens)
             .with_context(|| format!("secrets.edge_tokens: cannot read {}", cfg.secrets.edge_tokens.display()))?;
         let edge_tokens = parse_edge_tokens(&edge_text)?;

@@ -72,7 +72,7 @@ pub fn normalise_certificate(c: &str) -> Result<String, String> {
 
 /// A new SP signing key (RSA 2048, PEM) and its self-signed certificate (base64 DER,
 /// ten years), for signed AuthnRequests.
-pub fn new_sp_keypair(name: &str) -> Result<(String, String), String> {
+pub fn new_sp_keypair(name: &str) -> Result<(String, String), openssl::error::ErrorStack> {
     use openssl::{asn1::Asn1Time, bn::BigNum, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
     let run = || -> Result<(String, String), openssl::error::ErrorStack> {
         let key = PKey::from_rsa(Rsa::generate(2048)?)?;
@@ -92,7 +92,7 @@ pub fn new_sp_keypair(name: &str) -> Result<(String, String), String> {
         let pem = String::from_utf8_lossy(&key.private_key_to_pem_pkcs8()?).into_owned();
         Ok((pem, base64::engine::general_purpose::STANDARD.encode(b.build().to_der()?)))
     };
-    run().map_err(|e| e.to_string())
+    run()
 }
 
 fn xml_escape(s: &str) -> String {

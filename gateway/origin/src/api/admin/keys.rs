@@ -67,7 +67,7 @@ pub(crate) async fn create_key(
     }
     for r in &req.roles {
         if !may_grant(&c, r) {
-            return Err(ApiError::Forbidden("role_too_high", "a key cannot carry a role above your own".into()));
+            return Err(ApiError::forbidden("role_too_high", "a key cannot carry a role above your own"));
         }
     }
     let h = begin(&t).await?;
@@ -118,7 +118,7 @@ pub(crate) async fn rotate_key(
     let h = begin(&t).await?;
     let old = api_keys::active_prefix(&h, &id)
         .await?
-        .ok_or_else(|| ApiError::NotFound("api_key_not_found", "no such active key".into()))?;
+        .ok_or_else(|| ApiError::not_found("api_key_not_found", "no such active key"))?;
     let (key, prefix, hash) = new_api_key(&app.secrets.api_key_secret);
     api_keys::set_secret(&h, &id, &prefix, &hash).await?;
     commit(
@@ -150,7 +150,7 @@ pub(crate) async fn revoke_key(
     let h = begin(&t).await?;
     let n = api_keys::revoke(&h, &id, crate::now()).await?;
     if n == 0 {
-        return Err(ApiError::NotFound("api_key_not_found", "no such active key".into()));
+        return Err(ApiError::not_found("api_key_not_found", "no such active key"));
     }
     commit(
         &app,

@@ -80,7 +80,7 @@ pub(crate) async fn create_org(
     {
         let d = app.store.directory.lock().await;
         if tenants::id_by_slug(&d, &req.slug).await?.is_some() {
-            return Err(ApiError::Conflict("slug_taken", "an organisation with this slug exists".into()));
+            return Err(ApiError::conflict("slug_taken", "an organisation with this slug exists"));
         }
         let entry = TenantEntry { id: id.clone(), slug: req.slug.clone(), home_region: home.clone(), created_at: now };
         tenants::insert(&d, &entry).await?;
@@ -188,7 +188,7 @@ pub(crate) async fn put_policy(
     let h = begin(&t).await?;
     let (_, tier, before, _) = org_row(&h).await?;
     if req.tier.as_ref().is_some_and(|x| x != &tier) && !matches!(c, Caller::Operator) {
-        return Err(ApiError::Forbidden("operator_only", "only the platform operator changes the tier".into()));
+        return Err(ApiError::forbidden("operator_only", "only the platform operator changes the tier"));
     }
     let tier = req.tier.clone().unwrap_or(tier);
     check_tenant_policy(&app, &t.slug, &tier, &req.policy)?;

@@ -20,7 +20,7 @@ pub(crate) async fn revoke_session(
     let Authed { t, caller: c } = authed;
     let h = begin(&t).await?;
     if !sessions::exists_id(&h, &id).await? {
-        return Err(ApiError::NotFound("session_not_found", "no such session".into()));
+        return Err(ApiError::not_found("session_not_found", "no such session"));
     }
     end_session(&h, &id, crate::now()).await?;
     commit(

@@ -53,7 +53,7 @@ pub(crate) async fn create_team(
         }
     }
     if teams::name_taken(&h, &req.name).await? {
-        return Err(ApiError::Conflict("team_exists", "a team with this name exists".into()));
+        return Err(ApiError::conflict("team_exists", "a team with this name exists"));
     }
     let id = new_id("tm_");
     teams::insert(&h, &id, &req.name, req.parent_id.as_deref()).await?;
@@ -79,10 +79,10 @@ pub(crate) async fn add_team_member(
     let Authed { t, caller: c } = authed;
     let h = begin(&t).await?;
     if !teams::exists_id(&h, &team).await? {
-        return Err(ApiError::NotFound("team_not_found", "no such team".into()));
+        return Err(ApiError::not_found("team_not_found", "no such team"));
     }
     if !users::exists_id(&h, &user).await? {
-        return Err(ApiError::NotFound("user_not_found", "no such user".into()));
+        return Err(ApiError::not_found("user_not_found", "no such user"));
     }
     teams::add_member(&h, &team, &user).await?;
     commit(

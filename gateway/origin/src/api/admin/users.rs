@@ -60,14 +60,14 @@ pub(crate) async fn create_user(
         None => None,
     };
     if !may_grant(&c, &req.role) {
-        return Err(ApiError::Forbidden("role_too_high", "you cannot grant a role above your own".into()));
+        return Err(ApiError::forbidden("role_too_high", "you cannot grant a role above your own"));
     }
     let h = begin(&t).await?;
     if !role_exists(&app, &h, &req.role).await? {
         return Err(bad("unknown_role", format!("no role `{}`", req.role)));
     }
     if users::id_by_email(&h, &email).await?.is_some() {
-        return Err(ApiError::Conflict("email_taken", "a user with this email exists".into()));
+        return Err(ApiError::conflict("email_taken", "a user with this email exists"));
     }
     let id = new_id("u_");
     let now = crate::now();
@@ -99,10 +99,10 @@ pub(crate) async fn delete_user(
     let h = begin(&t).await?;
     let now = crate::now();
     let before =
-        users::by_id(&h, &id, now).await?.ok_or_else(|| ApiError::NotFound("user_not_found", "no such user".into()))?;
+        users::by_id(&h, &id, now).await?.ok_or_else(|| ApiError::not_found("user_not_found", "no such user"))?;
     if let Some(r) = &before.role {
         if !may_grant(&c, r) {
-            return Err(ApiError::Forbidden("role_too_high", "you cannot remove a user above your own role".into()));
+            return Err(ApiError::forbidden("role_too_high", "you cannot remove a user above your own role"));
         }
     }
     for s in sessions::open_of_user(&h, &id).await? {
@@ -139,7 +139,7 @@ pub(crate) async fn set_role(
 ) -> ApiResult<Json<Value>> {
     let Authed { t, caller: c } = authed;
     if !may_grant(&c, &req.role) {
-        return Err(ApiError::Forbidden("role_too_high", "you cannot grant a role above your own".into()));
+        return Err(ApiError::forbidden("role_too_high", "you cannot grant a role above your own"));
     }
     let h = begin(&t).await?;
     if !role_exists(&app, &h, &req.role).await? {
@@ -147,10 +147,10 @@ pub(crate) async fn set_role(
     }
     let before = users::by_id(&h, &id, crate::now())
         .await?
-        .ok_or_else(|| ApiError::NotFound("user_not_found", "no such user".into()))?;
+        .ok_or_else(|| ApiError::not_found("user_not_found", "no such user"))?;
     if let Some(r) = &before.role {
         if !may_grant(&c, r) {
-            return Err(ApiError::Forbidden("role_too_high", "you cannot change a user above your own role".into()));
+            return Err(ApiError::forbidden("role_too_high", "you cannot change a user above your own role"));
         }
     }
     memberships::upsert(&h, &id, &req.role, req.expires_at).await?;

@@ -1,7 +1,6 @@
 //! The administrators' SSO API: connections (create, read, replace, delete) and the
 //! enforcement setting. Only owners and the operator write them.
 
-use anyhow::anyhow;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -58,7 +57,7 @@ pub(crate) fn require_owner(c: &Caller) -> ApiResult<()> {
     match c {
         Caller::Operator => Ok(()),
         Caller::User { roles, .. } if roles.iter().any(|r| r == "owner") => Ok(()),
-        _ => Err(ApiError::Forbidden("owner_required", "only an owner may change single sign-on".into())),
+        _ => Err(ApiError::forbidden("owner_required", "only an owner may change single sign-on")),
     }
 }
 
@@ -77,7 +76,7 @@ pub(crate) async fn checked(
         return Err(bad("unknown_role", format!("default_role: no role `{}`", c.default_role)));
     }
     if !may_grant(caller, &c.default_role) {
-        return Err(ApiError::Forbidden("role_too_high", "default_role: you cannot grant this role".into()));
+        return Err(ApiError::forbidden("role_too_high", "default_role: you cannot grant this role"));
     }
     if c.protocol == Protocol::Saml && !app.cfg.public_url.starts_with("https://") && !app.cfg.sso.allow_http_loopback {
         // The ACS binds the response to the browser with a SameSite=None cookie, which
@@ -100,7 +99,7 @@ pub(crate) async fn create(
     let secret = input.client_secret.clone();
     let h = begin(&t).await?;
     if sso_store::count(&h).await? >= 50 {
-        return Err(ApiError::Conflict("sso_connection_limit", "at most 50 SSO connections per organisation".into()));
+        return Err(ApiError::conflict("sso_connection_limit", "at most 50 SSO connections per organisation"));
     }
     let mut c = checked(&app, &h, &caller, new_id("c_"), input).await?;
     let sealed = match sp_key(&mut c, None)? {
@@ -240,7 +239,8 @@ pub(crate) fn sp_key(c: &mut Connection, existing: Option<String>) -> ApiResult<
         saml.sp_certificate = Some(cert);
         return Ok(None);
     }
-    let (pem, cert) = crate::sso::saml::new_sp_keypair(&format!("gatehouse {}", c.id)).map_err(|e| anyhow!(e))?;
+    let (pem, cert) = crate::sso::saml::new_sp_keypair(&format!("gatehouse {}", c.id))
+        .map_err(|e| anyhow::Error::from(e).context("generate the SAML SP key pair"))?;
     saml.sp_certificate = Some(cert);
     Ok(Some(pem))
 }
@@ -285,7 +285,7 @@ pub(crate) async fn put_enforcement(
         None => None,
     };
     if req.enforce && enabled(&h).await?.is_empty() {
-        return Err(ApiError::Conflict("sso_no_connection", "enforcing SSO needs an enabled SSO connection".into()));
+        return Err(ApiError::conflict("sso_no_connection", "enforcing SSO needs an enabled SSO connection"));
     }
     let before = enforcement_of(&h).await?;
     orgs::set_enforcement(&h, &StoredEnforcement { enforce: req.enforce, break_glass: break_glass.clone() }).await?;

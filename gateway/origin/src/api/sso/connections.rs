@@ -46,7 +46,7 @@ pub(crate) async fn buttons(t: &Tenant) -> ApiResult<Vec<(String, String)>> {
 /// organisation that enforces SSO (nobody but the break-glass owner could sign in).
 pub(crate) async fn keep_one_enabled(h: &libsql::Connection, id: &str, what: &str) -> ApiResult<()> {
     if enforcement(h).await?.0 && enabled(h).await?.iter().all(|(other, _)| other == id) {
-        return Err(ApiError::Conflict(
+        return Err(ApiError::conflict(
             "sso_enforced",
             format!("the organisation enforces SSO: turn enforcement off before {what} its last connection"),
         ));
@@ -91,5 +91,5 @@ pub(crate) fn view(app: &App, slug: &str, c: &Connection, has_secret: bool) -> V
 }
 
 pub(crate) fn not_found() -> ApiError {
-    ApiError::NotFound("sso_connection_not_found", "no such SSO connection".into())
+    ApiError::not_found("sso_connection_not_found", "no such SSO connection")
 }

@@ -329,7 +329,7 @@ pub(crate) async fn saml_metadata(
     };
     match saml::sp_metadata(&c, &sp_entity_id(&app, &t.slug, &id), &acs_url(&app, &t.slug, &id)) {
         Ok(xml) => ([("content-type", "application/samlmetadata+xml")], xml).into_response(),
-        Err(e) => ApiError::Internal(anyhow!("{e}")).into_response(),
+        Err(e) => ApiError::Internal(anyhow::Error::from(e).context("SAML SP metadata")).into_response(),
     }
 }
 
