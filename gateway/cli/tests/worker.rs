@@ -283,39 +283,50 @@ async fn worker_under_workerd() {
     assert_eq!((ok, limited), (50, 50), "{codes:?}\n{}", logs());
 }
 
+/// workerd running the Worker with the corpus's bundle and secrets, forwarding to `up`.
+fn corpus_workerd(
+    dir: &Path,
+    build: &std::ffi::OsStr,
+    workerd: &std::ffi::OsStr,
+    up: SocketAddr,
+) -> (Killed, SocketAddr) {
+    let b = corpus::bundle();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let secrets = String::from_utf8(b.secrets_json.clone()).unwrap();
+    let (bundle, pinned) = (b64.encode(&b.bytes), b64.encode(b.public_key));
+    start_workerd(dir, Path::new(build), Path::new(workerd), &bundle, &pinned, &secrets, up, None)
+}
+
+/// A request as Cloudflare hands it to a Worker: `Host`, `CF-Connecting-IP`, the fields.
+fn cf_request(
+    method: &str,
+    target: &str,
+    host: &str,
+    peer: &str,
+    headers: &[(String, String)],
+) -> hyper::Request<TestBody> {
+    let mut req = hyper::Request::builder().method(method).uri(target).header("host", host);
+    req = req.header("cf-connecting-ip", peer);
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    req.body(body(bytes::Bytes::new())).unwrap()
+}
+
 /// The conformance corpus through the Worker under workerd: every case as the corpus says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_conformance_corpus() {
     let Some((build, workerd)) = worker_env("worker_conformance_corpus") else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let b = corpus::bundle();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let up: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _upstream =
-        Killed(bin().args(["upstream", "--listen", &up.to_string()]).stdout(Stdio::null()).spawn().unwrap());
-    let secrets = String::from_utf8(b.secrets_json.clone()).unwrap();
-    let (_workerd, addr) = start_workerd(
-        tmp.path(),
-        Path::new(&build),
-        Path::new(&workerd),
-        &b64.encode(&b.bytes),
-        &b64.encode(b.public_key),
-        &secrets,
-        up,
-        None,
-    );
+    let up = echo::echo_upstream(&[]).await;
+    let (_workerd, addr) = corpus_workerd(tmp.path(), &build, &workerd, up.addr);
     let mut outcomes = Vec::new();
     for c in corpus::cases() {
         let target = match &c.query {
             Some(q) => format!("{}?{q}", c.path),
             None => c.path.clone(),
         };
-        let mut req = hyper::Request::builder().method(c.method.as_str()).uri(target).header("host", &c.host);
-        req = req.header("cf-connecting-ip", &c.peer);
-        for (k, v) in &c.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        let (status, h, _) = send(addr, req.body(body(bytes::Bytes::new())).unwrap(), None).await;
+        let (status, h, _) = send(addr, cf_request(&c.method, &target, &c.host, &c.peer, &c.headers), None).await;
         let outcome = match status {
             200 => corpus::Outcome::allow(
                 h.iter()
@@ -340,29 +351,13 @@ async fn worker_conformance_corpus() {
 async fn worker_wire_contract() {
     let Some((build, workerd)) = worker_env("worker_wire_contract") else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let b = corpus::bundle();
-    let b64 = base64::engine::general_purpose::STANDARD;
     let up = echo::echo_upstream(corpus::WIRE_UPSTREAM_RESPONSE).await;
-    let secrets = String::from_utf8(b.secrets_json.clone()).unwrap();
-    let (_workerd, addr) = start_workerd(
-        tmp.path(),
-        Path::new(&build),
-        Path::new(&workerd),
-        &b64.encode(&b.bytes),
-        &b64.encode(b.public_key),
-        &secrets,
-        up.addr,
-        None,
-    );
+    let (_workerd, addr) = corpus_workerd(tmp.path(), &build, &workerd, up.addr);
     let mut seen = Vec::new();
     for c in corpus::wire_cases() {
-        let mut req = hyper::Request::builder().method(c.method.as_str()).uri(c.target()).header("host", &c.host);
-        req = req.header("cf-connecting-ip", &c.peer);
-        for (k, v) in &c.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
         let before = up.hits.load(std::sync::atomic::Ordering::SeqCst);
-        let (status, h, text) = send(addr, req.body(body(bytes::Bytes::new())).unwrap(), None).await;
+        let req = cf_request(&c.method, &c.target(), &c.host, &c.peer, &c.headers);
+        let (status, h, text) = send(addr, req, None).await;
         let reached = up.hits.load(std::sync::atomic::Ordering::SeqCst) > before;
         seen.push(corpus::WireSeen {
             status,

@@ -8,7 +8,6 @@ mod corpus;
 #[path = "../../../gateway/proxy/tests/conformance/echo.rs"]
 mod echo;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,47 +15,12 @@ use std::sync::Arc;
 use base64::Engine as _;
 use bytes::Bytes;
 use gatehouse_spin_test_host::{spin_request, SpinHost};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 
 fn component() -> std::path::PathBuf {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../components/spin/dist/gatehouse_spin.wasm");
     assert!(p.exists(), "{} is missing: run scripts/build-spin", p.display());
     p
-}
-
-/// An upstream that echoes the identity headers it got as `x-echo-*` response headers and
-/// counts the requests that reached it.
-async fn upstream(hits: Arc<AtomicUsize>) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = l.accept().await else { continue };
-            let hits = hits.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    hits.fetch_add(1, Ordering::SeqCst);
-                    async move {
-                        let mut r = http::Response::new(Full::new(Bytes::from_static(b"ok")));
-                        for (k, v) in req.headers() {
-                            if let Some(rest) = k.as_str().strip_prefix("x-gatehouse-") {
-                                let name = http::HeaderName::from_bytes(format!("x-echo-gatehouse-{rest}").as_bytes())
-                                    .unwrap();
-                                r.headers_mut().insert(name, v.clone());
-                            }
-                        }
-                        let n = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
-                        r.headers_mut().insert("x-echo-body-bytes", n.into());
-                        Ok::<_, Infallible>(r)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
 }
 
 fn host(up: SocketAddr) -> SpinHost {
@@ -67,9 +31,8 @@ fn host(up: SocketAddr) -> SpinHost {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spin_conformance_corpus_and_upstream() {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let up = upstream(hits.clone()).await;
-    corpus_through(&host(up), &hits, "spin (WASI 0.3 host)").await;
+    let up = echo::echo_upstream(&[]).await;
+    corpus_through(&host(up.addr), &up.hits, "spin (WASI 0.3 host)").await;
 }
 
 /// The middleware form (`scripts/build-spin --middleware`, the file spin.toml's
@@ -81,10 +44,9 @@ async fn spin_middleware_conformance_corpus_and_next_handler() {
     let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../components/spin/dist/gatehouse_spin_middleware.wasm");
     assert!(wasm.exists(), "{} is missing: run scripts/build-spin --middleware", wasm.display());
-    let hits = Arc::new(AtomicUsize::new(0));
-    let app = upstream(hits.clone()).await;
-    let h = with_bundle(SpinHost::new_middleware(&wasm, &app.to_string()).unwrap());
-    corpus_through(&h, &hits, "spin middleware (WASI 0.3 host)").await;
+    let app = echo::echo_upstream(&[]).await;
+    let h = with_bundle(SpinHost::new_middleware(&wasm, &app.addr.to_string()).unwrap());
+    corpus_through(&h, &app.hits, "spin middleware (WASI 0.3 host)").await;
 }
 
 fn with_bundle(mut h: SpinHost) -> SpinHost {
@@ -162,9 +124,9 @@ async fn corpus_through(h: &SpinHost, hits: &Arc<AtomicUsize>, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spin_fails_closed_without_a_bundle_and_streams_bodies() {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let up = upstream(hits.clone()).await;
-    let mut h = host(up);
+    let up = echo::echo_upstream(&[]).await;
+    let hits = up.hits.clone();
+    let mut h = host(up.addr);
     // A body of 3 MB goes through to the upstream.
     let token = corpus::cases().into_iter().find(|c| c.name == "viewer reads").unwrap().headers;
     let mut req = spin_request("POST", "acme.corpus.test", "/items", "198.51.100.7", &token);
