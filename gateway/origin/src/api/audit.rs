@@ -2,8 +2,8 @@
 //! verification, retention, legal holds and purges.
 
 use anyhow::Result;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -16,8 +16,8 @@ use crate::store;
 
 use crate::api::admin::orgs::org_row;
 use crate::api::app::App;
-use crate::api::extract::{meta, AppState, Authed, JsonBody, Peer, QueryParams};
-use crate::api::transaction::{begin, commit, ev};
+use crate::api::extract::{AppState, Authed, JsonBody, QueryParams};
+use crate::api::transaction::begin;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,24 +121,15 @@ pub(crate) async fn set_retention(
     State(app): AppState,
     authed: Authed,
     Path(slug): Path<String>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
     JsonBody(req): JsonBody<Retention>,
 ) -> ApiResult<Json<Value>> {
-    let Authed { t, caller: c } = authed;
+    let t = &authed.t;
     if req.days.is_some_and(|d| !(1..=3650).contains(&d)) {
         return Err(bad("invalid_retention", "days: 1–3650, or null to keep everything"));
     }
-    let h = begin(&t).await?;
+    let h = begin(t).await?;
     store::orgs::set_retention(&h, req.days.map(|d| d as i64)).await?;
-    commit(
-        &app,
-        &t,
-        h,
-        &meta(&headers, &peer),
-        vec![ev(c.actor(), "audit.retention", format!("org:{slug}"), None, Some(json!({ "days": req.days })))],
-    )
-    .await?;
+    authed.commit(&app, h, "audit.retention", format!("org:{slug}"), None, Some(json!({ "days": req.days }))).await?;
     Ok(Json(json!({ "days": req.days })))
 }
 
@@ -153,17 +144,14 @@ pub(crate) struct Hold {
 pub(crate) async fn add_hold(
     State(app): AppState,
     authed: Authed,
-
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
     JsonBody(req): JsonBody<Hold>,
 ) -> ApiResult<Response> {
-    let Authed { t, caller: c } = authed;
+    let t = &authed.t;
     if req.reason.trim().is_empty() || req.reason.len() > 500 || req.from >= req.until {
         return Err(bad("invalid_hold", "reason (1–500 bytes) and from < until (Unix seconds)"));
     }
     let id = new_id("h_");
-    let h = begin(&t).await?;
+    let h = begin(t).await?;
     let hold = store::audit::NewHold {
         id: &id,
         reason: &req.reason,
@@ -173,14 +161,7 @@ pub(crate) async fn add_hold(
     };
     store::audit::insert_hold(&h, &hold).await?;
     let after = json!({ "id": id, "reason": req.reason, "from": req.from, "until": req.until });
-    commit(
-        &app,
-        &t,
-        h,
-        &meta(&headers, &peer),
-        vec![ev(c.actor(), "audit.hold", format!("hold:{id}"), None, Some(after.clone()))],
-    )
-    .await?;
+    authed.commit(&app, h, "audit.hold", format!("hold:{id}"), None, Some(after.clone())).await?;
     Ok((StatusCode::CREATED, Json(after)).into_response())
 }
 
@@ -188,21 +169,12 @@ pub(crate) async fn purge_audit(
     State(app): AppState,
     authed: Authed,
     Path(slug): Path<String>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    let Authed { t, caller: c } = authed;
-    let h = begin(&t).await?;
+    let t = &authed.t;
+    let h = begin(t).await?;
     let (_, _, _, days) = org_row(&h).await?;
     let Some(days) = days else { return Err(bad("no_retention", "no retention period is set")) };
     let n = audit::purge(&h, crate::now() - days * 86_400).await?;
-    commit(
-        &app,
-        &t,
-        h,
-        &meta(&headers, &peer),
-        vec![ev(c.actor(), "audit.purge", format!("org:{slug}"), None, Some(json!({ "purged": n })))],
-    )
-    .await?;
+    authed.commit(&app, h, "audit.purge", format!("org:{slug}"), None, Some(json!({ "purged": n }))).await?;
     Ok(Json(json!({ "purged": n })))
 }

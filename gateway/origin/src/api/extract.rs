@@ -189,6 +189,8 @@ pub(crate) async fn authorise(c: &Caller, t: &Tenant, need: &str) -> ApiResult<(
 pub struct Authed {
     pub(crate) t: Tenant,
     pub(crate) caller: Caller,
+    /// Where the request came from, for the audit records it writes.
+    pub(crate) meta: RequestMeta,
 }
 
 impl axum::extract::FromRequestParts<Arc<App>> for Authed {
@@ -204,7 +206,8 @@ impl axum::extract::FromRequestParts<Arc<App>> for Authed {
             let t = tenant(app, slug, parts.uri.path()).await?;
             let caller = caller(app, &parts.headers, slug).await?;
             authorise(&caller, &t, need).await?;
-            ApiResult::Ok(Authed { t, caller })
+            let peer = parts.extensions.get::<Peer>().ok_or_else(|| anyhow!("no peer address on the request"))?;
+            ApiResult::Ok(Authed { t, caller, meta: meta(&parts.headers, &peer.0) })
         };
         run.await.map_err(|e| residency(e, &parts.headers))
     }

@@ -7,7 +7,7 @@ use crate::error::ApiResult;
 use crate::store::Held;
 
 use crate::api::app::App;
-use crate::api::extract::Tenant;
+use crate::api::extract::{Authed, Tenant};
 
 /// Start a write transaction on the tenant's database. An early return drops the
 /// transaction uncommitted (the next holder rolls it back).
@@ -52,4 +52,24 @@ pub(crate) fn ev(
     after: Option<Value>,
 ) -> Event {
     Event { actor: actor.into(), action, target: target.into(), before, after }
+}
+
+impl Authed {
+    /// Commit `h` with one audit record: the caller did `action` on `target`.
+    pub(crate) async fn commit(
+        &self,
+        app: &App,
+        h: Held<'_>,
+        action: &'static str,
+        target: impl Into<String>,
+        before: Option<Value>,
+        after: Option<Value>,
+    ) -> ApiResult<()> {
+        self.commit_all(app, h, vec![ev(self.caller.actor(), action, target, before, after)]).await
+    }
+
+    /// Commit `h` with `events`, from this request.
+    pub(crate) async fn commit_all(&self, app: &App, h: Held<'_>, events: Vec<Event>) -> ApiResult<()> {
+        commit(app, &self.t, h, &self.meta, events).await
+    }
 }

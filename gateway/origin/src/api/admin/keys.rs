@@ -1,7 +1,7 @@
 //! API keys: listing, creation, rotation and revocation.
 
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -12,8 +12,8 @@ use crate::identity::new_id;
 use crate::store::api_keys::{self, NewApiKey};
 
 use crate::api::admin::roles::{may_grant, role_exists};
-use crate::api::extract::{cursor, meta, next_cursor, page_limit, AppState, Authed, JsonBody, Page, Peer, QueryParams};
-use crate::api::transaction::{begin, commit, ev};
+use crate::api::extract::{cursor, next_cursor, page_limit, AppState, Authed, JsonBody, Page, QueryParams};
+use crate::api::transaction::begin;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,12 +50,9 @@ pub(crate) async fn list_keys(authed: Authed, QueryParams(p): QueryParams<Page>)
 pub(crate) async fn create_key(
     State(app): AppState,
     authed: Authed,
-
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
     JsonBody(req): JsonBody<CreateKey>,
 ) -> ApiResult<Response> {
-    let Authed { t, caller: c } = authed;
+    let (t, c) = (&authed.t, &authed.caller);
     if req.name.trim().is_empty() || req.name.len() > 100 {
         return Err(bad("invalid_name", "name: 1–100 bytes"));
     }
@@ -66,11 +63,11 @@ pub(crate) async fn create_key(
         return Err(bad("invalid_expiry", "expires_at is in the past"));
     }
     for r in &req.roles {
-        if !may_grant(&c, r) {
+        if !may_grant(c, r) {
             return Err(ApiError::forbidden("role_too_high", "a key cannot carry a role above your own"));
         }
     }
-    let h = begin(&t).await?;
+    let h = begin(t).await?;
     for r in &req.roles {
         if !role_exists(&app, &h, r).await? {
             return Err(bad("unknown_role", format!("no role `{r}`")));
@@ -93,14 +90,7 @@ pub(crate) async fn create_key(
     };
     api_keys::insert(&h, &row).await?;
     let after = json!({ "id": id, "prefix": prefix, "name": req.name, "roles": req.roles, "scopes": req.scopes, "expires_at": req.expires_at });
-    commit(
-        &app,
-        &t,
-        h,
-        &meta(&headers, &peer),
-        vec![ev(c.actor(), "api_key.create", format!("api_key:{id}"), None, Some(after.clone()))],
-    )
-    .await?;
+    authed.commit(&app, h, "api_key.create", format!("api_key:{id}"), None, Some(after.clone())).await?;
     app.changed();
     let mut out = after;
     out["key"] = key.into();
@@ -111,30 +101,24 @@ pub(crate) async fn rotate_key(
     State(app): AppState,
     authed: Authed,
     Path((_, id)): Path<(String, String)>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    let Authed { t, caller: c } = authed;
-    let h = begin(&t).await?;
+    let t = &authed.t;
+    let h = begin(t).await?;
     let old = api_keys::active_prefix(&h, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("api_key_not_found", "no such active key"))?;
     let (key, prefix, hash) = new_api_key(&app.secrets.api_key_secret);
     api_keys::set_secret(&h, &id, &prefix, &hash).await?;
-    commit(
-        &app,
-        &t,
-        h,
-        &meta(&headers, &peer),
-        vec![ev(
-            c.actor(),
+    authed
+        .commit(
+            &app,
+            h,
             "api_key.rotate",
             format!("api_key:{id}"),
             Some(json!({ "prefix": old })),
             Some(json!({ "prefix": prefix })),
-        )],
-    )
-    .await?;
+        )
+        .await?;
     app.changed();
     Ok(Json(json!({ "id": id, "prefix": prefix, "key": key })))
 }
@@ -143,23 +127,14 @@ pub(crate) async fn revoke_key(
     State(app): AppState,
     authed: Authed,
     Path((_, id)): Path<(String, String)>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    let Authed { t, caller: c } = authed;
-    let h = begin(&t).await?;
+    let t = &authed.t;
+    let h = begin(t).await?;
     let n = api_keys::revoke(&h, &id, crate::now()).await?;
     if n == 0 {
         return Err(ApiError::not_found("api_key_not_found", "no such active key"));
     }
-    commit(
-        &app,
-        &t,
-        h,
-        &meta(&headers, &peer),
-        vec![ev(c.actor(), "api_key.revoke", format!("api_key:{id}"), None, None)],
-    )
-    .await?;
+    authed.commit(&app, h, "api_key.revoke", format!("api_key:{id}"), None, None).await?;
     app.changed();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -180,12 +180,10 @@ pub(crate) async fn put_policy(
     State(app): AppState,
     authed: Authed,
     Path(slug): Path<String>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
     JsonBody(req): JsonBody<PutPolicy>,
 ) -> ApiResult<Json<Value>> {
-    let Authed { t, caller: c } = authed;
-    let h = begin(&t).await?;
+    let (t, c) = (&authed.t, &authed.caller);
+    let h = begin(t).await?;
     let (_, tier, before, _) = org_row(&h).await?;
     if req.tier.as_ref().is_some_and(|x| x != &tier) && !matches!(c, Caller::Operator) {
         return Err(ApiError::forbidden("operator_only", "only the platform operator changes the tier"));
@@ -193,20 +191,16 @@ pub(crate) async fn put_policy(
     let tier = req.tier.clone().unwrap_or(tier);
     check_tenant_policy(&app, &t.slug, &tier, &req.policy)?;
     orgs::set_policy(&h, &tier, &serde_json::to_string(&req.policy)?).await?;
-    commit(
-        &app,
-        &t,
-        h,
-        &meta(&headers, &peer),
-        vec![ev(
-            c.actor(),
+    authed
+        .commit(
+            &app,
+            h,
             "org.policy",
             format!("org:{slug}"),
             Some(json!(before)),
             Some(json!({ "tier": tier, "policy": req.policy })),
-        )],
-    )
-    .await?;
+        )
+        .await?;
     app.changed();
     Ok(Json(json!({ "tier": tier, "policy": req.policy })))
 }

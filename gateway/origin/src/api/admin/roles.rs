@@ -1,7 +1,6 @@
 //! Roles: who may grant which, and the organisation's custom roles.
 
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, State};
 use axum::Json;
 use gatehouse_core::policy::BUILTIN_ROLES;
 use serde::Deserialize;
@@ -12,10 +11,8 @@ use crate::identity::valid_slug;
 use crate::store::roles;
 
 use crate::api::app::App;
-use crate::api::extract::{
-    cursor, meta, next_cursor, page_limit, AppState, Authed, Caller, JsonBody, Page, Peer, QueryParams,
-};
-use crate::api::transaction::{begin, commit, ev};
+use crate::api::extract::{cursor, next_cursor, page_limit, AppState, Authed, Caller, JsonBody, Page, QueryParams};
+use crate::api::transaction::begin;
 
 pub(crate) fn role_rank(r: &str) -> Option<usize> {
     BUILTIN_ROLES.iter().position(|(b, _)| *b == r)
@@ -65,11 +62,9 @@ pub(crate) async fn put_role(
     State(app): AppState,
     authed: Authed,
     Path((_, name)): Path<(String, String)>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
     JsonBody(req): JsonBody<PutRole>,
 ) -> ApiResult<Json<Value>> {
-    let Authed { t, caller: c } = authed;
+    let t = &authed.t;
     if role_rank(&name).is_some() || !valid_slug(&name) {
         return Err(bad("invalid_role", "custom role names: 2–40 of a-z, 0-9, -, and not a built-in role"));
     }
@@ -80,23 +75,12 @@ pub(crate) async fn put_role(
         return Err(bad("invalid_permission", "1–64 permissions of the form resource:action"));
     }
     let perms = serde_json::to_string(&req.permissions)?;
-    let h = begin(&t).await?;
+    let h = begin(t).await?;
     let before = roles::permissions(&h, &name).await?;
     roles::upsert(&h, &name, &perms).await?;
-    commit(
-        &app,
-        &t,
-        h,
-        &meta(&headers, &peer),
-        vec![ev(
-            c.actor(),
-            "role.put",
-            format!("role:{name}"),
-            before.map(Value::String),
-            Some(json!(req.permissions)),
-        )],
-    )
-    .await?;
+    authed
+        .commit(&app, h, "role.put", format!("role:{name}"), before.map(Value::String), Some(json!(req.permissions)))
+        .await?;
     app.changed();
     Ok(Json(json!({ "name": name, "permissions": req.permissions })))
 }

@@ -1,7 +1,7 @@
 //! Teams and their members.
 
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -11,8 +11,8 @@ use crate::error::{bad, ApiError, ApiResult};
 use crate::identity::{new_id, valid_slug};
 use crate::store::{teams, users};
 
-use crate::api::extract::{cursor, meta, next_cursor, page_limit, AppState, Authed, JsonBody, Page, Peer, QueryParams};
-use crate::api::transaction::{begin, commit, ev};
+use crate::api::extract::{cursor, next_cursor, page_limit, AppState, Authed, JsonBody, Page, QueryParams};
+use crate::api::transaction::begin;
 
 pub(crate) async fn list_teams(authed: Authed, QueryParams(p): QueryParams<Page>) -> ApiResult<Json<Value>> {
     let Authed { t, .. } = authed;
@@ -37,16 +37,13 @@ pub(crate) struct CreateTeam {
 pub(crate) async fn create_team(
     State(app): AppState,
     authed: Authed,
-
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
     JsonBody(req): JsonBody<CreateTeam>,
 ) -> ApiResult<Response> {
-    let Authed { t, caller: c } = authed;
+    let t = &authed.t;
     if !valid_slug(&req.name) {
         return Err(bad("invalid_name", "team names: 2–40 of a-z, 0-9, -"));
     }
-    let h = begin(&t).await?;
+    let h = begin(t).await?;
     if let Some(p) = &req.parent_id {
         if !teams::exists_id(&h, p).await? {
             return Err(bad("unknown_team", "parent_id names no team"));
@@ -58,14 +55,7 @@ pub(crate) async fn create_team(
     let id = new_id("tm_");
     teams::insert(&h, &id, &req.name, req.parent_id.as_deref()).await?;
     let after = json!({ "id": id, "name": req.name, "parent_id": req.parent_id });
-    commit(
-        &app,
-        &t,
-        h,
-        &meta(&headers, &peer),
-        vec![ev(c.actor(), "team.create", format!("team:{id}"), None, Some(after.clone()))],
-    )
-    .await?;
+    authed.commit(&app, h, "team.create", format!("team:{id}"), None, Some(after.clone())).await?;
     Ok((StatusCode::CREATED, Json(after)).into_response())
 }
 
@@ -73,11 +63,9 @@ pub(crate) async fn add_team_member(
     State(app): AppState,
     authed: Authed,
     Path((_, team, user)): Path<(String, String, String)>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    let Authed { t, caller: c } = authed;
-    let h = begin(&t).await?;
+    let t = &authed.t;
+    let h = begin(t).await?;
     if !teams::exists_id(&h, &team).await? {
         return Err(ApiError::not_found("team_not_found", "no such team"));
     }
@@ -85,13 +73,6 @@ pub(crate) async fn add_team_member(
         return Err(ApiError::not_found("user_not_found", "no such user"));
     }
     teams::add_member(&h, &team, &user).await?;
-    commit(
-        &app,
-        &t,
-        h,
-        &meta(&headers, &peer),
-        vec![ev(c.actor(), "team.member_add", format!("team:{team}"), None, Some(json!({ "user": user })))],
-    )
-    .await?;
+    authed.commit(&app, h, "team.member_add", format!("team:{team}"), None, Some(json!({ "user": user }))).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,7 +1,7 @@
 //! Users of an organisation and their memberships.
 
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -12,9 +12,9 @@ use crate::identity::{self, new_id};
 use crate::store::{memberships, sessions, users};
 
 use crate::api::admin::roles::{may_grant, role_exists};
-use crate::api::extract::{cursor, meta, page_limit, AppState, Authed, JsonBody, Page, Peer, QueryParams};
+use crate::api::extract::{cursor, page_limit, AppState, Authed, JsonBody, Page, QueryParams};
 use crate::api::tenant::end_session;
-use crate::api::transaction::{begin, commit, ev};
+use crate::api::transaction::begin;
 
 pub(crate) async fn list_users(authed: Authed, QueryParams(p): QueryParams<Page>) -> ApiResult<Json<Value>> {
     let Authed { t, .. } = authed;
@@ -42,12 +42,9 @@ pub(crate) struct CreateUser {
 pub(crate) async fn create_user(
     State(app): AppState,
     authed: Authed,
-
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
     JsonBody(req): JsonBody<CreateUser>,
 ) -> ApiResult<Response> {
-    let Authed { t, caller: c } = authed;
+    let (t, c) = (&authed.t, &authed.caller);
     let email = identity::normalise_email(&req.email).ok_or_else(|| bad("invalid_email", "not an email address"))?;
     if req.name.len() > 200 {
         return Err(bad("invalid_name", "name: at most 200 bytes"));
@@ -59,10 +56,10 @@ pub(crate) async fn create_user(
         }
         None => None,
     };
-    if !may_grant(&c, &req.role) {
+    if !may_grant(c, &req.role) {
         return Err(ApiError::forbidden("role_too_high", "you cannot grant a role above your own"));
     }
-    let h = begin(&t).await?;
+    let h = begin(t).await?;
     if !role_exists(&app, &h, &req.role).await? {
         return Err(bad("unknown_role", format!("no role `{}`", req.role)));
     }
@@ -76,14 +73,7 @@ pub(crate) async fn create_user(
     users::insert(&h, &row).await?;
     memberships::insert(&h, &id, &req.role, req.role_expires_at).await?;
     let after = json!({ "email": email, "role": req.role, "role_expires_at": req.role_expires_at });
-    commit(
-        &app,
-        &t,
-        h,
-        &meta(&headers, &peer),
-        vec![ev(c.actor(), "user.create", format!("user:{id}"), None, Some(after))],
-    )
-    .await?;
+    authed.commit(&app, h, "user.create", format!("user:{id}"), None, Some(after)).await?;
     let user = users::by_id(&*t.db.lock().await, &id, now).await?;
     Ok((StatusCode::CREATED, Json(json!(user))).into_response())
 }
@@ -92,16 +82,14 @@ pub(crate) async fn delete_user(
     State(app): AppState,
     authed: Authed,
     Path((_, id)): Path<(String, String)>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    let Authed { t, caller: c } = authed;
-    let h = begin(&t).await?;
+    let (t, c) = (&authed.t, &authed.caller);
+    let h = begin(t).await?;
     let now = crate::now();
     let before =
         users::by_id(&h, &id, now).await?.ok_or_else(|| ApiError::not_found("user_not_found", "no such user"))?;
     if let Some(r) = &before.role {
-        if !may_grant(&c, r) {
+        if !may_grant(c, r) {
             return Err(ApiError::forbidden("role_too_high", "you cannot remove a user above your own role"));
         }
     }
@@ -109,14 +97,7 @@ pub(crate) async fn delete_user(
         end_session(&h, &s, now).await?;
     }
     users::delete(&h, &id).await?;
-    commit(
-        &app,
-        &t,
-        h,
-        &meta(&headers, &peer),
-        vec![ev(c.actor(), "user.delete", format!("user:{id}"), Some(json!(before)), None)],
-    )
-    .await?;
+    authed.commit(&app, h, "user.delete", format!("user:{id}"), Some(json!(before)), None).await?;
     app.changed();
     Ok(StatusCode::NO_CONTENT)
 }
@@ -133,15 +114,13 @@ pub(crate) async fn set_role(
     State(app): AppState,
     authed: Authed,
     Path((_, id)): Path<(String, String)>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
     JsonBody(req): JsonBody<SetRole>,
 ) -> ApiResult<Json<Value>> {
-    let Authed { t, caller: c } = authed;
-    if !may_grant(&c, &req.role) {
+    let (t, c) = (&authed.t, &authed.caller);
+    if !may_grant(c, &req.role) {
         return Err(ApiError::forbidden("role_too_high", "you cannot grant a role above your own"));
     }
-    let h = begin(&t).await?;
+    let h = begin(t).await?;
     if !role_exists(&app, &h, &req.role).await? {
         return Err(bad("unknown_role", format!("no role `{}`", req.role)));
     }
@@ -149,25 +128,21 @@ pub(crate) async fn set_role(
         .await?
         .ok_or_else(|| ApiError::not_found("user_not_found", "no such user"))?;
     if let Some(r) = &before.role {
-        if !may_grant(&c, r) {
+        if !may_grant(c, r) {
             return Err(ApiError::forbidden("role_too_high", "you cannot change a user above your own role"));
         }
     }
     memberships::upsert(&h, &id, &req.role, req.expires_at).await?;
     let after = json!({ "role": req.role, "expires_at": req.expires_at });
-    commit(
-        &app,
-        &t,
-        h,
-        &meta(&headers, &peer),
-        vec![ev(
-            c.actor(),
+    authed
+        .commit(
+            &app,
+            h,
             "membership.set",
             format!("user:{id}"),
             Some(json!({ "role": before.role, "expires_at": before.role_expires_at })),
             Some(after.clone()),
-        )],
-    )
-    .await?;
+        )
+        .await?;
     Ok(Json(after))
 }

@@ -1,8 +1,8 @@
 //! The administrators' SSO API: connections (create, read, replace, delete) and the
 //! enforcement setting. Only owners and the operator write them.
 
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -16,12 +16,10 @@ use crate::store::{memberships, sessions};
 
 use crate::api::admin::roles::{may_grant, role_exists};
 use crate::api::app::App;
-use crate::api::extract::{
-    cursor, meta, next_cursor, page_limit, AppState, Authed, Caller, JsonBody, Page, Peer, QueryParams,
-};
+use crate::api::extract::{cursor, next_cursor, page_limit, AppState, Authed, Caller, JsonBody, Page, QueryParams};
 use crate::api::sso::connections::{enabled, enforcement, keep_one_enabled, load, not_found, view};
 use crate::api::tenant::end_session;
-use crate::api::transaction::{begin, commit, ev};
+use crate::api::transaction::{begin, ev};
 use crate::sso::{Connection, ConnectionInput, Protocol};
 
 pub(crate) async fn list(
@@ -89,19 +87,17 @@ pub(crate) async fn checked(
 pub(crate) async fn create(
     State(app): AppState,
     authed: Authed,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
     JsonBody(input): JsonBody<ConnectionInput>,
 ) -> ApiResult<Response> {
-    let Authed { t, caller } = authed;
-    require_owner(&caller)?;
+    let (t, caller) = (&authed.t, &authed.caller);
+    require_owner(caller)?;
     let input = fetch_metadata(&app, input).await?;
     let secret = input.client_secret.clone();
-    let h = begin(&t).await?;
+    let h = begin(t).await?;
     if sso_store::count(&h).await? >= 50 {
         return Err(ApiError::conflict("sso_connection_limit", "at most 50 SSO connections per organisation"));
     }
-    let mut c = checked(&app, &h, &caller, new_id("c_"), input).await?;
+    let mut c = checked(&app, &h, caller, new_id("c_"), input).await?;
     let sealed = match sp_key(&mut c, None)? {
         Some(pem) => Some(app.sso_box.seal(&t.id, &c.id, &pem)),
         None => secret.as_deref().map(|s| app.sso_box.seal(&t.id, &c.id, s)),
@@ -120,7 +116,7 @@ pub(crate) async fn create(
     sso_store::insert(&h, &row).await?;
     let shown = view(&app, &t.slug, &c, secret.is_some());
     let events = vec![ev(caller.actor(), "sso.connection.create", format!("sso:{}", c.id), None, Some(shown.clone()))];
-    commit(&app, &t, h, &meta(&headers, &peer), events).await?;
+    authed.commit_all(&app, h, events).await?;
     Ok((StatusCode::CREATED, Json(shown)).into_response())
 }
 
@@ -128,17 +124,15 @@ pub(crate) async fn replace(
     State(app): AppState,
     authed: Authed,
     Path((_, id)): Path<(String, String)>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
     JsonBody(input): JsonBody<ConnectionInput>,
 ) -> ApiResult<Json<Value>> {
-    let Authed { t, caller } = authed;
-    require_owner(&caller)?;
+    let (t, caller) = (&authed.t, &authed.caller);
+    require_owner(caller)?;
     let input = fetch_metadata(&app, input).await?;
     let secret = input.client_secret.clone();
-    let h = begin(&t).await?;
+    let h = begin(t).await?;
     let (before, old_secret) = load(&h, &id).await?.ok_or_else(not_found)?;
-    let mut c = checked(&app, &h, &caller, id.clone(), input).await?;
+    let mut c = checked(&app, &h, caller, id.clone(), input).await?;
     let same_provider = before.identity_fingerprint() == c.identity_fingerprint();
     if !same_provider && secret.is_none() && c.protocol != Protocol::Saml && old_secret.is_some() {
         // The stored secret is never sent to an endpoint it was not given for.
@@ -181,7 +175,7 @@ pub(crate) async fn replace(
     after["client_secret_replaced"] = json!(secret.is_some());
     let events =
         vec![ev(caller.actor(), "sso.connection.update", format!("sso:{id}"), Some(json!(before)), Some(after))];
-    commit(&app, &t, h, &meta(&headers, &peer), events).await?;
+    authed.commit_all(&app, h, events).await?;
     app.rp.forget(&t.id, &id);
     Ok(Json(shown))
 }
@@ -190,17 +184,15 @@ pub(crate) async fn remove(
     State(app): AppState,
     authed: Authed,
     Path((_, id)): Path<(String, String)>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    let Authed { t, caller } = authed;
-    require_owner(&caller)?;
-    let h = begin(&t).await?;
+    let (t, caller) = (&authed.t, &authed.caller);
+    require_owner(caller)?;
+    let h = begin(t).await?;
     let (before, _) = load(&h, &id).await?.ok_or_else(not_found)?;
     keep_one_enabled(&h, &id, "deleting").await?;
     sso_store::delete(&h, &id).await?;
     let events = vec![ev(caller.actor(), "sso.connection.delete", format!("sso:{id}"), Some(json!(before)), None)];
-    commit(&app, &t, h, &meta(&headers, &peer), events).await?;
+    authed.commit_all(&app, h, events).await?;
     app.rp.forget(&t.id, &id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -266,13 +258,11 @@ pub(crate) async fn get_enforcement(authed: Authed) -> ApiResult<Json<Value>> {
 pub(crate) async fn put_enforcement(
     State(app): AppState,
     authed: Authed,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
     JsonBody(req): JsonBody<Enforcement>,
 ) -> ApiResult<Json<Value>> {
-    let Authed { t, caller } = authed;
-    require_owner(&caller)?;
-    let h = begin(&t).await?;
+    let (t, caller) = (&authed.t, &authed.caller);
+    require_owner(caller)?;
+    let h = begin(t).await?;
     let break_glass = match req.break_glass.as_deref() {
         Some(e) => {
             let e = identity::normalise_email(e).ok_or_else(|| bad("invalid_email", "break_glass: not an email"))?;
@@ -309,7 +299,7 @@ pub(crate) async fn put_enforcement(
         }
         ended = ids.len();
     }
-    commit(&app, &t, h, &meta(&headers, &peer), events).await?;
+    authed.commit_all(&app, h, events).await?;
     if ended > 0 {
         app.changed();
     }
