@@ -9,11 +9,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use gatehouse_bundler::keys;
 use gatehouse_core::bundle;
 use gatehouse_core::engine::{Engine, Env};
 use gatehouse_core::request::OwnedRequest;
 use gatehouse_core::{apikey, Decision, EdgeSecrets, MemoryRateStore, NoCountryLookup};
-use gatehouse_bundler::keys;
 
 mod demo;
 
