@@ -261,26 +261,12 @@ impl OriginConfig {
     }
 
     fn resolve(&mut self, base: &Path) {
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
-        fix(&mut self.data_dir);
-        fix(&mut self.secrets.bundle_signing_key);
-        fix(&mut self.secrets.edge_tokens);
-        fix(&mut self.secrets.operator_token);
-        fix(&mut self.secrets.peer_token);
-        fix(&mut self.secrets.api_key_secret);
-        if let Some(t) = self.bundle.template.as_mut() {
-            fix(t);
-        }
-        if let Some(k) = self.secrets.sso_key.as_mut() {
-            fix(k);
-        }
-        if let Some(m) = self.signin.mail_dir.as_mut() {
-            fix(m);
-        }
+        let s = &mut self.secrets;
+        let required = [&mut s.bundle_signing_key, &mut s.edge_tokens, &mut s.operator_token, &mut s.peer_token];
+        let required = required.into_iter().chain([&mut s.api_key_secret, &mut self.data_dir]);
+        let optional = [&mut self.bundle.template, &mut s.sso_key, &mut self.signin.mail_dir];
+        let all = required.chain(optional.into_iter().filter_map(Option::as_mut));
+        gatehouse_settings::relative_to(base, all);
     }
 
     /// Check ranges and cross-references.
