@@ -70,7 +70,8 @@ pub fn upstream_request_headers<'a>(
         UpstreamRequest { identity_prefix, connection: &connection, relay_upgrade: false, host, peer: &peer, identity };
     let mut out: Vec<Field> = Vec::with_capacity(client.len() + identity.len() + 2);
     rules.headers(client.iter().copied(), |name, value| {
-        if !is_platform_refused(name) && !(strip_spin && is_spin_header(name)) {
+        let dropped = is_platform_refused(name) || (strip_spin && is_spin_header(name));
+        if !dropped {
             out.push((name.to_string(), value.to_vec()));
         }
     });
