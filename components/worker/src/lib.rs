@@ -296,7 +296,15 @@ impl DurableObject for RateLimiter {
         let mut answers = Vec::with_capacity(r.steps.len());
         for s in &r.steps {
             // Stored as text: JavaScript numbers cannot hold nanosecond timestamps exactly.
-            let tat = storage.get::<String>(&s.key).await?.and_then(|t| t.parse::<u64>().ok());
+            // A value that is not one ends the answers (the request is denied), as on
+            // Spin: a corrupt bucket must not become an empty one.
+            let tat = match storage.get::<String>(&s.key).await? {
+                None => None,
+                Some(t) => match t.parse::<u64>() {
+                    Ok(t) => Some(t),
+                    Err(_) => break,
+                },
+            };
             let (d, next) = s.gcra.apply(tat, r.now);
             if let Some(t) = next {
                 storage.put(&s.key, t.to_string()).await?;

@@ -100,5 +100,27 @@ async fn gateway_wire_contract_over_http1_and_h2c() {
         failures.extend(corpus::wire_mismatch(c, &got, false));
     }
     assert!(failures.is_empty(), "gateway (h2c): {}", failures.join("\n"));
+
+    // An absolute-form target names the host the request is decided under; a `Host` that
+    // disagrees never reaches the upstream (RFC 9112 §3.2.2), nor does a client's
+    // underscore spelling of an identity header.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    raw.write_all(
+        b"GET http://acme.corpus.test/public?wire=1 HTTP/1.1\r\nHost: globex.corpus.test\r\n\
+          X_Gatehouse_Org: globex\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    raw.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body = &answer[text.find("\r\n\r\n").unwrap() + 4..];
+    let got = echo::echoed_headers(body);
+    let values = |name: &str| got.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+    assert_eq!(values("host"), ["acme.corpus.test"], "{got:?}");
+    assert_eq!(values("x-forwarded-host"), ["acme.corpus.test"]);
+    assert!(got.iter().all(|(k, _)| !k.eq_ignore_ascii_case("x_gatehouse_org")), "{got:?}");
     drop(gw);
 }

@@ -126,6 +126,21 @@ impl Identity {
         }
     }
 
+    /// Whether every value may travel in a header as the engine's own identities do
+    /// ([`header_safe`], lists of at most [`limits::MAX_LIST`]): what an identity from a
+    /// filter component must satisfy before the gateway believes it.
+    pub fn is_header_safe(&self) -> bool {
+        let list = |l: &[String]| l.len() <= limits::MAX_LIST && l.iter().all(|s| header_safe(s));
+        header_safe(&self.subject)
+            && header_safe(&self.org)
+            && list(&self.roles)
+            && self.scopes.as_deref().is_none_or(list)
+            && list(&self.teams)
+            && list(&self.amr)
+            && self.session_id.as_deref().is_none_or(header_safe)
+            && self.credential_id.as_deref().is_none_or(header_safe)
+    }
+
     /// Headers to add to the upstream request (`x-gatehouse-subject`, `-org`, `-auth`,
     /// `-roles`, `-scopes`, `-teams`, `-session`).
     pub fn upstream_headers(&self) -> &[(String, String)] {
@@ -159,27 +174,30 @@ impl Identity {
 
 /// The [`Identity`] a WIT `identity` record carries, whoever generated the record's type
 /// (the filter guest's `wit-bindgen` or the gateway's `wasmtime` bindings: both have the
-/// record's fields by name). `None` for an unknown credential kind. One definition of the
-/// conversion for both sides of the filter boundary.
+/// record's fields by name). `None` for an unknown credential kind or a value that is not
+/// [`Identity::is_header_safe`]: a filter cannot hand the gateway header text. One
+/// definition of the conversion for both sides of the filter boundary.
 #[macro_export]
 macro_rules! identity_from_record {
     ($record:expr, $prefix:expr) => {{
         let r = $record;
-        $crate::identity::CredentialKind::parse(&r.kind).map(|kind| {
-            $crate::identity::Identity::new(
-                kind,
-                r.subject,
-                r.org,
-                r.roles,
-                r.scopes,
-                r.teams,
-                r.amr,
-                r.session_id,
-                r.credential_id,
-                r.expires_at,
-                $prefix,
-            )
-        })
+        $crate::identity::CredentialKind::parse(&r.kind)
+            .map(|kind| {
+                $crate::identity::Identity::new(
+                    kind,
+                    r.subject,
+                    r.org,
+                    r.roles,
+                    r.scopes,
+                    r.teams,
+                    r.amr,
+                    r.session_id,
+                    r.credential_id,
+                    r.expires_at,
+                    $prefix,
+                )
+            })
+            .filter($crate::identity::Identity::is_header_safe)
     }};
 }
 
@@ -241,6 +259,17 @@ mod tests {
         assert_eq!((id.kind, id.subject.as_str(), id.expires_at), (CredentialKind::Jwt, "alice", Some(42)));
         assert!(id.upstream_headers().iter().any(|(k, v)| k == "x-gatehouse-subject" && v == "alice"));
         assert_eq!(crate::identity_to_record!(Record, &id), r);
-        assert!(crate::identity_from_record!(Record { kind: "magic".into(), ..r }, "x-").is_none());
+        assert!(crate::identity_from_record!(Record { kind: "magic".into(), ..r.clone() }, "x-").is_none());
+        // Header text a filter could smuggle is refused, in every field.
+        for bad in ["a\r\nx-gatehouse-org: root", "a b", "a,b", "", &"x".repeat(300)] {
+            let subject = Record { subject: bad.into(), ..r.clone() };
+            assert!(crate::identity_from_record!(subject, "x-").is_none(), "{bad:?}");
+            let roles = Record { roles: vec!["viewer".into(), bad.into()], ..r.clone() };
+            assert!(crate::identity_from_record!(roles, "x-").is_none(), "{bad:?}");
+            let sid = Record { session_id: Some(bad.into()), ..r.clone() };
+            assert!(crate::identity_from_record!(sid, "x-").is_none(), "{bad:?}");
+        }
+        let many = Record { teams: vec!["t".into(); limits::MAX_LIST + 1], ..r };
+        assert!(crate::identity_from_record!(many, "x-").is_none());
     }
 }

@@ -9,12 +9,16 @@
 //! - **Never from the client**: identity headers (the engine's prefix, `x-gatehouse-` by
 //!   default; the gateway sets them from the verified identity), `Expect` (the gateway
 //!   answers it), hop-by-hop headers ([`HOP_BY_HOP`]) and every header the client's
-//!   `Connection` names — except `Upgrade` and `Connection` themselves when the host
-//!   relays an upgrade.
-//! - **Made by the gateway**: `X-Forwarded-For` (the client's values, then the peer, in
-//!   one field) and `X-Forwarded-Host` (the host the request was decided under; a client's
-//!   own value is dropped, so an application never builds URLs or picks a tenant from a
-//!   host the gateway did not check).
+//!   `Connection` names. Names the gateway owns are matched with `_` read as `-` too
+//!   (`X_Gatehouse_Subject`): CGI-style upstreams map both to the same variable.
+//! - **Made by the gateway**: `Host` and `X-Forwarded-Host` (the host the request was
+//!   decided under: an application never routes, builds URLs or picks a tenant from a host
+//!   the gateway did not check, even when an absolute-form target and `Host` disagree),
+//!   `X-Forwarded-For` (the client's values, then the peer, in one field), and for a
+//!   relayed upgrade (WebSocket only, [`is_relayable_upgrade`]) the client's `Upgrade`
+//!   with a fresh `Connection: upgrade`.
+//! - **Checked on the way out**: the identity's and the decision's own headers must be
+//!   valid fields (a third-party filter's output is never written unchecked).
 //! - **Back to the client**: the upstream's headers minus hop-by-hop ones and those its
 //!   `Connection` names, with the decision's own (`RateLimit-*`) replacing any upstream
 //!   header of the same name.
@@ -45,6 +49,28 @@ pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
 pub const REASON_HEADER: &str = "x-gatehouse-reason";
 /// The reason code a filter's unusable reason text becomes.
 pub const FILTER_DENIED: &str = "filter_denied";
+/// Most `Connection` tokens a message may carry (an HTTP/1.1 front end refuses more; this
+/// bounds the work of checking every field against them).
+pub const MAX_CONNECTION_TOKENS: usize = 32;
+
+/// Whether two header names are the same, also when one writes `_` for `-` (any case).
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    let norm = |c: u8| if c == b'_' { b'-' } else { c.to_ascii_lowercase() };
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| norm(x) == norm(y))
+}
+
+/// Whether header `name` starts with `prefix` (any case, `_` read as `-`): the identity
+/// headers under the engine's prefix.
+pub fn has_prefix(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len() && same_name(&name.as_bytes()[..prefix.len()], prefix.as_bytes())
+}
+
+/// Whether an `Upgrade` value is one a host may relay: WebSocket only. Anything else (an
+/// `h2c` upgrade above all: a tunnel in which later requests would bypass the gateway)
+/// goes upstream as a plain request.
+pub fn is_relayable_upgrade(value: &[u8]) -> bool {
+    value.trim_ascii().eq_ignore_ascii_case(b"websocket")
+}
 
 /// A header value as text: visible ASCII, spaces and tabs (the `http` crate's
 /// `HeaderValue::to_str`). Anything else is not a value a decision reads.
@@ -84,6 +110,7 @@ pub fn reason_text(reason: &str) -> &str {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnectionTokens<'a> {
     tokens: Vec<&'a str>,
+    seen: usize,
 }
 
 impl<'a> ConnectionTokens<'a> {
@@ -99,15 +126,23 @@ impl<'a> ConnectionTokens<'a> {
     }
 
     /// Add the tokens of one `Connection` field value (comma-separated; empty and
-    /// non-text tokens are ignored).
+    /// non-text tokens are ignored, and none beyond [`MAX_CONNECTION_TOKENS`] is kept).
     pub fn add(&mut self, value: &'a [u8]) {
         for t in value.split(|&b| b == b',') {
             if let Ok(t) = std::str::from_utf8(t.trim_ascii()) {
                 if !t.is_empty() {
-                    self.tokens.push(t);
+                    self.seen += 1;
+                    if self.tokens.len() < MAX_CONNECTION_TOKENS {
+                        self.tokens.push(t);
+                    }
                 }
             }
         }
+    }
+
+    /// How many tokens the fields listed (kept or not).
+    pub fn count(&self) -> usize {
+        self.seen
     }
 
     /// Whether the fields name `header` (any case).
@@ -142,15 +177,19 @@ pub struct Reply {
 impl Reply {
     /// A refusal: `status` (one outside 400–599 becomes 403: a refusal never looks like
     /// success), `content-type: application/json`, [`REASON_HEADER`] with the reason
-    /// (through [`reason_text`]), then those of `headers` that are valid fields, and the
-    /// body `{"error":"<reason>"}`.
+    /// (through [`reason_text`]), then those of `headers` that are valid fields and not
+    /// ones the gateway writes itself (framing, hop-by-hop, `content-type`, the reason,
+    /// `date`, `location`), and the body `{"error":"<reason>"}`.
     pub fn deny(status: u16, reason: &str, headers: &[(String, String)]) -> Reply {
         let reason = reason_text(reason);
         let mut h = Vec::with_capacity(2 + headers.len());
         h.push(("content-type".to_string(), "application/json".to_string()));
         h.push((REASON_HEADER.to_string(), reason.to_string()));
         for (k, v) in headers {
-            if is_field_name(k) && header_text(v.as_bytes()).is_some() {
+            let owned = ["content-type", "content-length", REASON_HEADER, "date", "location"]
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(k));
+            if !owned && !is_hop_by_hop(k) && is_field_name(k) && header_text(v.as_bytes()).is_some() {
                 h.push((k.to_ascii_lowercase(), v.clone()));
             }
         }
@@ -194,10 +233,12 @@ pub struct UpstreamRequest<'a> {
     pub identity_prefix: &'a str,
     /// The client's `Connection` tokens.
     pub connection: &'a ConnectionTokens<'a>,
-    /// Whether the host relays this request's upgrade (then `Upgrade` and `Connection` go
-    /// on): only hosts that can splice the upgraded connection set it.
+    /// Whether the host relays this request's upgrade (then the client's `Upgrade` goes on
+    /// with `Connection: upgrade`): only hosts that can splice the upgraded connection set
+    /// it, and only for [`is_relayable_upgrade`] values.
     pub relay_upgrade: bool,
-    /// The host the request was decided under (`X-Forwarded-Host`; empty: none).
+    /// The host the request was decided under (`Host` and `X-Forwarded-Host`; empty:
+    /// neither).
     pub host: &'a str,
     /// The TCP peer's address as text (the last `X-Forwarded-For` hop).
     pub peer: &'a str,
@@ -207,49 +248,61 @@ pub struct UpstreamRequest<'a> {
 
 impl UpstreamRequest<'_> {
     /// Whether the client's header `name` goes on to the upstream as the client sent it.
-    /// `X-Forwarded-For` does not: its values go into the gateway's own field.
+    /// `Host`, `X-Forwarded-For` and `X-Forwarded-Host` do not: the gateway writes them.
     pub fn passes(&self, name: &str) -> bool {
-        let p = self.identity_prefix;
-        let identity = name.len() >= p.len() && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes());
-        if identity
-            || name.eq_ignore_ascii_case("expect")
-            || name.eq_ignore_ascii_case(X_FORWARDED_FOR)
-            || name.eq_ignore_ascii_case(X_FORWARDED_HOST)
-        {
+        let n = name.as_bytes();
+        let owned = [X_FORWARDED_FOR, X_FORWARDED_HOST, "host", "expect"].iter().any(|o| same_name(n, o.as_bytes()));
+        if owned || has_prefix(name, self.identity_prefix) {
             return false;
         }
         if !is_hop(name, self.connection) {
             return true;
         }
-        self.relay_upgrade && (name.eq_ignore_ascii_case("upgrade") || name.eq_ignore_ascii_case("connection"))
+        self.relay_upgrade && name.eq_ignore_ascii_case("upgrade")
     }
 
-    /// The upstream request's headers, in order: the client's that pass, the identity's,
-    /// `X-Forwarded-For` and `X-Forwarded-Host`. `emit` gets each field; a host drops
-    /// only what its platform itself refuses or frames (for example `Host` on an outbound
+    /// The upstream request's headers, in order: `Host`, the client's that pass, the
+    /// identity's (valid fields only), `Connection: upgrade` for a relayed upgrade,
+    /// `X-Forwarded-For` and `X-Forwarded-Host`. `emit` gets each field; a host drops only
+    /// what its platform itself refuses or frames (for example `Host` on an outbound
     /// fetch, `Content-Length` when it re-frames the body).
     pub fn headers<'h>(
         &self,
         client: impl IntoIterator<Item = (&'h str, &'h [u8])>,
         mut emit: impl FnMut(&str, &[u8]),
     ) {
-        let mut xff: Vec<u8> = Vec::new();
+        if !self.host.is_empty() {
+            emit("host", self.host.as_bytes());
+        }
+        // The client's chain, when it sent one (most requests do not: no allocation).
+        let mut xff: Option<Vec<u8>> = None;
         for (name, value) in client {
-            if name.eq_ignore_ascii_case(X_FORWARDED_FOR) {
+            if same_name(name.as_bytes(), X_FORWARDED_FOR.as_bytes()) {
                 let v = value.trim_ascii();
                 if !v.is_empty() {
-                    xff.extend_from_slice(v);
-                    xff.extend_from_slice(b", ");
+                    let chain = xff.get_or_insert_with(|| Vec::with_capacity(64));
+                    chain.extend_from_slice(v);
+                    chain.extend_from_slice(b", ");
                 }
             } else if self.passes(name) {
                 emit(name, value);
             }
         }
         for (k, v) in self.identity {
-            emit(k, v.as_bytes());
+            if is_field_name(k) && header_text(v.as_bytes()).is_some() {
+                emit(k, v.as_bytes());
+            }
         }
-        xff.extend_from_slice(self.peer.as_bytes());
-        emit(X_FORWARDED_FOR, &xff);
+        if self.relay_upgrade {
+            emit("connection", b"upgrade");
+        }
+        match xff.as_mut() {
+            Some(chain) => {
+                chain.extend_from_slice(self.peer.as_bytes());
+                emit(X_FORWARDED_FOR, chain);
+            }
+            None => emit(X_FORWARDED_FOR, self.peer.as_bytes()),
+        }
         if !self.host.is_empty() {
             emit(X_FORWARDED_HOST, self.host.as_bytes());
         }
@@ -258,7 +311,7 @@ impl UpstreamRequest<'_> {
 
 /// The client response's headers from the upstream's: hop-by-hop ones and those the
 /// upstream's `Connection` names dropped, any that `ours` (the decision's `RateLimit-*`)
-/// also sets dropped, then `ours`. `emit` gets each field.
+/// also sets dropped, then those of `ours` that are valid fields. `emit` gets each field.
 pub fn response_headers<'h, I>(upstream: I, ours: &[(String, String)], mut emit: impl FnMut(&str, &[u8]))
 where
     I: IntoIterator<Item = (&'h str, &'h [u8])> + Clone,
@@ -270,7 +323,9 @@ where
         }
     }
     for (k, v) in ours {
-        emit(k, v.as_bytes());
+        if is_field_name(k) && header_text(v.as_bytes()).is_some() {
+            emit(k, v.as_bytes());
+        }
     }
 }
 

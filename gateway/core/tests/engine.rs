@@ -231,6 +231,34 @@ fn api_keys() {
     assert_eq!(h2.reason(&r(&key)), "api_key_unverifiable");
 }
 
+/// A policy route that happens to be called like the engine's fallback route: a request
+/// that matches no route is limited as `decide` limits it, not by that route's limit, when
+/// taken in steps too.
+#[test]
+fn the_session_keeps_the_fallback_route_apart_from_a_route_named_like_it() {
+    let mut p = policy();
+    p.routes.insert(
+        0,
+        gatehouse_core::policy::Route {
+            name: "default".into(),
+            path: "/only-here".into(),
+            limit: Some(gatehouse_core::policy::RateLimit { requests: 1, per_secs: 86_400, burst: None }),
+            ..Default::default()
+        },
+    );
+    let (one, stepped) = (Harness::new(engine_with(&p)), Harness::new(engine_with(&p)));
+    let t = ed_token(claims("a", &["viewer"]));
+    let unrouted = get("https://acme.app.test/nowhere/else").bearer(&t);
+    for i in 0..3 {
+        let (a, b) = (one.decide(&unrouted), stepped.decide_with_rate_steps(&unrouted));
+        assert_eq!(a, b, "request {i}");
+        match &a {
+            Decision::Allow(allow) => assert_eq!(allow.route, "default", "the fallback route"),
+            other => panic!("request {i}: {other:?}"),
+        }
+    }
+}
+
 /// Hosts with an asynchronous store (Workers, Spin) take the rate decision in steps;
 /// the answers, headers included, are the same as `decide`'s.
 #[test]

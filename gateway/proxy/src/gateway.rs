@@ -276,8 +276,6 @@ impl Gateway {
                 }
             }
         }
-        self.allow_chain.observe(started.elapsed().as_secs_f64());
-        self.allow_count.inc();
         let mut ctx = ctx.unwrap_or(WitContext {
             org: None,
             route: None,
@@ -285,13 +283,21 @@ impl Gateway {
             identity: None,
             response_headers: Vec::new(),
         });
+        // An identity the gateway cannot believe (an unknown kind, header text in a value)
+        // fails the request closed rather than going upstream without it.
+        let identity_headers = match ctx.identity.take() {
+            None => Vec::new(),
+            Some(id) => match gatehouse_core::identity_from_record!(id, bundle.engine.identity_header_prefix()) {
+                Some(i) => i.upstream_headers().to_vec(),
+                None => {
+                    tracing::error!("filter chain returned an unusable identity; request denied");
+                    return Outcome::Reply(self.refuse("deny", ReasonCode::FilterFailed));
+                }
+            },
+        };
+        self.allow_chain.observe(started.elapsed().as_secs_f64());
+        self.allow_count.inc();
         self.record(ctx.org.as_deref(), "allow", "allow", ctx.route.as_deref(), ctx.client_ip.clone(), view);
-        let identity_headers = ctx
-            .identity
-            .take()
-            .and_then(|id| gatehouse_core::identity_from_record!(id, bundle.engine.identity_header_prefix()))
-            .map(|i| i.upstream_headers().to_vec())
-            .unwrap_or_default();
         Outcome::Forward(Forward {
             route: route_index,
             bundle,

@@ -72,7 +72,7 @@ pub async fn handle(
     let route = &gateway.config.routes[forward.route];
 
     // Upstream request: same method, path and query; headers by the edge's contract.
-    let upgrade = req.headers().contains_key("upgrade");
+    let upgrade = req.headers().get("upgrade").is_some_and(|v| wire::is_relayable_upgrade(v.as_bytes()));
     let on_client_upgrade = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
     let (parts, body) = req.into_parts();
     // Origin-form target; the client's host goes on in `Host`.
@@ -94,10 +94,6 @@ pub async fn handle(
         };
         let h = up.headers_mut().expect("builder");
         rules.headers(fields(), |name, value| append(h, name, value));
-        // An HTTP/2 client names the host in `:authority`, not in a `Host` header.
-        if !h.contains_key(hyper::header::HOST) && !authority.is_empty() {
-            append(h, "host", authority.as_bytes());
-        }
     }
     let limit = gateway.config.limits.max_body_bytes as usize;
     let timeout = Duration::from_secs(gateway.config.limits.upstream_timeout_secs);

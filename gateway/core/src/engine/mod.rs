@@ -331,8 +331,7 @@ impl Engine {
     /// Whether a request header must be removed before the request goes upstream (the
     /// identity headers this engine sets; a client must never be able to send them).
     pub fn is_identity_header(&self, name: &str) -> bool {
-        let p = &self.settings.identity_header_prefix;
-        name.len() >= p.len() && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+        crate::wire::has_prefix(name, &self.settings.identity_header_prefix)
     }
 
     /// Whether the bundle is still enforceable at `now_secs`.

@@ -4,7 +4,7 @@
 //! the rate steps; the host runs them against its store and [`PendingRates::finish`]
 //! completes the decision. No host names, orders or slices a check.
 
-use super::{CompiledOrg, Context, Engine, Env, RateStep, State, FALLBACK};
+use super::{CompiledOrg, Context, Engine, Env, RateStep, State};
 use crate::access::CompiledRoute;
 use crate::decision::{Decision, Deny};
 use crate::geo::CountryLookup;
@@ -78,15 +78,32 @@ impl Engine {
     /// hosts use [`Engine::decide`] instead; this is for hosts that must await their rate
     /// store. `env.rates` is never asked.
     pub fn begin(&self, req: &RequestHead<'_>, env: &Env<'_>) -> Begun {
-        let mut ctx = Context::default();
-        if let Err(d) = self.check(super::BEFORE_RATES, req, &mut ctx, env) {
+        let mut st = State::default();
+        if let Err(d) = self.run(super::BEFORE_RATES, req, &mut st, env) {
             return Begun::Done(d);
         }
-        match self.rate_steps(&ctx) {
-            Err(d) => Begun::Done(d),
-            Ok(steps) if steps.is_empty() => Begun::Done(self.allow_context(&ctx)),
-            Ok(steps) => Begun::Pending(PendingRates { ctx, steps }),
+        // The steps from the organisation and route the checks resolved (by index: a
+        // request on the fallback route must not meet a policy route of the same name).
+        let org = match self.org_of(req, &mut st) {
+            Ok(o) => o,
+            Err(d) => return Begun::Done(d.into()),
+        };
+        let route = self.route(self.route_of(req, &mut st));
+        let steps: Vec<RateStep> = self
+            .rate_keys(&self.orgs[org], route, st.identity.as_deref())
+            .map(|(k, g)| RateStep { key: k.render(), gcra: *g })
+            .collect();
+        let ctx = Context {
+            org: Some(self.orgs[org].id.clone()),
+            route: Some(route.name.clone()),
+            client_ip: st.client_ip,
+            identity: st.identity.clone(),
+            response_headers: Vec::new(),
+        };
+        if steps.is_empty() {
+            return Begun::Done(self.allow_context(&ctx));
         }
+        Begun::Pending(PendingRates { ctx, steps })
     }
 
     /// The rate limits a request is subject to, in order: the org's, the route's, then
@@ -139,20 +156,6 @@ impl Engine {
         }
         st.rate = tightest;
         Ok(())
-    }
-
-    /// The steps the rate check of a request with context `ctx` (every other check passed)
-    /// takes against an asynchronous store.
-    fn rate_steps(&self, ctx: &Context) -> Result<Vec<RateStep>, Decision> {
-        let org =
-            ctx.org.as_ref().and_then(|o| self.org_by_id.get(o)).ok_or_else(|| self.deny(ReasonCode::TenantUnknown))?;
-        let route = self.route(
-            ctx.route.as_ref().map(|r| self.route_by_name.get(r).copied().unwrap_or(FALLBACK)).unwrap_or(FALLBACK),
-        );
-        Ok(self
-            .rate_keys(&self.orgs[*org], route, ctx.identity.as_deref())
-            .map(|(k, g)| RateStep { key: k.render(), gcra: *g })
-            .collect())
     }
 
     /// Finish the rate check with the store's answers to the steps (in step order; fewer

@@ -52,7 +52,7 @@ fn upstream_request_headers_follow_the_contract() {
     assert_eq!(
         names(&out),
         [
-            "Host",
+            "host",
             "accept",
             "x-forwarded-proto",
             "authorization",
@@ -65,12 +65,77 @@ fn upstream_request_headers_follow_the_contract() {
     assert_eq!(value(&out, "x-forwarded-for"), Some("198.51.100.7, 10.0.0.1, 10.0.0.2, 203.0.113.9"));
     assert_eq!(value(&out, "x-forwarded-host"), Some("api.acme.test"));
 
-    // A host that splices upgrades keeps `Upgrade` and `Connection`; nothing else changes.
+    assert_eq!(value(&out, "host"), Some("api.acme.test"), "the decided host, not the client's");
+
+    // A host that splices upgrades keeps `Upgrade` and writes its own `Connection`;
+    // nothing else changes.
     let up = UpstreamRequest { relay_upgrade: true, host: "", ..up };
     let out = collect(|emit| up.headers(CLIENT.iter().copied(), emit));
-    assert!(names(&out).contains(&"upgrade") && names(&out).contains(&"Connection"));
+    assert_eq!(value(&out, "upgrade"), Some("websocket"));
+    assert_eq!(out.iter().filter(|(k, _)| k.eq_ignore_ascii_case("connection")).count(), 1);
+    assert_eq!(value(&out, "connection"), Some("upgrade"));
     assert!(!names(&out).contains(&"x-secret-hop") && !names(&out).contains(&"keep-alive"));
     assert_eq!(value(&out, "x-forwarded-host"), None, "no host, no X-Forwarded-Host");
+    assert_eq!(value(&out, "host"), None);
+    assert!(is_relayable_upgrade(b" WebSocket ") && !is_relayable_upgrade(b"h2c"));
+    assert!(!is_relayable_upgrade(b"websocket, h2c"));
+}
+
+#[test]
+fn names_the_gateway_owns_are_stripped_in_every_spelling() {
+    let connection = ConnectionTokens::default();
+    let up = UpstreamRequest {
+        identity_prefix: "x-gatehouse-",
+        connection: &connection,
+        relay_upgrade: false,
+        host: "acme.test",
+        peer: "203.0.113.9",
+        identity: &[],
+    };
+    for name in
+        ["X_Gatehouse_Subject", "x_gatehouse-org", "X-GATEHOUSE_ROLES", "x_forwarded_for", "X_Forwarded_Host", "HOST"]
+    {
+        assert!(!up.passes(name), "{name}");
+    }
+    assert!(up.passes("x_request_id") && up.passes("x-gatehouse") && up.passes("x-gatehousex"));
+    // An underscore spelling of X-Forwarded-For joins the chain instead of passing as is.
+    let out = collect(|emit| up.headers([("X_Forwarded_For", &b"198.51.100.1"[..])], emit));
+    assert_eq!(value(&out, "x-forwarded-for"), Some("198.51.100.1, 203.0.113.9"));
+    assert!(!names(&out).contains(&"X_Forwarded_For"));
+}
+
+#[test]
+fn what_the_gateway_adds_must_be_valid_fields() {
+    let connection = ConnectionTokens::default();
+    let identity = vec![
+        ("x-gatehouse-subject".to_string(), "a\r\nx-gatehouse-org: root".to_string()),
+        ("x-gatehouse-org".to_string(), "acme".to_string()),
+        ("bad name".to_string(), "v".to_string()),
+    ];
+    let up = UpstreamRequest {
+        identity_prefix: "x-gatehouse-",
+        connection: &connection,
+        relay_upgrade: false,
+        host: "acme.test",
+        peer: "::1",
+        identity: &identity,
+    };
+    let out = collect(|emit| up.headers([], emit));
+    assert_eq!(names(&out), ["host", "x-gatehouse-org", "x-forwarded-for", "x-forwarded-host"]);
+    let ours = vec![
+        ("ratelimit-limit".to_string(), "1\r\n".to_string()),
+        ("ratelimit-remaining".to_string(), "0".to_string()),
+    ];
+    let out = collect(|emit| response_headers([], &ours, emit));
+    assert_eq!(names(&out), ["ratelimit-remaining"]);
+}
+
+#[test]
+fn connection_tokens_are_bounded() {
+    let value = (0..40).map(|i| format!("x-{i}")).collect::<Vec<_>>().join(",");
+    let t = ConnectionTokens::of([("connection", value.as_bytes())]);
+    assert_eq!(t.count(), 40);
+    assert!(t.names("x-0") && t.names("x-31") && !t.names("x-32"));
 }
 
 #[test]
@@ -125,6 +190,24 @@ fn a_refusal_is_json_with_its_reason_and_never_a_success() {
     assert_eq!(r.headers.len(), 2);
     assert_eq!(value(&r.headers, REASON_HEADER), Some(FILTER_DENIED));
     assert_eq!(r.body, b"{\"error\":\"filter_denied\"}\n");
+    // A filter cannot set the fields the gateway writes itself (two lengths would
+    // desynchronise the client connection).
+    let owned: Vec<(String, String)> = [
+        ("Content-Length", "0"),
+        ("transfer-encoding", "chunked"),
+        ("connection", "close"),
+        ("content-type", "text/html"),
+        ("x-gatehouse-reason", "ok"),
+        ("date", "x"),
+        ("location", "https://evil.test/"),
+        ("retry-after", "3"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let r = Reply::deny(429, "rate_limited", &owned);
+    assert_eq!(names(&r.headers), ["content-type", "x-gatehouse-reason", "retry-after"]);
+    assert_eq!(value(&r.headers, "content-type"), Some("application/json"));
     for bad in ["", "Evil", &"a".repeat(65), "spaces here", "\u{fc}n\u{ef}code", "a\"b"] {
         assert_eq!(reason_text(bad), FILTER_DENIED, "{bad:?}");
     }

@@ -119,7 +119,8 @@ pub fn analyse<'h>(req: &httparse::Request<'h, '_>) -> Result<RequestInfo<'h>, H
         } else if name.eq_ignore_ascii_case("connection") {
             connection.add(h.value);
         } else if name.eq_ignore_ascii_case("upgrade") {
-            upgrade_field = true;
+            // Only a WebSocket upgrade is relayed; any other goes on as a plain request.
+            upgrade_field |= gatehouse_core::wire::is_relayable_upgrade(h.value);
         } else if name.eq_ignore_ascii_case("expect") {
             expect_continue |= h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
@@ -165,6 +166,10 @@ pub fn analyse<'h>(req: &httparse::Request<'h, '_>) -> Result<RequestInfo<'h>, H
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
     };
+    // Bounds the work of checking every field against the tokens.
+    if connection.count() > gatehouse_core::wire::MAX_CONNECTION_TOKENS {
+        return Err(HeadError::Malformed);
+    }
     let keep_alive = if version == 1 { !connection.contains("close") } else { connection.contains("keep-alive") };
     let upgrade = version == 1 && upgrade_field && connection.contains("upgrade");
     Ok(RequestInfo {

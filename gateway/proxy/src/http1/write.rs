@@ -53,8 +53,9 @@ pub(super) fn is_framing(name: &str) -> bool {
 }
 
 /// The upstream request head for `info` into `out`, by the edge's contract
-/// (`wire::UpstreamRequest`: the client's fields that go on, the identity's,
-/// `X-Forwarded-For` ending in `peer`, `X-Forwarded-Host`), then the gateway's own framing.
+/// (`wire::UpstreamRequest`: `Host` as decided, the client's fields that go on, the
+/// identity's, `X-Forwarded-For` ending in `peer`, `X-Forwarded-Host`), then the gateway's
+/// own framing.
 pub(super) fn request_head(
     out: &mut Vec<u8>,
     info: &RequestInfo<'_>,
@@ -75,17 +76,11 @@ pub(super) fn request_head(
         peer,
         identity: &f.identity_headers,
     };
-    let mut host = false;
     rules.headers(fields.iter().map(|h| (h.name, h.value)), |name, value| {
         if !is_framing(name) {
-            host |= name.eq_ignore_ascii_case("host");
             field(out, name.as_bytes(), value);
         }
     });
-    // An HTTP/1.0 client may leave `Host` out; the upstream gets the addressed host.
-    if !host && !info.authority.is_empty() {
-        field(out, b"host", info.authority.as_bytes());
-    }
     match info.body {
         Framing::Length(n) => field(out, b"content-length", itoa::Buffer::new().format(n).as_bytes()),
         Framing::Chunked => field(out, b"transfer-encoding", b"chunked"),
