@@ -7,6 +7,7 @@
 //! - [`store`]: the directory and per-tenant libSQL databases, migrations, bounded handles,
 //!   and every SQL statement, one module per aggregate;
 //! - [`identity`]: users, argon2id passwords, sign-in with lockout;
+//! - [`auth_policy`]: an organisation's sign-in policy (MFA, email verification, sessions);
 //! - [`tokens`]: signing keys with rotation, access JWTs, refresh-token rotation;
 //! - [`bundles`]: the region policy and its signed bundle;
 //! - [`audit`]: the hash-chained audit log;
@@ -18,6 +19,7 @@ use anyhow::Context as _;
 
 pub mod api;
 pub mod audit;
+pub mod auth_policy;
 pub mod bundles;
 pub mod config;
 pub mod error;

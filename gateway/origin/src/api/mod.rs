@@ -58,7 +58,7 @@ pub async fn serve(
 
 /// The router.
 pub fn router(app: Arc<App>) -> Router {
-    use admin::{keys, orgs, roles, sessions, teams, users};
+    use admin::{auth_policy, keys, orgs, roles, sessions, teams, users};
     use sso::{admin as sso_admin, signin as sso_signin};
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -77,6 +77,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/t/{slug}/password/change", post(password::change_password))
         .route("/t/{slug}/password/reset-request", post(password::reset_request))
         .route("/t/{slug}/password/reset", post(password::reset_password))
+        // -- issue 14: MFA routes (tenant) --
+        // -- issue 14: mail and invitation routes (tenant) --
+        // -- issue 14: lifecycle routes (tenant) --
         .route("/v1/orgs", post(orgs::create_org).get(orgs::list_orgs))
         .route("/v1/keys/rotate", post(orgs::rotate_keys))
         .route("/v1/policy/template", get(orgs::get_template).put(orgs::put_template))
@@ -99,6 +102,10 @@ pub fn router(app: Arc<App>) -> Router {
             get(sso_admin::get_one).put(sso_admin::replace).delete(sso_admin::remove),
         )
         .route("/v1/orgs/{slug}/sso/enforcement", get(sso_admin::get_enforcement).put(sso_admin::put_enforcement))
+        .route("/v1/orgs/{slug}/auth-policy", get(auth_policy::get_auth_policy).put(auth_policy::put_auth_policy))
+        // -- issue 14: MFA routes (admin) --
+        // -- issue 14: mail and invitation routes (admin) --
+        // -- issue 14: lifecycle routes (admin) --
         .route("/v1/orgs/{slug}/audit", get(audit::query_audit))
         .route("/v1/orgs/{slug}/audit/verify", get(audit::verify_audit))
         .route("/v1/orgs/{slug}/audit/edge", get(edge::list_edge_events))

@@ -40,6 +40,9 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("POST", "/t/{slug}/password/change", "public", "Change one's password (bearer access token); ends other sessions"),
     ("POST", "/t/{slug}/password/reset-request", "public", "Mail a single-use reset link (always 202)"),
     ("POST", "/t/{slug}/password/reset", "public", "Set a new password with a reset token; ends every session"),
+    // -- issue 14: MFA routes (tenant) --
+    // -- issue 14: mail and invitation routes (tenant) --
+    // -- issue 14: lifecycle routes (tenant) --
     ("POST", "/v1/orgs", "operator", "Create an organisation (tenant) homed in this region, with its owner"),
     ("GET", "/v1/orgs", "operator", "List the tenant directory (paginated)"),
     (
@@ -91,6 +94,16 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "settings:write",
         "Enforce SSO: refuse password sign-in except for a break-glass owner",
     ),
+    (
+        "GET",
+        "/v1/orgs/{slug}/auth-policy",
+        "settings:read",
+        "The sign-in policy: MFA, email verification, session lifetimes",
+    ),
+    ("PUT", "/v1/orgs/{slug}/auth-policy", "settings:write", "Set the sign-in policy (validated; the field is named)"),
+    // -- issue 14: MFA routes (admin) --
+    // -- issue 14: mail and invitation routes (admin) --
+    // -- issue 14: lifecycle routes (admin) --
     ("GET", "/v1/orgs/{slug}/audit", "audit:read", "Query the audit log (json, jsonl or csv; paginated)"),
     ("GET", "/v1/orgs/{slug}/audit/verify", "audit:read", "Verify the audit hash chain"),
     ("GET", "/v1/orgs/{slug}/audit/edge", "audit:read", "Decision events edges sent (paginated)"),

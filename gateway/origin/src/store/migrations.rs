@@ -190,6 +190,23 @@ pub(crate) const TENANT: &[&str] = &[
      ALTER TABLE org ADD COLUMN enforce_sso INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE org ADD COLUMN break_glass TEXT;
      ALTER TABLE sessions ADD COLUMN idp TEXT;",
+    // 3: the identity plane's shared columns (issue 14). The organisation's sign-in
+    // policy (MFA, email verification, session lifetimes; JSON, `AuthPolicy`) and its
+    // suspension; a session's authentication time (renewed by step-up), device and last
+    // use; whether a user's email is verified.
+    "ALTER TABLE org ADD COLUMN auth_policy TEXT NOT NULL DEFAULT '{}';
+     ALTER TABLE org ADD COLUMN suspended_at INTEGER;
+     ALTER TABLE sessions ADD COLUMN auth_time INTEGER;
+     ALTER TABLE sessions ADD COLUMN ip TEXT;
+     ALTER TABLE sessions ADD COLUMN user_agent TEXT;
+     ALTER TABLE sessions ADD COLUMN last_seen_at INTEGER;
+     ALTER TABLE users ADD COLUMN email_verified_at INTEGER;",
+    // 4: multi-factor authentication (TOTP, passkeys, recovery codes).
+    "SELECT 1;",
+    // 5: mail: email verification tokens, invitations, per-tenant templates.
+    "SELECT 1;",
+    // 6: account and tenant lifecycle.
+    "SELECT 1;",
 ];
 
 /// Bring a held database up to the newest of `migrations`, one transaction per step.

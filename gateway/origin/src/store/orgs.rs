@@ -92,6 +92,22 @@ pub async fn set_enforcement(conn: &Connection, e: &Enforcement) -> libsql::Resu
     Ok(())
 }
 
+/// The sign-in policy (JSON, [`crate::auth_policy::AuthPolicy`]).
+pub async fn auth_policy(conn: &Connection) -> libsql::Result<Option<String>> {
+    first_row(conn, "SELECT auth_policy FROM org WHERE id = 1", (), |r| r.get(0)).await
+}
+
+/// Replace the sign-in policy (JSON).
+pub async fn set_auth_policy(conn: &Connection, json: &str) -> libsql::Result<()> {
+    conn.execute("UPDATE org SET auth_policy = ?1 WHERE id = 1", [json]).await?;
+    Ok(())
+}
+
+/// When the organisation was suspended (`None`: active).
+pub async fn suspended_at(conn: &Connection) -> libsql::Result<Option<i64>> {
+    Ok(first_row(conn, "SELECT suspended_at FROM org WHERE id = 1", (), |r| r.get::<Option<i64>>(0)).await?.flatten())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +128,9 @@ mod tests {
         let e = Enforcement { enforce: true, break_glass: Some("a@b.co".into()) };
         set_enforcement(&h, &e).await.unwrap();
         assert_eq!(enforcement(&h).await.unwrap(), Some(e));
+        assert_eq!(auth_policy(&h).await.unwrap().as_deref(), Some("{}"));
+        set_auth_policy(&h, "{\"mfa_required\":true}").await.unwrap();
+        assert_eq!(auth_policy(&h).await.unwrap().as_deref(), Some("{\"mfa_required\":true}"));
+        assert_eq!(suspended_at(&h).await.unwrap(), None);
     }
 }

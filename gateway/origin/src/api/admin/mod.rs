@@ -1,5 +1,6 @@
 //! Admin endpoints of an organisation, one module per resource.
 
+pub mod auth_policy;
 pub mod keys;
 pub mod orgs;
 pub mod roles;
