@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use crate::geo::GeoMatcher;
 use crate::identity::Identity;
 use crate::net::IpMatcher;
-use crate::policy::{AuthMode, Org, Policy, RateLimit, Route, BUILTIN_ROLES};
+use crate::policy::{AuthMode, Org, Policy, RateLimit, RequireMfa, Route, BUILTIN_ROLES};
 use crate::reason::ReasonCode;
 
 /// A host rule: exact, or `*.suffix` (any subdomain of suffix, not the suffix itself).
@@ -146,7 +146,8 @@ pub struct CompiledRoute {
     team: Option<String>,
     /// Required feature.
     pub feature: Option<String>,
-    require_mfa: bool,
+    /// Multi-factor requirement (step-up when it has a maximum age).
+    pub require_mfa: RequireMfa,
     /// Route IP rules.
     pub ip: IpMatcher,
     /// Route country rules.
@@ -246,7 +247,10 @@ impl OrgAccess {
                 return Err(ReasonCode::FeatureDisabled);
             }
         }
-        let needs = route.permission.is_some() || route.role.is_some() || route.team.is_some() || route.require_mfa;
+        let needs = route.permission.is_some()
+            || route.role.is_some()
+            || route.team.is_some()
+            || route.require_mfa.is_required();
         if !needs {
             return Ok(());
         }
@@ -265,7 +269,9 @@ impl OrgAccess {
                 return Err(ReasonCode::TeamRequired);
             }
         }
-        if route.require_mfa && !id.amr.iter().any(|m| matches!(m.as_str(), "mfa" | "otp" | "hwk" | "swk")) {
+        if route.require_mfa == RequireMfa::Any
+            && !id.amr.iter().any(|m| matches!(m.as_str(), "mfa" | "otp" | "hwk" | "swk"))
+        {
             return Err(ReasonCode::MfaRequired);
         }
         if let Some(need) = &route.permission {
@@ -291,8 +297,27 @@ impl OrgAccess {
                 }
             }
         }
+        // Step-up last: a fresh sign-in cannot grant what the checks above refused.
+        if let RequireMfa::Within { max_age_secs } = route.require_mfa {
+            check_step_up(id, max_age_secs, now)?;
+        }
         Ok(())
     }
+}
+
+/// RFC 9470 step-up: `amr` names `mfa` and `auth_time` is at most `max_age` seconds
+/// before `now` (an `auth_time` after `now` beyond the leeway never gets here: the token
+/// is refused when verified). A token without `auth_time` fails. An API key has no human
+/// to step up: it is refused with `mfa_required` (403), which no retry can change.
+pub fn check_step_up(id: &Identity, max_age: u64, now: u64) -> Result<(), ReasonCode> {
+    if id.kind == crate::identity::CredentialKind::ApiKey {
+        return Err(ReasonCode::MfaRequired);
+    }
+    let fresh = id.auth_time.is_some_and(|t| now.saturating_sub(t) <= max_age);
+    if !fresh || !id.amr.iter().any(|m| m == "mfa") {
+        return Err(ReasonCode::StepUpRequired);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

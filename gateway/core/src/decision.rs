@@ -50,7 +50,8 @@ impl Deny {
 pub struct Redirect {
     /// Where to (`302 Found`).
     pub location: String,
-    /// Why (always `credential_missing` today).
+    /// Why: `credential_missing` (to the sign-in page) or `step_up_required` (to the
+    /// step-up page).
     pub reason: ReasonCode,
 }
 

@@ -60,6 +60,13 @@ pub struct Identity {
     pub credential_id: Option<String>,
     /// Expiry, Unix seconds.
     pub expires_at: Option<u64>,
+    /// When the user last authenticated (`auth_time`, Unix seconds; renewed by step-up).
+    /// `None` for API keys, tokens without the claim and identities from filter records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<u64>,
+    /// Authentication context class (`acr`), as the issuer stated it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
     /// Prefix of the upstream header names.
     #[serde(skip)]
     prefix: String,
@@ -121,9 +128,19 @@ impl Identity {
             session_id,
             credential_id,
             expires_at,
+            auth_time: None,
+            acr: None,
             prefix: prefix.to_string(),
             upstream_headers: DerivedHeaders::default(),
         }
+    }
+
+    /// The same identity with the time of its latest authentication (`auth_time`) and its
+    /// authentication context class (`acr`).
+    pub fn with_authentication(mut self, auth_time: Option<u64>, acr: Option<String>) -> Identity {
+        self.auth_time = auth_time;
+        self.acr = acr;
+        self
     }
 
     /// Whether every value may travel in a header as the engine's own identities do
@@ -139,6 +156,7 @@ impl Identity {
             && list(&self.amr)
             && self.session_id.as_deref().is_none_or(header_safe)
             && self.credential_id.as_deref().is_none_or(header_safe)
+            && self.acr.as_deref().is_none_or(header_safe)
     }
 
     /// Headers to add to the upstream request (`x-gatehouse-subject`, `-org`, `-auth`,

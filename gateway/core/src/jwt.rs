@@ -375,7 +375,7 @@ impl TokenVerifier {
             return Err(ReasonCode::TokenBadSignature);
         }
         let claims = self.check_claims(&payload_bytes, issuer, now)?;
-        self.identity(claims, issuer, kind)
+        self.identity(claims, issuer, kind, now)
     }
 
     /// Claims of a token whose signature verified: times (with the leeway), issuer and
@@ -402,7 +402,13 @@ impl TokenVerifier {
         Ok(claims)
     }
 
-    fn identity(&self, mut claims: Claims, issuer: &IssuerInfo, kind: CredentialKind) -> Result<Verified, ReasonCode> {
+    fn identity(
+        &self,
+        mut claims: Claims,
+        issuer: &IssuerInfo,
+        kind: CredentialKind,
+        now: u64,
+    ) -> Result<Verified, ReasonCode> {
         let exp = claims.expires_at.ok_or(ReasonCode::TokenClaimMissing)?;
         let sub = claims.subject.ok_or(ReasonCode::TokenClaimMissing)?;
         if !header_safe(&sub) {
@@ -424,7 +430,26 @@ impl TokenVerifier {
             None => string_list(c(Custom::Scp))?,
         };
         let teams = string_list(c(Custom::Teams))?.unwrap_or_default();
-        let amr = string_list(c(Custom::Amr))?.unwrap_or_default();
+        // RFC 8176: `amr` is an array (no space-separated form, unlike `scope`).
+        let amr = match c(Custom::Amr) {
+            None => Vec::new(),
+            Some(v @ Value::Array(_)) => string_list(Some(v))?.unwrap_or_default(),
+            Some(_) => return Err(ReasonCode::TokenMalformed),
+        };
+        // An `auth_time` after now (beyond the leeway) would satisfy any step-up age.
+        let auth_time = match c(Custom::AuthTime) {
+            None => None,
+            Some(v) => match seconds(v) {
+                Some(t) if t > now.saturating_add(self.leeway) => return Err(ReasonCode::TokenNotYetValid),
+                Some(t) => Some(t),
+                None => return Err(ReasonCode::TokenMalformed),
+            },
+        };
+        let acr = match c(Custom::Acr) {
+            Some(Value::String(a)) if header_safe(a) => Some(a.clone()),
+            Some(_) => return Err(ReasonCode::TokenMalformed),
+            None => None,
+        };
         let sid = match c(Custom::Sid) {
             Some(Value::String(s)) if header_safe(s) => Some(s.clone()),
             Some(_) => return Err(ReasonCode::TokenMalformed),
@@ -448,7 +473,8 @@ impl TokenVerifier {
                 jti,
                 Some(exp),
                 &self.header_prefix,
-            ),
+            )
+            .with_authentication(auth_time, acr),
         })
     }
 }
@@ -464,12 +490,23 @@ enum Custom {
     Teams = 4,
     Amr = 5,
     Sid = 6,
+    AuthTime = 7,
+    Acr = 8,
 }
 
 impl TokenVerifier {
     /// The names of the [`Custom`] claims, in order.
-    fn claim_names(&self) -> [&str; 7] {
-        [&self.tenant_claim, "roles", "scope", "scp", "teams", "amr", "sid"]
+    fn claim_names(&self) -> [&str; 9] {
+        [&self.tenant_claim, "roles", "scope", "scp", "teams", "amr", "sid", "auth_time", "acr"]
+    }
+}
+
+/// A NumericDate claim other than the registered ones (`auth_time`): read as
+/// [`Claims`] reads `iat` (an integer, or a fraction truncated; never negative).
+fn seconds(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64)),
+        _ => None,
     }
 }
 

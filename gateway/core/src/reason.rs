@@ -63,6 +63,8 @@ reason_codes! {
     TenantUnknown = ("tenant_unknown", 404),
     /// The credential belongs to another organisation than the one addressed.
     TenantMismatch = ("tenant_mismatch", 403),
+    /// The organisation is suspended: none of its requests are served.
+    TenantSuspended = ("tenant_suspended", 403),
     /// A forwarding header from a trusted proxy could not be parsed.
     ClientIpMalformed = ("client_ip_malformed", 400),
     /// A forwarding header listed more hops than allowed.
@@ -107,6 +109,8 @@ reason_codes! {
     TokenRevoked = ("token_revoked", 401),
     /// The token's session (`sid`) is revoked.
     SessionRevoked = ("session_revoked", 401),
+    /// The credential's subject (a user, or an API key's subject) is deactivated.
+    UserDisabled = ("user_disabled", 401),
     /// The API key is not of the documented format.
     ApiKeyMalformed = ("api_key_malformed", 401),
     /// No API key with that prefix, or the secret does not match.
@@ -123,6 +127,9 @@ reason_codes! {
     TeamRequired = ("team_required", 403),
     /// The route requires a multi-factor sign-in.
     MfaRequired = ("mfa_required", 403),
+    /// The route requires a multi-factor sign-in within a maximum age, and the token's is
+    /// missing or older (RFC 9470 step-up: sign in again with a second factor).
+    StepUpRequired = ("step_up_required", 401),
     /// The token's scopes do not cover the route's permission.
     ScopeInsufficient = ("scope_insufficient", 403),
     /// The organisation's tier (and overrides) do not enable the route's feature.

@@ -100,6 +100,66 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     u64::try_from(secs).ok()
 }
 
+/// Parse a duration such as `90s`, `15m`, `1h30m` or `7d` (units `s`, `m`, `h`, `d`, each
+/// after a decimal number, largest first) into seconds. `None` for anything else, for an
+/// empty text and for more than `u32::MAX` seconds.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 32 {
+        return None;
+    }
+    let mut total: u64 = 0;
+    let mut last_unit = u64::MAX;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 10 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        let unit = match rest.as_bytes().get(digits)? {
+            b's' => 1,
+            b'm' => 60,
+            b'h' => 3600,
+            b'd' => 86_400,
+            _ => return None,
+        };
+        if unit >= last_unit {
+            return None;
+        }
+        last_unit = unit;
+        total = total.checked_add(n.checked_mul(unit)?)?;
+        rest = &rest[digits + 1..];
+    }
+    (total <= u64::from(u32::MAX)).then_some(total)
+}
+
+/// A duration in seconds, serialised as an integer; deserialised from an integer or a
+/// text that [`parse_duration`] reads (`"15m"`).
+pub mod duration_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialize as an integer.
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*v)
+    }
+
+    /// Accept an integer or a duration text.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            N(u64),
+            S(String),
+        }
+        match Either::deserialize(d)? {
+            Either::N(n) => Ok(n),
+            Either::S(s) => super::parse_duration(&s).ok_or_else(|| {
+                serde::de::Error::custom(format!("`{s}` is not a duration like \"15m\", \"1h30m\" or \"900s\""))
+            }),
+        }
+    }
+}
+
 fn days_in_month(y: i64, m: i64) -> i64 {
     match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
@@ -112,6 +172,19 @@ fn days_in_month(y: i64, m: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15m"), Some(900));
+        assert_eq!(parse_duration("900s"), Some(900));
+        assert_eq!(parse_duration("1h30m"), Some(5400));
+        assert_eq!(parse_duration("7d"), Some(604_800));
+        assert_eq!(parse_duration("1d2h3m4s"), Some(93_784));
+        assert_eq!(parse_duration("0s"), Some(0));
+        for bad in ["", "15", "m", "15x", "1m1h", "1m1m", "-5m", "1.5h", " 5m", "5m ", "99999999999s", "50000d"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn rfc3339() {

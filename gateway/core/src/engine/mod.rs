@@ -19,7 +19,7 @@ use crate::geo::{CountryCode, CountryLookup, GeoMatcher};
 use crate::identity::{CredentialKind, Identity};
 use crate::jwt::TokenVerifier;
 use crate::net::{ClientIpResolver, IpAction, IpMatcher};
-use crate::policy::{AuthMode, Limits, Policy, PolicyIssue, Settings};
+use crate::policy::{AuthMode, Limits, Policy, PolicyIssue, RequireMfa, Settings};
 use crate::ratelimit::{Gcra, RateDecision, RateStore};
 use crate::reason::ReasonCode;
 use crate::request::RequestHead;
@@ -83,6 +83,9 @@ struct CompiledOrg {
     access: OrgAccess,
     limits: CompiledLimits,
     login_url: Option<String>,
+    stepup_url: Option<String>,
+    suspended: bool,
+    disabled_users: HashSet<String>,
 }
 
 /// Why an engine could not be built.
@@ -246,6 +249,9 @@ impl Engine {
                 access: OrgAccess::new(policy, o),
                 limits: CompiledLimits::new(&tier.limits, &o.limits),
                 login_url: o.login_url.clone().or_else(|| policy.settings.login_url.clone()),
+                stepup_url: o.stepup_url.clone().or_else(|| policy.settings.stepup_url.clone()),
+                suspended: o.suspended,
+                disabled_users: o.disabled_users.iter().cloned().collect(),
             });
             org_by_id.insert(id.clone(), idx);
             for h in &o.hosts {
@@ -362,7 +368,12 @@ impl Engine {
         let mut st = State {
             org: match &ctx.org {
                 Some(o) => {
-                    Some(*self.org_by_id.get(o).ok_or_else(|| Decision::Deny(self.deny(ReasonCode::TenantUnknown)))?)
+                    let i =
+                        *self.org_by_id.get(o).ok_or_else(|| Decision::Deny(self.deny(ReasonCode::TenantUnknown)))?;
+                    if self.orgs[i].suspended {
+                        return Err(self.deny(ReasonCode::TenantSuspended).into());
+                    }
+                    Some(i)
                 }
                 None => None,
             },
@@ -450,7 +461,10 @@ impl Engine {
                 Check::Access => {
                     let org = &self.orgs[self.org_of(req, st)?];
                     let route = self.route(self.route_of(req, st));
-                    org.access.check(route, st.identity.as_deref(), now_secs).map_err(|r| self.deny(r))?;
+                    org.access.check(route, st.identity.as_deref(), now_secs).map_err(|r| match r {
+                        ReasonCode::StepUpRequired => self.step_up(req, org, route),
+                        r => self.deny(r).into(),
+                    })?;
                 }
                 Check::RateLimit => self.check_rates(req, st, env)?,
             }
@@ -489,6 +503,11 @@ impl Engine {
         let cred = self.credential_of(req, st)?;
         let host = lower(req.host_without_port());
         let o = self.resolve_tenant(&host, req.path, &cred).ok_or_else(|| self.deny(ReasonCode::TenantUnknown))?;
+        // Right after the tenant is known: nothing of a suspended org is served, not even
+        // a sign-in redirect.
+        if self.orgs[o].suspended {
+            return Err(self.deny(ReasonCode::TenantSuspended));
+        }
         st.org = Some(o);
         Ok(o)
     }
@@ -529,8 +548,12 @@ impl Engine {
             Credential::ApiKey(k) => Some(Arc::new(self.api_keys.verify(k, now_secs).map_err(|r| self.deny(r))?)),
         };
         if let Some(id) = &identity {
-            if id.org != self.orgs[org_idx].id {
+            let org = &self.orgs[org_idx];
+            if id.org != org.id {
                 return Err(self.deny(ReasonCode::TenantMismatch).into());
+            }
+            if !org.disabled_users.is_empty() && org.disabled_users.contains(&id.subject) {
+                return Err(self.deny(ReasonCode::UserDisabled).into());
             }
         }
         st.identity = identity;
@@ -560,22 +583,41 @@ impl Engine {
     }
 
     fn missing_credential(&self, req: &RequestHead<'_>, org: &CompiledOrg) -> Decision {
-        let browser = matches!(req.method, "GET" | "HEAD") && req.accepts_html();
-        match (&org.login_url, browser) {
-            (Some(login), true) => {
-                let here = match req.query {
-                    Some(q) => format!("{}://{}{}?{}", req.scheme, req.host, req.path, q),
-                    None => format!("{}://{}{}", req.scheme, req.host, req.path),
-                };
-                let base = login.replace("{org}", &org.id);
-                let sep = if base.contains('?') { '&' } else { '?' };
-                Decision::Redirect(Redirect {
-                    location: format!("{base}{sep}return_to={}", utf8_percent_encode(&here, NON_ALPHANUMERIC)),
-                    reason: ReasonCode::CredentialMissing,
-                })
-            }
+        match (&org.login_url, is_browser(req)) {
+            (Some(login), true) => Decision::Redirect(Redirect {
+                location: page_url(login, org, req),
+                reason: ReasonCode::CredentialMissing,
+            }),
             _ => self.deny(ReasonCode::CredentialMissing).into(),
         }
+    }
+
+    /// RFC 9470: a browser goes to the organisation's step-up page (when it has one), with
+    /// `return_to` and `max_age`; anything else gets 401 with the challenge that says what
+    /// authentication is missing.
+    fn step_up(&self, req: &RequestHead<'_>, org: &CompiledOrg, route: &CompiledRoute) -> Decision {
+        let max_age = match route.require_mfa {
+            RequireMfa::Within { max_age_secs } => max_age_secs,
+            // Only a route with a maximum age asks for step-up.
+            _ => return self.deny(ReasonCode::InternalError).into(),
+        };
+        if let (Some(stepup), true) = (&org.stepup_url, is_browser(req)) {
+            let mut location = page_url(stepup, org, req);
+            location.push_str("&max_age=");
+            location.push_str(itoa::Buffer::new().format(max_age));
+            return Decision::Redirect(Redirect { location, reason: ReasonCode::StepUpRequired });
+        }
+        let mut d = Deny::new(ReasonCode::StepUpRequired);
+        d.headers.push((
+            "www-authenticate".into(),
+            format!(
+                "Bearer realm=\"{}\", error=\"insufficient_user_authentication\", \
+                 error_description=\"A multi-factor sign-in within the last {max_age} seconds is required\", \
+                 max_age=\"{max_age}\", acr_values=\"{STEP_UP_ACR}\"",
+                self.settings.realm
+            ),
+        ));
+        d.into()
     }
 
     fn extract_credential<'r>(&self, req: &RequestHead<'r>) -> Result<Credential<'r>, ReasonCode> {
@@ -711,6 +753,27 @@ impl Engine {
         }
         Ok(id)
     }
+}
+
+/// The `acr` value a step-up asks for (the origin sets it on tokens whose `amr` has `mfa`).
+pub const STEP_UP_ACR: &str = "urn:gatehouse:mfa";
+
+/// Whether a refusal should be a page to go to: a browser's navigation (`GET`/`HEAD`
+/// accepting HTML).
+fn is_browser(req: &RequestHead<'_>) -> bool {
+    matches!(req.method, "GET" | "HEAD") && req.accepts_html()
+}
+
+/// `url` (a sign-in or step-up page; `{org}` replaced by the org id) with `return_to`
+/// naming the request's own URL.
+fn page_url(url: &str, org: &CompiledOrg, req: &RequestHead<'_>) -> String {
+    let here = match req.query {
+        Some(q) => format!("{}://{}{}?{}", req.scheme, req.host, req.path, q),
+        None => format!("{}://{}{}", req.scheme, req.host, req.path),
+    };
+    let base = url.replace("{org}", &org.id);
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}return_to={}", utf8_percent_encode(&here, NON_ALPHANUMERIC))
 }
 
 fn lower(s: &str) -> Cow<'_, str> {

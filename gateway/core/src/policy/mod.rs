@@ -69,6 +69,10 @@ pub struct Settings {
     pub identity_header_prefix: String,
     /// Sign-in URL for browsers without a session; `{org}` is replaced by the org id.
     pub login_url: Option<String>,
+    /// Step-up URL for browsers whose sign-in is too old or lacks a second factor on a
+    /// route with `require_mfa = { max_age = .. }`; `{org}` is replaced by the org id, and
+    /// `return_to` and `max_age` are added. None: such browsers get the API's 401.
+    pub stepup_url: Option<String>,
     /// Token claim naming the organisation.
     pub tenant_claim: String,
     /// Whether a request may be assigned to a tenant by its (unverified, later verified)
@@ -90,6 +94,7 @@ impl Default for Settings {
             api_key_header: "x-api-key".into(),
             identity_header_prefix: "x-gatehouse-".into(),
             login_url: None,
+            stepup_url: None,
             tenant_claim: "org".into(),
             tenant_from_token: true,
             realm: "gatehouse".into(),
@@ -226,6 +231,17 @@ pub struct Org {
     /// Per-org sign-in URL (overrides `settings.login_url`).
     #[serde(default)]
     pub login_url: Option<String>,
+    /// Per-org step-up URL (overrides `settings.stepup_url`).
+    #[serde(default)]
+    pub stepup_url: Option<String>,
+    /// The organisation is suspended: every request addressed to it is refused with 403
+    /// `tenant_suspended`.
+    #[serde(default)]
+    pub suspended: bool,
+    /// Subjects (user ids; never names or addresses) whose tokens and API keys are
+    /// refused with 401 `user_disabled`.
+    #[serde(default)]
+    pub disabled_users: Vec<String>,
 }
 
 /// IP allow/deny prefixes; the most specific match decides.
@@ -333,9 +349,10 @@ pub struct Route {
     /// Required feature (tier or override).
     #[serde(default)]
     pub feature: Option<String>,
-    /// Require a multi-factor sign-in (`amr` contains `mfa`, `otp` or `hwk`).
+    /// Require a multi-factor sign-in: `true` (at any time), or `{ max_age = "15m" }`
+    /// (within that long: step-up, RFC 9470).
     #[serde(default)]
-    pub require_mfa: bool,
+    pub require_mfa: RequireMfa,
     /// Route IP rules (checked as well as the org's).
     #[serde(default)]
     pub ip: IpRules,
@@ -345,6 +362,69 @@ pub struct Route {
     /// Per-route limit, one budget per organisation.
     #[serde(default)]
     pub limit: Option<RateLimit>,
+}
+
+/// A route's multi-factor requirement (`require_mfa`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RequireMfa {
+    /// No requirement (`false`, or the field left out).
+    #[default]
+    No,
+    /// `true`: the token shows a multi-factor sign-in (`amr` names `mfa`, `otp`, `hwk` or
+    /// `swk`) at any time; refused with 403 `mfa_required`.
+    Any,
+    /// `{ max_age = "15m" }`: `amr` names `mfa` and the token's `auth_time` is at most
+    /// `max_age_secs` old; refused with 401 `step_up_required` (RFC 9470), or a browser is
+    /// sent to the organisation's step-up page.
+    Within {
+        /// Longest time since the sign-in, in seconds.
+        max_age_secs: u64,
+    },
+}
+
+impl RequireMfa {
+    /// Whether the route asks for any multi-factor sign-in.
+    pub fn is_required(self) -> bool {
+        self != RequireMfa::No
+    }
+}
+
+/// The table form of [`RequireMfa`] (`{ max_age = "15m" }`).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MfaWithin {
+    #[serde(with = "crate::time::duration_secs")]
+    max_age: u64,
+}
+
+impl Serialize for RequireMfa {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            RequireMfa::No => s.serialize_bool(false),
+            RequireMfa::Any => s.serialize_bool(true),
+            RequireMfa::Within { max_age_secs } => MfaWithin { max_age: max_age_secs }.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RequireMfa {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RequireMfa;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`true`, `false` or a table like `{ max_age = \"15m\" }`")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<RequireMfa, E> {
+                Ok(if v { RequireMfa::Any } else { RequireMfa::No })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RequireMfa, A::Error> {
+                let w = MfaWithin::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RequireMfa::Within { max_age_secs: w.max_age })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Revocations pushed to edges.

@@ -4,8 +4,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{
-    valid_country, valid_name, valid_permission, AuthMode, GeoRules, Policy, RateLimit, RoleDef, BUILTIN_ROLES,
+    valid_country, valid_name, valid_permission, AuthMode, GeoRules, Policy, RateLimit, RequireMfa, RoleDef,
+    BUILTIN_ROLES,
 };
+
+/// Longest `require_mfa.max_age` accepted (a hundred years: a policy may in effect ask for
+/// "MFA at sign-in, whenever that was", with the age still bounded).
+const MAX_MFA_AGE_SECS: u64 = 36_600 * 86_400;
 use crate::access::PathPattern;
 use crate::apikey;
 use crate::jwk::Alg;
@@ -140,12 +145,14 @@ impl Policy {
             || "settings.expiry_grace_secs".into(),
             || "must be at most 7 days".into(),
         );
-        if let Some(u) = &s.login_url {
-            c.check(
-                u.starts_with("https://") || u.starts_with("http://"),
-                || "settings.login_url".into(),
-                || "must be an absolute http(s) URL".into(),
-            );
+        for (field, u) in [("login_url", &s.login_url), ("stepup_url", &s.stepup_url)] {
+            if let Some(u) = u {
+                c.check(
+                    u.starts_with("https://") || u.starts_with("http://"),
+                    || format!("settings.{field}"),
+                    || "must be an absolute http(s) URL".into(),
+                );
+            }
         }
         if let Some(h) = &self.geo.country_header {
             c.name("geo.country_header", h);
@@ -278,11 +285,20 @@ impl Policy {
                     c.err(format!("{kp}.prefix"), format!("already used by a key of org `{other}`"));
                 }
             }
-            if let Some(u) = &o.login_url {
+            for (field, u) in [("login_url", &o.login_url), ("stepup_url", &o.stepup_url)] {
+                if let Some(u) = u {
+                    c.check(
+                        u.starts_with("https://") || u.starts_with("http://"),
+                        || format!("{p}.{field}"),
+                        || "must be an absolute http(s) URL".into(),
+                    );
+                }
+            }
+            for (j, u) in o.disabled_users.iter().enumerate() {
                 c.check(
-                    u.starts_with("https://") || u.starts_with("http://"),
-                    || format!("{p}.login_url"),
-                    || "must be an absolute http(s) URL".into(),
+                    crate::identity::header_safe(u),
+                    || format!("{p}.disabled_users[{j}]"),
+                    || "must be a subject id (1-256 printable characters, no spaces or commas)".into(),
                 );
             }
         }
@@ -332,7 +348,15 @@ impl Policy {
             if let Some(f) = &r.feature {
                 c.name(&format!("{p}.feature"), f);
             }
-            let needs_identity = r.permission.is_some() || r.role.is_some() || r.team.is_some() || r.require_mfa;
+            if let RequireMfa::Within { max_age_secs } = r.require_mfa {
+                c.check(
+                    (1..=MAX_MFA_AGE_SECS).contains(&max_age_secs),
+                    || format!("{p}.require_mfa.max_age"),
+                    || "must be between 1s and 36600d".into(),
+                );
+            }
+            let needs_identity =
+                r.permission.is_some() || r.role.is_some() || r.team.is_some() || r.require_mfa.is_required();
             c.check(
                 !(needs_identity && r.auth != AuthMode::Required),
                 || format!("{p}.auth"),
