@@ -226,6 +226,16 @@ struct MintArgs {
     /// Token id (`jti`); default random.
     #[arg(long)]
     jti: Option<String>,
+    /// Time of the sign-in (`auth_time`; RFC 3339, UTC); none: no `auth_time`.
+    #[arg(long)]
+    auth_time: Option<String>,
+    /// Authentication context class (`acr`).
+    #[arg(long)]
+    acr: Option<String>,
+    /// Another claim as `NAME=JSON` (repeatable; replaces a claim set above, for tests
+    /// of malformed tokens).
+    #[arg(long = "claim", value_name = "NAME=JSON")]
+    claims: Vec<String>,
     /// Lifetime.
     #[arg(long, default_value = "10m")]
     ttl: humantime::Duration,
@@ -450,6 +460,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if let Some(s) = &a.sid {
                 custom["sid"] = s.clone().into();
+            }
+            if let Some(t) = &a.auth_time {
+                let t = gatehouse_core::time::parse_rfc3339(t)
+                    .ok_or_else(|| anyhow!("--auth-time: `{t}` is not a UTC RFC 3339 time like 2027-01-01T00:00:00Z"))?;
+                custom["auth_time"] = t.into();
+            }
+            if let Some(s) = &a.acr {
+                custom["acr"] = s.clone().into();
+            }
+            for c in &a.claims {
+                let (name, json) = c.split_once('=').ok_or_else(|| anyhow!("--claim: `{c}` is not NAME=JSON"))?;
+                custom[name] = serde_json::from_str(json).with_context(|| format!("--claim {name}: not JSON"))?;
             }
             let mut out = String::new();
             for i in 0..a.count.max(1) {

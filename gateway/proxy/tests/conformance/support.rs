@@ -38,6 +38,11 @@ pub struct Expect {
     pub identity: BTreeMap<String, String>,
     #[serde(default)]
     pub location_prefix: Option<String>,
+    /// The whole `Location`, where `{scheme}` stands for the scheme the host saw the
+    /// request with (`https`, or `http` where the test talks plain HTTP to the host), as
+    /// it is and percent-encoded in `return_to`.
+    #[serde(default)]
+    pub location: Option<String>,
 }
 
 /// What a host decided.
@@ -88,6 +93,12 @@ pub fn mismatch(c: &Case, got: &Outcome, resolves_dots: bool) -> Option<String> 
     if let Some(prefix) = &e.location_prefix {
         if !got.location.as_deref().is_some_and(|l| l.starts_with(prefix.as_str())) {
             why.push(format!("location {:?} (expected {prefix}…)", got.location));
+        }
+    }
+    if let Some(template) = &e.location {
+        let exact = ["https", "http"].map(|scheme| template.replace("{scheme}", scheme));
+        if !got.location.as_deref().is_some_and(|l| exact.iter().any(|e| e == l)) {
+            why.push(format!("location {:?} (expected {template:?})", got.location));
         }
     }
     (!why.is_empty()).then(|| format!("{}: {}", c.name, why.join(", ")))
