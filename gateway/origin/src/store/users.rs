@@ -128,6 +128,12 @@ pub async fn disabled(conn: &Connection, id: &str) -> libsql::Result<Option<bool
     first_row(conn, "SELECT disabled FROM users WHERE id = ?1", [id], |r| Ok(r.get::<i64>(0)? != 0)).await
 }
 
+/// Ids of every disabled user, in order: what edges refuse (`user_disabled`); ids only,
+/// never emails or names.
+pub async fn disabled_ids(conn: &Connection) -> libsql::Result<Vec<String>> {
+    all_rows(conn, "SELECT id FROM users WHERE disabled != 0 ORDER BY id", (), |r| r.get(0)).await
+}
+
 /// Delete user `id` (memberships, team memberships and SSO links cascade).
 pub async fn delete(conn: &Connection, id: &str) -> libsql::Result<()> {
     conn.execute("DELETE FROM users WHERE id = ?1", [id]).await?;
