@@ -45,7 +45,9 @@ pub struct Event {
     pub after: Option<serde_json::Value>,
 }
 
-fn record_hash(r: &Record) -> String {
+/// The hash of a record: every field and the link to the previous one (shared with the
+/// operator's log, [`crate::store::operator_audit`]).
+pub(crate) fn record_hash(r: &Record) -> String {
     // A JSON array: unambiguous field boundaries, stable across versions.
     let canonical = serde_json::json!([
         r.seq,

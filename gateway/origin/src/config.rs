@@ -9,6 +9,7 @@ use gatehouse_settings::{one_of, within};
 use serde::Deserialize;
 
 pub mod secrets;
+pub mod tiers;
 
 /// Everything an origin needs to run one region.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,6 +45,10 @@ pub struct OriginConfig {
     /// Single sign-on through tenants' identity providers.
     #[serde(default)]
     pub sso: SsoSettings,
+    /// What each tier may hold at most (`[tiers.<tier>] max_users, max_custom_roles,
+    /// max_api_keys`; absent: unlimited).
+    #[serde(default)]
+    pub tiers: BTreeMap<String, tiers::TierCaps>,
 }
 
 /// Single sign-on (OIDC / OAuth2 connections of each organisation).
@@ -325,6 +330,7 @@ impl OriginConfig {
         within("sso.transaction_ttl_secs", self.sso.transaction_ttl_secs, 60..=3600)?;
         within("sso.http_timeout_secs", self.sso.http_timeout_secs, 1..=60)?;
         within("sso.metadata_ttl_secs", self.sso.metadata_ttl_secs, 60..=86_400)?;
+        tiers::validate(&self.tiers)?;
         if let Some(r) = &self.storage.remote {
             if !cfg!(feature = "remote-replica") {
                 // Refused rather than ignored: data must not silently stay local.

@@ -102,6 +102,9 @@ pub enum SigninOutcome {
     },
     /// The account is locked.
     Locked(String),
+    /// The account is deactivated and the password was right (a wrong one is
+    /// [`SigninOutcome::UnknownUser`], as if there were no account).
+    Disabled(String),
 }
 
 /// Check `email` / `password` in a tenant database, counting failures (in the caller's
@@ -119,7 +122,15 @@ pub async fn check_password(
         return Ok(SigninOutcome::UnknownUser);
     };
     let users::Credentials { id, password_hash: hash, failed_count: failed, locked_until, disabled } = account;
-    if disabled || hash.is_none() {
+    if disabled {
+        // No failure is counted for a deactivated account; only its right password
+        // learns that it is deactivated.
+        return Ok(match pw.verify(hash.as_deref(), password) {
+            true => SigninOutcome::Disabled(id),
+            false => SigninOutcome::UnknownUser,
+        });
+    }
+    if hash.is_none() {
         pw.verify(None, password);
         return Ok(SigninOutcome::UnknownUser);
     }

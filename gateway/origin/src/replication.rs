@@ -19,6 +19,9 @@ pub struct DirectoryEntry {
     slug: String,
     home_region: String,
     created_at: i64,
+    /// Set for a deleted tenant: its tombstone (the receiver drops the entry for good).
+    #[serde(default)]
+    deleted_at: Option<i64>,
 }
 
 /// This region and the other regions' origins, with the token they share.
@@ -49,6 +52,19 @@ impl Peers {
             let body = json!({ "region": self.region, "tenants": tenants });
             if let Err(e) = http_json("POST", &format!("{url}/v1/directory"), &self.token, Some(body)).await {
                 tracing::warn!(region = %region, error = %e, "directory push failed; the peer will pull it");
+            }
+        }
+    }
+
+    /// Tell the other regions that a tenant of this one was deleted (best effort; they
+    /// also pull the tombstones).
+    pub async fn push_tombstone(&self, e: &tenants::TenantEntry, deleted_at: i64) {
+        let t = json!({ "id": e.id, "slug": e.slug, "home_region": e.home_region, "created_at": e.created_at,
+            "deleted_at": deleted_at });
+        for (region, url) in self.others() {
+            let body = json!({ "region": self.region, "tenants": [t.clone()] });
+            if let Err(e) = http_json("POST", &format!("{url}/v1/directory"), &self.token, Some(body)).await {
+                tracing::warn!(region = %region, error = %e, "tombstone push failed; the peer will pull it");
             }
         }
     }
@@ -88,19 +104,28 @@ impl Peers {
                 home_region: e.home_region.clone(),
                 created_at: e.created_at,
             };
-            n += tenants::upsert_from_peer(&d, &entry).await?;
+            n += match e.deleted_at {
+                Some(at) => tenants::tombstone_from_peer(&d, &entry, at).await?,
+                None => tenants::upsert_from_peer(&d, &entry).await?,
+            };
         }
         Ok(n as usize)
     }
 
-    /// The directory entries homed in this region.
+    /// The directory entries homed in this region, and the tombstones of its deleted
+    /// tenants.
     pub async fn local(&self, directory: &Db) -> Result<Vec<Value>> {
         let d = directory.lock().await;
-        Ok(tenants::homed_in(&d, &self.region)
+        let mut out: Vec<Value> = tenants::homed_in(&d, &self.region)
             .await?
             .into_iter()
             .map(|e| json!({ "id": e.id, "slug": e.slug, "home_region": e.home_region, "created_at": e.created_at }))
-            .collect())
+            .collect();
+        for (e, at) in tenants::tombstones_homed_in(&d, &self.region).await? {
+            out.push(json!({ "id": e.id, "slug": e.slug, "home_region": e.home_region, "created_at": e.created_at,
+                "deleted_at": at }));
+        }
+        Ok(out)
     }
 }
 

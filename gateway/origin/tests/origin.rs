@@ -292,7 +292,8 @@ async fn origin_end_to_end() {
         if !path.starts_with("/v1/orgs/{slug}") {
             continue;
         }
-        assert!(need.contains(':'), "{path}");
+        // Operator routes on one organisation (suspend, delete…) refuse the same way.
+        assert!(need.contains(':') || *need == "operator", "{path}");
         let p = path
             .replace("{slug}", "globex")
             .replace("{id}", "x")

@@ -215,9 +215,15 @@ pub(crate) async fn login_submit(
         Err(
             e @ (ApiError::InvalidCredentials
             | ApiError::InvalidGrant
-            | ApiError::Forbidden { code: "sso_required", .. }),
+            | ApiError::Forbidden { code: "sso_required" | "user_disabled" | "tenant_suspended", .. }),
         ) => {
             let (status, message) = match e {
+                ApiError::Forbidden { code: "user_disabled", .. } => {
+                    (StatusCode::FORBIDDEN, "This account is deactivated. Ask an administrator of the organisation.")
+                }
+                ApiError::Forbidden { code: "tenant_suspended", .. } => {
+                    (StatusCode::FORBIDDEN, "This organisation is suspended.")
+                }
                 ApiError::Forbidden { .. } => {
                     (StatusCode::FORBIDDEN, "This organisation signs in with single sign-on: use a button below.")
                 }

@@ -25,12 +25,15 @@ use axum::Router;
 
 use crate::error::ApiError;
 
+pub(crate) mod account;
 pub mod admin;
 pub mod app;
 pub mod audit;
+pub(crate) mod caps;
 pub mod directory;
 pub mod edge;
 pub mod extract;
+pub(crate) mod lifecycle;
 pub mod login;
 pub mod password;
 pub mod routes;
@@ -83,7 +86,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/orgs", post(orgs::create_org).get(orgs::list_orgs))
         .route("/v1/keys/rotate", post(orgs::rotate_keys))
         .route("/v1/policy/template", get(orgs::get_template).put(orgs::put_template))
-        .route("/v1/orgs/{slug}", get(orgs::get_org))
+        .route(
+            "/v1/orgs/{slug}",
+            get(orgs::get_org).patch(admin::org_lifecycle::patch_org).delete(admin::org_lifecycle::delete_org),
+        )
         .route("/v1/orgs/{slug}/policy", put(orgs::put_policy))
         .route("/v1/orgs/{slug}/users", get(users::list_users).post(users::create_user))
         .route("/v1/orgs/{slug}/users/{id}", delete(users::delete_user))
@@ -99,6 +105,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/orgs/{slug}/sso/connections", get(sso_admin::list).post(sso_admin::create))
         .route(
             "/v1/orgs/{slug}/sso/connections/{id}",
+        .route("/t/{slug}/me", get(account::get_me).patch(account::patch_me))
+        .route("/t/{slug}/me/sessions", get(account::my_sessions))
+        .route("/t/{slug}/me/sessions/{id}", delete(account::delete_my_session))
+        .route("/t/{slug}/account", get(account::account_page))
+        .route("/t/{slug}/account/sessions/{id}/revoke", post(account::account_revoke))
             get(sso_admin::get_one).put(sso_admin::replace).delete(sso_admin::remove),
         )
         .route("/v1/orgs/{slug}/sso/enforcement", get(sso_admin::get_enforcement).put(sso_admin::put_enforcement))
@@ -125,3 +136,12 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
+        .route("/v1/orgs/{slug}/users/{id}/deactivate", post(users::deactivate_user))
+        .route("/v1/orgs/{slug}/users/{id}/reactivate", post(users::reactivate_user))
+        .route("/v1/orgs/{slug}/users/{id}/unlock", post(users::unlock_user))
+        .route("/v1/orgs/{slug}/users/{id}/sessions", get(sessions::list_user_sessions))
+        .route("/v1/orgs/{slug}/suspend", post(admin::org_lifecycle::suspend_org))
+        .route("/v1/orgs/{slug}/resume", post(admin::org_lifecycle::resume_org))
+        .route("/v1/orgs/{slug}/deletion", post(admin::org_lifecycle::request_deletion))
+        .route("/v1/orgs/{slug}/usage", get(admin::usage::get_usage))
+        .route("/v1/operator/audit", get(admin::operator_audit::list))

@@ -19,6 +19,7 @@ use crate::tokens::{self, AccessGrant, RefreshOutcome};
 
 use crate::api::app::App;
 use crate::api::extract::{bearer, meta, residency, tenant, verify_access, AppState, Peer, RawBody, Tenant};
+use crate::api::lifecycle;
 use crate::api::sso::connections::sso_enforced_for;
 use crate::api::transaction::{begin, commit, ev};
 
@@ -184,6 +185,7 @@ pub(crate) async fn token_inner(
 }
 
 /// A signed-in session, its transaction still open.
+                    let h = lifecycle::refresh_allowed(app, &t, h, &m, &session, now).await?;
 pub(crate) struct Session<'t> {
     pub(crate) held: Held<'t>,
     pub(crate) user: String,
@@ -224,7 +226,7 @@ pub(crate) async fn password_session<'t>(
                 SigninOutcome::Success(_) => unreachable!("handled above"),
             };
             commit(app, t, h, m, vec![ev(actor, action, target, None, None)]).await?;
-            return Err(ApiError::InvalidCredentials);
+            return Err(lifecycle::signin_refused(&other));
         }
     };
     // An organisation that enforces SSO refuses passwords, except its break-glass owner.
@@ -237,6 +239,7 @@ pub(crate) async fn password_session<'t>(
     let mut events = vec![ev(format!("user:{user}"), "signin.success", format!("user:{user}"), None, None)];
     let (sid, family) = open_session(app, &h, &user, &["pwd".to_string()], None, now, &mut events).await?;
     Ok(Session { held: h, user, sid, family, amr: vec!["pwd".to_string()], events })
+                SigninOutcome::Disabled(u) => (format!("user:{u}"), "signin.disabled", format!("user:{u}")),
 }
 
 /// Insert a session for `user` (with its authentication methods and identity provider)
@@ -258,7 +261,7 @@ pub(crate) async fn open_session(
         amr: &amr,
         idp,
         created_at: now,
-        expires_at: now + app.cfg.tokens.session_ttl_secs as i64,
+        expires_at: lifecycle::session_expiry(app, h, now).await?,
     };
     sessions::insert(h, &row).await?;
     events.push(ev(
@@ -272,6 +275,7 @@ pub(crate) async fn open_session(
 }
 
 /// Issue an access token and a refresh token for a session, append `events` and commit.
+    lifecycle::refuse_if_suspended(h).await?;
 pub(crate) async fn issue(
     app: &App,
     t: &Tenant,
@@ -285,6 +289,7 @@ pub(crate) async fn issue(
         return Err(ApiError::InvalidGrant);
     }
     let (roles, teams) = grants_of(&h, &user, now).await?;
+    lifecycle::touch(&h, &session, m, now).await?;
     let refresh =
         tokens::new_refresh(&h, &family, &session, &user, now, app.cfg.tokens.refresh_ttl_secs as i64).await?;
     let issuer = app.cfg.issuer(&t.slug);

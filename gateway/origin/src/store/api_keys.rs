@@ -102,6 +102,20 @@ pub async fn revoke(conn: &Connection, id: &str, now: i64) -> libsql::Result<u64
         .await
 }
 
+/// How many keys are active at `now` (neither revoked nor expired).
+pub async fn count_active(conn: &Connection, now: i64) -> libsql::Result<i64> {
+    let mut rows = conn
+        .query(
+            "SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?1)",
+            [now],
+        )
+        .await?;
+    match rows.next().await? {
+        Some(r) => r.get(0),
+        None => Ok(0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,37 @@ pub(crate) const DIRECTORY: &[&str] = &[
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
      );",
+    // 3: tenant lifecycle (issue 14). Deleted tenants leave `tenants` for a tombstone
+    // (their slug stays taken; replication never brings them back), the operator's
+    // hash-chained audit log of region-level actions, and single-use confirmations of
+    // a deletion (hashed).
+    "CREATE TABLE tenant_tombstones (
+        id TEXT PRIMARY KEY,
+        slug TEXT NOT NULL UNIQUE,
+        home_region TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        deleted_at INTEGER NOT NULL
+     );
+     CREATE TABLE operator_audit (
+        seq INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        before TEXT,
+        after TEXT,
+        ip TEXT,
+        user_agent TEXT,
+        request_id TEXT,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+     );
+     CREATE TABLE org_deletions (
+        hash TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER
+     );",
 ];
 
 /// Versioned schema of a tenant database.
@@ -205,8 +236,11 @@ pub(crate) const TENANT: &[&str] = &[
     "SELECT 1;",
     // 5: mail: email verification tokens, invitations, per-tenant templates.
     "SELECT 1;",
-    // 6: account and tenant lifecycle.
-    "SELECT 1;",
+    // 6: account and tenant lifecycle: the indexes that a user's sessions, usage per
+    // period (audit records and edge events by time) and the sessions list read by.
+    "CREATE INDEX sessions_user ON sessions(user_id);
+     CREATE INDEX audit_at ON audit(at);
+     CREATE INDEX edge_events_at ON edge_events(at);",
 ];
 
 /// Bring a held database up to the newest of `migrations`, one transaction per step.

@@ -29,6 +29,7 @@ pub mod memberships;
 pub(crate) mod migrations;
 pub mod orgs;
 pub mod refresh_tokens;
+pub mod operator_audit;
 pub mod reset_tokens;
 pub mod revoked_tokens;
 pub mod roles;
@@ -37,6 +38,7 @@ pub mod settings;
 pub mod signing_keys;
 pub mod sso;
 pub mod teams;
+pub mod usage;
 pub mod users;
 
 /// One open database. Writers take [`Db::lock`] so that a tenant's transactions run one
@@ -210,6 +212,21 @@ impl Store {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
+    /// Close tenant `id`'s database: it leaves the cache and, once every transaction in
+    /// flight has finished (its lock is taken and let go here), this handle is dropped.
+    /// Handles still held elsewhere close when their holders let go.
+    pub async fn close_tenant(&self, id: &str) {
+        let db = self.open.lock().unwrap_or_else(|p| p.into_inner()).pop(id);
+        if let Some(db) = db {
+            drop(db.lock().await);
+        }
+    }
+
+    /// Whether databases are embedded files here (not replicas of a libSQL server).
+    pub fn is_local(&self) -> bool {
+        matches!(self.backend, Backend::Local { .. })
+    }
+
 
 /// Tenant ids are generated (`t_` + hex); anything else never reaches the file system.
 pub fn valid_id(id: &str) -> bool {

@@ -108,6 +108,24 @@ pub async fn suspended_at(conn: &Connection) -> libsql::Result<Option<i64>> {
     Ok(first_row(conn, "SELECT suspended_at FROM org WHERE id = 1", (), |r| r.get::<Option<i64>>(0)).await?.flatten())
 }
 
+/// Replace the display name.
+pub async fn set_name(conn: &Connection, name: &str) -> libsql::Result<()> {
+    conn.execute("UPDATE org SET name = ?1 WHERE id = 1", [name]).await?;
+    Ok(())
+}
+
+/// Replace the tier.
+pub async fn set_tier(conn: &Connection, tier: &str) -> libsql::Result<()> {
+    conn.execute("UPDATE org SET tier = ?1 WHERE id = 1", [tier]).await?;
+    Ok(())
+}
+
+/// Suspend the organisation at `at`, or resume it (`None`).
+pub async fn set_suspended(conn: &Connection, at: Option<i64>) -> libsql::Result<()> {
+    conn.execute("UPDATE org SET suspended_at = ?1 WHERE id = 1", [at]).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,3 +43,12 @@ pub async fn upsert(conn: &Connection, name: &str, permissions: &str) -> libsql:
     .await?;
     Ok(())
 }
+
+/// How many custom roles the organisation has.
+pub async fn count(conn: &Connection) -> libsql::Result<i64> {
+    let mut rows = conn.query("SELECT COUNT(*) FROM roles", ()).await?;
+    match rows.next().await? {
+        Some(r) => r.get(0),
+        None => Ok(0),
+    }
+}

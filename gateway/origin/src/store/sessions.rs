@@ -105,6 +105,97 @@ mod tests {
         insert(&h, &s("s_1", "u_1", None)).await.unwrap();
         insert(&h, &s("s_2", "u_1", Some("c_1"))).await.unwrap();
         insert(&h, &s("s_3", "u_2", None)).await.unwrap();
+/// A session as its user and the admin API see it (never a token).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionView {
+    /// Id (`s_…`).
+    pub id: String,
+    /// User.
+    pub user_id: String,
+    /// Authentication methods (JSON array text).
+    #[serde(skip)]
+    pub amr: String,
+    /// The SSO connection it came through (`None`: a password).
+    pub idp: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// When it authenticated last (sign-in or step-up).
+    pub auth_time: Option<i64>,
+    /// Client address at sign-in.
+    pub ip: Option<String>,
+    /// Client `User-Agent` at sign-in.
+    pub user_agent: Option<String>,
+    /// When a token was last issued for it (sign-in or refresh).
+    pub last_seen_at: Option<i64>,
+}
+
+/// The live sessions of `user` at `now` (neither revoked nor expired), newest first, at
+/// most 200.
+pub async fn live_of_user(conn: &Connection, user: &str, now: i64) -> libsql::Result<Vec<SessionView>> {
+    all_rows(
+        conn,
+        "SELECT id, user_id, amr, idp, created_at, expires_at, auth_time, ip, user_agent, last_seen_at FROM sessions
+          WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2 ORDER BY created_at DESC, id LIMIT 200",
+        libsql::params![user, now],
+        |r| {
+            Ok(SessionView {
+                id: r.get(0)?,
+                user_id: r.get(1)?,
+                amr: r.get(2)?,
+                idp: r.get(3)?,
+                created_at: r.get(4)?,
+                expires_at: r.get(5)?,
+                auth_time: r.get(6)?,
+                ip: r.get(7)?,
+                user_agent: r.get(8)?,
+                last_seen_at: r.get(9)?,
+            })
+        },
+    )
+    .await
+}
+
+/// Note that a token was issued for session `id` at `now`: its last use, and (the
+/// first time) the client's address and user agent.
+pub async fn touch(
+    conn: &Connection,
+    id: &str,
+    ip: Option<&str>,
+    user_agent: Option<&str>,
+    now: i64,
+) -> libsql::Result<()> {
+    conn.execute(
+        "UPDATE sessions SET ip = COALESCE(ip, ?2), user_agent = COALESCE(user_agent, ?3), last_seen_at = ?4 WHERE id = ?1",
+        libsql::params![id, ip, user_agent, now],
+    )
+    .await?;
+    Ok(())
+}
+
+/// When session `id` began, and when it was last used (its beginning if never since).
+pub async fn activity(conn: &Connection, id: &str) -> libsql::Result<Option<(i64, i64)>> {
+    first_row(conn, "SELECT created_at, COALESCE(last_seen_at, created_at) FROM sessions WHERE id = ?1", [id], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .await
+}
+
+/// The user of session `id`.
+pub async fn user_of(conn: &Connection, id: &str) -> libsql::Result<Option<String>> {
+    first_row(conn, "SELECT user_id FROM sessions WHERE id = ?1", [id], |r| r.get(0)).await
+}
+
+/// How many sessions are live at `now`.
+pub async fn count_live(conn: &Connection, now: i64) -> libsql::Result<i64> {
+    Ok(first_row(conn, "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL AND expires_at > ?1", [now], |r| {
+        r.get(0)
+    })
+    .await?
+    .unwrap_or(0))
+}
+
         assert!(is_live(&h, "s_1", "u_1", 50).await.unwrap());
         assert!(!is_live(&h, "s_1", "u_2", 50).await.unwrap(), "another user's session");
         assert!(!is_live(&h, "s_1", "u_1", 100).await.unwrap(), "expired");

@@ -209,6 +209,44 @@ pub async fn set_failed_count(conn: &Connection, id: &str, failed: i64) -> libsq
     Ok(())
 }
 
+/// Disable (`true`) or enable user `id`; whether there was such a user.
+pub async fn set_disabled(conn: &Connection, id: &str, disabled: bool) -> libsql::Result<bool> {
+    Ok(conn.execute("UPDATE users SET disabled = ?2 WHERE id = ?1", libsql::params![id, disabled as i64]).await? > 0)
+}
+
+/// Replace user `id`'s display name.
+pub async fn set_name(conn: &Connection, id: &str, name: &str) -> libsql::Result<()> {
+    conn.execute("UPDATE users SET name = ?2 WHERE id = ?1", libsql::params![id, name]).await?;
+    Ok(())
+}
+
+/// Whether user `id` has a password.
+pub async fn has_password(conn: &Connection, id: &str) -> libsql::Result<bool> {
+    exists(conn, "SELECT 1 FROM users WHERE id = ?1 AND password_hash IS NOT NULL", [id]).await
+}
+
+/// How many users there are, and how many of them are disabled.
+pub async fn counts(conn: &Connection) -> libsql::Result<(i64, i64)> {
+    Ok(first_row(conn, "SELECT COUNT(*), COALESCE(SUM(disabled != 0), 0) FROM users", (), |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .await?
+    .unwrap_or((0, 0)))
+}
+
+/// How many enabled users hold the owner role at `now` (membership expiry honoured).
+pub async fn enabled_owners(conn: &Connection, now: i64) -> libsql::Result<i64> {
+    Ok(first_row(
+        conn,
+        "SELECT COUNT(*) FROM users u JOIN memberships m ON m.user_id = u.id
+          WHERE m.role = 'owner' AND u.disabled = 0 AND (m.expires_at IS NULL OR m.expires_at > ?1)",
+        [now],
+        |r| r.get(0),
+    )
+    .await?
+    .unwrap_or(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

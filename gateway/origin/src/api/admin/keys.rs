@@ -73,6 +73,7 @@ pub(crate) async fn create_key(
             return Err(bad("unknown_role", format!("no role `{r}`")));
         }
     }
+    crate::api::caps::check_org_cap(&app, &h, crate::api::caps::Cap::ApiKeys).await?;
     let (key, prefix, hash) = new_api_key(&app.secrets.api_key_secret);
     let id = new_id("ak_");
     let (subject, roles, scopes) =

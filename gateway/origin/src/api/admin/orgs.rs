@@ -82,6 +82,10 @@ pub(crate) async fn create_org(
         if tenants::id_by_slug(&d, &req.slug).await?.is_some() {
             return Err(ApiError::conflict("slug_taken", "an organisation with this slug exists"));
         }
+        // A deleted organisation's slug stays taken (see `org_lifecycle`).
+        if tenants::slug_tombstoned(&d, &req.slug).await? {
+            return Err(ApiError::conflict("slug_taken", "this slug belonged to a deleted organisation"));
+        }
         let entry = TenantEntry { id: id.clone(), slug: req.slug.clone(), home_region: home.clone(), created_at: now };
         tenants::insert(&d, &entry).await?;
     }
@@ -163,9 +167,12 @@ pub(crate) async fn org_row(h: &libsql::Connection) -> ApiResult<(String, String
 }
 
 pub(crate) async fn get_org(State(app): AppState, Authed { t, .. }: Authed) -> ApiResult<Json<Value>> {
-    let (name, tier, policy, retention) = org_row(&*t.db.lock().await).await?;
+    let h = t.db.lock().await;
+    let (name, tier, policy, retention) = org_row(&h).await?;
+    let suspended_at = orgs::suspended_at(&h).await?;
     Ok(Json(json!({ "id": t.id, "slug": t.slug, "name": name, "tier": tier, "region": app.cfg.region,
-        "issuer": app.cfg.issuer(&t.slug), "policy": policy, "audit_retention_days": retention })))
+        "issuer": app.cfg.issuer(&t.slug), "policy": policy, "audit_retention_days": retention,
+        "suspended_at": suspended_at })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -77,6 +77,9 @@ pub(crate) async fn put_role(
     let perms = serde_json::to_string(&req.permissions)?;
     let h = begin(t).await?;
     let before = roles::permissions(&h, &name).await?;
+    if before.is_none() {
+        crate::api::caps::check_org_cap(&app, &h, crate::api::caps::Cap::CustomRoles).await?;
+    }
     roles::upsert(&h, &name, &perms).await?;
     authed
         .commit(&app, h, "role.put", format!("role:{name}"), before.map(Value::String), Some(json!(req.permissions)))

@@ -12,7 +12,8 @@ use crate::identity::{self, new_id};
 use crate::store::{memberships, sessions, users};
 
 use crate::api::admin::roles::{may_grant, role_exists};
-use crate::api::extract::{cursor, page_limit, AppState, Authed, JsonBody, Page, QueryParams};
+use crate::api::caps::{check_org_cap, Cap};
+use crate::api::extract::{cursor, page_limit, AppState, Authed, Caller, JsonBody, Page, QueryParams};
 use crate::api::tenant::end_session;
 use crate::api::transaction::begin;
 
@@ -63,6 +64,7 @@ pub(crate) async fn create_user(
     if !role_exists(&app, &h, &req.role).await? {
         return Err(bad("unknown_role", format!("no role `{}`", req.role)));
     }
+    check_org_cap(&app, &h, Cap::Users).await?;
     if users::id_by_email(&h, &email).await?.is_some() {
         return Err(ApiError::conflict("email_taken", "a user with this email exists"));
     }
@@ -74,6 +76,7 @@ pub(crate) async fn create_user(
     memberships::insert(&h, &id, &req.role, req.role_expires_at).await?;
     let after = json!({ "email": email, "role": req.role, "role_expires_at": req.role_expires_at });
     authed.commit(&app, h, "user.create", format!("user:{id}"), None, Some(after)).await?;
+    crate::api::mail::verify::after_create(&app, &authed, &id, &email).await;
     let user = users::by_id(&*t.db.lock().await, &id, now).await?;
     Ok((StatusCode::CREATED, Json(json!(user))).into_response())
 }
@@ -145,4 +148,110 @@ pub(crate) async fn set_role(
         )
         .await?;
     Ok(Json(after))
+}
+
+/// The user `id` that caller `c` may manage: it exists, is not the caller, and holds no
+/// role above the caller's (so an admin never deactivates an owner).
+async fn manageable(h: &libsql::Connection, c: &Caller, id: &str, now: i64) -> ApiResult<users::User> {
+    let user = users::by_id(h, id, now).await?.ok_or_else(|| ApiError::not_found("user_not_found", "no such user"))?;
+    if matches!(c, Caller::User { user, .. } if user == id) {
+        return Err(ApiError::conflict("cannot_deactivate_self", "you cannot deactivate your own account"));
+    }
+    if let Some(r) = &user.role {
+        if !may_grant(c, r) {
+            return Err(ApiError::forbidden("role_too_high", "you cannot manage a user above your own role"));
+        }
+    }
+    Ok(user)
+}
+
+/// `POST /v1/orgs/{slug}/users/{id}/deactivate`: the user can no longer sign in
+/// (`user_disabled`), their sessions and refresh tokens end now, and edges refuse their
+/// tokens and API keys (`user_disabled`) from their next bundle. Nothing else of theirs is
+/// revoked, so a reactivation restores the account as it was. The last owner stays.
+pub(crate) async fn deactivate_user(
+    State(app): AppState,
+    authed: Authed,
+    Path((_, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let (t, c) = (&authed.t, &authed.caller);
+    let now = crate::now();
+    let h = begin(t).await?;
+    let before = manageable(&h, c, &id, now).await?;
+    if before.disabled {
+        return Ok(Json(json!(before)));
+    }
+    if before.role.as_deref() == Some("owner") && users::enabled_owners(&h, now).await? <= 1 {
+        return Err(ApiError::conflict("last_owner", "the organisation's last owner cannot be deactivated"));
+    }
+    users::set_disabled(&h, &id, true).await?;
+    let open = sessions::open_of_user(&h, &id).await?;
+    for s in &open {
+        end_session(&h, s, now).await?;
+    }
+    let after = json!({ "disabled": true, "sessions_ended": open.len() });
+    authed
+        .commit(&app, h, "user.deactivate", format!("user:{id}"), Some(json!({ "disabled": false })), Some(after))
+        .await?;
+    app.changed();
+    let user = users::by_id(&*t.db.lock().await, &id, now).await?;
+    Ok(Json(json!(user)))
+}
+
+/// `POST /v1/orgs/{slug}/users/{id}/reactivate`: the user signs in again (a new sign-in;
+/// the ended sessions stay ended). Counts against the tier's `max_users` again.
+pub(crate) async fn reactivate_user(
+    State(app): AppState,
+    authed: Authed,
+    Path((_, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let (t, c) = (&authed.t, &authed.caller);
+    let now = crate::now();
+    let h = begin(t).await?;
+    let before = manageable(&h, c, &id, now).await?;
+    if !before.disabled {
+        return Ok(Json(json!(before)));
+    }
+    check_org_cap(&app, &h, Cap::Users).await?;
+    users::set_disabled(&h, &id, false).await?;
+    authed
+        .commit(
+            &app,
+            h,
+            "user.reactivate",
+            format!("user:{id}"),
+            Some(json!({ "disabled": true })),
+            Some(json!({ "disabled": false })),
+        )
+        .await?;
+    app.changed();
+    let user = users::by_id(&*t.db.lock().await, &id, now).await?;
+    Ok(Json(json!(user)))
+}
+
+/// `POST /v1/orgs/{slug}/users/{id}/unlock`: end a lockout after repeated failures (the
+/// failure count starts again).
+pub(crate) async fn unlock_user(
+    State(app): AppState,
+    authed: Authed,
+    Path((_, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let t = &authed.t;
+    let now = crate::now();
+    let h = begin(t).await?;
+    let before =
+        users::by_id(&h, &id, now).await?.ok_or_else(|| ApiError::not_found("user_not_found", "no such user"))?;
+    users::clear_failures(&h, &id).await?;
+    authed
+        .commit(
+            &app,
+            h,
+            "user.unlock",
+            format!("user:{id}"),
+            Some(json!({ "locked_until": before.locked_until })),
+            Some(json!({ "locked_until": 0 })),
+        )
+        .await?;
+    let user = users::by_id(&*t.db.lock().await, &id, now).await?;
+    Ok(Json(json!(user)))
 }
