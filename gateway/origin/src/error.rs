@@ -54,6 +54,20 @@ pub enum ApiError {
         /// What it conflicts with, for the client.
         message: String,
     },
+    /// The first factor passed; a second step is needed (`mfa_required`) or enrolment
+    /// first (`mfa_enrollment_required`). A 403 carrying the short-lived `mfa_token` that
+    /// continues the sign-in, and the methods it may use.
+    #[error("{message}")]
+    SecondStep {
+        /// Reason code.
+        code: &'static str,
+        /// For the client.
+        message: &'static str,
+        /// The single-use token of the next step.
+        mfa_token: String,
+        /// Methods the next step accepts (`totp`, `webauthn`, `recovery_code`).
+        methods: Vec<String>,
+    },
     /// The tenant lives in another region.
     #[error("tenant is served by region {region}")]
     WrongRegion {
@@ -120,7 +134,8 @@ impl ApiError {
             | ApiError::Unauthorized { code, .. }
             | ApiError::Forbidden { code, .. }
             | ApiError::NotFound { code, .. }
-            | ApiError::Conflict { code, .. } => code,
+            | ApiError::Conflict { code, .. }
+            | ApiError::SecondStep { code, .. } => code,
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::InvalidGrant => "invalid_grant",
             ApiError::WrongRegion { .. } => "wrong_region",
@@ -136,7 +151,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } | ApiError::InvalidGrant => StatusCode::BAD_REQUEST,
             ApiError::InvalidCredentials | ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } | ApiError::SecondStep { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::WrongRegion { .. } => StatusCode::MISDIRECTED_REQUEST,
@@ -163,6 +178,10 @@ impl IntoResponse for ApiError {
         if let ApiError::WrongRegion { region, url } = &self {
             body["region"] = region.clone().into();
             body["url"] = url.clone().into();
+        }
+        if let ApiError::SecondStep { mfa_token, methods, .. } = &self {
+            body["mfa_token"] = mfa_token.clone().into();
+            body["methods"] = methods.clone().into();
         }
         let mut r = (self.status(), axum::Json(body)).into_response();
         if let ApiError::InvalidCredentials | ApiError::Unauthorized { .. } = self {

@@ -115,10 +115,22 @@ pub struct AccessGrant<'a> {
     pub teams: Vec<String>,
     /// Session id.
     pub sid: &'a str,
-    /// Authentication methods (`pwd`, `mfa`, …).
+    /// Authentication methods (RFC 8176: `pwd`, `otp`, `hwk`, `swk`, `mfa`, `sso`).
     pub amr: Vec<String>,
+    /// Unix seconds of the session's latest authentication (renewed by step-up).
+    pub auth_time: i64,
+    /// Whether the user's email address is verified.
+    pub email_verified: bool,
     /// Lifetime.
     pub ttl_secs: u64,
+}
+
+/// The `acr` of a session whose methods are `amr`: multi-factor when they contain `mfa`.
+pub const ACR_MFA: &str = "urn:gatehouse:mfa";
+
+/// The authentication context class of `amr` (`None`: single factor, no `acr` claim).
+pub fn acr_of(amr: &[String]) -> Option<&'static str> {
+    amr.iter().any(|a| a == "mfa").then_some(ACR_MFA)
 }
 
 /// Sign an access token. Returns (token, jti, expires_at).
@@ -130,7 +142,12 @@ pub fn access_token(keys: &SigningKeys, g: &AccessGrant<'_>) -> Result<(String, 
         "teams": g.teams,
         "sid": g.sid,
         "amr": g.amr,
+        "auth_time": g.auth_time,
+        "email_verified": g.email_verified,
     });
+    if let Some(acr) = acr_of(&g.amr) {
+        custom["acr"] = acr.into();
+    }
     if let Some(s) = &g.scopes {
         custom["scope"] = s.join(" ").into();
     }

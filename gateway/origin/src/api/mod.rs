@@ -35,6 +35,7 @@ pub mod edge;
 pub mod extract;
 pub(crate) mod lifecycle;
 pub mod login;
+pub mod mfa;
 pub mod password;
 pub mod routes;
 pub mod sso;
@@ -81,6 +82,19 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/t/{slug}/password/reset-request", post(password::reset_request))
         .route("/t/{slug}/password/reset", post(password::reset_password))
         // -- issue 14: MFA routes (tenant) --
+        .route("/t/{slug}/mfa/factors", get(mfa::factors_api::list_factors))
+        .route("/t/{slug}/mfa/totp", post(mfa::factors_api::enroll_totp))
+        .route("/t/{slug}/mfa/totp/{id}/confirm", post(mfa::factors_api::confirm_totp))
+        .route(
+            "/t/{slug}/mfa/factors/{id}",
+            axum::routing::patch(mfa::factors_api::rename_factor).delete(mfa::factors_api::remove_factor),
+        )
+        .route("/t/{slug}/mfa/recovery-codes", post(mfa::factors_api::regenerate_recovery))
+        .route("/t/{slug}/mfa/passkeys/register", post(mfa::factors_api::passkey_register_start))
+        .route("/t/{slug}/mfa/passkeys", post(mfa::factors_api::passkey_register_finish))
+        .route("/t/{slug}/mfa/challenge", post(mfa::stepup::challenge))
+        .route("/t/{slug}/mfa/step-up", post(mfa::stepup::step_up))
+        .route("/t/{slug}/passkeys/challenge", post(mfa::stepup::passkey_challenge))
         // -- issue 14: mail and invitation routes (tenant) --
         // -- issue 14: lifecycle routes (tenant) --
         .route("/v1/orgs", post(orgs::create_org).get(orgs::list_orgs))
@@ -115,6 +129,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/orgs/{slug}/sso/enforcement", get(sso_admin::get_enforcement).put(sso_admin::put_enforcement))
         .route("/v1/orgs/{slug}/auth-policy", get(auth_policy::get_auth_policy).put(auth_policy::put_auth_policy))
         // -- issue 14: MFA routes (admin) --
+        .route("/v1/orgs/{slug}/users/{id}/mfa/reset", post(mfa::factors_api::admin_reset))
         // -- issue 14: mail and invitation routes (admin) --
         // -- issue 14: lifecycle routes (admin) --
         .route("/v1/orgs/{slug}/audit", get(audit::query_audit))

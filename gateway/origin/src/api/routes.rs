@@ -41,6 +41,17 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("POST", "/t/{slug}/password/reset-request", "public", "Mail a single-use reset link (always 202)"),
     ("POST", "/t/{slug}/password/reset", "public", "Set a new password with a reset token; ends every session"),
     // -- issue 14: MFA routes (tenant) --
+    ("GET", "/t/{slug}/mfa/factors", "public", "The user's factors and recovery codes left (bearer access token)"),
+    ("POST", "/t/{slug}/mfa/totp", "public", "Start enrolling TOTP: secret, otpauth URI, QR code (SVG)"),
+    ("POST", "/t/{slug}/mfa/totp/{id}/confirm", "public", "Confirm a TOTP enrolment with a first code"),
+    ("PATCH", "/t/{slug}/mfa/factors/{id}", "public", "Rename a factor"),
+    ("DELETE", "/t/{slug}/mfa/factors/{id}", "public", "Remove a factor (session that passed MFA)"),
+    ("POST", "/t/{slug}/mfa/recovery-codes", "public", "Ten new recovery codes, shown once (the old set is void)"),
+    ("POST", "/t/{slug}/mfa/passkeys/register", "public", "Start registering a passkey (WebAuthn options)"),
+    ("POST", "/t/{slug}/mfa/passkeys", "public", "Finish registering a passkey"),
+    ("POST", "/t/{slug}/mfa/challenge", "public", "Passkey options for an mfa_token (second factor, step-up)"),
+    ("POST", "/t/{slug}/mfa/step-up", "public", "Step up a session: fresh tokens with a new auth_time"),
+    ("POST", "/t/{slug}/passkeys/challenge", "public", "Start a passwordless passkey sign-in (grant_type=passkey)"),
     // -- issue 14: mail and invitation routes (tenant) --
     // -- issue 14: lifecycle routes (tenant) --
     ("POST", "/v1/orgs", "operator", "Create an organisation (tenant) homed in this region, with its owner"),
@@ -113,6 +124,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
     ("PUT", "/v1/orgs/{slug}/auth-policy", "settings:write", "Set the sign-in policy (validated; the field is named)"),
     // -- issue 14: MFA routes (admin) --
+    ("POST", "/v1/orgs/{slug}/users/{id}/mfa/reset", "members:write", "Remove a user's factors; their sessions end"),
     // -- issue 14: mail and invitation routes (admin) --
     // -- issue 14: lifecycle routes (admin) --
     ("GET", "/v1/orgs/{slug}/audit", "audit:read", "Query the audit log (json, jsonl or csv; paginated)"),

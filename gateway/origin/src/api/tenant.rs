@@ -35,12 +35,13 @@ pub(crate) async fn discovery(State(app): AppState, Path(slug): Path<String>, he
                 "token_endpoint": format!("{iss}/token"),
                 "revocation_endpoint": format!("{iss}/revoke"),
                 "end_session_endpoint": format!("{iss}/logout"),
-                "grant_types_supported": ["password", "refresh_token"],
+                "grant_types_supported": ["password", "refresh_token", "mfa", "passkey"],
                 "id_token_signing_alg_values_supported": [app.cfg.tokens.alg],
                 "token_endpoint_auth_methods_supported": ["none"],
                 "response_types_supported": ["token"],
                 "subject_types_supported": ["public"],
-                "claims_supported": ["sub", "org", "roles", "scope", "teams", "sid", "amr", "jti", "iss", "aud", "exp", "iat"]
+                "claims_supported": ["sub", "org", "roles", "scope", "teams", "sid", "amr", "acr", "auth_time", "email_verified", "jti", "iss", "aud", "exp", "iat"],
+                "acr_values_supported": [tokens::ACR_MFA]
             }))
             .into_response()
         }
@@ -62,7 +63,7 @@ pub(crate) async fn jwks(State(app): AppState, Path(slug): Path<String>, headers
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TokenRequest {
-    grant_type: String,
+    pub(crate) grant_type: String,
     #[serde(default)]
     email: Option<String>,
     #[serde(default)]
@@ -71,6 +72,19 @@ pub(crate) struct TokenRequest {
     refresh_token: Option<String>,
     #[serde(default)]
     scope: Option<String>,
+    /// `grant_type=mfa`: the token of the second step; and one of `otp`,
+    /// `recovery_code` or `credential` (a WebAuthn assertion).
+    #[serde(default)]
+    pub(crate) mfa_token: Option<String>,
+    #[serde(default)]
+    pub(crate) otp: Option<String>,
+    #[serde(default)]
+    pub(crate) recovery_code: Option<String>,
+    #[serde(default)]
+    pub(crate) credential: Option<Value>,
+    /// `grant_type=passkey`: the passwordless challenge's id.
+    #[serde(default)]
+    pub(crate) challenge_id: Option<String>,
 }
 
 /// Roles and teams of `user` now (membership expiry honoured).
@@ -180,7 +194,8 @@ pub(crate) async fn token_inner(
                 }
             }
         }
-        _ => Err(bad("unsupported_grant_type", "grant_type must be password or refresh_token")),
+        "mfa" | "passkey" => crate::api::mfa::grant(app, &t, &m, &req, scopes).await,
+        _ => Err(bad("unsupported_grant_type", "grant_type must be password, refresh_token, mfa or passkey")),
     }
 }
 
@@ -210,6 +225,7 @@ pub(crate) async fn password_session<'t>(
     let email = identity::normalise_email(email).ok_or(ApiError::InvalidCredentials)?;
     let now = crate::now();
     let h = begin(t).await?;
+    let prior_failures = crate::api::mfa::prior_failures(&h, &email).await?;
     let outcome = identity::check_password(&h, &app.passwords, &app.cfg.signin, &email, password, now).await?;
     let user = match outcome {
         SigninOutcome::Success(u) => u,
@@ -236,6 +252,7 @@ pub(crate) async fn password_session<'t>(
         commit(app, t, h, m, vec![ev(actor.clone(), "signin.sso_required", actor, None, None)]).await?;
         return Err(ApiError::forbidden("sso_required", "this organisation signs in with single sign-on"));
     }
+    let h = crate::api::mfa::second_step(app, t, h, m, &user, &["pwd".to_string()], None, prior_failures).await?;
     let mut events = vec![ev(format!("user:{user}"), "signin.success", format!("user:{user}"), None, None)];
     let (sid, family) = open_session(app, &h, &user, &["pwd".to_string()], None, now, &mut events).await?;
     Ok(Session { held: h, user, sid, family, amr: vec!["pwd".to_string()], events })
@@ -290,6 +307,9 @@ pub(crate) async fn issue(
     }
     let (roles, teams) = grants_of(&h, &user, now).await?;
     lifecycle::touch(&h, &session, m, now).await?;
+    // The session's own record of how and when it authenticated (step-up renews it).
+    let auth_time = sessions::authentication(&h, &session).await?.map(|(_, at)| at).unwrap_or(now);
+    let email_verified = users::email_verified(&h, &user).await?;
     let refresh =
         tokens::new_refresh(&h, &family, &session, &user, now, app.cfg.tokens.refresh_ttl_secs as i64).await?;
     let issuer = app.cfg.issuer(&t.slug);
@@ -306,6 +326,8 @@ pub(crate) async fn issue(
             teams,
             sid: &session,
             amr,
+            auth_time,
+            email_verified,
             ttl_secs: app.cfg.tokens.access_ttl_secs,
         },
     )?;

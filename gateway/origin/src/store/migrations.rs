@@ -232,8 +232,41 @@ pub(crate) const TENANT: &[&str] = &[
      ALTER TABLE sessions ADD COLUMN user_agent TEXT;
      ALTER TABLE sessions ADD COLUMN last_seen_at INTEGER;
      ALTER TABLE users ADD COLUMN email_verified_at INTEGER;",
-    // 4: multi-factor authentication (TOTP, passkeys, recovery codes).
-    "SELECT 1;",
+    // 4: multi-factor authentication. Factors (TOTP with its secret sealed and the last
+    // accepted step; passkeys with their credential), recovery codes (hashed, single use),
+    // and challenges: the short-lived, hashed tokens of a sign-in's second step, an
+    // enrolment or a step-up, and WebAuthn ceremony state between start and finish.
+    "CREATE TABLE mfa_factors (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('totp', 'webauthn')),
+        name TEXT NOT NULL,
+        secret BLOB,
+        last_step INTEGER NOT NULL DEFAULT 0,
+        credential TEXT,
+        credential_id TEXT UNIQUE,
+        amr TEXT,
+        confirmed_at INTEGER,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER
+     );
+     CREATE INDEX mfa_factors_user ON mfa_factors(user_id);
+     CREATE TABLE recovery_codes (
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        used_at INTEGER,
+        PRIMARY KEY (user_id, hash)
+     );
+     CREATE TABLE mfa_challenges (
+        hash TEXT PRIMARY KEY,
+        purpose TEXT NOT NULL,
+        user_id TEXT,
+        context TEXT NOT NULL DEFAULT '{}',
+        ceremony TEXT,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER
+     );",
     // 5: mail: email verification tokens, invitations, per-tenant templates.
     "SELECT 1;",
     // 6: account and tenant lifecycle: the indexes that a user's sessions, usage per

@@ -25,6 +25,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod directory;
 pub mod edge_events;
+pub mod factors;
 pub mod memberships;
 pub(crate) mod migrations;
 pub mod orgs;

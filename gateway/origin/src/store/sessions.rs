@@ -25,7 +25,8 @@ pub struct NewSession<'a> {
 /// Insert a session.
 pub async fn insert(conn: &Connection, s: &NewSession<'_>) -> libsql::Result<()> {
     conn.execute(
-        "INSERT INTO sessions (id, user_id, amr, idp, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO sessions (id, user_id, amr, idp, created_at, expires_at, auth_time)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)",
         libsql::params![s.id, s.user_id, s.amr, s.idp, s.created_at, s.expires_at],
     )
     .await?;
@@ -50,6 +51,22 @@ pub async fn exists_id(conn: &Connection, id: &str) -> libsql::Result<bool> {
 /// The authentication methods (JSON) of session `id`.
 pub async fn amr(conn: &Connection, id: &str) -> libsql::Result<Option<String>> {
     first_row(conn, "SELECT amr FROM sessions WHERE id = ?1", [id], |r| r.get(0)).await
+}
+
+/// The authentication methods (JSON) and authentication time of session `id` (a session
+/// from before `auth_time` was kept answers its creation time).
+pub async fn authentication(conn: &Connection, id: &str) -> libsql::Result<Option<(String, i64)>> {
+    first_row(conn, "SELECT amr, COALESCE(auth_time, created_at) FROM sessions WHERE id = ?1", [id], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .await
+}
+
+/// Record a fresh authentication of session `id` (step-up): its methods become `amr`
+/// (JSON) and its authentication time `now`.
+pub async fn reauthenticate(conn: &Connection, id: &str, amr: &str, now: i64) -> libsql::Result<()> {
+    conn.execute("UPDATE sessions SET amr = ?2, auth_time = ?3 WHERE id = ?1", libsql::params![id, amr, now]).await?;
+    Ok(())
 }
 
 /// Revoke session `id` at `now` (an earlier revocation stands).

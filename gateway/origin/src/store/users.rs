@@ -247,6 +247,13 @@ pub async fn enabled_owners(conn: &Connection, now: i64) -> libsql::Result<i64> 
     .unwrap_or(0))
 }
 
+/// Whether user `id`'s email address is verified (`false` for no such user).
+pub async fn email_verified(conn: &Connection, id: &str) -> libsql::Result<bool> {
+    Ok(first_row(conn, "SELECT email_verified_at IS NOT NULL FROM users WHERE id = ?1", [id], |r| r.get::<i64>(0))
+        .await?
+        .is_some_and(|v| v != 0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
