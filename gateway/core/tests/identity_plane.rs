@@ -301,6 +301,15 @@ fn deactivated_users_tokens_and_api_keys_are_refused() {
         assert_eq!((d.status(), d.reason().unwrap().as_str()), (401, "user_disabled"), "{what}");
         assert!(header(&d, "www-authenticate").is_some_and(|v| v.contains("error=\"invalid_token\"")), "{what}");
     }
+    // A deactivation also ends the user's sessions: the edge still says why.
+    let mut p2 = p.clone();
+    p2.revoked.sessions.push("sess-1".into());
+    let h2 = Harness::new(engine_with(&p2));
+    assert_eq!(h2.reason(&get("https://acme.app.test/docs").bearer(&olga)), "user_disabled");
+    assert_eq!(
+        h2.reason(&get("https://acme.app.test/docs").bearer(&ed_token(claims("al", &["viewer"])))),
+        "session_revoked"
+    );
     // Other members, and the same subject in another tenant, are served.
     assert_eq!(h.reason(&get("https://acme.app.test/docs").bearer(&ed_token(claims("alice", &["viewer"])))), "allow");
     // A public route reads no credential, so it does not know whose it is.

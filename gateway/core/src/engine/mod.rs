@@ -543,17 +543,17 @@ impl Engine {
                 }
                 None
             }
-            Credential::Bearer(t) => Some(self.verify_jwt(t, now_secs, CredentialKind::Jwt, native)?),
-            Credential::Session(t) => Some(self.verify_jwt(t, now_secs, CredentialKind::Session, native)?),
-            Credential::ApiKey(k) => Some(Arc::new(self.api_keys.verify(k, now_secs).map_err(|r| self.deny(r))?)),
+            Credential::Bearer(t) => Some(self.verify_jwt(t, now_secs, CredentialKind::Jwt, native, org_idx)?),
+            Credential::Session(t) => Some(self.verify_jwt(t, now_secs, CredentialKind::Session, native, org_idx)?),
+            Credential::ApiKey(k) => {
+                let id = self.api_keys.verify(k, now_secs).map_err(|r| self.deny(r))?;
+                self.check_enabled(org_idx, &id)?;
+                Some(Arc::new(id))
+            }
         };
         if let Some(id) = &identity {
-            let org = &self.orgs[org_idx];
-            if id.org != org.id {
+            if id.org != self.orgs[org_idx].id {
                 return Err(self.deny(ReasonCode::TenantMismatch).into());
-            }
-            if !org.disabled_users.is_empty() && org.disabled_users.contains(&id.subject) {
-                return Err(self.deny(ReasonCode::UserDisabled).into());
             }
         }
         st.identity = identity;
@@ -717,12 +717,22 @@ impl Engine {
         env.countries.country(client_ip)
     }
 
+    /// `user_disabled` when the subject is one of the addressed org's disabled users.
+    fn check_enabled(&self, org_idx: usize, id: &Identity) -> Result<(), Deny> {
+        let disabled = &self.orgs[org_idx].disabled_users;
+        if !disabled.is_empty() && disabled.contains(&id.subject) {
+            return Err(self.deny(ReasonCode::UserDisabled));
+        }
+        Ok(())
+    }
+
     fn verify_jwt(
         &self,
         token: &str,
         now: u64,
         kind: CredentialKind,
         native: Option<&dyn crate::jwt::SignatureVerifier>,
+        org_idx: usize,
     ) -> Result<Arc<Identity>, Deny> {
         if token.len() > self.verifier.max_bytes() {
             return Err(self.deny(ReasonCode::TokenTooLarge));
@@ -737,6 +747,9 @@ impl Engine {
                 id
             }
         };
+        // Before the revocations: deactivating a user also ends their sessions, and the
+        // edge should say why.
+        self.check_enabled(org_idx, &id)?;
         if !self.revoked_jti.is_empty() {
             if let Some(j) = &id.credential_id {
                 if self.revoked_jti.contains(j) {

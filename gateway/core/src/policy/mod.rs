@@ -442,7 +442,10 @@ pub struct Revocations {
 /// Built-in roles, from most to least powerful, with their permissions.
 pub const BUILTIN_ROLES: &[(&str, &[&str])] = &[
     ("owner", &["*:*"]),
-    ("admin", &["*:read", "*:write", "*:delete", "members:*", "teams:*", "api_keys:*", "roles:*", "settings:*"]),
+    (
+        "admin",
+        &["*:read", "*:write", "*:delete", "members:*", "teams:*", "api_keys:*", "roles:*", "settings:*", "users:invite"],
+    ),
     ("editor", &["*:read", "*:write"]),
     ("viewer", &["*:read"]),
 ];
