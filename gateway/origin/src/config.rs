@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 use gatehouse_settings::{one_of, within};
 use serde::Deserialize;
 
+pub mod mail;
 pub mod secrets;
 pub mod tiers;
+
+pub use mail::MailSettings;
 
 /// Everything an origin needs to run one region.
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +48,9 @@ pub struct OriginConfig {
     /// Single sign-on through tenants' identity providers.
     #[serde(default)]
     pub sso: SsoSettings,
+    /// Outgoing mail: the mailer, the sender, verification and invitation links.
+    #[serde(default)]
+    pub mail: MailSettings,
     /// What each tier may hold at most (`[tiers.<tier>] max_users, max_custom_roles,
     /// max_api_keys`; absent: unlimited).
     #[serde(default)]
@@ -270,7 +276,7 @@ impl OriginConfig {
         let required = [&mut s.bundle_signing_key, &mut s.edge_tokens, &mut s.operator_token, &mut s.peer_token];
         let required = required.into_iter().chain([&mut s.api_key_secret, &mut self.data_dir]);
         let optional = [&mut self.bundle.template, &mut s.sso_key, &mut self.signin.mail_dir];
-        let all = required.chain(optional.into_iter().filter_map(Option::as_mut));
+        let all = required.chain(optional.into_iter().filter_map(Option::as_mut)).chain(self.mail.paths());
         gatehouse_settings::relative_to(base, all);
     }
 
@@ -330,6 +336,7 @@ impl OriginConfig {
         within("sso.transaction_ttl_secs", self.sso.transaction_ttl_secs, 60..=3600)?;
         within("sso.http_timeout_secs", self.sso.http_timeout_secs, 1..=60)?;
         within("sso.metadata_ttl_secs", self.sso.metadata_ttl_secs, 60..=86_400)?;
+        self.mail.validate(self.signin.mail_dir.as_ref())?;
         tiers::validate(&self.tiers)?;
         if let Some(r) = &self.storage.remote {
             if !cfg!(feature = "remote-replica") {
@@ -402,6 +409,8 @@ api_key_secret = "a"
             ("[regions]\neu-west = \"http://elsewhere\"\n", "regions.eu-west"),
             ("[regions]\n\"US_EAST\" = \"http://x\"\n", "regions.US_EAST"),
             ("[bundle]\nttl_secs = 1\n", "bundle.ttl_secs"),
+            ("[mail]\nkind = \"smtp\"\n", "mail.smtp"),
+            ("[mail.smtp]\nhost = \"mail.example.com\"\ntls = \"none\"\n[mail]\nkind = \"smtp\"\n", "mail.smtp.tls"),
             ("unknown = 1\n", "unknown field"),
             // Without the feature: refused, never silently local; with it: needs `{db}`.
             ("[storage]\nremote = { url = \"http://x\" }\n", "storage.remote"),

@@ -39,7 +39,8 @@ pub struct App {
     pub(crate) peers: Peers,
     changes: AtomicU64,
     bundle: tokio::sync::Mutex<Option<Built>>,
-    pub(crate) mailer: Box<dyn crate::mailer::Mailer>,
+    /// Outgoing mail (`[mail]`).
+    pub(crate) mailer: crate::mailer::Mailer,
     /// Seals SSO client secrets.
     pub(crate) sso_box: crate::sso::SecretBox,
     /// The SSO relying party (provider HTTP client, discovery cache).
@@ -84,6 +85,7 @@ impl App {
             }
             None => template,
         };
+        let mailer = crate::mailer::Mailer::from_config(&cfg)?;
         let rp = crate::sso::oidc::RelyingParty::new(
             crate::sso::http::IdpHttp::new(
                 std::time::Duration::from_secs(cfg.sso.http_timeout_secs),
@@ -102,10 +104,7 @@ impl App {
             secrets,
             changes: AtomicU64::new(1),
             bundle: tokio::sync::Mutex::new(None),
-            mailer: match &cfg.signin.mail_dir {
-                Some(dir) => Box::new(crate::mailer::FileMailer { dir: dir.clone() }),
-                None => Box::new(crate::mailer::LogMailer),
-            },
+            mailer,
             cfg,
         })
     }

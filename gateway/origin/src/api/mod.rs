@@ -35,6 +35,7 @@ pub mod edge;
 pub mod extract;
 pub(crate) mod lifecycle;
 pub mod login;
+pub mod mail;
 pub mod mfa;
 pub mod password;
 pub mod routes;
@@ -96,6 +97,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/t/{slug}/mfa/step-up", post(mfa::stepup::step_up))
         .route("/t/{slug}/passkeys/challenge", post(mfa::stepup::passkey_challenge))
         // -- issue 14: mail and invitation routes (tenant) --
+        .route("/t/{slug}/email/verify", get(mail::verify::verify_page).post(mail::verify::verify_submit))
+        .route("/t/{slug}/email/verify-request", post(mail::verify::verify_request))
+        .route("/t/{slug}/invite", get(mail::invite::invite_page))
+        .route("/t/{slug}/invite/accept", post(mail::invite::accept))
         // -- issue 14: lifecycle routes (tenant) --
         .route("/v1/orgs", post(orgs::create_org).get(orgs::list_orgs))
         .route("/v1/keys/rotate", post(orgs::rotate_keys))
@@ -131,6 +136,17 @@ pub fn router(app: Arc<App>) -> Router {
         // -- issue 14: MFA routes (admin) --
         .route("/v1/orgs/{slug}/users/{id}/mfa/reset", post(mfa::factors_api::admin_reset))
         // -- issue 14: mail and invitation routes (admin) --
+        .route(
+            "/v1/orgs/{slug}/mail/templates/{kind}",
+            get(mail::templates::get_template).put(mail::templates::put_template).delete(mail::templates::delete_template),
+        )
+        .route(
+            "/v1/orgs/{slug}/invitations",
+            get(mail::invitations::list_invitations).post(mail::invitations::create_invitation),
+        )
+        .route("/v1/orgs/{slug}/invitations/bulk", post(mail::bulk::bulk_invite))
+        .route("/v1/orgs/{slug}/invitations/{id}/resend", post(mail::invitations::resend_invitation))
+        .route("/v1/orgs/{slug}/invitations/{id}", delete(mail::invitations::revoke_invitation))
         // -- issue 14: lifecycle routes (admin) --
         .route("/v1/orgs/{slug}/audit", get(audit::query_audit))
         .route("/v1/orgs/{slug}/audit/verify", get(audit::verify_audit))

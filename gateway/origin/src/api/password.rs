@@ -108,18 +108,13 @@ pub(crate) async fn reset_request(
         return Ok(accepted.into_response());
     };
     let token = tokens::opaque("ghp_");
-    reset_tokens::insert(&h, &tokens::secret_hash(&token), &user, now + app.cfg.signin.reset_ttl_secs as i64).await?;
+    let expires = now + app.cfg.signin.reset_ttl_secs as i64;
+    reset_tokens::insert(&h, &tokens::secret_hash(&token), &user, expires).await?;
+    let msg = crate::api::mail::reset_message(&app, &h, &t.slug, &email, &token, expires).await?;
     commit(&app, &t, h, &m, vec![ev("anonymous", "password.reset_request", format!("user:{user}"), None, None)])
         .await?;
-    let body = format!(
-        "Someone asked to reset the password of {email} at {}.\n\nReset token (valid {} minutes, single use):\n{token}\n\nPOST it to {}/password/reset with your new password. If you did not ask, ignore this message.",
-        t.slug,
-        app.cfg.signin.reset_ttl_secs / 60,
-        app.cfg.issuer(&t.slug)
-    );
-    if let Err(e) = app.mailer.send(&email, "Reset your password", &body) {
-        tracing::error!(error = %format!("{e:#}"), "reset mail not sent");
-    }
+    // Sent or not, the same answer (a failure is logged by the mailer, without the body).
+    crate::api::mail::deliver(&app, &msg).await;
     Ok(accepted.into_response())
 }
 

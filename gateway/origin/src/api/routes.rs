@@ -53,6 +53,21 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("POST", "/t/{slug}/mfa/step-up", "public", "Step up a session: fresh tokens with a new auth_time"),
     ("POST", "/t/{slug}/passkeys/challenge", "public", "Start a passwordless passkey sign-in (grant_type=passkey)"),
     // -- issue 14: mail and invitation routes (tenant) --
+    ("GET", "/t/{slug}/email/verify", "public", "Email verification page of a mailed link (confirms with a POST)"),
+    ("POST", "/t/{slug}/email/verify", "public", "Verify an email address with its single-use token (form or JSON)"),
+    (
+        "POST",
+        "/t/{slug}/email/verify-request",
+        "public",
+        "Mail a new verification link (bearer access token of the user; rate limited)",
+    ),
+    ("GET", "/t/{slug}/invite", "public", "Invitation page: set a password, continue with SSO, or use a passkey"),
+    (
+        "POST",
+        "/t/{slug}/invite/accept",
+        "public",
+        "Accept an invitation: the account is created with its role and team, and signed in",
+    ),
     // -- issue 14: lifecycle routes (tenant) --
     ("POST", "/v1/orgs", "operator", "Create an organisation (tenant) homed in this region, with its owner"),
     ("GET", "/v1/orgs", "operator", "List the tenant directory (paginated)"),
@@ -126,6 +141,24 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     // -- issue 14: MFA routes (admin) --
     ("POST", "/v1/orgs/{slug}/users/{id}/mfa/reset", "members:write", "Remove a user's factors; their sessions end"),
     // -- issue 14: mail and invitation routes (admin) --
+    ("GET", "/v1/orgs/{slug}/mail/templates/{kind}", "settings:read", "A mail template (the organisation's or the built-in one)"),
+    (
+        "PUT",
+        "/v1/orgs/{slug}/mail/templates/{kind}",
+        "settings:write",
+        "Set a mail template: subject, text and HTML with placeholders (validated)",
+    ),
+    ("DELETE", "/v1/orgs/{slug}/mail/templates/{kind}", "settings:write", "Go back to the built-in mail template"),
+    ("GET", "/v1/orgs/{slug}/invitations", "users:invite", "List invitations (paginated; filter by status)"),
+    ("POST", "/v1/orgs/{slug}/invitations", "users:invite", "Invite an email with a role (and team); the link is mailed"),
+    (
+        "POST",
+        "/v1/orgs/{slug}/invitations/bulk",
+        "users:invite",
+        "Invite from CSV (email,role,team) or JSON lines, with a result per row",
+    ),
+    ("POST", "/v1/orgs/{slug}/invitations/{id}/resend", "users:invite", "Mail a new invitation link (the old one stops working)"),
+    ("DELETE", "/v1/orgs/{slug}/invitations/{id}", "users:invite", "Revoke an invitation"),
     // -- issue 14: lifecycle routes (admin) --
     ("GET", "/v1/orgs/{slug}/audit", "audit:read", "Query the audit log (json, jsonl or csv; paginated)"),
     ("GET", "/v1/orgs/{slug}/audit/verify", "audit:read", "Verify the audit hash chain"),

@@ -252,6 +252,11 @@ pub(crate) async fn password_session<'t>(
         commit(app, t, h, m, vec![ev(actor.clone(), "signin.sso_required", actor, None, None)]).await?;
         return Err(ApiError::forbidden("sso_required", "this organisation signs in with single sign-on"));
     }
+    // Under `email_verification = "required"` an unverified local account is refused here
+    // (after the password, like SSO enforcement) and mailed a fresh link.
+    if crate::api::mail::verify::must_verify(&h, &user).await? {
+        return Err(crate::api::mail::verify::refuse_unverified(app, t, h, m, &user, &email).await);
+    }
     let h = crate::api::mfa::second_step(app, t, h, m, &user, &["pwd".to_string()], None, prior_failures).await?;
     let mut events = vec![ev(format!("user:{user}"), "signin.success", format!("user:{user}"), None, None)];
     let (sid, family) = open_session(app, &h, &user, &["pwd".to_string()], None, now, &mut events).await?;

@@ -267,8 +267,41 @@ pub(crate) const TENANT: &[&str] = &[
         expires_at INTEGER NOT NULL,
         used_at INTEGER
      );",
-    // 5: mail: email verification tokens, invitations, per-tenant templates.
-    "SELECT 1;",
+    // 5: mail: email verification tokens (hashed, single use, expiring), invitations (a
+    // hashed token replaced on every resend; accepted, revoked or pending), and the
+    // organisation's own mail templates (the built-in ones apply otherwise).
+    "CREATE TABLE email_verifications (
+        hash TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        email TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER
+     );
+     CREATE INDEX email_verifications_by_user ON email_verifications (user_id, created_at);
+     CREATE TABLE invitations (
+        id TEXT PRIMARY KEY,
+        email TEXT NOT NULL,
+        role TEXT NOT NULL,
+        team_id TEXT,
+        inviter TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        sent_at INTEGER NOT NULL,
+        sends INTEGER NOT NULL DEFAULT 1,
+        accepted_at INTEGER,
+        accepted_user TEXT,
+        revoked_at INTEGER
+     );
+     CREATE INDEX invitations_by_email ON invitations (email);
+     CREATE TABLE mail_templates (
+        kind TEXT PRIMARY KEY,
+        subject TEXT NOT NULL,
+        text TEXT NOT NULL,
+        html TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+     );",
     // 6: account and tenant lifecycle: the indexes that a user's sessions, usage per
     // period (audit records and edge events by time) and the sessions list read by.
     "CREATE INDEX sessions_user ON sessions(user_id);

@@ -26,6 +26,7 @@ pub mod audit;
 pub mod directory;
 pub mod edge_events;
 pub mod factors;
+pub mod invitations;
 pub mod memberships;
 pub(crate) mod migrations;
 pub mod orgs;
@@ -39,8 +40,10 @@ pub mod settings;
 pub mod signing_keys;
 pub mod sso;
 pub mod teams;
+pub mod templates;
 pub mod usage;
 pub mod users;
+pub mod verifications;
 
 /// One open database. Writers take [`Db::lock`] so that a tenant's transactions run one
 /// at a time (SQLite allows one writer anyway; this keeps waiting in the async world).

@@ -490,6 +490,10 @@ pub(crate) async fn resolve_user(
         );
         return Ok((u, vec![e]));
     }
+    // A pending invitation of this (provider-verified) email: its role and team apply.
+    if let Some(invited) = crate::api::mail::invite::accept_by_sso(app, h, &c.id, p, email, now).await? {
+        return Ok(invited);
+    }
     if !c.jit {
         return Err(refusal(StatusCode::FORBIDDEN, "sso_user_unknown", email.to_string()));
     }
@@ -499,6 +503,8 @@ pub(crate) async fn resolve_user(
     let u = new_id("u_");
     let row = users::NewUser { id: &u, email, name: &p.name, password_hash: None, created_at: now };
     users::insert(h, &row).await?;
+    // The provider vouches for the address: SSO users count as verified.
+    crate::store::verifications::mark_verified(h, &u, now).await?;
     memberships::insert(h, &u, &c.default_role, None).await?;
     sso_store::link(h, &c.id, &p.subject, &u, now).await?;
     let e = ev(
