@@ -52,7 +52,7 @@ pub(crate) fn period(q: &UsageQuery, now: i64) -> ApiResult<(i64, i64, i64)> {
         _ => return Err(bad("invalid_query", "bucket: day or hour")),
     };
     let to = q.to.unwrap_or(now);
-    let from = q.from.unwrap_or(to - 30 * width);
+    let from = q.from.unwrap_or((to - 30 * width).max(0));
     if from < 0 || to <= from {
         return Err(bad("invalid_query", "from must be before to (Unix seconds)"));
     }
