@@ -102,6 +102,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/t/{slug}/invite", get(mail::invite::invite_page))
         .route("/t/{slug}/invite/accept", post(mail::invite::accept))
         // -- issue 14: lifecycle routes (tenant) --
+        .route("/t/{slug}/me", get(account::get_me).patch(account::patch_me))
+        .route("/t/{slug}/me/sessions", get(account::my_sessions))
+        .route("/t/{slug}/me/sessions/{id}", delete(account::delete_my_session))
+        .route("/t/{slug}/account", get(account::account_page))
+        .route("/t/{slug}/account/sessions/{id}/revoke", post(account::account_revoke))
         .route("/v1/orgs", post(orgs::create_org).get(orgs::list_orgs))
         .route("/v1/keys/rotate", post(orgs::rotate_keys))
         .route("/v1/policy/template", get(orgs::get_template).put(orgs::put_template))
@@ -124,11 +129,6 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/orgs/{slug}/sso/connections", get(sso_admin::list).post(sso_admin::create))
         .route(
             "/v1/orgs/{slug}/sso/connections/{id}",
-        .route("/t/{slug}/me", get(account::get_me).patch(account::patch_me))
-        .route("/t/{slug}/me/sessions", get(account::my_sessions))
-        .route("/t/{slug}/me/sessions/{id}", delete(account::delete_my_session))
-        .route("/t/{slug}/account", get(account::account_page))
-        .route("/t/{slug}/account/sessions/{id}/revoke", post(account::account_revoke))
             get(sso_admin::get_one).put(sso_admin::replace).delete(sso_admin::remove),
         )
         .route("/v1/orgs/{slug}/sso/enforcement", get(sso_admin::get_enforcement).put(sso_admin::put_enforcement))
@@ -148,6 +148,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/orgs/{slug}/invitations/{id}/resend", post(mail::invitations::resend_invitation))
         .route("/v1/orgs/{slug}/invitations/{id}", delete(mail::invitations::revoke_invitation))
         // -- issue 14: lifecycle routes (admin) --
+        .route("/v1/orgs/{slug}/users/{id}/deactivate", post(users::deactivate_user))
+        .route("/v1/orgs/{slug}/users/{id}/reactivate", post(users::reactivate_user))
+        .route("/v1/orgs/{slug}/users/{id}/unlock", post(users::unlock_user))
+        .route("/v1/orgs/{slug}/users/{id}/sessions", get(sessions::list_user_sessions))
+        .route("/v1/orgs/{slug}/suspend", post(admin::org_lifecycle::suspend_org))
+        .route("/v1/orgs/{slug}/resume", post(admin::org_lifecycle::resume_org))
+        .route("/v1/orgs/{slug}/deletion", post(admin::org_lifecycle::request_deletion))
+        .route("/v1/orgs/{slug}/usage", get(admin::usage::get_usage))
+        .route("/v1/operator/audit", get(admin::operator_audit::list))
         .route("/v1/orgs/{slug}/audit", get(audit::query_audit))
         .route("/v1/orgs/{slug}/audit/verify", get(audit::verify_audit))
         .route("/v1/orgs/{slug}/audit/edge", get(edge::list_edge_events))
@@ -167,12 +176,3 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
-        .route("/v1/orgs/{slug}/users/{id}/deactivate", post(users::deactivate_user))
-        .route("/v1/orgs/{slug}/users/{id}/reactivate", post(users::reactivate_user))
-        .route("/v1/orgs/{slug}/users/{id}/unlock", post(users::unlock_user))
-        .route("/v1/orgs/{slug}/users/{id}/sessions", get(sessions::list_user_sessions))
-        .route("/v1/orgs/{slug}/suspend", post(admin::org_lifecycle::suspend_org))
-        .route("/v1/orgs/{slug}/resume", post(admin::org_lifecycle::resume_org))
-        .route("/v1/orgs/{slug}/deletion", post(admin::org_lifecycle::request_deletion))
-        .route("/v1/orgs/{slug}/usage", get(admin::usage::get_usage))
-        .route("/v1/operator/audit", get(admin::operator_audit::list))

@@ -69,6 +69,17 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "Accept an invitation: the account is created with its role and team, and signed in",
     ),
     // -- issue 14: lifecycle routes (tenant) --
+    ("GET", "/t/{slug}/me", "public", "The signed-in user's profile, teams and factors (bearer access token)"),
+    ("PATCH", "/t/{slug}/me", "public", "Change one's display name (bearer access token)"),
+    ("GET", "/t/{slug}/me/sessions", "public", "One's live sessions: device, IP, user agent, last seen (bearer)"),
+    ("DELETE", "/t/{slug}/me/sessions/{id}", "public", "End one of one's own sessions (bearer access token)"),
+    ("GET", "/t/{slug}/account", "public", "Hosted account page: profile, factors, sessions (session cookie)"),
+    (
+        "POST",
+        "/t/{slug}/account/sessions/{id}/revoke",
+        "public",
+        "End one of one's sessions from the account page (session cookie, CSRF-protected)",
+    ),
     ("POST", "/v1/orgs", "operator", "Create an organisation (tenant) homed in this region, with its owner"),
     ("GET", "/v1/orgs", "operator", "List the tenant directory (paginated)"),
     (
@@ -95,17 +106,6 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     (
         "POST",
         "/v1/orgs/{slug}/sessions/{id}/revoke",
-    ("GET", "/t/{slug}/me", "public", "The signed-in user's profile, teams and factors (bearer access token)"),
-    ("PATCH", "/t/{slug}/me", "public", "Change one's display name (bearer access token)"),
-    ("GET", "/t/{slug}/me/sessions", "public", "One's live sessions: device, IP, user agent, last seen (bearer)"),
-    ("DELETE", "/t/{slug}/me/sessions/{id}", "public", "End one of one's own sessions (bearer access token)"),
-    ("GET", "/t/{slug}/account", "public", "Hosted account page: profile, factors, sessions (session cookie)"),
-    (
-        "POST",
-        "/t/{slug}/account/sessions/{id}/revoke",
-        "public",
-        "End one of one's sessions from the account page (session cookie, CSRF-protected)",
-    ),
         "members:write",
         "End a session (reaches edges with the next bundle)",
     ),
@@ -160,6 +160,47 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("POST", "/v1/orgs/{slug}/invitations/{id}/resend", "users:invite", "Mail a new invitation link (the old one stops working)"),
     ("DELETE", "/v1/orgs/{slug}/invitations/{id}", "users:invite", "Revoke an invitation"),
     // -- issue 14: lifecycle routes (admin) --
+    (
+        "POST",
+        "/v1/orgs/{slug}/users/{id}/deactivate",
+        "members:write",
+        "Deactivate a user: sign-in refused, sessions end, edges refuse with user_disabled",
+    ),
+    ("POST", "/v1/orgs/{slug}/users/{id}/reactivate", "members:write", "Reactivate a deactivated user"),
+    ("POST", "/v1/orgs/{slug}/users/{id}/unlock", "members:write", "End a user's lockout after failed sign-ins"),
+    (
+        "GET",
+        "/v1/orgs/{slug}/users/{id}/sessions",
+        "members:read",
+        "A user's live sessions: device, IP, user agent, created, last seen, idp, amr",
+    ),
+    ("PATCH", "/v1/orgs/{slug}", "settings:write", "Rename the organisation; change its tier (operator only)"),
+    (
+        "POST",
+        "/v1/orgs/{slug}/suspend",
+        "operator",
+        "Suspend an organisation: sign-ins refused, edges refuse with tenant_suspended",
+    ),
+    ("POST", "/v1/orgs/{slug}/resume", "operator", "Resume a suspended organisation"),
+    (
+        "POST",
+        "/v1/orgs/{slug}/deletion",
+        "operator",
+        "Request an organisation's deletion: a single-use confirmation token (5 minutes)",
+    ),
+    (
+        "DELETE",
+        "/v1/orgs/{slug}",
+        "operator",
+        "Delete an organisation ({\"confirm\": token}): its files removed, its entry tombstoned",
+    ),
+    (
+        "GET",
+        "/v1/orgs/{slug}/usage",
+        "settings:read",
+        "Usage: users, sessions, API keys now; sign-ins, failures, edge denies per day or hour",
+    ),
+    ("GET", "/v1/operator/audit", "operator", "The operator's hash-chained audit log (region level)"),
     ("GET", "/v1/orgs/{slug}/audit", "audit:read", "Query the audit log (json, jsonl or csv; paginated)"),
     ("GET", "/v1/orgs/{slug}/audit/verify", "audit:read", "Verify the audit hash chain"),
     ("GET", "/v1/orgs/{slug}/audit/edge", "audit:read", "Decision events edges sent (paginated)"),
@@ -205,47 +246,6 @@ pub(crate) async fn openapi() -> Json<Value> {
             }
         });
     }
-    (
-        "POST",
-        "/v1/orgs/{slug}/users/{id}/deactivate",
-        "members:write",
-        "Deactivate a user: sign-in refused, sessions end, edges refuse with user_disabled",
-    ),
-    ("POST", "/v1/orgs/{slug}/users/{id}/reactivate", "members:write", "Reactivate a deactivated user"),
-    ("POST", "/v1/orgs/{slug}/users/{id}/unlock", "members:write", "End a user's lockout after failed sign-ins"),
-    (
-        "GET",
-        "/v1/orgs/{slug}/users/{id}/sessions",
-        "members:read",
-        "A user's live sessions: device, IP, user agent, created, last seen, idp, amr",
-    ),
-    ("PATCH", "/v1/orgs/{slug}", "settings:write", "Rename the organisation; change its tier (operator only)"),
-    (
-        "POST",
-        "/v1/orgs/{slug}/suspend",
-        "operator",
-        "Suspend an organisation: sign-ins refused, edges refuse with tenant_suspended",
-    ),
-    ("POST", "/v1/orgs/{slug}/resume", "operator", "Resume a suspended organisation"),
-    (
-        "POST",
-        "/v1/orgs/{slug}/deletion",
-        "operator",
-        "Request an organisation's deletion: a single-use confirmation token (5 minutes)",
-    ),
-    (
-        "DELETE",
-        "/v1/orgs/{slug}",
-        "operator",
-        "Delete an organisation ({\"confirm\": token}): its files removed, its entry tombstoned",
-    ),
-    (
-        "GET",
-        "/v1/orgs/{slug}/usage",
-        "settings:read",
-        "Usage: users, sessions, API keys now; sign-ins, failures, edge denies per day or hour",
-    ),
-    ("GET", "/v1/operator/audit", "operator", "The operator's hash-chained audit log (region level)"),
     Json(json!({
         "openapi": "3.1.0",
         "info": { "title": "Gatehouse origin API", "version": env!("CARGO_PKG_VERSION") },

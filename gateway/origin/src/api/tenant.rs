@@ -185,6 +185,7 @@ pub(crate) async fn token_inner(
                     Err(ApiError::InvalidGrant)
                 }
                 RefreshOutcome::Rotate { session, user, family } => {
+                    let h = lifecycle::refresh_allowed(app, &t, h, &m, &session, now).await?;
                     let amr = sessions::amr(&h, &session).await?.unwrap_or_default();
                     let amr: Vec<String> = serde_json::from_str(&amr).unwrap_or_default();
                     let events =
@@ -200,7 +201,6 @@ pub(crate) async fn token_inner(
 }
 
 /// A signed-in session, its transaction still open.
-                    let h = lifecycle::refresh_allowed(app, &t, h, &m, &session, now).await?;
 pub(crate) struct Session<'t> {
     pub(crate) held: Held<'t>,
     pub(crate) user: String,
@@ -239,6 +239,7 @@ pub(crate) async fn password_session<'t>(
                 SigninOutcome::WrongPassword { user, .. } => {
                     (format!("user:{user}"), "signin.failure", format!("user:{user}"))
                 }
+                SigninOutcome::Disabled(u) => (format!("user:{u}"), "signin.disabled", format!("user:{u}")),
                 SigninOutcome::Success(_) => unreachable!("handled above"),
             };
             commit(app, t, h, m, vec![ev(actor, action, target, None, None)]).await?;
@@ -261,7 +262,6 @@ pub(crate) async fn password_session<'t>(
     let mut events = vec![ev(format!("user:{user}"), "signin.success", format!("user:{user}"), None, None)];
     let (sid, family) = open_session(app, &h, &user, &["pwd".to_string()], None, now, &mut events).await?;
     Ok(Session { held: h, user, sid, family, amr: vec!["pwd".to_string()], events })
-                SigninOutcome::Disabled(u) => (format!("user:{u}"), "signin.disabled", format!("user:{u}")),
 }
 
 /// Insert a session for `user` (with its authentication methods and identity provider)
@@ -275,6 +275,7 @@ pub(crate) async fn open_session(
     now: i64,
     events: &mut Vec<Event>,
 ) -> ApiResult<(String, String)> {
+    lifecycle::refuse_if_suspended(h).await?;
     let sid = new_id("s_");
     let amr = serde_json::to_string(amr)?;
     let row = sessions::NewSession {
@@ -297,7 +298,6 @@ pub(crate) async fn open_session(
 }
 
 /// Issue an access token and a refresh token for a session, append `events` and commit.
-    lifecycle::refuse_if_suspended(h).await?;
 pub(crate) async fn issue(
     app: &App,
     t: &Tenant,

@@ -29,9 +29,9 @@ pub mod factors;
 pub mod invitations;
 pub mod memberships;
 pub(crate) mod migrations;
+pub mod operator_audit;
 pub mod orgs;
 pub mod refresh_tokens;
-pub mod operator_audit;
 pub mod reset_tokens;
 pub mod revoked_tokens;
 pub mod roles;
@@ -211,11 +211,6 @@ impl Store {
         Ok(db)
     }
 
-    /// Tenant databases open right now.
-    pub fn open_tenants(&self) -> usize {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-}
     /// Close tenant `id`'s database: it leaves the cache and, once every transaction in
     /// flight has finished (its lock is taken and let go here), this handle is dropped.
     /// Handles still held elsewhere close when their holders let go.
@@ -231,6 +226,11 @@ impl Store {
         matches!(self.backend, Backend::Local { .. })
     }
 
+    /// Tenant databases open right now.
+    pub fn open_tenants(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
 
 /// Tenant ids are generated (`t_` + hex); anything else never reaches the file system.
 pub fn valid_id(id: &str) -> bool {

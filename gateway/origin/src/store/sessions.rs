@@ -105,23 +105,6 @@ pub async fn open_password_sessions_except(conn: &Connection, email: &str) -> li
     .await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{test_tenant, users};
-
-    #[tokio::test]
-    async fn revocation_keeps_the_first_time_and_password_sessions_are_found() {
-        let (_dir, _s, db) = test_tenant().await;
-        let h = db.lock().await;
-        for (id, email) in [("u_1", "a@b.co"), ("u_2", "c@d.co")] {
-            let u = users::NewUser { id, email, name: "", password_hash: None, created_at: 1 };
-            users::insert(&h, &u).await.unwrap();
-        }
-        let s = |id, user_id, idp| NewSession { id, user_id, amr: "[\"pwd\"]", idp, created_at: 1, expires_at: 100 };
-        insert(&h, &s("s_1", "u_1", None)).await.unwrap();
-        insert(&h, &s("s_2", "u_1", Some("c_1"))).await.unwrap();
-        insert(&h, &s("s_3", "u_2", None)).await.unwrap();
 /// A session as its user and the admin API see it (never a token).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SessionView {
@@ -213,6 +196,23 @@ pub async fn count_live(conn: &Connection, now: i64) -> libsql::Result<i64> {
     .unwrap_or(0))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{test_tenant, users};
+
+    #[tokio::test]
+    async fn revocation_keeps_the_first_time_and_password_sessions_are_found() {
+        let (_dir, _s, db) = test_tenant().await;
+        let h = db.lock().await;
+        for (id, email) in [("u_1", "a@b.co"), ("u_2", "c@d.co")] {
+            let u = users::NewUser { id, email, name: "", password_hash: None, created_at: 1 };
+            users::insert(&h, &u).await.unwrap();
+        }
+        let s = |id, user_id, idp| NewSession { id, user_id, amr: "[\"pwd\"]", idp, created_at: 1, expires_at: 100 };
+        insert(&h, &s("s_1", "u_1", None)).await.unwrap();
+        insert(&h, &s("s_2", "u_1", Some("c_1"))).await.unwrap();
+        insert(&h, &s("s_3", "u_2", None)).await.unwrap();
         assert!(is_live(&h, "s_1", "u_1", 50).await.unwrap());
         assert!(!is_live(&h, "s_1", "u_2", 50).await.unwrap(), "another user's session");
         assert!(!is_live(&h, "s_1", "u_1", 100).await.unwrap(), "expired");
