@@ -79,3 +79,16 @@ ensure_test_idps() {
     "$venv/bin/pip" install -q pysaml2==7.5.5
   fi
 }
+
+# The real SMTP server the mail tests deliver to: PyPI `aiosmtpd` (started by
+# gateway/origin/tests/mail.rs with tests/smtp/server.py), installed once into
+# $GATEHOUSE_CACHE/smtp-venv; the tests find it there (or GATEHOUSE_SMTP_PYTHON).
+ensure_test_smtp() {
+  ensure_apt python3-venv
+  local venv="$GATEHOUSE_CACHE/smtp-venv"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import aiosmtpd" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q aiosmtpd==1.4.6
+  fi
+  export GATEHOUSE_SMTP_PYTHON="$venv/bin/python"
+}

@@ -147,6 +147,11 @@ template = "origin-template.toml"
 # Demo only: lets an organisation's SSO connection point at an identity provider on
 # this machine over plain http (e.g. a local test provider).
 allow_http_loopback = true
+[mail]
+# The demo's mailer is the file mailer: each message (verification, invitation, password
+# reset) is an .eml file in mail/. For real delivery: kind = "smtp" and a [mail.smtp] relay.
+kind = "file"
+dir = "mail"
 "#,
         origin = o.origin
     );
@@ -282,6 +287,7 @@ Sign out; within one bundle poll (2 s) the gateway refuses the token (401 sessio
 The gateway's decisions, as the origin stored them (operator token):
   curl -s -H "Authorization: Bearer $(cat {dir}/keys/operator.token)" http://{origin}/v1/orgs/acme/audit/edge
 Origin API (operator token in {dir}/keys/operator.token): http://{origin}/openapi.json
+Mail (verification, invitations, resets) is not sent: the file mailer writes it to {dir}/mail
 Health, readiness, metrics: curl -s http://{admin}/readyz; curl -s http://{admin}/metrics | grep gatehouse_requests_total
 
 Ctrl-C stops everything.

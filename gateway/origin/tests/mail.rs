@@ -1,0 +1,837 @@
+//! Mail end to end: the origin against a real SMTP server on loopback (Python `aiosmtpd`,
+//! `tests/smtp/server.py`, from `$GATEHOUSE_CACHE/smtp-venv`, which `scripts/test`
+//! installs; `GATEHOUSE_SMTP_PYTHON` names another interpreter). The server parses each
+//! message it receives and writes it as JSON; the tests read those and follow their links
+//! over HTTP: email verification, invitations (password, form with CSRF, resend, revoke,
+//! expiry, bulk CSV and JSON lines), templates with escaping, the resend limit, and
+//! `email_unverified` under `required`. STARTTLS with AUTH, implicit TLS and plain
+//! loopback are each used; a self-signed certificate is made by the test.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use gatehouse_origin::{App, OriginConfig};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use serde_json::{json, Value};
+
+const OPERATOR: &str = "operator-token-0123456789";
+const SMTP_USER: &str = "gatehouse";
+const SMTP_PASSWORD: &str = "smtp-password-4d1c9e";
+
+// ---------------------------------------------------------------------------------------
+// The SMTP server
+
+/// The Python with aiosmtpd: `GATEHOUSE_SMTP_PYTHON`, else the venv in the cache (made
+/// here when absent); `None` when it cannot be made.
+fn smtp_python() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("GATEHOUSE_SMTP_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let cache = std::env::var_os("GATEHOUSE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/gatehouse"));
+    let venv = cache.join("smtp-venv");
+    let py = venv.join("bin/python");
+    let works = |py: &Path| Command::new(py).args(["-c", "import aiosmtpd"]).status().is_ok_and(|s| s.success());
+    if works(&py) {
+        return Some(py);
+    }
+    // One test makes it; the others wait for the lock.
+    static MAKE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = MAKE.lock().unwrap_or_else(|p| p.into_inner());
+    if !works(&py) {
+        let made = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "aiosmtpd==1.4.6"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !made {
+            return None;
+        }
+    }
+    works(&py).then_some(py)
+}
+
+/// Kills the child when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running server and the folder its messages land in.
+struct Smtp {
+    _child: Killed,
+    port: u16,
+    out: PathBuf,
+}
+
+/// How the server speaks.
+#[derive(Clone, Copy)]
+enum Mode {
+    StartTls,
+    Tls,
+    Plain,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1` (not a CA: the client trusts
+/// it as a root through `mail.smtp.ca_file`); PEM files `cert.pem`, `key.pem` in `dir`.
+fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::{BigNum, MsbOption};
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName};
+    use openssl::x509::{X509NameBuilder, X509};
+    let key =
+        PKey::from_ec_key(EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "localhost").unwrap();
+    let name = name.build();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    let mut serial = BigNum::new().unwrap();
+    serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
+    b.set_serial_number(&serial.to_asn1_integer().unwrap()).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(2).unwrap()).unwrap();
+    b.append_extension(BasicConstraints::new().critical().build().unwrap()).unwrap();
+    b.append_extension(KeyUsage::new().critical().digital_signature().build().unwrap()).unwrap();
+    b.append_extension(ExtendedKeyUsage::new().server_auth().build().unwrap()).unwrap();
+    let san = SubjectAlternativeName::new().dns("localhost").ip("127.0.0.1").build(&b.x509v3_context(None, None));
+    b.append_extension(san.unwrap()).unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    let (cert, keyf) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, b.build().to_pem().unwrap()).unwrap();
+    std::fs::write(&keyf, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    (cert, keyf)
+}
+
+/// Start the server in `dir` (`auth`: require AUTH with [`SMTP_USER`] / [`SMTP_PASSWORD`]).
+fn start_smtp(py: &Path, dir: &Path, mode: Mode, auth: bool) -> Smtp {
+    let port = free_port();
+    let out = dir.join("received");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp/server.py");
+    let mut cmd = Command::new(py);
+    cmd.arg(&script).args(["--port", &port.to_string()]).arg("--out").arg(&out);
+    cmd.args([
+        "--mode",
+        match mode {
+            Mode::StartTls => "starttls",
+            Mode::Tls => "tls",
+            Mode::Plain => "plain",
+        },
+    ]);
+    if !matches!(mode, Mode::Plain) {
+        let (cert, key) = make_cert(dir);
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    if auth {
+        cmd.args(["--user", SMTP_USER, "--password", SMTP_PASSWORD]);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("run the SMTP server");
+    let stdout = child.stdout.take().unwrap();
+    let child = Killed(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).expect("the SMTP server did not start");
+    assert_eq!(line, format!("READY {port}"));
+    Smtp { _child: child, port, out }
+}
+
+impl Smtp {
+    /// The messages received so far, in order.
+    fn messages(&self) -> Vec<Value> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.out)
+            .map(|d| d.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect())
+            .unwrap_or_default();
+        files.sort();
+        files.iter().map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()).collect()
+    }
+
+    /// Wait until `n` messages arrived; all of them.
+    async fn wait_for(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let m = self.messages();
+            if m.len() >= n {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "{} of {n} messages arrived: {m:?}", m.len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The newest message to `to` (waiting for the `n`th message overall).
+    async fn last_to(&self, n: usize, to: &str) -> Value {
+        let all = self.wait_for(n).await;
+        all.iter().rev().find(|m| m["rcpt_tos"][0] == to).cloned().unwrap_or_else(|| panic!("no mail to {to}: {all:?}"))
+    }
+}
+
+/// The link in a message's text body that contains `path`.
+fn link(msg: &Value, path: &str) -> String {
+    let text = msg["text"].as_str().unwrap();
+    text.split_whitespace().find(|w| w.contains(path)).unwrap_or_else(|| panic!("no {path} link in {text}")).to_string()
+}
+
+fn token_of(link: &str) -> String {
+    link.split("token=").nth(1).unwrap().to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// The origin
+
+struct Origin {
+    url: String,
+    app: Arc<App>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Start an origin in `dir` whose `[mail]` section is `mail`.
+async fn start_origin(dir: &Path, mail: &str) -> Origin {
+    std::fs::create_dir_all(dir).unwrap();
+    let (pem, _) = gatehouse_bundler::keys::generate_bundle_keys();
+    std::fs::write(dir.join("bundle.pem"), pem).unwrap();
+    std::fs::write(dir.join("edge.tokens"), "edge-1 edge-token-0123456789abcdef\n").unwrap();
+    std::fs::write(dir.join("operator.token"), OPERATOR).unwrap();
+    std::fs::write(dir.join("peer.token"), "peer-token-0123456789abcdef").unwrap();
+    std::fs::write(dir.join("apikey.secret"), "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0xMjM0NQ==").unwrap();
+    let port = free_port();
+    let toml = format!(
+        r#"
+region = "eu-west"
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+data_dir = "data"
+[secrets]
+bundle_signing_key = "bundle.pem"
+edge_tokens = "edge.tokens"
+operator_token = "operator.token"
+peer_token = "peer.token"
+api_key_secret = "apikey.secret"
+[signin]
+argon2_memory_kib = 64
+argon2_iterations = 1
+{mail}
+"#
+    );
+    std::fs::write(dir.join("origin.toml"), toml).unwrap();
+    let cfg = OriginConfig::load(&dir.join("origin.toml")).unwrap();
+    let app = Arc::new(App::open(cfg).await.unwrap());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gatehouse_origin::api::serve(app.clone(), listener, async move {
+        let _ = rx.await;
+    }));
+    Origin { url: format!("http://127.0.0.1:{port}"), app, _stop: tx }
+}
+
+/// `[mail]` for the SMTP server `s` (STARTTLS or TLS with AUTH from `pw_file`, or plain).
+fn smtp_config(s: &Smtp, tls: &str, dir: &Path, extra: &str) -> String {
+    let auth = if tls == "none" {
+        String::new()
+    } else {
+        let pw = dir.join("smtp.password");
+        std::fs::write(&pw, format!("{SMTP_PASSWORD}\n")).unwrap();
+        format!(
+            "username = \"{SMTP_USER}\"\npassword_file = \"{}\"\nca_file = \"{}\"\n",
+            pw.display(),
+            dir.join("cert.pem").display()
+        )
+    };
+    format!(
+        "[mail]\nkind = \"smtp\"\nfrom = \"Acme Sign-in <no-reply@acme.test>\"\ntimeout_secs = 5\n{extra}\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"{tls}\"\n{auth}",
+        s.port
+    )
+}
+
+/// One HTTP request with `headers`; status, headers, body.
+async fn call(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> (u16, hyper::HeaderMap, Vec<u8>) {
+    let uri: hyper::Uri = url.parse().unwrap();
+    let addr: SocketAddr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap()).parse().unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let mut b = hyper::Request::builder()
+        .method(method)
+        .uri(uri.path_and_query().unwrap().as_str())
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = send.send_request(b.body(Full::new(Bytes::from(body.unwrap_or_default()))).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let h = resp.headers().clone();
+    (status, h, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
+}
+
+/// A JSON request with an optional bearer token.
+async fn api(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut h = vec![("content-type", "application/json")];
+    if let Some(a) = &auth {
+        h.push(("authorization", a));
+    }
+    let (s, _, b) = call(method, url, &h, body.map(|v| v.to_string().into_bytes())).await;
+    (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+async fn sign_in(o: &Origin, email: &str, password: &str) -> (u16, Value) {
+    let body = json!({ "grant_type": "password", "email": email, "password": password });
+    api("POST", &format!("{}/t/acme/token", o.url), None, Some(body)).await
+}
+
+/// The claims of an access token (not verified: the origin issued it).
+fn claims(access: &str) -> Value {
+    let payload = access.split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+/// Create organisation `acme` named `name`; the owner's access token.
+async fn acme(o: &Origin, name: &str) -> String {
+    let body = json!({ "slug": "acme", "name": name, "tier": "team", "owner_email": "owner@acme.test", "owner_password": "owner password 1" });
+    let (s, v) = api("POST", &format!("{}/v1/orgs", o.url), Some(OPERATOR), Some(body)).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = sign_in(o, "owner@acme.test", "owner password 1").await;
+    assert_eq!(s, 200, "{v}");
+    v["access_token"].as_str().unwrap().to_string()
+}
+
+/// Run a statement on acme's database (to move a link's expiry into the past).
+async fn sql(o: &Origin, statement: &str) {
+    let id = o.app.tenant_id("acme").await.unwrap().unwrap();
+    let db = o.app.store.tenant(&id, false).await.unwrap();
+    db.lock().await.execute(statement, ()).await.unwrap();
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `name="…" value="…"` of a hidden input in a page.
+fn hidden(page: &str, name: &str) -> String {
+    let pat = format!("name=\"{name}\" value=\"");
+    let i = page.find(&pat).unwrap_or_else(|| panic!("no {name} in {page}")) + pat.len();
+    page[i..i + page[i..].find('"').unwrap()].to_string()
+}
+
+macro_rules! need_python {
+    ($name:expr) => {
+        match smtp_python() {
+            Some(p) => p,
+            None => {
+                support::skip($name, "no Python with aiosmtpd, and the venv could not be made (python3 -m venv, pip)");
+                return;
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_over_starttls_with_auth() {
+    let py = need_python!("verification_over_starttls_with_auth");
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = start_smtp(&py, dir.path(), Mode::StartTls, true);
+    let o =
+        start_origin(&dir.path().join("origin"), &smtp_config(&smtp, "starttls", dir.path(), "verify_per_hour = 3"))
+            .await;
+    let owner = acme(&o, "Acme").await;
+    let (s, v) = api(
+        "PUT",
+        &format!("{}/v1/orgs/acme/auth-policy", o.url),
+        Some(&owner),
+        Some(json!({ "email_verification": "required" })),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+
+    // An admin-created user is mailed a link: over STARTTLS, authenticated, multipart.
+    let body = json!({ "email": "ada@acme.test", "password": "ada password 12", "role": "viewer" });
+    let (s, v) = api("POST", &format!("{}/v1/orgs/acme/users", o.url), Some(&owner), Some(body)).await;
+    assert_eq!(s, 201, "{v}");
+    let first = smtp.last_to(1, "ada@acme.test").await;
+    assert_eq!((first["tls"].as_bool(), first["authenticated"].as_bool()), (Some(true), Some(true)), "{first}");
+    assert_eq!(first["content_type"], "multipart/alternative");
+    assert_eq!(first["from"], "Acme Sign-in <no-reply@acme.test>");
+    assert_eq!(first["subject"], "Verify your email address for Acme");
+    assert!(first["html"].as_str().unwrap().contains("<a href=\"http://127.0.0.1:"), "{first}");
+    let first_link = link(&first, "/t/acme/email/verify?token=ghv_");
+
+    // Under `required`, the right password is refused with email_unverified (the wrong
+    // one stays invalid_credentials), and a fresh link is mailed; the first one is void.
+    let (s, v) = sign_in(&o, "ada@acme.test", "wrong password 1").await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("invalid_credentials")));
+    let (s, v) = sign_in(&o, "ada@acme.test", "ada password 12").await;
+    assert_eq!((s, v["error"].as_str()), (403, Some("email_unverified")), "{v}");
+    let second = smtp.last_to(2, "ada@acme.test").await;
+    let second_link = link(&second, "/t/acme/email/verify?token=ghv_");
+    assert_ne!(first_link, second_link);
+    let (s, _, page) = call("GET", &first_link, &[], None).await;
+    assert_eq!(s, 409, "a replaced link is used up");
+    assert!(text(&page).contains("data-reason=\"verification_used\""), "{}", text(&page));
+
+    // Opening the link does not consume it: the page confirms with a POST.
+    let (s, h, page) = call("GET", &second_link, &[], None).await;
+    let page = text(&page);
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(h["cache-control"], "no-store");
+    assert!(page.contains("<form method=\"post\" action=\"/t/acme/email/verify\">"), "{page}");
+    let (s, _, _) = call("GET", &second_link, &[], None).await;
+    assert_eq!(s, 200, "still valid after being opened twice");
+    let form = format!("token={}", hidden(&page, "token"));
+    let url = format!("{}/t/acme/email/verify", o.url);
+    let urlenc = [("content-type", "application/x-www-form-urlencoded")];
+    let (s, _, done) = call("POST", &url, &urlenc, Some(form.clone().into_bytes())).await;
+    assert_eq!(s, 200, "{}", text(&done));
+    assert!(text(&done).contains("is verified"));
+    let (s, _, again) = call("POST", &url, &urlenc, Some(form.into_bytes())).await;
+    assert_eq!(s, 409, "single use");
+    assert!(text(&again).contains("verification_used"));
+    let (s, v) = api("POST", &url, None, Some(json!({ "token": "ghv_nonsense" }))).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("verification_invalid")));
+
+    // Verified: sign-in works and the token says so.
+    let (s, v) = sign_in(&o, "ada@acme.test", "ada password 12").await;
+    assert_eq!(s, 200, "{v}");
+    let ada = v["access_token"].as_str().unwrap().to_string();
+    if let Some(verified) = claims(&ada).get("email_verified") {
+        assert_eq!(verified, &json!(true));
+    }
+    let req_url = format!("{}/t/acme/email/verify-request", o.url);
+    let (s, v) = api("POST", &req_url, Some(&ada), None).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("already_verified")));
+    let (s, v) = api("POST", &req_url, None, None).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("credential_missing")));
+
+    // The resend limit: three links per user and hour (the admin's one included).
+    let body = json!({ "email": "bob@acme.test", "password": "bob password 12", "role": "viewer" });
+    let (s, _) = api("POST", &format!("{}/v1/orgs/acme/users", o.url), Some(&owner), Some(body)).await;
+    assert_eq!(s, 201);
+    smtp.last_to(3, "bob@acme.test").await;
+    let (s, v) = api(
+        "PUT",
+        &format!("{}/v1/orgs/acme/auth-policy", o.url),
+        Some(&owner),
+        Some(json!({ "email_verification": "optional" })),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = sign_in(&o, "bob@acme.test", "bob password 12").await;
+    assert_eq!(s, 200, "optional: an unverified user signs in: {v}");
+    let bob = v["access_token"].as_str().unwrap().to_string();
+    if let Some(verified) = claims(&bob).get("email_verified") {
+        assert_eq!(verified, &json!(false));
+    }
+    for n in [4, 5] {
+        let (s, v) = api("POST", &req_url, Some(&bob), None).await;
+        assert_eq!((s, v["status"].as_str()), (202, Some("sent")), "{v}");
+        smtp.last_to(n, "bob@acme.test").await;
+    }
+    let auth = format!("Bearer {bob}");
+    let (s, h, b) = call("POST", &req_url, &[("authorization", &auth)], None).await;
+    assert_eq!(s, 429, "{}", text(&b));
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(v["error"], "rate_limited");
+    let retry: i64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&retry), "{retry}");
+    assert_eq!(smtp.messages().len(), 5, "nothing sent past the limit");
+
+    // An expired link is refused (the newest one, moved into the past).
+    let newest = link(&smtp.last_to(5, "bob@acme.test").await, "/t/acme/email/verify?token=");
+    sql(&o, "UPDATE email_verifications SET expires_at = 1 WHERE used_at IS NULL").await;
+    let (s, v) = api("POST", &url, None, Some(json!({ "token": token_of(&newest) }))).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("verification_expired")), "{v}");
+
+    // Audited.
+    let (s, v) = api("GET", &format!("{}/v1/orgs/acme/audit?action=email.verify", o.url), Some(&owner), None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(1), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_and_templates_over_smtp() {
+    let py = need_python!("invitations_and_templates_over_smtp");
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = start_smtp(&py, dir.path(), Mode::StartTls, true);
+    let cfg = smtp_config(&smtp, "starttls", dir.path(), "bulk_max_rows = 5");
+    let o = start_origin(&dir.path().join("origin"), &cfg).await;
+    // The organisation's name is attacker-chosen text: it must arrive escaped in HTML.
+    let owner = acme(&o, "Acme <script>alert(1)</script>").await;
+    let base = format!("{}/v1/orgs/acme", o.url);
+    let (s, v) = api("POST", &format!("{base}/teams"), Some(&owner), Some(json!({ "name": "eng" }))).await;
+    assert_eq!(s, 201, "{v}");
+    let eng = v["id"].as_str().unwrap().to_string();
+
+    // A template of the organisation's own, validated and audited.
+    let tpl = json!({
+        "subject": "Join {{org}} as {{role}}",
+        "text": "{{inviter}} invites {{email}}: {{link}} (until {{expires}})",
+        "html": "<p>{{inviter}} invites you to <b>{{org}}</b>: <a href=\"{{link}}\">accept</a></p>"
+    });
+    let (s, v) = api("PUT", &format!("{base}/mail/templates/invitation"), Some(&owner), Some(tpl.clone())).await;
+    assert_eq!((s, v["custom"].as_bool()), (200, Some(true)), "{v}");
+    let bad = json!({ "subject": "x", "text": "{{link}} {{password}}", "html": "{{link}}" });
+    let (s, v) = api("PUT", &format!("{base}/mail/templates/invitation"), Some(&owner), Some(bad)).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_template")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("{{password}}"), "{v}");
+    let (s, v) = api("GET", &format!("{base}/mail/templates/invitation"), Some(&owner), None).await;
+    assert_eq!((s, v["subject"].as_str()), (200, Some("Join {{org}} as {{role}}")));
+    let (s, v) = api("GET", &format!("{base}/mail/templates/welcome"), Some(&owner), None).await;
+    assert_eq!((s, v["error"].as_str()), (404, Some("template_kind_unknown")));
+
+    // Invite carol as an editor of team eng; the mail uses the template, escaped in HTML.
+    let body = json!({ "email": "Carol@Acme.test", "role": "editor", "team": "eng" });
+    let (s, v) = api("POST", &format!("{base}/invitations"), Some(&owner), Some(body)).await;
+    assert_eq!((s, v["mail"].as_str(), v["status"].as_str()), (201, Some("sent"), Some("pending")), "{v}");
+    assert!(v.get("token").is_none() && !v.to_string().contains("ghi_"), "the link is only mailed: {v}");
+    assert_eq!(v["team_id"], json!(eng), "the team by name: {v}");
+    let mail = smtp.last_to(1, "carol@acme.test").await;
+    assert_eq!(mail["subject"], "Join Acme <script>alert(1)</script> as editor");
+    let html = mail["html"].as_str().unwrap();
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(html.contains("<b>Acme &lt;script&gt;alert(1)&lt;/script&gt;</b>"), "{html}");
+    assert!(mail["text"].as_str().unwrap().starts_with("owner@acme.test invites carol@acme.test: "), "{mail}");
+    let carol_link = link(&mail, "/t/acme/invite?token=ghi_");
+
+    // The page names the invitation; accepting with a password creates the member.
+    let (s, _, page) = call("GET", &carol_link, &[], None).await;
+    let page = text(&page);
+    assert_eq!(s, 200, "{page}");
+    assert!(page.contains("as <b>editor</b> with <b>carol@acme.test</b>"), "{page}");
+    assert!(!page.contains("<script>alert"), "escaped on the page too");
+    let accept = format!("{}/t/acme/invite/accept", o.url);
+    let token = token_of(&carol_link);
+    let (s, v) = api("POST", &accept, None, Some(json!({ "token": token, "password": "short" }))).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("weak_password")));
+    let body = json!({ "token": token, "password": "carol password 1", "name": "Carol" });
+    let (s, v) = api("POST", &accept, None, Some(body.clone())).await;
+    assert_eq!(s, 201, "{v}");
+    let c = claims(v["access_token"].as_str().unwrap());
+    assert_eq!((c["roles"].clone(), c["teams"].clone()), (json!(["editor"]), json!(["eng"])), "{c}");
+    let (s, v) = api("POST", &accept, None, Some(body)).await;
+    assert_eq!((s, v["error"].as_str()), (409, Some("invitation_used")), "accepting twice fails");
+    let (s, _, page) = call("GET", &carol_link, &[], None).await;
+    assert_eq!(s, 409);
+    assert!(text(&page).contains("invitation_used"));
+    // Signed in later with the invited role and team, the address verified.
+    let (s, v) = sign_in(&o, "carol@acme.test", "carol password 1").await;
+    assert_eq!(s, 200, "{v}");
+    let c = claims(v["access_token"].as_str().unwrap());
+    assert_eq!((c["roles"].clone(), c["teams"].clone()), (json!(["editor"]), json!(["eng"])));
+    if let Some(verified) = c.get("email_verified") {
+        assert_eq!(verified, &json!(true));
+    }
+    let (s, v) = api(
+        "POST",
+        &format!("{base}/invitations"),
+        Some(&owner),
+        Some(json!({ "email": "carol@acme.test", "role": "viewer" })),
+    )
+    .await;
+    assert_eq!((s, v["error"].as_str()), (409, Some("already_member")));
+
+    // Resend: a new link, the old one void. The new one accepted through the HTML form.
+    let (s, v) = api(
+        "POST",
+        &format!("{base}/invitations"),
+        Some(&owner),
+        Some(json!({ "email": "dave@acme.test", "role": "viewer" })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let dave_id = v["id"].as_str().unwrap().to_string();
+    let (s, v) = api(
+        "POST",
+        &format!("{base}/invitations"),
+        Some(&owner),
+        Some(json!({ "email": "dave@acme.test", "role": "viewer" })),
+    )
+    .await;
+    assert_eq!((s, v["error"].as_str()), (409, Some("invitation_pending")));
+    let old = link(&smtp.last_to(2, "dave@acme.test").await, "/t/acme/invite?token=");
+    let (s, v) = api("POST", &format!("{base}/invitations/{dave_id}/resend"), Some(&owner), None).await;
+    assert_eq!((s, v["sends"].as_i64(), v["mail"].as_str()), (200, Some(2), Some("sent")), "{v}");
+    let new = link(&smtp.last_to(3, "dave@acme.test").await, "/t/acme/invite?token=");
+    assert_ne!(old, new);
+    let (s, v) =
+        api("POST", &accept, None, Some(json!({ "token": token_of(&old), "password": "dave password 1" }))).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invitation_invalid")), "the old link is void");
+    let (s, h, page) = call("GET", &new, &[], None).await;
+    assert_eq!(s, 200);
+    let page = text(&page);
+    let set_cookie = h["set-cookie"].to_str().unwrap();
+    let csrf_cookie = set_cookie.split(';').next().unwrap().to_string();
+    let form = format!(
+        "token={}&csrf={}&mode=password&name=Dave&password=dave+password+1",
+        hidden(&page, "token"),
+        hidden(&page, "csrf")
+    );
+    let urlenc = ("content-type", "application/x-www-form-urlencoded");
+    let (s, _, b) = call("POST", &accept, &[urlenc], Some(form.clone().into_bytes())).await;
+    assert_eq!(s, 403, "no CSRF cookie: {}", text(&b));
+    assert!(text(&b).contains("csrf_failed"));
+    let (s, h, b) = call("POST", &accept, &[urlenc, ("cookie", &csrf_cookie)], Some(form.into_bytes())).await;
+    assert_eq!(s, 200, "{}", text(&b));
+    let cookies: Vec<&str> = h.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    assert!(
+        cookies.iter().any(|c| c.contains("HttpOnly") && c.split('=').nth(1).is_some_and(|v| v.starts_with("ey"))),
+        "{cookies:?}"
+    );
+    let (s, _) = sign_in(&o, "dave@acme.test", "dave password 1").await;
+    assert_eq!(s, 200);
+
+    // Revoke; an expired link; listing by status.
+    let (s, v) = api(
+        "POST",
+        &format!("{base}/invitations"),
+        Some(&owner),
+        Some(json!({ "email": "erin@acme.test", "role": "viewer" })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let erin_id = v["id"].as_str().unwrap().to_string();
+    let erin = link(&smtp.last_to(4, "erin@acme.test").await, "/t/acme/invite?token=");
+    let (s, _) = api("DELETE", &format!("{base}/invitations/{erin_id}"), Some(&owner), None).await;
+    assert_eq!(s, 204);
+    let (s, v) =
+        api("POST", &accept, None, Some(json!({ "token": token_of(&erin), "password": "erin password 1" }))).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invitation_revoked")));
+    let (s, v) = api("POST", &format!("{base}/invitations/{erin_id}/resend"), Some(&owner), None).await;
+    assert_eq!((s, v["error"].as_str()), (409, Some("invitation_revoked")));
+    let (s, v) = api(
+        "POST",
+        &format!("{base}/invitations"),
+        Some(&owner),
+        Some(json!({ "email": "frank@acme.test", "role": "viewer" })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let frank = link(&smtp.last_to(5, "frank@acme.test").await, "/t/acme/invite?token=");
+    sql(&o, "UPDATE invitations SET expires_at = 1 WHERE email = 'frank@acme.test'").await;
+    let (s, v) =
+        api("POST", &accept, None, Some(json!({ "token": token_of(&frank), "password": "frank password 1" }))).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invitation_expired")));
+    for (status, want) in [("accepted", 2), ("revoked", 1), ("expired", 1), ("pending", 0)] {
+        let (s, v) = api("GET", &format!("{base}/invitations?status={status}"), Some(&owner), None).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["items"].as_array().unwrap().len(), want, "{status}: {v}");
+    }
+    let (s, v) = api("GET", &format!("{base}/invitations?status=lost"), Some(&owner), None).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_query")));
+
+    // Bulk, CSV then JSON lines: a result per row; only the good rows are mailed.
+    let csv = "email,role,team\ngina@acme.test,viewer,eng\ncarol@acme.test,viewer,\nnot-an-email,viewer\nhal@acme.test,no-such-role\n";
+    let auth = format!("Bearer {owner}");
+    let (s, _, b) = call(
+        "POST",
+        &format!("{base}/invitations/bulk"),
+        &[("authorization", &auth), ("content-type", "text/csv")],
+        Some(csv.into()),
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!((s, v["invited"].as_i64(), v["failed"].as_i64()), (200, Some(1), Some(3)), "{v}");
+    let codes: Vec<&str> =
+        v["results"].as_array().unwrap().iter().map(|r| r["error"].as_str().unwrap_or("ok")).collect();
+    assert_eq!(codes, ["ok", "already_member", "invalid_email", "unknown_role"]);
+    assert_eq!(v["results"][0]["row"], 2);
+    assert_eq!(v["results"][0]["mail"], "sent");
+    let jl = "{\"email\":\"ivy@acme.test\",\"role\":\"viewer\"}\n{\"email\":\"jo@acme.test\",\"role\":\"editor\",\"team\":\"eng\"}\n{\"email\":3}\n";
+    let (s, _, b) = call(
+        "POST",
+        &format!("{base}/invitations/bulk"),
+        &[("authorization", &auth), ("content-type", "application/x-ndjson")],
+        Some(jl.into()),
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!((s, v["invited"].as_i64(), v["failed"].as_i64()), (200, Some(2), Some(1)), "{v}");
+    assert_eq!(v["results"][2]["error"], "invalid_row");
+    let all = smtp.wait_for(8).await;
+    let to: Vec<&str> = all[5..].iter().map(|m| m["rcpt_tos"][0].as_str().unwrap()).collect();
+    assert_eq!(to, ["gina@acme.test", "ivy@acme.test", "jo@acme.test"]);
+    let six = "a@acme.test,viewer\n".repeat(6);
+    let (s, _, b) = call(
+        "POST",
+        &format!("{base}/invitations/bulk"),
+        &[("authorization", &auth), ("content-type", "text/csv")],
+        Some(six.into()),
+    )
+    .await;
+    assert_eq!(s, 400, "{}", text(&b));
+    assert!(text(&b).contains("too_many_rows"));
+
+    // Nobody invites above their own role; a viewer cannot invite at all.
+    let (s, v) = api(
+        "POST",
+        &format!("{base}/users"),
+        Some(&owner),
+        Some(json!({ "email": "adm@acme.test", "password": "admin password 1", "role": "admin" })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (_, v) = sign_in(&o, "adm@acme.test", "admin password 1").await;
+    let admin = v["access_token"].as_str().unwrap().to_string();
+    let (s, v) = api(
+        "POST",
+        &format!("{base}/invitations"),
+        Some(&admin),
+        Some(json!({ "email": "o2@acme.test", "role": "owner" })),
+    )
+    .await;
+    assert_eq!((s, v["error"].as_str()), (403, Some("role_too_high")));
+    let (s, v) = api(
+        "POST",
+        &format!("{base}/invitations"),
+        Some(&admin),
+        Some(json!({ "email": "k@acme.test", "role": "admin" })),
+    )
+    .await;
+    assert_eq!(s, 201, "admins hold users:invite: {v}");
+    let (_, v) = sign_in(&o, "carol@acme.test", "carol password 1").await;
+    let editor = v["access_token"].as_str().unwrap().to_string();
+    let (s, v) = api("GET", &format!("{base}/invitations"), Some(&editor), None).await;
+    assert_eq!((s, v["error"].as_str()), (403, Some("permission_denied")), "an editor lacks users:invite");
+
+    // Back to the built-in template; audited both ways.
+    let (s, _) = api("DELETE", &format!("{base}/mail/templates/invitation"), Some(&owner), None).await;
+    assert_eq!(s, 204);
+    let (_, v) = api("GET", &format!("{base}/mail/templates/invitation"), Some(&owner), None).await;
+    assert_eq!(
+        (v["custom"].as_bool(), v["subject"].as_str()),
+        (Some(false), Some("{{inviter}} invited you to {{org}}"))
+    );
+    for action in [
+        "mail_template.put",
+        "mail_template.delete",
+        "invitation.create",
+        "invitation.resend",
+        "invitation.revoke",
+        "invitation.accept",
+    ] {
+        let (s, v) = api("GET", &format!("{base}/audit?action={action}"), Some(&owner), None).await;
+        assert_eq!(s, 200, "{v}");
+        assert!(!v["items"].as_array().unwrap().is_empty(), "{action}: {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_and_plain_loopback_deliver_the_reset_mail() {
+    let py = need_python!("implicit_tls_and_plain_loopback_deliver_the_reset_mail");
+    for (mode, tls) in [(Mode::Tls, "tls"), (Mode::Plain, "none")] {
+        let dir = tempfile::tempdir().unwrap();
+        let smtp = start_smtp(&py, dir.path(), mode, tls != "none");
+        let o = start_origin(&dir.path().join("origin"), &smtp_config(&smtp, tls, dir.path(), "")).await;
+        acme(&o, "Acme").await;
+        let (s, _) = api(
+            "POST",
+            &format!("{}/t/acme/password/reset-request", o.url),
+            None,
+            Some(json!({ "email": "owner@acme.test" })),
+        )
+        .await;
+        assert_eq!(s, 202);
+        let m = smtp.last_to(1, "owner@acme.test").await;
+        assert_eq!(m["subject"], "Reset your password");
+        assert_eq!(
+            (m["tls"].as_bool(), m["authenticated"].as_bool()),
+            (Some(tls == "tls"), Some(tls == "tls")),
+            "{tls}: {m}"
+        );
+        let token = m["text"].as_str().unwrap().split_whitespace().find(|w| w.starts_with("ghp_")).unwrap().to_string();
+        assert!(m["html"].as_str().unwrap().contains(&format!("<pre>{token}</pre>")));
+        let body = json!({ "token": token, "new_password": "a new password 1" });
+        let (s, v) = api("POST", &format!("{}/t/acme/password/reset", o.url), None, Some(body)).await;
+        assert_eq!(s, 204, "{tls}: {v}");
+        let (s, _) = sign_in(&o, "owner@acme.test", "a new password 1").await;
+        assert_eq!(s, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_failures_are_bounded_and_reported() {
+    let py = need_python!("smtp_failures_are_bounded_and_reported");
+    // A wrong AUTH password: the invitation stands, the mail "failed", nothing delivered.
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = start_smtp(&py, dir.path(), Mode::StartTls, true);
+    let cfg = smtp_config(&smtp, "starttls", dir.path(), "");
+    std::fs::write(dir.path().join("smtp.password"), "not the password\n").unwrap();
+    let o = start_origin(&dir.path().join("origin"), &cfg).await;
+    let owner = acme(&o, "Acme").await;
+    let inv = format!("{}/v1/orgs/acme/invitations", o.url);
+    let (s, v) = api("POST", &inv, Some(&owner), Some(json!({ "email": "a@acme.test", "role": "viewer" }))).await;
+    assert_eq!((s, v["mail"].as_str(), v["status"].as_str()), (201, Some("failed"), Some("pending")), "{v}");
+    assert!(smtp.messages().is_empty());
+
+    // STARTTLS required but the server offers none: nothing goes out in clear.
+    let dir = tempfile::tempdir().unwrap();
+    let plain = start_smtp(&py, dir.path(), Mode::Plain, false);
+    make_cert(dir.path());
+    let o = start_origin(&dir.path().join("origin"), &smtp_config(&plain, "starttls", dir.path(), "")).await;
+    let owner = acme(&o, "Acme").await;
+    let (s, v) = api(
+        "POST",
+        &format!("{}/v1/orgs/acme/invitations", o.url),
+        Some(&owner),
+        Some(json!({ "email": "b@acme.test", "role": "viewer" })),
+    )
+    .await;
+    assert_eq!((s, v["mail"].as_str()), (201, Some("failed")), "{v}");
+    assert!(plain.messages().is_empty(), "no downgrade to plain text");
+
+    // A server that accepts and never speaks: the request ends within the timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let mail = format!(
+        "[mail]\nkind = \"smtp\"\ntimeout_secs = 2\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n"
+    );
+    let o = start_origin(&dir.path().join("origin"), &mail).await;
+    let owner = acme(&o, "Acme").await;
+    let started = Instant::now();
+    let (s, v) = api(
+        "POST",
+        &format!("{}/v1/orgs/acme/invitations", o.url),
+        Some(&owner),
+        Some(json!({ "email": "c@acme.test", "role": "viewer" })),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!((s, v["mail"].as_str()), (201, Some("failed")), "{v}");
+    assert!(took < Duration::from_secs(5), "bounded by mail.timeout_secs: {took:?}");
+    eprintln!("a silent SMTP server held the request {took:?} (mail.timeout_secs = 2)");
+    drop(silent);
+}
