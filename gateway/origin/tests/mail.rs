@@ -226,7 +226,7 @@ async fn start_origin(dir: &Path, mail: &str) -> Origin {
         r#"
 region = "eu-west"
 listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
+public_url = "http://localhost:{port}"
 data_dir = "data"
 [secrets]
 bundle_signing_key = "bundle.pem"
@@ -278,7 +278,10 @@ async fn call(
     body: Option<Vec<u8>>,
 ) -> (u16, hyper::HeaderMap, Vec<u8>) {
     let uri: hyper::Uri = url.parse().unwrap();
-    let addr: SocketAddr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap()).parse().unwrap();
+    // The origin's public URL is `http://localhost:…` (a WebAuthn relying party needs a
+    // domain); it listens on 127.0.0.1.
+    let host = uri.host().unwrap().replace("localhost", "127.0.0.1");
+    let addr: SocketAddr = format!("{host}:{}", uri.port_u16().unwrap()).parse().unwrap();
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
@@ -387,7 +390,7 @@ async fn verification_over_starttls_with_auth() {
     assert_eq!(first["content_type"], "multipart/alternative");
     assert_eq!(first["from"], "Acme Sign-in <no-reply@acme.test>");
     assert_eq!(first["subject"], "Verify your email address for Acme");
-    assert!(first["html"].as_str().unwrap().contains("<a href=\"http://127.0.0.1:"), "{first}");
+    assert!(first["html"].as_str().unwrap().contains("<a href=\"http://localhost:"), "{first}");
     let first_link = link(&first, "/t/acme/email/verify?token=ghv_");
 
     // Under `required`, the right password is refused with email_unverified (the wrong
@@ -396,7 +399,16 @@ async fn verification_over_starttls_with_auth() {
     assert_eq!((s, v["error"].as_str()), (401, Some("invalid_credentials")));
     let (s, v) = sign_in(&o, "ada@acme.test", "ada password 12").await;
     assert_eq!((s, v["error"].as_str()), (403, Some("email_unverified")), "{v}");
-    let second = smtp.last_to(2, "ada@acme.test").await;
+    // The hosted sign-in page says so too (and mails another link).
+    let (_, h, page) = call("GET", &format!("{}/t/acme/login", o.url), &[], None).await;
+    let csrf_cookie = h["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let form =
+        format!("email=ada%40acme.test&password=ada+password+12&csrf={}&return_to=", hidden(&text(&page), "csrf"));
+    let headers = [("content-type", "application/x-www-form-urlencoded"), ("cookie", csrf_cookie.as_str())];
+    let (s, _, page) = call("POST", &format!("{}/t/acme/login", o.url), &headers, Some(form.into_bytes())).await;
+    assert_eq!(s, 403, "{}", text(&page));
+    assert!(text(&page).contains("Verify your email address first"), "{}", text(&page));
+    let second = smtp.last_to(3, "ada@acme.test").await;
     let second_link = link(&second, "/t/acme/email/verify?token=ghv_");
     assert_ne!(first_link, second_link);
     let (s, _, page) = call("GET", &first_link, &[], None).await;
@@ -427,9 +439,7 @@ async fn verification_over_starttls_with_auth() {
     let (s, v) = sign_in(&o, "ada@acme.test", "ada password 12").await;
     assert_eq!(s, 200, "{v}");
     let ada = v["access_token"].as_str().unwrap().to_string();
-    if let Some(verified) = claims(&ada).get("email_verified") {
-        assert_eq!(verified, &json!(true));
-    }
+    assert_eq!(claims(&ada)["email_verified"], json!(true));
     let req_url = format!("{}/t/acme/email/verify-request", o.url);
     let (s, v) = api("POST", &req_url, Some(&ada), None).await;
     assert_eq!((s, v["status"].as_str()), (200, Some("already_verified")));
@@ -440,7 +450,7 @@ async fn verification_over_starttls_with_auth() {
     let body = json!({ "email": "bob@acme.test", "password": "bob password 12", "role": "viewer" });
     let (s, _) = api("POST", &format!("{}/v1/orgs/acme/users", o.url), Some(&owner), Some(body)).await;
     assert_eq!(s, 201);
-    smtp.last_to(3, "bob@acme.test").await;
+    smtp.last_to(4, "bob@acme.test").await;
     let (s, v) = api(
         "PUT",
         &format!("{}/v1/orgs/acme/auth-policy", o.url),
@@ -452,10 +462,8 @@ async fn verification_over_starttls_with_auth() {
     let (s, v) = sign_in(&o, "bob@acme.test", "bob password 12").await;
     assert_eq!(s, 200, "optional: an unverified user signs in: {v}");
     let bob = v["access_token"].as_str().unwrap().to_string();
-    if let Some(verified) = claims(&bob).get("email_verified") {
-        assert_eq!(verified, &json!(false));
-    }
-    for n in [4, 5] {
+    assert_eq!(claims(&bob)["email_verified"], json!(false));
+    for n in [5, 6] {
         let (s, v) = api("POST", &req_url, Some(&bob), None).await;
         assert_eq!((s, v["status"].as_str()), (202, Some("sent")), "{v}");
         smtp.last_to(n, "bob@acme.test").await;
@@ -467,10 +475,10 @@ async fn verification_over_starttls_with_auth() {
     assert_eq!(v["error"], "rate_limited");
     let retry: i64 = h["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=3600).contains(&retry), "{retry}");
-    assert_eq!(smtp.messages().len(), 5, "nothing sent past the limit");
+    assert_eq!(smtp.messages().len(), 6, "nothing sent past the limit");
 
     // An expired link is refused (the newest one, moved into the past).
-    let newest = link(&smtp.last_to(5, "bob@acme.test").await, "/t/acme/email/verify?token=");
+    let newest = link(&smtp.last_to(6, "bob@acme.test").await, "/t/acme/email/verify?token=");
     sql(&o, "UPDATE email_verifications SET expires_at = 1 WHERE used_at IS NULL").await;
     let (s, v) = api("POST", &url, None, Some(json!({ "token": token_of(&newest) }))).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("verification_expired")), "{v}");
@@ -551,9 +559,7 @@ async fn invitations_and_templates_over_smtp() {
     assert_eq!(s, 200, "{v}");
     let c = claims(v["access_token"].as_str().unwrap());
     assert_eq!((c["roles"].clone(), c["teams"].clone()), (json!(["editor"]), json!(["eng"])));
-    if let Some(verified) = c.get("email_verified") {
-        assert_eq!(verified, &json!(true));
-    }
+    assert_eq!(c["email_verified"], json!(true), "an accepted invitation verifies the address");
     let (s, v) = api(
         "POST",
         &format!("{base}/invitations"),
@@ -613,6 +619,26 @@ async fn invitations_and_templates_over_smtp() {
     let (s, _) = sign_in(&o, "dave@acme.test", "dave password 1").await;
     assert_eq!(s, 200);
 
+    // Passwordless: the account is created without a password, signed in, and sent on to
+    // passkey registration (the MFA API answers it with WebAuthn options).
+    let (s, v) = api(
+        "POST",
+        &format!("{base}/invitations"),
+        Some(&owner),
+        Some(json!({ "email": "pat@acme.test", "role": "viewer" })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let pat = link(&smtp.last_to(4, "pat@acme.test").await, "/t/acme/invite?token=");
+    let (s, v) = api("POST", &accept, None, Some(json!({ "token": token_of(&pat), "mode": "passkey" }))).await;
+    assert_eq!((s, v["next"].as_str()), (201, Some("/t/acme/mfa/passkeys/register")), "{v}");
+    let pat_token = v["access_token"].as_str().unwrap().to_string();
+    assert_eq!(claims(&pat_token)["amr"], json!([]), "no method yet");
+    let (s, v) = api("POST", &format!("{}{}", o.url, v["next"].as_str().unwrap()), Some(&pat_token), None).await;
+    assert_eq!(s, 200, "passkey registration starts: {v}");
+    let (s, v) = sign_in(&o, "pat@acme.test", "").await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("invalid_credentials")), "no password to sign in with");
+
     // Revoke; an expired link; listing by status.
     let (s, v) = api(
         "POST",
@@ -623,7 +649,7 @@ async fn invitations_and_templates_over_smtp() {
     .await;
     assert_eq!(s, 201, "{v}");
     let erin_id = v["id"].as_str().unwrap().to_string();
-    let erin = link(&smtp.last_to(4, "erin@acme.test").await, "/t/acme/invite?token=");
+    let erin = link(&smtp.last_to(5, "erin@acme.test").await, "/t/acme/invite?token=");
     let (s, _) = api("DELETE", &format!("{base}/invitations/{erin_id}"), Some(&owner), None).await;
     assert_eq!(s, 204);
     let (s, v) =
@@ -639,12 +665,12 @@ async fn invitations_and_templates_over_smtp() {
     )
     .await;
     assert_eq!(s, 201, "{v}");
-    let frank = link(&smtp.last_to(5, "frank@acme.test").await, "/t/acme/invite?token=");
+    let frank = link(&smtp.last_to(6, "frank@acme.test").await, "/t/acme/invite?token=");
     sql(&o, "UPDATE invitations SET expires_at = 1 WHERE email = 'frank@acme.test'").await;
     let (s, v) =
         api("POST", &accept, None, Some(json!({ "token": token_of(&frank), "password": "frank password 1" }))).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invitation_expired")));
-    for (status, want) in [("accepted", 2), ("revoked", 1), ("expired", 1), ("pending", 0)] {
+    for (status, want) in [("accepted", 3), ("revoked", 1), ("expired", 1), ("pending", 0)] {
         let (s, v) = api("GET", &format!("{base}/invitations?status={status}"), Some(&owner), None).await;
         assert_eq!(s, 200, "{v}");
         assert_eq!(v["items"].as_array().unwrap().len(), want, "{status}: {v}");
@@ -680,8 +706,8 @@ async fn invitations_and_templates_over_smtp() {
     let v: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!((s, v["invited"].as_i64(), v["failed"].as_i64()), (200, Some(2), Some(1)), "{v}");
     assert_eq!(v["results"][2]["error"], "invalid_row");
-    let all = smtp.wait_for(8).await;
-    let to: Vec<&str> = all[5..].iter().map(|m| m["rcpt_tos"][0].as_str().unwrap()).collect();
+    let all = smtp.wait_for(9).await;
+    let to: Vec<&str> = all[6..].iter().map(|m| m["rcpt_tos"][0].as_str().unwrap()).collect();
     assert_eq!(to, ["gina@acme.test", "ivy@acme.test", "jo@acme.test"]);
     let six = "a@acme.test,viewer\n".repeat(6);
     let (s, _, b) = call(

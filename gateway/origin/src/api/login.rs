@@ -215,7 +215,9 @@ pub(crate) async fn login_submit(
         Err(
             e @ (ApiError::InvalidCredentials
             | ApiError::InvalidGrant
-            | ApiError::Forbidden { code: "sso_required" | "user_disabled" | "tenant_suspended", .. }),
+            | ApiError::Forbidden {
+                code: "sso_required" | "user_disabled" | "tenant_suspended" | "email_unverified", ..
+            }),
         ) => {
             let (status, message) = match e {
                 ApiError::Forbidden { code: "user_disabled", .. } => {
@@ -223,6 +225,9 @@ pub(crate) async fn login_submit(
                 }
                 ApiError::Forbidden { code: "tenant_suspended", .. } => {
                     (StatusCode::FORBIDDEN, "This organisation is suspended.")
+                }
+                ApiError::Forbidden { code: "email_unverified", .. } => {
+                    (StatusCode::FORBIDDEN, "Verify your email address first: a link is on its way to it.")
                 }
                 ApiError::Forbidden { .. } => {
                     (StatusCode::FORBIDDEN, "This organisation signs in with single sign-on: use a button below.")

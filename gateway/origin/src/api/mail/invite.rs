@@ -2,7 +2,9 @@
 //!
 //! - `GET /t/{slug}/invite?token=…`: a page saying who invites whom to what, with three
 //!   ways in: set a password, continue with one of the organisation's SSO connections, or
-//!   create the account without a password and go on to register a passkey.
+//!   create the account without a password and go on to register a passkey (the browser
+//!   lands on the hosted account page, a JSON client gets `next`: the passkey
+//!   registration route).
 //! - `POST /t/{slug}/invite/accept` (the page's form, CSRF-protected, or JSON): creates
 //!   the account with the invited role and team, its email verified, marks the invitation
 //!   accepted and signs in (a session cookie for the form, tokens for JSON).
@@ -40,10 +42,16 @@ use crate::api::transaction::{begin, ev};
 /// The CSRF cookie of the acceptance form.
 const CSRF_COOKIE: &str = "gh_invite";
 
-/// Where an account created without a password goes next: passkey registration on the
-/// hosted pages (part of the MFA routes).
+/// What an account created without a password does next: register a passkey with the
+/// MFA API (`POST`, bearer access token), the `next` of the JSON answer.
 pub(crate) fn passkey_registration_path(slug: &str) -> String {
     format!("/t/{slug}/mfa/passkeys/register")
+}
+
+/// Where the browser goes after a passwordless acceptance: the hosted account page (its
+/// factors), signed in by the session cookie just set.
+pub(crate) fn account_page_path(slug: &str) -> String {
+    format!("/t/{slug}/account")
 }
 
 /// The pending invitation whose token is `token`, or why it cannot be used.
@@ -272,7 +280,7 @@ pub(crate) async fn accept(
             let mut r = signed_in(&app, &t, &tokens, "", clear).await;
             if passkey {
                 *r.status_mut() = StatusCode::SEE_OTHER;
-                if let Ok(v) = HeaderValue::from_str(&passkey_registration_path(&t.slug)) {
+                if let Ok(v) = HeaderValue::from_str(&account_page_path(&t.slug)) {
                     r.headers_mut().insert("location", v);
                 }
             }

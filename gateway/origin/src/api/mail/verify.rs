@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::audit::{Event, RequestMeta};
 use crate::auth_policy::EmailVerification;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{bad, ApiError, ApiResult};
 use crate::mailer::templates::{human_time, Kind};
 use crate::mailer::Message;
 use crate::store::{sessions, users, verifications, Held};
@@ -29,7 +29,6 @@ use crate::api::extract::{
 };
 use crate::api::login::{esc, html};
 use crate::api::mail::{compose, deliver, mail_failed, rate_limited};
-use crate::api::tenant::parse_body;
 use crate::api::transaction::{begin, commit, ev};
 
 /// The outcome of asking for a new link.
@@ -243,7 +242,11 @@ pub(crate) async fn verify_submit(
         .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
     let run = async {
         let t = tenant(&app, &slug, &format!("/t/{slug}/email/verify")).await?;
-        let req: VerifyRequest = parse_body(&headers, &body)?;
+        let req: VerifyRequest = if form {
+            serde_urlencoded::from_bytes(&body).map_err(|e| bad("invalid_body", format!("invalid form body: {e}")))?
+        } else {
+            serde_json::from_slice(&body).map_err(|e| bad("invalid_body", format!("invalid JSON body: {e}")))?
+        };
         let now = crate::now();
         let h = begin(&t).await?;
         let row = check(&h, &req.token, now).await?;
