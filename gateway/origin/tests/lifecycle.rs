@@ -439,6 +439,8 @@ async fn tenant_lifecycle() {
     assert!(s == 403 && page.contains("This organisation is suspended."), "{s} {page}");
     let (s, v) = call("GET", &org_url, Some(OPERATOR), None).await;
     assert!(s == 200 && v["suspended_at"].as_i64().is_some(), "{v}");
+    let (s, v) = call("GET", &org_url, Some(&owner_tok), None).await;
+    assert_eq!((s, v["error"].as_str()), (403, Some("tenant_suspended")), "its members' admin API too");
     assert!(bundle_org(o, "acme").await.unwrap().suspended, "edges refuse after their next poll");
     let (s, v) = call("POST", &format!("{org_url}/resume"), Some(OPERATOR), None).await;
     assert_eq!((s, v["suspended_at"].clone()), (200, Value::Null), "{v}");

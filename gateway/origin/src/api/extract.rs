@@ -166,6 +166,8 @@ pub(crate) async fn authorise(c: &Caller, t: &Tenant, need: &str) -> ApiResult<(
     if !store::sessions::is_live(&h, sid, user, now).await? {
         return Err(ApiError::unauthorized("session_revoked", "the session has ended"));
     }
+    // A suspended organisation's members are refused here too (the operator is not).
+    crate::api::lifecycle::refuse_if_suspended(&h).await?;
     let need_p = Permission::parse(need).ok_or_else(|| anyhow!("bad permission {need}"))?;
     let mut granted: Vec<String> = Vec::new();
     for r in roles {

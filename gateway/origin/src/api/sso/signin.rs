@@ -500,6 +500,8 @@ pub(crate) async fn resolve_user(
     if !role_exists(app, h, &c.default_role).await? {
         return Err(refusal(StatusCode::BAD_GATEWAY, "sso_connection_misconfigured", "default role no longer exists"));
     }
+    // Provisioning adds a user: the tier's `max_users` applies (`limit_reached`).
+    crate::api::caps::check_org_cap(app, h, crate::api::caps::Cap::Users).await?;
     let u = new_id("u_");
     let row = users::NewUser { id: &u, email, name: &p.name, password_hash: None, created_at: now };
     users::insert(h, &row).await?;
