@@ -616,6 +616,12 @@ async fn tenant_lifecycle() {
     let del = &of("org.delete")[0];
     assert_eq!((del["target"].as_str(), del["before"]["id"].as_str()), (Some("org:doomed"), Some(&*doomed_id)));
     assert_eq!(of("org.deletion_requested").len(), 2);
+    assert_eq!(of("org.create").len(), 4, "acme, usage-co, capped, doomed (not the refused one)");
+    let (s, p1) = call("GET", &format!("{}/v1/operator/audit?limit=2", o.url), Some(OPERATOR), None).await;
+    assert_eq!((s, p1["items"].as_array().unwrap().len(), p1["next_after"].as_i64()), (200, 2, Some(2)));
+    let (_, p2) = call("GET", &format!("{}/v1/operator/audit?after=2&limit=1000", o.url), Some(OPERATOR), None).await;
+    assert_eq!(p2["items"][0]["seq"].as_i64(), Some(3));
+    assert_eq!(p2["items"].as_array().unwrap().len() + 2, recs.len());
     assert!(!of("org.suspend").is_empty() && !of("org.resume").is_empty() && !of("org.tier").is_empty());
     let (s, _) = call("GET", &format!("{}/v1/operator/audit", o.url), Some(&owner_tok), None).await;
     assert_eq!(s, 403, "operator only");

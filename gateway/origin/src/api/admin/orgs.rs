@@ -19,6 +19,7 @@ use crate::store::directory::{self as tenants, TenantEntry};
 use crate::store::{memberships, orgs, settings, users};
 use crate::tokens::{self, SigningKeys};
 
+use crate::api::admin::operator_audit;
 use crate::api::app::{template_acceptable, App};
 use crate::api::extract::{
     cursor, meta, next_cursor, page_limit, require_operator, AppState, Authed, Caller, JsonBody, Page, Peer,
@@ -125,6 +126,10 @@ pub(crate) async fn create_org(
         ],
     )
     .await?;
+    // The region's own record of its tenants outlives each tenant's log.
+    let record = json!({ "id": id, "slug": req.slug, "tier": req.tier, "region": home });
+    operator_audit::append(&app, &meta(&headers, &peer), "org.create", format!("org:{}", req.slug), None, Some(record))
+        .await?;
     app.changed();
     app.peers.push(&[(id.clone(), req.slug.clone(), home.clone(), now)]).await;
     Ok((StatusCode::CREATED, Json(json!({ "id": id, "slug": req.slug, "region": home, "owner_id": owner, "issuer": app.cfg.issuer(&req.slug) }))).into_response())

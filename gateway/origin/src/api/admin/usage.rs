@@ -18,16 +18,22 @@ const MAX_BUCKETS: i64 = 744;
 
 /// Sign-ins that succeeded.
 const SIGNIN_SUCCESS: &[&str] = &["signin.success", "sso.success"];
-/// Sign-ins that were refused: wrong credentials, lockouts, deactivated accounts, SSO
-/// required or failed, a wrong second factor.
+/// Sign-ins that were refused: wrong credentials, lockouts, deactivated accounts, an
+/// unverified email where verification is required, SSO required or failed, a wrong or
+/// disallowed second factor. (A password step that asks for the second factor,
+/// `signin.mfa_challenge`, is neither: its sign-in ends in one of the others.)
 const SIGNIN_FAILURE: &[&str] = &[
     "signin.failure",
     "signin.lockout",
     "signin.locked",
     "signin.disabled",
+    "signin.email_unverified",
     "signin.sso_required",
     "sso.failure",
     "mfa.failure",
+    "mfa.lockout",
+    "mfa.locked",
+    "mfa.method_not_allowed",
 ];
 
 #[derive(Debug, Deserialize)]
