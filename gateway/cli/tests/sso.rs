@@ -524,6 +524,22 @@ async fn oidc_and_oauth2_sign_in_through_a_real_provider() {
     let (s, _) = password_sign_in(&demo, "alice@acme.example.test", pw("alice").trim()).await;
     assert_eq!(s, 200);
 
+    // 13. A pending invitation is honoured by the SSO sign-in of its (provider-verified)
+    //     email: the invited role (editor, not the connection's viewer) applies.
+    let invite = json!({"email": "ivan@example.com", "role": "editor"});
+    let (s, v) = api(&demo, "POST", "/v1/orgs/acme/invitations", Some(invite)).await;
+    assert_eq!(s, 201, "{v}");
+    let b = Browser::new(&demo.origin);
+    let cb = b.to_callback(&start(oidc_id), "ivan", |u| u).await;
+    let (s, h, page) = b.get(&cb).await;
+    assert_eq!(s, 200, "{page}");
+    let (s, body) = through_gateway(&demo, &session_token(&h).expect("session cookie")).await;
+    assert_eq!(s, 200, "{body}");
+    let identity: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(identity["identity"]["x-gatehouse-roles"], "editor", "{body}");
+    let (_, v) = api(&demo, "GET", "/v1/orgs/acme/invitations?status=accepted", None).await;
+    assert_eq!(v["items"][0]["email"], "ivan@example.com", "{v}");
+
     // Every refusal is in the audit log with its reason; successes and provisioning too.
     let reasons = failure_reasons(&demo).await;
     for want in [
