@@ -590,3 +590,191 @@ async fn passkeys_register_second_factor_passwordless_and_step_up() {
     let (s, v) = js("POST", &format!("{}/t/acme/token", o.url), None, Some(grant)).await;
     assert_eq!(s, 200, "the remaining passkey: {v}");
 }
+
+/// A form POST with `cookies`; (status, headers, page).
+async fn post_form(url: &str, fields: &[(&str, &str)], cookies: &str) -> (u16, hyper::HeaderMap, String) {
+    let body = serde_urlencoded::to_string(fields).unwrap();
+    let (s, h, b) =
+        call("POST", url, None, Some(("application/x-www-form-urlencoded", body)), &[("cookie", cookies)]).await;
+    (s, h, String::from_utf8(b).unwrap())
+}
+
+/// The `name=value` of cookie `name` among the response's `set-cookie` fields.
+fn set_cookie(h: &hyper::HeaderMap, name: &str) -> Option<String> {
+    h.get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(&format!("{name}=")) && !c.contains("Max-Age=0"))
+        .map(|c| c.split(';').next().unwrap().to_string())
+}
+
+/// The value of hidden field `name` in a page.
+fn field(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    page.split(&marker).nth(1).unwrap_or_else(|| panic!("no {name} in {page}")).split('"').next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosted_second_factor_enrolment_and_step_up_pages() {
+    let root = tempfile::tempdir().unwrap();
+    let o = start(root.path()).await;
+    create_org(&o, "acme").await;
+    let owner = "owner@acme.test";
+    let (_, v) = password(&o, "acme", owner, "owner password 1").await;
+    let admin = v["access_token"].as_str().unwrap().to_string();
+    let (s, _) = js(
+        "PUT",
+        &format!("{}/v1/orgs/acme/policy", o.url),
+        Some(&admin),
+        Some(json!({ "policy": { "hosts": ["app.acme.test"] } })),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let back = "https://app.acme.test/inbox";
+    let t0 = early_in_step().await;
+    let (_, secret, _) = enrol_totp(&o, "acme", &admin, owner, t0).await;
+    let gen = generator(&secret, owner);
+    let mut laptop = Authenticator::new(&o.url);
+    // (A passkey too, registered with a session that passed MFA.)
+    let (_, su) = js(
+        "POST",
+        &format!("{}/t/acme/mfa/step-up", o.url),
+        Some(&admin),
+        Some(json!({ "otp": gen.generate(t0 + 30).to_string() })),
+    )
+    .await;
+    let stepped = su["access_token"].as_str().unwrap().to_string();
+    let (_, opts) = js("POST", &format!("{}/t/acme/mfa/passkeys/register", o.url), Some(&stepped), None).await;
+    let cred = laptop.create(&opts);
+    let (s, _) = js(
+        "POST",
+        &format!("{}/t/acme/mfa/passkeys", o.url),
+        Some(&stepped),
+        Some(json!({ "challenge_id": opts["challenge_id"], "credential": cred })),
+    )
+    .await;
+    assert_eq!(s, 201);
+
+    // The script is served from the origin itself.
+    let (s, h, b) = call("GET", &format!("{}/t/acme/mfa/webauthn.js", o.url), None, None, &[]).await;
+    assert_eq!(s, 200);
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    assert!(String::from_utf8(b).unwrap().contains("navigator.credentials.get"));
+
+    // Sign-in form → the second-factor page (CSP: same-origin script only).
+    let (_, h, page) = call("GET", &format!("{}/t/acme/login", o.url), None, None, &[]).await;
+    let page = String::from_utf8(page).unwrap();
+    let csrf_cookie = set_cookie(&h, "gh_csrf").unwrap();
+    let csrf = field(&page, "csrf");
+    let login = format!("{}/t/acme/login", o.url);
+    let creds = [("email", owner), ("password", "owner password 1"), ("csrf", csrf.as_str()), ("return_to", back)];
+    let (s, h, page) = post_form(&login, &creds, &csrf_cookie).await;
+    assert_eq!(s, 200, "{page}");
+    assert!(page.contains("Two-step verification") && page.contains("data-passkey=\"get\""), "{page}");
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline'; script") && !csp.contains("'unsafe-eval'")
+    );
+    assert!(set_cookie(&h, "gh_session").is_none(), "no session before the second factor");
+    let csrf_cookie = set_cookie(&h, "gh_csrf").unwrap();
+    let (csrf, mfa_token) = (field(&page, "csrf"), field(&page, "mfa_token"));
+    let mfa_url = format!("{}/t/acme/login/mfa", o.url);
+    let wrong = if gen.generate(now()).to_string() == "000000" { "111111" } else { "000000" };
+    let f = [("csrf", csrf.as_str()), ("mfa_token", mfa_token.as_str()), ("return_to", back), ("code", wrong)];
+    let (s, _, page) = post_form(&mfa_url, &f, "").await;
+    assert_eq!(s, 403, "no CSRF cookie: {page}");
+    let (s, h, page) = post_form(&mfa_url, &f, &csrf_cookie).await;
+    assert!(s == 401 && page.contains("not accepted"), "{s} {page}");
+    let csrf_cookie = set_cookie(&h, "gh_csrf").unwrap();
+    let csrf = field(&page, "csrf");
+    // The passkey button's path: the options of the page's mfa_token, an assertion.
+    let (s, opts) =
+        js("POST", &format!("{}/t/acme/mfa/challenge", o.url), None, Some(json!({ "mfa_token": mfa_token }))).await;
+    assert_eq!(s, 200, "{opts}");
+    let assertion = laptop.get(&opts).to_string();
+    let f = [
+        ("csrf", csrf.as_str()),
+        ("mfa_token", mfa_token.as_str()),
+        ("return_to", back),
+        ("credential", assertion.as_str()),
+    ];
+    let (s, h, page) = post_form(&mfa_url, &f, &csrf_cookie).await;
+    assert_eq!((s, h.get("location").and_then(|l| l.to_str().ok())), (303, Some(back)), "{page}");
+    let session = set_cookie(&h, "gh_session").unwrap();
+    let jwt = session.trim_start_matches("gh_session=").to_string();
+    assert_eq!(claims(&jwt)["amr"], json!(["pwd", "hwk", "mfa"]));
+
+    // Step-up page: without a session, to the sign-in page; with one, the form; a code
+    // renews auth_time and sets a fresh cookie before returning.
+    let stepup = format!("{}/t/acme/stepup?return_to={}&max_age=900", o.url, "https%3A%2F%2Fapp.acme.test%2Fadmin");
+    let (s, h, _) = call("GET", &stepup, None, None, &[]).await;
+    assert_eq!(s, 303);
+    assert_eq!(h["location"].to_str().unwrap(), "/t/acme/login?return_to=https%3A%2F%2Fapp%2Eacme%2Etest%2Fadmin");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (s, h, page) = call("GET", &stepup, None, None, &[("cookie", session.as_str())]).await;
+    let page = String::from_utf8(page).unwrap();
+    assert_eq!(s, 200, "{page}");
+    assert!(page.contains("Confirm it is you"));
+    let csrf_cookie = set_cookie(&h, "gh_csrf").unwrap();
+    let (csrf, tok) = (field(&page, "csrf"), field(&page, "mfa_token"));
+    while now() / 30 <= (t0 + 30) / 30 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let code = gen.generate(now()).to_string();
+    let f = [
+        ("csrf", csrf.as_str()),
+        ("mfa_token", tok.as_str()),
+        ("return_to", "https://app.acme.test/admin"),
+        ("code", code.as_str()),
+    ];
+    let (s, h, page) = post_form(&format!("{}/t/acme/stepup", o.url), &f, &csrf_cookie).await;
+    assert_eq!(
+        (s, h.get("location").and_then(|l| l.to_str().ok())),
+        (303, Some("https://app.acme.test/admin")),
+        "{page}"
+    );
+    let fresh = set_cookie(&h, "gh_session").unwrap();
+    let fresh = claims(fresh.trim_start_matches("gh_session="));
+    assert_eq!(fresh["sid"], claims(&jwt)["sid"], "the same session");
+    assert!(fresh["auth_time"].as_i64().unwrap() > claims(&jwt)["auth_time"].as_i64().unwrap(), "{fresh}");
+    assert_eq!(fresh["amr"], json!(["pwd", "hwk", "mfa", "otp"]));
+
+    // A member who must enrol: the enrolment page (QR code, secret), then the recovery
+    // codes with the session cookie.
+    add_user(&o, "acme", &stepped, "dan@acme.test").await;
+    let (s, _) = js(
+        "PUT",
+        &format!("{}/v1/orgs/acme/auth-policy", o.url),
+        Some(&stepped),
+        Some(json!({ "mfa_required": true })),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (_, h, page) = call("GET", &format!("{}/t/acme/login", o.url), None, None, &[]).await;
+    let page = String::from_utf8(page).unwrap();
+    let csrf_cookie = set_cookie(&h, "gh_csrf").unwrap();
+    let csrf = field(&page, "csrf");
+    let creds =
+        [("email", "dan@acme.test"), ("password", "member password 1"), ("csrf", csrf.as_str()), ("return_to", back)];
+    let (s, h, page) = post_form(&login, &creds, &csrf_cookie).await;
+    assert_eq!(s, 200, "{page}");
+    assert!(page.contains("Set up a second factor") && page.contains("data:image/svg+xml;base64,"), "{page}");
+    assert!(page.contains("data-passkey=\"create\""), "passkeys are allowed too");
+    let secret = page.split("<p class=\"secret\">").nth(1).unwrap().split('<').next().unwrap().to_string();
+    let csrf_cookie = set_cookie(&h, "gh_csrf").unwrap();
+    let (csrf, tok, factor) = (field(&page, "csrf"), field(&page, "mfa_token"), field(&page, "factor_id"));
+    let code = generator(&secret, "dan@acme.test").generate(now()).to_string();
+    let f = [
+        ("csrf", csrf.as_str()),
+        ("mfa_token", tok.as_str()),
+        ("return_to", back),
+        ("factor_id", factor.as_str()),
+        ("code", code.as_str()),
+    ];
+    let (s, h, page) = post_form(&format!("{}/t/acme/login/enroll", o.url), &f, &csrf_cookie).await;
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(page.matches("<li>").count(), 10, "ten recovery codes: {page}");
+    assert!(page.contains(&format!("href=\"{back}\"")), "{page}");
+    let dan = set_cookie(&h, "gh_session").unwrap();
+    assert_eq!(claims(dan.trim_start_matches("gh_session="))["amr"], json!(["pwd", "otp", "mfa"]));
+}

@@ -239,10 +239,24 @@ pub(crate) async fn login_submit(
             let page = login_page(&t.slug, &token, &form.return_to, Some(message), &buttons);
             return html(status, page, &[set]);
         }
+        Err(ApiError::SecondStep { code, mfa_token, methods, .. }) => {
+            return crate::api::mfa::pages::second_step(&app, &t, code, &mfa_token, &methods, &form.return_to).await;
+        }
         Err(e) => return e.into_response(),
     };
     let clear_csrf = format!("gh_csrf=; Path=/t/{}/login; Max-Age=0; HttpOnly; SameSite=Strict", t.slug);
     signed_in(&app, &t, &tokens, &form.return_to, clear_csrf).await
+}
+
+/// The session cookie holding `access` (the access token edges read).
+pub(crate) fn session_cookie(app: &App, access: &str) -> String {
+    let domain = app.cfg.signin.cookie_domain.as_deref().map(|d| format!("; Domain={d}")).unwrap_or_default();
+    format!(
+        "{}={access}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{domain}{}",
+        app.template().settings.session_cookie,
+        app.cfg.tokens.access_ttl_secs,
+        app.secure_cookie()
+    )
 }
 
 /// The answer to a finished sign-in (password or SSO): the session cookie, and a
@@ -258,14 +272,7 @@ pub(crate) async fn signed_in(
         Ok((_, _, tp, _)) => tp,
         Err(e) => return e.into_response(),
     };
-    let access = tokens["access_token"].as_str().unwrap_or_default();
-    let domain = app.cfg.signin.cookie_domain.as_deref().map(|d| format!("; Domain={d}")).unwrap_or_default();
-    let session = format!(
-        "{}={access}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{domain}{}",
-        app.template().settings.session_cookie,
-        app.cfg.tokens.access_ttl_secs,
-        app.secure_cookie()
-    );
+    let session = session_cookie(app, tokens["access_token"].as_str().unwrap_or_default());
     match safe_return_to(&tp, return_to) {
         Some(to) => {
             let mut r = StatusCode::SEE_OTHER.into_response();

@@ -96,6 +96,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/t/{slug}/mfa/challenge", post(mfa::stepup::challenge))
         .route("/t/{slug}/mfa/step-up", post(mfa::stepup::step_up))
         .route("/t/{slug}/passkeys/challenge", post(mfa::stepup::passkey_challenge))
+        .route("/t/{slug}/login/mfa", post(mfa::pages::login_mfa))
+        .route("/t/{slug}/login/enroll", post(mfa::pages::login_enroll))
+        .route("/t/{slug}/stepup", get(mfa::pages::stepup_form).post(mfa::pages::stepup_submit))
+        .route("/t/{slug}/mfa/webauthn.js", get(mfa::pages::script))
         // -- issue 14: mail and invitation routes (tenant) --
         .route("/t/{slug}/email/verify", get(mail::verify::verify_page).post(mail::verify::verify_submit))
         .route("/t/{slug}/email/verify-request", post(mail::verify::verify_request))

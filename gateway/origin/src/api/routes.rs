@@ -52,6 +52,11 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("POST", "/t/{slug}/mfa/challenge", "public", "Passkey options for an mfa_token (second factor, step-up)"),
     ("POST", "/t/{slug}/mfa/step-up", "public", "Step up a session: fresh tokens with a new auth_time"),
     ("POST", "/t/{slug}/passkeys/challenge", "public", "Start a passwordless passkey sign-in (grant_type=passkey)"),
+    ("POST", "/t/{slug}/login/mfa", "public", "Hosted second-factor form (code, recovery code or passkey)"),
+    ("POST", "/t/{slug}/login/enroll", "public", "Hosted enrolment form of a sign-in that must enrol (TOTP or passkey)"),
+    ("GET", "/t/{slug}/stepup", "public", "Step-up page (session cookie): return_to, max_age"),
+    ("POST", "/t/{slug}/stepup", "public", "Finish a step-up: fresh session cookie, back to return_to on the tenant's hosts"),
+    ("GET", "/t/{slug}/mfa/webauthn.js", "public", "The hosted pages' passkey script (same origin, no inline script)"),
     // -- issue 14: mail and invitation routes (tenant) --
     ("GET", "/t/{slug}/email/verify", "public", "Email verification page of a mailed link (confirms with a POST)"),
     ("POST", "/t/{slug}/email/verify", "public", "Verify an email address with its single-use token (form or JSON)"),

@@ -229,6 +229,7 @@ pub(crate) struct ConfirmBody {
 
 /// What a confirmed enrolment answers: the factor, the recovery codes if this was the
 /// first factor (shown once), and tokens if it finished a held sign-in.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn confirmed(
     app: &App,
     t: &Tenant,
