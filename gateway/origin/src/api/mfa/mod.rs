@@ -57,6 +57,35 @@ pub(crate) async fn second_step<'t>(
     }
 }
 
+/// After an SSO sign-in (`amr` from [`crate::api::sso::signin::session_amr`]): when the
+/// provider did not report MFA and the member has a factor, or the organisation requires
+/// one, the second step (or enrolment) as for a password. `events` (the sign-in's so far:
+/// a provisioned or linked user) are committed with the challenge.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn sso_second_step<'t>(
+    app: &App,
+    t: &'t Tenant,
+    h: Held<'t>,
+    m: &RequestMeta,
+    user: &str,
+    amr: &[String],
+    connection: &str,
+    events: &mut Vec<crate::audit::Event>,
+) -> ApiResult<Held<'t>> {
+    let now = crate::now();
+    let (failures, _) = factors::lock_state(&h, user).await?.unwrap_or((0, 0));
+    match flow::gate(&h, user, amr, Some(connection), failures, now).await? {
+        None => Ok(h),
+        Some(step) => {
+            let actor = format!("user:{user}");
+            let after = json!({ "step": step.code(), "sso": connection });
+            events.push(ev(actor.clone(), "signin.mfa_challenge", actor, None, Some(after)));
+            commit(app, t, h, m, std::mem::take(events)).await?;
+            Err(step)
+        }
+    }
+}
+
 /// The `mfa` and `passkey` grants of the token endpoint.
 pub(crate) async fn grant(
     app: &App,

@@ -303,6 +303,13 @@ pub(crate) async fn complete(
         None,
         Some(json!({ "subject": profile.subject, "issuer": profile.issuer, "email": email, "amr": amr })),
     ));
+    let h = match crate::api::mfa::sso_second_step(app, t, h, m, &user, &amr, &c.id, &mut events).await {
+        Ok(h) => h,
+        Err(ApiError::SecondStep { code, mfa_token, methods, .. }) => {
+            return Ok(crate::api::mfa::pages::second_step(app, t, code, &mfa_token, &methods, return_to).await);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let (sid, family) = open_session(app, &h, &user, &amr, Some(&c.id), now, &mut events).await?;
     let session = Session { held: h, user, sid, family, amr, events };
     let tokens = issue(app, t, m, session, None).await?;
