@@ -859,5 +859,19 @@ async fn smtp_failures_are_bounded_and_reported() {
     assert_eq!((s, v["mail"].as_str()), (201, Some("failed")), "{v}");
     assert!(took < Duration::from_secs(5), "bounded by mail.timeout_secs: {took:?}");
     eprintln!("a silent SMTP server held the request {took:?} (mail.timeout_secs = 2)");
+    // A bulk invitation does not wait a timeout per row: after the first, the relay is
+    // not tried again in that request.
+    let rows = "d@acme.test,viewer\ne@acme.test,viewer\nf@acme.test,viewer\n";
+    let auth = format!("Bearer {owner}");
+    let headers = [("authorization", auth.as_str()), ("content-type", "text/csv")];
+    let started = Instant::now();
+    let (s, _, b) =
+        call("POST", &format!("{}/v1/orgs/acme/invitations/bulk", o.url), &headers, Some(rows.into())).await;
+    let took = started.elapsed();
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!((s, v["invited"].as_i64()), (200, Some(3)), "{v}");
+    assert!(v["results"].as_array().unwrap().iter().all(|r| r["mail"] == "failed"), "{v}");
+    assert!(took < Duration::from_secs(5), "one timeout, not three: {took:?}");
+    eprintln!("a bulk of three against the silent server took {took:?}");
     drop(silent);
 }

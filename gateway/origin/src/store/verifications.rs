@@ -125,5 +125,13 @@ mod tests {
         mark_verified(&h, "u_1", 50).await.unwrap();
         assert_eq!(verified_at(&h, "u_1").await.unwrap(), Some(Some(40)), "the first verification stays");
         assert_eq!(verified_at(&h, "u_9").await.unwrap(), None);
+        // A user linked to an identity provider, or without a password, is not local.
+        let sso = users::NewUser { id: "u_2", email: "b@x.test", name: "", password_hash: Some("h"), created_at: 1 };
+        users::insert(&h, &sso).await.unwrap();
+        crate::store::sso::link(&h, "c_1", "sub-1", "u_2", 1).await.unwrap();
+        assert!(!is_local(&h, "u_2").await.unwrap());
+        let nopw = users::NewUser { id: "u_3", email: "c@x.test", name: "", password_hash: None, created_at: 1 };
+        users::insert(&h, &nopw).await.unwrap();
+        assert!(!is_local(&h, "u_3").await.unwrap());
     }
 }

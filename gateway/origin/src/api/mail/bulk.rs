@@ -13,9 +13,9 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::error::{bad, ApiError, ApiResult};
+use crate::mailer::MailError;
 
 use crate::api::extract::{AppState, Authed, RawBody};
-use crate::api::mail::deliver;
 use crate::api::mail::invitations::{invite_one, CreateInvitation};
 
 /// One parsed row: its line number and the invitation, or why it could not be read.
@@ -97,6 +97,9 @@ pub(crate) async fn bulk_invite(
     }
     let (mut invited, mut failed) = (0, 0);
     let mut results = Vec::with_capacity(rows.len());
+    // Once the relay timed out, the rest are not tried (the request stays bounded by about
+    // one timeout); those invitations stand with `mail: "failed"` and can be resent.
+    let mut relay_down = false;
     for (line, row) in rows {
         let outcome = match row {
             Ok(req) => invite_one(&app, &authed, &req).await.map(|r| (req.email, r)),
@@ -105,7 +108,16 @@ pub(crate) async fn bulk_invite(
         results.push(match outcome {
             Ok((_, (inv, msg))) => {
                 invited += 1;
-                let mail = deliver(&app, &msg).await;
+                let mail = match relay_down {
+                    true => "failed",
+                    false => match app.mailer.send(&msg).await {
+                        Ok(()) => "sent",
+                        Err(e) => {
+                            relay_down = matches!(e, MailError::Timeout(_));
+                            "failed"
+                        }
+                    },
+                };
                 json!({ "row": line, "email": inv.email, "status": "invited", "id": inv.id, "mail": mail })
             }
             Err(e @ (ApiError::Storage(_) | ApiError::Internal(_))) => return Err(e),
