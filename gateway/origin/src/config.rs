@@ -151,8 +151,8 @@ pub struct SigninSettings {
     pub argon2_iterations: u32,
     /// Reset-token lifetime.
     pub reset_ttl_secs: u64,
-    /// Where the file mailer writes messages (`None`: they go to the log, without the
-    /// token).
+    /// Where the file mailer writes messages: kept for existing configurations, the same
+    /// as `[mail] dir` (the file mailer unless `mail.kind` says otherwise). Prefer `[mail]`.
     pub mail_dir: Option<PathBuf>,
     /// `Domain` of the session cookie the hosted sign-in sets, e.g. `.example.com` when
     /// the origin (`login.example.com`) and the apps (`app.example.com`) share a parent

@@ -11,7 +11,7 @@
 //! - [`tokens`]: signing keys with rotation, access JWTs, refresh-token rotation;
 //! - [`bundles`]: the region policy and its signed bundle;
 //! - [`audit`]: the hash-chained audit log;
-//! - [`mailer`]: password-reset mail (file or log);
+//! - [`mailer`]: outgoing mail (file, SMTP or log) and per-tenant templates;
 //! - [`sso`]: single sign-on connections (OIDC, OAuth2) and the relying party;
 //! - [`api`]: the HTTP API (axum).
 

@@ -2,7 +2,8 @@
 //!
 //! - Tenant endpoints (`/t/{slug}/…`): OpenID discovery, JWKS, the token endpoint
 //!   (password and refresh-token grants), logout, revocation ([`tenant`]); the hosted
-//!   sign-in page ([`login`]), passwords ([`password`]) and SSO ([`sso`]).
+//!   sign-in page ([`login`]), passwords ([`password`]) and SSO ([`sso`]); email
+//!   verification and the invitee's pages ([`mail`]).
 //! - Admin endpoints (`/v1/orgs/…`): organisations, users, memberships, roles, API keys,
 //!   policy, sessions ([`admin`]), audit ([`audit`]). Authorised by an access token of the
 //!   same tenant whose roles grant the permission, or by the platform operator's token
