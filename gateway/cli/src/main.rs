@@ -409,24 +409,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("orgs        {}", p.orgs.len());
                 for (id, o) in &p.orgs {
                     println!(
-                        "  {id:<16} tier={} hosts={} api_keys={} ip_rules={} geo_rules={}",
+                        "  {id:<16} tier={} hosts={} api_keys={} ip_rules={} geo_rules={} disabled_users={}{}",
                         o.tier,
                         o.hosts.join(","),
                         o.api_keys.len(),
                         o.ip.allow.len() + o.ip.deny.len(),
-                        o.geo.allow.len() + o.geo.deny.len()
+                        o.geo.allow.len() + o.geo.deny.len(),
+                        o.disabled_users.len(),
+                        if o.suspended { "  (SUSPENDED)" } else { "" }
                     );
                 }
                 println!("routes      {}", p.routes.len());
                 for r in &p.routes {
                     println!(
-                        "  {:<16} {} auth={:?}{}{}{}",
+                        "  {:<16} {} auth={:?}{}{}{}{}",
                         r.name,
                         r.path,
                         r.auth,
                         r.permission.as_ref().map(|x| format!(" permission={x}")).unwrap_or_default(),
                         r.role.as_ref().map(|x| format!(" role={x}")).unwrap_or_default(),
-                        r.feature.as_ref().map(|x| format!(" feature={x}")).unwrap_or_default()
+                        r.feature.as_ref().map(|x| format!(" feature={x}")).unwrap_or_default(),
+                        match r.require_mfa {
+                            gatehouse_core::policy::RequireMfa::No => String::new(),
+                            gatehouse_core::policy::RequireMfa::Any => " mfa".into(),
+                            gatehouse_core::policy::RequireMfa::Within { max_age_secs } => {
+                                format!(" mfa_max_age={max_age_secs}s")
+                            }
+                        }
                     );
                 }
                 println!("revoked     {} tokens, {} sessions", p.revoked.jti.len(), p.revoked.sessions.len());
@@ -462,8 +471,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 custom["sid"] = s.clone().into();
             }
             if let Some(t) = &a.auth_time {
-                let t = gatehouse_core::time::parse_rfc3339(t)
-                    .ok_or_else(|| anyhow!("--auth-time: `{t}` is not a UTC RFC 3339 time like 2027-01-01T00:00:00Z"))?;
+                let t = gatehouse_core::time::parse_rfc3339(t).ok_or_else(|| {
+                    anyhow!("--auth-time: `{t}` is not a UTC RFC 3339 time like 2027-01-01T00:00:00Z")
+                })?;
                 custom["auth_time"] = t.into();
             }
             if let Some(s) = &a.acr {
