@@ -246,6 +246,8 @@ pub(crate) async fn password_session<'t>(
             return Err(lifecycle::signin_refused(&other));
         }
     };
+    // A suspended organisation signs nobody in (before any second step is asked for).
+    lifecycle::refuse_if_suspended(&h).await?;
     // An organisation that enforces SSO refuses passwords, except its break-glass owner.
     // Checked after the password, so the answer says nothing to someone without it.
     if sso_enforced_for(&h, &email).await? {
