@@ -1,6 +1,7 @@
 //! The identity plane end to end: a real origin, and a real gateway polling its bundle.
 //! Step-up (RFC 9470) from the gateway's 401 through the origin's API step-up to a fresh
-//! token the gateway accepts, and a browser sent to the origin's step-up page; a
+//! token the gateway accepts, and a browser sent through the origin's step-up page back
+//! with a fresh session cookie the gateway accepts; a
 //! deactivated user and a suspended tenant refused by the running gateway after its next
 //! poll, and served again after reactivation and resumption.
 
@@ -253,19 +254,76 @@ async fn step_up_from_the_gateways_401_to_a_fresh_token_it_accepts() {
             r.origin
         )
     );
-    // The origin serves that page (the hosted step-up form, or its sign-in first).
+    // The origin's step-up page, for the session in the cookie: a CSRF-protected form for
+    // the second factor.
     let path = location.split_once(&r.origin.to_string()).unwrap().1.to_string();
-    let req = Request::builder()
-        .uri(&path)
-        .header("host", r.origin.to_string())
-        .header("accept", "text/html")
-        .body(support::body(Bytes::new()))
-        .unwrap();
-    let (s, h, page) = send(r.origin, req, None).await;
-    assert!(
-        s == 200 && page.contains("<form") || (s == 302 || s == 303) && h.contains_key("location"),
-        "the step-up page: {s} {h:?} {page}"
+    let (s, h, page) = browse(r.origin, "GET", &path, &cookie, None).await;
+    assert_eq!(s, 200, "the step-up page: {h:?} {page}");
+    let field = |name: &str| {
+        let v = page.split(&format!("name=\"{name}\" value=\"")).nth(1).unwrap_or_else(|| panic!("{name}: {page}"));
+        v.split('"').next().unwrap().replace("&amp;", "&")
+    };
+    let (csrf, mfa_token, return_to) = (field("csrf"), field("mfa_token"), field("return_to"));
+    assert_eq!(return_to, "http://acme.test/stepup?tab=keys");
+    let csrf_cookie = h.get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_string();
+    let form = format!(
+        "csrf={}&mfa_token={}&return_to={}&code={}",
+        form_encode(&csrf),
+        form_encode(&mfa_token),
+        form_encode(&return_to),
+        form_encode(confirmed["recovery_codes"][1].as_str().unwrap())
     );
+    let cookies = format!("{cookie}; {csrf_cookie}");
+    let (s, h, page) = browse(r.origin, "POST", "/t/acme/stepup", &cookies, Some(form)).await;
+    // Back where it was, with a fresh session cookie...
+    assert_eq!(s, 303, "{h:?} {page}");
+    assert_eq!(h.get("location").unwrap(), "http://acme.test/stepup?tab=keys");
+    let session = h
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next()?.strip_prefix("gh_session="))
+        .next()
+        .unwrap_or_else(|| panic!("no session cookie: {h:?}"))
+        .to_string();
+    let b = claims(&session);
+    assert!(b["amr"].as_array().is_some_and(|a| a.iter().any(|m| m == "mfa")), "{b}");
+    assert!(b["auth_time"].as_u64().unwrap() > c["auth_time"].as_u64().unwrap(), "{b}");
+    // ...that the gateway accepts on the step-up route.
+    let cookie = format!("gh_session={session}");
+    let browser = [("accept", "text/html,application/xhtml+xml"), ("cookie", cookie.as_str())];
+    let (s, reason, _) = through(r.gateway, "/stepup?tab=keys", &browser).await;
+    assert_eq!((s, reason.as_str()), (200, ""));
+}
+
+/// A browser's request to the origin: `cookie`, and a form body for a POST.
+async fn browse(
+    origin: SocketAddr,
+    method: &str,
+    path: &str,
+    cookie: &str,
+    form: Option<String>,
+) -> (u16, hyper::HeaderMap, String) {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", origin.to_string())
+        .header("accept", "text/html")
+        .header("cookie", cookie);
+    if form.is_some() {
+        b = b.header("content-type", "application/x-www-form-urlencoded");
+    }
+    let req = b.body(support::body(Bytes::from(form.unwrap_or_default()))).unwrap();
+    send(origin, req, None).await
+}
+
+/// `application/x-www-form-urlencoded` text of one value.
+fn form_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
