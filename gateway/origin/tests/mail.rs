@@ -639,6 +639,29 @@ async fn invitations_and_templates_over_smtp() {
     let (s, v) = sign_in(&o, "pat@acme.test", "").await;
     assert_eq!((s, v["error"].as_str()), (401, Some("invalid_credentials")), "no password to sign in with");
 
+    // Under mfa_required, the new member is taken to enrolment (the account exists).
+    let policy = format!("{base}/auth-policy");
+    let (s, v) = api("PUT", &policy, Some(&owner), Some(json!({ "mfa_required": true }))).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = api(
+        "POST",
+        &format!("{base}/invitations"),
+        Some(&owner),
+        Some(json!({ "email": "quinn@acme.test", "role": "viewer" })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let quinn = link(&smtp.last_to(5, "quinn@acme.test").await, "/t/acme/invite?token=");
+    let body = json!({ "token": token_of(&quinn), "password": "quinn password 1" });
+    let (s, v) = api("POST", &accept, None, Some(body.clone())).await;
+    assert_eq!((s, v["error"].as_str()), (403, Some("mfa_enrollment_required")), "{v}");
+    assert!(v["mfa_token"].as_str().is_some_and(|t| !t.is_empty()), "{v}");
+    assert!(v.get("access_token").is_none(), "no tokens before enrolment: {v}");
+    let (s, v) = api("POST", &accept, None, Some(body)).await;
+    assert_eq!((s, v["error"].as_str()), (409, Some("invitation_used")), "the account was created: {v}");
+    let (s, v) = api("PUT", &policy, Some(&owner), Some(json!({ "mfa_required": false }))).await;
+    assert_eq!(s, 200, "{v}");
+
     // Revoke; an expired link; listing by status.
     let (s, v) = api(
         "POST",
@@ -649,7 +672,7 @@ async fn invitations_and_templates_over_smtp() {
     .await;
     assert_eq!(s, 201, "{v}");
     let erin_id = v["id"].as_str().unwrap().to_string();
-    let erin = link(&smtp.last_to(5, "erin@acme.test").await, "/t/acme/invite?token=");
+    let erin = link(&smtp.last_to(6, "erin@acme.test").await, "/t/acme/invite?token=");
     let (s, _) = api("DELETE", &format!("{base}/invitations/{erin_id}"), Some(&owner), None).await;
     assert_eq!(s, 204);
     let (s, v) =
@@ -665,12 +688,12 @@ async fn invitations_and_templates_over_smtp() {
     )
     .await;
     assert_eq!(s, 201, "{v}");
-    let frank = link(&smtp.last_to(6, "frank@acme.test").await, "/t/acme/invite?token=");
+    let frank = link(&smtp.last_to(7, "frank@acme.test").await, "/t/acme/invite?token=");
     sql(&o, "UPDATE invitations SET expires_at = 1 WHERE email = 'frank@acme.test'").await;
     let (s, v) =
         api("POST", &accept, None, Some(json!({ "token": token_of(&frank), "password": "frank password 1" }))).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invitation_expired")));
-    for (status, want) in [("accepted", 3), ("revoked", 1), ("expired", 1), ("pending", 0)] {
+    for (status, want) in [("accepted", 4), ("revoked", 1), ("expired", 1), ("pending", 0)] {
         let (s, v) = api("GET", &format!("{base}/invitations?status={status}"), Some(&owner), None).await;
         assert_eq!(s, 200, "{v}");
         assert_eq!(v["items"].as_array().unwrap().len(), want, "{status}: {v}");
@@ -706,8 +729,8 @@ async fn invitations_and_templates_over_smtp() {
     let v: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!((s, v["invited"].as_i64(), v["failed"].as_i64()), (200, Some(2), Some(1)), "{v}");
     assert_eq!(v["results"][2]["error"], "invalid_row");
-    let all = smtp.wait_for(9).await;
-    let to: Vec<&str> = all[6..].iter().map(|m| m["rcpt_tos"][0].as_str().unwrap()).collect();
+    let all = smtp.wait_for(10).await;
+    let to: Vec<&str> = all[7..].iter().map(|m| m["rcpt_tos"][0].as_str().unwrap()).collect();
     assert_eq!(to, ["gina@acme.test", "ivy@acme.test", "jo@acme.test"]);
     let six = "a@acme.test,viewer\n".repeat(6);
     let (s, _, b) = call(

@@ -7,7 +7,8 @@
 //!   registration route).
 //! - `POST /t/{slug}/invite/accept` (the page's form, CSRF-protected, or JSON): creates
 //!   the account with the invited role and team, its email verified, marks the invitation
-//!   accepted and signs in (a session cookie for the form, tokens for JSON).
+//!   accepted and signs in (a session cookie for the form, tokens for JSON) — through the
+//!   MFA step (enrolment under `mfa_required`) when the organisation asks for it.
 //! - SSO: [`accept_by_sso`] honours a pending invitation when an SSO sign-in of that
 //!   (provider-verified) email provisions the user.
 //!
@@ -37,7 +38,7 @@ use crate::api::extract::{meta, residency, tenant, AppState, Peer, QueryParams, 
 use crate::api::login::{cookie, csrf_mac, esc, html, signed_in};
 use crate::api::sso::connections::buttons;
 use crate::api::tenant::{issue, open_session, parse_body, Session};
-use crate::api::transaction::{begin, ev};
+use crate::api::transaction::{begin, commit, ev};
 
 /// The CSRF cookie of the acceptance form.
 const CSRF_COOKIE: &str = "gh_invite";
@@ -295,6 +296,10 @@ pub(crate) async fn accept(
             (StatusCode::CREATED, Json(tokens)).into_response()
         }
         Err(e @ (ApiError::Storage(_) | ApiError::Internal(_))) => e.into_response(),
+        // The account exists; the organisation wants a second factor (or its enrolment).
+        Err(ApiError::SecondStep { code, mfa_token, methods, .. }) if form => {
+            crate::api::mfa::pages::second_step(&app, &t, code, &mfa_token, &methods, "").await
+        }
         Err(e @ ApiError::BadRequest { code: "weak_password", .. }) if form => {
             let inv = check(&*t.db.lock().await, &req.token, crate::now()).await;
             match inv {
@@ -327,15 +332,21 @@ async fn accept_inner(
         Some(app.passwords.hash(p)?)
     };
     let now = crate::now();
+    let m = meta(headers, peer);
     let h = begin(t).await?;
     let inv = check(&h, &req.token, now).await?;
     let via = if passkey { "passkey" } else { "password" };
-    let (user, mut events) = create_member(app, &h, &inv, &name, hash.as_deref(), via, now).await?;
-    // The session's method: a password, or none yet (the passkey comes next).
+    let (user, events) = create_member(app, &h, &inv, &name, hash.as_deref(), via, now).await?;
+    // The account stands from here, whatever the sign-in below needs.
+    commit(app, t, h, &m, events).await?;
+    app.changed();
+    // The session's method: a password, or none yet (the passkey comes next). Under
+    // `mfa_required` the new member is taken through enrolment like any sign-in.
     let amr: Vec<String> = if passkey { Vec::new() } else { vec!["pwd".to_string()] };
+    let h = crate::api::mfa::second_step(app, t, begin(t).await?, &m, &user, &amr, None, 0).await?;
+    let mut events = Vec::new();
     let (sid, family) = open_session(app, &h, &user, &amr, None, now, &mut events).await?;
     let session = Session { held: h, user: user.clone(), sid, family, amr, events };
-    let tokens = issue(app, t, &meta(headers, peer), session, None).await?;
-    app.changed();
+    let tokens = issue(app, t, &m, session, None).await?;
     Ok((user, tokens))
 }
