@@ -324,6 +324,7 @@ pub(crate) async fn rename_factor(
     let c = ctx(app, &slug, &format!("/t/{slug}/mfa/factors/{id}"), &headers, &peer).await?;
     let h = begin(&c.t).await?;
     let who = who(&c.app, &c.t, &h, c.token.as_deref()).await?;
+    may_change(&h, &who).await?;
     let name = factor_name(Some(&req.name), "")?;
     if name.is_empty() {
         return Err(bad("invalid_name", "give the factor a name"));

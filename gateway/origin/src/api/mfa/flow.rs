@@ -139,6 +139,10 @@ pub(crate) async fn gate(
         return Ok(None);
     }
     let policy = auth_policy::load(h).await?;
+    if !policy.mfa_required && policy.mfa_methods.is_empty() {
+        // The organisation turned every second factor off.
+        return Ok(None);
+    }
     let usable = methods(h, user, &policy).await?;
     let has_factor = !active_factors(h, user).await?.is_empty();
     if usable.is_empty() && !policy.mfa_required && !has_factor {
