@@ -898,3 +898,54 @@ async fn smtp_failures_are_bounded_and_reported() {
     eprintln!("a bulk of three against the silent server took {took:?}");
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_through_the_file_mailer_respect_the_tier_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    let cfg = format!("[mail]\nkind = \"file\"\ndir = \"{}\"\n[tiers.team]\nmax_users = 2\n", outbox.display());
+    let o = start_origin(&dir.path().join("origin"), &cfg).await;
+    let owner = acme(&o, "Acme").await;
+    let base = format!("{}/v1/orgs/acme", o.url);
+    for email in ["a@acme.test", "b@acme.test"] {
+        let (s, v) = api(
+            "POST",
+            &format!("{base}/invitations"),
+            Some(&owner),
+            Some(json!({ "email": email, "role": "viewer" })),
+        )
+        .await;
+        assert_eq!((s, v["mail"].as_str()), (201, Some("sent")), "{v}");
+    }
+    // One readable .eml per message: the link is whole in the text part.
+    let link_to = |to: &str| {
+        let files: Vec<String> = std::fs::read_dir(&outbox)
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .filter(|m| m.starts_with(&format!("To: {to}\r\n")))
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(files[0].contains("Content-Type: multipart/alternative;"), "{}", files[0]);
+        let l = files[0].split_whitespace().find(|w| w.starts_with("http") && w.contains("/t/acme/invite?token=ghi_"));
+        l.unwrap_or_else(|| panic!("no link in {}", files[0])).to_string()
+    };
+    let (a, b) = (link_to("a@acme.test"), link_to("b@acme.test"));
+    let accept = format!("{}/t/acme/invite/accept", o.url);
+    let (s, v) = api("POST", &accept, None, Some(json!({ "token": token_of(&a), "password": "a password 123" }))).await;
+    assert_eq!(s, 201, "{v}");
+    // The owner and a: the tier's two users. b cannot join, and can later.
+    let (s, v) = api("POST", &accept, None, Some(json!({ "token": token_of(&b), "password": "b password 123" }))).await;
+    assert_eq!((s, v["error"].as_str()), (409, Some("limit_reached")), "{v}");
+    let (s, v) = api("GET", &format!("{base}/invitations?status=pending"), Some(&owner), None).await;
+    assert_eq!((s, v["items"][0]["email"].as_str()), (200, Some("b@acme.test")), "b's invitation is kept: {v}");
+    let (s, v) = api(
+        "POST",
+        &format!("{base}/invitations"),
+        Some(&owner),
+        Some(json!({ "email": "c@acme.test", "role": "viewer" })),
+    )
+    .await;
+    assert_eq!((s, v["error"].as_str()), (409, Some("limit_reached")), "refused when inviting too: {v}");
+    let (s, v) = sign_in(&o, "b@acme.test", "b password 123").await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("invalid_credentials")), "no account was made for b");
+}

@@ -89,6 +89,8 @@ pub(crate) async fn invite_one(app: &App, authed: &Authed, req: &CreateInvitatio
     if users::id_by_email(&h, &email).await?.is_some() {
         return Err(ApiError::conflict("already_member", "a user with this email is already a member"));
     }
+    // Refused now rather than at acceptance: the organisation has no room for a member.
+    crate::api::caps::check_org_cap(app, &h, crate::api::caps::Cap::Users).await?;
     for open in store::open_for_email(&h, &email, now).await? {
         if open.status == "pending" {
             return Err(ApiError::conflict(

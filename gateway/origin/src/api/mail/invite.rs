@@ -73,8 +73,9 @@ async fn check(h: &libsql::Connection, token: &str, now: i64) -> ApiResult<Invit
     }
 }
 
-/// Create the invited member in the caller's transaction: the user (password hash or
-/// none), email verified, role, team, and the invitation marked accepted. The user id and
+/// Create the invited member in the caller's transaction (not in a suspended organisation,
+/// not past the tier's `max_users`): the user (password hash or none), email verified,
+/// role, team, and the invitation marked accepted. The user id and
 /// the audit records.
 async fn create_member(
     app: &App,
@@ -85,6 +86,8 @@ async fn create_member(
     via: &str,
     now: i64,
 ) -> ApiResult<(String, Vec<Event>)> {
+    crate::api::lifecycle::refuse_if_suspended(h).await?;
+    crate::api::caps::check_org_cap(app, h, crate::api::caps::Cap::Users).await?;
     if !role_exists(app, h, &inv.role).await? {
         return Err(ApiError::bad_request(
             "invitation_invalid",
