@@ -298,7 +298,7 @@ async fn account_lifecycle() {
     assert_eq!((s, v["error"].as_str()), (401, Some("credential_missing")));
     let (s, v) = call("GET", &me, Some(&owner_tok_of(o, "acme").await), None).await;
     assert_eq!((s, v["email"].as_str()), (200, Some("owner@acme.test")), "each sees their own");
-    assert!(actions(o, "acme", "user.profile").await.len() == 1);
+    assert_eq!(actions(o, "acme", "user.profile").await.len(), 1);
     let (s, v) = call("GET", &format!("{me}/sessions"), Some(&a1_tok), None).await;
     assert_eq!(s, 200, "{v}");
     let mine: Vec<&Value> = v["items"].as_array().unwrap().iter().collect();
@@ -323,7 +323,8 @@ async fn account_lifecycle() {
     let (s, h, page) = raw("GET", &page_url, None, None, &[("cookie", &session_cookie)]).await;
     assert_eq!(s, 200, "{page}");
     assert!(page.contains("Ada &lt;Lovelace&gt;") && !page.contains("Ada <Lovelace>"), "{page}");
-    assert!(page.contains("Firefox on Linux") && page.contains("(this session)") && page.contains("/t/acme/mfa"));
+    assert!(page.contains("Firefox on Linux") && page.contains("(this session)"), "{page}");
+    assert!(page.contains("Recovery codes left: 0") && page.contains("<li>Password</li>"), "{page}");
     assert!(h["content-security-policy"].to_str().unwrap().starts_with("default-src 'none'"));
     assert_eq!((h["x-frame-options"].to_str().unwrap(), h["cache-control"].to_str().unwrap()), ("DENY", "no-store"));
     let csrf_cookie = h["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
@@ -337,6 +338,17 @@ async fn account_lifecycle() {
     assert_eq!((s, h["location"].to_str().unwrap()), (303, "/t/acme/account"));
     let (s, _) = refresh(o, "acme", &a3["refresh_token"]).await;
     assert_eq!(s, 400, "revoked from the page");
+    let profile = format!("{}/t/acme/account/profile", o.url);
+    let named =
+        |name: &str, csrf: &str| Some(("application/x-www-form-urlencoded", format!("csrf={csrf}&name={name}")));
+    let (s, _, _) = raw("POST", &profile, None, named("Ada+Byron", "0000"), &[("cookie", &both)]).await;
+    assert_eq!(s, 403, "a token that is not the cookie's");
+    let (s, h, _) = raw("POST", &profile, None, named("Ada+Byron", &csrf), &[("cookie", &both)]).await;
+    assert_eq!((s, h["location"].to_str().unwrap()), (303, "/t/acme/account"));
+    let (_, v) = call("GET", &me, Some(&a1_tok), None).await;
+    assert_eq!(v["name"].as_str(), Some("Ada Byron"), "renamed from the page");
+    let (s, _, b) = raw("POST", &profile, None, named(&"x".repeat(201), &csrf), &[("cookie", &both)]).await;
+    assert!(s == 400 && b.contains("at most 200 bytes"), "{s} {b}");
     let (s, _, page) = raw("GET", &page_url, None, None, &[]).await;
     assert!(s == 401 && page.contains("/t/acme/login"), "not signed in: {s} {page}");
     assert!(actions(o, "acme", "session.revoke").await.len() >= 2);

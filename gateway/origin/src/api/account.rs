@@ -24,6 +24,7 @@ use crate::api::app::App;
 use crate::api::extract::{bearer, meta, residency, tenant, verify_access, AppState, Peer, RawBody, Tenant};
 use crate::api::lifecycle::suspended;
 use crate::api::login::{cookie, csrf_mac, esc, html};
+use crate::api::routes::ROUTES;
 use crate::api::tenant::{end_session, parse_body};
 use crate::api::transaction::{begin, commit, ev};
 
@@ -195,6 +196,10 @@ pub(crate) async fn delete_my_session(
 /// The CSRF cookie of the account page.
 const CSRF_COOKIE: &str = "gh_account_csrf";
 
+/// The hosted page that manages second factors; the account page links to it once the
+/// route exists.
+const MFA_PAGE: &str = "/t/{slug}/mfa";
+
 /// The signed-in user of a browser request (the session cookie the hosted sign-in set).
 async fn me_from_cookie(app: &App, t: &Tenant, headers: &HeaderMap) -> ApiResult<Me> {
     let name = app.template().settings.session_cookie.clone();
@@ -202,9 +207,9 @@ async fn me_from_cookie(app: &App, t: &Tenant, headers: &HeaderMap) -> ApiResult
     me_from_token(app, t, &token).await
 }
 
-fn not_signed_in(slug: &str, status: StatusCode, message: &str) -> Response {
+fn message_page(slug: &str, status: StatusCode, message: &str) -> Response {
     let page = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Account · {slug}</title></head><body>\n<h1>Your account</h1>\n<p role=\"alert\">{message}</p>\n<p><a href=\"/t/{slug}/login\">Sign in</a></p>\n</body></html>\n",
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Account · {slug}</title></head><body>\n<h1>Your account</h1>\n<p role=\"alert\">{message}</p>\n<p><a href=\"/t/{slug}/account\">Your account</a> · <a href=\"/t/{slug}/login\">Sign in</a></p>\n</body></html>\n",
         slug = esc(slug),
         message = esc(message)
     );
@@ -219,7 +224,7 @@ pub(crate) async fn account_page(State(app): AppState, Path(slug): Path<String>,
     };
     let me = match me_from_cookie(&app, &t, &headers).await {
         Ok(me) => me,
-        Err(e) => return not_signed_in(&t.slug, e.status(), &e.to_string()),
+        Err(e) => return message_page(&t.slug, e.status(), &e.to_string()),
     };
     let page = async {
         let h = t.db.lock().await;
@@ -282,7 +287,12 @@ fn render(slug: &str, p: &Value, list: &[sessions::SessionView], current: &str, 
 <ul>
 {factors}</ul>
 <p>Recovery codes left: {left}</p>
-<p><a href="/t/{slug}/mfa">Manage two-factor authentication</a></p>
+{mfa_link}<h2>Name</h2>
+<form method="post" action="/t/{slug}/account/profile">
+<input type="hidden" name="csrf" value="{csrf}">
+<label for="name">Display name</label> <input id="name" name="name" maxlength="200" value="{name}">
+<button type="submit">Save</button>
+</form>
 <h2>Sessions</h2>
 <table><thead><tr><th>Device</th><th>IP address</th><th>Signed in</th><th>Last active</th><th>Method</th><th></th></tr></thead>
 <tbody>
@@ -294,6 +304,14 @@ fn render(slug: &str, p: &Value, list: &[sessions::SessionView], current: &str, 
         verified = if p["email_verified"].as_bool() == Some(true) { " (verified)" } else { " (not verified)" },
         name = s(&p["name"]),
         role = s(&p["role"]),
+        csrf = esc(csrf),
+        mfa_link = match ROUTES.iter().any(|(m, path, _, _)| *m == "GET" && *path == MFA_PAGE) {
+            true => format!(
+                "<p><a href=\"{}\">Manage two-factor authentication</a></p>\n",
+                esc(&MFA_PAGE.replace("{slug}", slug))
+            ),
+            false => String::new(),
+        },
     )
 }
 
@@ -306,6 +324,60 @@ fn unix_utc(t: i64) -> String {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RevokeForm {
     csrf: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProfileForm {
+    csrf: String,
+    name: String,
+}
+
+/// Whether the form's CSRF token is the HMAC of the page's cookie nonce.
+fn csrf_ok(app: &App, headers: &HeaderMap, token: &str) -> bool {
+    cookie(headers, CSRF_COOKIE).is_some_and(|nonce| {
+        let want = csrf_mac(app, &nonce);
+        want.len() == token.len() && bool::from(want.as_bytes().ct_eq(token.as_bytes()))
+    })
+}
+
+/// Back to the account page after a form.
+fn back_to_page(slug: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/t/{slug}/account")) {
+        r.headers_mut().insert("location", v);
+    }
+    r
+}
+
+/// `POST /t/{slug}/account/profile` (the page's form): change one's display name.
+pub(crate) async fn account_profile(
+    State(app): AppState,
+    Path(slug): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Response {
+    let t = match tenant(&app, &slug, &format!("/t/{slug}/account")).await {
+        Ok(t) => t,
+        Err(e) => return residency(e, &headers),
+    };
+    let form = match serde_urlencoded::from_bytes::<ProfileForm>(&body) {
+        Ok(f) if csrf_ok(&app, &headers, &f.csrf) => f,
+        _ => return message_page(&t.slug, StatusCode::FORBIDDEN, "The form expired. Please reload the page."),
+    };
+    let me = match me_from_cookie(&app, &t, &headers).await {
+        Ok(me) => me,
+        Err(e) => return message_page(&t.slug, e.status(), &e.to_string()),
+    };
+    let done = match acceptable_name(&form.name) {
+        Ok(name) => rename(&app, &t, &me, name, &peer, &headers).await,
+        Err(e) => Err(e),
+    };
+    match done {
+        Ok(()) => back_to_page(&t.slug),
+        Err(e) => message_page(&t.slug, e.status(), &e.to_string()),
+    }
 }
 
 /// `POST /t/{slug}/account/sessions/{id}/revoke` (the page's form): end one of one's
@@ -321,27 +393,17 @@ pub(crate) async fn account_revoke(
         Ok(t) => t,
         Err(e) => return residency(e, &headers),
     };
-    let csrf_ok = serde_urlencoded::from_bytes::<RevokeForm>(&body).is_ok_and(|f| {
-        cookie(&headers, CSRF_COOKIE).is_some_and(|nonce| {
-            let want = csrf_mac(&app, &nonce);
-            want.len() == f.csrf.len() && bool::from(want.as_bytes().ct_eq(f.csrf.as_bytes()))
-        })
-    });
-    if !csrf_ok {
-        return not_signed_in(&t.slug, StatusCode::FORBIDDEN, "The form expired. Please reload the page.");
+    if !serde_urlencoded::from_bytes::<RevokeForm>(&body).is_ok_and(|f| csrf_ok(&app, &headers, &f.csrf)) {
+        return message_page(&t.slug, StatusCode::FORBIDDEN, "The form expired. Please reload the page.");
     }
     let me = match me_from_cookie(&app, &t, &headers).await {
         Ok(me) => me,
-        Err(e) => return not_signed_in(&t.slug, e.status(), &e.to_string()),
+        Err(e) => return message_page(&t.slug, e.status(), &e.to_string()),
     };
-    if let Err(e) = revoke_own(&app, &t, &me, &id, &peer, &headers).await {
-        return not_signed_in(&t.slug, e.status(), &e.to_string());
+    match revoke_own(&app, &t, &me, &id, &peer, &headers).await {
+        Ok(()) => back_to_page(&t.slug),
+        Err(e) => message_page(&t.slug, e.status(), &e.to_string()),
     }
-    let mut r = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("/t/{}/account", t.slug)) {
-        r.headers_mut().insert("location", v);
-    }
-    r
 }
 
 #[cfg(test)]
@@ -370,6 +432,10 @@ mod tests {
         assert!(page.contains("&lt;ip&gt;") && page.contains("&lt;b&gt; (totp)") && page.contains("&quot;t&quot;"));
         assert!(page.contains("(this session)") && page.contains("1970-01-01 00:00 UTC"));
         assert!(page.contains("/t/acme/account/sessions/s_1&quot;/revoke"));
+        assert!(page.contains("action=\"/t/acme/account/profile\"") && page.contains("value=\"&lt;script&gt;"));
+        // The link to the factor pages appears only where that page is served.
+        let served = ROUTES.iter().any(|(m, p, _, _)| *m == "GET" && *p == MFA_PAGE);
+        assert_eq!(page.contains("href=\"/t/acme/mfa\""), served);
         assert_eq!(acceptable_name(" Ada ").unwrap(), "Ada");
         assert_eq!(acceptable_name("a\u{7}").unwrap_err().code(), "invalid_name");
         assert_eq!(acceptable_name(&"x".repeat(201)).unwrap_err().code(), "invalid_name");

@@ -112,6 +112,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/t/{slug}/me/sessions/{id}", delete(account::delete_my_session))
         .route("/t/{slug}/account", get(account::account_page))
         .route("/t/{slug}/account/sessions/{id}/revoke", post(account::account_revoke))
+        .route("/t/{slug}/account/profile", post(account::account_profile))
         .route("/v1/orgs", post(orgs::create_org).get(orgs::list_orgs))
         .route("/v1/keys/rotate", post(orgs::rotate_keys))
         .route("/v1/policy/template", get(orgs::get_template).put(orgs::put_template))

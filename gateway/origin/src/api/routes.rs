@@ -85,6 +85,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "public",
         "End one of one's sessions from the account page (session cookie, CSRF-protected)",
     ),
+    ("POST", "/t/{slug}/account/profile", "public", "Change one's display name from the account page (CSRF-protected)"),
     ("POST", "/v1/orgs", "operator", "Create an organisation (tenant) homed in this region, with its owner"),
     ("GET", "/v1/orgs", "operator", "List the tenant directory (paginated)"),
     (

@@ -226,4 +226,31 @@ mod tests {
             crate::store::one(&h, "SELECT revoked_at FROM sessions WHERE id = 's_1'", ()).await.unwrap();
         assert_eq!(at, Some(10));
     }
+
+    #[tokio::test]
+    async fn a_session_records_its_device_once_and_its_last_use_each_time() {
+        let (_dir, _s, db) = test_tenant().await;
+        let h = db.lock().await;
+        let u = users::NewUser { id: "u_1", email: "a@b.co", name: "", password_hash: None, created_at: 1 };
+        users::insert(&h, &u).await.unwrap();
+        let s = |id| NewSession { id, user_id: "u_1", amr: "[\"pwd\"]", idp: None, created_at: 10, expires_at: 100 };
+        insert(&h, &s("s_1")).await.unwrap();
+        insert(&h, &s("s_2")).await.unwrap();
+        assert_eq!(activity(&h, "s_1").await.unwrap(), Some((10, 10)), "never used: its beginning");
+        touch(&h, "s_1", Some("10.0.0.1"), Some("curl/8"), 20).await.unwrap();
+        touch(&h, "s_1", Some("10.9.9.9"), Some("other"), 30).await.unwrap();
+        assert_eq!(activity(&h, "s_1").await.unwrap(), Some((10, 30)));
+        let live = live_of_user(&h, "u_1", 50).await.unwrap();
+        let one = live.iter().find(|v| v.id == "s_1").unwrap();
+        assert_eq!(
+            (one.ip.as_deref(), one.user_agent.as_deref(), one.last_seen_at),
+            (Some("10.0.0.1"), Some("curl/8"), Some(30))
+        );
+        assert_eq!(user_of(&h, "s_2").await.unwrap().as_deref(), Some("u_1"));
+        assert_eq!(count_live(&h, 50).await.unwrap(), 2);
+        revoke(&h, "s_2", 40).await.unwrap();
+        assert_eq!(count_live(&h, 50).await.unwrap(), 1);
+        assert_eq!(live_of_user(&h, "u_1", 50).await.unwrap().len(), 1, "revoked ones are not listed");
+        assert!(live_of_user(&h, "u_1", 100).await.unwrap().is_empty(), "nor expired ones");
+    }
 }

@@ -288,4 +288,26 @@ mod tests {
         assert!(!exists_id(&h, "u_1").await.unwrap());
         assert_eq!(memberships::role_of(&h, "u_1").await.unwrap(), None, "membership cascades");
     }
+
+    #[tokio::test]
+    async fn deactivation_counts_seats_and_the_last_owner() {
+        let (_dir, _s, db) = test_tenant().await;
+        let h = db.lock().await;
+        for (id, email, role) in [("u_1", "a@b.co", "owner"), ("u_2", "c@d.co", "owner"), ("u_3", "e@f.co", "viewer")] {
+            let u = NewUser { id, email, name: "", password_hash: None, created_at: 1 };
+            insert(&h, &u).await.unwrap();
+            memberships::insert(&h, id, role, None).await.unwrap();
+        }
+        assert_eq!((counts(&h).await.unwrap(), enabled_owners(&h, 5).await.unwrap()), ((3, 0), 2));
+        assert!(set_disabled(&h, "u_2", true).await.unwrap());
+        assert!(!set_disabled(&h, "u_9", true).await.unwrap(), "no such user");
+        assert_eq!((counts(&h).await.unwrap(), enabled_owners(&h, 5).await.unwrap()), ((3, 1), 1));
+        memberships::upsert(&h, "u_1", "owner", Some(4)).await.unwrap();
+        assert_eq!(enabled_owners(&h, 5).await.unwrap(), 0, "an expired ownership does not count");
+        set_name(&h, "u_3", "Eve").await.unwrap();
+        assert_eq!(by_id(&h, "u_3", 5).await.unwrap().unwrap().name, "Eve");
+        assert!(!has_password(&h, "u_3").await.unwrap());
+        set_password(&h, "u_3", "$argon2id$x").await.unwrap();
+        assert!(has_password(&h, "u_3").await.unwrap());
+    }
 }
