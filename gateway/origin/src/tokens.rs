@@ -243,3 +243,16 @@ pub async fn use_refresh(conn: &Connection, token: &str, now: i64) -> Result<Ref
     refresh_tokens::mark_used(conn, &h, now).await?;
     Ok(RefreshOutcome::Rotate { session, user, family })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acr_is_multi_factor_only_with_mfa_in_amr() {
+        assert_eq!(acr_of(&["pwd".into(), "otp".into(), "mfa".into()]), Some(ACR_MFA));
+        assert_eq!(acr_of(&["hwk".into(), "mfa".into()]), Some(ACR_MFA));
+        assert_eq!(acr_of(&["pwd".into(), "otp".into()]), None, "otp alone does not say multi-factor");
+        assert_eq!(acr_of(&[]), None);
+    }
+}

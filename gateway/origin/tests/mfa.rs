@@ -777,4 +777,35 @@ async fn hosted_second_factor_enrolment_and_step_up_pages() {
     assert!(page.contains(&format!("href=\"{back}\"")), "{page}");
     let dan = set_cookie(&h, "gh_session").unwrap();
     assert_eq!(claims(dan.trim_start_matches("gh_session="))["amr"], json!(["pwd", "otp", "mfa"]));
+
+    // Enrolling a passkey on the same page instead (what its button does).
+    add_user(&o, "acme", &stepped, "eve@acme.test").await;
+    let (_, h, page) = call("GET", &format!("{}/t/acme/login", o.url), None, None, &[]).await;
+    let page = String::from_utf8(page).unwrap();
+    let csrf_cookie = set_cookie(&h, "gh_csrf").unwrap();
+    let csrf = field(&page, "csrf");
+    let creds =
+        [("email", "eve@acme.test"), ("password", "member password 1"), ("csrf", csrf.as_str()), ("return_to", back)];
+    let (_, h, page) = post_form(&login, &creds, &csrf_cookie).await;
+    let csrf_cookie = set_cookie(&h, "gh_csrf").unwrap();
+    let (csrf, tok) = (field(&page, "csrf"), field(&page, "mfa_token"));
+    let (s, opts) = js("POST", &format!("{}/t/acme/mfa/passkeys/register", o.url), Some(&tok), None).await;
+    assert_eq!(s, 200, "the enrolment token starts a registration: {opts}");
+    let mut eves = Authenticator::new(&o.url);
+    let cred = eves.create(&opts).to_string();
+    let challenge = opts["challenge_id"].as_str().unwrap();
+    let f = [
+        ("csrf", csrf.as_str()),
+        ("mfa_token", tok.as_str()),
+        ("return_to", back),
+        ("challenge_id", challenge),
+        ("credential", cred.as_str()),
+    ];
+    let (s, h, page) = post_form(&format!("{}/t/acme/login/enroll", o.url), &f, &csrf_cookie).await;
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(page.matches("<li>").count(), 10, "{page}");
+    let eve = set_cookie(&h, "gh_session").unwrap();
+    assert_eq!(claims(eve.trim_start_matches("gh_session="))["amr"], json!(["pwd", "hwk", "mfa"]));
+    let (s, _, page) = post_form(&format!("{}/t/acme/login/enroll", o.url), &f, &csrf_cookie).await;
+    assert!(s == 401 || s == 403, "the enrolment token is spent: {s} {page}");
 }
