@@ -422,6 +422,27 @@ mod tests {
     }
 
     #[test]
+    fn step_up_needs_mfa_in_amr_and_a_recent_auth_time() {
+        let signed_in = |amr: &[&str], auth_time: Option<u64>| {
+            let mut id = ident(&["viewer"], None, CredentialKind::Jwt).with_authentication(auth_time, None);
+            id.amr = amr.iter().map(|s| s.to_string()).collect();
+            id
+        };
+        assert_eq!(check_step_up(&signed_in(&["pwd", "mfa"], Some(100)), 60, 160), Ok(()));
+        assert_eq!(check_step_up(&signed_in(&["pwd", "mfa"], Some(100)), 60, 161), Err(ReasonCode::StepUpRequired));
+        // Within the leeway in the future: age 0.
+        assert_eq!(check_step_up(&signed_in(&["mfa"], Some(200)), 60, 170), Ok(()));
+        assert_eq!(check_step_up(&signed_in(&["mfa"], None), 60, 100), Err(ReasonCode::StepUpRequired));
+        for amr in [&["pwd"][..], &["otp"], &["hwk"], &[]] {
+            assert_eq!(check_step_up(&signed_in(amr, Some(100)), 60, 100), Err(ReasonCode::StepUpRequired), "{amr:?}");
+        }
+        // An API key never steps up, whatever it claims.
+        let mut key = ident(&[], Some(&["x:read"]), CredentialKind::ApiKey).with_authentication(Some(100), None);
+        key.amr = vec!["mfa".into()];
+        assert_eq!(check_step_up(&key, 60, 100), Err(ReasonCode::MfaRequired));
+    }
+
+    #[test]
     fn features_and_overrides() {
         let mut policy = Policy::default();
         policy.tiers.insert("team".into(), crate::policy::Tier { features: vec!["sso".into()], ..Default::default() });
