@@ -550,9 +550,25 @@ async fn passkeys_register_second_factor_passwordless_and_step_up() {
     assert_eq!(s, 200, "{opts}");
     assert_eq!(opts["publicKey"]["allowCredentials"].as_array().map(Vec::len), Some(2));
     let assertion = auth.get(&opts);
+    let assertion_replay = assertion.clone();
     let (s, v) = mfa_grant(&o, "acme", &mt, "credential", json!(assertion.to_string())).await;
     assert_eq!(s, 200, "a credential as a JSON string works too: {v}");
     assert_eq!(claims(v["access_token"].as_str().unwrap())["amr"], json!(["pwd", "hwk", "mfa"]));
+
+    // An assertion made for another web origin (a phishing page) is refused.
+    let (_, v) = password(&o, "acme", owner, "owner password 1").await;
+    let mt = v["mfa_token"].as_str().unwrap().to_string();
+    let (_, opts) =
+        js("POST", &format!("{}/t/acme/mfa/challenge", o.url), None, Some(json!({ "mfa_token": mt }))).await;
+    let mut phished = auth.get(&opts);
+    let evil_cdj = json!({ "type": "webauthn.get", "challenge": opts["publicKey"]["challenge"], "origin": "http://evil.test", "crossOrigin": false });
+    phished["response"]["clientDataJSON"] =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(evil_cdj.to_string()).into();
+    let (s, v) = mfa_grant(&o, "acme", &mt, "credential", phished).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("mfa_invalid_code")), "{v}");
+    // A replayed assertion (an old challenge) is refused too.
+    let (s, v) = mfa_grant(&o, "acme", &mt, "credential", assertion_replay.clone()).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("mfa_invalid_code")), "{v}");
 
     // Passwordless with a discoverable credential.
     let (s, opts) = js("POST", &format!("{}/t/acme/passkeys/challenge", o.url), None, None).await;
