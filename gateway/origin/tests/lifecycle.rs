@@ -627,6 +627,8 @@ async fn tenant_lifecycle() {
     assert_eq!(of("org.delete").len(), 1);
     let del = &of("org.delete")[0];
     assert_eq!((del["target"].as_str(), del["before"]["id"].as_str()), (Some("org:doomed"), Some(&*doomed_id)));
+    assert!(del["before"]["audit_head"]["seq"].as_i64().unwrap() >= 3, "the deleted log's last head: {del}");
+    assert_eq!(del["before"]["audit_head"]["hash"].as_str().map(str::len), Some(64));
     assert_eq!(of("org.deletion_requested").len(), 2);
     assert_eq!(of("org.create").len(), 4, "acme, usage-co, capped, doomed (not the refused one)");
     let (s, p1) = call("GET", &format!("{}/v1/operator/audit?limit=2", o.url), Some(OPERATOR), None).await;

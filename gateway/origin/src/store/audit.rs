@@ -222,6 +222,12 @@ pub async fn head_of(directory: &Connection, tenant_id: &str) -> libsql::Result<
     .await
 }
 
+/// Forget tenant `tenant_id`'s head (the tenant was deleted).
+pub async fn forget_head(directory: &Connection, tenant_id: &str) -> libsql::Result<()> {
+    directory.execute("DELETE FROM audit_heads WHERE tenant_id = ?1", [tenant_id]).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

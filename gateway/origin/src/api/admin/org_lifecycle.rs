@@ -197,8 +197,12 @@ pub(crate) async fn delete_org(
             }
         }
         let entry = tenants::tombstone(&d, &t.id, now).await?.ok_or_else(|| anyhow!("tenant left the directory"))?;
+        // The last head of the tenant's own log: what was deleted, provably.
+        let head = store::audit::head_of(&d, &t.id).await?;
+        store::audit::forget_head(&d, &t.id).await?;
         let record = json!({ "id": t.id, "slug": t.slug, "name": name, "tier": tier, "users": user_count,
-            "region": entry.home_region, "deleted_at": now });
+            "region": entry.home_region, "deleted_at": now,
+            "audit_head": head.map(|(seq, hash)| json!({ "seq": seq, "hash": hash })) });
         operator_audit::append_in(&d, &m, "org.delete", format!("org:{}", t.slug), Some(record), None).await?;
         store::commit(&d).await?;
         entry
