@@ -588,7 +588,16 @@ async fn invitations_and_templates_over_smtp() {
     .await;
     assert_eq!((s, v["error"].as_str()), (409, Some("invitation_pending")));
     let old = link(&smtp.last_to(2, "dave@acme.test").await, "/t/acme/invite?token=");
-    let (s, v) = api("POST", &format!("{base}/invitations/{dave_id}/resend"), Some(&owner), None).await;
+    let resend = format!("{base}/invitations/{dave_id}/resend");
+    let auth = format!("Bearer {owner}");
+    let (s, h, b) = call("POST", &resend, &[("authorization", &auth)], None).await;
+    assert_eq!(s, 429, "just sent: {}", text(&b));
+    assert!(text(&b).contains("rate_limited"));
+    let retry: i64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(smtp.messages().len(), 2, "no mail for a refused resend");
+    sql(&o, &format!("UPDATE invitations SET sent_at = sent_at - 60 WHERE id = '{dave_id}'")).await;
+    let (s, v) = api("POST", &resend, Some(&owner), None).await;
     assert_eq!((s, v["sends"].as_i64(), v["mail"].as_str()), (200, Some(2), Some("sent")), "{v}");
     let new = link(&smtp.last_to(3, "dave@acme.test").await, "/t/acme/invite?token=");
     assert_ne!(old, new);

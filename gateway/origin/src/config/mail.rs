@@ -32,6 +32,9 @@ pub struct MailSettings {
     pub verify_per_hour: u32,
     /// Lifetime of an invitation link (renewed when it is resent).
     pub invite_ttl_secs: u64,
+    /// Shortest time between two mails of one invitation (a resend sooner is
+    /// `rate_limited`): an invitee's mailbox is not flooded.
+    pub invite_resend_secs: u64,
     /// Most rows a bulk invitation takes.
     pub bulk_max_rows: usize,
     /// The SMTP relay (`kind = "smtp"`).
@@ -48,6 +51,7 @@ impl Default for MailSettings {
             verify_ttl_secs: 24 * 3600,
             verify_per_hour: 3,
             invite_ttl_secs: 7 * 86_400,
+            invite_resend_secs: 60,
             bulk_max_rows: 200,
             smtp: None,
         }
@@ -134,6 +138,7 @@ impl MailSettings {
         within("mail.verify_ttl_secs", self.verify_ttl_secs, 300..=30 * 86_400)?;
         within("mail.verify_per_hour", self.verify_per_hour, 1..=100)?;
         within("mail.invite_ttl_secs", self.invite_ttl_secs, 300..=90 * 86_400)?;
+        within("mail.invite_resend_secs", self.invite_resend_secs, 0..=86_400)?;
         within("mail.bulk_max_rows", self.bulk_max_rows, 1..=1000)?;
         if let MailKind::Smtp(s) = self.effective(legacy_dir)? {
             let host_ok = !s.host.is_empty()

@@ -23,7 +23,7 @@ use crate::tokens;
 use crate::api::admin::roles::{may_grant, role_exists};
 use crate::api::app::App;
 use crate::api::extract::{AppState, Authed, Caller, JsonBody, QueryParams};
-use crate::api::mail::{compose, deliver};
+use crate::api::mail::{compose, deliver, rate_limited};
 use crate::api::transaction::begin;
 
 /// One invitation to create (also a row of a bulk invitation).
@@ -179,12 +179,13 @@ async fn actionable(h: &libsql::Connection, authed: &Authed, id: &str, now: i64)
 }
 
 /// `POST /v1/orgs/{slug}/invitations/{id}/resend`: a new link (the old one stops
-/// working), valid for `mail.invite_ttl_secs` from now.
+/// working), valid for `mail.invite_ttl_secs` from now; at most one mail per
+/// `mail.invite_resend_secs` (429 `rate_limited` with `Retry-After`).
 pub(crate) async fn resend_invitation(
     State(app): AppState,
     authed: Authed,
     Path((_, id)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let now = crate::now();
     let h = begin(&authed.t).await?;
     let inv = actionable(&h, &authed, &id, now).await?;
@@ -192,6 +193,10 @@ pub(crate) async fn resend_invitation(
         "accepted" => return Err(ApiError::conflict("invitation_used", "this invitation was accepted")),
         "revoked" => return Err(ApiError::conflict("invitation_revoked", "this invitation was revoked")),
         _ => {}
+    }
+    let wait = inv.sent_at + app.cfg.mail.invite_resend_secs as i64 - now;
+    if wait > 0 {
+        return Ok(rate_limited(wait, "this invitation was just sent; try again later"));
     }
     let token = tokens::opaque("ghi_");
     let expires = now + app.cfg.mail.invite_ttl_secs as i64;
@@ -201,7 +206,7 @@ pub(crate) async fn resend_invitation(
     let after = json!({ "expires_at": expires, "sends": inv.sends });
     authed.commit(&app, h, "invitation.resend", format!("invitation:{id}"), None, Some(after)).await?;
     let mail = deliver(&app, &msg).await;
-    Ok(Json(with_mail(&inv, mail)))
+    Ok(Json(with_mail(&inv, mail)).into_response())
 }
 
 /// `DELETE /v1/orgs/{slug}/invitations/{id}`: revoke (its link stops working).
