@@ -388,7 +388,9 @@ pub(crate) async fn complete(
     users::clear_failures(&h, &user).await?;
     let (sid, family, amr) = match ctx.sid.as_deref() {
         Some(sid) => {
-            // Step-up: the same session, authenticated again now.
+            // Step-up: the same session, authenticated again now (not in a suspended
+            // organisation: sign-in is refused there, and so is renewing a session).
+            crate::api::lifecycle::refuse_if_suspended(&h).await?;
             if !sessions::is_live(&h, sid, &user, now).await? {
                 return Err(ApiError::unauthorized("session_revoked", "the session has ended"));
             }
