@@ -318,3 +318,74 @@ fn deactivated_users_tokens_and_api_keys_are_refused() {
     p.orgs.get_mut("acme").unwrap().disabled_users.push("two words".into());
     assert_eq!(p.validate().unwrap_err()[0].path, "orgs.acme.disabled_users[2]");
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any `auth_time` value.
+    fn auth_time() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<u64>().prop_map(|t| json!(t)),
+            (NOW - 2000..NOW + 100).prop_map(|t| json!(t)),
+            any::<i64>().prop_map(|t| json!(t)),
+            any::<f64>().prop_map(|t| json!(t)),
+            ".{0,12}".prop_map(|s| json!(s)),
+            Just(Value::Null),
+        ]
+    }
+
+    /// Any `amr` value: arrays of methods (some hostile), or not an array.
+    fn amr() -> impl Strategy<Value = Value> {
+        let method = prop_oneof![Just("mfa".to_string()), Just("pwd".to_string()), "[ -~]{0,8}"];
+        prop_oneof![
+            proptest::collection::vec(method, 0..70).prop_map(|v| json!(v)),
+            ".{0,12}".prop_map(|s| json!(s)),
+            any::<i64>().prop_map(|n| json!(n)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever a signed token says about its authentication, the step-up route lets it
+        /// through exactly when `amr` is a well-formed array naming `mfa` and `auth_time` a
+        /// NumericDate at most 900 seconds old (and not beyond the leeway ahead); every
+        /// other token gets a stable refusal, never a panic.
+        #[test]
+        fn step_up_decides_only_from_well_formed_recent_mfa(amr in amr(), auth_time in auth_time()) {
+            let (p, _) = stepup_policy();
+            let h = Harness::new(engine_with(&p));
+            let mut c = claims("mia", &["owner"]);
+            c.custom["amr"] = amr.clone();
+            if !auth_time.is_null() {
+                c.custom["auth_time"] = auth_time.clone();
+            }
+            let d = h.decide(&get("https://acme.app.test/stepup").bearer(&ed_token(c)));
+            let list_ok = amr.as_array().is_some_and(|a| {
+                a.len() <= 64
+                    && a.iter().all(|m| m.as_str().is_some_and(gatehouse_core::identity::header_safe))
+            });
+            let t = match &auth_time {
+                Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+                _ => None,
+            };
+            let has_mfa = amr.as_array().is_some_and(|a| a.iter().any(|m| m == "mfa"));
+            let fresh = t.is_some_and(|t| t <= NOW + 30 && NOW.saturating_sub(t) <= 900);
+            let want = if !list_ok || (!auth_time.is_null() && t.is_none()) {
+                "token_malformed"
+            } else if t.is_some_and(|t| t > NOW + 30) {
+                "token_not_yet_valid"
+            } else if has_mfa && fresh {
+                "allow"
+            } else {
+                "step_up_required"
+            };
+            let got = match &d {
+                Decision::Allow(_) => "allow",
+                d => d.reason().unwrap().as_str(),
+            };
+            prop_assert_eq!(got, want, "amr {} auth_time {}", amr, auth_time);
+        }
+    }
+}
