@@ -444,7 +444,17 @@ pub const BUILTIN_ROLES: &[(&str, &[&str])] = &[
     ("owner", &["*:*"]),
     (
         "admin",
-        &["*:read", "*:write", "*:delete", "members:*", "teams:*", "api_keys:*", "roles:*", "settings:*", "users:invite"],
+        &[
+            "*:read",
+            "*:write",
+            "*:delete",
+            "members:*",
+            "teams:*",
+            "api_keys:*",
+            "roles:*",
+            "settings:*",
+            "users:invite",
+        ],
     ),
     ("editor", &["*:read", "*:write"]),
     ("viewer", &["*:read"]),

@@ -216,7 +216,8 @@ pub(crate) async fn login_submit(
             e @ (ApiError::InvalidCredentials
             | ApiError::InvalidGrant
             | ApiError::Forbidden {
-                code: "sso_required" | "user_disabled" | "tenant_suspended" | "email_unverified", ..
+                code: "sso_required" | "user_disabled" | "tenant_suspended" | "email_unverified",
+                ..
             }),
         ) => {
             let (status, message) = match e {

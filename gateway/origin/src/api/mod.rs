@@ -144,7 +144,9 @@ pub fn router(app: Arc<App>) -> Router {
         // -- issue 14: mail and invitation routes (admin) --
         .route(
             "/v1/orgs/{slug}/mail/templates/{kind}",
-            get(mail::templates::get_template).put(mail::templates::put_template).delete(mail::templates::delete_template),
+            get(mail::templates::get_template)
+                .put(mail::templates::put_template)
+                .delete(mail::templates::delete_template),
         )
         .route(
             "/v1/orgs/{slug}/invitations",

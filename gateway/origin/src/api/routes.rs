@@ -147,7 +147,12 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     // -- issue 14: MFA routes (admin) --
     ("POST", "/v1/orgs/{slug}/users/{id}/mfa/reset", "members:write", "Remove a user's factors; their sessions end"),
     // -- issue 14: mail and invitation routes (admin) --
-    ("GET", "/v1/orgs/{slug}/mail/templates/{kind}", "settings:read", "A mail template (the organisation's or the built-in one)"),
+    (
+        "GET",
+        "/v1/orgs/{slug}/mail/templates/{kind}",
+        "settings:read",
+        "A mail template (the organisation's or the built-in one)",
+    ),
     (
         "PUT",
         "/v1/orgs/{slug}/mail/templates/{kind}",
@@ -156,14 +161,24 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
     ("DELETE", "/v1/orgs/{slug}/mail/templates/{kind}", "settings:write", "Go back to the built-in mail template"),
     ("GET", "/v1/orgs/{slug}/invitations", "users:invite", "List invitations (paginated; filter by status)"),
-    ("POST", "/v1/orgs/{slug}/invitations", "users:invite", "Invite an email with a role (and team); the link is mailed"),
+    (
+        "POST",
+        "/v1/orgs/{slug}/invitations",
+        "users:invite",
+        "Invite an email with a role (and team); the link is mailed",
+    ),
     (
         "POST",
         "/v1/orgs/{slug}/invitations/bulk",
         "users:invite",
         "Invite from CSV (email,role,team) or JSON lines, with a result per row",
     ),
-    ("POST", "/v1/orgs/{slug}/invitations/{id}/resend", "users:invite", "Mail a new invitation link (the old one stops working)"),
+    (
+        "POST",
+        "/v1/orgs/{slug}/invitations/{id}/resend",
+        "users:invite",
+        "Mail a new invitation link (the old one stops working)",
+    ),
     ("DELETE", "/v1/orgs/{slug}/invitations/{id}", "users:invite", "Revoke an invitation"),
     // -- issue 14: lifecycle routes (admin) --
     (
