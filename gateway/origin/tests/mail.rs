@@ -958,3 +958,81 @@ async fn invitations_through_the_file_mailer_respect_the_tier_cap() {
     let (s, v) = sign_in(&o, "b@acme.test", "b password 123").await;
     assert_eq!((s, v["error"].as_str()), (401, Some("invalid_credentials")), "no account was made for b");
 }
+
+/// The `.eml` files the file mailer wrote into `dir` whose subject is `subject`.
+fn outbox(dir: &Path, subject: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+                .filter(|m| m.contains(&format!("\r\nSubject: {subject}\r\n")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_sign_ins_mail_links_within_the_hourly_limit_and_invitations_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let box_dir = dir.path().join("outbox");
+    let o = start_origin(&dir.path().join("origin"), &format!("[mail]\ndir = \"{}\"\n", box_dir.display())).await;
+    let owner = acme(&o, "Acme").await;
+    let base = format!("{}/v1/orgs/acme", o.url);
+    let (s, _) =
+        api("PUT", &format!("{base}/auth-policy"), Some(&owner), Some(json!({ "email_verification": "required" })))
+            .await;
+    assert_eq!(s, 200);
+    let body = json!({ "email": "ada@acme.test", "password": "ada password 12", "role": "viewer" });
+    let (s, _) = api("POST", &format!("{base}/users"), Some(&owner), Some(body)).await;
+    assert_eq!(s, 201);
+    let subject = "Verify your email address for Acme";
+    assert_eq!(outbox(&box_dir, subject).len(), 1, "the admin-created user's link");
+    // Every refusal is the same 403; links go out until the hourly limit (3 with the first).
+    for want in [2, 3, 3, 3] {
+        let (s, v) = sign_in(&o, "ada@acme.test", "ada password 12").await;
+        assert_eq!((s, v["error"].as_str()), (403, Some("email_unverified")), "{v}");
+        assert_eq!(outbox(&box_dir, subject).len(), want);
+    }
+    // The newest link verifies; sign-in works.
+    let mut links: Vec<String> = outbox(&box_dir, subject)
+        .iter()
+        .filter_map(|m| {
+            m.split_whitespace().find(|w| w.starts_with("http") && w.contains("token=ghv_")).map(String::from)
+        })
+        .collect();
+    links.sort();
+    links.dedup();
+    assert_eq!(links.len(), 3);
+    let verify = format!("{}/t/acme/email/verify", o.url);
+    let mut verified = 0;
+    for l in &links {
+        let (s, v) = api("POST", &verify, None, Some(json!({ "token": token_of(l) }))).await;
+        match s {
+            200 => verified += 1,
+            _ => assert_eq!((s, v["error"].as_str()), (409, Some("verification_used")), "older links are void: {v}"),
+        }
+    }
+    assert_eq!(verified, 1, "only the newest link works");
+    let (s, v) = sign_in(&o, "ada@acme.test", "ada password 12").await;
+    assert_eq!(s, 200, "{v}");
+
+    // Invitations are listed a page at a time.
+    for e in ["p1@acme.test", "p2@acme.test", "p3@acme.test"] {
+        let (s, _) =
+            api("POST", &format!("{base}/invitations"), Some(&owner), Some(json!({ "email": e, "role": "viewer" })))
+                .await;
+        assert_eq!(s, 201);
+    }
+    let mut seen = Vec::new();
+    let mut url = format!("{base}/invitations?limit=2");
+    loop {
+        let (s, v) = api("GET", &url, Some(&owner), None).await;
+        assert_eq!(s, 200, "{v}");
+        seen.extend(v["items"].as_array().unwrap().iter().map(|i| i["email"].as_str().unwrap().to_string()));
+        match v["next"].as_str() {
+            Some(n) => url = format!("{base}/invitations?limit=2&after={n}"),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["p1@acme.test", "p2@acme.test", "p3@acme.test"]);
+}
