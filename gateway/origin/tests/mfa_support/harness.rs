@@ -1,6 +1,9 @@
 //! The MFA tests' harness: an origin on loopback with a `localhost` public URL, HTTP
 //! helpers, and TOTP codes computed with `totp-rs`.
 
+// Each test binary uses part of the harness.
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -12,9 +15,13 @@ use hyper::body::Bytes;
 use serde_json::{json, Value};
 
 pub const OPERATOR: &str = "operator-token-0123456789";
+/// The token edges fetch bundles with.
+pub const EDGE: &str = "edge-token-0123456789abcdef";
 
 pub struct Origin {
     pub url: String,
+    /// The bundle-signing public key edges pin (PEM).
+    pub bundle_public_pem: String,
     _stop: tokio::sync::oneshot::Sender<()>,
     _app: Arc<App>,
 }
@@ -25,9 +32,9 @@ pub async fn start(root: &Path) -> Origin {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = root.join("eu-west");
     std::fs::create_dir_all(&dir).unwrap();
-    let (pem, _) = gatehouse_bundler::keys::generate_bundle_keys();
+    let (pem, public_pem) = gatehouse_bundler::keys::generate_bundle_keys();
     std::fs::write(dir.join("bundle.pem"), pem).unwrap();
-    std::fs::write(dir.join("edge.tokens"), "edge-1 edge-token-0123456789abcdef\n").unwrap();
+    std::fs::write(dir.join("edge.tokens"), format!("edge-1 {EDGE}\n")).unwrap();
     std::fs::write(dir.join("operator.token"), OPERATOR).unwrap();
     std::fs::write(dir.join("peer.token"), "peer-token-0123456789abcdef").unwrap();
     std::fs::write(dir.join("apikey.secret"), "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0xMjM0NQ==").unwrap();
@@ -61,7 +68,7 @@ mail_dir = "mail"
     tokio::spawn(gatehouse_origin::api::serve(app.clone(), listener, async move {
         let _ = rx.await;
     }));
-    Origin { url: format!("http://localhost:{port}"), _stop: tx, _app: app }
+    Origin { url: format!("http://localhost:{port}"), bundle_public_pem: public_pem, _stop: tx, _app: app }
 }
 
 /// One HTTP request (JSON or form body); returns (status, headers, body).
