@@ -380,6 +380,27 @@ async fn account_lifecycle() {
     );
     let (_, list) = call("GET", &format!("{users}/{ada_id}/sessions"), Some(&owner_tok), None).await;
     assert!(!list.to_string().contains(&p1_sid) && !list.to_string().contains(&p2_sid), "both ended");
+
+    // --- sign out everywhere: one's other sessions (self-service), all of a user's (admin)
+    let (_, q1) = sign_in(o, "acme", "ada@acme.test", "user password 12").await;
+    let (_, q2) = sign_in(o, "acme", "ada@acme.test", "user password 12").await;
+    let q1_tok = q1["access_token"].as_str().unwrap().to_string();
+    let (s, v) = call("DELETE", &format!("{me}/sessions"), Some(&q1_tok), None).await;
+    assert!(s == 200 && v["sessions_ended"].as_u64().unwrap() >= 1, "{v}");
+    let (s, _) = refresh(o, "acme", &q2["refresh_token"]).await;
+    assert_eq!(s, 400, "the other session ended");
+    let (s, q1b) = refresh(o, "acme", &q1["refresh_token"]).await;
+    assert_eq!(s, 200, "this one goes on: {q1b}");
+    let (_, v1) = sign_in(o, "acme", "vic@acme.test", "user password 12").await;
+    let (s, v) = call("DELETE", &format!("{users}/{owner_id}/sessions"), Some(&q1_tok), None).await;
+    assert_eq!((s, v["error"].as_str()), (403, Some("role_too_high")), "an admin cannot sign out an owner");
+    let (s, v) = call("DELETE", &format!("{users}/{vic_id}/sessions"), Some(&q1_tok), None).await;
+    assert!(s == 200 && v["sessions_ended"].as_u64().unwrap() >= 1, "{v}");
+    let (s, _) = refresh(o, "acme", &v1["refresh_token"]).await;
+    assert_eq!(s, 400, "signed out everywhere");
+    let (_, list) = call("GET", &format!("{users}/{vic_id}/sessions"), Some(&owner_tok), None).await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(0));
+    assert_eq!(actions(o, "acme", "user.sessions_end").await.len(), 2);
 }
 
 /// The id of the owner of `slug`.

@@ -174,6 +174,38 @@ async fn revoke_own(app: &App, t: &Tenant, me: &Me, id: &str, peer: &SocketAddr,
     Ok(())
 }
 
+/// `DELETE /t/{slug}/me/sessions`: sign out everywhere else (every session but this one).
+pub(crate) async fn delete_my_other_sessions(
+    State(app): AppState,
+    Path(slug): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+) -> Response {
+    let run = async {
+        let t = tenant(&app, &slug, &format!("/t/{slug}/me/sessions")).await?;
+        let me = me_from_bearer(&app, &t, &headers).await?;
+        let h = begin(&t).await?;
+        let now = crate::now();
+        let others = sessions::open_of_user_except(&h, &me.user, &me.sid).await?;
+        for s in &others {
+            end_session(&h, s, now).await?;
+        }
+        let actor = format!("user:{}", me.user);
+        let after = json!({ "sessions_ended": others.len(), "kept": me.sid });
+        commit(
+            &app,
+            &t,
+            h,
+            &meta(&headers, &peer),
+            vec![ev(actor.clone(), "user.sessions_end", actor, None, Some(after))],
+        )
+        .await?;
+        app.changed();
+        ApiResult::Ok(no_store(json!({ "sessions_ended": others.len() })))
+    };
+    run.await.unwrap_or_else(|e| residency(e, &headers))
+}
+
 /// `DELETE /t/{slug}/me/sessions/{id}`.
 pub(crate) async fn delete_my_session(
     State(app): AppState,

@@ -108,7 +108,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/t/{slug}/invite/accept", post(mail::invite::accept))
         // -- issue 14: lifecycle routes (tenant) --
         .route("/t/{slug}/me", get(account::get_me).patch(account::patch_me))
-        .route("/t/{slug}/me/sessions", get(account::my_sessions))
+        .route("/t/{slug}/me/sessions", get(account::my_sessions).delete(account::delete_my_other_sessions))
         .route("/t/{slug}/me/sessions/{id}", delete(account::delete_my_session))
         .route("/t/{slug}/account", get(account::account_page))
         .route("/t/{slug}/account/sessions/{id}/revoke", post(account::account_revoke))
@@ -159,7 +159,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/orgs/{slug}/users/{id}/deactivate", post(users::deactivate_user))
         .route("/v1/orgs/{slug}/users/{id}/reactivate", post(users::reactivate_user))
         .route("/v1/orgs/{slug}/users/{id}/unlock", post(users::unlock_user))
-        .route("/v1/orgs/{slug}/users/{id}/sessions", get(sessions::list_user_sessions))
+        .route(
+            "/v1/orgs/{slug}/users/{id}/sessions",
+            get(sessions::list_user_sessions).delete(sessions::end_user_sessions),
+        )
         .route("/v1/orgs/{slug}/suspend", post(admin::org_lifecycle::suspend_org))
         .route("/v1/orgs/{slug}/resume", post(admin::org_lifecycle::resume_org))
         .route("/v1/orgs/{slug}/deletion", post(admin::org_lifecycle::request_deletion))

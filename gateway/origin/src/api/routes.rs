@@ -78,6 +78,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("PATCH", "/t/{slug}/me", "public", "Change one's display name (bearer access token)"),
     ("GET", "/t/{slug}/me/sessions", "public", "One's live sessions: device, IP, user agent, last seen (bearer)"),
     ("DELETE", "/t/{slug}/me/sessions/{id}", "public", "End one of one's own sessions (bearer access token)"),
+    ("DELETE", "/t/{slug}/me/sessions", "public", "Sign out everywhere else: end every other session of one's own"),
     ("GET", "/t/{slug}/account", "public", "Hosted account page: profile, factors, sessions (session cookie)"),
     (
         "POST",
@@ -194,6 +195,12 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "/v1/orgs/{slug}/users/{id}/sessions",
         "members:read",
         "A user's live sessions: device, IP, user agent, created, last seen, idp, amr",
+    ),
+    (
+        "DELETE",
+        "/v1/orgs/{slug}/users/{id}/sessions",
+        "members:write",
+        "Sign a user out everywhere: every session and refresh token ends",
     ),
     ("PATCH", "/v1/orgs/{slug}", "settings:write", "Rename the organisation; change its tier (operator only)"),
     (

@@ -11,6 +11,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::store::sessions::{self, SessionView};
 use crate::store::users;
 
+use crate::api::admin::roles::may_grant;
 use crate::api::extract::{AppState, Authed};
 use crate::api::tenant::end_session;
 use crate::api::transaction::begin;
@@ -43,6 +44,32 @@ pub(crate) async fn list_user_sessions(
     let items: Vec<Value> =
         sessions::live_of_user(&h, &id, crate::now()).await?.iter().map(|s| session_json(s, None)).collect();
     Ok(Json(json!({ "items": items })))
+}
+
+/// `DELETE /v1/orgs/{slug}/users/{id}/sessions`: sign the user out everywhere (every
+/// session and its refresh tokens end; edges refuse the sessions with the next bundle).
+/// Nobody signs out a user above their own role.
+pub(crate) async fn end_user_sessions(
+    State(app): AppState,
+    authed: Authed,
+    Path((_, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let (t, c) = (&authed.t, &authed.caller);
+    let now = crate::now();
+    let h = begin(t).await?;
+    let user =
+        users::by_id(&h, &id, now).await?.ok_or_else(|| ApiError::not_found("user_not_found", "no such user"))?;
+    if user.role.as_deref().is_some_and(|r| !may_grant(c, r)) {
+        return Err(ApiError::forbidden("role_too_high", "you cannot sign out a user above your own role"));
+    }
+    let open = sessions::open_of_user(&h, &id).await?;
+    for s in &open {
+        end_session(&h, s, now).await?;
+    }
+    let after = json!({ "sessions_ended": open.len() });
+    authed.commit(&app, h, "user.sessions_end", format!("user:{id}"), None, Some(after.clone())).await?;
+    app.changed();
+    Ok(Json(after))
 }
 
 /// A session as the APIs show it; `current`: the caller's own session id.
