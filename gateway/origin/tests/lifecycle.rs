@@ -563,6 +563,17 @@ async fn tenant_lifecycle() {
     assert_eq!(s, 201, "a revoked key frees its place");
     let (_, u) = call("GET", &format!("{}/v1/orgs/capped/usage", o.url), Some(&ct), None).await;
     assert_eq!(u["limits"], json!({ "max_users": 3, "max_custom_roles": 1, "max_api_keys": 1 }), "{u}");
+    // Onto an uncapped tier and back: the downgrade is allowed and says what is over.
+    let capped = format!("{}/v1/orgs/capped", o.url);
+    let (s, v) = call("PATCH", &capped, Some(OPERATOR), Some(json!({ "tier": "team" }))).await;
+    assert_eq!((s, v["over_limits"].clone()), (200, json!([])), "{v}");
+    let (s, _) = create_user(o, "capped", &ct, "u5@capped.test", "viewer").await;
+    assert_eq!(s, 201, "team is not capped");
+    let (s, v) = call("PATCH", &capped, Some(OPERATOR), Some(json!({ "tier": "free" }))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["over_limits"], json!([{ "cap": "max_users", "limit": 3, "in_use": 4 }]), "{v}");
+    let (s, v) = create_user(o, "capped", &ct, "u6@capped.test", "viewer").await;
+    assert_eq!((s, v["error"].as_str()), (409, Some("limit_reached")));
 
     // --- deletion: a confirmation step, files gone, routes 404, tombstone, operator log
     let doomed = create_org(o, "doomed", "team").await;

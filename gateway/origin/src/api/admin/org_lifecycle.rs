@@ -29,6 +29,7 @@ use crate::tokens;
 use crate::api::admin::operator_audit;
 use crate::api::admin::orgs::{check_tenant_policy, org_row};
 use crate::api::app::App;
+use crate::api::caps::{in_use, limit, Cap};
 use crate::api::extract::{caller, meta, residency, tenant, AppState, Authed, Caller, JsonBody, Peer, Tenant};
 use crate::api::transaction::{begin, commit, ev};
 
@@ -100,12 +101,30 @@ pub(crate) async fn patch_org(
     let after =
         json!({ "name": req.name.as_deref().map(str::trim).unwrap_or(&name), "tier": tier_change.unwrap_or(&tier) });
     authed.commit(&app, h, "org.update", format!("org:{}", t.slug), Some(before.clone()), Some(after.clone())).await?;
-    if tier_change.is_some() {
+    let mut out = after.clone();
+    if let Some(new) = tier_change {
         let target = format!("org:{}", t.slug);
-        operator_audit::append(&app, &authed.meta, "org.tier", target, Some(before), Some(after.clone())).await?;
+        operator_audit::append(&app, &authed.meta, "org.tier", target, Some(before), Some(after)).await?;
         app.changed();
+        // A tier with lower caps is allowed; what already exceeds them is said (nothing is
+        // removed, only additions are refused).
+        out["over_limits"] = over_limits(&app, &*t.db.lock().await, new).await?;
     }
-    Ok(Json(after))
+    Ok(Json(out))
+}
+
+/// The caps of `tier` that the organisation in `h` already exceeds: `[{cap, limit, in_use}]`.
+async fn over_limits(app: &App, h: &libsql::Connection, tier: &str) -> ApiResult<Value> {
+    let mut over = Vec::new();
+    for cap in [Cap::Users, Cap::CustomRoles, Cap::ApiKeys] {
+        if let Some(max) = limit(app, tier, cap) {
+            let n = in_use(h, cap).await?;
+            if n > max as i64 {
+                over.push(json!({ "cap": cap.key(), "limit": max, "in_use": n }));
+            }
+        }
+    }
+    Ok(Value::Array(over))
 }
 
 /// `POST /v1/orgs/{slug}/suspend` (operator).
