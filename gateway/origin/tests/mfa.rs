@@ -391,6 +391,14 @@ async fn passkeys_register_second_factor_passwordless_and_step_up() {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(evil_cdj.to_string()).into();
     let (s, v) = mfa_grant(&o, "acme", &mt, "credential", phished).await;
     assert_eq!((s, v["error"].as_str()), (401, Some("mfa_invalid_code")), "{v}");
+    // So is one without user verification (presence only).
+    let (_, opts) =
+        js("POST", &format!("{}/t/acme/mfa/challenge", o.url), None, Some(json!({ "mfa_token": mt }))).await;
+    auth.uv = false;
+    let presence_only = auth.get(&opts);
+    auth.uv = true;
+    let (s, v) = mfa_grant(&o, "acme", &mt, "credential", presence_only).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("mfa_invalid_code")), "{v}");
     // A replayed assertion (an old challenge) is refused too.
     let (s, v) = mfa_grant(&o, "acme", &mt, "credential", assertion_replay.clone()).await;
     assert_eq!((s, v["error"].as_str()), (401, Some("mfa_invalid_code")), "{v}");

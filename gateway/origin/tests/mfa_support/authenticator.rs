@@ -40,6 +40,9 @@ struct Credential {
 pub struct Authenticator {
     origin: String,
     creds: Vec<Credential>,
+    /// Whether assertions claim user verification (a real one asks for a PIN or a
+    /// biometric); off, to see the relying party refuse a presence-only assertion.
+    pub uv: bool,
 }
 
 const UP: u8 = 0x01;
@@ -49,7 +52,7 @@ const AT: u8 = 0x40;
 impl Authenticator {
     /// An authenticator used from pages of `origin` (`http://localhost:port`).
     pub fn new(origin: &str) -> Authenticator {
-        Authenticator { origin: origin.to_string(), creds: Vec::new() }
+        Authenticator { origin: origin.to_string(), creds: Vec::new(), uv: true }
     }
 
     fn client_data(&self, kind: &str, challenge: &str) -> Vec<u8> {
@@ -126,7 +129,7 @@ impl Authenticator {
             .expect("a credential for this relying party");
         cred.counter += 1;
         let mut auth_data = Sha256::digest(rp_id.as_bytes()).to_vec();
-        auth_data.push(UP | UV);
+        auth_data.push(if self.uv { UP | UV } else { UP });
         auth_data.extend_from_slice(&cred.counter.to_be_bytes());
         let mut signed = auth_data.clone();
         signed.extend_from_slice(&Sha256::digest(&cdj));
