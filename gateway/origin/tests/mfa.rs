@@ -317,6 +317,7 @@ async fn passkeys_register_second_factor_passwordless_and_step_up() {
     let owner = "owner@acme.test";
     let mut auth = Authenticator::new(&o.url);
     let mut phone = Authenticator::new(&o.url);
+    phone.synced = true; // a synchronised passkey: swk
     let (_, v) = password(&o, "acme", owner, "owner password 1").await;
     let pwd_only = v["access_token"].as_str().unwrap().to_string();
 
@@ -438,6 +439,7 @@ async fn passkeys_register_second_factor_passwordless_and_step_up() {
         json!({ "grant_type": "passkey", "challenge_id": opts["challenge_id"], "credential": phone.get(&opts) });
     let (s, v) = js("POST", &format!("{}/t/acme/token", o.url), None, Some(grant)).await;
     assert_eq!(s, 200, "the remaining passkey: {v}");
+    assert_eq!(claims(v["access_token"].as_str().unwrap())["amr"], json!(["swk", "mfa"]), "a synchronised passkey");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,16 +43,21 @@ pub struct Authenticator {
     /// Whether assertions claim user verification (a real one asks for a PIN or a
     /// biometric); off, to see the relying party refuse a presence-only assertion.
     pub uv: bool,
+    /// Whether its credentials are synchronised passkeys (backup eligible and backed up),
+    /// like a platform password manager's.
+    pub synced: bool,
 }
 
 const UP: u8 = 0x01;
 const UV: u8 = 0x04;
+const BE: u8 = 0x08;
+const BS: u8 = 0x10;
 const AT: u8 = 0x40;
 
 impl Authenticator {
     /// An authenticator used from pages of `origin` (`http://localhost:port`).
     pub fn new(origin: &str) -> Authenticator {
-        Authenticator { origin: origin.to_string(), creds: Vec::new(), uv: true }
+        Authenticator { origin: origin.to_string(), creds: Vec::new(), uv: true, synced: false }
     }
 
     fn client_data(&self, kind: &str, challenge: &str) -> Vec<u8> {
@@ -87,7 +92,7 @@ impl Authenticator {
         cose.insert(Cbor::Integer(-3), Cbor::Bytes(y));
         let cose = serde_cbor_2::to_vec(&Cbor::Map(cose)).unwrap();
         let mut auth_data = Sha256::digest(rp_id.as_bytes()).to_vec();
-        auth_data.push(UP | UV | AT);
+        auth_data.push(UP | UV | AT | if self.synced { BE | BS } else { 0 });
         auth_data.extend_from_slice(&0u32.to_be_bytes());
         auth_data.extend_from_slice(&[0u8; 16]);
         auth_data.extend_from_slice(&(id.len() as u16).to_be_bytes());
@@ -129,7 +134,8 @@ impl Authenticator {
             .expect("a credential for this relying party");
         cred.counter += 1;
         let mut auth_data = Sha256::digest(rp_id.as_bytes()).to_vec();
-        auth_data.push(if self.uv { UP | UV } else { UP });
+        let backup = if self.synced { BE | BS } else { 0 };
+        auth_data.push(if self.uv { UP | UV | backup } else { UP | backup });
         auth_data.extend_from_slice(&cred.counter.to_be_bytes());
         let mut signed = auth_data.clone();
         signed.extend_from_slice(&Sha256::digest(&cdj));
