@@ -254,6 +254,14 @@ async fn account_lifecycle() {
     assert_eq!((s, v["error"].as_str()), (409, Some("cannot_deactivate_self")));
     let (s, v) = call("POST", &format!("{users}/{owner_id}/deactivate"), Some(OPERATOR), None).await;
     assert_eq!((s, v["error"].as_str()), (409, Some("last_owner")), "the last owner stays");
+    let (s, v) = call("DELETE", &format!("{users}/{owner_id}"), Some(OPERATOR), None).await;
+    assert_eq!((s, v["error"].as_str()), (409, Some("last_owner")), "and is not deleted either");
+    let demote = json!({ "role": "admin" });
+    let (s, v) = call("PUT", &format!("{users}/{owner_id}/role"), Some(OPERATOR), Some(demote)).await;
+    assert_eq!((s, v["error"].as_str()), (409, Some("last_owner")), "nor demoted");
+    let expiring = json!({ "role": "owner", "expires_at": gatehouse_origin::now() + 60 });
+    let (s, v) = call("PUT", &format!("{users}/{owner_id}/role"), Some(OPERATOR), Some(expiring)).await;
+    assert_eq!((s, v["error"].as_str()), (409, Some("last_owner")), "nor given an expiring ownership");
     let (s, v) = call("POST", &format!("{users}/u_nobody/deactivate"), Some(&owner_tok), None).await;
     assert_eq!((s, v["error"].as_str()), (404, Some("user_not_found")));
     let acts = actions(o, "acme", "user.").await;

@@ -96,6 +96,9 @@ pub(crate) async fn delete_user(
             return Err(ApiError::forbidden("role_too_high", "you cannot remove a user above your own role"));
         }
     }
+    if before.role.as_deref() == Some("owner") && !before.disabled && users::enabled_owners(&h, now).await? <= 1 {
+        return Err(ApiError::conflict("last_owner", "the organisation's last owner cannot be deleted"));
+    }
     for s in sessions::open_of_user(&h, &id).await? {
         end_session(&h, &s, now).await?;
     }
@@ -134,6 +137,10 @@ pub(crate) async fn set_role(
         if !may_grant(c, r) {
             return Err(ApiError::forbidden("role_too_high", "you cannot change a user above your own role"));
         }
+    }
+    let demotes_owner = before.role.as_deref() == Some("owner") && (req.role != "owner" || req.expires_at.is_some());
+    if demotes_owner && !before.disabled && users::enabled_owners(&h, crate::now()).await? <= 1 {
+        return Err(ApiError::conflict("last_owner", "the organisation's last owner keeps the owner role"));
     }
     memberships::upsert(&h, &id, &req.role, req.expires_at).await?;
     let after = json!({ "role": req.role, "expires_at": req.expires_at });
