@@ -167,7 +167,7 @@ pub(crate) async fn authorise(c: &Caller, t: &Tenant, need: &str) -> ApiResult<(
         return Err(ApiError::unauthorized("session_revoked", "the session has ended"));
     }
     // A suspended organisation's members are refused here too (the operator is not).
-    crate::api::lifecycle::refuse_if_suspended(&h).await?;
+    refuse_if_suspended(&h).await?;
     let need_p = Permission::parse(need).ok_or_else(|| anyhow!("bad permission {need}"))?;
     let mut granted: Vec<String> = Vec::new();
     for r in roles {
@@ -315,4 +315,18 @@ pub(crate) fn next_cursor(items: &[Value], p: &Page, key: &str) -> Option<Value>
 /// The cursor a page starts after (`""`: the first page).
 pub(crate) fn cursor(p: &Page) -> &str {
     p.after.as_deref().unwrap_or_default()
+}
+
+/// The refusal of every sign-in, refresh and member request while the organisation is
+/// suspended.
+pub(crate) fn suspended() -> ApiError {
+    ApiError::forbidden("tenant_suspended", "this organisation is suspended")
+}
+
+/// Refuse with `tenant_suspended` when the organisation is suspended.
+pub(crate) async fn refuse_if_suspended(h: &libsql::Connection) -> ApiResult<()> {
+    match store::orgs::suspended_at(h).await? {
+        Some(_) => Err(suspended()),
+        None => Ok(()),
+    }
 }

@@ -18,21 +18,11 @@ use crate::store::{orgs, sessions, Held};
 use crate::api::admin::auth_policy;
 use crate::api::app::App;
 use crate::api::extract::Tenant;
-use crate::api::tenant::end_session;
 use crate::api::transaction::{commit, ev};
 
-/// The refusal of every sign-in and refresh while the organisation is suspended.
-pub(crate) fn suspended() -> ApiError {
-    ApiError::forbidden("tenant_suspended", "this organisation is suspended")
-}
-
-/// Refuse with `tenant_suspended` when the organisation is suspended.
-pub(crate) async fn refuse_if_suspended(h: &libsql::Connection) -> ApiResult<()> {
-    match orgs::suspended_at(h).await? {
-        Some(_) => Err(suspended()),
-        None => Ok(()),
-    }
-}
+// The suspension check lives with the request extractors (the admin API refuses a
+// suspended organisation's members there too); re-exported for the sign-in paths.
+pub(crate) use crate::api::extract::{refuse_if_suspended, suspended};
 
 /// The answer to a failed password check: `user_disabled` for a disabled account whose
 /// password was right, the generic `invalid_credentials` for everything else.
@@ -101,7 +91,7 @@ pub(crate) async fn refresh_allowed<'t>(
     else {
         return Ok(h);
     };
-    end_session(&h, sid, now).await?;
+    sessions::end(&h, sid, now).await?;
     let (action, detail) = match why {
         Ended::Idle => ("session.idle_timeout", json!({ "idle_secs": now - last_seen })),
         Ended::Lifetime => ("session.lifetime_ended", json!({ "age_secs": now - created })),

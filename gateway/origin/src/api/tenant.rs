@@ -405,8 +405,7 @@ pub(crate) async fn logout(
 
 /// End a session: revoked now, its refresh tokens spent.
 pub(crate) async fn end_session(h: &libsql::Connection, sid: &str, now: i64) -> ApiResult<()> {
-    sessions::revoke(h, sid, now).await?;
-    refresh_tokens::spend_session(h, sid, now).await?;
+    sessions::end(h, sid, now).await?;
     Ok(())
 }
 

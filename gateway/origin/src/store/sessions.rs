@@ -69,7 +69,15 @@ pub async fn reauthenticate(conn: &Connection, id: &str, amr: &str, now: i64) ->
     Ok(())
 }
 
-/// Revoke session `id` at `now` (an earlier revocation stands).
+/// End session `id` at `now`: revoked (an earlier revocation stands) and its refresh
+/// tokens spent.
+pub async fn end(conn: &Connection, id: &str, now: i64) -> libsql::Result<()> {
+    revoke(conn, id, now).await?;
+    super::refresh_tokens::spend_session(conn, id, now).await
+}
+
+/// Revoke session `id` at `now` (an earlier revocation stands; its refresh tokens stay,
+/// see [`end`]).
 pub async fn revoke(conn: &Connection, id: &str, now: i64) -> libsql::Result<()> {
     conn.execute("UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1", libsql::params![id, now])
         .await?;
