@@ -126,6 +126,8 @@ async fn totp_recovery_codes_lockout_step_up_and_reset() {
     // Regenerating needs a session that passed MFA; it voids the old set.
     let (s, v) = js("POST", &format!("{}/t/acme/mfa/recovery-codes", o.url), Some(&pwd_only), None).await;
     assert_eq!((s, v["error"].as_str()), (401, Some("step_up_required")), "{v}");
+    let (s, h, _) = call("POST", &format!("{}/t/acme/mfa/recovery-codes", o.url), Some(&mfa_session), None, &[]).await;
+    assert_eq!((s, h["cache-control"].to_str().unwrap()), (200, "no-store"), "answers with secrets are not cached");
     let (s, v) = js("POST", &format!("{}/t/acme/mfa/recovery-codes", o.url), Some(&mfa_session), None).await;
     assert_eq!(s, 200, "{v}");
     let fresh: Vec<String> =

@@ -7,7 +7,8 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -78,6 +79,17 @@ async fn may_change(h: &libsql::Connection, who: &Who) -> ApiResult<()> {
             "changing factors needs a session that passed MFA: step up first",
         )),
         _ => Ok(()),
+    }
+}
+
+/// An answer holding secrets (a TOTP secret, recovery codes, tokens): never cached.
+pub(crate) struct Secret<T>(pub(crate) StatusCode, pub(crate) T);
+
+impl<T: IntoResponse> IntoResponse for Secret<T> {
+    fn into_response(self) -> Response {
+        let mut r = (self.0, self.1).into_response();
+        r.headers_mut().insert("cache-control", HeaderValue::from_static("no-store"));
+        r
     }
 }
 
@@ -203,7 +215,7 @@ pub(crate) async fn enroll_totp(
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
     RawBody(body): RawBody,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<Secret<Json<Value>>> {
     let req: NameBody = if body.is_empty() {
         NameBody::default()
     } else {
@@ -218,7 +230,7 @@ pub(crate) async fn enroll_totp(
     let actor = format!("user:{}", who.user());
     let target = format!("factor:{}", out["id"].as_str().unwrap_or_default());
     commit(&c.app, &c.t, h, &c.m, vec![ev(actor, "mfa.totp.enroll_start", target, None, None)]).await?;
-    Ok((StatusCode::CREATED, Json(out)))
+    Ok(Secret(StatusCode::CREATED, Json(out)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,11 +280,11 @@ pub(crate) async fn confirm_totp(
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
     JsonBody(req): JsonBody<ConfirmBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Secret<Json<Value>>> {
     let c = ctx(app, &slug, &format!("/t/{slug}/mfa/totp/{id}/confirm"), &headers, &peer).await?;
     let h = begin(&c.t).await?;
     let who = who(&c.app, &c.t, &h, c.token.as_deref()).await?;
-    Ok(Json(confirm_totp_inner(&c.app, &c.t, &c.m, h, who, &id, &req.code).await?))
+    Ok(Secret(StatusCode::OK, Json(confirm_totp_inner(&c.app, &c.t, &c.m, h, who, &id, &req.code).await?)))
 }
 
 /// Confirm TOTP factor `id` of `who` with `code` (the API and the hosted enrolment page).
@@ -385,7 +397,7 @@ pub(crate) async fn regenerate_recovery(
     Path(slug): Path<String>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Secret<Json<Value>>> {
     let c = ctx(app, &slug, &format!("/t/{slug}/mfa/recovery-codes"), &headers, &peer).await?;
     let h = begin(&c.t).await?;
     let who = who(&c.app, &c.t, &h, c.token.as_deref()).await?;
@@ -399,7 +411,7 @@ pub(crate) async fn regenerate_recovery(
     factors::replace_recovery(&h, &user, &hashes, crate::now()).await?;
     let e = ev(format!("user:{user}"), "mfa.recovery_codes.generate", format!("user:{user}"), None, None);
     commit(&c.app, &c.t, h, &c.m, vec![e]).await?;
-    Ok(Json(json!({ "recovery_codes": codes })))
+    Ok(Secret(StatusCode::OK, Json(json!({ "recovery_codes": codes }))))
 }
 
 /// `POST /t/{slug}/mfa/passkeys/register`: start registering a passkey; the options for
@@ -462,13 +474,13 @@ pub(crate) async fn passkey_register_finish(
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
     JsonBody(req): JsonBody<PasskeyFinish>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<Secret<Json<Value>>> {
     let c = ctx(app, &slug, &format!("/t/{slug}/mfa/passkeys"), &headers, &peer).await?;
     let h = begin(&c.t).await?;
     let who = who(&c.app, &c.t, &h, c.token.as_deref()).await?;
     let cred = flow::credential_value(&req.credential)?;
     let out = finish_passkey(&c.app, &c.t, &c.m, h, who, &req.challenge_id, &cred, req.name.as_deref()).await?;
-    Ok((StatusCode::CREATED, Json(out)))
+    Ok(Secret(StatusCode::CREATED, Json(out)))
 }
 
 /// Finish a passkey registration (the API and the hosted enrolment page).
