@@ -23,7 +23,7 @@ use crate::api::admin::sessions::{device, session_json};
 use crate::api::app::App;
 use crate::api::extract::{bearer, meta, residency, tenant, verify_access, AppState, Peer, RawBody, Tenant};
 use crate::api::lifecycle::suspended;
-use crate::api::login::{cookie, csrf_mac, esc, html};
+use crate::api::pages::{cookie, csrf_mac, esc, html};
 use crate::api::routes::ROUTES;
 use crate::api::tenant::{end_session, parse_body};
 use crate::api::transaction::{begin, commit, ev};

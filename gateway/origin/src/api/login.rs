@@ -1,67 +1,19 @@
 //! The hosted sign-in page: HTML, the CSRF double-submit, and the signed-in answer.
 
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::Value;
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::bundles::TenantPolicy;
 use crate::error::ApiError;
 use crate::tokens::{self};
 
-use crate::api::admin::orgs::org_row;
 use crate::api::app::App;
-use crate::api::extract::{meta, residency, tenant, AppState, Peer, QueryParams, RawBody, Tenant};
+use crate::api::extract::{meta, residency, tenant, AppState, Peer, QueryParams, RawBody};
+use crate::api::pages::{cookie, csrf_mac, esc, html, signed_in};
 use crate::api::sso::connections::buttons;
 use crate::api::tenant::{issue, password_session};
-
-/// HTML-escape text for element content and attribute values.
-pub(crate) fn esc(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '&' => "&amp;".to_string(),
-            '<' => "&lt;".to_string(),
-            '>' => "&gt;".to_string(),
-            '"' => "&quot;".to_string(),
-            '\'' => "&#39;".to_string(),
-            c => c.to_string(),
-        })
-        .collect()
-}
-
-/// `return_to` if it is an absolute http(s) URL on one of the tenant's hosts (no
-/// credentials in it); nothing else is ever redirected to.
-pub(crate) fn safe_return_to(tp: &TenantPolicy, return_to: &str) -> Option<String> {
-    if return_to.len() > 2048 {
-        return None;
-    }
-    let uri: axum::http::Uri = return_to.parse().ok()?;
-    let scheme = uri.scheme_str()?;
-    let authority = uri.authority()?;
-    if !matches!(scheme, "http" | "https") || authority.as_str().contains('@') {
-        return None;
-    }
-    let host = authority.host().to_ascii_lowercase();
-    tp.hosts.iter().any(|p| gatehouse_core::access::HostPattern::parse(p).matches(&host)).then(|| return_to.to_string())
-}
-
-pub(crate) fn csrf_mac(app: &App, nonce: &str) -> String {
-    use hmac::{Mac, SimpleHmac};
-    let mut mac =
-        <SimpleHmac<Sha256> as Mac>::new_from_slice(&app.secrets.csrf_key).expect("HMAC takes any key length");
-    mac.update(nonce.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
-}
-
-pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get_all("cookie").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|kv| {
-        let (k, v) = kv.trim().split_once('=')?;
-        (k == name).then(|| v.to_string())
-    })
-}
 
 /// The sign-in page: the password form, then "Continue with …" for each enabled SSO
 /// connection (`(id, name)`) and home-realm discovery by email.
@@ -115,26 +67,6 @@ pub(crate) fn login_page(
         return_to = esc(return_to),
         csrf = esc(csrf),
     )
-}
-
-pub(crate) fn html(status: StatusCode, body: String, set_cookies: &[String]) -> Response {
-    let mut r = (status, [("content-type", "text/html; charset=utf-8")], body).into_response();
-    let h = r.headers_mut();
-    // The pages must not be framed or cached.
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-        ),
-    );
-    h.insert("cache-control", HeaderValue::from_static("no-store"));
-    for c in set_cookies {
-        if let Ok(v) = HeaderValue::from_str(c) {
-            h.append("set-cookie", v);
-        }
-    }
-    r
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,51 +179,4 @@ pub(crate) async fn login_submit(
     };
     let clear_csrf = format!("gh_csrf=; Path=/t/{}/login; Max-Age=0; HttpOnly; SameSite=Strict", t.slug);
     signed_in(&app, &t, &tokens, &form.return_to, clear_csrf).await
-}
-
-/// The session cookie holding `access` (the access token edges read).
-pub(crate) fn session_cookie(app: &App, access: &str) -> String {
-    let domain = app.cfg.signin.cookie_domain.as_deref().map(|d| format!("; Domain={d}")).unwrap_or_default();
-    format!(
-        "{}={access}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{domain}{}",
-        app.template().settings.session_cookie,
-        app.cfg.tokens.access_ttl_secs,
-        app.secure_cookie()
-    )
-}
-
-/// The answer to a finished sign-in (password or SSO): the session cookie, and a
-/// redirect to `return_to` when it is one of the tenant's hosts (a page otherwise).
-pub(crate) async fn signed_in(
-    app: &App,
-    t: &Tenant,
-    tokens: &Value,
-    return_to: &str,
-    clear_cookie: String,
-) -> Response {
-    let tp = match org_row(&*t.db.lock().await).await {
-        Ok((_, _, tp, _)) => tp,
-        Err(e) => return e.into_response(),
-    };
-    let session = session_cookie(app, tokens["access_token"].as_str().unwrap_or_default());
-    match safe_return_to(&tp, return_to) {
-        Some(to) => {
-            let mut r = StatusCode::SEE_OTHER.into_response();
-            if let Ok(v) = HeaderValue::from_str(&to) {
-                r.headers_mut().insert("location", v);
-            }
-            for c in [session, clear_cookie] {
-                if let Ok(v) = HeaderValue::from_str(&c) {
-                    r.headers_mut().append("set-cookie", v);
-                }
-            }
-            r
-        }
-        // No (acceptable) destination: say so here rather than redirect anywhere.
-        None => html(
-            StatusCode::OK,
-            format!("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Signed in</title></head><body><h1>Signed in to {}</h1></body></html>\n", esc(&t.slug)),
-            &[session, clear_cookie],
-        ),
-    }
 }

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 
-use anyhow::Result;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -11,17 +10,19 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::audit::{Event, RequestMeta};
+use crate::audit::RequestMeta;
 use crate::error::{bad, ApiError, ApiResult};
-use crate::identity::{self, new_id, SigninOutcome};
-use crate::store::{memberships, refresh_tokens, revoked_tokens, sessions, teams, users, Held};
-use crate::tokens::{self, AccessGrant, RefreshOutcome};
+use crate::identity::{self, SigninOutcome};
+use crate::store::{refresh_tokens, revoked_tokens, sessions};
+use crate::tokens::{self, RefreshOutcome};
 
 use crate::api::app::App;
 use crate::api::extract::{bearer, meta, residency, tenant, verify_access, AppState, Peer, RawBody, Tenant};
 use crate::api::lifecycle;
 use crate::api::sso::connections::sso_enforced_for;
 use crate::api::transaction::{begin, commit, ev};
+
+pub(crate) use crate::api::session::{end_session, issue, open_session, Session, TokenRequest};
 
 pub(crate) async fn discovery(State(app): AppState, Path(slug): Path<String>, headers: HeaderMap) -> Response {
     let path = format!("/t/{slug}/.well-known/openid-configuration");
@@ -58,40 +59,6 @@ pub(crate) async fn jwks(State(app): AppState, Path(slug): Path<String>, headers
             r
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TokenRequest {
-    pub(crate) grant_type: String,
-    #[serde(default)]
-    email: Option<String>,
-    #[serde(default)]
-    password: Option<String>,
-    #[serde(default)]
-    refresh_token: Option<String>,
-    #[serde(default)]
-    scope: Option<String>,
-    /// `grant_type=mfa`: the token of the second step; and one of `otp`,
-    /// `recovery_code` or `credential` (a WebAuthn assertion).
-    #[serde(default)]
-    pub(crate) mfa_token: Option<String>,
-    #[serde(default)]
-    pub(crate) otp: Option<String>,
-    #[serde(default)]
-    pub(crate) recovery_code: Option<String>,
-    #[serde(default)]
-    pub(crate) credential: Option<Value>,
-    /// `grant_type=passkey`: the passwordless challenge's id.
-    #[serde(default)]
-    pub(crate) challenge_id: Option<String>,
-}
-
-/// Roles and teams of `user` now (membership expiry honoured).
-pub(crate) async fn grants_of(h: &libsql::Connection, user: &str, now: i64) -> Result<(Vec<String>, Vec<String>)> {
-    let role = memberships::live_role(h, user, now).await?;
-    let teams = teams::names_of_member(h, user).await?;
-    Ok((role.into_iter().collect(), teams))
 }
 
 pub(crate) fn parse_scope(s: Option<&str>) -> ApiResult<Option<Vec<String>>> {
@@ -200,16 +167,6 @@ pub(crate) async fn token_inner(
     }
 }
 
-/// A signed-in session, its transaction still open.
-pub(crate) struct Session<'t> {
-    pub(crate) held: Held<'t>,
-    pub(crate) user: String,
-    pub(crate) sid: String,
-    pub(crate) family: String,
-    pub(crate) amr: Vec<String>,
-    pub(crate) events: Vec<Event>,
-}
-
 /// Check a password and open a session (the caller issues tokens and commits). Every
 /// failure is the same `invalid_credentials`, and is audited.
 pub(crate) async fn password_session<'t>(
@@ -266,95 +223,6 @@ pub(crate) async fn password_session<'t>(
     Ok(Session { held: h, user, sid, family, amr: vec!["pwd".to_string()], events })
 }
 
-/// Insert a session for `user` (with its authentication methods and identity provider)
-/// and note it in `events`; its id and a new refresh-token family.
-pub(crate) async fn open_session(
-    app: &App,
-    h: &libsql::Connection,
-    user: &str,
-    amr: &[String],
-    idp: Option<&str>,
-    now: i64,
-    events: &mut Vec<Event>,
-) -> ApiResult<(String, String)> {
-    lifecycle::refuse_if_suspended(h).await?;
-    let sid = new_id("s_");
-    let amr = serde_json::to_string(amr)?;
-    let row = sessions::NewSession {
-        id: &sid,
-        user_id: user,
-        amr: &amr,
-        idp,
-        created_at: now,
-        expires_at: lifecycle::session_expiry(app, h, now).await?,
-    };
-    sessions::insert(h, &row).await?;
-    events.push(ev(
-        format!("user:{user}"),
-        "session.create",
-        format!("session:{sid}"),
-        None,
-        idp.map(|i| json!({ "idp": i })),
-    ));
-    Ok((sid, new_id("f_")))
-}
-
-/// Issue an access token and a refresh token for a session, append `events` and commit.
-pub(crate) async fn issue(
-    app: &App,
-    t: &Tenant,
-    m: &RequestMeta,
-    s: Session<'_>,
-    scopes: Option<Vec<String>>,
-) -> ApiResult<Value> {
-    let now = crate::now();
-    let Session { held: h, user, sid: session, family, amr, mut events } = s;
-    if users::disabled(&h, &user).await? != Some(false) {
-        return Err(ApiError::InvalidGrant);
-    }
-    let (roles, teams) = grants_of(&h, &user, now).await?;
-    lifecycle::touch(&h, &session, m, now).await?;
-    // The session's own record of how and when it authenticated (step-up renews it).
-    let auth_time = sessions::authentication(&h, &session).await?.map(|(_, at)| at).unwrap_or(now);
-    let email_verified = users::email_verified(&h, &user).await?;
-    let refresh =
-        tokens::new_refresh(&h, &family, &session, &user, now, app.cfg.tokens.refresh_ttl_secs as i64).await?;
-    let issuer = app.cfg.issuer(&t.slug);
-    let keys = app.keys();
-    let (access, jti, exp) = tokens::access_token(
-        &keys,
-        &AccessGrant {
-            issuer: &issuer,
-            audience: &app.cfg.tokens.audience,
-            subject: &user,
-            org: &t.slug,
-            roles: roles.clone(),
-            scopes: scopes.clone(),
-            teams,
-            sid: &session,
-            amr,
-            auth_time,
-            email_verified,
-            ttl_secs: app.cfg.tokens.access_ttl_secs,
-        },
-    )?;
-    events.push(ev(
-        format!("user:{user}"),
-        "token.issue",
-        format!("jti:{jti}"),
-        None,
-        Some(json!({ "roles": roles, "expires_at": exp })),
-    ));
-    commit(app, t, h, m, events).await?;
-    Ok(json!({
-        "access_token": access,
-        "token_type": "Bearer",
-        "expires_in": app.cfg.tokens.access_ttl_secs,
-        "refresh_token": refresh,
-        "scope": scopes.map(|s| s.join(" ")),
-    }))
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LogoutRequest {
@@ -401,12 +269,6 @@ pub(crate) async fn logout(
         Ok(s) => s.into_response(),
         Err(e) => residency(e, &headers),
     }
-}
-
-/// End a session: revoked now, its refresh tokens spent.
-pub(crate) async fn end_session(h: &libsql::Connection, sid: &str, now: i64) -> ApiResult<()> {
-    sessions::end(h, sid, now).await?;
-    Ok(())
 }
 
 pub(crate) async fn revoke(

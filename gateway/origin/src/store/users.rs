@@ -209,6 +209,13 @@ pub async fn set_failed_count(conn: &Connection, id: &str, failed: i64) -> libsq
     Ok(())
 }
 
+/// Whether user `id`'s email address is verified (`false` for no such user).
+pub async fn email_verified(conn: &Connection, id: &str) -> libsql::Result<bool> {
+    Ok(first_row(conn, "SELECT email_verified_at IS NOT NULL FROM users WHERE id = ?1", [id], |r| r.get::<i64>(0))
+        .await?
+        .is_some_and(|v| v != 0))
+}
+
 /// Disable (`true`) or enable user `id`; whether there was such a user.
 pub async fn set_disabled(conn: &Connection, id: &str, disabled: bool) -> libsql::Result<bool> {
     Ok(conn.execute("UPDATE users SET disabled = ?2 WHERE id = ?1", libsql::params![id, disabled as i64]).await? > 0)
@@ -245,13 +252,6 @@ pub async fn enabled_owners(conn: &Connection, now: i64) -> libsql::Result<i64> 
     )
     .await?
     .unwrap_or(0))
-}
-
-/// Whether user `id`'s email address is verified (`false` for no such user).
-pub async fn email_verified(conn: &Connection, id: &str) -> libsql::Result<bool> {
-    Ok(first_row(conn, "SELECT email_verified_at IS NOT NULL FROM users WHERE id = ?1", [id], |r| r.get::<i64>(0))
-        .await?
-        .is_some_and(|v| v != 0))
 }
 
 #[cfg(test)]

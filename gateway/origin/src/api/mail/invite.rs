@@ -35,7 +35,7 @@ use crate::tokens;
 use crate::api::admin::roles::role_exists;
 use crate::api::app::App;
 use crate::api::extract::{meta, residency, tenant, AppState, Peer, QueryParams, RawBody, Tenant};
-use crate::api::login::{cookie, csrf_mac, esc, html, signed_in};
+use crate::api::pages::{cookie, csrf_mac, esc, html, signed_in};
 use crate::api::sso::connections::buttons;
 use crate::api::tenant::{issue, open_session, parse_body, Session};
 use crate::api::transaction::{begin, commit, ev};

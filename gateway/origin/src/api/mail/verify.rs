@@ -27,8 +27,8 @@ use crate::api::app::App;
 use crate::api::extract::{
     bearer, meta, residency, tenant, verify_access, AppState, Authed, Peer, QueryParams, RawBody, Tenant,
 };
-use crate::api::login::{esc, html};
 use crate::api::mail::{compose, deliver, mail_failed, rate_limited};
+use crate::api::pages::{esc, html};
 use crate::api::transaction::{begin, commit, ev};
 
 /// The outcome of asking for a new link.

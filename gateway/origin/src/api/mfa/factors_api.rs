@@ -25,7 +25,7 @@ use crate::api::admin::auth_policy;
 use crate::api::app::App;
 use crate::api::extract::{bearer, meta, tenant, verify_access, AppState, Authed, JsonBody, Peer, RawBody, Tenant};
 use crate::api::mfa::flow::{self, active_factors, not_allowed};
-use crate::api::tenant::end_session;
+use crate::api::session::end_session;
 use crate::api::transaction::{begin, commit, ev};
 
 /// Who is changing their factors.

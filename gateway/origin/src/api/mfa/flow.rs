@@ -18,7 +18,7 @@ use crate::tokens;
 use crate::api::admin::auth_policy;
 use crate::api::app::App;
 use crate::api::extract::Tenant;
-use crate::api::tenant::{issue, open_session, Session};
+use crate::api::session::{issue, open_session, Session};
 use crate::api::transaction::{begin, commit, ev};
 
 /// Lifetime of an `mfa_token` (sign-in, enrolment, step-up) and of a ceremony.

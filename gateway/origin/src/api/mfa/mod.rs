@@ -18,7 +18,7 @@ use crate::store::{factors, users, Held};
 use crate::api::admin::auth_policy;
 use crate::api::app::App;
 use crate::api::extract::Tenant;
-use crate::api::tenant::{issue, open_session, Session, TokenRequest};
+use crate::api::session::{issue, open_session, Session, TokenRequest};
 use crate::api::transaction::{begin, commit, ev};
 
 pub mod factors_api;

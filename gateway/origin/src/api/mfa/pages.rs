@@ -20,10 +20,10 @@ use crate::tokens;
 use crate::api::admin::orgs::org_row;
 use crate::api::app::App;
 use crate::api::extract::{meta, residency, tenant, AppState, Peer, QueryParams, RawBody, Tenant};
-use crate::api::login::{cookie, csrf_mac, esc, safe_return_to, session_cookie, signed_in};
 use crate::api::mfa::factors_api::{self, Who};
 use crate::api::mfa::flow::{self, Proof};
 use crate::api::mfa::stepup;
+use crate::api::pages::{cookie, csrf_mac, esc, safe_return_to, session_cookie, signed_in};
 use crate::api::transaction::begin;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:24rem;margin:4rem auto;padding:0 1rem}label,input,button{display:block;width:100%;margin:.4rem 0;box-sizing:border-box}input{padding:.5rem}button{padding:.6rem}.error{color:#b00020}.secret{font-family:monospace;word-break:break-all}ol.codes{font-family:monospace}";

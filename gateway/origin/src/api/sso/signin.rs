@@ -25,7 +25,7 @@ use crate::tokens::{self};
 use crate::api::admin::roles::role_exists;
 use crate::api::app::App;
 use crate::api::extract::{meta, residency, tenant, AppState, Peer, QueryParams, RawBody, Tenant};
-use crate::api::login::{cookie, esc, html, signed_in};
+use crate::api::pages::{cookie, esc, html, signed_in};
 use crate::api::sso::connections::{acs_url, load, not_found, redirect_uri, sp_entity_id};
 use crate::api::tenant::{issue, open_session, Session};
 use crate::api::transaction::{begin, commit, ev};
