@@ -43,6 +43,14 @@ pub(crate) fn safe_return_to(tp: &TenantPolicy, return_to: &str) -> Option<Strin
     tp.hosts.iter().any(|p| gatehouse_core::access::HostPattern::parse(p).matches(&host)).then(|| return_to.to_string())
 }
 
+/// `return_to` if it is one of the origin's own pages of tenant `slug` that a finished
+/// sign-in or step-up may land on: exactly the relative path `/t/{slug}/mfa` (the factor
+/// page) or `/t/{slug}/account`. A relative path stays on the origin's host, so no other
+/// host can be named; nothing else relative is accepted.
+pub(crate) fn own_page(slug: &str, return_to: &str) -> Option<String> {
+    [format!("/t/{slug}/mfa"), format!("/t/{slug}/account")].into_iter().find(|p| p == return_to)
+}
+
 pub(crate) fn csrf_mac(app: &App, nonce: &str) -> String {
     use hmac::{Mac, SimpleHmac};
     let mut mac =
@@ -103,7 +111,7 @@ pub(crate) async fn signed_in(
         Err(e) => return e.into_response(),
     };
     let session = session_cookie(app, tokens["access_token"].as_str().unwrap_or_default());
-    match safe_return_to(&tp, return_to) {
+    match safe_return_to(&tp, return_to).or_else(|| own_page(&t.slug, return_to)) {
         Some(to) => {
             let mut r = StatusCode::SEE_OTHER.into_response();
             if let Ok(v) = HeaderValue::from_str(&to) {

@@ -224,13 +224,27 @@ pub(crate) async fn enroll_totp(
     let c = ctx(app, &slug, &format!("/t/{slug}/mfa/totp"), &headers, &peer).await?;
     let h = begin(&c.t).await?;
     let who = who(&c.app, &c.t, &h, c.token.as_deref()).await?;
-    may_change(&h, &who).await?;
-    let name = factor_name(req.name.as_deref(), "Authenticator app")?;
-    let out = start_totp(&c.app, &c.t, &h, who.user(), &name).await?;
+    let out = begin_totp(&c.app, &c.t, &c.m, h, &who, req.name.as_deref()).await?;
+    Ok(Secret(StatusCode::CREATED, Json(out)))
+}
+
+/// Start a TOTP enrolment of `who` named `name` (the API and the factor page): the
+/// change rule, the name rule, the pending factor, audited.
+pub(crate) async fn begin_totp(
+    app: &App,
+    t: &Tenant,
+    m: &RequestMeta,
+    h: Held<'_>,
+    who: &Who,
+    name: Option<&str>,
+) -> ApiResult<Value> {
+    may_change(&h, who).await?;
+    let name = factor_name(name, "Authenticator app")?;
+    let out = start_totp(app, t, &h, who.user(), &name).await?;
     let actor = format!("user:{}", who.user());
     let target = format!("factor:{}", out["id"].as_str().unwrap_or_default());
-    commit(&c.app, &c.t, h, &c.m, vec![ev(actor, "mfa.totp.enroll_start", target, None, None)]).await?;
-    Ok(Secret(StatusCode::CREATED, Json(out)))
+    commit(app, t, h, m, vec![ev(actor, "mfa.totp.enroll_start", target, None, None)]).await?;
+    Ok(out)
 }
 
 #[derive(Debug, Deserialize)]
@@ -336,16 +350,29 @@ pub(crate) async fn rename_factor(
     let c = ctx(app, &slug, &format!("/t/{slug}/mfa/factors/{id}"), &headers, &peer).await?;
     let h = begin(&c.t).await?;
     let who = who(&c.app, &c.t, &h, c.token.as_deref()).await?;
-    may_change(&h, &who).await?;
-    let name = factor_name(Some(&req.name), "")?;
+    Ok(Json(rename(&c.app, &c.t, &c.m, h, &who, &id, &req.name).await?))
+}
+
+/// Rename factor `id` of `who` (the API and the factor page), audited.
+pub(crate) async fn rename(
+    app: &App,
+    t: &Tenant,
+    m: &RequestMeta,
+    h: Held<'_>,
+    who: &Who,
+    id: &str,
+    name: &str,
+) -> ApiResult<Value> {
+    may_change(&h, who).await?;
+    let name = factor_name(Some(name), "")?;
     if name.is_empty() {
         return Err(bad("invalid_name", "give the factor a name"));
     }
     let user = who.user().to_string();
-    let before = factors::get(&h, &user, &id).await?;
+    let before = factors::get(&h, &user, id).await?;
     let Some(before) = before else { return Err(ApiError::not_found("factor_not_found", "no such factor")) };
-    factors::rename(&h, &user, &id, &name).await?;
-    let after = factors::get(&h, &user, &id).await?.ok_or_else(|| anyhow::anyhow!("factor vanished"))?;
+    factors::rename(&h, &user, id, &name).await?;
+    let after = factors::get(&h, &user, id).await?.ok_or_else(|| anyhow::anyhow!("factor vanished"))?;
     let e = ev(
         format!("user:{user}"),
         "mfa.factor.rename",
@@ -353,8 +380,8 @@ pub(crate) async fn rename_factor(
         Some(json!({ "name": before.name })),
         Some(json!({ "name": name })),
     );
-    commit(&c.app, &c.t, h, &c.m, vec![e]).await?;
-    Ok(Json(factor_json(&after)))
+    commit(app, t, h, m, vec![e]).await?;
+    Ok(factor_json(&after))
 }
 
 /// `DELETE /t/{slug}/mfa/factors/{id}`: remove a factor (with a session that passed MFA).
@@ -368,9 +395,16 @@ pub(crate) async fn remove_factor(
     let c = ctx(app, &slug, &format!("/t/{slug}/mfa/factors/{id}"), &headers, &peer).await?;
     let h = begin(&c.t).await?;
     let who = who(&c.app, &c.t, &h, c.token.as_deref()).await?;
-    may_change(&h, &who).await?;
+    remove(&c.app, &c.t, &c.m, h, &who, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Remove factor `id` of `who` (the API and the factor page), audited; the last factor
+/// takes the recovery codes with it.
+pub(crate) async fn remove(app: &App, t: &Tenant, m: &RequestMeta, h: Held<'_>, who: &Who, id: &str) -> ApiResult<()> {
+    may_change(&h, who).await?;
     let user = who.user().to_string();
-    let Some(f) = factors::get(&h, &user, &id).await? else {
+    let Some(f) = factors::get(&h, &user, id).await? else {
         return Err(ApiError::not_found("factor_not_found", "no such factor"));
     };
     let active = active_factors(&h, &user).await?;
@@ -378,7 +412,7 @@ pub(crate) async fn remove_factor(
     if last && auth_policy::load(&h).await?.mfa_required {
         return Err(ApiError::conflict("mfa_last_factor", "the organisation requires MFA: add another factor first"));
     }
-    factors::remove(&h, &user, &id).await?;
+    factors::remove(&h, &user, id).await?;
     let mut events =
         vec![ev(format!("user:{user}"), "mfa.factor.remove", format!("factor:{id}"), Some(factor_json(&f)), None)];
     if last {
@@ -386,8 +420,7 @@ pub(crate) async fn remove_factor(
         factors::replace_recovery(&h, &user, &[], crate::now()).await?;
         events.push(ev(format!("user:{user}"), "mfa.recovery_codes.void", format!("user:{user}"), None, None));
     }
-    commit(&c.app, &c.t, h, &c.m, events).await?;
-    Ok(StatusCode::NO_CONTENT)
+    commit(app, t, h, m, events).await
 }
 
 /// `POST /t/{slug}/mfa/recovery-codes`: a new set of ten codes (shown once; the old set
@@ -401,17 +434,30 @@ pub(crate) async fn regenerate_recovery(
     let c = ctx(app, &slug, &format!("/t/{slug}/mfa/recovery-codes"), &headers, &peer).await?;
     let h = begin(&c.t).await?;
     let who = who(&c.app, &c.t, &h, c.token.as_deref()).await?;
+    let codes = new_recovery_codes(&c.app, &c.t, &c.m, h, &who).await?;
+    Ok(Secret(StatusCode::OK, Json(json!({ "recovery_codes": codes }))))
+}
+
+/// A new set of recovery codes for `who` (the API and the factor page), the old set
+/// void, audited; the codes in clear are only in this answer.
+pub(crate) async fn new_recovery_codes(
+    app: &App,
+    t: &Tenant,
+    m: &RequestMeta,
+    h: Held<'_>,
+    who: &Who,
+) -> ApiResult<Vec<String>> {
     let user = who.user().to_string();
     if active_factors(&h, &user).await?.is_empty() || matches!(who, Who::Enrolling { .. }) {
         return Err(ApiError::conflict("mfa_not_enrolled", "enrol a factor first"));
     }
-    may_change(&h, &who).await?;
+    may_change(&h, who).await?;
     let codes = recovery::new_set();
     let hashes: Vec<String> = codes.iter().filter_map(|c| recovery::code_hash(c)).collect();
     factors::replace_recovery(&h, &user, &hashes, crate::now()).await?;
     let e = ev(format!("user:{user}"), "mfa.recovery_codes.generate", format!("user:{user}"), None, None);
-    commit(&c.app, &c.t, h, &c.m, vec![e]).await?;
-    Ok(Secret(StatusCode::OK, Json(json!({ "recovery_codes": codes }))))
+    commit(app, t, h, m, vec![e]).await?;
+    Ok(codes)
 }
 
 /// `POST /t/{slug}/mfa/passkeys/register`: start registering a passkey; the options for
@@ -425,10 +471,16 @@ pub(crate) async fn passkey_register_start(
     let c = ctx(app, &slug, &format!("/t/{slug}/mfa/passkeys/register"), &headers, &peer).await?;
     let h = begin(&c.t).await?;
     let who = who(&c.app, &c.t, &h, c.token.as_deref()).await?;
-    may_change(&h, &who).await?;
-    let out = start_passkey(&c.app, &c.t, &h, &who).await?;
+    Ok(Json(begin_passkey(&c.app, &c.t, h, &who).await?))
+}
+
+/// Start a passkey registration of `who` (the API and the factor page): the change
+/// rule, then the options and the `challenge_id`.
+pub(crate) async fn begin_passkey(app: &App, t: &Tenant, h: Held<'_>, who: &Who) -> ApiResult<Value> {
+    may_change(&h, who).await?;
+    let out = start_passkey(app, t, &h, who).await?;
     crate::store::commit(&h).await?;
-    Ok(Json(out))
+    Ok(out)
 }
 
 /// Start a passkey registration for `who` (in the caller's transaction).

@@ -23,6 +23,7 @@ use crate::api::transaction::{begin, commit, ev};
 
 pub mod factors_api;
 pub mod flow;
+pub mod manage;
 pub mod pages;
 
 pub mod stepup;

@@ -510,7 +510,9 @@ const SCRIPT: &str = r#"(function () {
     btn.addEventListener("click", function (ev) {
       ev.preventDefault();
       var form = btn.closest("form"), slug = encodeURIComponent(btn.dataset.slug);
-      var token = form.querySelector("[name=mfa_token]").value;
+      var field = form.querySelector("[name=mfa_token]"), token = field ? field.value : "";
+      // The factor page registers with its session cookie and CSRF token instead.
+      var register = btn.dataset.register;
       var done;
       if (btn.dataset.passkey === "get") {
         done = post("/t/" + slug + "/mfa/challenge", {
@@ -528,8 +530,9 @@ const SCRIPT: &str = r#"(function () {
             userHandle: c.response.userHandle ? text(c.response.userHandle) : null } };
         });
       } else {
-        done = post("/t/" + slug + "/mfa/passkeys/register", {
-          method: "POST", headers: { "authorization": "Bearer " + token }
+        done = post(register || "/t/" + slug + "/mfa/passkeys/register", {
+          method: "POST", headers: register ? { "x-csrf-token": form.querySelector("[name=csrf]").value }
+            : { "authorization": "Bearer " + token }
         }).then(function (o) {
           form.querySelector("[name=challenge_id]").value = o.challenge_id;
           var pk = o.publicKey;
