@@ -2,81 +2,25 @@
 //! origin (two regions for the deletion's tombstone) on loopback, real libSQL files,
 //! every lifecycle route over HTTP for what it does and what it refuses.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
-use gatehouse_origin::{App, OriginConfig};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 use serde_json::{json, Value};
 
-const OPERATOR: &str = "operator-token-0123456789";
-const EDGE: &str = "edge-token-0123456789abcdef";
-const PEER: &str = "peer-token-0123456789abcdef";
-const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+mod support;
+use support::origin::{free_port, js as call, Origin, EDGE, OPERATOR, PEER};
 
-struct Origin {
-    url: String,
-    dir: std::path::PathBuf,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    app: Arc<App>,
-}
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 
 /// Start an origin for `region` with `regions` (name → port) on loopback. Tier `free` is
 /// capped at 3 users, 1 custom role and 1 API key.
 async fn start(root: &Path, region: &str, port: u16, regions: &[(&str, u16)]) -> Origin {
-    let dir = root.join(region);
-    std::fs::create_dir_all(&dir).unwrap();
-    let (pem, _) = gatehouse_bundler::keys::generate_bundle_keys();
-    std::fs::write(dir.join("bundle.pem"), pem).unwrap();
-    std::fs::write(dir.join("edge.tokens"), format!("edge-1 {EDGE}\n")).unwrap();
-    std::fs::write(dir.join("operator.token"), OPERATOR).unwrap();
-    std::fs::write(dir.join("peer.token"), PEER).unwrap();
-    std::fs::write(dir.join("apikey.secret"), "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0xMjM0NQ==").unwrap();
-    let regions: String = regions.iter().map(|(r, p)| format!("{r} = \"http://127.0.0.1:{p}\"\n")).collect();
-    let toml = format!(
-        r#"
-region = "{region}"
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-data_dir = "data"
-[regions]
-{regions}
-[secrets]
-bundle_signing_key = "bundle.pem"
-edge_tokens = "edge.tokens"
-operator_token = "operator.token"
-peer_token = "peer.token"
-api_key_secret = "apikey.secret"
-[signin]
-argon2_memory_kib = 64
-argon2_iterations = 1
-max_failures = 3
-lockout_secs = 600
-mail_dir = "mail"
-[tiers.free]
-max_users = 3
-max_custom_roles = 1
-max_api_keys = 1
-"#
-    );
-    std::fs::write(dir.join("origin.toml"), toml).unwrap();
-    let cfg = OriginConfig::load(&dir.join("origin.toml")).unwrap();
-    let app = Arc::new(App::open(cfg).await.unwrap());
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gatehouse_origin::api::serve(app.clone(), listener, async move {
-        let _ = rx.await;
-    }));
-    Origin { url: format!("http://127.0.0.1:{port}"), dir, _stop: tx, app }
+    let mut toml = support::origin::config(region, port, "127.0.0.1", regions);
+    toml.push_str("max_failures = 3\nlockout_secs = 600\nmail_dir = \"mail\"\n");
+    toml.push_str("[tiers.free]\nmax_users = 3\nmax_custom_roles = 1\nmax_api_keys = 1\n");
+    support::origin::launch(&root.join(region), port, format!("http://127.0.0.1:{port}"), &toml).await
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// One HTTP request with a raw body; returns (status, headers, body).
+/// One HTTP request with a raw body; returns (status, headers, body as text).
 async fn raw(
     method: &str,
     url: &str,
@@ -84,54 +28,17 @@ async fn raw(
     body: Option<(&str, String)>,
     extra: &[(&str, &str)],
 ) -> (u16, hyper::HeaderMap, String) {
-    let uri: hyper::Uri = url.parse().unwrap();
-    let addr: SocketAddr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap()).parse().unwrap();
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
-    let mut b = hyper::Request::builder()
-        .method(method)
-        .uri(uri.path_and_query().unwrap().as_str())
-        .header("host", addr.to_string());
-    if let Some(t) = token {
-        b = b.header("authorization", format!("Bearer {t}"));
-    }
-    let body = match body {
-        Some((ct, text)) => {
-            b = b.header("content-type", ct);
-            text
-        }
-        None => String::new(),
-    };
-    for (k, v) in extra {
-        b = b.header(*k, *v);
-    }
-    let resp = send.send_request(b.body(Full::new(Bytes::from(body))).unwrap()).await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
-    (status, headers, String::from_utf8_lossy(&bytes).into_owned())
-}
-
-async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let (s, _, b) = raw(method, url, token, body.map(|v| ("application/json", v.to_string())), &[]).await;
-    (s, serde_json::from_str(&b).unwrap_or(Value::Null))
+    let (s, h, b) = support::origin::call(method, url, token, body, extra).await;
+    (s, h, String::from_utf8_lossy(&b).into_owned())
 }
 
 async fn create_org(o: &Origin, slug: &str, tier: &str) -> Value {
-    let body = json!({ "slug": slug, "name": slug, "tier": tier, "owner_email": format!("owner@{slug}.test"),
-        "owner_password": "owner password 1" });
-    let (s, v) = call("POST", &format!("{}/v1/orgs", o.url), Some(OPERATOR), Some(body)).await;
-    assert_eq!(s, 201, "{v}");
-    v
+    support::origin::create_org(o, slug, slug, tier).await
 }
 
 /// A password sign-in from Firefox on Linux.
 async fn sign_in(o: &Origin, slug: &str, email: &str, password: &str) -> (u16, Value) {
-    let body = json!({ "grant_type": "password", "email": email, "password": password }).to_string();
-    let url = format!("{}/t/{slug}/token", o.url);
-    let (s, _, b) = raw("POST", &url, None, Some(("application/json", body)), &[("user-agent", FIREFOX)]).await;
-    (s, serde_json::from_str(&b).unwrap_or(Value::Null))
+    support::origin::sign_in(o, slug, email, password, &[("user-agent", FIREFOX)]).await
 }
 
 async fn refresh(o: &Origin, slug: &str, rt: &Value) -> (u16, Value) {
@@ -161,20 +68,10 @@ async fn tenant_sql(o: &Origin, slug: &str, sql: &str) {
 
 async fn bundle_org(o: &Origin, slug: &str) -> Option<gatehouse_core::policy::Org> {
     // The body is binary (MessagePack): read as bytes.
-    let uri: hyper::Uri = format!("{}/v1/bundles/eu-west", o.url).parse().unwrap();
-    let addr: SocketAddr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap()).parse().unwrap();
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::get(uri.path())
-        .header("host", addr.to_string())
-        .header("authorization", format!("Bearer {EDGE}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let body = send.send_request(req).await.unwrap().into_body().collect().await.unwrap().to_bytes();
-    let pk = std::fs::read_to_string(o.dir.join("bundle.pem")).unwrap();
-    let kp = jwt_simple::prelude::Ed25519KeyPair::from_pem(&pk).unwrap();
-    let pinned: [u8; 32] = kp.public_key().to_bytes().try_into().unwrap();
+    let (_, _, body) =
+        support::origin::call("GET", &format!("{}/v1/bundles/eu-west", o.url), Some(EDGE), None, &[]).await;
+    let pinned = jwt_simple::prelude::Ed25519PublicKey::from_pem(&o.bundle_public_pem).unwrap().to_bytes();
+    let pinned: [u8; 32] = pinned.try_into().unwrap();
     let b = gatehouse_core::bundle::open(&body, &pinned, gatehouse_origin::now() as u64).unwrap();
     b.policy.orgs.get(slug).cloned()
 }

@@ -9,19 +9,13 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use gatehouse_origin::{App, OriginConfig};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 use serde_json::{json, Value};
+use support::origin::{claims, free_port, request as call, Origin};
 
-const OPERATOR: &str = "operator-token-0123456789";
 const SMTP_USER: &str = "gatehouse";
 const SMTP_PASSWORD: &str = "smtp-password-4d1c9e";
 
@@ -82,10 +76,6 @@ enum Mode {
     StartTls,
     Tls,
     Plain,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A self-signed certificate for `localhost` and `127.0.0.1` (not a CA: the client trusts
@@ -206,49 +196,11 @@ fn token_of(link: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // The origin
 
-struct Origin {
-    url: String,
-    app: Arc<App>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
 /// Start an origin in `dir` whose `[mail]` section is `mail`.
 async fn start_origin(dir: &Path, mail: &str) -> Origin {
-    std::fs::create_dir_all(dir).unwrap();
-    let (pem, _) = gatehouse_bundler::keys::generate_bundle_keys();
-    std::fs::write(dir.join("bundle.pem"), pem).unwrap();
-    std::fs::write(dir.join("edge.tokens"), "edge-1 edge-token-0123456789abcdef\n").unwrap();
-    std::fs::write(dir.join("operator.token"), OPERATOR).unwrap();
-    std::fs::write(dir.join("peer.token"), "peer-token-0123456789abcdef").unwrap();
-    std::fs::write(dir.join("apikey.secret"), "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0xMjM0NQ==").unwrap();
     let port = free_port();
-    let toml = format!(
-        r#"
-region = "eu-west"
-listen = "127.0.0.1:{port}"
-public_url = "http://localhost:{port}"
-data_dir = "data"
-[secrets]
-bundle_signing_key = "bundle.pem"
-edge_tokens = "edge.tokens"
-operator_token = "operator.token"
-peer_token = "peer.token"
-api_key_secret = "apikey.secret"
-[signin]
-argon2_memory_kib = 64
-argon2_iterations = 1
-{mail}
-"#
-    );
-    std::fs::write(dir.join("origin.toml"), toml).unwrap();
-    let cfg = OriginConfig::load(&dir.join("origin.toml")).unwrap();
-    let app = Arc::new(App::open(cfg).await.unwrap());
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gatehouse_origin::api::serve(app.clone(), listener, async move {
-        let _ = rx.await;
-    }));
-    Origin { url: format!("http://127.0.0.1:{port}"), app, _stop: tx }
+    let toml = format!("{}\n{mail}\n", support::origin::config("eu-west", port, "localhost", &[]));
+    support::origin::launch(dir, port, format!("http://127.0.0.1:{port}"), &toml).await
 }
 
 /// `[mail]` for the SMTP server `s` (STARTTLS or TLS with AUTH from `pw_file`, or plain).
@@ -270,61 +222,20 @@ fn smtp_config(s: &Smtp, tls: &str, dir: &Path, extra: &str) -> String {
     )
 }
 
-/// One HTTP request with `headers`; status, headers, body.
-async fn call(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<Vec<u8>>,
-) -> (u16, hyper::HeaderMap, Vec<u8>) {
-    let uri: hyper::Uri = url.parse().unwrap();
-    // The origin's public URL is `http://localhost:…` (a WebAuthn relying party needs a
-    // domain); it listens on 127.0.0.1.
-    let host = uri.host().unwrap().replace("localhost", "127.0.0.1");
-    let addr: SocketAddr = format!("{host}:{}", uri.port_u16().unwrap()).parse().unwrap();
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
-    let mut b = hyper::Request::builder()
-        .method(method)
-        .uri(uri.path_and_query().unwrap().as_str())
-        .header("host", addr.to_string());
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let resp = send.send_request(b.body(Full::new(Bytes::from(body.unwrap_or_default()))).unwrap()).await.unwrap();
-    let status = resp.status().as_u16();
-    let h = resp.headers().clone();
-    (status, h, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
-}
-
-/// A JSON request with an optional bearer token.
+/// A JSON request with an optional bearer token (always with a JSON content type).
 async fn api(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut h = vec![("content-type", "application/json")];
-    if let Some(a) = &auth {
-        h.push(("authorization", a));
-    }
-    let (s, _, b) = call(method, url, &h, body.map(|v| v.to_string().into_bytes())).await;
+    let body = ("application/json", body.map(|v| v.to_string()).unwrap_or_default());
+    let (s, _, b) = support::origin::call(method, url, token, Some(body), &[]).await;
     (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
 }
 
 async fn sign_in(o: &Origin, email: &str, password: &str) -> (u16, Value) {
-    let body = json!({ "grant_type": "password", "email": email, "password": password });
-    api("POST", &format!("{}/t/acme/token", o.url), None, Some(body)).await
-}
-
-/// The claims of an access token (not verified: the origin issued it).
-fn claims(access: &str) -> Value {
-    let payload = access.split('.').nth(1).unwrap();
-    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    support::origin::sign_in(o, "acme", email, password, &[]).await
 }
 
 /// Create organisation `acme` named `name`; the owner's access token.
 async fn acme(o: &Origin, name: &str) -> String {
-    let body = json!({ "slug": "acme", "name": name, "tier": "team", "owner_email": "owner@acme.test", "owner_password": "owner password 1" });
-    let (s, v) = api("POST", &format!("{}/v1/orgs", o.url), Some(OPERATOR), Some(body)).await;
-    assert_eq!(s, 201, "{v}");
+    support::origin::create_org(o, "acme", name, "team").await;
     let (s, v) = sign_in(o, "owner@acme.test", "owner password 1").await;
     assert_eq!(s, 200, "{v}");
     v["access_token"].as_str().unwrap().to_string()

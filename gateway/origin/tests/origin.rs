@@ -1,136 +1,26 @@
 //! End-to-end tests of the regional origin: real libSQL files, real HTTP on loopback.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
-use gatehouse_origin::{App, OriginConfig, ROUTES};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
+use gatehouse_origin::ROUTES;
 use serde_json::{json, Value};
 
-const OPERATOR: &str = "operator-token-0123456789";
-const EDGE: &str = "edge-token-0123456789abcdef";
-const PEER: &str = "peer-token-0123456789abcdef";
-
-struct Origin {
-    url: String,
-    dir: std::path::PathBuf,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    app: Arc<App>,
-}
-
-fn write_secrets(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let (pem, _) = gatehouse_bundler::keys::generate_bundle_keys();
-    std::fs::write(dir.join("bundle.pem"), pem).unwrap();
-    std::fs::write(dir.join("edge.tokens"), format!("edge-1 {EDGE}\n")).unwrap();
-    std::fs::write(dir.join("operator.token"), OPERATOR).unwrap();
-    std::fs::write(dir.join("peer.token"), PEER).unwrap();
-    std::fs::write(dir.join("apikey.secret"), "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0xMjM0NQ==").unwrap();
-}
+mod support;
+use support::origin::{call, free_port, js as json_call, Origin, EDGE, OPERATOR};
 
 /// Start an origin for `region` with `regions` (name → port) on loopback.
 async fn start(root: &Path, region: &str, port: u16, regions: &[(&str, u16)]) -> Origin {
-    let dir = root.join(region);
-    write_secrets(&dir);
-    let regions: String = regions.iter().map(|(r, p)| format!("{r} = \"http://127.0.0.1:{p}\"\n")).collect();
-    let toml = format!(
-        r#"
-region = "{region}"
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-data_dir = "data"
-[regions]
-{regions}
-[secrets]
-bundle_signing_key = "bundle.pem"
-edge_tokens = "edge.tokens"
-operator_token = "operator.token"
-peer_token = "peer.token"
-api_key_secret = "apikey.secret"
-[signin]
-argon2_memory_kib = 64
-argon2_iterations = 1
-max_failures = 3
-lockout_secs = 600
-mail_dir = "mail"
-"#
-    );
-    std::fs::write(dir.join("origin.toml"), toml).unwrap();
-    let cfg = OriginConfig::load(&dir.join("origin.toml")).unwrap();
-    let app = Arc::new(App::open(cfg).await.unwrap());
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gatehouse_origin::api::serve(app.clone(), listener, async move {
-        let _ = rx.await;
-    }));
-    Origin { url: format!("http://127.0.0.1:{port}"), dir, _stop: tx, app }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// One HTTP request; returns (status, headers, body bytes).
-async fn call(
-    method: &str,
-    url: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-    extra: &[(&str, &str)],
-) -> (u16, hyper::HeaderMap, Vec<u8>) {
-    let uri: hyper::Uri = url.parse().unwrap();
-    let addr: SocketAddr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap()).parse().unwrap();
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
-    let mut b = hyper::Request::builder()
-        .method(method)
-        .uri(uri.path_and_query().unwrap().as_str())
-        .header("host", addr.to_string());
-    if let Some(t) = token {
-        b = b.header("authorization", format!("Bearer {t}"));
-    }
-    if body.is_some() {
-        b = b.header("content-type", "application/json");
-    }
-    for (k, v) in extra {
-        b = b.header(*k, *v);
-    }
-    let req = b.body(Full::new(Bytes::from(body.map(|v| v.to_string()).unwrap_or_default()))).unwrap();
-    let resp = send.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
-    (status, headers, bytes)
-}
-
-async fn json_call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let (s, _, b) = call(method, url, token, body, &[]).await;
-    (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    let mut toml = support::origin::config(region, port, "127.0.0.1", regions);
+    toml.push_str("max_failures = 3\nlockout_secs = 600\nmail_dir = \"mail\"\n");
+    support::origin::launch(&root.join(region), port, format!("http://127.0.0.1:{port}"), &toml).await
 }
 
 async fn create_org(o: &Origin, slug: &str) -> Value {
-    let (s, v) = json_call(
-        "POST",
-        &format!("{}/v1/orgs", o.url),
-        Some(OPERATOR),
-        Some(json!({ "slug": slug, "name": slug, "tier": "team", "owner_email": format!("owner@{slug}.test"), "owner_password": "owner password 1" })),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    v
+    support::origin::create_org(o, slug, slug, "team").await
 }
 
 async fn sign_in(o: &Origin, slug: &str, email: &str, password: &str) -> (u16, Value) {
-    json_call(
-        "POST",
-        &format!("{}/t/{slug}/token", o.url),
-        None,
-        Some(json!({ "grant_type": "password", "email": email, "password": password })),
-    )
-    .await
+    support::origin::sign_in(o, slug, email, password, &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,8 +238,8 @@ async fn origin_end_to_end() {
         "POST",
         &format!("{}/v1/orgs/acme/users", eu.url),
         Some(&acme_token),
-        None,
-        &[("content-type", "application/json")],
+        Some(("application/json", String::new())),
+        &[],
     )
     .await;
     let v: Value = serde_json::from_slice(&b).unwrap();
@@ -416,22 +306,10 @@ async fn origin_end_to_end() {
     let post_form = |body: String, cookie: Option<String>| {
         let url = format!("{}/t/acme/login", eu.url);
         async move {
-            let uri: hyper::Uri = url.parse().unwrap();
-            let addr: SocketAddr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap()).parse().unwrap();
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let (mut send, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
-            tokio::spawn(conn);
-            let mut b = hyper::Request::post(uri.path())
-                .header("host", addr.to_string())
-                .header("content-type", "application/x-www-form-urlencoded");
-            if let Some(c) = cookie {
-                b = b.header("cookie", c);
-            }
-            let resp = send.send_request(b.body(Full::new(Bytes::from(body))).unwrap()).await.unwrap();
-            let status = resp.status().as_u16();
-            let headers = resp.headers().clone();
-            (status, headers, String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap())
+            let form = ("application/x-www-form-urlencoded", body);
+            let cookie: Vec<(&str, &str)> = cookie.iter().map(|c| ("cookie", c.as_str())).collect();
+            let (status, headers, page) = call("POST", &url, None, Some(form), &cookie).await;
+            (status, headers, String::from_utf8(page).unwrap())
         }
     };
     let back = "https://app.acme.example.test/inbox";
