@@ -9,189 +9,15 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::origin::{claims, free_port, request as call, Origin};
 
-const SMTP_USER: &str = "gatehouse";
-const SMTP_PASSWORD: &str = "smtp-password-4d1c9e";
-
-// ---------------------------------------------------------------------------------------
-// The SMTP server
-
-/// The Python with aiosmtpd: `GATEHOUSE_SMTP_PYTHON`, else the venv in the cache (made
-/// here when absent); `None` when it cannot be made.
-fn smtp_python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("GATEHOUSE_SMTP_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let cache = std::env::var_os("GATEHOUSE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/gatehouse"));
-    let venv = cache.join("smtp-venv");
-    let py = venv.join("bin/python");
-    let works = |py: &Path| Command::new(py).args(["-c", "import aiosmtpd"]).status().is_ok_and(|s| s.success());
-    if works(&py) {
-        return Some(py);
-    }
-    // One test makes it; the others wait for the lock.
-    static MAKE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _g = MAKE.lock().unwrap_or_else(|p| p.into_inner());
-    if !works(&py) {
-        let made = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().is_ok_and(|s| s.success())
-            && Command::new(venv.join("bin/pip"))
-                .args(["install", "-q", "aiosmtpd==1.4.6"])
-                .status()
-                .is_ok_and(|s| s.success());
-        if !made {
-            return None;
-        }
-    }
-    works(&py).then_some(py)
-}
-
-/// Kills the child when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A running server and the folder its messages land in.
-struct Smtp {
-    _child: Killed,
-    port: u16,
-    out: PathBuf,
-}
-
-/// How the server speaks.
-#[derive(Clone, Copy)]
-enum Mode {
-    StartTls,
-    Tls,
-    Plain,
-}
-
-/// A self-signed certificate for `localhost` and `127.0.0.1` (not a CA: the client trusts
-/// it as a root through `mail.smtp.ca_file`); PEM files `cert.pem`, `key.pem` in `dir`.
-fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
-    use openssl::asn1::Asn1Time;
-    use openssl::bn::{BigNum, MsbOption};
-    use openssl::ec::{EcGroup, EcKey};
-    use openssl::hash::MessageDigest;
-    use openssl::nid::Nid;
-    use openssl::pkey::PKey;
-    use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName};
-    use openssl::x509::{X509NameBuilder, X509};
-    let key =
-        PKey::from_ec_key(EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap()).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "localhost").unwrap();
-    let name = name.build();
-    let mut b = X509::builder().unwrap();
-    b.set_version(2).unwrap();
-    let mut serial = BigNum::new().unwrap();
-    serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
-    b.set_serial_number(&serial.to_asn1_integer().unwrap()).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(2).unwrap()).unwrap();
-    b.append_extension(BasicConstraints::new().critical().build().unwrap()).unwrap();
-    b.append_extension(KeyUsage::new().critical().digital_signature().build().unwrap()).unwrap();
-    b.append_extension(ExtendedKeyUsage::new().server_auth().build().unwrap()).unwrap();
-    let san = SubjectAlternativeName::new().dns("localhost").ip("127.0.0.1").build(&b.x509v3_context(None, None));
-    b.append_extension(san.unwrap()).unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    let (cert, keyf) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, b.build().to_pem().unwrap()).unwrap();
-    std::fs::write(&keyf, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-    (cert, keyf)
-}
-
-/// Start the server in `dir` (`auth`: require AUTH with [`SMTP_USER`] / [`SMTP_PASSWORD`]).
-fn start_smtp(py: &Path, dir: &Path, mode: Mode, auth: bool) -> Smtp {
-    let port = free_port();
-    let out = dir.join("received");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp/server.py");
-    let mut cmd = Command::new(py);
-    cmd.arg(&script).args(["--port", &port.to_string()]).arg("--out").arg(&out);
-    cmd.args([
-        "--mode",
-        match mode {
-            Mode::StartTls => "starttls",
-            Mode::Tls => "tls",
-            Mode::Plain => "plain",
-        },
-    ]);
-    if !matches!(mode, Mode::Plain) {
-        let (cert, key) = make_cert(dir);
-        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
-    }
-    if auth {
-        cmd.args(["--user", SMTP_USER, "--password", SMTP_PASSWORD]);
-    }
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("run the SMTP server");
-    let stdout = child.stdout.take().unwrap();
-    let child = Killed(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx.recv_timeout(Duration::from_secs(30)).expect("the SMTP server did not start");
-    assert_eq!(line, format!("READY {port}"));
-    Smtp { _child: child, port, out }
-}
-
-impl Smtp {
-    /// The messages received so far, in order.
-    fn messages(&self) -> Vec<Value> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.out)
-            .map(|d| d.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect())
-            .unwrap_or_default();
-        files.sort();
-        files.iter().map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()).collect()
-    }
-
-    /// Wait until `n` messages arrived; all of them.
-    async fn wait_for(&self, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let m = self.messages();
-            if m.len() >= n {
-                return m;
-            }
-            assert!(Instant::now() < deadline, "{} of {n} messages arrived: {m:?}", m.len());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The newest message to `to` (waiting for the `n`th message overall).
-    async fn last_to(&self, n: usize, to: &str) -> Value {
-        let all = self.wait_for(n).await;
-        all.iter().rev().find(|m| m["rcpt_tos"][0] == to).cloned().unwrap_or_else(|| panic!("no mail to {to}: {all:?}"))
-    }
-}
-
-/// The link in a message's text body that contains `path`.
-fn link(msg: &Value, path: &str) -> String {
-    let text = msg["text"].as_str().unwrap();
-    text.split_whitespace().find(|w| w.contains(path)).unwrap_or_else(|| panic!("no {path} link in {text}")).to_string()
-}
-
-fn token_of(link: &str) -> String {
-    link.split("token=").nth(1).unwrap().to_string()
-}
+#[path = "mail_support/smtp.rs"]
+mod smtp;
+use smtp::*;
 
 // ---------------------------------------------------------------------------------------
 // The origin
@@ -203,30 +29,16 @@ async fn start_origin(dir: &Path, mail: &str) -> Origin {
     support::origin::launch(dir, port, format!("http://127.0.0.1:{port}"), &toml).await
 }
 
-/// `[mail]` for the SMTP server `s` (STARTTLS or TLS with AUTH from `pw_file`, or plain).
-fn smtp_config(s: &Smtp, tls: &str, dir: &Path, extra: &str) -> String {
-    let auth = if tls == "none" {
-        String::new()
-    } else {
-        let pw = dir.join("smtp.password");
-        std::fs::write(&pw, format!("{SMTP_PASSWORD}\n")).unwrap();
-        format!(
-            "username = \"{SMTP_USER}\"\npassword_file = \"{}\"\nca_file = \"{}\"\n",
-            pw.display(),
-            dir.join("cert.pem").display()
-        )
-    };
-    format!(
-        "[mail]\nkind = \"smtp\"\nfrom = \"Acme Sign-in <no-reply@acme.test>\"\ntimeout_secs = 5\n{extra}\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"{tls}\"\n{auth}",
-        s.port
-    )
-}
-
 /// A JSON request with an optional bearer token (always with a JSON content type).
 async fn api(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
     let body = ("application/json", body.map(|v| v.to_string()).unwrap_or_default());
     let (s, _, b) = support::origin::call(method, url, token, Some(body), &[]).await;
     (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+/// Invite `email` as `role` to the organisation at `base` with `token`.
+async fn invite(base: &str, token: &str, email: &str, role: &str) -> (u16, Value) {
+    api("POST", &format!("{base}/invitations"), Some(token), Some(json!({ "email": email, "role": role }))).await
 }
 
 async fn sign_in(o: &Origin, email: &str, password: &str) -> (u16, Value) {
@@ -471,32 +283,14 @@ async fn invitations_and_templates_over_smtp() {
     let c = claims(v["access_token"].as_str().unwrap());
     assert_eq!((c["roles"].clone(), c["teams"].clone()), (json!(["editor"]), json!(["eng"])));
     assert_eq!(c["email_verified"], json!(true), "an accepted invitation verifies the address");
-    let (s, v) = api(
-        "POST",
-        &format!("{base}/invitations"),
-        Some(&owner),
-        Some(json!({ "email": "carol@acme.test", "role": "viewer" })),
-    )
-    .await;
+    let (s, v) = invite(&base, &owner, "carol@acme.test", "viewer").await;
     assert_eq!((s, v["error"].as_str()), (409, Some("already_member")));
 
     // Resend: a new link, the old one void. The new one accepted through the HTML form.
-    let (s, v) = api(
-        "POST",
-        &format!("{base}/invitations"),
-        Some(&owner),
-        Some(json!({ "email": "dave@acme.test", "role": "viewer" })),
-    )
-    .await;
+    let (s, v) = invite(&base, &owner, "dave@acme.test", "viewer").await;
     assert_eq!(s, 201, "{v}");
     let dave_id = v["id"].as_str().unwrap().to_string();
-    let (s, v) = api(
-        "POST",
-        &format!("{base}/invitations"),
-        Some(&owner),
-        Some(json!({ "email": "dave@acme.test", "role": "viewer" })),
-    )
-    .await;
+    let (s, v) = invite(&base, &owner, "dave@acme.test", "viewer").await;
     assert_eq!((s, v["error"].as_str()), (409, Some("invitation_pending")));
     let old = link(&smtp.last_to(2, "dave@acme.test").await, "/t/acme/invite?token=");
     let resend = format!("{base}/invitations/{dave_id}/resend");
@@ -541,13 +335,7 @@ async fn invitations_and_templates_over_smtp() {
 
     // Passwordless: the account is created without a password, signed in, and sent on to
     // passkey registration (the MFA API answers it with WebAuthn options).
-    let (s, v) = api(
-        "POST",
-        &format!("{base}/invitations"),
-        Some(&owner),
-        Some(json!({ "email": "pat@acme.test", "role": "viewer" })),
-    )
-    .await;
+    let (s, v) = invite(&base, &owner, "pat@acme.test", "viewer").await;
     assert_eq!(s, 201, "{v}");
     let pat = link(&smtp.last_to(4, "pat@acme.test").await, "/t/acme/invite?token=");
     let (s, v) = api("POST", &accept, None, Some(json!({ "token": token_of(&pat), "mode": "passkey" }))).await;
@@ -563,13 +351,7 @@ async fn invitations_and_templates_over_smtp() {
     let policy = format!("{base}/auth-policy");
     let (s, v) = api("PUT", &policy, Some(&owner), Some(json!({ "mfa_required": true }))).await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = api(
-        "POST",
-        &format!("{base}/invitations"),
-        Some(&owner),
-        Some(json!({ "email": "quinn@acme.test", "role": "viewer" })),
-    )
-    .await;
+    let (s, v) = invite(&base, &owner, "quinn@acme.test", "viewer").await;
     assert_eq!(s, 201, "{v}");
     let quinn = link(&smtp.last_to(5, "quinn@acme.test").await, "/t/acme/invite?token=");
     let body = json!({ "token": token_of(&quinn), "password": "quinn password 1" });
@@ -583,13 +365,7 @@ async fn invitations_and_templates_over_smtp() {
     assert_eq!(s, 200, "{v}");
 
     // Revoke; an expired link; listing by status.
-    let (s, v) = api(
-        "POST",
-        &format!("{base}/invitations"),
-        Some(&owner),
-        Some(json!({ "email": "erin@acme.test", "role": "viewer" })),
-    )
-    .await;
+    let (s, v) = invite(&base, &owner, "erin@acme.test", "viewer").await;
     assert_eq!(s, 201, "{v}");
     let erin_id = v["id"].as_str().unwrap().to_string();
     let erin = link(&smtp.last_to(6, "erin@acme.test").await, "/t/acme/invite?token=");
@@ -600,13 +376,7 @@ async fn invitations_and_templates_over_smtp() {
     assert_eq!((s, v["error"].as_str()), (400, Some("invitation_revoked")));
     let (s, v) = api("POST", &format!("{base}/invitations/{erin_id}/resend"), Some(&owner), None).await;
     assert_eq!((s, v["error"].as_str()), (409, Some("invitation_revoked")));
-    let (s, v) = api(
-        "POST",
-        &format!("{base}/invitations"),
-        Some(&owner),
-        Some(json!({ "email": "frank@acme.test", "role": "viewer" })),
-    )
-    .await;
+    let (s, v) = invite(&base, &owner, "frank@acme.test", "viewer").await;
     assert_eq!(s, 201, "{v}");
     let frank = link(&smtp.last_to(7, "frank@acme.test").await, "/t/acme/invite?token=");
     sql(&o, "UPDATE invitations SET expires_at = 1 WHERE email = 'frank@acme.test'").await;
@@ -674,21 +444,9 @@ async fn invitations_and_templates_over_smtp() {
     assert_eq!(s, 201, "{v}");
     let (_, v) = sign_in(&o, "adm@acme.test", "admin password 1").await;
     let admin = v["access_token"].as_str().unwrap().to_string();
-    let (s, v) = api(
-        "POST",
-        &format!("{base}/invitations"),
-        Some(&admin),
-        Some(json!({ "email": "o2@acme.test", "role": "owner" })),
-    )
-    .await;
+    let (s, v) = invite(&base, &admin, "o2@acme.test", "owner").await;
     assert_eq!((s, v["error"].as_str()), (403, Some("role_too_high")));
-    let (s, v) = api(
-        "POST",
-        &format!("{base}/invitations"),
-        Some(&admin),
-        Some(json!({ "email": "k@acme.test", "role": "admin" })),
-    )
-    .await;
+    let (s, v) = invite(&base, &admin, "k@acme.test", "admin").await;
     assert_eq!(s, 201, "admins hold users:invite: {v}");
     let (_, v) = sign_in(&o, "carol@acme.test", "carol password 1").await;
     let editor = v["access_token"].as_str().unwrap().to_string();
@@ -828,13 +586,7 @@ async fn invitations_through_the_file_mailer_respect_the_tier_cap() {
     let owner = acme(&o, "Acme").await;
     let base = format!("{}/v1/orgs/acme", o.url);
     for email in ["a@acme.test", "b@acme.test"] {
-        let (s, v) = api(
-            "POST",
-            &format!("{base}/invitations"),
-            Some(&owner),
-            Some(json!({ "email": email, "role": "viewer" })),
-        )
-        .await;
+        let (s, v) = invite(&base, &owner, email, "viewer").await;
         assert_eq!((s, v["mail"].as_str()), (201, Some("sent")), "{v}");
     }
     // One readable .eml per message: the link is whole in the text part.
@@ -858,13 +610,7 @@ async fn invitations_through_the_file_mailer_respect_the_tier_cap() {
     assert_eq!((s, v["error"].as_str()), (409, Some("limit_reached")), "{v}");
     let (s, v) = api("GET", &format!("{base}/invitations?status=pending"), Some(&owner), None).await;
     assert_eq!((s, v["items"][0]["email"].as_str()), (200, Some("b@acme.test")), "b's invitation is kept: {v}");
-    let (s, v) = api(
-        "POST",
-        &format!("{base}/invitations"),
-        Some(&owner),
-        Some(json!({ "email": "c@acme.test", "role": "viewer" })),
-    )
-    .await;
+    let (s, v) = invite(&base, &owner, "c@acme.test", "viewer").await;
     assert_eq!((s, v["error"].as_str()), (409, Some("limit_reached")), "refused when inviting too: {v}");
     let (s, v) = sign_in(&o, "b@acme.test", "b password 123").await;
     assert_eq!((s, v["error"].as_str()), (401, Some("invalid_credentials")), "no account was made for b");
@@ -928,9 +674,7 @@ async fn refused_sign_ins_mail_links_within_the_hourly_limit_and_invitations_pag
 
     // Invitations are listed a page at a time.
     for e in ["p1@acme.test", "p2@acme.test", "p3@acme.test"] {
-        let (s, _) =
-            api("POST", &format!("{base}/invitations"), Some(&owner), Some(json!({ "email": e, "role": "viewer" })))
-                .await;
+        let (s, _) = invite(&base, &owner, e, "viewer").await;
         assert_eq!(s, 201);
     }
     let mut seen = Vec::new();
