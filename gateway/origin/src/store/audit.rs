@@ -37,9 +37,12 @@ pub struct Record {
     pub hash: String,
 }
 
-const COLUMNS: &str = "seq, at, actor, action, target, before, after, ip, user_agent, request_id, prev_hash, hash";
+/// The columns of a record, in [`row_record`]'s order.
+pub(super) const COLUMNS: &str =
+    "seq, at, actor, action, target, before, after, ip, user_agent, request_id, prev_hash, hash";
 
-fn row_record(r: &Row) -> libsql::Result<Record> {
+/// A record from a row of [`COLUMNS`].
+pub(super) fn row_record(r: &Row) -> libsql::Result<Record> {
     Ok(Record {
         seq: r.get(0)?,
         at: r.get(1)?,
@@ -58,9 +61,18 @@ fn row_record(r: &Row) -> libsql::Result<Record> {
 
 /// Insert a record (its hash already computed).
 pub async fn insert(conn: &Connection, r: &Record) -> libsql::Result<()> {
+    insert_into(conn, "audit", r).await
+}
+
+/// The last record's (seq, hash).
+pub async fn last(conn: &Connection) -> libsql::Result<Option<(i64, String)>> {
+    last_of(conn, "audit").await
+}
+
+/// Insert a record into `table` (`audit` or `operator_audit`: the same columns).
+pub(super) async fn insert_into(conn: &Connection, table: &str, r: &Record) -> libsql::Result<()> {
     conn.execute(
-        "INSERT INTO audit (seq, at, actor, action, target, before, after, ip, user_agent, request_id, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        &format!("INSERT INTO {table} ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
         libsql::params![
             r.seq,
             r.at,
@@ -80,9 +92,12 @@ pub async fn insert(conn: &Connection, r: &Record) -> libsql::Result<()> {
     Ok(())
 }
 
-/// The last record's (seq, hash).
-pub async fn last(conn: &Connection) -> libsql::Result<Option<(i64, String)>> {
-    first_row(conn, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", (), |r| Ok((r.get(0)?, r.get(1)?))).await
+/// The last record's (seq, hash) in `table`.
+pub(super) async fn last_of(conn: &Connection, table: &str) -> libsql::Result<Option<(i64, String)>> {
+    first_row(conn, &format!("SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1"), (), |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .await
 }
 
 /// The anchor's (seq, hash): the last purged record.
