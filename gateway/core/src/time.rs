@@ -10,7 +10,7 @@ pub const NANOS: u64 = 1_000_000_000;
 /// Seconds since the Unix epoch, serialised as an integer; deserialised from an integer or
 /// an RFC 3339 UTC string such as `"2027-01-01T00:00:00Z"`.
 pub mod unix_seconds {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     /// Serialize as an integer.
     pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
@@ -19,18 +19,7 @@ pub mod unix_seconds {
 
     /// Accept an integer or an RFC 3339 string.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            N(u64),
-            S(String),
-        }
-        match Either::deserialize(d)? {
-            Either::N(n) => Ok(n),
-            Either::S(s) => super::parse_rfc3339(&s).ok_or_else(|| {
-                serde::de::Error::custom(format!("`{s}` is not a UTC timestamp like \"2027-01-01T00:00:00Z\""))
-            }),
-        }
+        super::number_or_text(d, super::parse_rfc3339, "a UTC timestamp like \"2027-01-01T00:00:00Z\"")
     }
 
     /// The same for optional fields.
@@ -136,7 +125,7 @@ pub fn parse_duration(s: &str) -> Option<u64> {
 /// A duration in seconds, serialised as an integer; deserialised from an integer or a
 /// text that [`parse_duration`] reads (`"15m"`).
 pub mod duration_secs {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     /// Serialize as an integer.
     pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
@@ -145,18 +134,25 @@ pub mod duration_secs {
 
     /// Accept an integer or a duration text.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            N(u64),
-            S(String),
-        }
-        match Either::deserialize(d)? {
-            Either::N(n) => Ok(n),
-            Either::S(s) => super::parse_duration(&s).ok_or_else(|| {
-                serde::de::Error::custom(format!("`{s}` is not a duration like \"15m\", \"1h30m\" or \"900s\""))
-            }),
-        }
+        super::number_or_text(d, super::parse_duration, "a duration like \"15m\", \"1h30m\" or \"900s\"")
+    }
+}
+
+/// An integer, or a text that `parse` reads (an error naming `expected` when it cannot).
+fn number_or_text<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    parse: fn(&str) -> Option<u64>,
+    expected: &str,
+) -> Result<u64, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        N(u64),
+        S(String),
+    }
+    match <Either as serde::Deserialize>::deserialize(d)? {
+        Either::N(n) => Ok(n),
+        Either::S(s) => parse(&s).ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not {expected}"))),
     }
 }
 
