@@ -209,6 +209,22 @@ async fn the_factor_page_adds_steps_up_renames_regenerates_and_removes() {
     let (page, _, _) = open_page(&o, &stepped).await;
     assert!(page.contains("You have no second factor yet"));
 
+    // Another tenant's page with this session: the sign-in page there, no forms; its
+    // form routes refuse too.
+    create_org(&o, "beta").await;
+    let (s, h, p) = get(&format!("{}/t/beta/mfa", o.url), &stepped).await;
+    assert_eq!((s, location(&h).as_str()), (303, "/t/beta/login?return_to=%2Ft%2Fbeta%2Fmfa"), "{p}");
+    let (s, h, _) =
+        post_form(&format!("{}/t/beta/mfa/manage/recovery-codes", o.url), &[("csrf", &csrf)], &cookies).await;
+    assert!(s == 403 || (s == 303 && location(&h).contains("/t/beta/login")), "{s}");
+
+    // A suspended organisation's members cannot use the page.
+    let (s, v) = js("POST", &format!("{}/v1/orgs/acme/suspend", o.url), Some(OPERATOR), Some(json!({}))).await;
+    assert!(s == 200 || s == 204, "{v}");
+    let (s, _, p) = get(&format!("{}/t/acme/mfa", o.url), &stepped).await;
+    assert_eq!(s, 403, "{p}");
+    assert!(!p.contains("manage/totp"), "{p}");
+
     let actions = audited(&o).await;
     for a in [
         "mfa.totp.enroll_start",

@@ -84,7 +84,7 @@ fn see_other(to: &str) -> Response {
 fn refused(slug: &str, e: ApiError) -> Response {
     match e.code() {
         "step_up_required" => see_other(&stepup_location(slug)),
-        "credential_missing" | "session_revoked" | "token_invalid" | "token_expired" => {
+        "credential_missing" | "session_revoked" | "token_invalid" | "token_expired" | "wrong_tenant" => {
             see_other(&format!("/t/{slug}/login?return_to={}", back_here(slug)))
         }
         _ => message(slug, e.status(), &e.to_string()),
