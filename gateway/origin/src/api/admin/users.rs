@@ -12,6 +12,7 @@ use crate::identity::{self, new_id};
 use crate::store::{memberships, sessions, users};
 
 use crate::api::admin::roles::{may_grant, role_exists};
+use crate::api::app::App;
 use crate::api::caps::{check_org_cap, Cap};
 use crate::api::extract::{cursor, page_limit, AppState, Authed, Caller, JsonBody, Page, QueryParams};
 use crate::api::tenant::end_session;
@@ -181,28 +182,7 @@ pub(crate) async fn deactivate_user(
     authed: Authed,
     Path((_, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let (t, c) = (&authed.t, &authed.caller);
-    let now = crate::now();
-    let h = begin(t).await?;
-    let before = manageable(&h, c, &id, now).await?;
-    if before.disabled {
-        return Ok(Json(json!(before)));
-    }
-    if before.role.as_deref() == Some("owner") && users::enabled_owners(&h, now).await? <= 1 {
-        return Err(ApiError::conflict("last_owner", "the organisation's last owner cannot be deactivated"));
-    }
-    users::set_disabled(&h, &id, true).await?;
-    let open = sessions::open_of_user(&h, &id).await?;
-    for s in &open {
-        end_session(&h, s, now).await?;
-    }
-    let after = json!({ "disabled": true, "sessions_ended": open.len() });
-    authed
-        .commit(&app, h, "user.deactivate", format!("user:{id}"), Some(json!({ "disabled": false })), Some(after))
-        .await?;
-    app.changed();
-    let user = users::by_id(&*t.db.lock().await, &id, now).await?;
-    Ok(Json(json!(user)))
+    set_disabled(&app, &authed, &id, true).await
 }
 
 /// `POST /v1/orgs/{slug}/users/{id}/reactivate`: the user signs in again (a new sign-in;
@@ -212,27 +192,39 @@ pub(crate) async fn reactivate_user(
     authed: Authed,
     Path((_, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
+    set_disabled(&app, &authed, &id, false).await
+}
+
+/// Deactivate (`disable`) or reactivate user `id`, audited as `user.deactivate` or
+/// `user.reactivate`; the user as it is afterwards (unchanged when already so).
+async fn set_disabled(app: &App, authed: &Authed, id: &str, disable: bool) -> ApiResult<Json<Value>> {
     let (t, c) = (&authed.t, &authed.caller);
     let now = crate::now();
     let h = begin(t).await?;
-    let before = manageable(&h, c, &id, now).await?;
-    if !before.disabled {
+    let before = manageable(&h, c, id, now).await?;
+    if before.disabled == disable {
         return Ok(Json(json!(before)));
     }
-    check_org_cap(&app, &h, Cap::Users).await?;
-    users::set_disabled(&h, &id, false).await?;
-    authed
-        .commit(
-            &app,
-            h,
-            "user.reactivate",
-            format!("user:{id}"),
-            Some(json!({ "disabled": true })),
-            Some(json!({ "disabled": false })),
-        )
-        .await?;
+    let mut after = json!({ "disabled": disable });
+    if disable {
+        if before.role.as_deref() == Some("owner") && users::enabled_owners(&h, now).await? <= 1 {
+            return Err(ApiError::conflict("last_owner", "the organisation's last owner cannot be deactivated"));
+        }
+        users::set_disabled(&h, id, true).await?;
+        let open = sessions::open_of_user(&h, id).await?;
+        for s in &open {
+            end_session(&h, s, now).await?;
+        }
+        after["sessions_ended"] = json!(open.len());
+    } else {
+        check_org_cap(app, &h, Cap::Users).await?;
+        users::set_disabled(&h, id, false).await?;
+    }
+    let action = if disable { "user.deactivate" } else { "user.reactivate" };
+    let before = Some(json!({ "disabled": !disable }));
+    authed.commit(app, h, action, format!("user:{id}"), before, Some(after)).await?;
     app.changed();
-    let user = users::by_id(&*t.db.lock().await, &id, now).await?;
+    let user = users::by_id(&*t.db.lock().await, id, now).await?;
     Ok(Json(json!(user)))
 }
 
