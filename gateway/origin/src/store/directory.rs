@@ -211,16 +211,15 @@ mod tests {
     use super::*;
     use crate::store::test_tenant;
 
+    /// A directory entry created at 1.
+    fn e(id: &str, slug: &str, home: &str) -> TenantEntry {
+        TenantEntry { id: id.into(), slug: slug.into(), home_region: home.into(), created_at: 1 }
+    }
+
     #[tokio::test]
     async fn a_peer_renames_only_its_own_tenants() {
         let (_dir, s, _db) = test_tenant().await;
         let d = s.directory.lock().await;
-        let e = |id: &str, slug: &str, home: &str| TenantEntry {
-            id: id.into(),
-            slug: slug.into(),
-            home_region: home.into(),
-            created_at: 1,
-        };
         insert(&d, &e("t_01", "acme", "eu")).await.unwrap();
         assert_eq!(upsert_from_peer(&d, &e("t_01", "evil", "us")).await.unwrap(), 0, "not homed in us");
         assert_eq!(upsert_from_peer(&d, &e("t_02", "beta", "us")).await.unwrap(), 1);
@@ -236,12 +235,6 @@ mod tests {
     async fn a_tombstoned_tenant_leaves_every_lookup_keeps_its_slug_and_never_comes_back() {
         let (_dir, s, _db) = test_tenant().await;
         let d = s.directory.lock().await;
-        let e = |id: &str, slug: &str, home: &str| TenantEntry {
-            id: id.into(),
-            slug: slug.into(),
-            home_region: home.into(),
-            created_at: 1,
-        };
         insert(&d, &e("t_01", "acme", "eu")).await.unwrap();
         assert_eq!(tombstone(&d, "t_01", 50).await.unwrap(), Some(e("t_01", "acme", "eu")));
         assert_eq!(tombstone(&d, "t_01", 60).await.unwrap(), None, "once");
