@@ -9,6 +9,11 @@
 //
 // Accounts: any login works (devInteractions); login `x` is `x@example.com`, a login with
 // an `@` is that address; logins starting with `unverified` have email_verified=false.
+// Every login reports how the user signed in (the ID token's `amr`, RFC 8176): logins
+// starting with `mfa` as `["pwd", "otp"]` (a second factor at the provider), the others
+// as `["pwd"]`.
+// (`amr` and `auth_time` are claims of the `openid` scope below: oidc-provider only puts
+// into an ID token the claims its configuration names.)
 //
 // Test hook: POST /__test/tamper {"claims": {...}, "exp_offset": N} makes the next token
 // response carry an ID token with those claims changed (re-signed with the provider's
@@ -52,7 +57,7 @@ const provider = new Provider(issuer, {
   jwks: { keys },
   pkce: { required: () => true },
   conformIdTokenClaims: false,
-  claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
+  claims: { openid: ['sub', 'amr', 'auth_time'], email: ['email', 'email_verified'], profile: ['name'] },
   cookies: { keys: ['gatehouse-test-cookie-key-0123456789'] },
   findAccount: async (ctx, id) => ({
     accountId: id,
@@ -73,11 +78,32 @@ async function readJson(req) {
   return JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}');
 }
 
+// The authentication methods a login reports (see the header).
+const amrOf = (login) => (login.startsWith('mfa') ? ['pwd', 'otp'] : ['pwd']);
+
 provider.use(async (ctx, next) => {
   if (ctx.path === '/__test/tamper' && ctx.method === 'POST') {
     tamper = await readJson(ctx.req);
     ctx.body = { ok: true };
     return;
+  }
+  // The devInteractions login form: finished here so the login carries `amr` (the
+  // built-in submit records only the account). Other prompts go on to it with the body
+  // already read (oidc-provider then parses `req.body`).
+  if (ctx.method === 'POST' && /^\/interaction\/[^/]+$/.test(ctx.path)) {
+    const chunks = [];
+    for await (const c of ctx.req) chunks.push(c);
+    const text = Buffer.concat(chunks).toString('utf8');
+    const form = new URLSearchParams(text);
+    if (form.get('prompt') === 'login' && form.get('login')) {
+      const accountId = form.get('login');
+      ctx.respond = false;
+      await provider.interactionFinished(ctx.req, ctx.res, { login: { accountId, amr: amrOf(accountId) } }, {
+        mergeWithLastSubmission: false,
+      });
+      return;
+    }
+    ctx.req.body = text;
   }
   await next();
   if (ctx.path === '/token' && tamper && ctx.body && ctx.body.id_token) {

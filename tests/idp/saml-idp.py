@@ -28,6 +28,8 @@ only in this test script, to check that the SP refuses what it must refuse:
   destination=URL       Response Destination instead of the ACS URL
   time_offset=SECONDS   shift every timestamp (e.g. -7200: an expired assertion)
   name_id=VALUE         NameID text instead of the email (the email attribute stays)
+  authn_class=URI       AuthnContextClassRef instead of PasswordProtectedTransport (e.g.
+                        https://refeds.org/profile/mfa: the user passed a second factor)
 """
 import argparse, base64, datetime, html, os, secrets, sys, threading, time, warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -172,7 +174,7 @@ def build_response(idp, sp, acs, req_id, user, knobs):
     with LOCK, shifted_clock(int(knobs.get("time_offset") or 0)):
         resp = idp.create_authn_response(
             identity, req_id, knobs.get("destination") or acs, sp, name_id=name_id,
-            authn={"class_ref": PPT, "authn_auth": idp.config.entityid},
+            authn={"class_ref": knobs.get("authn_class") or PPT, "authn_auth": idp.config.entityid},
             sign_response=flag("sign_response"), sign_assertion=flag("sign_assertion"),
             release_policy=ReleasePolicy(idp.metadata, knobs.get("audience")),
             farg=Server.update_farg(req_id, knobs.get("recipient") or acs),

@@ -14,6 +14,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
 mod skip;
+pub mod sso;
 #[allow(unused_imports)] // only some test binaries can skip
 pub use skip::skip;
 
