@@ -468,18 +468,7 @@ fn profile_of(c: &Connection, a: &Assertion) -> Result<Profile, SsoError> {
         .flatten()
         .filter_map(|s| s.authn_context.as_ref()?.value.as_ref()?.value.clone())
         .collect();
-    let amr = classes
-        .iter()
-        .filter_map(|c| {
-            if c.ends_with(":PasswordProtectedTransport") || c.ends_with(":Password") {
-                Some("pwd".to_string())
-            } else if c.contains("MultiFactor") || c.contains("mfa") || c.ends_with(":TimeSyncToken") {
-                Some("mfa".to_string())
-            } else {
-                None
-            }
-        })
-        .collect();
+    let amr = classes.iter().filter_map(|c| class_amr(c)).map(String::from).collect();
     Ok(Profile {
         subject,
         email,
@@ -491,9 +480,44 @@ fn profile_of(c: &Connection, a: &Assertion) -> Result<Profile, SsoError> {
     })
 }
 
+/// What an AuthnContextClassRef counts as in `amr`: `pwd` for a password, `mfa` for the
+/// multi-factor classes IdPs assert (REFEDS `https://refeds.org/profile/mfa`, Microsoft
+/// Entra's `http://schemas.microsoft.com/claims/multipleauthn`, SAML 2.0's
+/// `TimeSyncToken` and `MobileTwoFactor*`, any `…MultiFactor…`), nothing otherwise.
+fn class_amr(c: &str) -> Option<&'static str> {
+    const MFA_SUFFIXES: &[&str] =
+        &[":TimeSyncToken", ":MobileTwoFactorContract", ":MobileTwoFactorUnregistered", "/claims/multipleauthn"];
+    if c.ends_with(":PasswordProtectedTransport") || c.ends_with(":Password") {
+        Some("pwd")
+    } else if c.contains("MultiFactor") || c.contains("mfa") || MFA_SUFFIXES.iter().any(|s| c.ends_with(s)) {
+        Some("mfa")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authn_context_classes_map_to_amr() {
+        let ac = |c: &str| format!("urn:oasis:names:tc:SAML:2.0:ac:classes:{c}");
+        assert_eq!(class_amr(&ac("PasswordProtectedTransport")), Some("pwd"));
+        assert_eq!(class_amr(&ac("Password")), Some("pwd"));
+        for c in [
+            "https://refeds.org/profile/mfa".to_string(),
+            "http://schemas.microsoft.com/claims/multipleauthn".to_string(),
+            ac("TimeSyncToken"),
+            ac("MobileTwoFactorContract"),
+            ac("MobileTwoFactorUnregistered"),
+        ] {
+            assert_eq!(class_amr(&c), Some("mfa"), "{c}");
+        }
+        for c in [ac("unspecified"), ac("Kerberos"), ac("X509"), String::new()] {
+            assert_eq!(class_amr(&c), None, "{c}");
+        }
+    }
 
     #[test]
     fn dangerous_xml_is_refused_before_parsing() {
