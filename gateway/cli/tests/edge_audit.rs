@@ -2,53 +2,17 @@
 //! origin's `/v1/audit/edge`; when the origin goes away mid-stream the gateway keeps the
 //! batch and sends it again, and the origin stores every event exactly once.
 
+mod in_process_origin;
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::Request;
+use in_process_origin::{origin_config, start_origin, EDGE, OPERATOR};
 use serde_json::{json, Value};
 use support::*;
-
-const OPERATOR: &str = "operator-token-0123456789";
-const EDGE: &str = "edge-token-0123456789abcdef";
-
-fn origin_config(dir: &Path, port: u16) -> gatehouse_origin::OriginConfig {
-    let (pem, public) = gatehouse_bundler::keys::generate_bundle_keys();
-    std::fs::create_dir_all(dir.join("keys")).unwrap();
-    std::fs::write(dir.join("keys/bundle.pem"), pem).unwrap();
-    std::fs::write(dir.join("keys/bundle.pub.pem"), public).unwrap();
-    std::fs::write(dir.join("keys/edge.tokens"), format!("gw {EDGE}\n")).unwrap();
-    std::fs::write(dir.join("keys/operator.token"), OPERATOR).unwrap();
-    std::fs::write(dir.join("keys/peer.token"), "peer-token-0123456789abcdef").unwrap();
-    std::fs::write(dir.join("keys/apikey.secret"), "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0xMjM0NQ==").unwrap();
-    std::fs::write(
-        dir.join("origin.toml"),
-        format!(
-            "region = \"eu-west\"\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\ndata_dir = \"data\"\n\
-             [secrets]\nbundle_signing_key = \"keys/bundle.pem\"\nedge_tokens = \"keys/edge.tokens\"\noperator_token = \"keys/operator.token\"\n\
-             peer_token = \"keys/peer.token\"\napi_key_secret = \"keys/apikey.secret\"\n[signin]\nargon2_memory_kib = 64\nargon2_iterations = 1\n"
-        ),
-    )
-    .unwrap();
-    gatehouse_origin::OriginConfig::load(&dir.join("origin.toml")).unwrap()
-}
-
-/// Start the origin in this process; dropping the sender stops it.
-async fn start_origin(cfg: gatehouse_origin::OriginConfig) -> tokio::sync::oneshot::Sender<()> {
-    let addr = cfg.listen;
-    let app = Arc::new(gatehouse_origin::App::open(cfg).await.unwrap());
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gatehouse_origin::api::serve(app, listener, async move {
-        let _ = rx.await;
-    }));
-    tx
-}
 
 async fn origin_json(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let req = Request::builder()
@@ -74,7 +38,7 @@ async fn decisions_reach_the_origin_once_across_an_origin_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let origin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let cfg = origin_config(dir, origin.port());
+    let cfg = origin_config(dir, origin.port(), None);
     let stop = start_origin(cfg.clone()).await;
     let org = json!({ "slug": "acme", "name": "Acme", "tier": "team", "owner_email": "o@acme.test",
         "owner_password": "owner password 1", "policy": { "hosts": ["acme.test"] } });

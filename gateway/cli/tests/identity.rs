@@ -5,20 +5,19 @@
 //! deactivated user and a suspended tenant refused by the running gateway after its next
 //! poll, and served again after reactivation and resumption.
 
+mod in_process_origin;
 mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::Request;
+use in_process_origin::{origin_config, start_origin, EDGE, OPERATOR};
 use serde_json::{json, Value};
 use support::*;
 
-const OPERATOR: &str = "operator-token-0123456789";
-const EDGE: &str = "edge-token-0123456789abcdef";
 const OWNER_PASSWORD: &str = "owner password 1";
 
 /// The region's template: a step-up route (an MFA sign-in at most 15 minutes old) and a
@@ -36,41 +35,6 @@ require_mfa = { max_age = "15m" }
 name = "api"
 path = "/"
 "#;
-
-fn origin_config(dir: &Path, port: u16) -> gatehouse_origin::OriginConfig {
-    let (pem, public) = gatehouse_bundler::keys::generate_bundle_keys();
-    std::fs::create_dir_all(dir.join("keys")).unwrap();
-    std::fs::write(dir.join("keys/bundle.pem"), pem).unwrap();
-    std::fs::write(dir.join("keys/bundle.pub.pem"), public).unwrap();
-    std::fs::write(dir.join("keys/edge.tokens"), format!("gw {EDGE}\n")).unwrap();
-    std::fs::write(dir.join("keys/operator.token"), OPERATOR).unwrap();
-    std::fs::write(dir.join("keys/peer.token"), "peer-token-0123456789abcdef").unwrap();
-    std::fs::write(dir.join("keys/apikey.secret"), "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0xMjM0NQ==").unwrap();
-    std::fs::write(dir.join("template.toml"), TEMPLATE).unwrap();
-    std::fs::write(
-        dir.join("origin.toml"),
-        format!(
-            "region = \"eu-west\"\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\ndata_dir = \"data\"\n\
-             [bundle]\ntemplate = \"template.toml\"\n\
-             [secrets]\nbundle_signing_key = \"keys/bundle.pem\"\nedge_tokens = \"keys/edge.tokens\"\noperator_token = \"keys/operator.token\"\n\
-             peer_token = \"keys/peer.token\"\napi_key_secret = \"keys/apikey.secret\"\n[signin]\nargon2_memory_kib = 64\nargon2_iterations = 1\n"
-        ),
-    )
-    .unwrap();
-    gatehouse_origin::OriginConfig::load(&dir.join("origin.toml")).unwrap()
-}
-
-/// Start the origin in this process; dropping the sender stops it.
-async fn start_origin(cfg: gatehouse_origin::OriginConfig) -> tokio::sync::oneshot::Sender<()> {
-    let addr = cfg.listen;
-    let app = Arc::new(gatehouse_origin::App::open(cfg).await.unwrap());
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gatehouse_origin::api::serve(app, listener, async move {
-        let _ = rx.await;
-    }));
-    tx
-}
 
 /// A JSON call to the origin with `bearer` (the operator's token, or a user's).
 async fn call(addr: SocketAddr, method: &str, path: &str, bearer: &str, body: Option<Value>) -> (u16, Value) {
@@ -155,7 +119,7 @@ struct Running {
 /// filter component: the whole engine in WebAssembly).
 async fn start(dir: &Path) -> Running {
     let origin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let stop = start_origin(origin_config(dir, origin.port())).await;
+    let stop = start_origin(origin_config(dir, origin.port(), Some(TEMPLATE))).await;
     let org = json!({ "slug": "acme", "name": "Acme", "tier": "team", "owner_email": "o@acme.test",
         "owner_password": OWNER_PASSWORD, "policy": { "hosts": ["acme.test"] } });
     let (s, v) = call(origin, "POST", "/v1/orgs", OPERATOR, Some(org)).await;
