@@ -77,6 +77,30 @@ async fn the_factor_page_adds_steps_up_renames_regenerates_and_removes() {
     // Without a session: the sign-in page, back here afterwards.
     let (s, h, _) = get(&format!("{}/t/acme/mfa", o.url), "").await;
     assert_eq!((s, location(&h).as_str()), (303, "/t/acme/login?return_to=%2Ft%2Facme%2Fmfa"));
+    // The hosted sign-in comes back here (an own page of the origin is a return target).
+    let (s, h, lp) = get(&format!("{}/t/acme/login?return_to=%2Ft%2Facme%2Fmfa", o.url), "").await;
+    assert_eq!(s, 200, "{lp}");
+    assert_eq!(field(&lp, "return_to"), "/t/acme/mfa");
+    let login_cookie = set_cookie(&h, "gh_csrf").unwrap();
+    let csrf_login = field(&lp, "csrf");
+    let fields = [
+        ("csrf", csrf_login.as_str()),
+        ("return_to", "/t/acme/mfa"),
+        ("email", owner),
+        ("password", "owner password 1"),
+    ];
+    let (s, h, p) = post_form(&format!("{}/t/acme/login", o.url), &fields, &login_cookie).await;
+    assert_eq!((s, location(&h).as_str()), (303, "/t/acme/mfa"), "{p}");
+    assert!(set_cookie(&h, "gh_session").is_some());
+    // Only the origin's own pages: another relative path is not a return target.
+    let fields = [
+        ("csrf", csrf_login.as_str()),
+        ("return_to", "/t/acme/mfa/../../x"),
+        ("email", owner),
+        ("password", "owner password 1"),
+    ];
+    let (s, h, _) = post_form(&format!("{}/t/acme/login", o.url), &fields, &login_cookie).await;
+    assert_eq!((s, location(&h).as_str()), (200, ""));
     // The account page links to the factor page.
     let (s, _, acct) = get(&format!("{}/t/acme/account", o.url), &session).await;
     assert_eq!(s, 200, "{acct}");

@@ -476,6 +476,18 @@ mod tests {
     }
 
     #[test]
+    fn only_the_origins_own_pages_are_relative_return_targets() {
+        use crate::api::pages::own_page;
+        assert_eq!(own_page("acme", "/t/acme/mfa").as_deref(), Some("/t/acme/mfa"));
+        assert_eq!(own_page("acme", "/t/acme/account").as_deref(), Some("/t/acme/account"));
+        for bad in
+            ["/t/beta/mfa", "//evil.test/t/acme/mfa", "/t/acme/mfa?x=1", "/t/acme/mfa/../login", "t/acme/mfa", ""]
+        {
+            assert_eq!(own_page("acme", bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn refusals_send_the_browser_where_it_can_go_on() {
         assert_eq!(stepup_location("acme"), "/t/acme/stepup?return_to=%2Ft%2Facme%2Fmfa");
         let r = refused("acme", ApiError::unauthorized("step_up_required", "x"));

@@ -23,7 +23,7 @@ use crate::api::extract::{meta, residency, tenant, AppState, Peer, QueryParams, 
 use crate::api::mfa::factors_api::{self, Who};
 use crate::api::mfa::flow::{self, Proof};
 use crate::api::mfa::stepup;
-use crate::api::pages::{cookie, csrf_mac, esc, safe_return_to, session_cookie, signed_in};
+use crate::api::pages::{cookie, csrf_mac, esc, own_page, safe_return_to, session_cookie, signed_in};
 use crate::api::transaction::begin;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:24rem;margin:4rem auto;padding:0 1rem}label,input,button{display:block;width:100%;margin:.4rem 0;box-sizing:border-box}input{padding:.5rem}button{padding:.6rem}.error{color:#b00020}.secret{font-family:monospace;word-break:break-all}ol.codes{font-family:monospace}";
@@ -400,7 +400,7 @@ pub(crate) async fn login_enroll(
                 Ok((_, _, tp, _)) => tp,
                 Err(e) => return e.into_response(),
             };
-            let next = safe_return_to(&tp, &form.return_to);
+            let next = safe_return_to(&tp, &form.return_to).or_else(|| own_page(&t.slug, &form.return_to));
             let clear = format!("gh_csrf=; Path={login_path}; Max-Age=0; HttpOnly; SameSite=Strict");
             page(
                 StatusCode::OK,
