@@ -34,10 +34,11 @@ use crate::tokens;
 
 use crate::api::admin::roles::role_exists;
 use crate::api::app::App;
-use crate::api::extract::{meta, residency, tenant, AppState, Peer, QueryParams, RawBody, Tenant};
+use crate::api::extract::{meta, AppState, Peer, QueryParams, RawBody, Tenant};
+use crate::api::mail::{link_refused, link_tenant};
 use crate::api::pages::{cookie, csrf_mac, esc, html, signed_in};
 use crate::api::sso::connections::buttons;
-use crate::api::tenant::{issue, open_session, parse_body, Session};
+use crate::api::tenant::{is_form, issue, open_session, parse_body, Session};
 use crate::api::transaction::{begin, commit, ev};
 
 /// The CSRF cookie of the acceptance form.
@@ -214,14 +215,13 @@ pub(crate) async fn invite_page(
     headers: HeaderMap,
     QueryParams(q): QueryParams<TokenQuery>,
 ) -> Response {
-    let t = match tenant(&app, &slug, &format!("/t/{slug}/invite")).await {
+    let t = match link_tenant(&app, &slug, &format!("/t/{slug}/invite"), &headers).await {
         Ok(t) => t,
-        Err(e) => return residency(e, &headers),
+        Err(r) => return r,
     };
     let inv = check(&*t.db.lock().await, &q.token, crate::now()).await;
     match inv {
-        Err(e @ (ApiError::Storage(_) | ApiError::Internal(_))) => e.into_response(),
-        Err(e) => error_page(&e),
+        Err(e) => link_refused(e, error_page),
         Ok(inv) => accept_page(&app, &t, &inv, &q.token, None).await,
     }
 }
@@ -250,13 +250,10 @@ pub(crate) async fn accept(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Response {
-    let form = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
-    let t = match tenant(&app, &slug, &format!("/t/{slug}/invite/accept")).await {
+    let form = is_form(&headers);
+    let t = match link_tenant(&app, &slug, &format!("/t/{slug}/invite/accept"), &headers).await {
         Ok(t) => t,
-        Err(e) => return residency(e, &headers),
+        Err(r) => return r,
     };
     let req: Accept = match parse_body(&headers, &body) {
         Ok(r) => r,

@@ -5,17 +5,18 @@
 //! - [`invitations`]: inviting by email (`/v1/orgs/{slug}/invitations`, bulk from CSV or
 //!   JSON lines), and [`invite`]: the invitee's page, acceptance, and SSO acceptance.
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::mailer::templates::{Kind, Template};
 use crate::mailer::Message;
 use crate::store::{orgs, templates as template_store};
 
 use crate::api::app::App;
+use crate::api::extract::{residency, tenant, Tenant};
 
 pub mod bulk;
 pub mod invitations;
@@ -54,6 +55,21 @@ pub(crate) async fn deliver(app: &App, m: &Message) -> &'static str {
     match app.mailer.send(m).await {
         Ok(()) => "sent",
         Err(_) => "failed",
+    }
+}
+
+/// The tenant `slug` of a mailed link's page at `path`, or the answer to give instead
+/// (a tenant homed elsewhere: a redirect or 421 `wrong_region`).
+pub(crate) async fn link_tenant(app: &App, slug: &str, path: &str, headers: &HeaderMap) -> Result<Tenant, Response> {
+    tenant(app, slug, path).await.map_err(|e| residency(e, headers))
+}
+
+/// The answer of a mailed link's page to a refused link `e`: the reason on the page
+/// `error_page` draws; a storage or internal failure as the generic JSON error.
+pub(crate) fn link_refused(e: ApiError, error_page: fn(&ApiError) -> Response) -> Response {
+    match e {
+        e @ (ApiError::Storage(_) | ApiError::Internal(_)) => e.into_response(),
+        e => error_page(&e),
     }
 }
 

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::audit::{Event, RequestMeta};
 use crate::auth_policy::EmailVerification;
-use crate::error::{bad, ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult};
 use crate::mailer::templates::{human_time, Kind};
 use crate::mailer::Message;
 use crate::store::{sessions, users, verifications, Held};
@@ -27,8 +27,9 @@ use crate::api::app::App;
 use crate::api::extract::{
     bearer, meta, residency, tenant, verify_access, AppState, Authed, Peer, QueryParams, RawBody, Tenant,
 };
-use crate::api::mail::{compose, deliver, mail_failed, rate_limited};
+use crate::api::mail::{compose, deliver, link_refused, link_tenant, mail_failed, rate_limited};
 use crate::api::pages::{esc, html};
+use crate::api::tenant::{is_form, parse_body};
 use crate::api::transaction::{begin, commit, ev};
 
 /// The outcome of asking for a new link.
@@ -201,14 +202,13 @@ pub(crate) async fn verify_page(
     headers: HeaderMap,
     QueryParams(q): QueryParams<TokenQuery>,
 ) -> Response {
-    let t = match tenant(&app, &slug, &format!("/t/{slug}/email/verify")).await {
+    let t = match link_tenant(&app, &slug, &format!("/t/{slug}/email/verify"), &headers).await {
         Ok(t) => t,
-        Err(e) => return residency(e, &headers),
+        Err(r) => return r,
     };
     let row = check(&*t.db.lock().await, &q.token, crate::now()).await;
     match row {
-        Err(e @ (ApiError::Storage(_) | ApiError::Internal(_))) => e.into_response(),
-        Err(e) => error_page(&e),
+        Err(e) => link_refused(e, error_page),
         Ok(row) => {
             let body = format!(
                 "<p>Confirm that <b>{email}</b> is your address.</p>\n<form method=\"post\" action=\"/t/{slug}/email/verify\">\
@@ -236,17 +236,10 @@ pub(crate) async fn verify_submit(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Response {
-    let form = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    let form = is_form(&headers);
     let run = async {
         let t = tenant(&app, &slug, &format!("/t/{slug}/email/verify")).await?;
-        let req: VerifyRequest = if form {
-            serde_urlencoded::from_bytes(&body).map_err(|e| bad("invalid_body", format!("invalid form body: {e}")))?
-        } else {
-            serde_json::from_slice(&body).map_err(|e| bad("invalid_body", format!("invalid JSON body: {e}")))?
-        };
+        let req: VerifyRequest = parse_body(&headers, &body)?;
         let now = crate::now();
         let h = begin(&t).await?;
         let row = check(&h, &req.token, now).await?;
