@@ -69,11 +69,12 @@ fn pairs<'a>(fields: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
     fields.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
-/// A JSON call to the origin with `bearer`; (status, body).
+/// A JSON call to the origin with `bearer` (none when empty); (status, body).
 async fn as_user(demo: &Demo, bearer: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut b = reqwest::Client::new()
-        .request(method.parse().unwrap(), format!("{}{path}", demo.origin))
-        .header("authorization", format!("Bearer {bearer}"));
+    let mut b = reqwest::Client::new().request(method.parse().unwrap(), format!("{}{path}", demo.origin));
+    if !bearer.is_empty() {
+        b = b.header("authorization", format!("Bearer {bearer}"));
+    }
     if let Some(v) = body {
         b = b.header("content-type", "application/json").body(v.to_string());
     }
@@ -209,6 +210,23 @@ async fn an_sso_sign_in_whose_provider_reported_mfa_counts() {
     let c = claims(&bob);
     assert_mfa_sso(&c, "the origin's second step after a password-only provider sign-in");
     assert!(amr(&c).contains(&"otp".into()), "{c}");
+    // The session opened by the second step keeps the connection and the methods.
+    let bob_id = user_id(&demo, "bob@example.com").await;
+    let (s, v) = api(&demo, "GET", &format!("/v1/orgs/acme/users/{bob_id}/sessions"), None).await;
+    assert_eq!(s, 200, "{v}");
+    let sess = v["items"].as_array().unwrap().iter().find(|x| x["id"] == c["sid"]).unwrap_or_else(|| panic!("{v}"));
+    assert_eq!((sess["amr"].clone(), sess["idp"].as_str()), (c["amr"].clone(), Some(conn_id.as_str())), "{v}");
+    // The used mfa_token does not sign in again (the JSON grant, no CSRF in the way).
+    let spent = input(&again, "mfa_token");
+    let (s, v) = as_user(
+        &demo,
+        "",
+        "POST",
+        "/t/acme/token",
+        Some(json!({ "grant_type": "mfa", "mfa_token": spent, "otp": good })),
+    )
+    .await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("mfa_token_invalid")), "{v}");
     // The provider reporting MFA skips the origin's second step even for a member with a
     // factor.
     let secret_alice = enrol_totp(&demo, &alice).await;
