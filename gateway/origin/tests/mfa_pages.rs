@@ -348,6 +348,18 @@ async fn the_factor_page_adds_a_passkey_within_the_policy() {
     assert!(page.contains("Laptop &lt;key&gt;") && page.contains(">Passkey<"), "{page}");
     let id = list["factors"][0]["id"].as_str().unwrap().to_string();
     let remove = format!("{}/t/acme/mfa/manage/factors/{id}/remove", o.url);
+    // While the organisation requires MFA, the last factor stays (the API's rule).
+    let stepped_access = stepped.trim_start_matches("gh_session=").to_string();
+    let policy_url = format!("{}/v1/orgs/acme/auth-policy", o.url);
+    let required = json!({ "mfa_required": true, "mfa_methods": ["webauthn"] });
+    let (s, v) = js("PUT", &policy_url, Some(&stepped_access), Some(required)).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _, p) = post_form(&remove, &[("csrf", &csrf)], &cookies).await;
+    assert_eq!(s, 409, "{p}");
+    assert!(p.contains("add another factor first"), "{p}");
+    assert_eq!(factors(&o, &access).await["factors"].as_array().unwrap().len(), 1);
+    let (s, v) = js("PUT", &policy_url, Some(&stepped_access), Some(json!({ "mfa_required": false }))).await;
+    assert_eq!(s, 200, "{v}");
     let (s, h, _) = post_form(&remove, &[("csrf", &csrf)], &cookies).await;
     assert_eq!((s, location(&h).as_str()), (303, "/t/acme/mfa"));
     assert_eq!(factors(&o, &access).await["factors"], json!([]));
