@@ -62,14 +62,20 @@ pub(crate) async fn end_user_sessions(
     if user.role.as_deref().is_some_and(|r| !may_grant(c, r)) {
         return Err(ApiError::forbidden("role_too_high", "you cannot sign out a user above your own role"));
     }
-    let open = sessions::open_of_user(&h, &id).await?;
-    for s in &open {
-        end_session(&h, s, now).await?;
-    }
-    let after = json!({ "sessions_ended": open.len() });
+    let after = json!({ "sessions_ended": end_all_of_user(&h, &id, now).await? });
     authed.commit(&app, h, "user.sessions_end", format!("user:{id}"), None, Some(after.clone())).await?;
     app.changed();
     Ok(Json(after))
+}
+
+/// End every open session of user `id` (and their refresh tokens) in the caller's
+/// transaction; how many ended.
+pub(crate) async fn end_all_of_user(h: &libsql::Connection, id: &str, now: i64) -> ApiResult<usize> {
+    let open = sessions::open_of_user(h, id).await?;
+    for s in &open {
+        end_session(h, s, now).await?;
+    }
+    Ok(open.len())
 }
 
 /// A session as the APIs show it; `current`: the caller's own session id.

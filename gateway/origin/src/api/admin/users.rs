@@ -9,13 +9,13 @@ use serde_json::{json, Value};
 
 use crate::error::{bad, ApiError, ApiResult};
 use crate::identity::{self, new_id};
-use crate::store::{memberships, sessions, users};
+use crate::store::{memberships, users};
 
 use crate::api::admin::roles::{may_grant, role_exists};
+use crate::api::admin::sessions::end_all_of_user;
 use crate::api::app::App;
 use crate::api::caps::{check_org_cap, Cap};
 use crate::api::extract::{cursor, page_limit, AppState, Authed, Caller, JsonBody, Page, QueryParams};
-use crate::api::tenant::end_session;
 use crate::api::transaction::begin;
 
 pub(crate) async fn list_users(authed: Authed, QueryParams(p): QueryParams<Page>) -> ApiResult<Json<Value>> {
@@ -100,9 +100,7 @@ pub(crate) async fn delete_user(
     if before.role.as_deref() == Some("owner") && !before.disabled && users::enabled_owners(&h, now).await? <= 1 {
         return Err(ApiError::conflict("last_owner", "the organisation's last owner cannot be deleted"));
     }
-    for s in sessions::open_of_user(&h, &id).await? {
-        end_session(&h, &s, now).await?;
-    }
+    end_all_of_user(&h, &id, now).await?;
     users::delete(&h, &id).await?;
     authed.commit(&app, h, "user.delete", format!("user:{id}"), Some(json!(before)), None).await?;
     app.changed();
@@ -211,11 +209,7 @@ async fn set_disabled(app: &App, authed: &Authed, id: &str, disable: bool) -> Ap
             return Err(ApiError::conflict("last_owner", "the organisation's last owner cannot be deactivated"));
         }
         users::set_disabled(&h, id, true).await?;
-        let open = sessions::open_of_user(&h, id).await?;
-        for s in &open {
-            end_session(&h, s, now).await?;
-        }
-        after["sessions_ended"] = json!(open.len());
+        after["sessions_ended"] = json!(end_all_of_user(&h, id, now).await?);
     } else {
         check_org_cap(app, &h, Cap::Users).await?;
         users::set_disabled(&h, id, false).await?;
