@@ -216,6 +216,16 @@ async fn an_sso_sign_in_whose_provider_reported_mfa_counts() {
     assert_eq!(s, 200, "{v}");
     let sess = v["items"].as_array().unwrap().iter().find(|x| x["id"] == c["sid"]).unwrap_or_else(|| panic!("{v}"));
     assert_eq!((sess["amr"].clone(), sess["idp"].as_str()), (c["amr"].clone(), Some(conn_id.as_str())), "{v}");
+    // The challenge is audited with the connection it followed.
+    let (s, v) = api(&demo, "GET", "/v1/orgs/acme/audit?action=signin.mfa_challenge&limit=100", None).await;
+    assert_eq!(s, 200, "{v}");
+    let after: Vec<Value> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_str(r["after"].as_str().unwrap()).unwrap())
+        .collect();
+    assert!(after.contains(&json!({ "step": "mfa_required", "sso": conn_id })), "{v}");
     // The used mfa_token does not sign in again (the JSON grant, no CSRF in the way).
     let spent = input(&again, "mfa_token");
     let (s, v) = as_user(
