@@ -85,7 +85,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/t/{slug}/password/change", post(password::change_password))
         .route("/t/{slug}/password/reset-request", post(password::reset_request))
         .route("/t/{slug}/password/reset", post(password::reset_password))
-        // -- issue 14: MFA routes (tenant) --
+        // Multi-factor authentication (tenant)
         .route("/t/{slug}/mfa/factors", get(mfa::factors_api::list_factors))
         .route("/t/{slug}/mfa/totp", post(mfa::factors_api::enroll_totp))
         .route("/t/{slug}/mfa/totp/{id}/confirm", post(mfa::factors_api::confirm_totp))
@@ -111,12 +111,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/t/{slug}/mfa/manage/recovery-codes", post(mfa::manage::recovery_codes))
         .route("/t/{slug}/mfa/manage/passkeys/register", post(mfa::manage::passkey_start))
         .route("/t/{slug}/mfa/manage/passkeys", post(mfa::manage::passkey_finish))
-        // -- issue 14: mail and invitation routes (tenant) --
+        // Mail, email verification and invitations (tenant)
         .route("/t/{slug}/email/verify", get(mail::verify::verify_page).post(mail::verify::verify_submit))
         .route("/t/{slug}/email/verify-request", post(mail::verify::verify_request))
         .route("/t/{slug}/invite", get(mail::invite::invite_page))
         .route("/t/{slug}/invite/accept", post(mail::invite::accept))
-        // -- issue 14: lifecycle routes (tenant) --
+        // Account and tenant lifecycle (tenant)
         .route("/t/{slug}/me", get(account::get_me).patch(account::patch_me))
         .route("/t/{slug}/me/sessions", get(account::my_sessions).delete(account::delete_my_other_sessions))
         .route("/t/{slug}/me/sessions/{id}", delete(account::delete_my_session))
@@ -149,9 +149,9 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/orgs/{slug}/sso/enforcement", get(sso_admin::get_enforcement).put(sso_admin::put_enforcement))
         .route("/v1/orgs/{slug}/auth-policy", get(auth_policy::get_auth_policy).put(auth_policy::put_auth_policy))
-        // -- issue 14: MFA routes (admin) --
+        // Multi-factor authentication (admin)
         .route("/v1/orgs/{slug}/users/{id}/mfa/reset", post(mfa::factors_api::admin_reset))
-        // -- issue 14: mail and invitation routes (admin) --
+        // Mail, email verification and invitations (admin)
         .route(
             "/v1/orgs/{slug}/mail/templates/{kind}",
             get(mail::templates::get_template)
@@ -165,7 +165,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/orgs/{slug}/invitations/bulk", post(mail::bulk::bulk_invite))
         .route("/v1/orgs/{slug}/invitations/{id}/resend", post(mail::invitations::resend_invitation))
         .route("/v1/orgs/{slug}/invitations/{id}", delete(mail::invitations::revoke_invitation))
-        // -- issue 14: lifecycle routes (admin) --
+        // Account and tenant lifecycle (admin)
         .route("/v1/orgs/{slug}/users/{id}/deactivate", post(users::deactivate_user))
         .route("/v1/orgs/{slug}/users/{id}/reactivate", post(users::reactivate_user))
         .route("/v1/orgs/{slug}/users/{id}/unlock", post(users::unlock_user))

@@ -40,7 +40,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("POST", "/t/{slug}/password/change", "public", "Change one's password (bearer access token); ends other sessions"),
     ("POST", "/t/{slug}/password/reset-request", "public", "Mail a single-use reset link (always 202)"),
     ("POST", "/t/{slug}/password/reset", "public", "Set a new password with a reset token; ends every session"),
-    // -- issue 14: MFA routes (tenant) --
+    // Multi-factor authentication (tenant)
     ("GET", "/t/{slug}/mfa/factors", "public", "The user's factors and recovery codes left (bearer access token)"),
     ("POST", "/t/{slug}/mfa/totp", "public", "Start enrolling TOTP: secret, otpauth URI, QR code (SVG)"),
     ("POST", "/t/{slug}/mfa/totp/{id}/confirm", "public", "Confirm a TOTP enrolment with a first code"),
@@ -90,7 +90,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "public",
         "Finish adding a passkey from the factor page (CSRF-protected)",
     ),
-    // -- issue 14: mail and invitation routes (tenant) --
+    // Mail, email verification and invitations (tenant)
     ("GET", "/t/{slug}/email/verify", "public", "Email verification page of a mailed link (confirms with a POST)"),
     ("POST", "/t/{slug}/email/verify", "public", "Verify an email address with its single-use token (form or JSON)"),
     (
@@ -106,7 +106,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "public",
         "Accept an invitation: the account is created with its role and team, and signed in",
     ),
-    // -- issue 14: lifecycle routes (tenant) --
+    // Account and tenant lifecycle (tenant)
     ("GET", "/t/{slug}/me", "public", "The signed-in user's profile, teams and factors (bearer access token)"),
     ("PATCH", "/t/{slug}/me", "public", "Change one's display name (bearer access token)"),
     ("GET", "/t/{slug}/me/sessions", "public", "One's live sessions: device, IP, user agent, last seen (bearer)"),
@@ -178,9 +178,9 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "The sign-in policy: MFA, email verification, session lifetimes",
     ),
     ("PUT", "/v1/orgs/{slug}/auth-policy", "settings:write", "Set the sign-in policy (validated; the field is named)"),
-    // -- issue 14: MFA routes (admin) --
+    // Multi-factor authentication (admin)
     ("POST", "/v1/orgs/{slug}/users/{id}/mfa/reset", "members:write", "Remove a user's factors; their sessions end"),
-    // -- issue 14: mail and invitation routes (admin) --
+    // Mail, email verification and invitations (admin)
     (
         "GET",
         "/v1/orgs/{slug}/mail/templates/{kind}",
@@ -214,7 +214,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "Mail a new invitation link (the old one stops working)",
     ),
     ("DELETE", "/v1/orgs/{slug}/invitations/{id}", "users:invite", "Revoke an invitation"),
-    // -- issue 14: lifecycle routes (admin) --
+    // Account and tenant lifecycle (admin)
     (
         "POST",
         "/v1/orgs/{slug}/users/{id}/deactivate",
