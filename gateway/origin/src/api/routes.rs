@@ -53,9 +53,19 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("POST", "/t/{slug}/mfa/step-up", "public", "Step up a session: fresh tokens with a new auth_time"),
     ("POST", "/t/{slug}/passkeys/challenge", "public", "Start a passwordless passkey sign-in (grant_type=passkey)"),
     ("POST", "/t/{slug}/login/mfa", "public", "Hosted second-factor form (code, recovery code or passkey)"),
-    ("POST", "/t/{slug}/login/enroll", "public", "Hosted enrolment form of a sign-in that must enrol (TOTP or passkey)"),
+    (
+        "POST",
+        "/t/{slug}/login/enroll",
+        "public",
+        "Hosted enrolment form of a sign-in that must enrol (TOTP or passkey)",
+    ),
     ("GET", "/t/{slug}/stepup", "public", "Step-up page (session cookie): return_to, max_age"),
-    ("POST", "/t/{slug}/stepup", "public", "Finish a step-up: fresh session cookie, back to return_to on the tenant's hosts"),
+    (
+        "POST",
+        "/t/{slug}/stepup",
+        "public",
+        "Finish a step-up: fresh session cookie, back to return_to on the tenant's hosts",
+    ),
     ("GET", "/t/{slug}/mfa/webauthn.js", "public", "The hosted pages' passkey script (same origin, no inline script)"),
     ("GET", "/t/{slug}/mfa", "public", "Hosted factor page (session cookie; step-up first once the user has a factor)"),
     (
