@@ -21,11 +21,12 @@ use crate::tokens;
 
 use crate::api::admin::sessions::{device, session_json};
 use crate::api::app::App;
+use crate::api::extract::parse_body;
 use crate::api::extract::{bearer, meta, residency, tenant, verify_access, AppState, Peer, RawBody, Tenant};
 use crate::api::lifecycle::suspended;
 use crate::api::pages::{cookie, csrf_mac, esc, html};
 use crate::api::routes::ROUTES;
-use crate::api::tenant::{end_session, parse_body};
+use crate::api::session::end_session;
 use crate::api::transaction::{begin, commit, ev};
 
 /// The signed-in user of a request: who, and through which session.

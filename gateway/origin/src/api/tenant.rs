@@ -17,7 +17,9 @@ use crate::store::{refresh_tokens, revoked_tokens, sessions};
 use crate::tokens::{self, RefreshOutcome};
 
 use crate::api::app::App;
-use crate::api::extract::{bearer, meta, residency, tenant, verify_access, AppState, Peer, RawBody, Tenant};
+use crate::api::extract::{
+    bearer, meta, parse_body, residency, tenant, verify_access, AppState, Peer, RawBody, Tenant,
+};
 use crate::api::lifecycle;
 use crate::api::sso::connections::sso_enforced_for;
 use crate::api::transaction::{begin, commit, ev};
@@ -85,26 +87,6 @@ pub(crate) async fn token(
         }
         Err(e) => residency(e, &headers),
     }
-}
-
-/// Whether the request's body is a form (`application/x-www-form-urlencoded`).
-pub(crate) fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
-}
-
-pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> ApiResult<T> {
-    if is_form(headers) {
-        serde_urlencoded_from(body)
-    } else {
-        serde_json::from_slice(body).map_err(|e| bad("invalid_body", format!("invalid JSON body: {e}")))
-    }
-}
-
-pub(crate) fn serde_urlencoded_from<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    serde_urlencoded::from_bytes::<T>(body).map_err(|e| bad("invalid_body", format!("invalid form body: {e}")))
 }
 
 pub(crate) async fn token_inner(

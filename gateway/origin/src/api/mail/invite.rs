@@ -34,11 +34,12 @@ use crate::tokens;
 
 use crate::api::admin::roles::role_exists;
 use crate::api::app::App;
+use crate::api::extract::{is_form, parse_body};
 use crate::api::extract::{meta, AppState, Peer, QueryParams, RawBody, Tenant};
 use crate::api::mail::{link_refused, link_tenant};
 use crate::api::pages::{cookie, csrf_mac, esc, html, signed_in};
+use crate::api::session::{issue, open_session, Session};
 use crate::api::sso::connections::buttons;
-use crate::api::tenant::{is_form, issue, open_session, parse_body, Session};
 use crate::api::transaction::{begin, commit, ev};
 
 /// The CSRF cookie of the acceptance form.

@@ -25,11 +25,11 @@ use crate::tokens;
 
 use crate::api::app::App;
 use crate::api::extract::{
-    bearer, meta, residency, tenant, verify_access, AppState, Authed, Peer, QueryParams, RawBody, Tenant,
+    bearer, is_form, meta, parse_body, residency, tenant, verify_access, AppState, Authed, Peer, QueryParams, RawBody,
+    Tenant,
 };
 use crate::api::mail::{compose, deliver, link_refused, link_tenant, mail_failed, rate_limited};
 use crate::api::pages::{esc, html};
-use crate::api::tenant::{is_form, parse_body};
 use crate::api::transaction::{begin, commit, ev};
 
 /// The outcome of asking for a new link.
