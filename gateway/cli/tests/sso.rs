@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -492,18 +491,8 @@ async fn saml_sign_in_through_a_real_idp() {
     let demo = start_demo();
     let port = idp_port();
     let idp_dir = demo.dir.path().join("saml-idp");
-    std::fs::create_dir_all(&idp_dir).unwrap();
     // The IdP's signing key pair, made first so the connection can name the certificate.
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=test-idp"])
-        .arg("-keyout")
-        .arg(idp_dir.join("idp-key.pem"))
-        .arg("-out")
-        .arg(idp_dir.join("idp-cert.pem"))
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let cert = std::fs::read_to_string(idp_dir.join("idp-cert.pem")).unwrap();
+    let cert = saml_idp_keys(&idp_dir);
     let idp = format!("http://127.0.0.1:{port}");
 
     // Connection A: explicit IdP settings, signed AuthnRequests, assertion signature required.

@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -284,17 +283,7 @@ async fn an_sso_sign_in_whose_provider_reported_mfa_counts() {
 /// its metadata: (connection id, the IdP process).
 async fn saml_connection(demo: &Demo, port: u16) -> (String, Killed) {
     let dir = demo.dir.path().join("saml-idp");
-    std::fs::create_dir_all(&dir).unwrap();
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=test-idp"])
-        .arg("-keyout")
-        .arg(dir.join("idp-key.pem"))
-        .arg("-out")
-        .arg(dir.join("idp-cert.pem"))
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let cert = std::fs::read_to_string(dir.join("idp-cert.pem")).unwrap();
+    let cert = saml_idp_keys(&dir);
     let idp = format!("http://127.0.0.1:{port}");
     let (s, c) = api(
         demo,

@@ -221,6 +221,22 @@ pub fn saml_venv_python() -> PathBuf {
     py
 }
 
+/// The test SAML IdP's signing key pair, made with openssl in `dir` (`idp-key.pem`,
+/// `idp-cert.pem`): the certificate's PEM, for the connection to trust.
+pub fn saml_idp_keys(dir: &Path) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=test-idp"])
+        .arg("-keyout")
+        .arg(dir.join("idp-key.pem"))
+        .arg("-out")
+        .arg(dir.join("idp-cert.pem"))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    std::fs::read_to_string(dir.join("idp-cert.pem")).unwrap()
+}
+
 /// pysaml2's IdP on `port`, trusting the SP metadata `files`.
 pub fn start_saml_idp(port: u16, dir: &Path, files: &[PathBuf]) -> Killed {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/idp/saml-idp.py");
