@@ -43,6 +43,8 @@ pub struct Event {
     pub before: Option<serde_json::Value>,
     /// State after (no secrets).
     pub after: Option<serde_json::Value>,
+    /// Who really acted when `actor` is impersonated (`operator`, `user:<id>`).
+    pub act: Option<String>,
 }
 
 /// The hash of a record: every field and the link to the previous one (shared with the
@@ -62,6 +64,19 @@ pub(crate) fn record_hash(r: &Record) -> String {
         r.request_id,
         r.prev_hash
     ]);
+    // Records with an impersonator or sealed personal data hash those too; records
+    // without them hash as they always did, so older chains still verify.
+    let canonical = match (&r.act, &r.sealed) {
+        (None, None) => canonical,
+        (act, sealed) => {
+            let mut v = canonical;
+            if let serde_json::Value::Array(a) = &mut v {
+                a.push(serde_json::json!(act));
+                a.push(serde_json::json!(sealed));
+            }
+            v
+        }
+    };
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 
@@ -79,6 +94,8 @@ pub async fn append(conn: &Connection, ev: &Event, meta: &RequestMeta, now: u64)
         ip: meta.ip.clone(),
         user_agent: meta.user_agent.clone(),
         request_id: Some(meta.request_id.clone()),
+        act: ev.act.clone(),
+        sealed: None,
         prev_hash,
         hash: String::new(),
     };
@@ -165,7 +182,7 @@ mod tests {
     use crate::store::{Backend, Store};
 
     fn ev(action: &'static str) -> Event {
-        Event { actor: "operator".into(), action, target: "org:acme".into(), before: None, after: None }
+        Event { actor: "operator".into(), action, target: "org:acme".into(), before: None, after: None, act: None }
     }
 
     #[tokio::test]

@@ -25,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod identity;
 pub mod mailer;
+pub mod metrics;
 pub mod mfa;
 pub mod replication;
 pub mod sso;

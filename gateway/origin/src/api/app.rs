@@ -45,6 +45,8 @@ pub struct App {
     pub(crate) sso_box: crate::sso::SecretBox,
     /// The SSO relying party (provider HTTP client, discovery cache).
     pub(crate) rp: crate::sso::oidc::RelyingParty,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A template holds what is the same for every tenant: no organisations, issuers or
@@ -105,6 +107,7 @@ impl App {
             changes: AtomicU64::new(1),
             bundle: tokio::sync::Mutex::new(None),
             mailer,
+            metrics: crate::metrics::Metrics::new(),
             cfg,
         })
     }

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("GET", "/healthz", "public", "Liveness"),
     ("GET", "/openapi.json", "public", "This API's OpenAPI document"),
+    ("GET", "/metrics", "operator", "Prometheus metrics: retention runs, audit sink deliveries and dead letters"),
     ("GET", "/t/{slug}/.well-known/openid-configuration", "public", "OpenID discovery for the tenant's issuer"),
     ("GET", "/t/{slug}/.well-known/jwks.json", "public", "Keys that sign the tenant's tokens"),
     ("POST", "/t/{slug}/token", "public", "Token endpoint: grant_type password or refresh_token"),
@@ -130,6 +131,8 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "End one of one's sessions from the account page (session cookie, CSRF-protected)",
     ),
     ("POST", "/t/{slug}/account/profile", "public", "Change one's display name from the account page (CSRF-protected)"),
+    // Governance: impersonation (tenant)
+    // Governance: privacy, export and erasure (tenant)
     ("POST", "/v1/orgs", "operator", "Create an organisation (tenant) homed in this region, with its owner"),
     ("GET", "/v1/orgs", "operator", "List the tenant directory (paginated)"),
     (
@@ -271,6 +274,12 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "settings:read",
         "Usage: users, sessions, API keys now; sign-ins, failures, edge denies per day or hour",
     ),
+    // Governance: impersonation (admin)
+    // Governance: privacy, export and erasure (admin)
+    // Governance: retention and legal holds (admin)
+    // Governance: compliance reports (admin)
+    // Governance: organisation hierarchy and role templates (admin)
+    // Governance: audit streaming (admin)
     ("GET", "/v1/operator/audit", "operator", "The operator's hash-chained audit log (region level)"),
     ("GET", "/v1/orgs/{slug}/audit", "audit:read", "Query the audit log (json, jsonl or csv; paginated)"),
     ("GET", "/v1/orgs/{slug}/audit/verify", "audit:read", "Verify the audit hash chain"),
@@ -333,6 +342,15 @@ pub(crate) async fn openapi() -> Json<Value> {
             }
         }
     }))
+}
+
+/// `GET /metrics`: the text exposition format (operator token).
+pub(crate) async fn metrics(
+    axum::extract::State(app): axum::extract::State<std::sync::Arc<crate::api::App>>,
+    headers: axum::http::HeaderMap,
+) -> crate::error::ApiResult<impl axum::response::IntoResponse> {
+    crate::api::extract::require_operator(&app, &headers)?;
+    Ok(([("content-type", "text/plain; version=0.0.4")], app.metrics.render()))
 }
 
 /// Largest request body the API reads.

@@ -51,7 +51,7 @@ pub(crate) fn ev(
     before: Option<Value>,
     after: Option<Value>,
 ) -> Event {
-    Event { actor: actor.into(), action, target: target.into(), before, after }
+    Event { actor: actor.into(), action, target: target.into(), before, after, act: None }
 }
 
 impl Authed {

@@ -31,6 +31,14 @@ pub struct Record {
     pub user_agent: Option<String>,
     /// Request id.
     pub request_id: Option<String>,
+    /// Who really acted when `actor` was impersonated (RFC 8693 `act`): `operator` or
+    /// `user:<id>`. `None` otherwise.
+    pub act: Option<String>,
+    /// Personal data of the record (emails, names, addresses, user agents), sealed under
+    /// the key of the person it is about (JSON; see [`crate::audit`]); the plain columns
+    /// hold none of it. `None` on records without personal data and on records written
+    /// before sealing existed.
+    pub sealed: Option<String>,
     /// Hash of the previous record.
     pub prev_hash: String,
     /// This record's hash.
@@ -39,7 +47,7 @@ pub struct Record {
 
 /// The columns of a record, in [`row_record`]'s order.
 pub(super) const COLUMNS: &str =
-    "seq, at, actor, action, target, before, after, ip, user_agent, request_id, prev_hash, hash";
+    "seq, at, actor, action, target, before, after, ip, user_agent, request_id, prev_hash, hash, act, sealed";
 
 /// A record from a row of [`COLUMNS`].
 pub(super) fn row_record(r: &Row) -> libsql::Result<Record> {
@@ -56,6 +64,8 @@ pub(super) fn row_record(r: &Row) -> libsql::Result<Record> {
         request_id: r.get(9)?,
         prev_hash: r.get(10)?,
         hash: r.get(11)?,
+        act: r.get(12)?,
+        sealed: r.get(13)?,
     })
 }
 
@@ -72,7 +82,9 @@ pub async fn last(conn: &Connection) -> libsql::Result<Option<(i64, String)>> {
 /// Insert a record into `table` (`audit` or `operator_audit`: the same columns).
 pub(super) async fn insert_into(conn: &Connection, table: &str, r: &Record) -> libsql::Result<()> {
     conn.execute(
-        &format!("INSERT INTO {table} ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+        &format!(
+            "INSERT INTO {table} ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        ),
         libsql::params![
             r.seq,
             r.at,
@@ -85,7 +97,9 @@ pub(super) async fn insert_into(conn: &Connection, table: &str, r: &Record) -> l
             r.user_agent.as_deref(),
             r.request_id.as_deref(),
             r.prev_hash.as_str(),
-            r.hash.as_str()
+            r.hash.as_str(),
+            r.act.as_deref(),
+            r.sealed.as_deref()
         ],
     )
     .await?;

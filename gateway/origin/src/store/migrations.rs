@@ -66,6 +66,10 @@ pub(crate) const DIRECTORY: &[&str] = &[
         expires_at INTEGER NOT NULL,
         used_at INTEGER
      );",
+    // 4: the audit record's second shape (issue 15), as in the tenant databases: the
+    // impersonator of an action and sealed personal data.
+    "ALTER TABLE operator_audit ADD COLUMN act TEXT;
+     ALTER TABLE operator_audit ADD COLUMN sealed TEXT;",
 ];
 
 /// Versioned schema of a tenant database.
@@ -307,6 +311,11 @@ pub(crate) const TENANT: &[&str] = &[
     "CREATE INDEX sessions_user ON sessions(user_id);
      CREATE INDEX audit_at ON audit(at);
      CREATE INDEX edge_events_at ON edge_events(at);",
+    // 7: the audit record's second shape (issue 15): who really acted under an
+    // impersonation (`act`) and the record's personal data sealed under the key of the
+    // person it is about (`sealed`, crypto-shredding); both covered by the record hash.
+    "ALTER TABLE audit ADD COLUMN act TEXT;
+     ALTER TABLE audit ADD COLUMN sealed TEXT;",
 ];
 
 /// Bring a held database up to the newest of `migrations`, one transaction per step.

@@ -39,6 +39,8 @@ pub(crate) async fn append_in(
         ip: m.ip.clone(),
         user_agent: m.user_agent.clone(),
         request_id: Some(m.request_id.clone()),
+        act: None,
+        sealed: None,
         prev_hash,
         hash: String::new(),
     };
