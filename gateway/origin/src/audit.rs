@@ -170,10 +170,11 @@ pub async fn verify(conn: &Connection, known_head: Option<(i64, String)>) -> Res
     Ok(Verdict::Intact(n))
 }
 
-/// Delete records older than `before` (Unix seconds), oldest first, stopping at the first
-/// record under a legal hold. Returns how many were purged.
-pub async fn purge(conn: &Connection, before: i64) -> Result<u64> {
-    Ok(store::audit::purge(conn, before).await?)
+/// Delete up to `limit` records older than `before` (Unix seconds), oldest first,
+/// stopping at the first record a live legal hold covers; the chain keeps the last purged
+/// record's hash as its anchor, so it still verifies.
+pub async fn purge(conn: &Connection, before: i64, limit: u64) -> Result<store::audit::Purged> {
+    Ok(store::audit::purge(conn, before, limit).await?)
 }
 
 #[cfg(test)]
@@ -196,10 +197,20 @@ mod tests {
         for at in [100, 200, 300, 400, 500] {
             head = append(&h, &ev("x.change"), &meta, at).await.unwrap();
         }
-        let hold = store::audit::NewHold { id: "h", reason: "case 7", from_at: 250, until_at: 350, created_at: 1 };
-        store::audit::insert_hold(&h, &hold).await.unwrap();
+        let hold = store::holds::NewHold {
+            id: "h",
+            reason: "case 7",
+            from_at: 250,
+            until_at: 350,
+            users: &[],
+            actions: &[],
+            created_by: "operator",
+            created_at: 1,
+        };
+        store::holds::insert(&h, &hold).await.unwrap();
         // Older than 450: 100, 200 go; 300 is held, so it and everything after stay.
-        assert_eq!(purge(&h, 450).await.unwrap(), 2);
+        let purged = purge(&h, 450, 1000).await.unwrap();
+        assert_eq!((purged.removed, purged.held), (2, Some((3, "h".to_string()))));
         assert_eq!(verify(&h, Some(head.clone())).await.unwrap(), Verdict::Intact(3));
         let seqs: Vec<i64> = query(&h, &Filter::default()).await.unwrap().iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [3, 4, 5]);

@@ -9,6 +9,7 @@ use gatehouse_settings::{one_of, within};
 use serde::Deserialize;
 
 pub mod mail;
+pub mod retention;
 pub mod secrets;
 pub mod tiers;
 
@@ -55,6 +56,10 @@ pub struct OriginConfig {
     /// max_api_keys`; absent: unlimited).
     #[serde(default)]
     pub tiers: BTreeMap<String, tiers::TierCaps>,
+    /// Retention applied by the scheduler, and the region's default periods
+    /// (`[retention] enabled, interval_secs, batch, tenants_per_run`, `[retention.defaults]`).
+    #[serde(default)]
+    pub retention: retention::RetentionSettings,
 }
 
 /// Single sign-on (OIDC / OAuth2 connections of each organisation).
@@ -202,11 +207,20 @@ pub struct StorageSettings {
     /// A libSQL server (sqld / Turso) per region, with embedded replicas on this host
     /// (feature `remote-replica`).
     pub remote: Option<RemoteStorage>,
+    /// Where each tenant's audit log lives: `shared` (default: in `tenants/{id}.db`) or
+    /// `separate` (its own file, `tenants/{id}.audit.db`, attached to the tenant's
+    /// connection; embedded files only).
+    pub audit_file: String,
 }
 
 impl Default for StorageSettings {
     fn default() -> Self {
-        StorageSettings { max_open_tenants: 256, synchronous: "normal".into(), remote: None }
+        StorageSettings {
+            max_open_tenants: 256,
+            synchronous: "normal".into(),
+            remote: None,
+            audit_file: "shared".into(),
+        }
     }
 }
 
@@ -333,6 +347,12 @@ impl OriginConfig {
         within("bundle.ttl_secs", self.bundle.ttl_secs, 60..=7 * 86_400)?;
         within("storage.max_open_tenants", self.storage.max_open_tenants, 1..=100_000)?;
         one_of("storage.synchronous", &self.storage.synchronous, &["normal", "full"])?;
+        one_of("storage.audit_file", &self.storage.audit_file, &["shared", "separate"])?;
+        if self.storage.audit_file == "separate" && self.storage.remote.is_some() {
+            // A replica of a libSQL server cannot ATTACH another file.
+            return Err("storage.audit_file: `separate` needs embedded files (not storage.remote)".into());
+        }
+        self.retention.validate()?;
         within("sso.transaction_ttl_secs", self.sso.transaction_ttl_secs, 60..=3600)?;
         within("sso.http_timeout_secs", self.sso.http_timeout_secs, 1..=60)?;
         within("sso.metadata_ttl_secs", self.sso.metadata_ttl_secs, 60..=86_400)?;
@@ -406,6 +426,9 @@ api_key_secret = "a"
             ("[tokens]\nalg = \"HS256\"\n", "tokens.alg"),
             ("[signin]\nmax_failures = 0\n", "signin.max_failures"),
             ("[storage]\nsynchronous = \"off\"\n", "storage.synchronous"),
+            ("[storage]\naudit_file = \"elsewhere\"\n", "storage.audit_file"),
+            ("[storage]\naudit_file = \"separate\"\nremote = { url = \"http://{db}.x\" }\n", "storage.audit_file"),
+            ("[retention]\nbatch = 0\n", "retention.batch"),
             ("[regions]\neu-west = \"http://elsewhere\"\n", "regions.eu-west"),
             ("[regions]\n\"US_EAST\" = \"http://x\"\n", "regions.US_EAST"),
             ("[bundle]\nttl_secs = 1\n", "bundle.ttl_secs"),

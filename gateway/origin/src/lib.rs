@@ -11,6 +11,7 @@
 //! - [`tokens`]: signing keys with rotation, access JWTs, refresh-token rotation;
 //! - [`bundles`]: the region policy and its signed bundle;
 //! - [`audit`]: the hash-chained audit log;
+//! - [`retention`]: retention per data type, applied by a scheduler, and legal holds;
 //! - [`mailer`]: outgoing mail (file, SMTP or log) and per-tenant templates;
 //! - [`sso`]: single sign-on connections (OIDC, OAuth2) and the relying party;
 //! - [`api`]: the HTTP API (axum).
@@ -28,6 +29,7 @@ pub mod mailer;
 pub mod metrics;
 pub mod mfa;
 pub mod replication;
+pub mod retention;
 pub mod sso;
 pub mod store;
 pub mod tokens;

@@ -68,7 +68,9 @@ impl App {
 
     /// Open storage and load keys, with configuration and secrets already loaded.
     pub async fn with_secrets(cfg: OriginConfig, secrets: Secrets) -> Result<App> {
-        let store = Store::open(&cfg.data_dir, storage_backend(&cfg)?, cfg.storage.max_open_tenants).await?;
+        let store = Store::open(&cfg.data_dir, storage_backend(&cfg)?, cfg.storage.max_open_tenants)
+            .await?
+            .with_audit_file(store::AuditFile::from_setting(&cfg.storage.audit_file));
         let now = crate::now();
         let keys = SigningKeys::load(&*store.directory.lock().await, &cfg.tokens.alg, now).await?;
         let passwords = Passwords::new(&cfg.signin)?;

@@ -1,9 +1,8 @@
-//! The audit-log endpoints: query and export (JSON, JSON lines, CSV), chain
-//! verification, retention, legal holds and purges.
+//! The audit-log endpoints: query and export (JSON, JSON lines, CSV) and chain
+//! verification (retention, legal holds and purges: [`crate::api::retention`]).
 
 use anyhow::Result;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -11,13 +10,10 @@ use serde_json::{json, Value};
 
 use crate::audit::{self};
 use crate::error::{bad, ApiResult};
-use crate::identity::new_id;
 use crate::store;
 
-use crate::api::admin::orgs::org_row;
 use crate::api::app::App;
-use crate::api::extract::{AppState, Authed, JsonBody, QueryParams};
-use crate::api::transaction::begin;
+use crate::api::extract::{AppState, Authed, QueryParams};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,70 +107,3 @@ pub(crate) async fn verify_audit(State(app): AppState, authed: Authed) -> ApiRes
     }))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Retention {
-    days: Option<u32>,
-}
-
-pub(crate) async fn set_retention(
-    State(app): AppState,
-    authed: Authed,
-    Path(slug): Path<String>,
-    JsonBody(req): JsonBody<Retention>,
-) -> ApiResult<Json<Value>> {
-    let t = &authed.t;
-    if req.days.is_some_and(|d| !(1..=3650).contains(&d)) {
-        return Err(bad("invalid_retention", "days: 1–3650, or null to keep everything"));
-    }
-    let h = begin(t).await?;
-    store::orgs::set_retention(&h, req.days.map(|d| d as i64)).await?;
-    authed.commit(&app, h, "audit.retention", format!("org:{slug}"), None, Some(json!({ "days": req.days }))).await?;
-    Ok(Json(json!({ "days": req.days })))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Hold {
-    reason: String,
-    from: i64,
-    until: i64,
-}
-
-pub(crate) async fn add_hold(
-    State(app): AppState,
-    authed: Authed,
-    JsonBody(req): JsonBody<Hold>,
-) -> ApiResult<Response> {
-    let t = &authed.t;
-    if req.reason.trim().is_empty() || req.reason.len() > 500 || req.from >= req.until {
-        return Err(bad("invalid_hold", "reason (1–500 bytes) and from < until (Unix seconds)"));
-    }
-    let id = new_id("h_");
-    let h = begin(t).await?;
-    let hold = store::audit::NewHold {
-        id: &id,
-        reason: &req.reason,
-        from_at: req.from,
-        until_at: req.until,
-        created_at: crate::now(),
-    };
-    store::audit::insert_hold(&h, &hold).await?;
-    let after = json!({ "id": id, "reason": req.reason, "from": req.from, "until": req.until });
-    authed.commit(&app, h, "audit.hold", format!("hold:{id}"), None, Some(after.clone())).await?;
-    Ok((StatusCode::CREATED, Json(after)).into_response())
-}
-
-pub(crate) async fn purge_audit(
-    State(app): AppState,
-    authed: Authed,
-    Path(slug): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let t = &authed.t;
-    let h = begin(t).await?;
-    let (_, _, _, days) = org_row(&h).await?;
-    let Some(days) = days else { return Err(bad("no_retention", "no retention period is set")) };
-    let n = audit::purge(&h, crate::now() - days * 86_400).await?;
-    authed.commit(&app, h, "audit.purge", format!("org:{slug}"), None, Some(json!({ "purged": n }))).await?;
-    Ok(Json(json!({ "purged": n })))
-}

@@ -40,6 +40,7 @@ pub mod mail;
 pub mod mfa;
 pub mod pages;
 pub mod password;
+pub(crate) mod retention;
 pub mod routes;
 pub mod session;
 pub mod sso;
@@ -58,10 +59,14 @@ pub async fn serve(
 ) -> Result<()> {
     let peers = app.clone();
     tokio::spawn(async move { peers.peers.pull_loop(&peers.store.directory).await });
-    axum::serve(listener, router(app).into_make_service_with_connect_info::<SocketAddr>())
+    let retention = crate::retention::spawn(app.clone());
+    let served = axum::serve(listener, router(app).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+        .await;
+    if let Some(r) = retention {
+        r.abort();
+    }
+    Ok(served?)
 }
 
 /// The router.
@@ -183,6 +188,12 @@ pub fn router(app: Arc<App>) -> Router {
         // Governance: impersonation (admin)
         // Governance: privacy, export and erasure (admin)
         // Governance: retention and legal holds (admin)
+        .route("/v1/orgs/{slug}/retention", get(retention::get_retention).put(retention::put_retention))
+        .route("/v1/orgs/{slug}/retention/run", post(retention::run_retention))
+        .route("/v1/orgs/{slug}/audit/retention", put(retention::set_audit_retention))
+        .route("/v1/orgs/{slug}/audit/holds", post(retention::add_hold).get(retention::list_holds))
+        .route("/v1/orgs/{slug}/audit/holds/{id}/release", post(retention::release_hold))
+        .route("/v1/orgs/{slug}/audit/purge", post(retention::purge_audit))
         // Governance: compliance reports (admin)
         // Governance: organisation hierarchy and role templates (admin)
         // Governance: audit streaming (admin)
@@ -190,9 +201,6 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/orgs/{slug}/audit", get(audit::query_audit))
         .route("/v1/orgs/{slug}/audit/verify", get(audit::verify_audit))
         .route("/v1/orgs/{slug}/audit/edge", get(edge::list_edge_events))
-        .route("/v1/orgs/{slug}/audit/retention", put(audit::set_retention))
-        .route("/v1/orgs/{slug}/audit/holds", post(audit::add_hold))
-        .route("/v1/orgs/{slug}/audit/purge", post(audit::purge_audit))
         .route("/v1/bundles/{region}", get(edge::get_bundle))
         .route("/v1/audit/edge", post(edge::edge_audit))
         .route("/v1/directory", get(directory::get_directory).post(directory::post_directory))

@@ -277,6 +277,24 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     // Governance: impersonation (admin)
     // Governance: privacy, export and erasure (admin)
     // Governance: retention and legal holds (admin)
+    ("GET", "/v1/orgs/{slug}/retention", "settings:read", "Retention per data type in force, and whose choice it is"),
+    (
+        "PUT",
+        "/v1/orgs/{slug}/retention",
+        "settings:write",
+        "Set retention per data type in days (null: keep; absent: the region default)",
+    ),
+    ("POST", "/v1/orgs/{slug}/retention/run", "settings:write", "Apply retention to every data type now (batched)"),
+    ("PUT", "/v1/orgs/{slug}/audit/retention", "settings:write", "Set audit retention in days"),
+    (
+        "POST",
+        "/v1/orgs/{slug}/audit/holds",
+        "settings:write",
+        "Place a legal hold on a time range, optionally on some users and actions",
+    ),
+    ("GET", "/v1/orgs/{slug}/audit/holds", "audit:read", "Legal holds, live and released (paginated)"),
+    ("POST", "/v1/orgs/{slug}/audit/holds/{id}/release", "settings:write", "Release a legal hold"),
+    ("POST", "/v1/orgs/{slug}/audit/purge", "settings:write", "Purge audit records past retention (never held ones)"),
     // Governance: compliance reports (admin)
     // Governance: organisation hierarchy and role templates (admin)
     // Governance: audit streaming (admin)
@@ -284,9 +302,6 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("GET", "/v1/orgs/{slug}/audit", "audit:read", "Query the audit log (json, jsonl or csv; paginated)"),
     ("GET", "/v1/orgs/{slug}/audit/verify", "audit:read", "Verify the audit hash chain"),
     ("GET", "/v1/orgs/{slug}/audit/edge", "audit:read", "Decision events edges sent (paginated)"),
-    ("PUT", "/v1/orgs/{slug}/audit/retention", "settings:write", "Set audit retention in days"),
-    ("POST", "/v1/orgs/{slug}/audit/holds", "settings:write", "Place a legal hold on a time range"),
-    ("POST", "/v1/orgs/{slug}/audit/purge", "settings:write", "Purge records past retention (never held ones)"),
     ("GET", "/v1/bundles/{region}", "edge", "The signed bundle of the region (ETag / If-None-Match)"),
     ("POST", "/v1/audit/edge", "edge", "Batched decision events from an edge (idempotent by batch id)"),
     ("GET", "/v1/directory", "peer", "The directory entries homed in this region"),

@@ -1,12 +1,14 @@
 //! The audit log's storage: records (`audit`), the anchor left by purges
-//! (`audit_anchor`), legal holds (`legal_holds`) in the tenant database, and each tenant's
+//! (`audit_anchor`) in the tenant database (or its audit file, see [`crate::store`]; legal
+//! holds: [`crate::store::holds`]), and each tenant's
 //! head (`audit_heads`) in the directory database. The chain itself (hashing,
 //! verification) is [`crate::audit`]'s.
 
 use libsql::{Connection, Row, Rows};
 use serde::Serialize;
 
-use super::{exists, first_row};
+use super::first_row;
+use super::holds::HoldId;
 
 /// A stored record.
 #[derive(Debug, Clone, Serialize)]
@@ -177,58 +179,60 @@ pub async fn all(conn: &Connection) -> libsql::Result<AllRecords> {
     Ok(AllRecords(conn.query(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq"), ()).await?))
 }
 
-/// Delete records older than `before` (Unix seconds), oldest first, stopping at the first
-/// record under a legal hold; the last one deleted becomes the anchor. How many went.
-pub async fn purge(conn: &Connection, before: i64) -> libsql::Result<u64> {
-    let mut rows =
-        conn.query("SELECT seq, hash, at FROM audit WHERE at < ?1 ORDER BY seq", libsql::params![before]).await?;
+/// What a purge of the audit log did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Purged {
+    /// Records removed.
+    pub removed: u64,
+    /// The record the purge stopped at because a live legal hold covers it: (seq, hold).
+    pub held: Option<(i64, HoldId)>,
+    /// Whether the batch ended the purge (more records are past retention).
+    pub more: bool,
+}
+
+/// Delete up to `limit` records older than `before` (Unix seconds), oldest first, stopping
+/// at the first record that is not older or that a live legal hold covers; the last one
+/// deleted becomes the anchor.
+///
+/// Only a prefix of the log is ever removed: verification walks from the anchor (the
+/// hash of the last purged record) through consecutive sequence numbers, so a record
+/// deleted after a held one would be a gap that reads as tampering. Records behind a held
+/// one wait until the hold is released.
+pub async fn purge(conn: &Connection, before: i64, limit: u64) -> libsql::Result<Purged> {
+    let holds = super::holds::live(conn).await?;
+    let mut rows = conn
+        .query("SELECT seq, hash, at, actor, target, act, action FROM audit ORDER BY seq LIMIT ?1", [limit as i64 + 1])
+        .await?;
+    let mut out = Purged::default();
     let mut last: Option<(i64, String)> = None;
+    let mut seen = 0u64;
     while let Some(r) = rows.next().await? {
         let (seq, hash, at): (i64, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        if held(conn, at).await? {
+        if at >= before {
             break;
         }
+        let (actor, target, act, action): (String, String, Option<String>, String) =
+            (r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?);
+        if let Some(h) = holds.iter().find(|h| h.covers(at, &actor, &target, act.as_deref(), &action)) {
+            out.held = Some((seq, h.id.clone()));
+            break;
+        }
+        if seen == limit {
+            out.more = true;
+            break;
+        }
+        seen += 1;
         last = Some((seq, hash));
     }
     drop(rows);
-    let Some((seq, hash)) = last else { return Ok(0) };
-    let n = conn.execute("DELETE FROM audit WHERE seq <= ?1", [seq]).await?;
+    let Some((seq, hash)) = last else { return Ok(out) };
+    out.removed = conn.execute("DELETE FROM audit WHERE seq <= ?1", [seq]).await?;
     conn.execute(
         "INSERT INTO audit_anchor (id, seq, hash) VALUES (1, ?1, ?2) ON CONFLICT(id) DO UPDATE SET seq = ?1, hash = ?2",
         libsql::params![seq, hash],
     )
     .await?;
-    Ok(n)
-}
-
-/// Whether a legal hold covers time `at`.
-pub async fn held(conn: &Connection, at: i64) -> libsql::Result<bool> {
-    exists(conn, "SELECT 1 FROM legal_holds WHERE from_at <= ?1 AND until_at > ?1 LIMIT 1", [at]).await
-}
-
-/// A legal hold to insert.
-#[derive(Debug, Clone)]
-pub struct NewHold<'a> {
-    /// Id (`h_…`).
-    pub id: &'a str,
-    /// Why.
-    pub reason: &'a str,
-    /// From (Unix seconds, inclusive).
-    pub from_at: i64,
-    /// Until (Unix seconds, exclusive).
-    pub until_at: i64,
-    /// Unix seconds.
-    pub created_at: i64,
-}
-
-/// Insert a legal hold.
-pub async fn insert_hold(conn: &Connection, h: &NewHold<'_>) -> libsql::Result<()> {
-    conn.execute(
-        "INSERT INTO legal_holds (id, reason, from_at, until_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        libsql::params![h.id, h.reason, h.from_at, h.until_at, h.created_at],
-    )
-    .await?;
-    Ok(())
+    Ok(out)
 }
 
 /// Record tenant `tenant_id`'s head in the directory database (never moves it back).

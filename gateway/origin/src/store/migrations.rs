@@ -316,6 +316,24 @@ pub(crate) const TENANT: &[&str] = &[
     // person it is about (`sealed`, crypto-shredding); both covered by the record hash.
     "ALTER TABLE audit ADD COLUMN act TEXT;
      ALTER TABLE audit ADD COLUMN sealed TEXT;",
+    // 9: retention per data type and legal holds with scope (issue 15, part C). A rule
+    // per data type (a row present: the organisation's own choice, `days` NULL keeps
+    // everything; absent: the region default), the audit retention set before moved in;
+    // holds scoped to users and actions (JSON arrays, empty: all) and released rather
+    // than deleted; indexes the scheduler's batched purges read by.
+    "CREATE TABLE retention_rules (
+        kind TEXT PRIMARY KEY CHECK (kind IN ('audit', 'edge_events', 'sessions', 'tokens', 'invitations')),
+        days INTEGER
+     );
+     INSERT INTO retention_rules (kind, days) SELECT 'audit', retention_days FROM org WHERE retention_days IS NOT NULL;
+     ALTER TABLE legal_holds ADD COLUMN users TEXT NOT NULL DEFAULT '[]';
+     ALTER TABLE legal_holds ADD COLUMN actions TEXT NOT NULL DEFAULT '[]';
+     ALTER TABLE legal_holds ADD COLUMN created_by TEXT NOT NULL DEFAULT '';
+     ALTER TABLE legal_holds ADD COLUMN released_at INTEGER;
+     ALTER TABLE legal_holds ADD COLUMN released_by TEXT;
+     CREATE INDEX sessions_expires ON sessions(expires_at);
+     CREATE INDEX refresh_tokens_expires ON refresh_tokens(expires_at);
+     CREATE INDEX revoked_tokens_expires ON revoked_tokens(expires_at);",
 ];
 
 /// Bring a held database up to the newest of `migrations`, one transaction per step.

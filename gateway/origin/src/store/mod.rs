@@ -21,11 +21,15 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context as _, Result};
 use libsql::{Connection, Database, Row};
 
+pub use audit_file::AuditFile;
+
 pub mod api_keys;
 pub mod audit;
+pub mod audit_file;
 pub mod directory;
 pub mod edge_events;
 pub mod factors;
+pub mod holds;
 pub mod invitations;
 pub mod memberships;
 pub(crate) mod migrations;
@@ -33,6 +37,7 @@ pub mod operator_audit;
 pub mod orgs;
 pub mod refresh_tokens;
 pub mod reset_tokens;
+pub mod retention;
 pub mod revoked_tokens;
 pub mod roles;
 pub mod sessions;
@@ -88,7 +93,15 @@ pub enum Backend {
 }
 
 impl Db {
-    async fn open(path: &Path, backend: &Backend, name: &str, migrations: &[&str]) -> Result<Db> {
+    /// Open (creating) the database at `path` and migrate it; `audit`: a tenant's audit
+    /// file and where its log lives ([`audit_file`]).
+    async fn open(
+        path: &Path,
+        backend: &Backend,
+        name: &str,
+        migrations: &[&str],
+        audit: Option<(&Path, AuditFile)>,
+    ) -> Result<Db> {
         let (db, synchronous) = match backend {
             Backend::Local { synchronous } => (
                 libsql::Builder::new_local(path)
@@ -104,8 +117,11 @@ impl Db {
         let conn = db.connect()?;
         let Some(synchronous) = synchronous else {
             // A replica's journal is the replication log: no pragmas on it.
+            if audit.is_some_and(|(_, mode)| mode == AuditFile::Separate) {
+                bail!("a separate audit file needs embedded files (not a libSQL server)");
+            }
             let d = Db { conn, _db: db, lock: tokio::sync::Mutex::new(()) };
-            d.migrate(migrations).await.with_context(|| format!("migrate {name}"))?;
+            d.migrate(migrations, audit).await.with_context(|| format!("migrate {name}"))?;
             return Ok(d);
         };
         // WAL: readers do not block the writer; `synchronous` decides what a crash of
@@ -116,12 +132,16 @@ impl Db {
         ))
         .await?;
         let d = Db { conn, _db: db, lock: tokio::sync::Mutex::new(()) };
-        d.migrate(migrations).await.with_context(|| format!("migrate {}", path.display()))?;
+        d.migrate(migrations, audit).await.with_context(|| format!("migrate {}", path.display()))?;
         Ok(d)
     }
 
-    async fn migrate(&self, migrations: &[&str]) -> Result<()> {
-        migrations::run(&*self.lock().await, migrations).await
+    async fn migrate(&self, migrations: &[&str], audit: Option<(&Path, AuditFile)>) -> Result<()> {
+        let h = self.lock().await;
+        match audit {
+            Some((path, mode)) => audit_file::migrate(&h, path, mode, migrations).await,
+            None => migrations::run(&h, migrations).await,
+        }
     }
 
     /// Pull the primary's changes into the replica now (remote backend; a no-op for
@@ -167,6 +187,7 @@ async fn open_replica(_: &Path, _: &str, _: &str, _: std::time::Duration) -> Res
 pub struct Store {
     root: PathBuf,
     backend: Backend,
+    audit_file: AuditFile,
     /// The directory database.
     pub directory: Db,
     open: Mutex<lru::LruCache<String, Arc<Db>>>,
@@ -176,9 +197,28 @@ impl Store {
     /// Open (creating) the region's storage under `root`.
     pub async fn open(root: &Path, backend: Backend, max_open: usize) -> Result<Store> {
         std::fs::create_dir_all(root.join("tenants")).with_context(|| format!("create {}", root.display()))?;
-        let directory = Db::open(&root.join("directory.db"), &backend, "directory", migrations::DIRECTORY).await?;
+        let directory =
+            Db::open(&root.join("directory.db"), &backend, "directory", migrations::DIRECTORY, None).await?;
         let cap = NonZeroUsize::new(max_open.max(1)).unwrap_or(NonZeroUsize::MIN);
-        Ok(Store { root: root.to_path_buf(), backend, directory, open: Mutex::new(lru::LruCache::new(cap)) })
+        Ok(Store {
+            root: root.to_path_buf(),
+            backend,
+            audit_file: AuditFile::Shared,
+            directory,
+            open: Mutex::new(lru::LruCache::new(cap)),
+        })
+    }
+
+    /// Keep each tenant's audit log where `mode` says (from the next time a tenant
+    /// database is opened; see [`audit_file`]).
+    pub fn with_audit_file(mut self, mode: AuditFile) -> Store {
+        self.audit_file = mode;
+        self
+    }
+
+    /// The file of tenant `id`'s audit log when it is kept separately.
+    pub fn audit_path(&self, id: &str) -> PathBuf {
+        self.root.join("tenants").join(format!("{id}.audit.db"))
     }
 
     /// The file of tenant `id`'s database.
@@ -201,7 +241,8 @@ impl Store {
         if !create && !path.exists() && matches!(self.backend, Backend::Local { .. }) {
             bail!("tenant {id} has no database in this region");
         }
-        let db = Arc::new(Db::open(&path, &self.backend, id, migrations::TENANT).await?);
+        let audit = self.audit_path(id);
+        let db = Arc::new(Db::open(&path, &self.backend, id, migrations::TENANT, Some((&audit, self.audit_file))).await?);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         // Another task may have opened it meanwhile: keep one handle.
         if let Some(existing) = open.get(id) {

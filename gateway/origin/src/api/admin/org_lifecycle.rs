@@ -230,7 +230,8 @@ pub(crate) async fn delete_org(
     let Tenant { id, slug, db } = t;
     drop(db);
     app.store.close_tenant(&id).await;
-    let files = remove_tenant_files(&app.store.tenant_path(&id)).await?;
+    let files = remove_tenant_files(&app.store.tenant_path(&id)).await?
+        + remove_tenant_files(&app.store.audit_path(&id)).await?;
     app.changed();
     app.peers.push_tombstone(&entry, now).await;
     tracing::info!(org = %slug, tenant = %id, files, "organisation deleted by the operator");
