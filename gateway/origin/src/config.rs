@@ -11,6 +11,7 @@ use serde::Deserialize;
 pub mod mail;
 pub mod retention;
 pub mod secrets;
+pub mod sinks;
 pub mod tiers;
 
 pub use mail::MailSettings;
@@ -56,6 +57,9 @@ pub struct OriginConfig {
     /// max_api_keys`; absent: unlimited).
     #[serde(default)]
     pub tiers: BTreeMap<String, tiers::TierCaps>,
+    /// Where the audit log is streamed (`[[sinks]]`: webhook, syslog, OTLP logs).
+    #[serde(default)]
+    pub sinks: Vec<sinks::SinkSettings>,
     /// Retention applied by the scheduler, and the region's default periods
     /// (`[retention] enabled, interval_secs, batch, tenants_per_run`, `[retention.defaults]`).
     #[serde(default)]
@@ -291,6 +295,7 @@ impl OriginConfig {
         let required = required.into_iter().chain([&mut s.api_key_secret, &mut self.data_dir]);
         let optional = [&mut self.bundle.template, &mut s.sso_key, &mut self.signin.mail_dir];
         let all = required.chain(optional.into_iter().filter_map(Option::as_mut)).chain(self.mail.paths());
+        let all = all.chain(self.sinks.iter_mut().flat_map(|s| s.paths()));
         gatehouse_settings::relative_to(base, all);
     }
 
@@ -358,6 +363,7 @@ impl OriginConfig {
         within("sso.metadata_ttl_secs", self.sso.metadata_ttl_secs, 60..=86_400)?;
         self.mail.validate(self.signin.mail_dir.as_ref())?;
         tiers::validate(&self.tiers)?;
+        sinks::validate(&self.sinks)?;
         if let Some(r) = &self.storage.remote {
             if !cfg!(feature = "remote-replica") {
                 // Refused rather than ignored: data must not silently stay local.

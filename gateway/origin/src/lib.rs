@@ -29,6 +29,7 @@ pub mod mailer;
 pub mod metrics;
 pub mod mfa;
 pub mod replication;
+pub mod sinks;
 pub mod retention;
 pub mod sso;
 pub mod store;

@@ -47,6 +47,8 @@ pub struct App {
     pub(crate) rp: crate::sso::oidc::RelyingParty,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// The audit sinks (`[[sinks]]`), woken by every commit of audit records.
+    pub sinks: crate::sinks::Sinks,
 }
 
 /// A template holds what is the same for every tenant: no organisations, issuers or
@@ -110,6 +112,7 @@ impl App {
             bundle: tokio::sync::Mutex::new(None),
             mailer,
             metrics: crate::metrics::Metrics::new(),
+            sinks: crate::sinks::Sinks::open(&cfg)?,
             cfg,
         })
     }

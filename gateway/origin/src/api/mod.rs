@@ -59,10 +59,12 @@ pub async fn serve(
 ) -> Result<()> {
     let peers = app.clone();
     tokio::spawn(async move { peers.peers.pull_loop(&peers.store.directory).await });
+    let sinks = crate::sinks::worker::start(app.clone());
     let retention = crate::retention::spawn(app.clone());
     let served = axum::serve(listener, router(app).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await;
+    sinks.stop().await;
     if let Some(r) = retention {
         r.abort();
     }
@@ -197,6 +199,8 @@ pub fn router(app: Arc<App>) -> Router {
         // Governance: compliance reports (admin)
         // Governance: organisation hierarchy and role templates (admin)
         // Governance: audit streaming (admin)
+        .route("/v1/sinks", get(crate::sinks::routes::list))
+        .route("/v1/sinks/{name}/replay", post(crate::sinks::routes::replay))
         .route("/v1/operator/audit", get(admin::operator_audit::list))
         .route("/v1/orgs/{slug}/audit", get(audit::query_audit))
         .route("/v1/orgs/{slug}/audit/verify", get(audit::verify_audit))

@@ -298,6 +298,18 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     // Governance: compliance reports (admin)
     // Governance: organisation hierarchy and role templates (admin)
     // Governance: audit streaming (admin)
+    (
+        "GET",
+        "/v1/sinks",
+        "operator",
+        "Audit sinks: destination, delivered, failures, lag and cursor per tenant, dead letters",
+    ),
+    (
+        "POST",
+        "/v1/sinks/{name}/replay",
+        "operator",
+        "Send a sink's dead letters again (once each, up to 1000); delivered ones leave the list",
+    ),
     ("GET", "/v1/operator/audit", "operator", "The operator's hash-chained audit log (region level)"),
     ("GET", "/v1/orgs/{slug}/audit", "audit:read", "Query the audit log (json, jsonl or csv; paginated)"),
     ("GET", "/v1/orgs/{slug}/audit/verify", "audit:read", "Verify the audit hash chain"),

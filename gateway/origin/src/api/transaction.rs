@@ -35,6 +35,7 @@ pub(crate) async fn commit(
     drop(h);
     if let Some((seq, hash)) = head {
         record_head(app, &t.id, seq, &hash).await?;
+        app.sinks.wake();
     }
     Ok(())
 }

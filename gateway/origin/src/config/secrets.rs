@@ -14,7 +14,7 @@ pub fn sha(s: &str) -> [u8; 32] {
 }
 
 /// A secret file's trimmed text; at least 16 characters.
-fn read_secret(p: &std::path::Path, what: &str) -> Result<String> {
+pub(crate) fn read_secret(p: &std::path::Path, what: &str) -> Result<String> {
     let t = std::fs::read_to_string(p).with_context(|| format!("{what}: cannot read {}", p.display()))?;
     let t = t.trim().to_string();
     if t.len() < 16 {

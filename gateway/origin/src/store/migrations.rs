@@ -70,6 +70,25 @@ pub(crate) const DIRECTORY: &[&str] = &[
     // impersonator of an action and sealed personal data.
     "ALTER TABLE operator_audit ADD COLUMN act TEXT;
      ALTER TABLE operator_audit ADD COLUMN sealed TEXT;",
+    // 5: audit streaming (issue 15, part F): each sink's delivery cursor per tenant (the
+    // last sequence number the receiver accepted) and the records it gave up on (dead
+    // letters: the record id only, no record content).
+    "CREATE TABLE sink_cursors (
+        sink TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (sink, tenant_id)
+     );
+     CREATE TABLE sink_dead_letters (
+        sink TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        error TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (sink, tenant_id, seq)
+     );",
 ];
 
 /// Versioned schema of a tenant database.
