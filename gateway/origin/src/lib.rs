@@ -8,6 +8,7 @@
 //!   and every SQL statement, one module per aggregate;
 //! - [`identity`]: users, argon2id passwords, sign-in with lockout;
 //! - [`auth_policy`]: an organisation's sign-in policy (MFA, email verification, sessions);
+//! - [`hierarchy`]: child organisations, narrowing-only policy inheritance, ancestors' admins;
 //! - [`tokens`]: signing keys with rotation, access JWTs, refresh-token rotation;
 //! - [`bundles`]: the region policy and its signed bundle;
 //! - [`audit`]: the hash-chained audit log;
@@ -24,6 +25,7 @@ pub mod auth_policy;
 pub mod bundles;
 pub mod config;
 pub mod error;
+pub mod hierarchy;
 pub mod identity;
 pub mod mailer;
 pub mod metrics;

@@ -11,10 +11,11 @@ use crate::store::orgs;
 use crate::api::extract::{AppState, Authed, JsonBody};
 use crate::api::transaction::begin;
 
-/// The organisation's sign-in policy as stored (the default when never set).
+/// The organisation's sign-in policy in force: as stored (the default when never set),
+/// narrowed by what it inherits from its ancestors (MFA, allowed methods).
 pub(crate) async fn load(h: &libsql::Connection) -> ApiResult<AuthPolicy> {
     let json = orgs::auth_policy(h).await?.unwrap_or_else(|| "{}".into());
-    Ok(AuthPolicy::from_stored(&json)?)
+    crate::hierarchy::narrow_auth(h, AuthPolicy::from_stored(&json)?).await
 }
 
 pub(crate) async fn get_auth_policy(authed: Authed) -> ApiResult<Json<AuthPolicy>> {
@@ -28,10 +29,12 @@ pub(crate) async fn put_auth_policy(
 ) -> ApiResult<Json<AuthPolicy>> {
     req.validate().map_err(|m| bad("invalid_auth_policy", m))?;
     let h = begin(&authed.t).await?;
+    crate::hierarchy::refuse_wider_auth(&h, &req).await?;
     let before = serde_json::to_value(load(&h).await?)?;
     orgs::set_auth_policy(&h, &serde_json::to_string(&req)?).await?;
     let after: Value = serde_json::to_value(&req)?;
     authed.commit(&app, h, "org.auth_policy.set", "org", Some(before), Some(after)).await?;
+    crate::hierarchy::links::propagate(&app.store, &authed.t.id).await?;
     app.changed();
     Ok(Json(req))
 }

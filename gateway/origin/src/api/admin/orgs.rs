@@ -39,6 +39,9 @@ pub(crate) struct CreateOrg {
     owner_password: String,
     #[serde(default)]
     policy: TenantPolicy,
+    /// The parent organisation's slug (homed in this region).
+    #[serde(default)]
+    parent: Option<String>,
 }
 
 /// Check a tenant policy by composing it with the template and validating the result.
@@ -73,6 +76,7 @@ pub(crate) async fn create_org(
         return Err(ApiError::WrongRegion { region: home, url: format!("{base}/v1/orgs") });
     }
     check_tenant_policy(&app, &req.slug, &req.tier, &req.policy)?;
+    let parent = crate::api::hierarchy::parent_for_new(&app, req.parent.as_deref()).await?;
     let email = identity::normalise_email(&req.owner_email)
         .ok_or_else(|| bad("invalid_email", "owner_email is not an email address"))?;
     identity::password_acceptable(&req.owner_password).map_err(|m| bad("weak_password", m))?;
@@ -130,6 +134,9 @@ pub(crate) async fn create_org(
     let record = json!({ "id": id, "slug": req.slug, "tier": req.tier, "region": home });
     operator_audit::append(&app, &meta(&headers, &peer), "org.create", format!("org:{}", req.slug), None, Some(record))
         .await?;
+    if parent.is_some() {
+        crate::api::hierarchy::attach(&app, &t, parent.as_ref(), &meta(&headers, &peer)).await?;
+    }
     app.changed();
     app.peers.push(&[(id.clone(), req.slug.clone(), home.clone(), now)]).await;
     Ok((StatusCode::CREATED, Json(json!({ "id": id, "slug": req.slug, "region": home, "owner_id": owner, "issuer": app.cfg.issuer(&req.slug) }))).into_response())
@@ -202,6 +209,7 @@ pub(crate) async fn put_policy(
     }
     let tier = req.tier.clone().unwrap_or(tier);
     check_tenant_policy(&app, &t.slug, &tier, &req.policy)?;
+    crate::hierarchy::refuse_wider_ip_geo(&h, &req.policy.ip, &req.policy.geo).await?;
     orgs::set_policy(&h, &tier, &serde_json::to_string(&req.policy)?).await?;
     authed
         .commit(
@@ -213,6 +221,8 @@ pub(crate) async fn put_policy(
             Some(json!({ "tier": tier, "policy": req.policy })),
         )
         .await?;
+    // The children inherit the new rules.
+    crate::hierarchy::links::propagate(&app.store, &t.id).await?;
     app.changed();
     Ok(Json(json!({ "tier": tier, "policy": req.policy })))
 }

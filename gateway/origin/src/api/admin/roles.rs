@@ -76,6 +76,12 @@ pub(crate) async fn put_role(
     }
     let perms = serde_json::to_string(&req.permissions)?;
     let h = begin(t).await?;
+    if let Some(crate::store::role_templates::Origin::Synced(tpl)) =
+        crate::store::role_templates::origin_of(&h, &name).await?
+    {
+        let m = format!("the role follows template `{tpl}`: fork it (from-template, mode fork) to edit it");
+        return Err(crate::error::ApiError::conflict("role_synced", m));
+    }
     let before = roles::permissions(&h, &name).await?;
     if before.is_none() {
         crate::api::caps::check_org_cap(&app, &h, crate::api::caps::Cap::CustomRoles).await?;

@@ -263,6 +263,7 @@ pub(crate) async fn put_enforcement(
     let (t, caller) = (&authed.t, &authed.caller);
     require_owner(caller)?;
     let h = begin(t).await?;
+    crate::hierarchy::refuse_wider_sso(&h, req.enforce).await?;
     let break_glass = match req.break_glass.as_deref() {
         Some(e) => {
             let e = identity::normalise_email(e).ok_or_else(|| bad("invalid_email", "break_glass: not an email"))?;
@@ -300,6 +301,7 @@ pub(crate) async fn put_enforcement(
         ended = ids.len();
     }
     authed.commit_all(&app, h, events).await?;
+    crate::hierarchy::links::propagate(&app.store, &t.id).await?;
     if ended > 0 {
         app.changed();
     }

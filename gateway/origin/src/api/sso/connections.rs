@@ -26,10 +26,11 @@ pub(crate) async fn sso_enforced_for(h: &libsql::Connection, email: &str) -> Api
     Ok(role.as_deref() != Some("owner"))
 }
 
-/// Whether the organisation enforces SSO, and its break-glass email.
+/// Whether the organisation enforces SSO (itself or through an ancestor), and its
+/// break-glass email.
 pub(crate) async fn enforcement(h: &libsql::Connection) -> ApiResult<(bool, Option<String>)> {
     let e = store::orgs::enforcement(h).await?.ok_or_else(|| anyhow!("org row missing"))?;
-    Ok((e.enforce, e.break_glass))
+    Ok((crate::hierarchy::narrow_enforce(h, e.enforce).await?, e.break_glass))
 }
 
 /// `(id, name)` of the enabled connections, by name.
