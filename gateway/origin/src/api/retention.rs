@@ -124,7 +124,9 @@ pub(crate) async fn set_audit_retention(
     JsonBody(req): JsonBody<AuditRetention>,
 ) -> ApiResult<Json<Value>> {
     if let Some(days) = req.days {
-        Kind::Audit.check("", days).map_err(|_| bad("invalid_retention", "days: 1–3650, or null to keep everything"))?;
+        Kind::Audit
+            .check("", days)
+            .map_err(|_| bad("invalid_retention", "days: 1–3650, or null to keep everything"))?;
     }
     let h = begin(&authed.t).await?;
     set_rule(&app, &h, Kind::Audit, Some(req.days)).await?;

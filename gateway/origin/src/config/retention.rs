@@ -88,7 +88,8 @@ mod tests {
 
     #[test]
     fn defaults_parse_and_bad_values_name_their_field() {
-        let r: RetentionSettings = toml::from_str("interval_secs = 1\n[defaults]\naudit_days = 365\ntokens_days = 0\n").unwrap();
+        let r: RetentionSettings =
+            toml::from_str("interval_secs = 1\n[defaults]\naudit_days = 365\ntokens_days = 0\n").unwrap();
         r.validate().unwrap();
         assert_eq!((r.interval_secs, r.batch, r.enabled), (1, 1000, true));
         assert_eq!((r.defaults.get(Kind::Audit), r.defaults.get(Kind::Sessions)), (Some(365), None));

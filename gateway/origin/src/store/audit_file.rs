@@ -99,28 +99,29 @@ async fn pending(h: &Connection, count: usize) -> Result<bool> {
 }
 
 /// Move the log's tables that schema `from` has (definitions, indexes, rows) into `to`,
-/// in one transaction. Rows `to` has already (an interrupted move) are kept once.
+/// in one transaction (read inside it: another connection opening the same tenant at the
+/// same time finds nothing left to move). Rows `to` has already (an interrupted move)
+/// are kept once.
 async fn relocate(h: &Connection, from: &str, to: &str) -> Result<()> {
-    let tables: Vec<(String, String)> = all_rows(
-        h,
-        &format!(
-            "SELECT name, sql FROM {from}.sqlite_master WHERE type = 'table' AND name IN ({})",
-            TABLES.map(|t| format!("'{t}'")).join(", ")
-        ),
-        (),
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .await?;
-    if tables.is_empty() {
-        return Ok(());
-    }
     super::begin_immediate(h).await?;
     let step = async {
+        let tables: Vec<(String, String)> = all_rows(
+            h,
+            &format!(
+                "SELECT name, sql FROM {from}.sqlite_master WHERE type = 'table' AND name IN ({})",
+                TABLES.map(|t| format!("'{t}'")).join(", ")
+            ),
+            (),
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .await?;
         for (name, sql) in &tables {
             h.execute(&qualify(sql, &["CREATE TABLE "], name, to)?, ()).await?;
             let indexes: Vec<(String, String)> = all_rows(
                 h,
-                &format!("SELECT name, sql FROM {from}.sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL"),
+                &format!(
+                    "SELECT name, sql FROM {from}.sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL"
+                ),
                 [name.as_str()],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )

@@ -112,7 +112,16 @@ pub async fn insert(conn: &Connection, h: &NewHold<'_>) -> libsql::Result<()> {
     let json = |v: &[String]| serde_json::Value::from(v.to_vec()).to_string();
     conn.execute(
         &format!("INSERT INTO legal_holds ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL)"),
-        libsql::params![h.id, h.reason, h.from_at, h.until_at, json(h.users), json(h.actions), h.created_by, h.created_at],
+        libsql::params![
+            h.id,
+            h.reason,
+            h.from_at,
+            h.until_at,
+            json(h.users),
+            json(h.actions),
+            h.created_by,
+            h.created_at
+        ],
     )
     .await?;
     Ok(())

@@ -107,7 +107,9 @@ pub async fn clear_rule(conn: &Connection, kind: Kind) -> libsql::Result<()> {
 /// or hold `{user}` (SQL, for the `NOT EXISTS` of the purges below).
 fn held_sql(at: &str, user: Option<&str>) -> String {
     let users = match user {
-        Some(u) => format!("(json_array_length(h.users) = 0 OR EXISTS (SELECT 1 FROM json_each(h.users) WHERE value = {u}))"),
+        Some(u) => {
+            format!("(json_array_length(h.users) = 0 OR EXISTS (SELECT 1 FROM json_each(h.users) WHERE value = {u}))")
+        }
         None => "json_array_length(h.users) = 0".to_string(),
     };
     format!(
@@ -192,7 +194,12 @@ pub async fn purge_invitations(conn: &Connection, before: i64, limit: i64) -> li
 
 /// Up to `limit` tenants homed in `region` with an id after `after`, by id (the
 /// scheduler's cursor).
-pub async fn tenants_after(directory: &Connection, region: &str, after: &str, limit: i64) -> libsql::Result<Vec<TenantRef>> {
+pub async fn tenants_after(
+    directory: &Connection,
+    region: &str,
+    after: &str,
+    limit: i64,
+) -> libsql::Result<Vec<TenantRef>> {
     all_rows(
         directory,
         "SELECT id, slug FROM tenants WHERE home_region = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
@@ -211,7 +218,10 @@ mod tests {
     fn periods_are_checked_with_the_field_named() {
         assert!(Kind::Audit.check("", 0).unwrap_err().starts_with("audit_days: 1–3650"));
         assert!(Kind::Tokens.check("retention.defaults.", 0).is_ok());
-        assert!(Kind::Sessions.check("retention.defaults.", 3651).unwrap_err().starts_with("retention.defaults.sessions_days"));
+        assert!(Kind::Sessions
+            .check("retention.defaults.", 3651)
+            .unwrap_err()
+            .starts_with("retention.defaults.sessions_days"));
         assert_eq!(Kind::ALL.map(|k| Kind::from_name(k.name())), Kind::ALL.map(Some));
     }
 
@@ -223,7 +233,10 @@ mod tests {
         set_rule(&h, Kind::Audit, None).await.unwrap();
         set_rule(&h, Kind::Sessions, Some(4)).await.unwrap();
         let r = rules(&h).await.unwrap();
-        assert_eq!((r.get(&Kind::Sessions), r.get(&Kind::Audit), r.get(&Kind::Tokens)), (Some(&Some(4)), Some(&None), None));
+        assert_eq!(
+            (r.get(&Kind::Sessions), r.get(&Kind::Audit), r.get(&Kind::Tokens)),
+            (Some(&Some(4)), Some(&None), None)
+        );
         clear_rule(&h, Kind::Sessions).await.unwrap();
         assert!(!rules(&h).await.unwrap().contains_key(&Kind::Sessions));
 
@@ -268,13 +281,17 @@ mod tests {
             .unwrap();
         }
         assert_eq!(purge_edge_events(&h, 100, 10).await.unwrap(), 2, "a hold on one user keeps no edge event");
-        h.execute("INSERT INTO edge_events (id, at, decision, reason) VALUES ('e4', 20, 'deny', 'x')", ()).await.unwrap();
+        h.execute("INSERT INTO edge_events (id, at, decision, reason) VALUES ('e4', 20, 'deny', 'x')", ())
+            .await
+            .unwrap();
         let all = crate::store::holds::NewHold { id: "h_2", users: &[], ..hold };
         crate::store::holds::insert(&h, &all).await.unwrap();
         assert_eq!(purge_edge_events(&h, 100, 10).await.unwrap(), 0, "e4 is held, e3 is recent");
 
         // Tokens across tables, bounded in all.
-        h.execute("INSERT INTO revoked_tokens (jti, expires_at) VALUES ('j1', 10), ('j2', 10), ('j3', 900)", ()).await.unwrap();
+        h.execute("INSERT INTO revoked_tokens (jti, expires_at) VALUES ('j1', 10), ('j2', 10), ('j3', 900)", ())
+            .await
+            .unwrap();
         h.execute("INSERT INTO saml_assertions (id, expires_at) VALUES ('a1', 10)", ()).await.unwrap();
         assert_eq!(purge_tokens(&h, 100, 2).await.unwrap(), 2);
         assert_eq!(purge_tokens(&h, 100, 10).await.unwrap(), 1);
