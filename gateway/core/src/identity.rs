@@ -67,6 +67,11 @@ pub struct Identity {
     /// Authentication context class (`acr`), as the issuer stated it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acr: Option<String>,
+    /// Who really acts when the subject is impersonated (RFC 8693 `act.sub`: `operator`,
+    /// `user:<id>`). `None` for ordinary credentials and identities from filter records
+    /// (the WIT identity record has no such field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
     /// Prefix of the upstream header names.
     #[serde(skip)]
     prefix: String,
@@ -130,6 +135,7 @@ impl Identity {
             expires_at,
             auth_time: None,
             acr: None,
+            actor: None,
             prefix: prefix.to_string(),
             upstream_headers: DerivedHeaders::default(),
         }
@@ -140,6 +146,12 @@ impl Identity {
     pub fn with_authentication(mut self, auth_time: Option<u64>, acr: Option<String>) -> Identity {
         self.auth_time = auth_time;
         self.acr = acr;
+        self
+    }
+
+    /// The same identity acted for by `actor` (an impersonation's `act.sub`).
+    pub fn with_actor(mut self, actor: Option<String>) -> Identity {
+        self.actor = actor;
         self
     }
 
@@ -157,10 +169,11 @@ impl Identity {
             && self.session_id.as_deref().is_none_or(header_safe)
             && self.credential_id.as_deref().is_none_or(header_safe)
             && self.acr.as_deref().is_none_or(header_safe)
+            && self.actor.as_deref().is_none_or(header_safe)
     }
 
     /// Headers to add to the upstream request (`x-gatehouse-subject`, `-org`, `-auth`,
-    /// `-roles`, `-scopes`, `-teams`, `-session`).
+    /// `-roles`, `-scopes`, `-teams`, `-session`, and `-actor` under an impersonation).
     pub fn upstream_headers(&self) -> &[(String, String)] {
         self.upstream_headers.0.get_or_init(|| {
             let name = |n: &str| {
@@ -169,7 +182,7 @@ impl Identity {
                 s.push_str(n);
                 s
             };
-            let mut h = Vec::with_capacity(7);
+            let mut h = Vec::with_capacity(8);
             h.push((name("subject"), self.subject.clone()));
             h.push((name("org"), self.org.clone()));
             h.push((name("auth"), self.kind.as_str().to_string()));
@@ -184,6 +197,9 @@ impl Identity {
             }
             if let Some(sid) = &self.session_id {
                 h.push((name("session"), sid.clone()));
+            }
+            if let Some(a) = &self.actor {
+                h.push((name("actor"), a.clone()));
             }
             h
         })

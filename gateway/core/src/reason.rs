@@ -85,6 +85,10 @@ reason_codes! {
     CredentialMalformed = ("credential_malformed", 401),
     /// The token is not a well-formed compact JWS (or uses non-canonical base64url).
     TokenMalformed = ("token_malformed", 401),
+    /// The token's RFC 8693 `act` (who acts on the subject's behalf) is not an object
+    /// with a header-safe `sub` of at most 256 bytes, or is a delegation chain (a nested
+    /// `act`).
+    TokenActInvalid = ("token_act_invalid", 401),
     /// The token exceeds the configured size bound.
     TokenTooLarge = ("token_too_large", 401),
     /// The token's `alg` is not the algorithm pinned for its key (includes `none`).

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use gatehouse_settings::{one_of, within};
 use serde::Deserialize;
 
+pub mod impersonation;
 pub mod mail;
 pub mod retention;
 pub mod secrets;
@@ -64,6 +65,9 @@ pub struct OriginConfig {
     /// (`[retention] enabled, interval_secs, batch, tenants_per_run`, `[retention.defaults]`).
     #[serde(default)]
     pub retention: retention::RetentionSettings,
+    /// Impersonation limits (`[impersonation] max_minutes`, `handoff_ttl_secs`).
+    #[serde(default)]
+    pub impersonation: impersonation::ImpersonationSettings,
 }
 
 /// Single sign-on (OIDC / OAuth2 connections of each organisation).
@@ -364,6 +368,7 @@ impl OriginConfig {
         self.mail.validate(self.signin.mail_dir.as_ref())?;
         tiers::validate(&self.tiers)?;
         sinks::validate(&self.sinks)?;
+        self.impersonation.validate()?;
         if let Some(r) = &self.storage.remote {
             if !cfg!(feature = "remote-replica") {
                 // Refused rather than ignored: data must not silently stay local.

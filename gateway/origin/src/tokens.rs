@@ -123,6 +123,8 @@ pub struct AccessGrant<'a> {
     pub email_verified: bool,
     /// Lifetime.
     pub ttl_secs: u64,
+    /// Who really acts (RFC 8693 `act.sub`), on an impersonation's tokens.
+    pub act: Option<String>,
 }
 
 /// The `acr` of a session whose methods are `amr`: multi-factor when they contain `mfa`.
@@ -150,6 +152,9 @@ pub fn access_token(keys: &SigningKeys, g: &AccessGrant<'_>) -> Result<(String, 
     }
     if let Some(s) = &g.scopes {
         custom["scope"] = s.join(" ").into();
+    }
+    if let Some(a) = &g.act {
+        custom["act"] = serde_json::json!({ "sub": a });
     }
     let claims = Claims::with_custom_claims(custom, Duration::from_secs(g.ttl_secs))
         .with_issuer(g.issuer)

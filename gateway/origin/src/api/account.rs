@@ -24,7 +24,7 @@ use crate::api::app::App;
 use crate::api::extract::parse_body;
 use crate::api::extract::{bearer, meta, residency, tenant, verify_access, AppState, Peer, RawBody, Tenant};
 use crate::api::lifecycle::suspended;
-use crate::api::pages::{cookie, csrf_mac, esc, html};
+use crate::api::pages::{cookie, csrf_mac, esc, html, impersonation_banner, with_banner};
 use crate::api::routes::ROUTES;
 use crate::api::session::end_session;
 use crate::api::transaction::{begin, commit, ev};
@@ -33,6 +33,24 @@ use crate::api::transaction::{begin, commit, ev};
 pub(crate) struct Me {
     pub(crate) user: String,
     pub(crate) sid: String,
+    /// Who really acts, when the token is an impersonation's (`act.sub`).
+    pub(crate) act: Option<String>,
+}
+
+impl Me {
+    /// An audit event of this user doing `action` on `target` (naming the real actor
+    /// under an impersonation).
+    pub(crate) fn ev(
+        &self,
+        action: &'static str,
+        target: impl Into<String>,
+        before: Option<Value>,
+        after: Option<Value>,
+    ) -> crate::audit::Event {
+        let mut e = ev(format!("user:{}", self.user), action, target, before, after);
+        e.act = self.act.clone();
+        e
+    }
 }
 
 /// The user an access token of tenant `t` speaks for, if its session is live, the
@@ -54,7 +72,7 @@ pub(crate) async fn me_from_token(app: &App, t: &Tenant, token: &str) -> ApiResu
     if orgs::suspended_at(&h).await?.is_some() {
         return Err(suspended());
     }
-    Ok(Me { user, sid })
+    Ok(Me { user, sid, act: c.custom.act.map(|a| a.sub) })
 }
 
 async fn me_from_bearer(app: &App, t: &Tenant, headers: &HeaderMap) -> ApiResult<Me> {
@@ -144,8 +162,12 @@ async fn rename(app: &App, t: &Tenant, me: &Me, name: &str, peer: &SocketAddr, h
     let h = begin(t).await?;
     let before = users::by_id(&h, &me.user, crate::now()).await?.map(|u| u.name);
     users::set_name(&h, &me.user, name).await?;
-    let actor = format!("user:{}", me.user);
-    let e = ev(actor.clone(), "user.profile", actor, Some(json!({ "name": before })), Some(json!({ "name": name })));
+    let e = me.ev(
+        "user.profile",
+        format!("user:{}", me.user),
+        Some(json!({ "name": before })),
+        Some(json!({ "name": name })),
+    );
     commit(app, t, h, &meta(headers, peer), vec![e]).await
 }
 
@@ -168,8 +190,7 @@ async fn revoke_own(app: &App, t: &Tenant, me: &Me, id: &str, peer: &SocketAddr,
         return Err(ApiError::not_found("session_not_found", "no such session"));
     }
     end_session(&h, id, crate::now()).await?;
-    let actor = format!("user:{}", me.user);
-    let e = ev(actor, "session.revoke", format!("session:{id}"), None, Some(json!({ "by": "self" })));
+    let e = me.ev("session.revoke", format!("session:{id}"), None, Some(json!({ "by": "self" })));
     commit(app, t, h, &meta(headers, peer), vec![e]).await?;
     app.changed();
     Ok(())
@@ -191,16 +212,9 @@ pub(crate) async fn delete_my_other_sessions(
         for s in &others {
             end_session(&h, s, now).await?;
         }
-        let actor = format!("user:{}", me.user);
         let after = json!({ "sessions_ended": others.len(), "kept": me.sid });
-        commit(
-            &app,
-            &t,
-            h,
-            &meta(&headers, &peer),
-            vec![ev(actor.clone(), "user.sessions_end", actor, None, Some(after))],
-        )
-        .await?;
+        let e = me.ev("user.sessions_end", format!("user:{}", me.user), None, Some(after));
+        commit(&app, &t, h, &meta(&headers, &peer), vec![e]).await?;
         app.changed();
         ApiResult::Ok(no_store(json!({ "sessions_ended": others.len() })))
     };
@@ -263,16 +277,17 @@ pub(crate) async fn account_page(State(app): AppState, Path(slug): Path<String>,
         let h = t.db.lock().await;
         let p = profile(&h, &me.user).await?;
         let list = sessions::live_of_user(&h, &me.user, crate::now()).await?;
-        ApiResult::Ok((p, list))
+        ApiResult::Ok((p, list, impersonation_banner(&h, &me.sid).await?))
     };
-    let (p, list) = match page.await {
+    let (p, list, banner) = match page.await {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
     let nonce = tokens::opaque("");
     let set =
         format!("{CSRF_COOKIE}={nonce}; Path=/t/{}/account; HttpOnly; SameSite=Strict{}", t.slug, app.secure_cookie());
-    html(StatusCode::OK, render(&t.slug, &p, &list, &me.sid, &csrf_mac(&app, &nonce)), &[set])
+    let page = with_banner(render(&t.slug, &p, &list, &me.sid, &csrf_mac(&app, &nonce)), &banner);
+    html(StatusCode::OK, page, &[set])
 }
 
 /// The page: every value escaped, no script.

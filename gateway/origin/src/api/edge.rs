@@ -62,6 +62,9 @@ pub(crate) struct EdgeEvent {
     ip: Option<String>,
     #[serde(default)]
     request_id: Option<String>,
+    /// Who really acted, under an impersonation (the token's `act.sub`).
+    #[serde(default)]
+    actor: Option<String>,
 }
 
 pub(crate) async fn edge_audit(
@@ -84,6 +87,9 @@ pub(crate) async fn edge_audit(
         if e.decision.len() > 16 || e.reason.len() > 64 {
             return Err(bad("invalid_event", format!("events[{i}]: decision ≤ 16 and reason ≤ 64 bytes")));
         }
+        if e.actor.as_deref().is_some_and(|a| !gatehouse_core::identity::header_safe(a)) {
+            return Err(bad("invalid_event", format!("events[{i}]: actor is 1–256 printable bytes")));
+        }
         by_org.entry(e.org.as_str()).or_default().push((i, e));
     }
     let mut accepted = 0;
@@ -100,6 +106,7 @@ pub(crate) async fn edge_audit(
                 route: e.route.clone(),
                 ip: e.ip.clone(),
                 request_id: e.request_id.clone(),
+                actor: e.actor.clone(),
             };
             accepted += edge_events::insert(&h, &row).await?;
         }
@@ -119,7 +126,7 @@ pub(crate) async fn list_edge_events(
         .into_iter()
         .map(|e| {
             json!({ "id": e.id, "at": e.at, "decision": e.decision, "reason": e.reason, "route": e.route,
-                "ip": e.ip, "request_id": e.request_id })
+                "ip": e.ip, "request_id": e.request_id, "actor": e.actor })
         })
         .collect();
     let next = next_cursor(&items, &p, "id");

@@ -95,7 +95,16 @@ pub(crate) fn residency(e: ApiError, headers: &HeaderMap) -> Response {
 #[derive(Debug, Clone)]
 pub(crate) enum Caller {
     Operator,
-    User { org: String, user: String, roles: Vec<String>, scopes: Option<Vec<String>>, sid: String },
+    /// A member of the organisation; `act` is who really acts when the token is an
+    /// impersonation's (RFC 8693 `act.sub`: `operator` or `user:<id>`).
+    User {
+        org: String,
+        user: String,
+        roles: Vec<String>,
+        scopes: Option<Vec<String>>,
+        sid: String,
+        act: Option<String>,
+    },
 }
 
 impl Caller {
@@ -105,6 +114,20 @@ impl Caller {
             Caller::User { user, .. } => format!("user:{user}"),
         }
     }
+
+    /// Who really acts, when the caller's token is an impersonation's.
+    pub(crate) fn act(&self) -> Option<&str> {
+        match self {
+            Caller::Operator => None,
+            Caller::User { act, .. } => act.as_deref(),
+        }
+    }
+}
+
+/// RFC 8693 `act`: who acts on behalf of the token's subject.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub(crate) struct Act {
+    pub(crate) sub: String,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -116,6 +139,9 @@ pub(crate) struct OurClaims {
     pub(crate) scope: Option<String>,
     #[serde(default)]
     pub(crate) sid: String,
+    /// Set on the tokens of an impersonation's session.
+    #[serde(default)]
+    pub(crate) act: Option<Act>,
 }
 
 pub(crate) fn verify_access(app: &App, token: &str, slug: Option<&str>) -> ApiResult<JWTClaims<OurClaims>> {
@@ -152,12 +178,13 @@ pub(crate) async fn caller(app: &App, headers: &HeaderMap, slug: &str) -> ApiRes
         roles: c.custom.roles.clone(),
         scopes: c.custom.scope.as_ref().map(|s| s.split_whitespace().map(String::from).collect()),
         sid: c.custom.sid.clone(),
+        act: c.custom.act.as_ref().map(|a| a.sub.clone()),
     })
 }
 
 /// Authorise `caller` for `need` in tenant `t` (checks revocation of the session too).
 pub(crate) async fn authorise(c: &Caller, t: &Tenant, need: &str) -> ApiResult<()> {
-    let Caller::User { org, roles, scopes, sid, user } = c else { return Ok(()) };
+    let Caller::User { org, roles, scopes, sid, user, .. } = c else { return Ok(()) };
     if org != &t.slug {
         return Err(ApiError::forbidden("wrong_tenant", "credential is not valid for this organisation"));
     }

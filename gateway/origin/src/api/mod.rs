@@ -34,6 +34,7 @@ pub(crate) mod caps;
 pub mod directory;
 pub mod edge;
 pub mod extract;
+pub(crate) mod impersonation;
 pub(crate) mod lifecycle;
 pub mod login;
 pub mod mail;
@@ -132,6 +133,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/t/{slug}/account/sessions/{id}/revoke", post(account::account_revoke))
         .route("/t/{slug}/account/profile", post(account::account_profile))
         // Governance: impersonation (tenant)
+        .route("/t/{slug}/impersonate", get(impersonation::pages::handoff))
+        .route("/t/{slug}/me/audit", get(impersonation::pages::my_audit))
         // Governance: privacy, export and erasure (tenant)
         .route("/v1/orgs", post(orgs::create_org).get(orgs::list_orgs))
         .route("/v1/keys/rotate", post(orgs::rotate_keys))
@@ -188,6 +191,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/orgs/{slug}/deletion", post(admin::org_lifecycle::request_deletion))
         .route("/v1/orgs/{slug}/usage", get(admin::usage::get_usage))
         // Governance: impersonation (admin)
+        .route("/v1/orgs/{slug}/impersonations", post(impersonation::start).get(impersonation::list))
+        .route("/v1/orgs/{slug}/impersonations/{id}", delete(impersonation::end))
+        .route("/v1/orgs/{slug}/impersonation-policy", get(impersonation::get_policy).put(impersonation::put_policy))
         // Governance: privacy, export and erasure (admin)
         // Governance: retention and legal holds (admin)
         .route("/v1/orgs/{slug}/retention", get(retention::get_retention).put(retention::put_retention))

@@ -13,6 +13,31 @@ use crate::api::admin::orgs::org_row;
 use crate::api::app::App;
 use crate::api::extract::Tenant;
 
+/// The banner of a hosted page while its session is an impersonation's: "Signed in as
+/// <user> by <actor> until <time> — <reason>" (escaped); empty for any other session.
+pub(crate) async fn impersonation_banner(h: &libsql::Connection, sid: &str) -> crate::error::ApiResult<String> {
+    let Some(i) = crate::store::impersonations::of_session(h, sid).await? else { return Ok(String::new()) };
+    let who = crate::store::users::email_of(h, &i.user_id).await?.unwrap_or(i.user_id);
+    let until = chrono::DateTime::from_timestamp(i.ends_at, 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default();
+    Ok(format!(
+        "<p class=\"impersonation\" role=\"status\"><strong>Signed in as {} by {} until {}</strong> — {}</p>\n",
+        esc(&who),
+        esc(&i.actor),
+        esc(&until),
+        esc(&i.reason)
+    ))
+}
+
+/// `page` with `banner` at the top of its body.
+pub(crate) fn with_banner(page: String, banner: &str) -> String {
+    if banner.is_empty() {
+        return page;
+    }
+    page.replacen("<body>\n", &format!("<body>\n{banner}"), 1)
+}
+
 /// HTML-escape text for element content and attribute values.
 pub(crate) fn esc(s: &str) -> String {
     s.chars()

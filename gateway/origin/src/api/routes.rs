@@ -132,6 +132,13 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
     ("POST", "/t/{slug}/account/profile", "public", "Change one's display name from the account page (CSRF-protected)"),
     // Governance: impersonation (tenant)
+    (
+        "GET",
+        "/t/{slug}/impersonate",
+        "public",
+        "Hand-off of an impersonation (single-use token): its session cookie, then the account page",
+    ),
+    ("GET", "/t/{slug}/me/audit", "public", "The audit records about oneself, impersonations included (bearer)"),
     // Governance: privacy, export and erasure (tenant)
     ("POST", "/v1/orgs", "operator", "Create an organisation (tenant) homed in this region, with its owner"),
     ("GET", "/v1/orgs", "operator", "List the tenant directory (paginated)"),
@@ -275,6 +282,16 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "Usage: users, sessions, API keys now; sign-ins, failures, edge denies per day or hour",
     ),
     // Governance: impersonation (admin)
+    (
+        "POST",
+        "/v1/orgs/{slug}/impersonations",
+        "users:impersonate",
+        "Impersonate a user (reason, minutes): tokens with `act`, the end, a hand-off URL",
+    ),
+    ("GET", "/v1/orgs/{slug}/impersonations", "audit:read", "Impersonations, active and past (paginated)"),
+    ("DELETE", "/v1/orgs/{slug}/impersonations/{id}", "users:write", "End an impersonation now (its session revoked)"),
+    ("GET", "/v1/orgs/{slug}/impersonation-policy", "settings:read", "Whether admins may impersonate, for how long"),
+    ("PUT", "/v1/orgs/{slug}/impersonation-policy", "settings:write", "Set whether admins may impersonate, and the limit"),
     // Governance: privacy, export and erasure (admin)
     // Governance: retention and legal holds (admin)
     ("GET", "/v1/orgs/{slug}/retention", "settings:read", "Retention per data type in force, and whose choice it is"),

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::audit::{Event, RequestMeta};
 use crate::error::{ApiError, ApiResult};
 use crate::identity::new_id;
-use crate::store::{memberships, sessions, teams, users, Held};
+use crate::store::{impersonations, memberships, sessions, teams, users, Held};
 use crate::tokens::{self, AccessGrant};
 
 use crate::api::app::App;
@@ -107,6 +107,20 @@ pub(crate) async fn issue(
         return Err(ApiError::InvalidGrant);
     }
     let (roles, teams) = grants_of(&h, &user, now).await?;
+    // An impersonation's tokens say who really acts, and never outlive it.
+    let mut ttl_secs = app.cfg.tokens.access_ttl_secs;
+    let act = match impersonations::of_session(&h, &session).await? {
+        Some(i) if !i.active(now) => return Err(ApiError::InvalidGrant),
+        Some(i) => {
+            ttl_secs = ttl_secs.min((i.ends_at - now) as u64);
+            let user_actor = format!("user:{user}");
+            for e in events.iter_mut().filter(|e| e.actor == user_actor && e.act.is_none()) {
+                e.act = Some(i.actor.clone());
+            }
+            Some(i.actor)
+        }
+        None => None,
+    };
     lifecycle::touch(&h, &session, m, now).await?;
     // The session's own record of how and when it authenticated (step-up renews it).
     let auth_time = sessions::authentication(&h, &session).await?.map(|(_, at)| at).unwrap_or(now);
@@ -129,21 +143,24 @@ pub(crate) async fn issue(
             amr,
             auth_time,
             email_verified,
-            ttl_secs: app.cfg.tokens.access_ttl_secs,
+            ttl_secs,
+            act: act.clone(),
         },
     )?;
-    events.push(ev(
+    let mut issued = ev(
         format!("user:{user}"),
         "token.issue",
         format!("jti:{jti}"),
         None,
         Some(json!({ "roles": roles, "expires_at": exp })),
-    ));
+    );
+    issued.act = act;
+    events.push(issued);
     commit(app, t, h, m, events).await?;
     Ok(json!({
         "access_token": access,
         "token_type": "Bearer",
-        "expires_in": app.cfg.tokens.access_ttl_secs,
+        "expires_in": ttl_secs,
         "refresh_token": refresh,
         "scope": scopes.map(|s| s.join(" ")),
     }))

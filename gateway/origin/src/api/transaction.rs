@@ -69,8 +69,15 @@ impl Authed {
         self.commit_all(app, h, vec![ev(self.caller.actor(), action, target, before, after)]).await
     }
 
-    /// Commit `h` with `events`, from this request.
-    pub(crate) async fn commit_all(&self, app: &App, h: Held<'_>, events: Vec<Event>) -> ApiResult<()> {
+    /// Commit `h` with `events`, from this request. Under an impersonation, the events
+    /// the caller is the actor of name the real actor (`act`).
+    pub(crate) async fn commit_all(&self, app: &App, h: Held<'_>, mut events: Vec<Event>) -> ApiResult<()> {
+        if let Some(act) = self.caller.act() {
+            let actor = self.caller.actor();
+            for e in events.iter_mut().filter(|e| e.actor == actor && e.act.is_none()) {
+                e.act = Some(act.to_string());
+            }
+        }
         commit(app, &self.t, h, &self.meta, events).await
     }
 }

@@ -38,12 +38,15 @@ pub struct EdgeEventRow {
     pub ip: Option<String>,
     /// Request id.
     pub request_id: Option<String>,
+    /// Who really acted, for a request made under an impersonation (`act.sub`).
+    pub actor: Option<String>,
 }
 
 /// Insert an event unless its id is stored already; 1 if inserted, else 0.
 pub async fn insert(conn: &Connection, e: &EdgeEventRow) -> libsql::Result<u64> {
     conn.execute(
-        "INSERT OR IGNORE INTO edge_events (id, at, decision, reason, route, ip, request_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT OR IGNORE INTO edge_events (id, at, decision, reason, route, ip, request_id, actor)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         libsql::params![
             e.id.as_str(),
             e.at,
@@ -51,7 +54,8 @@ pub async fn insert(conn: &Connection, e: &EdgeEventRow) -> libsql::Result<u64> 
             e.reason.as_str(),
             e.route.as_deref(),
             e.ip.as_deref(),
-            e.request_id.as_deref()
+            e.request_id.as_deref(),
+            e.actor.as_deref()
         ],
     )
     .await
@@ -61,7 +65,7 @@ pub async fn insert(conn: &Connection, e: &EdgeEventRow) -> libsql::Result<u64> 
 pub async fn page(conn: &Connection, after: &str, limit: i64) -> libsql::Result<Vec<EdgeEventRow>> {
     all_rows(
         conn,
-        "SELECT id, at, decision, reason, route, ip, request_id FROM edge_events WHERE id > ?1 ORDER BY id LIMIT ?2",
+        "SELECT id, at, decision, reason, route, ip, request_id, actor FROM edge_events WHERE id > ?1 ORDER BY id LIMIT ?2",
         libsql::params![after, limit],
         |r| {
             Ok(EdgeEventRow {
@@ -72,6 +76,7 @@ pub async fn page(conn: &Connection, after: &str, limit: i64) -> libsql::Result<
                 route: r.get(4)?,
                 ip: r.get(5)?,
                 request_id: r.get(6)?,
+                actor: r.get(7)?,
             })
         },
     )
@@ -95,11 +100,12 @@ mod tests {
             route: None,
             ip: Some("10.0.0.1".into()),
             request_id: None,
+            actor: Some("operator".into()),
         };
         assert_eq!(insert(&h, &e).await.unwrap(), 1);
         assert_eq!(insert(&h, &e).await.unwrap(), 0);
         let got = page(&h, "", 10).await.unwrap();
-        assert_eq!((got.len(), got[0].ip.as_deref()), (1, Some("10.0.0.1")));
+        assert_eq!((got.len(), got[0].ip.as_deref(), got[0].actor.as_deref()), (1, Some("10.0.0.1"), Some("operator")));
         let d = s.directory.lock().await;
         assert!(!batch_seen(&d, "edge:b").await.unwrap());
         record_batch(&d, "edge:b", 1).await.unwrap();

@@ -335,6 +335,31 @@ pub(crate) const TENANT: &[&str] = &[
     // person it is about (`sealed`, crypto-shredding); both covered by the record hash.
     "ALTER TABLE audit ADD COLUMN act TEXT;
      ALTER TABLE audit ADD COLUMN sealed TEXT;",
+    // 8: impersonation (issue 15, part B): each impersonation (its session, who acts, why,
+    // until when, how it ended, its single-use hosted hand-off, hashed), the
+    // organisation's policy (whether its admins may impersonate, for how long), and the
+    // real actor of an edge decision made under one.
+    "CREATE TABLE impersonations (
+        id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        ends_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        ended_by TEXT,
+        handoff_hash TEXT UNIQUE,
+        handoff_expires_at INTEGER
+     );
+     CREATE INDEX impersonations_user ON impersonations(user_id);
+     CREATE TABLE impersonation_policy (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        allow_admins INTEGER NOT NULL,
+        max_minutes INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+     );
+     ALTER TABLE edge_events ADD COLUMN actor TEXT;",
     // 9: retention per data type and legal holds with scope (issue 15, part C). A rule
     // per data type (a row present: the organisation's own choice, `days` NULL keeps
     // everything; absent: the region default), the audit retention set before moved in;

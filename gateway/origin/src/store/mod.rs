@@ -31,6 +31,7 @@ pub mod edge_events;
 pub mod factors;
 pub mod hierarchy;
 pub mod holds;
+pub mod impersonations;
 pub mod invitations;
 pub mod memberships;
 pub(crate) mod migrations;

@@ -32,7 +32,7 @@ use crate::api::extract::{meta, residency, tenant, AppState, Peer, RawBody, Tena
 use crate::api::mfa::factors_api::{self, Who};
 use crate::api::mfa::flow::{self, active_factors};
 use crate::api::mfa::pages::page;
-use crate::api::pages::{cookie, csrf_mac, esc};
+use crate::api::pages::{cookie, csrf_mac, esc, impersonation_banner, with_banner};
 use crate::api::transaction::begin;
 
 /// The CSRF nonce cookie of the factor page (scoped to `/t/{slug}/mfa`).
@@ -145,19 +145,19 @@ pub(crate) async fn manage_page(State(app): AppState, Path(slug): Path<String>, 
     };
     let run = async {
         let token = session_token(&app, &headers)?;
-        me_from_token(&app, &t, &token).await?;
+        let me = me_from_token(&app, &t, &token).await?;
         let h = t.db.lock().await;
         let who = visitor(&app, &t, &h, &token).await?;
         let v = view(&h, who.user()).await?;
         if !v.factors.is_empty() && matches!(who, Who::Session { mfa: false, .. }) {
             return Err(ApiError::unauthorized("step_up_required", "step up first"));
         }
-        ApiResult::Ok(v)
+        ApiResult::Ok((v, impersonation_banner(&h, &me.sid).await?))
     };
     match run.await {
-        Ok(v) => {
+        Ok((v, banner)) => {
             let (set, csrf) = csrf_pair(&app, &t.slug);
-            page(StatusCode::OK, render(&t.slug, &v, &csrf), &[set])
+            page(StatusCode::OK, with_banner(render(&t.slug, &v, &csrf), &banner), &[set])
         }
         Err(e) => refused(&t.slug, e),
     }
