@@ -336,8 +336,8 @@ async fn retention_and_hold_routes_refuse_what_is_invalid_or_not_permitted() {
     assert_eq!(s, 200, "{v}");
     let owner = v["access_token"].as_str().unwrap().to_string();
     let body = json!({ "email": "vi@acme.test", "password": "viewer password 1", "role": "viewer" });
-    let (s, v) = js("POST", &format!("{}/v1/orgs/acme/users", o.url), Some(&owner), Some(body)).await;
-    assert_eq!(s, 201, "{v}");
+    let (s, vi) = js("POST", &format!("{}/v1/orgs/acme/users", o.url), Some(&owner), Some(body)).await;
+    assert_eq!(s, 201, "{vi}");
     let (_, v) = sign_in(&o, "acme", "vi@acme.test", "viewer password 1", &[]).await;
     let viewer = v["access_token"].as_str().unwrap().to_string();
     let base = format!("{}/v1/orgs/acme", o.url);
@@ -451,6 +451,18 @@ async fn retention_and_hold_routes_refuse_what_is_invalid_or_not_permitted() {
     let (s, v) = js("POST", &format!("{base}/audit/holds"), Some(&owner), Some(ok.clone())).await;
     assert_eq!((s, v["error"].as_str()), (409, Some("too_many_holds")));
     assert_eq!(verify(&o, "acme").await["intact"], true);
+
+    // The scheduler also notes an impersonation whose time ran out, without waiting for
+    // its next use.
+    let body = json!({ "user_id": vi["id"], "reason": "support ticket 4", "minutes": 5 });
+    let (s, v) = js("POST", &format!("{base}/impersonations"), Some(OPERATOR), Some(body)).await;
+    assert_eq!(s, 201, "{v}");
+    let id = tenant_id(&o, "acme").await;
+    exec(&o, &id, &format!("UPDATE impersonations SET ends_at = {}", gatehouse_origin::now() - 1)).await;
+    wait_for("impersonation.expired by the scheduler", || async {
+        records(&o, "acme", "impersonation.expired").await.iter().any(|r| r["actor"] == "system")
+    })
+    .await;
 }
 
 /// Tables of the audit log in the database file at `path` (opened on its own).

@@ -9,6 +9,10 @@
 //! Nothing a live legal hold covers is removed; the audit log stops at the first held
 //! record and keeps its chain anchor ([`crate::store::audit::purge`]).
 //!
+//! Each turn also notes the organisation's impersonations whose time ran out
+//! (`impersonation.expired`, [`crate::api::impersonation::sweep`]), so they are on record
+//! when they end, not only at the next use.
+//!
 //! Progress: the metrics `retention_runs`, `retention_purged{kind}`,
 //! `retention_last_run`, and a `retention.run` record (actor `system`, the counts per
 //! data type) in the log of each organisation something was removed from — an idle

@@ -102,11 +102,14 @@ pub async fn purge_all(h: &Connection, rules: &[Rule], now: i64, batch: u64) -> 
     Ok(out)
 }
 
-/// The scheduler's turn at organisation `id` (`slug`): purge, and record `retention.run`
-/// (actor `system`) when something was removed.
+/// The scheduler's turn at organisation `id` (`slug`): note impersonations whose time ran
+/// out (`impersonation.expired`), purge, and record `retention.run` (actor `system`) when
+/// something was removed.
 pub(super) async fn run_scheduled(app: &App, id: &str, slug: &str) -> Result<()> {
     let db = app.store.tenant(id, false).await?;
     let t = Tenant { id: id.to_string(), slug: slug.to_string(), db };
+    let meta = RequestMeta { ip: None, user_agent: None, request_id: new_id("r_") };
+    crate::api::impersonation::sweep(app, &t, &meta).await?;
     let rules = effective(&*t.db.lock().await, &app.cfg.retention.defaults).await?;
     if rules.iter().all(|r| r.days.is_none()) {
         return Ok(());
@@ -117,7 +120,6 @@ pub(super) async fn run_scheduled(app: &App, id: &str, slug: &str) -> Result<()>
         crate::store::commit(&h).await?;
         return Ok(());
     }
-    let meta = RequestMeta { ip: None, user_agent: None, request_id: new_id("r_") };
     let record = ev("system", "retention.run", format!("org:{slug}"), None, Some(out.to_json()));
     commit(app, &t, h, &meta, vec![record]).await?;
     out.count(&app.metrics);
