@@ -80,8 +80,16 @@ pub(crate) fn record_hash(r: &Record) -> String {
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 
-/// Append `ev` (inside the caller's transaction). Returns the new head (seq, hash).
-pub async fn append(conn: &Connection, ev: &Event, meta: &RequestMeta, now: u64) -> Result<(i64, String)> {
+/// Append `ev` (inside the caller's transaction), its personal data sealed with
+/// `sealer` ([`crate::privacy::seal::seal_record`]) before the hash is taken. Returns the
+/// new head (seq, hash).
+pub async fn append(
+    conn: &Connection,
+    sealer: &crate::privacy::Sealer,
+    ev: &Event,
+    meta: &RequestMeta,
+    now: u64,
+) -> Result<(i64, String)> {
     let (last_seq, prev_hash) = head(conn).await?;
     let mut r = Record {
         seq: last_seq + 1,
@@ -99,6 +107,7 @@ pub async fn append(conn: &Connection, ev: &Event, meta: &RequestMeta, now: u64)
         prev_hash,
         hash: String::new(),
     };
+    crate::privacy::seal::seal_record(conn, sealer, &mut r, now as i64).await?;
     r.hash = record_hash(&r);
     store::audit::insert(conn, &r).await?;
     Ok((r.seq, r.hash))
@@ -193,9 +202,10 @@ mod tests {
         let db = s.tenant("t_01", true).await.unwrap();
         let h = db.lock().await;
         let meta = RequestMeta { request_id: "r".into(), ..Default::default() };
+        let sealer = crate::privacy::Sealer::new(&[7; 32], "t_01");
         let mut head = (0, String::new());
         for at in [100, 200, 300, 400, 500] {
-            head = append(&h, &ev("x.change"), &meta, at).await.unwrap();
+            head = append(&h, &sealer, &ev("x.change"), &meta, at).await.unwrap();
         }
         let hold = store::holds::NewHold {
             id: "h",
@@ -215,7 +225,7 @@ mod tests {
         let seqs: Vec<i64> = query(&h, &Filter::default()).await.unwrap().iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [3, 4, 5]);
         // New records continue the chain from the anchor.
-        let next = append(&h, &ev("x.change"), &meta, 600).await.unwrap();
+        let next = append(&h, &sealer, &ev("x.change"), &meta, 600).await.unwrap();
         assert_eq!(next.0, 6);
         assert_eq!(verify(&h, Some(next.clone())).await.unwrap(), Verdict::Intact(4));
         // Deleting a record in the middle, or the last one, is detected.

@@ -12,6 +12,7 @@
 //! - [`tokens`]: signing keys with rotation, access JWTs, refresh-token rotation;
 //! - [`bundles`]: the region policy and its signed bundle;
 //! - [`audit`]: the hash-chained audit log;
+//! - [`privacy`]: personal data in audit records sealed per person, GDPR export and erasure;
 //! - [`retention`]: retention per data type, applied by a scheduler, and legal holds;
 //! - [`mailer`]: outgoing mail (file, SMTP or log) and per-tenant templates;
 //! - [`sso`]: single sign-on connections (OIDC, OAuth2) and the relying party;
@@ -31,6 +32,7 @@ pub mod mailer;
 pub mod metrics;
 pub mod mfa;
 pub mod replication;
+pub mod privacy;
 pub mod sinks;
 pub mod retention;
 pub mod sso;

@@ -44,6 +44,7 @@ pub mod password;
 pub(crate) mod retention;
 pub mod routes;
 pub mod session;
+pub(crate) mod privacy;
 pub mod sso;
 pub mod tenant;
 pub mod transaction;
@@ -138,6 +139,7 @@ pub fn router(app: Arc<App>) -> Router {
         // Governance: privacy, export and erasure (tenant)
         .route("/v1/orgs", post(orgs::create_org).get(orgs::list_orgs))
         .route("/v1/keys/rotate", post(orgs::rotate_keys))
+        .route("/t/{slug}/me/export", get(privacy::export_me))
         .route("/v1/policy/template", get(orgs::get_template).put(orgs::put_template))
         .route(
             "/v1/orgs/{slug}",
@@ -197,6 +199,8 @@ pub fn router(app: Arc<App>) -> Router {
         // Governance: privacy, export and erasure (admin)
         // Governance: retention and legal holds (admin)
         .route("/v1/orgs/{slug}/retention", get(retention::get_retention).put(retention::put_retention))
+        .route("/v1/orgs/{slug}/users/{id}/export", get(privacy::export_user))
+        .route("/v1/orgs/{slug}/users/{id}/erase", post(privacy::erase_user))
         .route("/v1/orgs/{slug}/retention/run", post(retention::run_retention))
         .route("/v1/orgs/{slug}/audit/retention", put(retention::set_audit_retention))
         .route("/v1/orgs/{slug}/audit/holds", post(retention::add_hold).get(retention::list_holds))

@@ -140,6 +140,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
     ("GET", "/t/{slug}/me/audit", "public", "The audit records about oneself, impersonations included (bearer)"),
     // Governance: privacy, export and erasure (tenant)
+    ("GET", "/t/{slug}/me/export", "public", "Export everything the organisation holds about oneself (bearer; JSON)"),
     ("POST", "/v1/orgs", "operator", "Create an organisation (tenant) homed in this region, with its owner"),
     ("GET", "/v1/orgs", "operator", "List the tenant directory (paginated)"),
     (
@@ -293,6 +294,18 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("GET", "/v1/orgs/{slug}/impersonation-policy", "settings:read", "Whether admins may impersonate, for how long"),
     ("PUT", "/v1/orgs/{slug}/impersonation-policy", "settings:write", "Set whether admins may impersonate, and the limit"),
     // Governance: privacy, export and erasure (admin)
+    (
+        "GET",
+        "/v1/orgs/{slug}/users/{id}/export",
+        "privacy:read",
+        "Export everything the organisation holds about a user (GDPR Art. 15/20; JSON, gatehouse.subject-export/1)",
+    ),
+    (
+        "POST",
+        "/v1/orgs/{slug}/users/{id}/erase",
+        "privacy:delete",
+        "Erase a user (GDPR Art. 17; {\"reason\"}): rows deleted, keys destroyed, audit records kept",
+    ),
     // Governance: retention and legal holds (admin)
     ("GET", "/v1/orgs/{slug}/retention", "settings:read", "Retention per data type in force, and whose choice it is"),
     (

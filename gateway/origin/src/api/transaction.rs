@@ -28,8 +28,9 @@ pub(crate) async fn commit(
 ) -> ApiResult<()> {
     let now = crate::now() as u64;
     let mut head = None;
+    let sealer = crate::privacy::sealer(app, &t.id);
     for e in &events {
-        head = Some(audit::append(&h, e, meta, now).await?);
+        head = Some(audit::append(&h, &sealer, e, meta, now).await?);
     }
     crate::store::commit(&h).await?;
     drop(h);

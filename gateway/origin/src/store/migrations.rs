@@ -378,6 +378,14 @@ pub(crate) const TENANT: &[&str] = &[
      CREATE INDEX sessions_expires ON sessions(expires_at);
      CREATE INDEX refresh_tokens_expires ON refresh_tokens(expires_at);
      CREATE INDEX revoked_tokens_expires ON revoked_tokens(expires_at);",
+    // 11: crypto-shredding (issue 15, part A): one key per person (`user:<id>`,
+    // `email:<pseudonym>`, `ip:<pseudonym>`), itself sealed with the region's key, that
+    // the personal data of audit records is sealed under; erasure deletes the row.
+    "CREATE TABLE subject_keys (
+        subject TEXT PRIMARY KEY,
+        key BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+     );",
 ];
 
 /// Bring a held database up to the newest of `migrations`, one transaction per step.

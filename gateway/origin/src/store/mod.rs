@@ -37,6 +37,7 @@ pub mod memberships;
 pub(crate) mod migrations;
 pub mod operator_audit;
 pub mod orgs;
+pub mod person;
 pub mod refresh_tokens;
 pub mod reset_tokens;
 pub mod retention;
@@ -47,6 +48,7 @@ pub mod sessions;
 pub mod settings;
 pub mod signing_keys;
 pub mod sso;
+pub mod subject_keys;
 pub mod teams;
 pub mod templates;
 pub mod usage;
@@ -128,10 +130,12 @@ impl Db {
             return Ok(d);
         };
         // WAL: readers do not block the writer; `synchronous` decides what a crash of
-        // the machine (not only of the process) may lose.
+        // the machine (not only of the process) may lose. `secure_delete`: deleted
+        // content is overwritten with zeros, so an erased person's data leaves the file.
         conn.query("PRAGMA journal_mode=WAL", ()).await?;
         conn.execute_batch(&format!(
-            "PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;"
+            "PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; \
+             PRAGMA secure_delete=ON;"
         ))
         .await?;
         let d = Db { conn, _db: db, lock: tokio::sync::Mutex::new(()) };
