@@ -12,6 +12,7 @@
 //! - [`tokens`]: signing keys with rotation, access JWTs, refresh-token rotation;
 //! - [`bundles`]: the region policy and its signed bundle;
 //! - [`audit`]: the hash-chained audit log;
+//! - [`reports`]: compliance reports (JSON, CSV, PDF) mapped to the controls they evidence;
 //! - [`privacy`]: personal data in audit records sealed per person, GDPR export and erasure;
 //! - [`retention`]: retention per data type, applied by a scheduler, and legal holds;
 //! - [`mailer`]: outgoing mail (file, SMTP or log) and per-tenant templates;
@@ -32,6 +33,7 @@ pub mod mailer;
 pub mod metrics;
 pub mod mfa;
 pub mod replication;
+pub mod reports;
 pub mod privacy;
 pub mod sinks;
 pub mod retention;

@@ -41,6 +41,7 @@ pub mod mail;
 pub mod mfa;
 pub mod pages;
 pub mod password;
+pub(crate) mod reports;
 pub(crate) mod retention;
 pub mod routes;
 pub mod session;
@@ -207,6 +208,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/orgs/{slug}/audit/holds/{id}/release", post(retention::release_hold))
         .route("/v1/orgs/{slug}/audit/purge", post(retention::purge_audit))
         // Governance: compliance reports (admin)
+        .route("/v1/orgs/{slug}/reports/{kind}", get(reports::get_report))
         // Governance: organisation hierarchy and role templates (admin)
         // Governance: audit streaming (admin)
         .route("/v1/sinks", get(crate::sinks::routes::list))

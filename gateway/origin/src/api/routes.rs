@@ -326,6 +326,12 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("POST", "/v1/orgs/{slug}/audit/holds/{id}/release", "settings:write", "Release a legal hold"),
     ("POST", "/v1/orgs/{slug}/audit/purge", "settings:write", "Purge audit records past retention (never held ones)"),
     // Governance: compliance reports (admin)
+    (
+        "GET",
+        "/v1/orgs/{slug}/reports/{kind}",
+        "reports:read",
+        "Compliance report (access-review, authentication, privileged-activity, gdpr) as json, csv or pdf",
+    ),
     // Governance: organisation hierarchy and role templates (admin)
     // Governance: audit streaming (admin)
     (

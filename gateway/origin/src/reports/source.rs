@@ -1,0 +1,165 @@
+//! What reports read: the audit records of a period or of one action, page by page with a
+//! bound on the work, and the current state of users (their roles' permissions, their
+//! confirmed second factors).
+
+use gatehouse_core::policy::BUILTIN_ROLES;
+use libsql::Connection;
+use serde_json::Value;
+
+use crate::audit::{Filter, Record};
+use crate::error::{bad, ApiResult};
+use crate::store::{factors, roles, users};
+
+use super::Period;
+
+/// The most audit records one report reads (the tenant's database stays locked while it
+/// does); a longer period is refused with `report_too_large`.
+pub(crate) const MAX_RECORDS: u64 = 200_000;
+/// The most rows one table of a report lists; the figures still count every record.
+pub(crate) const MAX_ROWS: usize = 5_000;
+/// Records read per query.
+const PAGE: u32 = 1_000;
+
+/// Visit, in order, every record matching `filter` (its `after` and `limit` are set
+/// here); how many there were. 400 `report_too_large` past [`MAX_RECORDS`].
+async fn each(conn: &Connection, mut filter: Filter, mut visit: impl FnMut(&Record)) -> ApiResult<u64> {
+    filter.limit = Some(PAGE);
+    let mut n = 0u64;
+    loop {
+        let page = crate::audit::query(conn, &filter).await?;
+        for r in &page {
+            visit(r);
+        }
+        n += page.len() as u64;
+        if n > MAX_RECORDS {
+            return Err(bad("report_too_large", format!("more than {MAX_RECORDS} audit records: shorten the period")));
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE as usize => filter.after = Some(last.seq),
+            _ => return Ok(n),
+        }
+    }
+}
+
+/// Visit every record of period `p`, in order.
+pub(crate) async fn in_period(conn: &Connection, p: &Period, visit: impl FnMut(&Record)) -> ApiResult<u64> {
+    each(conn, Filter { since: Some(p.from), until: Some(p.until), ..Default::default() }, visit).await
+}
+
+/// Visit every record of `action` in the whole log, in order.
+pub(crate) async fn of_action(conn: &Connection, action: &str, visit: impl FnMut(&Record)) -> ApiResult<u64> {
+    each(conn, Filter { action: Some(action.to_string()), ..Default::default() }, visit).await
+}
+
+/// The user id of a `user:<id>` actor or target.
+pub(crate) fn user_id(subject: &str) -> Option<&str> {
+    subject.strip_prefix("user:").filter(|id| !id.is_empty())
+}
+
+/// A record's `after` as JSON (`Null` when absent or not JSON).
+pub(crate) fn after(r: &Record) -> Value {
+    r.after.as_deref().and_then(|a| serde_json::from_str(a).ok()).unwrap_or(Value::Null)
+}
+
+/// Who did it: the actor, and who really acted under an impersonation.
+pub(crate) fn who(r: &Record) -> String {
+    match &r.act {
+        Some(act) => format!("{} (acting: {act})", r.actor),
+        None => r.actor.clone(),
+    }
+}
+
+/// Every user of the tenant (current state, roles expired by `now` shown as none).
+pub(crate) async fn all_users(conn: &Connection, now: i64) -> ApiResult<Vec<users::User>> {
+    let mut out: Vec<users::User> = Vec::new();
+    loop {
+        let after = out.last().map(|u| u.id.clone()).unwrap_or_default();
+        let page = users::page(conn, &after, None, 500, now).await?;
+        let full = page.len() == 500;
+        out.extend(page);
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+/// Every custom role: (name, permissions).
+pub(crate) async fn custom_roles(conn: &Connection) -> ApiResult<Vec<(String, Vec<String>)>> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    loop {
+        let after = out.last().map(|(n, _)| n.clone()).unwrap_or_default();
+        let page = roles::page(conn, &after, 500).await?;
+        let full = page.len() == 500;
+        out.extend(page.into_iter().map(|r| (r.name, serde_json::from_str(&r.permissions).unwrap_or_default())));
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+/// The permissions role `role` grants: a built-in role's (core `BUILTIN_ROLES`) or a
+/// custom role's; none for a role that no longer exists.
+pub(crate) fn permissions_of(role: &str, custom: &[(String, Vec<String>)]) -> Vec<String> {
+    if let Some((_, perms)) = BUILTIN_ROLES.iter().find(|(b, _)| *b == role) {
+        return perms.iter().map(|p| p.to_string()).collect();
+    }
+    custom.iter().find(|(n, _)| n == role).map(|(_, p)| p.clone()).unwrap_or_default()
+}
+
+/// The kinds of `user`'s confirmed second factors (`totp`, `webauthn`), sorted.
+pub(crate) async fn confirmed_factors(conn: &Connection, user: &str) -> ApiResult<Vec<String>> {
+    let mut kinds: Vec<String> =
+        factors::of_user(conn, user).await?.into_iter().filter(|f| f.confirmed_at.is_some()).map(|f| f.kind).collect();
+    kinds.sort();
+    kinds.dedup();
+    Ok(kinds)
+}
+
+/// The share `part / whole` rounded to three decimals (0 when `whole` is 0).
+pub(crate) fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        (part as f64 / whole as f64 * 1000.0).round() / 1000.0
+    }
+}
+
+/// Records for the reports' unit tests, chained and hashed like the log's own, written to
+/// a real tenant database.
+#[cfg(test)]
+pub(crate) mod testing {
+    use libsql::Connection;
+    use serde_json::Value;
+
+    use crate::audit::Record;
+
+    /// Append a record: `actor` did `action` on `target` at `at` in request `request`.
+    pub(crate) async fn put(
+        conn: &Connection,
+        (actor, action, target): (&str, &str, &str),
+        after: Option<Value>,
+        at: i64,
+        request: &str,
+        act: Option<&str>,
+    ) {
+        let (seq, prev_hash) = crate::audit::head(conn).await.unwrap();
+        let mut r = Record {
+            seq: seq + 1,
+            at,
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            before: None,
+            after: after.map(|v| v.to_string()),
+            ip: None,
+            user_agent: None,
+            request_id: Some(request.into()),
+            act: act.map(String::from),
+            sealed: None,
+            prev_hash,
+            hash: String::new(),
+        };
+        r.hash = crate::audit::record_hash(&r);
+        crate::store::audit::insert(conn, &r).await.unwrap();
+    }
+}
