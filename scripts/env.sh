@@ -92,3 +92,9 @@ ensure_test_smtp() {
   fi
   export GATEHOUSE_SMTP_PYTHON="$venv/bin/python"
 }
+
+# What the compliance-report tests read the PDFs with: poppler's `pdftotext`
+# (gateway/origin/tests/reports.rs; without it they print SKIPPED for the PDF's text).
+ensure_test_pdf() {
+  ensure_apt poppler-utils
+}
