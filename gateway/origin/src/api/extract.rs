@@ -97,6 +97,10 @@ pub(crate) enum Caller {
     Operator,
     /// A member of the organisation; `act` is who really acts when the token is an
     /// impersonation's (RFC 8693 `act.sub`: `operator` or `user:<id>`).
+    ///
+    /// `home` is set for an owner or admin of an ancestor organisation administering this
+    /// child (part E): `org` is then the child the caller was admitted to, `user` and
+    /// `sid` are of `home`, and `roles` only the ancestor's `owner`/`admin`.
     User {
         org: String,
         user: String,
@@ -104,6 +108,7 @@ pub(crate) enum Caller {
         scopes: Option<Vec<String>>,
         sid: String,
         act: Option<String>,
+        home: Option<String>,
     },
 }
 
@@ -111,6 +116,7 @@ impl Caller {
     pub(crate) fn actor(&self) -> String {
         match self {
             Caller::Operator => "operator".into(),
+            Caller::User { user, home: Some(home), .. } => format!("user:{user}@{home}"),
             Caller::User { user, .. } => format!("user:{user}"),
         }
     }
@@ -164,7 +170,13 @@ pub(crate) async fn caller(app: &App, headers: &HeaderMap, slug: &str) -> ApiRes
     if bool::from(sha(token).ct_eq(&app.secrets.operator_hash)) {
         return Ok(Caller::Operator);
     }
-    // A token of another tenant does not verify here (its issuer differs).
+    // A token of another tenant does not verify here (its issuer differs), except an
+    // ancestor organisation's owner's or admin's (checked in `hierarchy::access`).
+    if verify_access(app, token, Some(slug)).is_err() {
+        if let Some(c) = ancestor_admin(app, token, slug).await? {
+            return Ok(c);
+        }
+    }
     let c = verify_access(app, token, Some(slug)).map_err(|e| match e {
         ApiError::Unauthorized { .. } => {
             ApiError::forbidden("wrong_tenant", "credential is not valid for this organisation")
@@ -179,18 +191,45 @@ pub(crate) async fn caller(app: &App, headers: &HeaderMap, slug: &str) -> ApiRes
         scopes: c.custom.scope.as_ref().map(|s| s.split_whitespace().map(String::from).collect()),
         sid: c.custom.sid.clone(),
         act: c.custom.act.as_ref().map(|a| a.sub.clone()),
+        home: None,
     })
+}
+
+/// The caller an ancestor organisation's token makes on child `slug`: its live `owner`
+/// or `admin` roles there (none: not admitted), its session live in the ancestor.
+async fn ancestor_admin(app: &App, token: &str, slug: &str) -> ApiResult<Option<Caller>> {
+    let Ok(c) = verify_access(app, token, None) else { return Ok(None) };
+    let home = c.custom.org.clone();
+    if c.issuer.as_deref() != Some(app.cfg.issuer(&home).as_str()) {
+        return Ok(None);
+    }
+    let user = c.subject.clone().unwrap_or_default();
+    let who = crate::hierarchy::access::Admin { ancestor: &home, child: slug, user: &user, sid: &c.custom.sid };
+    let Some(roles) = crate::hierarchy::access::admin_roles(&app.store, &app.cfg.region, &who, crate::now()).await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Caller::User {
+        org: slug.to_string(),
+        user,
+        roles,
+        scopes: c.custom.scope.as_ref().map(|s| s.split_whitespace().map(String::from).collect()),
+        sid: c.custom.sid.clone(),
+        act: c.custom.act.as_ref().map(|a| a.sub.clone()),
+        home: Some(home),
+    }))
 }
 
 /// Authorise `caller` for `need` in tenant `t` (checks revocation of the session too).
 pub(crate) async fn authorise(c: &Caller, t: &Tenant, need: &str) -> ApiResult<()> {
-    let Caller::User { org, roles, scopes, sid, user, .. } = c else { return Ok(()) };
+    let Caller::User { org, roles, scopes, sid, user, home, .. } = c else { return Ok(()) };
     if org != &t.slug {
         return Err(ApiError::forbidden("wrong_tenant", "credential is not valid for this organisation"));
     }
     let h = t.db.lock().await;
     let now = crate::now();
-    if !store::sessions::is_live(&h, sid, user, now).await? {
+    // An ancestor's admin: its session was checked in the ancestor (`ancestor_admin`).
+    if home.is_none() && !store::sessions::is_live(&h, sid, user, now).await? {
         return Err(ApiError::unauthorized("session_revoked", "the session has ended"));
     }
     // A suspended organisation's members are refused here too (the operator is not).

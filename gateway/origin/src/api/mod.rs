@@ -34,6 +34,7 @@ pub(crate) mod caps;
 pub mod directory;
 pub mod edge;
 pub mod extract;
+pub(crate) mod hierarchy;
 pub(crate) mod impersonation;
 pub(crate) mod lifecycle;
 pub mod login;
@@ -41,6 +42,7 @@ pub mod mail;
 pub mod mfa;
 pub mod pages;
 pub mod password;
+pub(crate) mod role_templates;
 pub(crate) mod reports;
 pub(crate) mod retention;
 pub mod routes;
@@ -210,6 +212,13 @@ pub fn router(app: Arc<App>) -> Router {
         // Governance: compliance reports (admin)
         .route("/v1/orgs/{slug}/reports/{kind}", get(reports::get_report))
         // Governance: organisation hierarchy and role templates (admin)
+        .route("/v1/orgs/{slug}/parent", put(hierarchy::put_parent))
+        .route("/v1/orgs/{slug}/children", get(hierarchy::list_children))
+        .route("/v1/orgs/{slug}/effective-policy", get(hierarchy::effective_policy))
+        .route("/v1/orgs/{slug}/teams/{id}/roles", put(hierarchy::put_team_roles))
+        .route("/v1/role-templates/{name}", put(role_templates::put_template))
+        .route("/v1/role-templates", get(role_templates::list_templates))
+        .route("/v1/orgs/{slug}/roles/{name}/from-template", post(role_templates::from_template))
         // Governance: audit streaming (admin)
         .route("/v1/sinks", get(crate::sinks::routes::list))
         .route("/v1/sinks/{name}/replay", post(crate::sinks::routes::replay))

@@ -333,6 +333,28 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "Compliance report (access-review, authentication, privileged-activity, gdpr) as json, csv or pdf",
     ),
     // Governance: organisation hierarchy and role templates (admin)
+    ("PUT", "/v1/orgs/{slug}/parent", "operator", "Attach an organisation to a parent (same region) or detach it (null)"),
+    ("GET", "/v1/orgs/{slug}/children", "settings:read", "The organisation's child organisations"),
+    (
+        "GET",
+        "/v1/orgs/{slug}/effective-policy",
+        "settings:read",
+        "IP, geo, MFA and SSO rules in force (own ∩ inherited) and where each comes from",
+    ),
+    (
+        "PUT",
+        "/v1/orgs/{slug}/teams/{id}/roles",
+        "teams:write",
+        "Roles a team grants its members and the members of its descendant teams",
+    ),
+    ("PUT", "/v1/role-templates/{name}", "operator", "Create or change a role template; synced roles follow"),
+    ("GET", "/v1/role-templates", "operator", "List the region's role templates"),
+    (
+        "POST",
+        "/v1/orgs/{slug}/roles/{name}/from-template",
+        "roles:write",
+        "Make a custom role from a template: synced (follows it) or forked (a copy)",
+    ),
     // Governance: audit streaming (admin)
     (
         "GET",

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::audit::{Event, RequestMeta};
 use crate::error::{ApiError, ApiResult};
 use crate::identity::new_id;
-use crate::store::{impersonations, memberships, sessions, teams, users, Held};
+use crate::store::{hierarchy, impersonations, sessions, users, Held};
 use crate::tokens::{self, AccessGrant};
 
 use crate::api::app::App;
@@ -43,11 +43,12 @@ pub(crate) struct TokenRequest {
     pub(crate) challenge_id: Option<String>,
 }
 
-/// Roles and teams of `user` now (membership expiry honoured).
+/// Roles and teams of `user` now (membership expiry honoured): the membership's role and
+/// those their teams and the teams' ancestors grant; their teams and every ancestor team.
 pub(crate) async fn grants_of(h: &libsql::Connection, user: &str, now: i64) -> Result<(Vec<String>, Vec<String>)> {
-    let role = memberships::live_role(h, user, now).await?;
-    let teams = teams::names_of_member(h, user).await?;
-    Ok((role.into_iter().collect(), teams))
+    let roles = hierarchy::roles_of(h, user, now).await?;
+    let teams = hierarchy::team_names_with_ancestors(h, user).await?;
+    Ok((roles, teams))
 }
 
 /// A signed-in session, its transaction still open.

@@ -89,6 +89,17 @@ pub(crate) const DIRECTORY: &[&str] = &[
         at INTEGER NOT NULL,
         PRIMARY KEY (sink, tenant_id, seq)
      );",
+    // 6: organisation hierarchy and role templates (issue 15, part E). A tenant's parent
+    // (same region only: the link never crosses regions, so it is not replicated), and
+    // the region's role templates that organisations instantiate.
+    "ALTER TABLE tenants ADD COLUMN parent_id TEXT;
+     CREATE INDEX tenants_parent ON tenants(parent_id);
+     CREATE TABLE role_templates (
+        name TEXT PRIMARY KEY,
+        permissions TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        updated_at INTEGER NOT NULL
+     );",
 ];
 
 /// Versioned schema of a tenant database.
@@ -378,6 +389,18 @@ pub(crate) const TENANT: &[&str] = &[
      CREATE INDEX sessions_expires ON sessions(expires_at);
      CREATE INDEX refresh_tokens_expires ON refresh_tokens(expires_at);
      CREATE INDEX revoked_tokens_expires ON revoked_tokens(expires_at);",
+    // 10: organisation hierarchy (issue 15, part E): roles granted to every member of a
+    // team (and of its descendant teams), the role template a custom role follows
+    // (`template`, synced) or was forked from (`forked_from`), and the policy the
+    // organisation inherits from its ancestors (JSON, written when an ancestor changes).
+    "CREATE TABLE team_roles (
+        team_id TEXT NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+        role TEXT NOT NULL,
+        PRIMARY KEY (team_id, role)
+     );
+     ALTER TABLE roles ADD COLUMN template TEXT;
+     ALTER TABLE roles ADD COLUMN forked_from TEXT;
+     ALTER TABLE org ADD COLUMN inherited TEXT;",
     // 11: crypto-shredding (issue 15, part A): one key per person (`user:<id>`,
     // `email:<pseudonym>`, `ip:<pseudonym>`), itself sealed with the region's key, that
     // the personal data of audit records is sealed under; erasure deletes the row.
