@@ -95,7 +95,8 @@ async fn the_webhook_gets_signed_batches_in_chain_order_and_failures_are_retried
     let o = start(dir.path(), &webhook(hook.port, "batch_size = 3\nretry_base_ms = 300\nretry_max_ms = 500")).await;
     create_org(&o, "acme", "Acme", "free").await;
     write_records(&o, "acme", 4).await;
-    let entry = wait_for(&o, "siem", "everything delivered", |v| v["lag"] == 0 && v["delivered"].as_i64() > Some(0)).await;
+    let entry =
+        wait_for(&o, "siem", "everything delivered", |v| v["lag"] == 0 && v["delivered"].as_i64() > Some(0)).await;
     let (tenant, cursor, head) = position(&entry, "acme");
     assert!(head >= 5, "{entry}");
     assert_eq!(cursor, head);
@@ -184,7 +185,8 @@ async fn a_receiver_that_always_fails_gets_dead_letters_the_stream_goes_on_and_a
     let failures = entry["failures"].as_i64().unwrap();
     assert!(failures % 2 == 0 && failures >= 2 * ((head + 1) / 2), "{entry}");
     assert!(entry["last_error"].as_str().unwrap().contains("503"), "{entry}");
-    let ids: Vec<&str> = entry["dead_letter_ids"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> =
+        entry["dead_letter_ids"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len() as i64, head);
     assert_eq!(ids[0], format!("{tenant}:1"));
     assert_eq!(entry["dead_letter_ids"][0]["attempts"], 2);
@@ -194,7 +196,8 @@ async fn a_receiver_that_always_fails_gets_dead_letters_the_stream_goes_on_and_a
     // The receiver heals: new records flow again (the cursor moved past the dead ones).
     hook.always_fail(false);
     write_records(&o, "acme", 1).await;
-    let entry = wait_for(&o, "siem", "the stream goes on", |v| v["lag"] == 0 && v["delivered"].as_i64() > Some(0)).await;
+    let entry =
+        wait_for(&o, "siem", "the stream goes on", |v| v["lag"] == 0 && v["delivered"].as_i64() > Some(0)).await;
     let (_, _, head2) = position(&entry, "acme");
     let live = webhook_records(&hook.accepted());
     assert!(live.iter().all(|r| r["seq"].as_i64().unwrap() > head), "only the new ones: {live:?}");
@@ -202,7 +205,10 @@ async fn a_receiver_that_always_fails_gets_dead_letters_the_stream_goes_on_and_a
     // The replay sends the dead letters; the receiver then has the whole chain.
     let (s, v) = js("POST", &format!("{}/v1/sinks/siem/replay", o.url), Some(OPERATOR), None).await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!((v["delivered"].as_i64(), v["failed"].as_i64(), v["remaining"].as_i64()), (Some(head), Some(0), Some(0)));
+    assert_eq!(
+        (v["delivered"].as_i64(), v["failed"].as_i64(), v["remaining"].as_i64()),
+        (Some(head), Some(0), Some(0))
+    );
     let all = webhook_records(&hook.accepted());
     assert_eq!(verify_chain(&tenant, &all), head2);
     assert_eq!(sink(&o, "siem").await["dead_letters"], 0);
@@ -214,7 +220,8 @@ async fn a_receiver_that_always_fails_gets_dead_letters_the_stream_goes_on_and_a
     // A failing replay keeps them, with the attempt counted; an unknown sink is a 404.
     hook.always_fail(true);
     write_records(&o, "acme", 1).await;
-    let entry = wait_for(&o, "siem", "more dead letters", |v| v["dead_letters"].as_i64() > Some(0) && v["lag"] == 0).await;
+    let entry =
+        wait_for(&o, "siem", "more dead letters", |v| v["dead_letters"].as_i64() > Some(0) && v["lag"] == 0).await;
     let n = entry["dead_letters"].as_i64();
     assert_eq!(n, Some(position(&entry, "acme").2 - head2));
     let (s, v) = js("POST", &format!("{}/v1/sinks/siem/replay", o.url), Some(OPERATOR), None).await;
@@ -361,18 +368,62 @@ async fn a_configuration_with_a_bad_sink_is_refused_naming_the_field() {
     std::fs::create_dir_all(dir.path()).unwrap();
     let base = support::origin::config("eu-west", free_port(), "localhost", &[]);
     for (sink, field) in [
-        ("[[sinks]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"http://siem.example/in\"\nsecret_file = \"k\"\n", "sinks.a.url"),
-        ("[[sinks]]\nname = \"a\"\nkind = \"syslog\"\naddress = \"siem.example:514\"\ntransport = \"tcp\"\n", "sinks.a.transport"),
+        (
+            "[[sinks]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"http://siem.example/in\"\nsecret_file = \"k\"\n",
+            "sinks.a.url",
+        ),
+        (
+            "[[sinks]]\nname = \"a\"\nkind = \"syslog\"\naddress = \"siem.example:514\"\ntransport = \"tcp\"\n",
+            "sinks.a.transport",
+        ),
     ] {
         std::fs::write(dir.path().join("origin.toml"), format!("{base}\n{sink}")).unwrap();
         let e = gatehouse_origin::OriginConfig::load(&dir.path().join("origin.toml")).unwrap_err().to_string();
         assert!(e.contains(field), "{e}");
     }
     // A webhook's key file must exist and hold a real secret.
-    let sink = "[[sinks]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"https://siem.example/in\"\nsecret_file = \"short.key\"\n";
+    let sink =
+        "[[sinks]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"https://siem.example/in\"\nsecret_file = \"short.key\"\n";
     std::fs::write(dir.path().join("short.key"), "short").unwrap();
     std::fs::write(dir.path().join("origin.toml"), format!("{base}\n{sink}")).unwrap();
     let cfg = gatehouse_origin::OriginConfig::load(&dir.path().join("origin.toml")).unwrap();
     let e = gatehouse_origin::sinks::Sinks::open(&cfg).err().unwrap().to_string();
     assert!(e.contains("sinks.a.secret_file") && e.contains("16"), "{e}");
+}
+
+#[tokio::test]
+async fn personal_data_leaves_the_region_only_for_a_sink_that_includes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sealed_only, opened) =
+        (Http::start(Some(KEY.as_bytes()), 0).await, Http::start(Some(KEY.as_bytes()), 0).await);
+    let sinks = format!(
+        "{}{}",
+        webhook(sealed_only.port, ""),
+        webhook(opened.port, "include_personal = true").replace("name = \"siem\"", "name = \"full\"")
+    );
+    let o = start(dir.path(), &sinks).await;
+    create_org(&o, "acme", "Acme", "free").await;
+    let body = json!({ "email": "pat.person@acme.test", "password": "user password 123", "role": "viewer" });
+    let (s, v) = js("POST", &format!("{}/v1/orgs/acme/users", o.url), Some(OPERATOR), Some(body)).await;
+    assert_eq!(s, 201, "{v}");
+    let a = wait_for(&o, "siem", "delivery", |v| v["lag"] == 0 && v["delivered"].as_i64() > Some(0)).await;
+    let b = wait_for(&o, "full", "delivery", |v| v["lag"] == 0 && v["delivered"].as_i64() > Some(0)).await;
+    let (tenant, _, head) = position(&a, "acme");
+    assert_eq!(position(&b, "acme").2, head);
+
+    // Sealed only: no byte of the addresses, and the chain verifies.
+    let plain = webhook_records(&sealed_only.accepted());
+    let text = serde_json::to_string(&plain).unwrap();
+    assert!(!text.contains("pat.person") && !text.contains("owner@acme.test"), "{text}");
+    assert!(plain.iter().all(|r| r.get("personal").is_none()));
+    assert!(plain.iter().any(|r| r["record"]["sealed"].is_string()), "the stored form carries it sealed");
+    assert_eq!(verify_chain(&tenant, &plain), head);
+
+    // Included: opened beside the stored record, which still verifies.
+    let full = webhook_records(&opened.accepted());
+    assert_eq!(verify_chain(&tenant, &full), head);
+    let with_pat: Vec<&Value> =
+        full.iter().filter(|r| r["personal"].to_string().contains("pat.person@acme.test")).collect();
+    assert!(!with_pat.is_empty(), "{full:?}");
+    assert!(with_pat.iter().all(|r| !r["record"].to_string().contains("pat.person")), "the stored form stays sealed");
 }

@@ -271,7 +271,10 @@ mod tests {
             ("name = \"a\"\nkind = \"otlp\"\nurl = \"https://x.example\"\nbatch_size = 0\n", "sinks.a.batch_size"),
             ("name = \"a\"\nkind = \"otlp\"\nurl = \"https://x.example\"\nretry_max_ms = 5\n", "sinks.a.retry_max_ms"),
             ("name = \"a\"\nkind = \"otlp\"\nurl = \"https://x.example\"\nmax_attempts = 0\n", "sinks.a.max_attempts"),
-            ("name = \"a\"\nkind = \"otlp\"\nurl = \"https://x.example\"\nsecret_file = \"k\"\n", "sinks.a.secret_file"),
+            (
+                "name = \"a\"\nkind = \"otlp\"\nurl = \"https://x.example\"\nsecret_file = \"k\"\n",
+                "sinks.a.secret_file",
+            ),
             ("name = \"a\"\nkind = \"otlp\"\nurl = \"https://x.example\"\nwhatever = 1\n", "unknown field"),
         ] {
             let e = sink(doc).unwrap_err();

@@ -51,7 +51,8 @@ pub async fn lag(d: &Connection, sink: &str, region: &str) -> libsql::Result<i64
 
 /// The cursor and head of every tenant homed in `region` (at most `limit`, by id).
 pub async fn positions(d: &Connection, sink: &str, region: &str, limit: i64) -> libsql::Result<Vec<Pending>> {
-    let mut rows = d.query(&format!("{PER_TENANT} ORDER BY t.id LIMIT ?3"), libsql::params![sink, region, limit]).await?;
+    let mut rows =
+        d.query(&format!("{PER_TENANT} ORDER BY t.id LIMIT ?3"), libsql::params![sink, region, limit]).await?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().await? {
         out.push(pending_row(&r)?);
@@ -86,7 +87,15 @@ pub struct DeadLetter {
 }
 
 /// Record `seqs` of `tenant` as dead letters of `sink` (again: attempts added up).
-pub async fn add_dead(d: &Connection, sink: &str, tenant: &str, seqs: &[i64], attempts: i64, error: &str, now: i64) -> libsql::Result<()> {
+pub async fn add_dead(
+    d: &Connection,
+    sink: &str,
+    tenant: &str,
+    seqs: &[i64],
+    attempts: i64,
+    error: &str,
+    now: i64,
+) -> libsql::Result<()> {
     for seq in seqs {
         d.execute(
             "INSERT INTO sink_dead_letters (sink, tenant_id, seq, attempts, error, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -109,14 +118,24 @@ pub async fn dead(d: &Connection, sink: &str, limit: i64) -> libsql::Result<Vec<
         .await?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().await? {
-        out.push(DeadLetter { tenant: r.get(0)?, seq: r.get(1)?, attempts: r.get(2)?, error: r.get(3)?, at: r.get(4)? });
+        out.push(DeadLetter {
+            tenant: r.get(0)?,
+            seq: r.get(1)?,
+            attempts: r.get(2)?,
+            error: r.get(3)?,
+            at: r.get(4)?,
+        });
     }
     Ok(out)
 }
 
 /// How many dead letters `sink` holds.
 pub async fn dead_count(d: &Connection, sink: &str) -> libsql::Result<i64> {
-    Ok(crate::store::one(d, "SELECT COUNT(*) FROM sink_dead_letters WHERE sink = ?1", [sink]).await.ok().flatten().unwrap_or(0))
+    Ok(crate::store::one(d, "SELECT COUNT(*) FROM sink_dead_letters WHERE sink = ?1", [sink])
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0))
 }
 
 /// A dead letter was delivered (or its record is gone): it leaves the table.

@@ -161,9 +161,11 @@ impl Sink {
     }
 
     /// One record as this sink's receiver takes it: the wire JSON (webhook), an RFC 5424
-    /// message (syslog), an OTLP `logRecord` (JSON text).
-    fn encode(&self, t: &TenantName, region: &str, r: &Record) -> String {
-        let w = Wire::new(t, region, r);
+    /// message (syslog), an OTLP `logRecord` (JSON text); `opened`: the record with its
+    /// personal data opened (sinks with `include_personal`).
+    fn encode(&self, t: &TenantName, region: &str, r: &Record, opened: Option<&Record>) -> String {
+        let mut w = Wire::new(t, region, r);
+        w.personal = opened.map(record::personal);
         match &self.receiver {
             Receiver::Webhook(_) => w.to_json(),
             Receiver::Syslog(s) => s.message(&w),
@@ -172,12 +174,13 @@ impl Sink {
     }
 
     /// The records at the front of `records` that form one delivery (at most
-    /// `max_batch_bytes` encoded), encoded. Empty when the first alone is too large.
-    fn batch(&self, t: &TenantName, region: &str, records: &[Record]) -> Vec<String> {
+    /// `max_batch_bytes` encoded), encoded; `opened`: the same records opened (see
+    /// [`Sink::encode`]). Empty when the first alone is too large.
+    fn batch(&self, t: &TenantName, region: &str, records: &[Record], opened: Option<&[Record]>) -> Vec<String> {
         let mut out = Vec::new();
         let mut size = 0;
-        for r in records.iter().take(self.settings.batch_size) {
-            let e = self.encode(t, region, r);
+        for (i, r) in records.iter().enumerate().take(self.settings.batch_size) {
+            let e = self.encode(t, region, r, opened.and_then(|o| o.get(i)));
             if size + e.len() > self.settings.max_batch_bytes {
                 break;
             }

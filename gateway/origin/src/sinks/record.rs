@@ -17,8 +17,12 @@
 //!   text): SHA-256 of the JSON array `[seq, at, actor, action, target, before, after,
 //!   ip, user_agent, request_id, prev_hash]` (plus `act, sealed` when either is set) is
 //!   `hash` — see [`crate::audit`].
-//! - `personal`: only for sinks with `include_personal = true`, the record's personal
-//!   data opened; personal data sent out of the region is beyond the reach of erasure.
+//! - `personal`: only for sinks with `include_personal = true`, the record's fields that
+//!   may hold personal data as they read opened — `actor`, `target`, `before`, `after`,
+//!   `ip`, `user_agent` (`erased subject` where the person's key was already destroyed).
+//!   Without it the receiver gets the stored form only: personal data sealed under the
+//!   person's key, which erasure destroys. Personal data sent out of the region is beyond
+//!   the reach of erasure.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -56,6 +60,13 @@ pub struct Wire<'a> {
     /// The record's personal data, opened (only with `include_personal`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub personal: Option<Value>,
+}
+
+/// The personal view of an opened record: the fields that may hold personal data, as
+/// they read opened (`erased subject` where the person's key was destroyed).
+pub fn personal(opened: &Record) -> Value {
+    serde_json::json!({ "actor": opened.actor, "target": opened.target, "before": opened.before,
+        "after": opened.after, "ip": opened.ip, "user_agent": opened.user_agent })
 }
 
 /// The id a receiver de-duplicates on.

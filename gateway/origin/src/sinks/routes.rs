@@ -24,7 +24,7 @@ use crate::error::{ApiError, ApiResult};
 
 use super::cursors;
 use super::record::{record_id, TenantName};
-use super::worker::records_after;
+use super::worker::{opened, records_after};
 
 /// Dead letters one replay sends at most.
 const REPLAY_MAX: i64 = 1000;
@@ -87,7 +87,8 @@ pub(crate) async fn replay(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
     require_operator(&app, &headers)?;
-    let sink = app.sinks.get(&name).cloned().ok_or_else(|| ApiError::not_found("sink_not_found", "no sink of that name"))?;
+    let sink =
+        app.sinks.get(&name).cloned().ok_or_else(|| ApiError::not_found("sink_not_found", "no sink of that name"))?;
     let letters = cursors::dead(&*app.store.directory.lock().await, &name, REPLAY_MAX).await?;
     let mut by_tenant: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for l in letters {
@@ -101,8 +102,15 @@ pub(crate) async fn replay(
     let answer = json!({ "sink": name, "delivered": done.delivered, "failed": done.failed, "gone": done.gone,
         "remaining": remaining });
     let m = meta(&headers, &peer);
-    crate::api::admin::operator_audit::append(&app, &m, "sink.replay", format!("sink:{name}"), None, Some(answer.clone()))
-        .await?;
+    crate::api::admin::operator_audit::append(
+        &app,
+        &m,
+        "sink.replay",
+        format!("sink:{name}"),
+        None,
+        Some(answer.clone()),
+    )
+    .await?;
     Ok(Json(answer))
 }
 
@@ -114,8 +122,12 @@ async fn replay_tenant(
     seqs: &[i64],
     done: &mut Replayed,
 ) -> ApiResult<()> {
-    let slug = crate::store::one::<String>(&*app.store.directory.lock().await, "SELECT slug FROM tenants WHERE id = ?1", [tenant.as_str()])
-        .await?;
+    let slug = crate::store::one::<String>(
+        &*app.store.directory.lock().await,
+        "SELECT slug FROM tenants WHERE id = ?1",
+        [tenant.as_str()],
+    )
+    .await?;
     let mut records = Vec::new();
     for &seq in seqs {
         let found = match &slug {
@@ -132,13 +144,14 @@ async fn replay_tenant(
     }
     let t = TenantName { id: tenant, slug: slug.unwrap_or_default() };
     let label = [sink.name()];
-    let mut rest = &records[..];
-    while !rest.is_empty() {
-        let encoded = sink.batch(&t, &app.cfg.region, rest);
+    let opened = opened(app, sink, &t.id, &records).await?;
+    let mut start = 0;
+    while start < records.len() {
+        let rest = &records[start..];
+        let encoded = sink.batch(&t, &app.cfg.region, rest, opened.as_ref().map(|o| &o[start..]));
         // A record too large for any batch stays a dead letter.
-        let n = encoded.len().max(1);
-        let (batch, next) = rest.split_at(n.min(rest.len()));
-        rest = next;
+        let batch = &rest[..encoded.len().max(1)];
+        start += batch.len();
         let outcome = if encoded.is_empty() {
             Err(format!("record larger than max_batch_bytes ({})", sink.settings.max_batch_bytes))
         } else {

@@ -171,7 +171,12 @@ mod tests {
         };
         let t = TenantName { id: "t_01".into(), slug: "acme".into() };
         let m = s.message(&Wire::new(&t, "eu-west", &r));
-        assert!(m.starts_with("<110>1 1970-01-01T00:00:00Z origin.example gatehouse - signin.success [gatehouse@32473 id=\"t_01:3\""), "{m}");
+        assert!(
+            m.starts_with(
+                "<110>1 1970-01-01T00:00:00Z origin.example gatehouse - signin.success [gatehouse@32473 id=\"t_01:3\""
+            ),
+            "{m}"
+        );
         assert!(m.contains(r#"actor="user:u_\"x\]""#), "{m}");
         assert!(m.contains("] \u{feff}{\"id\":\"t_01:3\""), "{m}");
         assert_eq!(msgid("a b\u{e9}"), "ab");

@@ -95,6 +95,14 @@ pub(crate) async fn records_after(app: &App, t: &str, after: i64, limit: usize) 
     crate::audit::query(&h, &f).await
 }
 
+/// `records` of tenant `t` opened when `sink` includes personal data, else `None`.
+pub(crate) async fn opened(app: &App, sink: &Sink, t: &str, records: &[Record]) -> Result<Option<Vec<Record>>> {
+    if !sink.settings.include_personal {
+        return Ok(None);
+    }
+    Ok(Some(crate::privacy::open_records(app, t, records).await?))
+}
+
 /// Deliver the next batch of `p`'s tenant; whether its cursor moved.
 async fn next_batch(app: &App, sink: &Sink, p: &Pending) -> Result<bool> {
     let s = &sink.settings;
@@ -111,7 +119,8 @@ async fn next_batch(app: &App, sink: &Sink, p: &Pending) -> Result<bool> {
         tracing::info!(sink = %sink.name(), tenant = %p.tenant.id, from = p.cursor + 1, to = first.seq - 1,
             "audit sink: records purged before delivery");
     }
-    let encoded = sink.batch(&p.tenant, &app.cfg.region, &records);
+    let opened = opened(app, sink, &p.tenant.id, &records).await?;
+    let encoded = sink.batch(&p.tenant, &app.cfg.region, &records, opened.as_deref());
     if encoded.is_empty() {
         let e = format!("record larger than max_batch_bytes ({})", s.max_batch_bytes);
         give_up(app, sink, &p.tenant, &[first.seq], 0, &e).await?;

@@ -143,7 +143,8 @@ pub fn frames(mut data: &[u8]) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     while !data.is_empty() {
         let sp = data.iter().position(|b| *b == b' ').ok_or("no length")?;
-        let len: usize = std::str::from_utf8(&data[..sp]).map_err(|e| e.to_string())?.parse().map_err(|_| "bad length")?;
+        let len: usize =
+            std::str::from_utf8(&data[..sp]).map_err(|e| e.to_string())?.parse().map_err(|_| "bad length")?;
         if data[0] == b'0' || sp > 10 {
             return Err("a frame length has no leading zero and at most 10 digits".into());
         }
@@ -154,7 +155,11 @@ pub fn frames(mut data: &[u8]) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, messages: &Mutex<Vec<String>>, errors: &Mutex<Vec<String>>) {
+async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    messages: &Mutex<Vec<String>>,
+    errors: &Mutex<Vec<String>>,
+) {
     let mut data = Vec::new();
     // Read to the sender's end (bounded), then close our side.
     let read = (&mut s).take(16 << 20).read_to_end(&mut data).await;
