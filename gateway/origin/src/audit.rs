@@ -85,7 +85,7 @@ pub(crate) fn record_hash(r: &Record) -> String {
 /// new head (seq, hash).
 pub async fn append(
     conn: &Connection,
-    sealer: &crate::privacy::Sealer,
+    sealer: &crate::privacy::seal::Sealer,
     ev: &Event,
     meta: &RequestMeta,
     now: u64,
@@ -202,7 +202,7 @@ mod tests {
         let db = s.tenant("t_01", true).await.unwrap();
         let h = db.lock().await;
         let meta = RequestMeta { request_id: "r".into(), ..Default::default() };
-        let sealer = crate::privacy::Sealer::new(&[7; 32], "t_01");
+        let sealer = crate::privacy::seal::Sealer::new(&[7; 32], "t_01");
         let mut head = (0, String::new());
         for at in [100, 200, 300, 400, 500] {
             head = append(&h, &sealer, &ev("x.change"), &meta, at).await.unwrap();

@@ -72,17 +72,4 @@ pub async fn open_in(conn: &libsql::Connection, sealer: &Sealer, records: &[Reco
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_personal_unless_the_target_is_an_organisation_level_thing() {
-        assert!(personal_field("email", "team:t_1"));
-        assert!(personal_field("name", "user:u_1"));
-        assert!(personal_field("name", "factor:f_1"));
-        assert!(personal_field("name", "something:new"), "unknown target kinds fail closed");
-        assert!(!personal_field("name", "team:t_1"));
-        assert!(!personal_field("name", "org:acme"));
-        assert!(!personal_field("role", "user:u_1"));
-    }
-}
+mod tests;
