@@ -209,14 +209,14 @@ async fn reports_count_what_was_done_in_every_format_and_refuse_bad_requests() {
     let key_id = k["id"].as_str().unwrap();
     let (s, v) = js("POST", &format!("{}/v1/orgs/acme/api-keys/{key_id}/rotate", o.url), Some(&admin), None).await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = js(
+    let (s, hold) = js(
         "POST",
         &format!("{}/v1/orgs/acme/audit/holds", o.url),
         Some(&owner),
         Some(json!({ "reason": "case 7", "from": t0 - 86_400, "until": t0 + 86_400 })),
     )
     .await;
-    assert_eq!(s, 201, "{v}");
+    assert_eq!(s, 201, "{hold}");
     let end = next_second().await + 1;
     let before = format!("from={}&until={split}", t0 - 5);
     let after = format!("from={split}&until={end}");
@@ -364,6 +364,66 @@ async fn reports_count_what_was_done_in_every_format_and_refuse_bad_requests() {
             assert!(text.contains("Acme Compliance Ltd") && text.contains("Audit chain head"), "{text}");
         }
         csv_sections(&String::from_utf8(raw(&o, &owner, kind, &all, "csv").await).unwrap());
+    }
+
+    // Then: an impersonation of alice by the operator, started and ended; erin exported,
+    // her erasure refused under the hold, the hold released, erin erased.
+    let third = end;
+    while (now() as i64) < third {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let body = json!({ "user_id": alice_id, "reason": "ticket 42", "minutes": 5 });
+    let (s, im) = js("POST", &format!("{}/v1/orgs/acme/impersonations", o.url), Some(OPERATOR), Some(body)).await;
+    assert_eq!(s, 201, "{im}");
+    let im_id = im["impersonation"]["id"].as_str().unwrap();
+    let (s, v) = js("DELETE", &format!("{}/v1/orgs/acme/impersonations/{im_id}", o.url), Some(OPERATOR), None).await;
+    assert_eq!(s, 204, "{v}");
+    let erin_id = user(&o, &admin, "erin@acme.test", "viewer").await;
+    let (s, v) = js("GET", &format!("{}/v1/orgs/acme/users/{erin_id}/export", o.url), Some(&admin), None).await;
+    assert_eq!(s, 200, "{v}");
+    let erase = format!("{}/v1/orgs/acme/users/{erin_id}/erase", o.url);
+    let (s, v) = js("POST", &erase, Some(&admin), Some(json!({ "reason": "request of erin@acme.test" }))).await;
+    assert_eq!((s, v["error"].as_str()), (409, Some("legal_hold")), "{v}");
+    let release = format!("{}/v1/orgs/acme/audit/holds/{}/release", o.url, hold["id"].as_str().unwrap());
+    let (s, v) = js("POST", &release, Some(&owner), None).await;
+    assert!(s == 200 || s == 204, "{s} {v}");
+    let (s, v) = js("POST", &erase, Some(&admin), Some(json!({ "reason": "request of erin@acme.test" }))).await;
+    assert_eq!(s, 200, "{v}");
+    let end3 = next_second().await + 1;
+    let third = format!("from={third}&until={end3}");
+    let g = report(&o, &owner, "gdpr", &third).await;
+    let sum = &g["summary"];
+    assert_eq!(
+        [&sum["exports"], &sum["erasures_refused"], &sum["holds_released"], &sum["erasures"], &sum["holds_placed"]],
+        [1, 1, 1, 1, 0],
+        "{g}"
+    );
+    let refused =
+        g["details"]["activities"].as_array().unwrap().iter().find(|a| a["action"] == "privacy.erase_refused");
+    assert_eq!(refused.unwrap()["reason"], "legal_hold");
+    assert_eq!(refused.unwrap()["subject"], format!("user:{erin_id}"));
+    assert!(!g.to_string().contains("erin@acme.test"), "the record names ids, never the person: {g}");
+    let p3 = report(&o, &owner, "privileged-activity", &third).await;
+    assert_eq!(
+        (p3["summary"]["impersonations_started"].as_u64(), p3["summary"]["impersonations_ended"].as_u64()),
+        (Some(1), Some(1)),
+        "{p3}"
+    );
+    assert!(p3["summary"]["records_under_impersonation"].as_u64().unwrap() >= 1, "{p3}");
+    let a3 = report(&o, &owner, "authentication", &third).await;
+    assert_eq!(
+        (a3["summary"]["signins"].as_u64(), a3["summary"]["impersonation_sessions"].as_u64()),
+        (Some(0), Some(1)),
+        "{a3}"
+    );
+    let r = report(&o, &owner, "access-review", "").await;
+    assert!(r["details"]["users"].as_array().unwrap().iter().all(|u| u["id"] != erin_id.as_str()), "erin is gone");
+    let pdf = raw(&o, &owner, "gdpr", &third, "pdf").await;
+    if let Some(text) = pdf_text(&pdf, root.path()) {
+        for want in ["GDPR record of processing (Art. 30)", "GDPR Art. 30", "Erasures refused: 1", "legal_hold"] {
+            assert!(text.contains(want), "the PDF's text lacks {want:?}:\n{text}");
+        }
+        assert!(!text.contains("erin@acme.test"), "{text}");
     }
 
     // Who may: the operator and a viewer (`*:read`); not a role without `reports:read`.

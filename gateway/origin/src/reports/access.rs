@@ -310,3 +310,69 @@ fn keys_table(keys: &[KeyAccess]) -> Table {
         rows,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reports::source::testing::put;
+    use crate::store::{memberships, roles, test_tenant, users};
+
+    const DAY: i64 = 86_400;
+
+    #[tokio::test]
+    async fn grants_last_sign_ins_and_dormant_accounts_from_the_log_and_the_users() {
+        let (_dir, _s, db) = test_tenant().await;
+        let h = db.lock().await;
+        let now = 100 * DAY;
+        roles::upsert(&h, "support", r#"["members:read","audit:read"]"#).await.unwrap();
+        for (id, created, role) in
+            [("u_old", 0, "viewer"), ("u_recent", 0, "support"), ("u_new", now - 10, "viewer"), ("u_off", 0, "admin")]
+        {
+            let email = format!("{id}@x.test");
+            let row = users::NewUser { id, email: &email, name: "", password_hash: None, created_at: created };
+            users::insert(&h, &row).await.unwrap();
+            memberships::insert(&h, id, role, None).await.unwrap();
+        }
+        users::set_disabled(&h, "u_off", true).await.unwrap();
+        put(&h, ("operator", "user.create", "user:u_old"), None, 10, "r1", None).await;
+        put(&h, ("user:u_admin", "membership.set", "user:u_old"), None, 20, "r2", Some("operator")).await;
+        put(
+            &h,
+            ("user:u_recent", "invitation.accept", "invitation:i_1"),
+            Some(json!({ "user": "u_recent" })),
+            30,
+            "r3",
+            None,
+        )
+        .await;
+        put(&h, ("user:u_old", "signin.success", "user:u_old"), None, 40, "r4", None).await;
+        put(&h, ("user:u_recent", "sso.success", "sso:c_1"), None, now - 2 * DAY, "r5", None).await;
+        put(&h, ("user:u_recent", "signin.success", "user:u_recent"), None, now - DAY, "r6", None).await;
+        let o = Options::new(Some(now - 3 * DAY), Some(now), Some(30), now).unwrap();
+        let b = build(&h, &o, now).await.unwrap();
+        let users = b.details["users"].as_array().unwrap();
+        let of = |id: &str| users.iter().find(|u| u["id"] == id).unwrap().clone();
+        let old = of("u_old");
+        assert_eq!(old["granted"]["via"], "membership.set", "the last grant wins");
+        assert_eq!(old["granted"]["by"], "user:u_admin (acting: operator)");
+        assert_eq!((old["last_signin_at"].as_i64(), old["dormant"].as_bool()), (Some(40), Some(true)));
+        let recent = of("u_recent");
+        assert_eq!(recent["granted"]["via"], "invitation.accept");
+        assert_eq!(recent["permissions"], json!(["members:read", "audit:read"]));
+        assert_eq!(
+            (recent["last_signin_at"].as_i64(), recent["signins_in_period"].as_u64()),
+            (Some(now - DAY), Some(2))
+        );
+        assert_eq!(recent["dormant"], false);
+        assert_eq!(of("u_new")["dormant"], false, "a new account is not dormant yet");
+        assert_eq!((of("u_off")["dormant"].as_bool(), of("u_off")["disabled"].as_bool()), (Some(false), Some(true)));
+        assert_eq!(of("u_off")["permissions"][0], "*:read");
+        let fig = |k: &str| b.summary.iter().find(|f| f.key == k).unwrap().value.clone();
+        assert_eq!((fig("users"), fig("dormant_users"), fig("users_deactivated")), (json!(4), json!(1), json!(1)));
+        assert_eq!((fig("users_with_mfa"), fig("mfa_adoption")), (json!(0), json!(0.0)));
+        let roles = &b.tables[1];
+        let support = roles.rows.iter().find(|r| r[0] == "support").unwrap();
+        assert_eq!(support, &["support", "custom", "members:read audit:read", "1"]);
+        assert_eq!(roles.rows.iter().find(|r| r[0] == "viewer").unwrap()[3], "2");
+    }
+}

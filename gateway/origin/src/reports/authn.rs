@@ -6,7 +6,8 @@
 //! session, once (an SSO sign-in with a second step writes `sso.success` and later
 //! `signin.success`, but one session). Its method comes from the records of the same
 //! request: the session's `idp` (SSO), `signin.success` with `passwordless` (passkey),
-//! else a password; a second factor from the `amr` those records carry.
+//! else a password; a second factor from the `amr` those records carry. The session an
+//! impersonation opens (its record carries `act`) is counted apart, not as a sign-in.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -64,6 +65,7 @@ struct Tally {
     users: HashSet<String>,
     refusals: BTreeMap<&'static str, u64>,
     step_ups: u64,
+    impersonations: u64,
 }
 
 impl Tally {
@@ -79,6 +81,8 @@ impl Tally {
                 }
                 self.pending.passwordless |= a["passwordless"].as_bool().unwrap_or(false);
             }
+            // An impersonation's session is no sign-in of its user.
+            "session.create" if r.act.is_some() || a["impersonation"].is_string() => self.impersonations += 1,
             "session.create" => {
                 self.signins += 1;
                 if a["idp"].is_string() {
@@ -128,6 +132,11 @@ pub(super) async fn build(conn: &Connection, o: &Options, now: i64) -> ApiResult
         figure("failures", "Refused sign-ins (every reason)", refused),
         figure("lockouts", "Accounts locked by failures", lockouts),
         figure("step_ups", "Step-ups (re-authentication of a session)", t.step_ups),
+        figure(
+            "impersonation_sessions",
+            "Sessions opened by an impersonation (not counted as sign-ins)",
+            t.impersonations,
+        ),
         figure("users_enabled", "Enabled users now", enabled),
         figure("users_with_mfa", "Enabled users with a confirmed second factor now", with_mfa),
         figure("mfa_adoption", "Share of enabled users with a second factor", source::ratio(with_mfa, enabled)),
@@ -196,6 +205,8 @@ mod tests {
             rec(10, "r7", "user:c", "signin.lockout", None),
             rec(11, "r8", "user:c", "session.step_up", None),
             rec(12, "r9", "user:c", "sso.link", None),
+            // An impersonation's session.
+            rec(13, "r10", "user:c", "session.create", Some(json!({ "impersonation": "im_1" }))),
         ];
         for r in &recs {
             t.visit(r);
@@ -208,5 +219,6 @@ mod tests {
         assert_eq!(t.refusals.get("signin.lockout"), Some(&1));
         assert_eq!(t.refusals.values().sum::<u64>(), 2, "sso.link is no refusal");
         assert_eq!(t.step_ups, 1);
+        assert_eq!(t.impersonations, 1);
     }
 }

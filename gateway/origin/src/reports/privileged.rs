@@ -183,4 +183,36 @@ mod tests {
             assert_eq!(category(a), None, "{a}");
         }
     }
+
+    #[tokio::test]
+    async fn impersonations_and_records_under_them_are_counted_in_the_period_only() {
+        use crate::reports::source::testing::put;
+        let (_dir, _s, db) = crate::store::test_tenant().await;
+        let h = db.lock().await;
+        let records = [
+            (("operator", "impersonation.start", "user:u_1"), None, 100),
+            (("user:u_1", "session.create", "session:s_1"), Some("operator"), 100),
+            (("user:u_1", "membership.set", "user:u_2"), Some("operator"), 110),
+            (("user:u_1", "token.refresh", "session:s_1"), Some("operator"), 115),
+            (("system", "impersonation.expired", "user:u_1"), None, 120),
+            (("user:u_9", "api_key.rotate", "api_key:k_1"), None, 130),
+            (("user:u_9", "signin.success", "user:u_9"), None, 140),
+            (("user:u_9", "api_key.rotate", "api_key:k_1"), None, 500),
+        ];
+        for (i, (who, act, at)) in records.into_iter().enumerate() {
+            put(&h, who, None, at, &format!("r{i}"), act).await;
+        }
+        let o = Options::new(Some(100), Some(200), None, 1_000).unwrap();
+        let b = build(&h, &o).await.unwrap();
+        let fig = |k: &str| b.summary.iter().find(|f| f.key == k).unwrap().value.clone();
+        assert_eq!(fig("impersonations_started"), json!(1));
+        assert_eq!(fig("impersonations_expired"), json!(1));
+        assert_eq!(fig("records_under_impersonation"), json!(3));
+        assert_eq!(fig("api_key_rotations"), json!(1), "the rotation at 500 is outside the period");
+        assert_eq!(fig("role_changes"), json!(1));
+        assert_eq!(fig("privileged_changes"), json!(4));
+        let change = &b.details["changes"][1];
+        assert_eq!((change["action"].as_str(), change["act"].as_str()), (Some("membership.set"), Some("operator")));
+        assert_eq!(b.tables[0].rows[1][5], "operator");
+    }
 }

@@ -21,8 +21,9 @@ pub(crate) const MAX_ROWS: usize = 5_000;
 const PAGE: u32 = 1_000;
 
 /// Visit, in order, every record matching `filter` (its `after` and `limit` are set
-/// here); how many there were. 400 `report_too_large` past [`MAX_RECORDS`].
-async fn each(conn: &Connection, mut filter: Filter, mut visit: impl FnMut(&Record)) -> ApiResult<u64> {
+/// here); how many there were. 400 `report_too_large` past `max` (checked per page, so
+/// never more than a page beyond it is read).
+async fn each(conn: &Connection, mut filter: Filter, max: u64, mut visit: impl FnMut(&Record)) -> ApiResult<u64> {
     filter.limit = Some(PAGE);
     let mut n = 0u64;
     loop {
@@ -31,8 +32,8 @@ async fn each(conn: &Connection, mut filter: Filter, mut visit: impl FnMut(&Reco
             visit(r);
         }
         n += page.len() as u64;
-        if n > MAX_RECORDS {
-            return Err(bad("report_too_large", format!("more than {MAX_RECORDS} audit records: shorten the period")));
+        if n > max {
+            return Err(bad("report_too_large", format!("more than {max} audit records: shorten the period")));
         }
         match page.last() {
             Some(last) if page.len() == PAGE as usize => filter.after = Some(last.seq),
@@ -43,12 +44,12 @@ async fn each(conn: &Connection, mut filter: Filter, mut visit: impl FnMut(&Reco
 
 /// Visit every record of period `p`, in order.
 pub(crate) async fn in_period(conn: &Connection, p: &Period, visit: impl FnMut(&Record)) -> ApiResult<u64> {
-    each(conn, Filter { since: Some(p.from), until: Some(p.until), ..Default::default() }, visit).await
+    each(conn, Filter { since: Some(p.from), until: Some(p.until), ..Default::default() }, MAX_RECORDS, visit).await
 }
 
 /// Visit every record of `action` in the whole log, in order.
 pub(crate) async fn of_action(conn: &Connection, action: &str, visit: impl FnMut(&Record)) -> ApiResult<u64> {
-    each(conn, Filter { action: Some(action.to_string()), ..Default::default() }, visit).await
+    each(conn, Filter { action: Some(action.to_string()), ..Default::default() }, MAX_RECORDS, visit).await
 }
 
 /// The user id of a `user:<id>` actor or target.
@@ -161,5 +162,36 @@ pub(crate) mod testing {
         };
         r.hash = crate::audit::record_hash(&r);
         crate::store::audit::insert(conn, &r).await.unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::put;
+    use super::*;
+    use crate::store::test_tenant;
+
+    #[tokio::test]
+    async fn reading_pages_through_the_log_and_refuses_past_the_bound() {
+        let (_dir, _s, db) = test_tenant().await;
+        let h = db.lock().await;
+        crate::store::begin_immediate(&h).await.unwrap();
+        for at in 0..2_500 {
+            let action = if at % 2 == 0 { "signin.success" } else { "signin.failure" };
+            put(&h, ("user:u_1", action, "user:u_1"), None, at, "r", None).await;
+        }
+        crate::store::commit(&h).await.unwrap();
+        let mut seqs = Vec::new();
+        let n = in_period(&h, &Period { from: 100, until: 2_200 }, |r| seqs.push(r.seq)).await.unwrap();
+        assert_eq!((n, seqs.len()), (2_100, 2_100), "three pages, none lost");
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1) && seqs[0] == 101, "in order");
+        assert_eq!(of_action(&h, "signin.failure", |_| {}).await.unwrap(), 1_250);
+        let f = Filter::default;
+        assert_eq!(each(&h, f(), 2_500, |_| {}).await.unwrap(), 2_500);
+        let e = each(&h, f(), 1_500, |_| {}).await.unwrap_err();
+        assert_eq!(e.code(), "report_too_large");
+        assert_eq!((user_id("user:u_1"), user_id("user:"), user_id("apikey:k")), (Some("u_1"), None, None));
+        assert_eq!(ratio(1, 6), 0.167);
+        assert_eq!(ratio(1, 0), 0.0);
     }
 }
