@@ -11,11 +11,13 @@ use axum::Json;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
+use crate::config::retention::PerKind;
 use crate::error::{bad, ApiError, ApiResult};
 use crate::identity::new_id;
 use crate::retention::{effective, purge_all, Rule};
 use crate::store::holds::{self, NewHold, MAX_LIVE};
 use crate::store::retention::{self as rules, Kind};
+use crate::store::Held;
 
 use crate::api::app::App;
 use crate::api::extract::{cursor, page_limit, AppState, Authed, JsonBody, Page, QueryParams};
@@ -33,54 +35,52 @@ fn rules_json(rules: &[Rule]) -> Value {
     Value::Object(out)
 }
 
+/// A write transaction on the caller's organisation, and the periods in force in it.
+async fn begin_with_rules<'a>(app: &App, authed: &'a Authed) -> ApiResult<(Held<'a>, Vec<Rule>)> {
+    let h = begin(&authed.t).await?;
+    let rules = effective(&h, &app.cfg.retention.defaults).await?;
+    Ok((h, rules))
+}
+
 /// `GET /v1/orgs/{slug}/retention`.
 pub(crate) async fn get_retention(State(app): AppState, authed: Authed) -> ApiResult<Json<Value>> {
     let rules = effective(&*authed.t.db.lock().await, &app.cfg.retention.defaults).await?;
     Ok(Json(rules_json(&rules)))
 }
 
-/// A field that may be absent (`None`), null (`Some(None)`) or a number.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-    Option::<i64>::deserialize(d).map(Some)
+/// What a request chooses for one data type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Choice {
+    /// The field is absent: the region default applies.
+    #[default]
+    Region,
+    /// `null`: keep everything.
+    Keep,
+    /// A number of days.
+    Days(i64),
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RetentionBody {
-    #[serde(default, deserialize_with = "present")]
-    audit_days: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "present")]
-    edge_events_days: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "present")]
-    sessions_days: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "present")]
-    tokens_days: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "present")]
-    invitations_days: Option<Option<i64>>,
-}
-
-impl RetentionBody {
-    fn get(&self, kind: Kind) -> Option<Option<i64>> {
-        match kind {
-            Kind::Audit => self.audit_days,
-            Kind::EdgeEvents => self.edge_events_days,
-            Kind::Sessions => self.sessions_days,
-            Kind::Tokens => self.tokens_days,
-            Kind::Invitations => self.invitations_days,
-        }
+impl<'de> Deserialize<'de> for Choice {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Choice, D::Error> {
+        Ok(Option::<i64>::deserialize(d)?.map_or(Choice::Keep, Choice::Days))
     }
 }
 
-/// Set the organisation's rule for `kind`: `None` follows the region default,
-/// `Some(None)` keeps everything. The audit period is also kept where organisations
+/// Set the organisation's rule for `kind`. The audit period is also kept where organisations
 /// show it (`audit_retention_days`).
-async fn set_rule(app: &App, h: &libsql::Connection, kind: Kind, choice: Option<Option<i64>>) -> ApiResult<()> {
-    match choice {
-        Some(days) => rules::set_rule(h, kind, days).await?,
-        None => rules::clear_rule(h, kind).await?,
+async fn set_rule(app: &App, h: &libsql::Connection, kind: Kind, choice: Choice) -> ApiResult<()> {
+    let days = match choice {
+        Choice::Region => {
+            rules::clear_rule(h, kind).await?;
+            app.cfg.retention.defaults.get(kind)
+        }
+        Choice::Keep => None,
+        Choice::Days(d) => Some(d),
+    };
+    if choice != Choice::Region {
+        rules::set_rule(h, kind, days).await?;
     }
     if kind == Kind::Audit {
-        let days = choice.unwrap_or(app.cfg.retention.defaults.get(kind));
         crate::store::orgs::set_retention(h, days).await?;
     }
     Ok(())
@@ -92,17 +92,17 @@ pub(crate) async fn put_retention(
     State(app): AppState,
     authed: Authed,
     Path(slug): Path<String>,
-    JsonBody(req): JsonBody<RetentionBody>,
+    JsonBody(req): JsonBody<PerKind<Choice>>,
 ) -> ApiResult<Json<Value>> {
     for kind in Kind::ALL {
-        if let Some(Some(days)) = req.get(kind) {
-            kind.check("", days).map_err(|m| bad("invalid_retention", m))?;
+        if let Choice::Days(days) = req.of(kind) {
+            kind.check("", *days).map_err(|m| bad("invalid_retention", m))?;
         }
     }
-    let h = begin(&authed.t).await?;
-    let before = rules_json(&effective(&h, &app.cfg.retention.defaults).await?);
+    let (h, rules) = begin_with_rules(&app, &authed).await?;
+    let before = rules_json(&rules);
     for kind in Kind::ALL {
-        set_rule(&app, &h, kind, req.get(kind)).await?;
+        set_rule(&app, &h, kind, *req.of(kind)).await?;
     }
     let after = rules_json(&effective(&h, &app.cfg.retention.defaults).await?);
     authed.commit(&app, h, "audit.retention", format!("org:{slug}"), Some(before), Some(after.clone())).await?;
@@ -129,7 +129,7 @@ pub(crate) async fn set_audit_retention(
             .map_err(|_| bad("invalid_retention", "days: 1–3650, or null to keep everything"))?;
     }
     let h = begin(&authed.t).await?;
-    set_rule(&app, &h, Kind::Audit, Some(req.days)).await?;
+    set_rule(&app, &h, Kind::Audit, req.days.map_or(Choice::Keep, Choice::Days)).await?;
     authed.commit(&app, h, "audit.retention", format!("org:{slug}"), None, Some(json!({ "days": req.days }))).await?;
     Ok(Json(json!({ "days": req.days })))
 }
@@ -141,8 +141,7 @@ pub(crate) async fn run_retention(
     authed: Authed,
     Path(slug): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let h = begin(&authed.t).await?;
-    let rules = effective(&h, &app.cfg.retention.defaults).await?;
+    let (h, rules) = begin_with_rules(&app, &authed).await?;
     let out = purge_all(&h, &rules, crate::now(), app.cfg.retention.batch).await?;
     let answer = out.to_json();
     authed.commit(&app, h, "retention.run", format!("org:{slug}"), None, Some(answer.clone())).await?;
@@ -158,8 +157,7 @@ pub(crate) async fn purge_audit(
     authed: Authed,
     Path(slug): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let h = begin(&authed.t).await?;
-    let rules = effective(&h, &app.cfg.retention.defaults).await?;
+    let (h, rules) = begin_with_rules(&app, &authed).await?;
     let days = rules.iter().find(|r| r.kind == Kind::Audit).and_then(|r| r.days);
     let Some(days) = days else { return Err(bad("no_retention", "no retention period is set")) };
     let p = crate::audit::purge(&h, crate::now() - days * 86_400, app.cfg.retention.batch).await?;

@@ -38,32 +38,48 @@ impl Default for RetentionSettings {
     }
 }
 
-/// A period in days per data type (`None`: keep everything).
+/// One value per data type, named as in the API and the configuration
+/// (`audit_days`, …); an absent field is `T::default()`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RetentionDays {
+pub struct PerKind<T> {
     /// Audit records.
-    pub audit_days: Option<i64>,
+    #[serde(default)]
+    pub audit_days: T,
     /// Edge decision events.
-    pub edge_events_days: Option<i64>,
+    #[serde(default)]
+    pub edge_events_days: T,
     /// Sessions, counted from their end.
-    pub sessions_days: Option<i64>,
+    #[serde(default)]
+    pub sessions_days: T,
     /// Expired tokens, counted from their expiry.
-    pub tokens_days: Option<i64>,
+    #[serde(default)]
+    pub tokens_days: T,
     /// Accepted, revoked or expired invitations, counted from their end.
-    pub invitations_days: Option<i64>,
+    #[serde(default)]
+    pub invitations_days: T,
 }
+
+impl<T> PerKind<T> {
+    /// The value of `kind`.
+    pub fn of(&self, kind: Kind) -> &T {
+        match kind {
+            Kind::Audit => &self.audit_days,
+            Kind::EdgeEvents => &self.edge_events_days,
+            Kind::Sessions => &self.sessions_days,
+            Kind::Tokens => &self.tokens_days,
+            Kind::Invitations => &self.invitations_days,
+        }
+    }
+}
+
+/// A period in days per data type (`None`: keep everything).
+pub type RetentionDays = PerKind<Option<i64>>;
 
 impl RetentionDays {
     /// The period of `kind`.
     pub fn get(&self, kind: Kind) -> Option<i64> {
-        match kind {
-            Kind::Audit => self.audit_days,
-            Kind::EdgeEvents => self.edge_events_days,
-            Kind::Sessions => self.sessions_days,
-            Kind::Tokens => self.tokens_days,
-            Kind::Invitations => self.invitations_days,
-        }
+        *self.of(kind)
     }
 }
 
