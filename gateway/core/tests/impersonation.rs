@@ -121,3 +121,36 @@ fn a_malformed_act_refuses_the_token() {
     let t = token("u_alice", json!({ "sub": "a".repeat(256) }));
     assert_eq!(h.reason(&get(URL).bearer(&t)), "allow");
 }
+
+#[test]
+fn a_host_without_the_actor_in_its_identity_record_asks_the_engine() {
+    let h = Harness::new(engine());
+    let imp = token("u_alice", json!({ "sub": "operator" }));
+    let plain = token("u_alice", Value::Null);
+    let identity_of = |t: &str| match h.decide(&get(URL).bearer(t)) {
+        Decision::Allow(a) => a.identity.unwrap(),
+        other => panic!("{other:?}"),
+    };
+    // What a filter record carries: everything but the actor.
+    let from_record = |t: &str| (*identity_of(t)).clone().with_actor(None);
+    let ask = |r: &Req, id: &gatehouse_core::identity::Identity| {
+        let pairs = r.pairs();
+        h.engine.actor_of(&r.head(&pairs), id, NOW, None)
+    };
+    let by_bearer = get(URL).bearer(&imp);
+    assert_eq!(ask(&by_bearer, &from_record(&imp)).as_deref(), Some("operator"));
+    let by_cookie = get(URL).header("cookie", &format!("gh_session={imp}"));
+    let session = match h.decide(&by_cookie) {
+        Decision::Allow(a) => (*a.identity.unwrap()).clone().with_actor(None),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ask(&by_cookie, &session).as_deref(), Some("operator"));
+    // Not an impersonation: nothing. Another credential than the identity's: nothing.
+    assert_eq!(ask(&get(URL).bearer(&plain), &from_record(&plain)), None);
+    let other = token("u_bob", json!({ "sub": "operator" }));
+    assert_eq!(ask(&get(URL).bearer(&other), &from_record(&imp)), None, "a different subject");
+    assert_eq!(ask(&get(URL), &from_record(&imp)), None, "no credential");
+    let last = if imp.ends_with('A') { "B" } else { "A" };
+    let forged = format!("{}{last}", &imp[..imp.len() - 1]);
+    assert_eq!(ask(&get(URL).bearer(&forged), &from_record(&imp)), None, "a tampered token");
+}

@@ -32,6 +32,10 @@ pub struct Event {
     pub ip: Option<String>,
     /// Request id (`x-request-id`), when the client sent one.
     pub request_id: Option<String>,
+    /// Who really acted, for a request made under an impersonation (the token's
+    /// `act.sub`); left out otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// The queue of events not yet sent.

@@ -160,6 +160,7 @@ impl Gateway {
         route: Option<&str>,
         ip: Option<String>,
         view: &HeadView<'_>,
+        actor: Option<String>,
     ) {
         let (Some(events), Some(org)) = (&self.events, org) else { return };
         let request_id = view
@@ -177,6 +178,7 @@ impl Gateway {
             route: route.map(str::to_string),
             ip,
             request_id,
+            actor,
         });
     }
 
@@ -259,7 +261,7 @@ impl Gateway {
                     let c = ctx.as_ref();
                     let org = d.org.as_deref().or(c.and_then(|c| c.org.as_deref()));
                     let ip = c.and_then(|c| c.client_ip.clone()).or_else(|| Some(view.peer_text.to_string()));
-                    self.record(org, "deny", reason, c.and_then(|c| c.route.as_deref()), ip, view);
+                    self.record(org, "deny", reason, c.and_then(|c| c.route.as_deref()), ip, view, None);
                     return Outcome::Reply(Reply::deny(d.status, reason, &d.headers));
                 }
                 Ok(Verdict::Redirect(location)) => {
@@ -285,10 +287,14 @@ impl Gateway {
         });
         // An identity the gateway cannot believe (an unknown kind, header text in a value)
         // fails the request closed rather than going upstream without it.
-        let identity_headers = match ctx.identity.take() {
-            None => Vec::new(),
+        let (identity_headers, actor) = match ctx.identity.take() {
+            None => (Vec::new(), None),
             Some(id) => match gatehouse_core::identity_from_record!(id, bundle.engine.identity_header_prefix()) {
-                Some(i) => i.upstream_headers().to_vec(),
+                Some(i) => {
+                    let actor = actor_of(&bundle, view, &i);
+                    let i = i.with_actor(actor);
+                    (i.upstream_headers().to_vec(), i.actor)
+                }
                 None => {
                     tracing::error!("filter chain returned an unusable identity; request denied");
                     return Outcome::Reply(self.refuse("deny", ReasonCode::FilterFailed));
@@ -297,7 +303,7 @@ impl Gateway {
         };
         self.allow_chain.observe(started.elapsed().as_secs_f64());
         self.allow_count.inc();
-        self.record(ctx.org.as_deref(), "allow", "allow", ctx.route.as_deref(), ctx.client_ip.clone(), view);
+        self.record(ctx.org.as_deref(), "allow", "allow", ctx.route.as_deref(), ctx.client_ip.clone(), view, actor);
         Outcome::Forward(Forward {
             route: route_index,
             bundle,
@@ -305,4 +311,37 @@ impl Gateway {
             response_headers: std::mem::take(&mut ctx.response_headers),
         })
     }
+}
+
+/// Who really acts for `identity` under an impersonation: the WIT identity record has no
+/// actor, so the engine reads it from the request's own credential (its verified-token
+/// cache makes this a lookup), matched to the identity the chain established. Only the
+/// credential headers are handed over.
+fn actor_of(
+    bundle: &LoadedBundle,
+    view: &HeadView<'_>,
+    identity: &gatehouse_core::identity::Identity,
+) -> Option<String> {
+    use gatehouse_core::identity::CredentialKind;
+    if !matches!(identity.kind, CredentialKind::Jwt | CredentialKind::Session) {
+        return None;
+    }
+    let headers: Vec<(&str, &str)> = view
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("authorization") || k.eq_ignore_ascii_case("cookie"))
+        .filter_map(|(k, v)| Some((*k, wire::header_text(v)?)))
+        .collect();
+    let head = gatehouse_core::request::RequestHead {
+        method: view.method,
+        scheme: "http",
+        host: view.authority,
+        path: view.path,
+        query: view.query,
+        headers: &headers,
+        peer: view.peer.ip(),
+        platform_country: None,
+    };
+    let now = crate::filters::now_nanos() / 1_000_000_000;
+    bundle.engine.actor_of(&head, identity, now, None)
 }

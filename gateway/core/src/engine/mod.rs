@@ -395,6 +395,39 @@ impl Engine {
         r
     }
 
+    /// Who really acts for `identity` (RFC 8693 `act`), as the credential of `req` says:
+    /// for a host whose filters hand it the identity through a record without the actor
+    /// (the WIT `identity`). The credential is the one the engine reads (bearer, then the
+    /// session cookie), verified as [`Engine::decide`] verifies it (the verified-token
+    /// cache makes a repeat a lookup); its subject, organisation and token id must be
+    /// `identity`'s. `None` otherwise, and for API keys. `now_secs` and `native` as
+    /// [`Env`] gives them to [`Engine::decide`].
+    pub fn actor_of(
+        &self,
+        req: &RequestHead<'_>,
+        identity: &Identity,
+        now_secs: u64,
+        native: Option<&dyn crate::jwt::SignatureVerifier>,
+    ) -> Option<String> {
+        if !matches!(identity.kind, CredentialKind::Jwt | CredentialKind::Session) {
+            return None;
+        }
+        let mut st = State::default();
+        let org_idx = self.org_of(req, &mut st).ok()?;
+        let token = match self.credential_of(req, &mut st).ok()? {
+            Credential::Bearer(t) | Credential::Session(t) => t,
+            _ => return None,
+        };
+        let id = self.verify_jwt(token, now_secs, identity.kind, native, org_idx).ok()?;
+        let same =
+            id.subject == identity.subject && id.org == identity.org && id.credential_id == identity.credential_id;
+        if same {
+            id.actor.clone()
+        } else {
+            None
+        }
+    }
+
     /// The allow for a context that passed every filter.
     pub fn allow_context(&self, ctx: &Context) -> Decision {
         Decision::Allow(Allow {
