@@ -104,7 +104,12 @@ async fn parent_links_and_a_parents_admins_on_its_children() {
     let parent_of = |slug: &str| format!("{}/v1/orgs/{slug}/parent", o.url);
     let acme_owner = owner(o, "acme").await;
     let (s, v) = js("PUT", &parent_of("grand"), Some(&acme_owner), Some(json!({ "parent": "kid" }))).await;
+    assert_eq!((s, code(&v)), (403, "wrong_tenant"), "not (yet) acme's: {v}");
+    let grand_owner = owner(o, "grand").await;
+    let (s, v) = js("PUT", &parent_of("grand"), Some(&grand_owner), Some(json!({ "parent": "kid" }))).await;
     assert_eq!((s, code(&v)), (403, "operator_only"), "{v}");
+    let (s, v) = js("PUT", &parent_of("grand"), None, Some(json!({ "parent": "kid" }))).await;
+    assert_eq!((s, code(&v)), (401, "credential_missing"), "{v}");
     let (s, v) = js("PUT", &parent_of("grand"), Some(OPERATOR), Some(json!({ "parent": "kid", "x": 1 }))).await;
     assert_eq!((s, code(&v)), (400, "invalid_body"), "{v}");
     let (s, v) = js("PUT", &parent_of("grand"), Some(OPERATOR), Some(json!({ "parent": "kid" }))).await;

@@ -2,8 +2,7 @@
 //! (operator), an organisation's children, its effective policy with where each rule
 //! comes from, and the roles a team grants its members.
 
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -14,9 +13,10 @@ use crate::hierarchy::{self, links};
 use crate::store::hierarchy::{self as tree, Node};
 use crate::store::teams;
 
+use crate::api::admin::org_lifecycle::OperatorOrg;
 use crate::api::admin::roles::{may_grant, role_exists};
 use crate::api::app::App;
-use crate::api::extract::{meta, require_operator, tenant, AppState, Authed, JsonBody, Peer, Tenant};
+use crate::api::extract::{AppState, Authed, JsonBody, Tenant};
 use crate::api::transaction::{begin, commit, ev};
 
 /// Most roles one team grants.
@@ -80,16 +80,14 @@ pub(crate) struct PutParent {
     parent: Option<String>,
 }
 
-/// `PUT /v1/orgs/{slug}/parent` (operator).
+/// `PUT /v1/orgs/{slug}/parent` (operator; a tenant's token is refused as on every
+/// operator route of one organisation).
 pub(crate) async fn put_parent(
     State(app): AppState,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
+    OperatorOrg { t: child, meta }: OperatorOrg,
     Path(slug): Path<String>,
     JsonBody(req): JsonBody<PutParent>,
 ) -> ApiResult<Json<Value>> {
-    require_operator(&app, &headers)?;
-    let child = tenant(&app, &slug, &format!("/v1/orgs/{slug}/parent")).await?;
     let parent = match req.parent.as_deref() {
         None => None,
         Some(p) => {
@@ -103,7 +101,7 @@ pub(crate) async fn put_parent(
             Some(parent)
         }
     };
-    attach(&app, &child, parent.as_ref(), &meta(&headers, &peer)).await?;
+    attach(&app, &child, parent.as_ref(), &meta).await?;
     Ok(Json(json!({ "slug": slug, "parent": req.parent })))
 }
 

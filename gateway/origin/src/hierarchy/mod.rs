@@ -70,10 +70,8 @@ pub async fn effective(h: &libsql::Connection, slug: &str) -> ApiResult<Effectiv
 /// an ancestor requires it, only the methods every ancestor allows.
 pub async fn narrow_auth(h: &libsql::Connection, mut p: AuthPolicy) -> ApiResult<AuthPolicy> {
     if let Some(up) = inherited(h).await? {
-        let own = Rules { mfa_required: p.mfa_required, mfa_methods: p.mfa_methods.clone(), ..up.rules.clone() };
-        let e = policy::merge(&own, "", Some(&up));
-        p.mfa_required = e.rules.mfa_required;
-        p.mfa_methods = e.rules.mfa_methods;
+        p.mfa_required |= up.rules.mfa_required;
+        p.mfa_methods = policy::mfa_methods(&up.rules.mfa_methods, &p.mfa_methods);
     }
     Ok(p)
 }

@@ -116,6 +116,17 @@ fn geo(parent: &GeoRules, child: &GeoRules) -> GeoRules {
     GeoRules { allow, deny }
 }
 
+/// The MFA methods allowed under a parent allowing `parent`: the organisation's `own`
+/// that the parent allows too, or the parent's when none is left.
+pub fn mfa_methods(parent: &[MfaMethod], own: &[MfaMethod]) -> Vec<MfaMethod> {
+    let both: Vec<MfaMethod> = own.iter().filter(|m| parent.contains(m)).copied().collect();
+    if both.is_empty() {
+        parent.to_vec()
+    } else {
+        both
+    }
+}
+
 /// The effective rules of organisation `slug` with `rules` of its own under `parent`
 /// (its parent's effective rules, `None`: a root).
 pub fn merge(rules: &Rules, slug: &str, parent: Option<&Effective>) -> Effective {
@@ -124,11 +135,7 @@ pub fn merge(rules: &Rules, slug: &str, parent: Option<&Effective>) -> Effective
     let (pr, ps, ms) = (&p.rules, &p.sources, &mine.sources);
     let ip = ip::intersect(&pr.ip, &rules.ip);
     let geo = geo(&pr.geo, &rules.geo);
-    let mut methods: Vec<MfaMethod> =
-        rules.mfa_methods.iter().filter(|m| pr.mfa_methods.contains(m)).copied().collect();
-    if methods.is_empty() {
-        methods = pr.mfa_methods.clone();
-    }
+    let methods = mfa_methods(&pr.mfa_methods, &rules.mfa_methods);
     let same_methods = methods.len() == pr.mfa_methods.len();
     let sources = Sources {
         ip_allow: ip
