@@ -578,3 +578,106 @@ async fn the_audit_log_in_its_own_file_keeps_the_same_chain_holds_and_retention(
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Measurement, not a check of behaviour (run with `--ignored --nocapture`): one
+/// scheduler batch per data type over a tenant with 20,000 rows of each, the move of a
+/// 20,000-record log between the two files, and opening a tenant with its audit file
+/// attached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_batches_relocation_and_open() {
+    use gatehouse_origin::store::{AuditFile, Backend, Store};
+    use std::time::Instant;
+    const N: i64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let open = |mode| {
+        let root = root.clone();
+        async move {
+            Store::open(&root, Backend::Local { synchronous: "normal".into() }, 4).await.unwrap().with_audit_file(mode)
+        }
+    };
+    let s = open(AuditFile::Separate).await;
+    let db = s.tenant("t_01", true).await.unwrap();
+    let now = gatehouse_origin::now();
+    {
+        let h = db.lock().await;
+        let sealer = gatehouse_origin::privacy::Sealer::new(&[7; 32], "t_01");
+        let meta = gatehouse_origin::audit::RequestMeta { request_id: "r".into(), ..Default::default() };
+        let t = Instant::now();
+        h.execute("BEGIN", ()).await.unwrap();
+        for i in 0..N {
+            let ev = gatehouse_origin::audit::Event {
+                actor: format!("user:u_{}", i % 100),
+                action: "user.update",
+                target: format!("user:u_{}", i % 100),
+                before: None,
+                after: Some(json!({ "name": "x" })),
+                act: None,
+            };
+            gatehouse_origin::audit::append(&h, &sealer, &ev, &meta, (now - 400 * DAY + i) as u64).await.unwrap();
+        }
+        h.execute_batch(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {N})
+             INSERT INTO edge_events (id, at, decision, reason) SELECT 'e' || i, {} + i, 'deny', 'x' FROM n;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {N})
+             INSERT INTO sessions (id, user_id, amr, created_at, expires_at) SELECT 's' || i, 'u_' || (i % 100), 'pwd', {} + i, {} + i FROM n;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {N})
+             INSERT INTO revoked_tokens (jti, expires_at) SELECT 'j' || i, {} + i FROM n;",
+            now - 400 * DAY,
+            now - 400 * DAY,
+            now - 300 * DAY,
+            now - 300 * DAY
+        ))
+        .await
+        .unwrap();
+        h.execute("COMMIT", ()).await.unwrap();
+        println!("setup: {N} records and rows of each kind in {:?}", t.elapsed());
+        let rules: Vec<gatehouse_origin::retention::Rule> = gatehouse_origin::store::retention::Kind::ALL
+            .into_iter()
+            .map(|kind| gatehouse_origin::retention::Rule { kind, days: Some(30), own: true })
+            .collect();
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            h.execute("BEGIN IMMEDIATE", ()).await.unwrap();
+            let out = gatehouse_origin::retention::purge_all(&h, &rules, now, 1000).await.unwrap();
+            h.execute("COMMIT", ()).await.unwrap();
+            times.push(t.elapsed());
+            assert_eq!(out.removed["audit"], 1000);
+        }
+        println!("one run of batch 1000 per data type (4 kinds with rows): {times:?}");
+        let head = gatehouse_origin::audit::head(&h).await.unwrap();
+        let t = Instant::now();
+        let v = gatehouse_origin::audit::verify(&h, Some(head)).await.unwrap();
+        println!("verify {v:?} in {:?}", t.elapsed());
+    }
+    drop(db);
+    s.close_tenant("t_01").await;
+    drop(s);
+    let t = Instant::now();
+    let s = open(AuditFile::Shared).await;
+    let db = s.tenant("t_01", false).await.unwrap();
+    println!("move {} records into the tenant file: {:?}", N - 5000, t.elapsed());
+    drop(db);
+    s.close_tenant("t_01").await;
+    drop(s);
+    let t = Instant::now();
+    let s = open(AuditFile::Separate).await;
+    let db = s.tenant("t_01", false).await.unwrap();
+    println!("move them out again: {:?}", t.elapsed());
+    drop(db);
+    for mode in [AuditFile::Separate, AuditFile::Shared] {
+        s.close_tenant("t_01").await;
+        let s = open(mode).await;
+        // The first open in a mode moves the log; the timed ones find it in place.
+        drop(s.tenant("t_01", false).await.unwrap());
+        s.close_tenant("t_01").await;
+        let t = Instant::now();
+        for _ in 0..20 {
+            drop(s.tenant("t_01", false).await.unwrap());
+            s.close_tenant("t_01").await;
+        }
+        println!("open a tenant ({mode:?}): {:?} each", t.elapsed() / 20);
+    }
+}
