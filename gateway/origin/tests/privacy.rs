@@ -172,6 +172,12 @@ async fn export_and_erasure_keep_the_chain_and_leave_no_byte_of_the_person() {
     assert_eq!((mine["profile"].clone(), mine["schema"].clone()), (exp["profile"].clone(), exp["schema"].clone()));
     let (s, v) = js("GET", &format!("{}/t/acme/me/export", o.url), None, None).await;
     assert_eq!((s, v["error"].as_str()), (401, Some("credential_missing")));
+    // Somebody acting as her does not get her export.
+    let body = json!({ "user_id": zelda, "reason": "ticket 77", "minutes": 5 });
+    let (s, imp) = js("POST", &format!("{org}/impersonations"), Some(OPERATOR), Some(body)).await;
+    assert_eq!(s, 201, "{imp}");
+    let (s, v) = js("GET", &format!("{me}/export"), imp["access_token"].as_str(), None).await;
+    assert_eq!((s, v["error"].as_str()), (403, Some("impersonation_forbidden")));
     let (s, v) = js("GET", &format!("{org}/users/{zelda}/export"), Some(&bob_tok), None).await;
     assert_eq!((s, v["error"].as_str()), (403, Some("permission_denied")), "a role without privacy:read");
     let (s, v) = js("GET", &format!("{org}/users/u_nobody/export"), Some(&owner), None).await;
@@ -241,6 +247,7 @@ async fn export_and_erasure_keep_the_chain_and_leave_no_byte_of_the_person() {
     let removed = &out["removed"];
     assert_eq!(removed["rows"]["users"], 1, "{out}");
     assert_eq!(removed["rows"]["invitations"], 1, "{out}");
+    assert_eq!(removed["rows"]["impersonations"], 1, "{out}");
     assert_eq!(removed["edge_events"], 1, "{out}");
     assert!(removed["keys_destroyed"].as_u64().unwrap() >= 2, "{out}");
     assert!(!subject_key_exists(&o, &format!("user:{zelda}")).await);

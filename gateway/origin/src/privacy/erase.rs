@@ -1,13 +1,14 @@
 //! Erasure (GDPR Art. 17) of one person from a tenant, in the caller's transaction.
 //!
-//! In this order: the addresses the person used are collected (their sessions, and their
-//! audit records opened while the keys still exist); their rows go everywhere
-//! ([`crate::store::person`]: user, membership, teams, sessions — unexpired ones stay as
-//! revoked stubs without address or user agent —, refresh and reset tokens, factors,
-//! recovery codes, MFA challenges, email verifications, invitations to their address,
-//! SSO links, API keys whose subject they are); edge decision events from those addresses
-//! go; then their keys are destroyed: `user:<id>`, `email:<pseudonym of their address>`
-//! and `ip:<pseudonym>` of each address (anonymous records from those addresses become
+//! In this order: the addresses the person used are collected (their own sessions, and
+//! the audit records of their requests opened while the keys still exist); their rows go
+//! everywhere ([`crate::store::person`]: user, membership, teams, sessions — unexpired
+//! ones stay as revoked stubs without address or user agent —, impersonations of them
+//! (their reasons may name the person), refresh and reset tokens, factors, recovery
+//! codes, MFA challenges, email verifications, invitations to their address, SSO links,
+//! API keys whose subject they are); edge decision events from those addresses go; then
+//! their keys are destroyed: `user:<id>`, `email:<pseudonym of their address>` and
+//! `ip:<pseudonym>` of each address (anonymous records from those addresses become
 //! `erased subject` too). Their audit records stay, and verify.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,7 +65,9 @@ pub async fn erase(conn: &Connection, sealer: &Sealer, user: &str, email: &str, 
     let mut addresses: BTreeSet<String> = person::session_addresses(conn, user).await?.into_iter().collect();
     let records = person::audit_about(conn, &subjects, MAX_RECORDS).await?;
     let mut ring = KeyRing::new(conn, sealer);
-    for r in &records {
+    // Their own requests' addresses (and anonymous ones about them): not those of an
+    // admin or the operator acting on them.
+    for r in records.iter().filter(|r| subjects.contains(&r.actor) || r.actor == "anonymous") {
         for part in super::seal::parts(r.sealed.as_deref()).iter().filter(|p| subjects.contains(&p.subject)) {
             if let Ok(Some(values)) = ring.open_part(r.seq, part).await {
                 for (f, v) in part.fields.iter().zip(values) {

@@ -106,9 +106,17 @@ pub async fn export_sections(
     Ok(out)
 }
 
-/// The client addresses of user `user`'s sessions.
+/// The client addresses of user `user`'s own sessions (not those an impersonator opened:
+/// their address is the impersonator's).
 pub async fn session_addresses(conn: &Connection, user: &str) -> libsql::Result<Vec<String>> {
-    all_rows(conn, "SELECT DISTINCT ip FROM sessions WHERE user_id = ?1 AND ip IS NOT NULL", [user], |r| r.get(0)).await
+    all_rows(
+        conn,
+        "SELECT DISTINCT ip FROM sessions WHERE user_id = ?1 AND ip IS NOT NULL
+           AND id NOT IN (SELECT session_id FROM impersonations WHERE user_id = ?1)",
+        [user],
+        |r| r.get(0),
+    )
+    .await
 }
 
 /// Audit records about any of `subjects` (actor or target, or a part sealed under one),
@@ -156,6 +164,7 @@ const ERASE: &[(&str, &str)] = &[
     ),
     ("sessions", "DELETE FROM sessions WHERE user_id = ?1 AND expires_at <= ?3"),
     ("refresh_tokens", "DELETE FROM refresh_tokens WHERE user_id = ?1"),
+    ("impersonations", "DELETE FROM impersonations WHERE user_id = ?1"),
     ("reset_tokens", "DELETE FROM reset_tokens WHERE user_id = ?1"),
     ("mfa_challenges", "DELETE FROM mfa_challenges WHERE user_id = ?1"),
     ("recovery_codes", "DELETE FROM recovery_codes WHERE user_id = ?1"),
