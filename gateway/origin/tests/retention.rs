@@ -494,6 +494,16 @@ async fn the_audit_log_in_its_own_file_keeps_the_same_chain_holds_and_retention(
     assert!(file.exists());
     assert!(audit_tables(&main).await.is_empty(), "the tenant's database has no audit table");
     assert_eq!(audit_tables(&file).await, ["audit", "audit_anchor", "legal_holds"]);
+    // The audit file takes the tenant file's per-file settings (WAL, synchronous,
+    // secure_delete: purged records are overwritten).
+    for pragma in ["synchronous", "secure_delete"] {
+        let (m, a) = (
+            num(&o, &id, &format!("PRAGMA main.{pragma}")).await,
+            num(&o, &id, &format!("PRAGMA auditlog.{pragma}")).await,
+        );
+        assert_eq!(m, a, "{pragma}");
+    }
+    assert_eq!(num(&o, &id, "SELECT journal_mode = 'wal' FROM pragma_journal_mode('auditlog')").await, 1);
     let created = num(&o, &id, "SELECT COUNT(*) FROM auditlog.audit").await;
     assert!(created >= 1);
     assert_eq!(verify(&o, "acme").await["intact"], true);
