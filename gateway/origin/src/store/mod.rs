@@ -249,7 +249,8 @@ impl Store {
             bail!("tenant {id} has no database in this region");
         }
         let audit = self.audit_path(id);
-        let db = Arc::new(Db::open(&path, &self.backend, id, migrations::TENANT, Some((&audit, self.audit_file))).await?);
+        let db =
+            Arc::new(Db::open(&path, &self.backend, id, migrations::TENANT, Some((&audit, self.audit_file))).await?);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         // Another task may have opened it meanwhile: keep one handle.
         if let Some(existing) = open.get(id) {
