@@ -427,3 +427,31 @@ async fn personal_data_leaves_the_region_only_for_a_sink_that_includes_it() {
     assert!(!with_pat.is_empty(), "{full:?}");
     assert!(with_pat.iter().all(|r| !r["record"].to_string().contains("pat.person")), "the stored form stays sealed");
 }
+
+#[tokio::test]
+async fn https_receivers_are_checked_against_the_sinks_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let (cert, key) = smtp::make_cert(dir.path());
+    let tls = receivers::tls_server(&cert, &key);
+    let (hook, collector) = (
+        Http::start_with(Some(KEY.as_bytes()), 0, Some(tls.clone())).await,
+        Http::start_with(None, 0, Some(tls)).await,
+    );
+    let sinks = format!(
+        "[[sinks]]\nname = \"siem\"\nkind = \"webhook\"\nurl = \"https://localhost:{}/hook\"\nsecret_file = \"siem.key\"\n\
+         ca_file = \"cert.pem\"\n\
+         [[sinks]]\nname = \"untrusted\"\nkind = \"otlp\"\nurl = \"https://localhost:{}\"\nmax_attempts = 1\n",
+        hook.port, collector.port
+    );
+    let o = start(dir.path(), &sinks).await;
+    create_org(&o, "acme", "Acme", "free").await;
+    let ok = wait_for(&o, "siem", "delivery over https", |v| v["lag"] == 0 && v["delivered"].as_i64() > Some(0)).await;
+    let (tenant, _, head) = position(&ok, "acme");
+    assert_eq!(verify_chain(&tenant, &webhook_records(&hook.accepted())), head);
+    // Without the CA file the receiver's certificate is refused: nothing is sent.
+    let bad = wait_for(&o, "untrusted", "refused certificate", |v| v["lag"] == 0).await;
+    assert_eq!((bad["delivered"].as_i64(), bad["dead_letters"].as_i64()), (Some(0), Some(head)), "{bad}");
+    assert!(bad["last_error"].as_str().unwrap().contains("certificate"), "{bad}");
+    assert!(collector.requests().is_empty());
+}

@@ -18,30 +18,31 @@ pub struct Pending {
     pub head: i64,
 }
 
-const PER_TENANT: &str = "SELECT t.id, t.slug, COALESCE(c.seq, 0), COALESCE(h.seq, 0)
+const PER_TENANT: &str = "SELECT t.id, t.slug, COALESCE(c.seq, 0) AS cursor, COALESCE(h.seq, 0) AS head
        FROM tenants t
        LEFT JOIN audit_heads h ON h.tenant_id = t.id
        LEFT JOIN sink_cursors c ON c.sink = ?1 AND c.tenant_id = t.id
       WHERE t.home_region = ?2";
 
-fn pending_row(r: &libsql::Row) -> libsql::Result<Pending> {
-    Ok(Pending { tenant: TenantName { id: r.get(0)?, slug: r.get(1)? }, cursor: r.get(2)?, head: r.get(3)? })
+/// The rows of `sql` (a [`PER_TENANT`] query) with `(sink, region, limit)`.
+async fn per_tenant(d: &Connection, sql: &str, sink: &str, region: &str, limit: i64) -> libsql::Result<Vec<Pending>> {
+    let mut rows = d.query(sql, libsql::params![sink, region, limit]).await?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().await? {
+        out.push(Pending { tenant: TenantName { id: r.get(0)?, slug: r.get(1)? }, cursor: r.get(2)?, head: r.get(3)? });
+    }
+    Ok(out)
 }
 
 /// Tenants homed in `region` whose head is past `sink`'s cursor (at most `limit`).
 pub async fn pending(d: &Connection, sink: &str, region: &str, limit: i64) -> libsql::Result<Vec<Pending>> {
     let sql = format!("{PER_TENANT} AND COALESCE(h.seq, 0) > COALESCE(c.seq, 0) ORDER BY t.id LIMIT ?3");
-    let mut rows = d.query(&sql, libsql::params![sink, region, limit]).await?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next().await? {
-        out.push(pending_row(&r)?);
-    }
-    Ok(out)
+    per_tenant(d, &sql, sink, region, limit).await
 }
 
 /// The total lag of `sink` over the tenants homed in `region`.
 pub async fn lag(d: &Connection, sink: &str, region: &str) -> libsql::Result<i64> {
-    let sql = format!("SELECT COALESCE(SUM(MAX(head - cursor, 0)), 0) FROM (SELECT COALESCE(h.seq, 0) AS head, COALESCE(c.seq, 0) AS cursor FROM tenants t LEFT JOIN audit_heads h ON h.tenant_id = t.id LEFT JOIN sink_cursors c ON c.sink = ?1 AND c.tenant_id = t.id WHERE t.home_region = ?2)");
+    let sql = format!("SELECT COALESCE(SUM(MAX(head - cursor, 0)), 0) FROM ({PER_TENANT})");
     let mut rows = d.query(&sql, libsql::params![sink, region]).await?;
     Ok(match rows.next().await? {
         Some(r) => r.get(0)?,
@@ -51,13 +52,7 @@ pub async fn lag(d: &Connection, sink: &str, region: &str) -> libsql::Result<i64
 
 /// The cursor and head of every tenant homed in `region` (at most `limit`, by id).
 pub async fn positions(d: &Connection, sink: &str, region: &str, limit: i64) -> libsql::Result<Vec<Pending>> {
-    let mut rows =
-        d.query(&format!("{PER_TENANT} ORDER BY t.id LIMIT ?3"), libsql::params![sink, region, limit]).await?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next().await? {
-        out.push(pending_row(&r)?);
-    }
-    Ok(out)
+    per_tenant(d, &format!("{PER_TENANT} ORDER BY t.id LIMIT ?3"), sink, region, limit).await
 }
 
 /// Move `sink`'s cursor of `tenant` to `seq` (never back).

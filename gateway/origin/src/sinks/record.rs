@@ -97,6 +97,27 @@ impl<'a> Wire<'a> {
     }
 }
 
+/// A record for the sinks' unit tests.
+#[cfg(test)]
+pub(crate) fn sample(seq: i64, action: &str) -> Record {
+    Record {
+        seq,
+        at: 0,
+        actor: "operator".into(),
+        action: action.into(),
+        target: "user:u_1".into(),
+        before: None,
+        after: None,
+        ip: None,
+        user_agent: None,
+        request_id: None,
+        act: None,
+        sealed: None,
+        prev_hash: "p".into(),
+        hash: "h".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,22 +125,11 @@ mod tests {
 
     #[test]
     fn the_wire_record_carries_its_id_and_chain_position() {
-        let mut r = Record {
-            seq: 7,
-            at: 1_767_000_000,
-            actor: "operator".into(),
-            action: "user.create".into(),
-            target: "user:u_1".into(),
-            before: None,
-            after: Some("{\"role\":\"admin\"}".into()),
-            ip: None,
-            user_agent: None,
-            request_id: Some("r_1".into()),
-            act: None,
-            sealed: None,
-            prev_hash: "aa".repeat(32),
-            hash: String::new(),
-        };
+        let mut r = sample(7, "user.create");
+        r.at = 1_767_000_000;
+        r.after = Some("{\"role\":\"admin\"}".into());
+        r.request_id = Some("r_1".into());
+        r.prev_hash = "aa".repeat(32);
         r.hash = crate::audit::record_hash(&r);
         let t = TenantName { id: "t_01".into(), slug: "acme".into() };
         let v: Value = serde_json::from_str(&Wire::new(&t, "eu-west", &r).to_json()).unwrap();

@@ -141,7 +141,6 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, bytes: &[u8]) -> 
 mod tests {
     use super::*;
     use crate::sinks::record::TenantName;
-    use crate::store::audit::Record;
 
     #[test]
     fn messages_have_the_rfc_5424_shape_with_escaped_parameters() {
@@ -153,22 +152,8 @@ mod tests {
             sd_id: "gatehouse@32473".into(),
             timeout: Duration::from_secs(1),
         };
-        let r = Record {
-            seq: 3,
-            at: 0,
-            actor: "user:u_\"x]".into(),
-            action: "signin.success".into(),
-            target: "user:u_1".into(),
-            before: None,
-            after: None,
-            ip: None,
-            user_agent: None,
-            request_id: None,
-            act: None,
-            sealed: None,
-            prev_hash: "p".into(),
-            hash: "h".into(),
-        };
+        let mut r = crate::sinks::record::sample(3, "signin.success");
+        r.actor = "user:u_\"x]".into();
         let t = TenantName { id: "t_01".into(), slug: "acme".into() };
         let m = s.message(&Wire::new(&t, "eu-west", &r));
         assert!(

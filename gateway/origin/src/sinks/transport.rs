@@ -51,13 +51,6 @@ pub struct SinkHttp {
     timeout: Duration,
 }
 
-/// What a receiver answered.
-#[derive(Debug)]
-pub struct Answer {
-    /// The status code.
-    pub status: u16,
-}
-
 impl SinkHttp {
     /// A client trusting what [`tls_config`] trusts, `timeout` per request.
     pub fn new(s: &SinkSettings) -> Result<SinkHttp> {
@@ -65,20 +58,15 @@ impl SinkHttp {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls_config(s)?).clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(https);
-        Ok(SinkHttp { client, timeout })
+        // HTTP/1.1 over TLS for `https://`, plain for (loopback) `http://`.
+        let https = hyper_rustls::HttpsConnector::from((http, tls_config(s)?));
+        let mut builder = Client::builder(hyper_util::rt::TokioExecutor::new());
+        Ok(SinkHttp { client: builder.pool_idle_timeout(timeout * 3).build(https), timeout })
     }
 
-    /// POST `body` (JSON) to `url` with `headers`; the status (the answer's body is not
-    /// read beyond what the connection needs).
-    pub async fn post_json(&self, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Result<Answer, String> {
+    /// POST `body` (JSON) to `url` with `headers`; `Ok` when the receiver answered 2xx
+    /// (its body is not read), else a short reason.
+    pub async fn post_json(&self, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Result<(), String> {
         let mut b = http::Request::post(url)
             .header("content-type", "application/json")
             .header("user-agent", "gatehouse-origin");
@@ -87,8 +75,12 @@ impl SinkHttp {
         }
         let req = b.body(Full::new(bytes::Bytes::from(body))).map_err(|e| e.to_string())?;
         let call = async {
-            let resp = self.client.request(req).await.map_err(|e| crate::sso::http::chain(&e))?;
-            Ok(Answer { status: resp.status().as_u16() })
+            let status = self.client.request(req).await.map_err(|e| crate::sso::http::chain(&e))?.status();
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(format!("the receiver answered {}", status.as_u16()))
+            }
         };
         tokio::time::timeout(self.timeout, call).await.map_err(|_| format!("timed out after {:?}", self.timeout))?
     }

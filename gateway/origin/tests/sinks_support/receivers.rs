@@ -90,9 +90,35 @@ async fn receive(State(s): State<Arc<HttpState>>, uri: axum::http::Uri, headers:
     status
 }
 
+/// A TLS listener for axum: TCP accepted, then the TLS handshake (failed ones dropped).
+struct TlsListener(tokio::net::TcpListener, tokio_rustls::TlsAcceptor);
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.0.accept().await else { continue };
+            if let Ok(tls) = self.1.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
 impl Http {
     /// Start on a free port; `key`: check signatures; fail the first `fail_first`.
     pub async fn start(key: Option<&[u8]>, fail_first: usize) -> Http {
+        Http::start_with(key, fail_first, None).await
+    }
+
+    /// [`Http::start`] over HTTPS with `tls`.
+    pub async fn start_with(key: Option<&[u8]>, fail_first: usize, tls: Option<Arc<rustls::ServerConfig>>) -> Http {
         let state = Arc::new(HttpState {
             key: key.map(<[u8]>::to_vec),
             fail_first: AtomicUsize::new(fail_first),
@@ -101,7 +127,13 @@ impl Http {
         let router = axum::Router::new().fallback(axum::routing::post(receive)).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        match tls {
+            None => tokio::spawn(async move { axum::serve(listener, router).await.unwrap() }),
+            Some(cfg) => {
+                let tls = TlsListener(listener, tokio_rustls::TlsAcceptor::from(cfg));
+                tokio::spawn(async move { axum::serve(tls, router).await.unwrap() })
+            }
+        };
         Http { state, port }
     }
 
