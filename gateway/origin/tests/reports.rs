@@ -92,9 +92,12 @@ fn csv_line(line: &str) -> Vec<String> {
     fields
 }
 
+/// A CSV section: its name, header (without `section`) and rows (without it).
+type Section = (String, Vec<String>, Vec<Vec<String>>);
+
 /// The CSV's sections by name: header (without `section`) and rows (without it). Each
 /// section has a header, and each row as many fields as it, starting with the name.
-fn csv_sections(text: &str) -> Vec<(String, Vec<String>, Vec<Vec<String>>)> {
+fn csv_sections(text: &str) -> Vec<Section> {
     let mut out = Vec::new();
     for block in text.trim_end().split("\n\n") {
         let mut lines = block.lines();
@@ -113,10 +116,7 @@ fn csv_sections(text: &str) -> Vec<(String, Vec<String>, Vec<Vec<String>>)> {
     out
 }
 
-fn section<'a>(
-    sections: &'a [(String, Vec<String>, Vec<Vec<String>>)],
-    name: &str,
-) -> &'a (String, Vec<String>, Vec<Vec<String>>) {
+fn section<'a>(sections: &'a [Section], name: &str) -> &'a Section {
     sections.iter().find(|s| s.0 == name).unwrap_or_else(|| panic!("no section {name}"))
 }
 
@@ -401,7 +401,7 @@ async fn reports_count_what_was_done_in_every_format_and_refuse_bad_requests() {
     let refused =
         g["details"]["activities"].as_array().unwrap().iter().find(|a| a["action"] == "privacy.erase_refused");
     assert_eq!(refused.unwrap()["reason"], "legal_hold");
-    assert_eq!(refused.unwrap()["subject"], format!("user:{erin_id}"));
+    assert_eq!(refused.unwrap()["target"], format!("user:{erin_id}"));
     assert!(!g.to_string().contains("erin@acme.test"), "the record names ids, never the person: {g}");
     let p3 = report(&o, &owner, "privileged-activity", &third).await;
     assert_eq!(

@@ -241,7 +241,7 @@ fn users_table(users: &[UserAccess]) -> Table {
     Table {
         name: "users",
         title: "Users, roles and permissions",
-        columns: &[
+        columns: vec![
             "id",
             "email",
             "role",
@@ -271,7 +271,7 @@ fn roles_table(custom: &[(String, Vec<String>)], users: &[UserAccess]) -> Table 
             vec![n, kind.to_string(), p, held_by]
         })
         .collect();
-    Table { name: "roles", title: "Roles", columns: &["role", "kind", "permissions", "holders"], rows }
+    Table { name: "roles", title: "Roles", columns: vec!["role", "kind", "permissions", "holders"], rows }
 }
 
 fn keys_table(keys: &[KeyAccess]) -> Table {
@@ -295,7 +295,7 @@ fn keys_table(keys: &[KeyAccess]) -> Table {
     Table {
         name: "api_keys",
         title: "API keys",
-        columns: &[
+        columns: vec![
             "id",
             "name",
             "prefix",

@@ -155,7 +155,7 @@ pub(super) async fn build(conn: &Connection, o: &Options, now: i64) -> ApiResult
         tables: vec![Table {
             name: "failures",
             title: "Refused sign-ins by reason",
-            columns: &["action", "meaning", "count"],
+            columns: vec!["action", "meaning", "count"],
             rows,
         }],
         notes: vec!["MFA adoption is the state at generation time, not at the end of the period.".into()],

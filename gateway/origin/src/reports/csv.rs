@@ -67,7 +67,7 @@ pub fn render(r: &Report) -> String {
     let summary = r.summary.iter().map(|f| vec![f.key.to_string(), f.label.to_string(), value_text(&f.value)]);
     section(&mut out, "summary", &["metric", "label", "value"], summary);
     for t in &r.tables {
-        section(&mut out, t.name, t.columns, t.rows.iter().cloned());
+        section(&mut out, t.name, &t.columns, t.rows.iter().cloned());
     }
     section(&mut out, "notes", &["note"], r.notes.iter().map(|n| vec![n.clone()]));
     out

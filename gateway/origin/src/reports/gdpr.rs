@@ -12,8 +12,8 @@ use crate::audit::Record;
 use crate::error::ApiResult;
 use crate::store::orgs;
 
-use super::source::{self, after, who, MAX_ROWS};
-use super::{figure, iso, Body, Options, Table};
+use super::source::{self, after, Listed, MAX_ROWS};
+use super::{figure, Body, Options, Table};
 
 /// The processing activities the record lists: (action, what it is).
 const ACTIVITIES: &[(&str, &str)] = &[
@@ -39,11 +39,8 @@ const DATA_CATEGORIES: &[(&str, &str)] = &[
 
 #[derive(Debug, Serialize)]
 struct Activity {
-    seq: i64,
-    at: i64,
-    action: String,
-    actor: String,
-    subject: String,
+    #[serde(flatten)]
+    record: Listed,
     reason: Option<String>,
 }
 
@@ -65,14 +62,7 @@ pub(super) async fn build(conn: &Connection, o: &Options) -> ApiResult<Body> {
         let Some((action, _)) = ACTIVITIES.iter().find(|(a, _)| *a == r.action) else { return };
         *counts.entry(action).or_default() += 1;
         if listed.len() < MAX_ROWS {
-            listed.push(Activity {
-                seq: r.seq,
-                at: r.at,
-                action: r.action.clone(),
-                actor: who(r),
-                subject: r.target.clone(),
-                reason: reason_code(&after(r)),
-            });
+            listed.push(Activity { record: Listed::of(r), reason: reason_code(&after(r)) });
         }
     };
     let read = source::in_period(conn, &o.period, visit).await?;
@@ -94,19 +84,7 @@ pub(super) async fn build(conn: &Connection, o: &Options) -> ApiResult<Body> {
     if total as usize > listed.len() {
         notes.push(format!("The list shows the first {MAX_ROWS} activities; the figures count all {total}."));
     }
-    let rows = listed
-        .iter()
-        .map(|a| {
-            vec![
-                a.seq.to_string(),
-                iso(a.at),
-                a.action.clone(),
-                a.actor.clone(),
-                a.subject.clone(),
-                a.reason.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
+    let rows = listed.iter().map(|a| a.record.cells(a.reason.as_deref().unwrap_or_default())).collect();
     let categories: Vec<Value> = DATA_CATEGORIES.iter().map(|(c, w)| json!({ "category": c, "data": w })).collect();
     Ok(Body {
         summary,
@@ -116,13 +94,13 @@ pub(super) async fn build(conn: &Connection, o: &Options) -> ApiResult<Body> {
             Table {
                 name: "activities",
                 title: "Exports, erasures, holds and retention",
-                columns: &["seq", "at", "action", "actor", "subject", "reason"],
+                columns: [&Listed::COLUMNS[..], &["reason"]].concat(),
                 rows,
             },
             Table {
                 name: "data_categories",
                 title: "Categories of personal data held",
-                columns: &["category", "data"],
+                columns: vec!["category", "data"],
                 rows: DATA_CATEGORIES.iter().map(|(c, w)| vec![c.to_string(), w.to_string()]).collect(),
             },
         ],
@@ -166,7 +144,7 @@ mod tests {
         let acts = b.details["activities"].as_array().unwrap();
         assert_eq!(acts.len(), 5);
         assert_eq!(acts[2]["reason"], "legal_hold");
-        assert_eq!(acts[2]["subject"], "user:u_3");
+        assert_eq!(acts[2]["target"], "user:u_3");
         assert!(!b.details.to_string().contains("jane@x.test"), "free text of a record is not repeated");
         assert!(acts[3]["reason"].is_null(), "a free-text reason is not a code");
         assert_eq!(b.tables[0].rows.len(), 5);

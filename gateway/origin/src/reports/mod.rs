@@ -210,7 +210,7 @@ pub struct Table {
     /// Its title (the PDF heading).
     pub title: &'static str,
     /// Column names.
-    pub columns: &'static [&'static str],
+    pub columns: Vec<&'static str>,
     /// Rows, as many cells as columns.
     pub rows: Vec<Vec<String>>,
 }

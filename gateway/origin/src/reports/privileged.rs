@@ -11,8 +11,8 @@ use serde_json::json;
 use crate::audit::Record;
 use crate::error::ApiResult;
 
-use super::source::{self, MAX_ROWS};
-use super::{figure, iso, Body, Options, Table};
+use super::source::{self, Listed, MAX_ROWS};
+use super::{figure, Body, Options, Table};
 
 /// The privileged actions by category: an exact action, or a prefix ending in `.`.
 const CATEGORIES: &[(&str, &str)] = &[
@@ -56,13 +56,9 @@ fn category(action: &str) -> Option<&'static str> {
 
 #[derive(Debug, Serialize)]
 struct Change {
-    seq: i64,
-    at: i64,
-    actor: String,
-    act: Option<String>,
-    action: String,
+    #[serde(flatten)]
+    record: Listed,
     category: &'static str,
-    target: String,
 }
 
 #[derive(Debug, Default)]
@@ -84,15 +80,7 @@ impl Tally {
         *self.by_category.entry(cat).or_default() += 1;
         *self.by_action.entry(r.action.clone()).or_default() += 1;
         if self.changes.len() < MAX_ROWS {
-            self.changes.push(Change {
-                seq: r.seq,
-                at: r.at,
-                actor: r.actor.clone(),
-                act: r.act.clone(),
-                action: r.action.clone(),
-                category: cat,
-                target: r.target.clone(),
-            });
+            self.changes.push(Change { record: Listed::of(r), category: cat });
         }
     }
 
@@ -125,21 +113,7 @@ pub(super) async fn build(conn: &Connection, o: &Options) -> ApiResult<Body> {
         figure("records_read", "Audit records read for the period", read),
     ];
     let truncated = t.total as usize > t.changes.len();
-    let rows = t
-        .changes
-        .iter()
-        .map(|c| {
-            vec![
-                c.seq.to_string(),
-                iso(c.at),
-                c.category.to_string(),
-                c.action.clone(),
-                c.actor.clone(),
-                c.act.clone().unwrap_or_default(),
-                c.target.clone(),
-            ]
-        })
-        .collect();
+    let rows = t.changes.iter().map(|c| c.record.cells(c.category)).collect();
     let mut notes =
         vec!["Rotations of the region's token-signing keys are operator-level: they are in the operator's audit log \
          (GET /v1/operator/audit), not in an organisation's."
@@ -154,7 +128,7 @@ pub(super) async fn build(conn: &Connection, o: &Options) -> ApiResult<Body> {
         tables: vec![Table {
             name: "changes",
             title: "Privileged changes",
-            columns: &["seq", "at", "category", "action", "actor", "acting", "target"],
+            columns: [&Listed::COLUMNS[..], &["category"]].concat(),
             rows,
         }],
         notes,
@@ -213,6 +187,6 @@ mod tests {
         assert_eq!(fig("privileged_changes"), json!(4));
         let change = &b.details["changes"][1];
         assert_eq!((change["action"].as_str(), change["act"].as_str()), (Some("membership.set"), Some("operator")));
-        assert_eq!(b.tables[0].rows[1][5], "operator");
+        assert_eq!(b.tables[0].rows[1][4..], ["operator", "user:u_2", "roles"]);
     }
 }

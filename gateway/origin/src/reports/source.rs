@@ -70,6 +70,41 @@ pub(crate) fn who(r: &Record) -> String {
     }
 }
 
+/// A record as a report lists it: where it is in the chain, when, what, who (and who
+/// really acted), on what. Ids only: never the record's JSON.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Listed {
+    pub(crate) seq: i64,
+    pub(crate) at: i64,
+    pub(crate) action: String,
+    pub(crate) actor: String,
+    pub(crate) act: Option<String>,
+    pub(crate) target: String,
+}
+
+impl Listed {
+    /// The columns of [`Listed::cells`].
+    pub(crate) const COLUMNS: [&'static str; 6] = ["seq", "at", "action", "actor", "acting", "target"];
+
+    pub(crate) fn of(r: &Record) -> Listed {
+        Listed {
+            seq: r.seq,
+            at: r.at,
+            action: r.action.clone(),
+            actor: r.actor.clone(),
+            act: r.act.clone(),
+            target: r.target.clone(),
+        }
+    }
+
+    /// Its cells, as [`Listed::COLUMNS`] name them, then `extra`.
+    pub(crate) fn cells(&self, extra: &str) -> Vec<String> {
+        let (seq, at) = (self.seq.to_string(), super::iso(self.at));
+        let act = self.act.clone().unwrap_or_default();
+        vec![seq, at, self.action.clone(), self.actor.clone(), act, self.target.clone(), extra.to_string()]
+    }
+}
+
 /// Every user of the tenant (current state, roles expired by `now` shown as none).
 pub(crate) async fn all_users(conn: &Connection, now: i64) -> ApiResult<Vec<users::User>> {
     let mut out: Vec<users::User> = Vec::new();
