@@ -104,12 +104,23 @@ pub fn is_person(who: &str) -> bool {
     who.starts_with("user:") || who.starts_with("email:")
 }
 
+/// A subject's key as the key ring found it.
+#[derive(Clone)]
+pub enum SubjectKey {
+    /// The key.
+    Key(Aes256Gcm),
+    /// Destroyed by an erasure (or never made).
+    Gone,
+    /// Stored, but it does not open with this region key (fail closed).
+    Unreadable,
+}
+
 /// Keys of one tenant's subjects, read (and created) in the caller's transaction, with a
 /// cache for one request.
 pub struct KeyRing<'a> {
     conn: &'a Connection,
     sealer: &'a Sealer,
-    cache: HashMap<String, Option<Aes256Gcm>>,
+    cache: HashMap<String, SubjectKey>,
 }
 
 impl<'a> KeyRing<'a> {
@@ -118,32 +129,35 @@ impl<'a> KeyRing<'a> {
         KeyRing { conn, sealer, cache: HashMap::new() }
     }
 
-    /// The key of `subject`: `None` if it was destroyed (or never existed), or if its
-    /// stored form does not open with the region key (fail closed).
-    pub async fn get(&mut self, subject: &str) -> Result<Option<Aes256Gcm>> {
+    /// The key of `subject`.
+    pub async fn get(&mut self, subject: &str) -> Result<SubjectKey> {
         if let Some(k) = self.cache.get(subject) {
             return Ok(k.clone());
         }
         let key = match subject_keys::get(self.conn, subject).await? {
-            Some(sealed) if sealed.len() == 12 + 32 + 16 => {
-                let (nonce, ct) = sealed.split_at(12);
-                let aad = self.sealer.key_aad(subject);
-                self.sealer
-                    .wrap
-                    .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
-                    .ok()
-                    .and_then(|k| Aes256Gcm::new_from_slice(&k).ok())
-            }
-            _ => None,
+            None => SubjectKey::Gone,
+            Some(stored) => self.unwrap_key(subject, &stored).map_or(SubjectKey::Unreadable, SubjectKey::Key),
         };
         self.cache.insert(subject.to_string(), key.clone());
         Ok(key)
     }
 
-    /// The key of `subject`, created now if it has none.
+    /// A stored (sealed) subject key opened with the region key.
+    fn unwrap_key(&self, subject: &str, sealed: &[u8]) -> Option<Aes256Gcm> {
+        if sealed.len() != 12 + 32 + 16 {
+            return None;
+        }
+        let (nonce, ct) = sealed.split_at(12);
+        let aad = self.sealer.key_aad(subject);
+        let key = self.sealer.wrap.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad }).ok()?;
+        Aes256Gcm::new_from_slice(&key).ok()
+    }
+
+    /// The key of `subject`, created now if it has none. A stored key that does not open
+    /// is an error: nothing is sealed under a key nobody could open.
     async fn get_or_create(&mut self, subject: &str, now: i64) -> Result<Aes256Gcm> {
-        if subject_keys::exists(self.conn, subject).await? {
-            return self.get(subject).await?.ok_or_else(|| anyhow!("the key of a subject does not open"));
+        if let Some(stored) = subject_keys::get(self.conn, subject).await? {
+            return self.unwrap_key(subject, &stored).ok_or_else(|| anyhow!("the key of a subject does not open"));
         }
         let key: [u8; 32] = gatehouse_bundler::random::random_bytes();
         let nonce: [u8; 12] = gatehouse_bundler::random::random_bytes();
@@ -157,14 +171,19 @@ impl<'a> KeyRing<'a> {
         stored.extend_from_slice(&ct);
         subject_keys::insert(self.conn, subject, &stored, now).await?;
         let cipher = Aes256Gcm::new((&key).into());
-        self.cache.insert(subject.to_string(), Some(cipher.clone()));
+        self.cache.insert(subject.to_string(), SubjectKey::Key(cipher.clone()));
         Ok(cipher)
     }
 
     /// The values of `part` (in the order of its fields): `None` when its key is gone,
-    /// `Err` when the key is there but the part does not open (tampered or moved).
+    /// `Err` when the key is there but the part does not open (tampered, moved, or
+    /// another region key).
     pub async fn open_part(&mut self, seq: i64, part: &Part) -> Result<Option<Vec<Value>>> {
-        let Some(key) = self.get(&part.subject).await? else { return Ok(None) };
+        let key = match self.get(&part.subject).await? {
+            SubjectKey::Key(k) => k,
+            SubjectKey::Gone => return Ok(None),
+            SubjectKey::Unreadable => return Err(anyhow!("the key of a subject does not open")),
+        };
         let nonce = B64.decode(&part.nonce).ok().filter(|n| n.len() == 12);
         let ct = B64.decode(&part.ct).ok();
         let (Some(nonce), Some(ct)) = (nonce, ct) else { return Err(anyhow!("malformed sealed part")) };

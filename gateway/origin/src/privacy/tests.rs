@@ -91,13 +91,17 @@ async fn the_wrong_region_key_a_tampered_or_moved_part_fail_closed() {
     audit::append(&h, &s, &e, &meta(), 100).await.unwrap();
     let stored = last(&h).await;
     assert_eq!(parts(stored.sealed.as_deref()).len(), 2, "the actor's address and the target's email apart");
-    // Another region key opens nothing (the subject keys do not unwrap).
+    // Another region key opens nothing (the subject keys do not unwrap): unreadable, not
+    // erased.
     let other = Sealer::new(&[8; 32], "t_01");
     let opened = KeyRing::new(&h, &other).open_record(&stored).await.unwrap();
-    assert_eq!(opened.ip.as_deref(), Some(ERASED));
+    assert_eq!(opened.ip.as_deref(), Some(UNREADABLE));
+    // Nor does it seal under a key it cannot open: the append fails, nothing is written.
+    assert!(audit::append(&h, &other, &e, &meta(), 101).await.is_err());
+    assert_eq!(last(&h).await.seq, stored.seq);
     // Another tenant's sealer neither.
     let moved = Sealer::new(&[7; 32], "t_02");
-    assert_eq!(KeyRing::new(&h, &moved).open_record(&stored).await.unwrap().ip.as_deref(), Some(ERASED));
+    assert_eq!(KeyRing::new(&h, &moved).open_record(&stored).await.unwrap().ip.as_deref(), Some(UNREADABLE));
     // A flipped ciphertext byte, or the part moved to another record, is unreadable.
     let mut p = parts(stored.sealed.as_deref());
     let mut ct = B64.decode(&p[0].ct).unwrap();
