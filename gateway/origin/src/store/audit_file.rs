@@ -164,6 +164,57 @@ fn qualify(sql: &str, heads: &[&str], name: &str, to: &str) -> Result<String> {
 mod tests {
     use super::*;
 
+    async fn connect(path: &Path) -> (libsql::Database, Connection) {
+        let db = libsql::Builder::new_local(path).build().await.unwrap();
+        let c = db.connect().unwrap();
+        (db, c)
+    }
+
+    async fn tables(c: &Connection, schema: &str) -> Vec<String> {
+        let sql = format!("SELECT name FROM {schema}.sqlite_master WHERE type IN ('table', 'index') ORDER BY name");
+        all_rows(c, &sql, (), |r| r.get(0)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_migration_written_for_one_file_runs_on_a_separate_log_and_switching_back_moves_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (main, file) = (dir.path().join("t.db"), dir.path().join("t.audit.db"));
+        let mut steps = vec![
+            "CREATE TABLE audit (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL);
+             CREATE TABLE audit_anchor (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
+             CREATE TABLE legal_holds (id TEXT PRIMARY KEY);
+             CREATE TABLE users (id TEXT PRIMARY KEY);",
+        ];
+        {
+            let (_db, c) = connect(&main).await;
+            migrate(&c, &file, AuditFile::Separate, &steps).await.unwrap();
+            c.execute_batch(
+                "INSERT INTO audit (seq, at) VALUES (1, 10), (2, 20); INSERT INTO legal_holds VALUES ('h');",
+            )
+            .await
+            .unwrap();
+            assert_eq!(tables(&c, "main").await, ["schema_version", "sqlite_autoindex_users_1", "users"]);
+        }
+        // A later migration names `audit` the way migrations do (an index in the main
+        // schema would need `main.audit`): it runs with the log moved in, then out again.
+        steps.push("CREATE INDEX audit_at ON audit(at); ALTER TABLE legal_holds ADD COLUMN reason TEXT;");
+        {
+            let (_db, c) = connect(&main).await;
+            migrate(&c, &file, AuditFile::Separate, &steps).await.unwrap();
+            let log = tables(&c, SCHEMA).await;
+            assert!(log.contains(&"audit_at".to_string()) && log.contains(&"audit".to_string()), "{log:?}");
+            assert!(!tables(&c, "main").await.contains(&"audit".to_string()));
+            assert_eq!(one::<i64>(&c, "SELECT COUNT(*) FROM audit", ()).await.unwrap(), Some(2));
+            assert_eq!(one::<i64>(&c, "SELECT COUNT(reason IS NULL) FROM legal_holds", ()).await.unwrap(), Some(1));
+        }
+        // Back to one file: rows and indexes move in, the audit file goes.
+        let (_db, c) = connect(&main).await;
+        migrate(&c, &file, AuditFile::Shared, &steps).await.unwrap();
+        assert!(!file.exists());
+        assert!(tables(&c, "main").await.contains(&"audit_at".to_string()));
+        assert_eq!(one::<i64>(&c, "SELECT COUNT(*) FROM main.audit", ()).await.unwrap(), Some(2));
+    }
+
     #[test]
     fn definitions_are_qualified_or_refused() {
         let t = qualify("CREATE TABLE audit (\n seq INTEGER)", &["CREATE TABLE "], "audit", "auditlog").unwrap();
