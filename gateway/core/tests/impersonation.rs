@@ -34,7 +34,7 @@ fn upstream(d: &Decision, client: &[(&str, &str)]) -> Vec<(String, String)> {
         relay_upgrade: false,
         host: "acme.app.test",
         peer: "203.0.113.10",
-        identity: &identity,
+        identity,
     };
     let mut out = Vec::new();
     up.headers(client.iter().map(|(k, v)| (*k, v.as_bytes())), |k, v| {

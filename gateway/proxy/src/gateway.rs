@@ -151,12 +151,13 @@ impl Gateway {
         Reply::refusal(reason)
     }
 
-    /// Queue a decision event for the origin (only decisions attributed to an org).
+    /// Queue a decision event for the origin (only decisions attributed to an org):
+    /// the second argument is the decision and its reason; `actor` who really acted under an
+    /// impersonation.
     fn record(
         &self,
         org: Option<&str>,
-        decision: &'static str,
-        reason: &str,
+        (decision, reason): (&'static str, &str),
         route: Option<&str>,
         ip: Option<String>,
         view: &HeadView<'_>,
@@ -261,7 +262,7 @@ impl Gateway {
                     let c = ctx.as_ref();
                     let org = d.org.as_deref().or(c.and_then(|c| c.org.as_deref()));
                     let ip = c.and_then(|c| c.client_ip.clone()).or_else(|| Some(view.peer_text.to_string()));
-                    self.record(org, "deny", reason, c.and_then(|c| c.route.as_deref()), ip, view, None);
+                    self.record(org, ("deny", reason), c.and_then(|c| c.route.as_deref()), ip, view, None);
                     return Outcome::Reply(Reply::deny(d.status, reason, &d.headers));
                 }
                 Ok(Verdict::Redirect(location)) => {
@@ -303,7 +304,7 @@ impl Gateway {
         };
         self.allow_chain.observe(started.elapsed().as_secs_f64());
         self.allow_count.inc();
-        self.record(ctx.org.as_deref(), "allow", "allow", ctx.route.as_deref(), ctx.client_ip.clone(), view, actor);
+        self.record(ctx.org.as_deref(), ("allow", "allow"), ctx.route.as_deref(), ctx.client_ip.clone(), view, actor);
         Outcome::Forward(Forward {
             route: route_index,
             bundle,

@@ -75,7 +75,8 @@ pub(crate) async fn me_from_token(app: &App, t: &Tenant, token: &str) -> ApiResu
     Ok(Me { user, sid, act: c.custom.act.map(|a| a.sub) })
 }
 
-async fn me_from_bearer(app: &App, t: &Tenant, headers: &HeaderMap) -> ApiResult<Me> {
+/// The user the request's bearer access token speaks for ([`me_from_token`]).
+pub(crate) async fn me_from_bearer(app: &App, t: &Tenant, headers: &HeaderMap) -> ApiResult<Me> {
     let token = bearer(headers)
         .ok_or_else(|| ApiError::unauthorized("credential_missing", "send your access token as the bearer"))?;
     me_from_token(app, t, token).await

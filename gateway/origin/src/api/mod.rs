@@ -40,6 +40,7 @@ pub(crate) mod lifecycle;
 pub mod login;
 pub mod mail;
 pub mod mfa;
+pub(crate) mod metrics;
 pub mod pages;
 pub mod password;
 pub(crate) mod role_templates;
@@ -83,7 +84,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/openapi.json", get(routes::openapi))
-        .route("/metrics", get(routes::metrics))
+        .route("/metrics", get(metrics::metrics))
         .route("/t/{slug}/.well-known/openid-configuration", get(tenant::discovery))
         .route("/t/{slug}/.well-known/jwks.json", get(tenant::jwks))
         .route("/t/{slug}/token", post(tenant::token))

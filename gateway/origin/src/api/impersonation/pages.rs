@@ -15,8 +15,8 @@ use crate::identity::new_id;
 use crate::store::impersonations;
 use crate::tokens;
 
-use crate::api::account::me_from_token;
-use crate::api::extract::{bearer, meta, residency, tenant, AppState, Peer, QueryParams};
+use crate::api::account::me_from_bearer;
+use crate::api::extract::{meta, residency, tenant, AppState, Peer, QueryParams};
 use crate::api::pages::{esc, html, session_cookie};
 use crate::api::session::{issue, Session};
 use crate::api::transaction::{begin, ev};
@@ -114,9 +114,7 @@ pub(crate) async fn my_audit(
 ) -> Response {
     let run = async {
         let t = tenant(&app, &slug, &format!("/t/{slug}/me/audit")).await?;
-        let token = bearer(&headers)
-            .ok_or_else(|| ApiError::unauthorized("credential_missing", "send your access token as the bearer"))?;
-        let me = me_from_token(&app, &t, token).await?;
+        let me = me_from_bearer(&app, &t, &headers).await?;
         sweep(&app, &t, &meta(&headers, &peer)).await?;
         let limit = p.limit.unwrap_or(50).clamp(1, 500) as i64;
         let rows = impersonations::audit_about(&*t.db.lock().await, &me.user, p.after.unwrap_or(0), limit).await?;
