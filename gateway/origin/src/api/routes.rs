@@ -429,14 +429,5 @@ pub(crate) async fn openapi() -> Json<Value> {
     }))
 }
 
-/// `GET /metrics`: the text exposition format (operator token).
-pub(crate) async fn metrics(
-    axum::extract::State(app): axum::extract::State<std::sync::Arc<crate::api::App>>,
-    headers: axum::http::HeaderMap,
-) -> crate::error::ApiResult<impl axum::response::IntoResponse> {
-    crate::api::extract::require_operator(&app, &headers)?;
-    Ok(([("content-type", "text/plain; version=0.0.4")], app.metrics.render()))
-}
-
 /// Largest request body the API reads.
 pub const MAX_BODY: usize = 64 * 1024;
