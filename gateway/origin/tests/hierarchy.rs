@@ -51,6 +51,11 @@ async fn user(o: &Origin, slug: &str, tok: &str, email: &str, role: &str) -> Str
     v["id"].as_str().unwrap().to_string()
 }
 
+/// `tok` adds a viewer `email` to `slug`; (status, answer).
+async fn add_viewer(o: &Origin, slug: &str, tok: &str, email: &str) -> (u16, Value) {
+    api(o, "POST", slug, "/users", tok, Some(json!({ "email": email, "password": PASSWORD, "role": "viewer" }))).await
+}
+
 /// The audit records of `slug` with action prefix `action`.
 async fn audit(o: &Origin, slug: &str, action: &str) -> Vec<Value> {
     let (s, v) = api(o, "GET", slug, &format!("/audit?action={action}&limit=500"), OPERATOR, None).await;
@@ -388,15 +393,7 @@ async fn team_roles_through_nested_teams_and_role_templates() {
     // A team grants the synced role; members of its child team hold it (and both teams).
     let roles_of = |team: &str| format!("/teams/{team}/roles");
     let una = token(o, "acme", "una@acme.test", PASSWORD).await;
-    let (s, v) = api(
-        o,
-        "POST",
-        "acme",
-        "/users",
-        &una,
-        Some(json!({ "email": "x@acme.test", "password": PASSWORD, "role": "viewer" })),
-    )
-    .await;
+    let (s, v) = add_viewer(o, "acme", &una, "x@acme.test").await;
     assert_eq!((s, code(&v)), (403, "permission_denied"), "{v}");
     let (s, v) = api(o, "PUT", "acme", &roles_of(&eng), &una, Some(json!({ "roles": ["helpdesk"] }))).await;
     assert_eq!((s, code(&v)), (403, "permission_denied"), "a viewer manages no team: {v}");
@@ -426,30 +423,14 @@ async fn team_roles_through_nested_teams_and_role_templates() {
         (strings(&c["roles"]), strings(&c["teams"])),
         (vec!["viewer".to_string(), "helpdesk".to_string()], vec!["eng".to_string(), "web".to_string()])
     );
-    let (s, v) = api(
-        o,
-        "POST",
-        "acme",
-        "/users",
-        &una,
-        Some(json!({ "email": "x@acme.test", "password": PASSWORD, "role": "viewer" })),
-    )
-    .await;
+    let (s, v) = add_viewer(o, "acme", &una, "x@acme.test").await;
     assert_eq!(s, 201, "the team-granted role's permission counts in admin checks: {v}");
 
     // The template changes: the synced role follows (admin checks, tokens, bundle), the
     // forked one does not.
     let (s, v) = js("PUT", &tpl("helpdesk"), Some(OPERATOR), Some(json!({ "permissions": ["members:read"] }))).await;
     assert_eq!((s, v["synced_roles"].as_i64()), (200, Some(1)), "{v}");
-    let (s, v) = api(
-        o,
-        "POST",
-        "acme",
-        "/users",
-        &una,
-        Some(json!({ "email": "y@acme.test", "password": PASSWORD, "role": "viewer" })),
-    )
-    .await;
+    let (s, v) = add_viewer(o, "acme", &una, "y@acme.test").await;
     assert_eq!((s, code(&v)), (403, "permission_denied"), "{v}");
     let b = bundle_org(o, "acme").await;
     assert_eq!(b.roles["helpdesk"].permissions, ["members:read"]);
