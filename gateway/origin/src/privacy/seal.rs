@@ -107,8 +107,8 @@ pub fn is_person(who: &str) -> bool {
 /// A subject's key as the key ring found it.
 #[derive(Clone)]
 pub enum SubjectKey {
-    /// The key.
-    Key(Aes256Gcm),
+    /// The key (boxed: an AES key schedule is large).
+    Key(Box<Aes256Gcm>),
     /// Destroyed by an erasure (or never made).
     Gone,
     /// Stored, but it does not open with this region key (fail closed).
@@ -136,7 +136,9 @@ impl<'a> KeyRing<'a> {
         }
         let key = match subject_keys::get(self.conn, subject).await? {
             None => SubjectKey::Gone,
-            Some(stored) => self.unwrap_key(subject, &stored).map_or(SubjectKey::Unreadable, SubjectKey::Key),
+            Some(stored) => {
+                self.unwrap_key(subject, &stored).map_or(SubjectKey::Unreadable, |k| SubjectKey::Key(Box::new(k)))
+            }
         };
         self.cache.insert(subject.to_string(), key.clone());
         Ok(key)
@@ -171,7 +173,7 @@ impl<'a> KeyRing<'a> {
         stored.extend_from_slice(&ct);
         subject_keys::insert(self.conn, subject, &stored, now).await?;
         let cipher = Aes256Gcm::new((&key).into());
-        self.cache.insert(subject.to_string(), SubjectKey::Key(cipher.clone()));
+        self.cache.insert(subject.to_string(), SubjectKey::Key(Box::new(cipher.clone())));
         Ok(cipher)
     }
 
