@@ -12,7 +12,9 @@
 //! - `id` is `<tenant id>:<seq>`: unique per region and stable, the receiver's key for
 //!   de-duplicating (delivery is at least once).
 //! - `seq`, `prev_hash`, `hash` are the record's place in the tenant's chain: record n+1's
-//!   `prev_hash` is record n's `hash`, so a receiver sees a gap or a change at once.
+//!   `prev_hash` is record n's `hash`, so a receiver sees a gap or a change at once. (A
+//!   legitimate gap: retention purged records before the sink delivered them; the origin
+//!   logs it, and the next record's `prev_hash` is still the purged one's `hash`.)
 //! - `record` is the stored record as it is hashed (`before`/`after` as the stored JSON
 //!   text): SHA-256 of the JSON array `[seq, at, actor, action, target, before, after,
 //!   ip, user_agent, request_id, prev_hash]` (plus `act, sealed` when either is set) is

@@ -1,8 +1,10 @@
 //! The webhook sink: a batch of records (one tenant's, in chain order) POSTed as JSON
 //! `{"sink": "<name>", "records": [<wire record>, …]}`, signed with
 //! `x-gatehouse-signature: t=<unix seconds>,v1=<hex HMAC-SHA256(key, "<t>.<body>")>`
-//! (the key from the sink's `secret_file`). A 2xx answer accepts the whole batch;
-//! anything else, or no answer within the timeout, is a failed attempt.
+//! (the key: the trimmed text of the sink's `secret_file`, as UTF-8 bytes, read at start).
+//! Each attempt is signed afresh (a new `t`). A 2xx answer accepts the whole batch;
+//! anything else (redirects included), or no answer within the timeout, is a failed
+//! attempt.
 //!
 //! A receiver checks the signature in constant time over the raw body, refuses a `t`
 //! too far from its clock (replays), and de-duplicates on each record's `id`.
