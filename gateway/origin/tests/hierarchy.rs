@@ -3,7 +3,8 @@
 //! owners and admins on a child's admin API (and a child's admin on neither its parent
 //! nor its siblings), narrowing-only policy inheritance in both directions (through the
 //! effective-policy route, the signed bundle and the sign-in path), team-granted roles
-//! through nested teams, and role templates, synced and forked.
+//! through nested teams, role templates, synced and forked, and the edge's engine run on
+//! the signed bundle (a child's effective IP rules, `team = …` through a parent team).
 
 use std::path::Path;
 
@@ -453,4 +454,96 @@ async fn team_roles_through_nested_teams_and_role_templates() {
     assert_eq!(api(o, "PUT", "acme", &roles_of(&eng), &acme, Some(json!({ "roles": [] }))).await.0, 200);
     let una = token(o, "acme", "una@acme.test", PASSWORD).await;
     assert_eq!(strings(&claims(&una)["roles"]), ["viewer"]);
+}
+
+/// The edge's engine from the origin's signed bundle (pinned key, as an edge runs it),
+/// keeping only the issuer of `org`: every tenant's issuer carries the region's one JWKS,
+/// and `Engine::new` refuses a `kid` listed under two issuers (`DuplicateKid`, a core
+/// limitation this part does not change), so a bundle of two tenants does not load whole.
+async fn engine(o: &Origin, org: &str) -> gatehouse_core::Engine {
+    let (s, _, bytes) =
+        support::origin::call("GET", &format!("{}/v1/bundles/eu-west", o.url), Some(EDGE), None, &[]).await;
+    assert_eq!(s, 200);
+    let pinned = jwt_simple::prelude::Ed25519PublicKey::from_pem(&o.bundle_public_pem).unwrap().to_bytes();
+    let mut b =
+        gatehouse_core::bundle::open(&bytes, &pinned.try_into().unwrap(), gatehouse_origin::now() as u64).unwrap();
+    b.policy.issuers.retain(|i| i.orgs == [org]);
+    let info = gatehouse_core::BundleInfo {
+        revision: b.revision,
+        region: b.region.clone(),
+        issued_at: b.issued_at,
+        expires_at: b.expires_at,
+    };
+    gatehouse_core::Engine::new(&b.policy, info, &Default::default()).unwrap()
+}
+
+/// The reason code of the engine's decision on `GET https://app.kid.test/eng` from
+/// `peer` with bearer `tok` (`allow` when it lets the request through).
+fn edge_reason(e: &gatehouse_core::Engine, peer: &str, tok: &str) -> String {
+    let rates = gatehouse_core::MemoryRateStore::new(1000, [7; 16]);
+    let bearer = format!("Bearer {tok}");
+    let headers = [("authorization", bearer.as_str())];
+    let head = gatehouse_core::RequestHead {
+        method: "GET",
+        scheme: "https",
+        host: "app.kid.test",
+        path: "/eng",
+        query: None,
+        headers: &headers,
+        peer: peer.parse().unwrap(),
+        platform_country: None,
+    };
+    let now = gatehouse_origin::now() as u64 * 1_000_000_000;
+    let env = gatehouse_core::Env { now, rates: &rates, countries: &gatehouse_core::NoCountryLookup, signatures: None };
+    match e.decide(&head, &env) {
+        gatehouse_core::Decision::Allow(_) => "allow".into(),
+        gatehouse_core::Decision::Deny(d) => d.reason.as_str().to_string(),
+        gatehouse_core::Decision::Redirect(_) => "redirect".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_enforces_a_childs_effective_rules_and_nested_teams() {
+    let root = tempfile::tempdir().unwrap();
+    let o = &start(root.path()).await;
+    // A route only the `eng` team may use.
+    let (_, mut tpl) = js("GET", &format!("{}/v1/policy/template", o.url), Some(OPERATOR), None).await;
+    tpl["routes"].as_array_mut().unwrap().insert(0, json!({ "name": "eng", "path": "/eng", "team": "eng" }));
+    let (s, v) = js("PUT", &format!("{}/v1/policy/template", o.url), Some(OPERATOR), Some(tpl)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(org(o, "acme", None).await.0, 201);
+    assert_eq!(org(o, "kid", Some("acme")).await.0, 201);
+    let (acme, kid) = (owner(o, "acme").await, owner(o, "kid").await);
+    let parent = json!({ "policy": { "ip": { "allow": ["10.0.0.0/8"] } } });
+    assert_eq!(api(o, "PUT", "acme", "/policy", &acme, Some(parent)).await.0, 200);
+    let child = json!({ "policy": { "hosts": ["app.kid.test"], "ip": { "allow": ["10.1.0.0/16"] } } });
+    let (s, v) = api(o, "PUT", "kid", "/policy", &kid, Some(child)).await;
+    assert_eq!(s, 200, "{v}");
+
+    // eng > web: a member of web is in eng for the edge; a member of ops is not.
+    let mut team: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    for (name, parent) in [("eng", None), ("web", Some("eng")), ("ops", None)] {
+        let parent_id = parent.map(|p: &str| team[p].clone());
+        let (s, v) = api(o, "POST", "kid", "/teams", &kid, Some(json!({ "name": name, "parent_id": parent_id }))).await;
+        assert_eq!(s, 201, "{v}");
+        team.insert(name, v["id"].as_str().unwrap().to_string());
+    }
+    for (email, t) in [("web@kid.test", "web"), ("ops@kid.test", "ops")] {
+        let id = user(o, "kid", &kid, email, "viewer").await;
+        assert_eq!(api(o, "PUT", "kid", &format!("/teams/{}/members/{id}", team[t]), &kid, None).await.0, 204);
+    }
+    let (web, ops) = (token(o, "kid", "web@kid.test", PASSWORD).await, token(o, "kid", "ops@kid.test", PASSWORD).await);
+    let e = engine(o, "kid").await;
+    assert_eq!(edge_reason(&e, "10.1.2.3", &web), "allow");
+    assert_eq!(edge_reason(&e, "10.1.2.3", &ops), "team_required");
+    assert_eq!(edge_reason(&e, "10.2.0.1", &web), "ip_not_allowed", "outside the child's own range");
+    assert_eq!(edge_reason(&e, "192.168.0.1", &web), "ip_not_allowed", "outside the parent's");
+
+    // The parent narrows past the child's range: the edge admits nobody to the child.
+    let later = json!({ "policy": { "ip": { "allow": ["10.2.0.0/16"] } } });
+    assert_eq!(api(o, "PUT", "acme", "/policy", &acme, Some(later)).await.0, 200);
+    let e = engine(o, "kid").await;
+    for peer in ["10.1.2.3", "10.2.0.1", "192.168.0.1"] {
+        assert_ne!(edge_reason(&e, peer, &web), "allow", "{peer}");
+    }
 }
