@@ -121,6 +121,10 @@ async fn the_operator_impersonates_a_user_and_everything_done_is_attributed() {
     let handoff = v["handoff_url"].as_str().unwrap();
     let (s, h, _) = support::origin::call("GET", handoff, None, None, &[]).await;
     assert_eq!((s, h["location"].to_str().unwrap()), (303, "/t/acme/account"));
+    assert_eq!(
+        (h["referrer-policy"].to_str().unwrap(), h["cache-control"].to_str().unwrap()),
+        ("no-referrer", "no-store")
+    );
     let cookie = h["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
     let hc = claims(cookie.split_once('=').unwrap().1);
     assert_eq!((hc["act"]["sub"].as_str(), hc["sid"].as_str()), (Some("operator"), im["session_id"].as_str()));

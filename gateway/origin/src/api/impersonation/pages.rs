@@ -84,6 +84,8 @@ pub(crate) async fn handoff(
                 }
             }
             r.headers_mut().insert("cache-control", HeaderValue::from_static("no-store"));
+            // The spent link stays in the history; it is not sent on as a referrer either.
+            r.headers_mut().insert("referrer-policy", HeaderValue::from_static("no-referrer"));
             r
         }
         Err(ApiError::Unauthorized { .. } | ApiError::InvalidGrant) => invalid(),
