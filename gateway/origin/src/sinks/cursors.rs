@@ -34,9 +34,12 @@ async fn per_tenant(d: &Connection, sql: &str, sink: &str, region: &str, limit: 
     Ok(out)
 }
 
-/// Tenants homed in `region` whose head is past `sink`'s cursor (at most `limit`).
+/// Tenants homed in `region` whose head is past `sink`'s cursor (at most `limit`), the
+/// ones served longest ago first (so more than `limit` busy tenants all get their turn).
 pub async fn pending(d: &Connection, sink: &str, region: &str, limit: i64) -> libsql::Result<Vec<Pending>> {
-    let sql = format!("{PER_TENANT} AND COALESCE(h.seq, 0) > COALESCE(c.seq, 0) ORDER BY t.id LIMIT ?3");
+    let sql = format!(
+        "{PER_TENANT} AND COALESCE(h.seq, 0) > COALESCE(c.seq, 0) ORDER BY COALESCE(c.updated_at, 0), t.id LIMIT ?3"
+    );
     per_tenant(d, &sql, sink, region, limit).await
 }
 
@@ -158,11 +161,23 @@ mod tests {
         crate::store::audit::record_head(&d, "t_02", 9, "h9").await.unwrap();
         let p = pending(&d, "siem", "eu", 10).await.unwrap();
         assert_eq!((p.len(), p[0].tenant.slug.as_str(), p[0].cursor, p[0].head), (1, "acme", 0, 5), "only this region");
+        // The tenant served longest ago comes first.
+        d.execute("INSERT INTO tenants (id, slug, home_region, created_at) VALUES ('t_03', 'gamma', 'eu', 0)", ())
+            .await
+            .unwrap();
+        crate::store::audit::record_head(&d, "t_03", 2, "h2").await.unwrap();
+        advance(&d, "siem", "t_01", 1, 10).await.unwrap();
+        advance(&d, "siem", "t_03", 1, 5).await.unwrap();
+        let order: Vec<String> =
+            pending(&d, "siem", "eu", 10).await.unwrap().into_iter().map(|p| p.tenant.slug).collect();
+        assert_eq!(order, ["gamma", "acme"]);
+        assert_eq!(pending(&d, "siem", "eu", 1).await.unwrap().len(), 1, "bounded");
+        advance(&d, "siem", "t_03", 2, 11).await.unwrap();
         advance(&d, "siem", "t_01", 4, 1).await.unwrap();
         advance(&d, "siem", "t_01", 2, 2).await.unwrap();
         assert_eq!(pending(&d, "siem", "eu", 10).await.unwrap()[0].cursor, 4, "never back");
         assert_eq!(lag(&d, "siem", "eu").await.unwrap(), 1);
-        assert_eq!(lag(&d, "other", "eu").await.unwrap(), 5, "cursors are per sink");
+        assert_eq!(lag(&d, "other", "eu").await.unwrap(), 5 + 2, "cursors are per sink");
         advance(&d, "siem", "t_01", 5, 3).await.unwrap();
         assert!(pending(&d, "siem", "eu", 10).await.unwrap().is_empty());
         add_dead(&d, "siem", "t_01", &[2, 3], 8, "answered 500", 4).await.unwrap();
