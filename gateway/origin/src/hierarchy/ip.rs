@@ -112,19 +112,21 @@ fn simple(parent: &IpRules, child: &IpRules) -> IpRules {
 
 /// A rule set that admits nothing.
 pub fn nothing() -> IpRules {
-    IpRules { allow: Vec::new(), deny: vec![cidr(0, 0)] }
+    let everything = Cidr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0);
+    IpRules { allow: Vec::new(), deny: everything.into_iter().collect() }
 }
 
-/// The prefix of `len` unified bits at `start`, as an IPv4 prefix inside the mapped block.
-fn cidr(start: u128, len: u8) -> Cidr {
+/// The prefix of `len` unified bits at `start`, as an IPv4 prefix inside the mapped block
+/// (`None` only for a misaligned `start`, which [`cover`] never makes: leaving a prefix
+/// out admits less, never more).
+fn cidr(start: u128, len: u8) -> Option<Cidr> {
     let v4 = len >= 96 && start & !0xffff_ffff_u128 == V4_MAPPED;
     let made = if v4 {
         Cidr::new(IpAddr::V4(Ipv4Addr::from(start as u32)), len - 96)
     } else {
         Cidr::new(IpAddr::V6(Ipv6Addr::from(start)), len)
     };
-    // `start` is aligned to `len` by construction.
-    made.unwrap_or_else(|_| unreachable!("aligned prefix"))
+    made.ok()
 }
 
 /// The fewest prefixes covering `[s, e]` exactly.
@@ -134,7 +136,7 @@ fn cover(mut s: u128, e: u128, out: &mut Vec<Cidr>) {
         let span = e - s;
         let fit = if span == u128::MAX { 128 } else { 127 - (span + 1).leading_zeros() };
         let bits = align.min(fit);
-        out.push(cidr(s, (128 - bits) as u8));
+        out.extend(cidr(s, (128 - bits) as u8));
         let size_minus_one = if bits == 128 { u128::MAX } else { (1u128 << bits) - 1 };
         if s.checked_add(size_minus_one).is_none_or(|last| last >= e) {
             return;
