@@ -137,15 +137,19 @@ pub struct Options {
 impl Options {
     /// The options of a query: `until` defaults to `now`, `from` to 30 days before
     /// `until`, `dormant_days` to [`DEFAULT_DORMANT_DAYS`]. 400 `invalid_period` for a
-    /// negative, empty or longer than [`MAX_PERIOD_DAYS`] period, `invalid_dormant_days`
+    /// negative, empty, future (past a day after `now`) or longer than
+    /// [`MAX_PERIOD_DAYS`] period, `invalid_dormant_days`
     /// outside 1–3650.
     pub fn new(from: Option<i64>, until: Option<i64>, dormant_days: Option<i64>, now: i64) -> ApiResult<Options> {
         let until = until.unwrap_or(now);
-        let from = from.unwrap_or((until - 30 * 86_400).max(0));
+        let from = from.unwrap_or(until.saturating_sub(30 * 86_400).max(0));
         if from < 0 || until <= from {
             return Err(bad("invalid_period", "from must be before until (Unix seconds, from ≥ 0)"));
         }
-        if until - from > MAX_PERIOD_DAYS * 86_400 {
+        if until > now.saturating_add(86_400) {
+            return Err(bad("invalid_period", "until: at most a day after now (the log has no future)"));
+        }
+        if until.saturating_sub(from) > MAX_PERIOD_DAYS * 86_400 {
             return Err(bad("invalid_period", format!("a report covers at most {MAX_PERIOD_DAYS} days")));
         }
         let dormant_days = dormant_days.unwrap_or(DEFAULT_DORMANT_DAYS);
@@ -333,8 +337,10 @@ mod tests {
         let o = Options::new(None, None, None, now).unwrap();
         assert_eq!((o.period.from, o.period.until, o.dormant_days), (70 * 86_400, now, 90));
         assert_eq!(Options::new(Some(10), Some(20), Some(7), now).unwrap().period, Period { from: 10, until: 20 });
-        for (f, u) in [(Some(20), Some(20)), (Some(30), Some(20)), (Some(-5), Some(20)), (Some(0), Some(367 * 86_400))]
-        {
+        let mut bad =
+            vec![(Some(20), Some(20)), (Some(30), Some(20)), (Some(-5), Some(20)), (Some(0), Some(367 * 86_400))];
+        bad.extend([(None, Some(i64::MIN)), (None, Some(i64::MAX)), (Some(i64::MIN), Some(i64::MAX))]);
+        for (f, u) in bad {
             assert_eq!(Options::new(f, u, None, now).unwrap_err().code(), "invalid_period", "{f:?} {u:?}");
         }
         for d in [0, -1, 3651] {
