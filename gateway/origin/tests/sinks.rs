@@ -464,3 +464,24 @@ async fn https_receivers_are_checked_against_the_sinks_ca_file() {
     assert!(bad["last_error"].as_str().unwrap().contains("certificate"), "{bad}");
     assert!(collector.requests().is_empty());
 }
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    // Accepts connections and reads nothing, answers nothing.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let o = start(dir.path(), &webhook(port, "timeout_secs = 1\nmax_attempts = 1")).await;
+    let t0 = Instant::now();
+    create_org(&o, "acme", "Acme", "free").await;
+    let entry = wait_for(&o, "siem", "timed out", |v| v["lag"] == 0 && v["dead_letters"].as_i64() > Some(0)).await;
+    assert!(entry["last_error"].as_str().unwrap().contains("timed out"), "{entry}");
+    assert!(t0.elapsed() >= Duration::from_secs(1), "{:?}", t0.elapsed());
+    assert_eq!(entry["delivered"], 0);
+}
