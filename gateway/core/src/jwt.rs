@@ -186,6 +186,10 @@ pub enum VerifierError {
 pub struct TokenVerifier {
     keys: Vec<(usize, VerifyKey)>,
     by_kid: HashMap<String, usize>,
+    /// Keys that several issuers publish (the same `kid`, algorithm and public key: the
+    /// tenants of one region sharing its signing key), by key position: every issuer that
+    /// publishes it. The token's verified `iss` picks among them.
+    shared: HashMap<usize, Vec<usize>>,
     issuers: Vec<IssuerInfo>,
     by_iss: HashMap<String, usize>,
     leeway: u64,
@@ -237,6 +241,7 @@ impl TokenVerifier {
         let mut v = TokenVerifier {
             keys: Vec::new(),
             by_kid: HashMap::new(),
+            shared: HashMap::new(),
             issuers: Vec::new(),
             by_iss: HashMap::new(),
             leeway: policy.settings.leeway_secs,
@@ -268,9 +273,20 @@ impl TokenVerifier {
             for k in keys {
                 let pos = v.keys.len();
                 if let Some(kid) = &k.kid {
-                    if v.by_kid.insert(kid.clone(), pos).is_some() {
-                        return Err(VerifierError::DuplicateKid(kid.clone()));
+                    if let Some(&first) = v.by_kid.get(kid) {
+                        // One key under several issuers is fine; two keys under one kid
+                        // never are (which one signed would be the token's choice).
+                        let (first_issuer, known) = &v.keys[first];
+                        let same = known.alg == k.alg && !k.raw.is_empty() && known.raw == k.raw;
+                        if !same || *first_issuer == idx {
+                            return Err(VerifierError::DuplicateKid(kid.clone()));
+                        }
+                        let first_issuer = *first_issuer;
+                        v.shared.entry(first).or_insert_with(|| vec![first_issuer]).push(idx);
+                        info.keys.push(first);
+                        continue;
                     }
+                    v.by_kid.insert(kid.clone(), pos);
                 }
                 info.keys.push(pos);
                 v.keys.push((idx, k));
@@ -365,7 +381,6 @@ impl TokenVerifier {
         if matches!(key.alg, Alg::EdDSA | Alg::ES256) && signature.len() != 64 {
             return Err(ReasonCode::TokenBadSignature);
         }
-        let issuer = &self.issuers[*issuer_idx];
         let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
         let delegated = match native {
             Some(n) if key.alg != Alg::HS256 => n.verify(key.alg, &key.raw, signing_input, &signature),
@@ -374,13 +389,19 @@ impl TokenVerifier {
         if !delegated.unwrap_or_else(|| key.material.verify(signing_input, &signature)) {
             return Err(ReasonCode::TokenBadSignature);
         }
-        let claims = self.check_claims(&payload_bytes, issuer, now)?;
+        let candidates = self.shared.get(&key_pos).map_or(std::slice::from_ref(issuer_idx), Vec::as_slice);
+        let (claims, issuer) = self.check_claims(&payload_bytes, candidates, now)?;
         self.identity(claims, issuer, kind, now)
     }
 
-    /// Claims of a token whose signature verified: times (with the leeway), issuer and
-    /// audience.
-    fn check_claims(&self, payload: &[u8], issuer: &IssuerInfo, now: u64) -> Result<Claims, ReasonCode> {
+    /// Claims of a token whose signature verified: times (with the leeway), issuer (one of
+    /// `candidates`, the issuers that publish the key) and audience.
+    fn check_claims(
+        &self,
+        payload: &[u8],
+        candidates: &[usize],
+        now: u64,
+    ) -> Result<(Claims, &IssuerInfo), ReasonCode> {
         let claims = Claims::parse(payload, &self.claim_names()).map_err(|_| ReasonCode::TokenMalformed)?;
         let leeway = self.leeway;
         if claims.issued_at.is_some_and(|t| t > now + leeway) || claims.not_before.is_some_and(|t| t > now + leeway) {
@@ -389,17 +410,20 @@ impl TokenVerifier {
         if claims.expires_at.is_some_and(|t| now.saturating_sub(leeway) > t) {
             return Err(ReasonCode::TokenExpired);
         }
-        match &claims.issuer {
+        let issuer = match &claims.issuer {
             None => return Err(ReasonCode::TokenClaimMissing),
-            Some(i) if *i != issuer.iss => return Err(ReasonCode::TokenWrongIssuer),
-            _ => {}
-        }
+            Some(i) => candidates
+                .iter()
+                .map(|&c| &self.issuers[c])
+                .find(|info| info.iss == *i)
+                .ok_or(ReasonCode::TokenWrongIssuer)?,
+        };
         if !issuer.audiences.is_empty()
             && !claims.audiences.as_ref().is_some_and(|a| a.iter().any(|a| issuer.audiences.contains(a)))
         {
             return Err(ReasonCode::TokenWrongAudience);
         }
-        Ok(claims)
+        Ok((claims, issuer))
     }
 
     fn identity(
