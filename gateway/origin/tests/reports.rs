@@ -207,6 +207,15 @@ async fn reports_count_what_was_done_in_every_format_and_refuse_bad_requests() {
     .await;
     assert_eq!(s, 201, "{k}");
     let key_id = k["id"].as_str().unwrap();
+    // A team that grants the custom role to its members (alice).
+    let (s, team) =
+        js("POST", &format!("{}/v1/orgs/acme/teams", o.url), Some(&owner), Some(json!({ "name": "ops" }))).await;
+    assert_eq!(s, 201, "{team}");
+    let team_url = format!("{}/v1/orgs/acme/teams/{}", o.url, team["id"].as_str().unwrap());
+    let (s, v) = js("PUT", &format!("{team_url}/members/{alice_id}"), Some(&owner), None).await;
+    assert!(s == 200 || s == 204, "{s} {v}");
+    let (s, v) = js("PUT", &format!("{team_url}/roles"), Some(&owner), Some(json!({ "roles": ["support"] }))).await;
+    assert_eq!(s, 200, "{v}");
     let (s, v) = js("POST", &format!("{}/v1/orgs/acme/api-keys/{key_id}/rotate", o.url), Some(&admin), None).await;
     assert_eq!(s, 200, "{v}");
     let (s, hold) = js(
@@ -273,7 +282,7 @@ async fn reports_count_what_was_done_in_every_format_and_refuse_bad_requests() {
         (p2["summary"]["api_key_rotations"].as_u64(), p2["summary"]["api_key_changes"].as_u64()),
         (Some(1), Some(2))
     );
-    assert_eq!(p2["summary"]["role_changes"], 0);
+    assert_eq!(p2["summary"]["role_changes"], 1, "the team's role grant");
     assert!(p2["notes"][0].as_str().unwrap().contains("operator"), "signing-key rotations are the operator's");
 
     // Access review: roles, permissions, grants, MFA, lockout, keys.
@@ -290,6 +299,9 @@ async fn reports_count_what_was_done_in_every_format_and_refuse_bad_requests() {
     assert_eq!(of(&carol_id)["permissions"], json!(["members:read"]));
     assert_eq!(of(&carol_id)["granted"]["via"], "user.create");
     assert_eq!(of(&alice_id)["mfa_factors"], json!(["totp"]));
+    assert_eq!(of(&alice_id)["team_roles"], json!(["support"]));
+    assert_eq!(of(&alice_id)["teams"], json!(["ops"]));
+    assert_eq!(of(&alice_id)["permissions"], json!(["*:read", "members:read"]));
     assert_eq!(of(&alice_id)["signins_in_period"], 2);
     assert!(of(&alice_id)["last_signin_at"].as_i64().unwrap() >= t0);
     let mallory = of(&mallory_id);
@@ -329,7 +341,7 @@ async fn reports_count_what_was_done_in_every_format_and_refuse_bad_requests() {
     assert_eq!(&header[..3], ["id", "email", "role"]);
     assert_eq!(rows.len(), 6);
     let bob_row = rows.iter().find(|r| r[0] == bob_id).unwrap();
-    assert_eq!((bob_row[2].as_str(), bob_row[3].as_str()), ("editor", "*:read *:write"));
+    assert_eq!((bob_row[2].as_str(), bob_row[3].as_str(), bob_row[4].as_str()), ("editor", "", "*:read *:write"));
     assert_eq!(section(&sections, "api_keys").2.len(), 1);
 
     // PDF: a PDF whose text names the organisation, the controls, the head, the figures.

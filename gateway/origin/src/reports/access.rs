@@ -1,5 +1,6 @@
-//! The access review: every user with their role, its effective permissions, their teams,
-//! when the role was granted and by whom, their last sign-in, second factors, state and
+//! The access review: every user with their role, the roles their teams grant (through
+//! the team tree), the effective permissions of all of them, their teams, when the role
+//! was granted and by whom, their last sign-in, second factors, state and
 //! whether they are dormant; every custom role; every API key with its roles and scopes.
 
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use serde_json::json;
 
 use crate::audit::Record;
 use crate::error::ApiResult;
-use crate::store::{api_keys, teams};
+use crate::store::{api_keys, hierarchy, teams};
 
 use super::source::{self, after, user_id, who};
 use super::{figure, iso_opt, Body, Options, Table};
@@ -36,6 +37,7 @@ struct UserAccess {
     name: String,
     role: Option<String>,
     role_expires_at: Option<i64>,
+    team_roles: Vec<String>,
     permissions: Vec<String>,
     teams: Vec<String>,
     granted: Option<Grant>,
@@ -164,8 +166,18 @@ pub(super) async fn build(conn: &Connection, o: &Options, now: i64) -> ApiResult
     let mut users = Vec::new();
     for u in source::all_users(conn, now).await? {
         let last = signins.get(&u.id).map(|s| s.0);
+        // The membership's role first, then the roles its teams grant (none once the
+        // membership has expired).
+        let roles = hierarchy::roles_of(conn, &u.id, now).await?;
+        let mut permissions: Vec<String> = Vec::new();
+        for p in roles.iter().flat_map(|r| source::permissions_of(r, &custom)) {
+            if !permissions.contains(&p) {
+                permissions.push(p);
+            }
+        }
         users.push(UserAccess {
-            permissions: u.role.as_deref().map(|r| source::permissions_of(r, &custom)).unwrap_or_default(),
+            team_roles: roles.into_iter().skip(1).collect(),
+            permissions,
             teams: teams::names_of_member(conn, &u.id).await?,
             granted: grants.get(&u.id).cloned(),
             last_signin_at: last,
@@ -209,7 +221,9 @@ pub(super) async fn build(conn: &Connection, o: &Options, now: i64) -> ApiResult
         details: json!({ "users": users, "custom_roles": roles, "api_keys": keys }),
         tables,
         notes: vec![
-            "Roles granted through teams and organisation hierarchy are not resolved here; teams are listed.".into(),
+            "Permissions include the roles a user's teams (and their ancestor teams) grant; the owners and admins \
+             of a parent organisation, who administer this one, are in the parent's access review."
+                .into(),
             "Last sign-in is the latest signin.success or sso.success record still in the audit log.".into(),
         ],
     })
@@ -224,6 +238,7 @@ fn users_table(users: &[UserAccess]) -> Table {
                 u.id.clone(),
                 u.email.clone(),
                 u.role.clone().unwrap_or_default(),
+                u.team_roles.join(" "),
                 u.permissions.join(" "),
                 u.teams.join("; "),
                 iso_opt(g.map(|g| g.at)),
@@ -245,6 +260,7 @@ fn users_table(users: &[UserAccess]) -> Table {
             "id",
             "email",
             "role",
+            "team_roles",
             "permissions",
             "teams",
             "granted_at",
@@ -262,7 +278,8 @@ fn users_table(users: &[UserAccess]) -> Table {
 }
 
 fn roles_table(custom: &[(String, Vec<String>)], users: &[UserAccess]) -> Table {
-    let holders = |name: &str| users.iter().filter(|u| u.role.as_deref() == Some(name)).count().to_string();
+    let holds = |u: &UserAccess, name: &str| u.role.as_deref() == Some(name) || u.team_roles.iter().any(|r| r == name);
+    let holders = |name: &str| users.iter().filter(|u| holds(u, name)).count().to_string();
     let builtin = gatehouse_core::policy::BUILTIN_ROLES.iter().map(|(n, p)| (n.to_string(), p.join(" "), "built-in"));
     let rows = builtin
         .chain(custom.iter().map(|(n, p)| (n.clone(), p.join(" "), "custom")))

@@ -27,6 +27,7 @@ const CATEGORIES: &[(&str, &str)] = &[
     ("membership.set", "roles"),
     ("role.put", "roles"),
     ("role_template.", "roles"),
+    ("team.roles_set", "roles"),
     ("team.", "teams"),
     ("invitation.create", "invitations"),
     ("invitation.resend", "invitations"),
@@ -93,10 +94,9 @@ impl Tally {
 pub(super) async fn build(conn: &Connection, o: &Options) -> ApiResult<Body> {
     let mut t = Tally::default();
     let read = source::in_period(conn, &o.period, |r| t.visit(r)).await?;
-    let role_changes = t.count("membership.set") + t.count("role.put");
     let summary = vec![
         figure("privileged_changes", "Privileged changes", t.total),
-        figure("role_changes", "Role grants and role definitions changed", role_changes),
+        figure("role_changes", "Role grants (members, teams) and role definitions changed", cat(&t, "roles")),
         figure("members_changes", "Account changes (created, removed, deactivated …)", cat(&t, "members")),
         figure("api_key_changes", "API keys created, rotated, revoked", cat(&t, "api_keys")),
         figure("api_key_rotations", "API-key rotations", t.count("api_key.rotate")),
@@ -146,6 +146,7 @@ mod tests {
     #[test]
     fn categories_cover_admin_changes_and_leave_sign_ins_out() {
         assert_eq!(category("membership.set"), Some("roles"));
+        assert_eq!((category("team.roles_set"), category("team.create")), (Some("roles"), Some("teams")));
         assert_eq!(category("api_key.rotate"), Some("api_keys"));
         assert_eq!(category("sso.connection.update"), Some("sso"));
         assert_eq!(category("org.auth_policy.set"), Some("authentication_policy"));
