@@ -388,6 +388,8 @@ async fn reports_count_what_was_done_in_every_format_and_refuse_bad_requests() {
     let (s, im) = js("POST", &format!("{}/v1/orgs/acme/impersonations", o.url), Some(OPERATOR), Some(body)).await;
     assert_eq!(s, 201, "{im}");
     let im_id = im["impersonation"]["id"].as_str().unwrap();
+    let under = report(&o, im["access_token"].as_str().unwrap(), "gdpr", "").await;
+    assert_eq!(under["generated_by"], format!("user:{alice_id} (acting: operator)"), "who really asked");
     let (s, v) = js("DELETE", &format!("{}/v1/orgs/acme/impersonations/{im_id}", o.url), Some(OPERATOR), None).await;
     assert_eq!(s, 204, "{v}");
     let erin_id = user(&o, &admin, "erin@acme.test", "viewer").await;

@@ -48,9 +48,14 @@ pub(crate) async fn get_report(
     let directory_head = store::audit::head_of(&*app.store.directory.lock().await, &t.id).await?;
     let h = t.db.lock().await;
     let name = store::orgs::get(&h).await?.map(|o| o.name).unwrap_or_default();
+    // Under an impersonation, the report names who really asked for it too.
+    let generated_by = match authed.caller.act() {
+        Some(act) => format!("{} (acting: {act})", authed.caller.actor()),
+        None => authed.caller.actor(),
+    };
     let req = Request {
         org: Org { id: t.id.clone(), slug: t.slug.clone(), name },
-        generated_by: authed.caller.actor(),
+        generated_by,
         directory_head,
         kind,
         options,

@@ -243,7 +243,8 @@ pub struct Report {
     pub period: Period,
     /// Unix seconds.
     pub generated_at: i64,
-    /// Who asked for it (`user:<id>`, `operator`).
+    /// Who asked for it (`user:<id>`, `operator`; `user:<id> (acting: operator)` under
+    /// an impersonation).
     pub generated_by: String,
     /// The chain heads it was built from.
     pub chain_head: ChainHeads,
