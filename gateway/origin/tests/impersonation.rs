@@ -93,6 +93,20 @@ async fn the_operator_impersonates_a_user_and_everything_done_is_attributed() {
     );
     assert!(audit(&o, "token.issue").await.iter().any(|r| r["act"] == "operator"));
 
+    // The person's credentials are not the impersonator's to change: no password change,
+    // no new or removed factor, no step-up, no export of the person's data.
+    let refused = [
+        ("POST", "password/change", Some(json!({ "current_password": "x", "new_password": "a new password 9" }))),
+        ("POST", "mfa/totp", Some(json!({ "name": "phone" }))),
+        ("POST", "mfa/passkeys/register", None),
+        ("POST", "mfa/step-up", Some(json!({}))),
+        ("GET", "me/export", None),
+    ];
+    for (method, path, body) in refused {
+        let (s, e) = js(method, &format!("{}/t/acme/{path}", o.url), Some(&token), body).await;
+        assert_eq!((s, code(&e)), (403, "impersonation_forbidden"), "{method} {path}: {e}");
+    }
+
     // Refresh works until the end, with `act`, and never beyond it.
     let body = json!({ "grant_type": "refresh_token", "refresh_token": v["refresh_token"] });
     let (s, r) = js("POST", &format!("{}/t/acme/token", o.url), None, Some(body)).await;

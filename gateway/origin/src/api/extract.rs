@@ -220,6 +220,12 @@ async fn ancestor_admin(app: &App, token: &str, slug: &str) -> ApiResult<Option<
     }))
 }
 
+/// What an impersonation may not do: change the person's credentials (password, second
+/// factors, step-up) or take their data out. 403 `impersonation_forbidden`.
+pub(crate) fn refuse_impersonation() -> ApiError {
+    ApiError::forbidden("impersonation_forbidden", "an impersonation cannot do this on the person's behalf")
+}
+
 /// Authorise `caller` for `need` in tenant `t` (checks revocation of the session too).
 pub(crate) async fn authorise(c: &Caller, t: &Tenant, need: &str) -> ApiResult<()> {
     let Caller::User { org, roles, scopes, sid, user, home, .. } = c else { return Ok(()) };

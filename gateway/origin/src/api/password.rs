@@ -12,7 +12,7 @@ use crate::identity::{self, SigninOutcome};
 use crate::store::{reset_tokens, sessions, users};
 use crate::tokens::{self};
 
-use crate::api::extract::{bearer, meta, tenant, verify_access, AppState, JsonBody, Peer};
+use crate::api::extract::{bearer, meta, refuse_impersonation, tenant, verify_access, AppState, JsonBody, Peer};
 use crate::api::tenant::end_session;
 use crate::api::transaction::{begin, commit, ev};
 
@@ -42,6 +42,9 @@ pub(crate) async fn change_password(
     let tok = bearer(&headers)
         .ok_or_else(|| ApiError::unauthorized("credential_missing", "a bearer access token is required"))?;
     let c = verify_access(&app, tok, Some(&t.slug))?;
+    if c.custom.act.is_some() {
+        return Err(refuse_impersonation());
+    }
     let user = c.subject.clone().unwrap_or_default();
     identity::password_acceptable(&req.new_password).map_err(|m| bad("weak_password", m))?;
     if req.current_password.len() > identity::MAX_PASSWORD {

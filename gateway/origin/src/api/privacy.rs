@@ -22,7 +22,9 @@ use crate::api::account::me_from_token;
 use crate::api::admin::roles::may_grant;
 use crate::api::admin::sessions::device;
 use crate::api::app::App;
-use crate::api::extract::{bearer, meta, residency, tenant, AppState, Authed, JsonBody, Peer, Tenant};
+use crate::api::extract::{
+    bearer, meta, refuse_impersonation, residency, tenant, AppState, Authed, JsonBody, Peer, Tenant,
+};
 use crate::api::transaction::{begin, commit};
 
 /// An export as a download that no cache keeps.
@@ -92,7 +94,7 @@ pub(crate) async fn export_me(
             .ok_or_else(|| ApiError::unauthorized("credential_missing", "send your access token as the bearer"))?;
         let me = me_from_token(&app, &t, token).await?;
         if me.act.is_some() {
-            return Err(ApiError::forbidden("impersonation_forbidden", "an impersonation cannot export the person"));
+            return Err(refuse_impersonation());
         }
         self_export(&app, &t, &me.user, &peer, &headers).await
     };

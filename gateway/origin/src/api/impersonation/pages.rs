@@ -104,9 +104,9 @@ pub(crate) struct AuditPage {
 
 /// `GET /t/{slug}/me/audit?after=&limit=` (bearer access token): the audit records about
 /// the signed-in user — what they did, what was done to them, and what an impersonator
-/// did as them (`act`) — by sequence number, paginated (default 50, at most 500). The
-/// client address and user agent of the records are not shown (they may be somebody
-/// else's: an admin's, the impersonator's).
+/// did as them (`act`) — by sequence number, paginated (default 50, at most 500), their
+/// sealed personal fields opened. The client address and user agent of the records are
+/// not shown (they may be somebody else's: an admin's, the impersonator's).
 pub(crate) async fn my_audit(
     State(app): AppState,
     Path(slug): Path<String>,
@@ -119,7 +119,12 @@ pub(crate) async fn my_audit(
         let me = me_from_bearer(&app, &t, &headers).await?;
         sweep(&app, &t, &meta(&headers, &peer)).await?;
         let limit = p.limit.unwrap_or(50).clamp(1, 500) as i64;
-        let rows = impersonations::audit_about(&*t.db.lock().await, &me.user, p.after.unwrap_or(0), limit).await?;
+        let rows = {
+            let h = t.db.lock().await;
+            let stored = impersonations::audit_about(&h, &me.user, p.after.unwrap_or(0), limit).await?;
+            // The records' own words (names, addresses in `before`/`after`), opened.
+            crate::privacy::open_in(&h, &crate::privacy::sealer(&app, &t.id), &stored).await?
+        };
         let parse = |s: &Option<String>| s.as_deref().and_then(|s| serde_json::from_str::<Value>(s).ok());
         let items: Vec<Value> = rows
             .iter()

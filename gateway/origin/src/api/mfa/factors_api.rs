@@ -23,15 +23,18 @@ use crate::store::{sessions, users, Held};
 
 use crate::api::admin::auth_policy;
 use crate::api::app::App;
-use crate::api::extract::{bearer, meta, tenant, verify_access, AppState, Authed, JsonBody, Peer, RawBody, Tenant};
+use crate::api::extract::{
+    bearer, meta, refuse_impersonation, tenant, verify_access, AppState, Authed, JsonBody, Peer, RawBody, Tenant,
+};
 use crate::api::mfa::flow::{self, active_factors, not_allowed};
 use crate::api::session::end_session;
 use crate::api::transaction::{begin, commit, ev};
 
 /// Who is changing their factors.
 pub(crate) enum Who {
-    /// A signed-in session: its id and whether it passed MFA.
-    Session { user: String, mfa: bool },
+    /// A signed-in session: its user, whether it passed MFA, and whether it is an
+    /// impersonation (which never changes the person's factors).
+    Session { user: String, mfa: bool, impersonated: bool },
     /// A sign-in held at enrolment (the challenge it continues).
     Enrolling { user: String, challenge: Challenge },
 }
@@ -65,12 +68,15 @@ pub(crate) async fn who(app: &App, t: &Tenant, h: &libsql::Connection, token: Op
         Some((a, _)) => serde_json::from_str(&a).unwrap_or_default(),
         None => Vec::new(),
     };
-    Ok(Who::Session { user, mfa: amr.iter().any(|a| a == "mfa") })
+    Ok(Who::Session { user, mfa: amr.iter().any(|a| a == "mfa"), impersonated: c.custom.act.is_some() })
 }
 
 /// A change of factors: allowed for an enrolment token only while the user has no
 /// factor, and for a session only if it passed MFA once the user has one.
 async fn may_change(h: &libsql::Connection, who: &Who) -> ApiResult<()> {
+    if matches!(who, Who::Session { impersonated: true, .. }) {
+        return Err(refuse_impersonation());
+    }
     let has = !active_factors(h, who.user()).await?.is_empty();
     match who {
         Who::Enrolling { .. } if has => Err(flow::token_invalid()),

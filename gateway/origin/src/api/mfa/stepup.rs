@@ -15,7 +15,9 @@ use crate::store::{factors, sessions};
 
 use crate::api::admin::auth_policy;
 use crate::api::app::App;
-use crate::api::extract::{bearer, meta, residency, tenant, verify_access, AppState, JsonBody, Peer, RawBody, Tenant};
+use crate::api::extract::{
+    bearer, meta, refuse_impersonation, residency, tenant, verify_access, AppState, JsonBody, Peer, RawBody, Tenant,
+};
 use crate::api::mfa::flow::{self, active_factors, Context, Proof};
 use crate::api::transaction::begin;
 
@@ -23,6 +25,9 @@ use crate::api::transaction::begin;
 /// transaction): `(mfa_token, methods)`.
 pub(crate) async fn open(app: &App, t: &Tenant, token: &str) -> ApiResult<(String, Vec<String>, String)> {
     let c = verify_access(app, token, Some(&t.slug))?;
+    if c.custom.act.is_some() {
+        return Err(refuse_impersonation());
+    }
     let user = c.subject.clone().unwrap_or_default();
     let sid = c.custom.sid.clone();
     let now = crate::now();
