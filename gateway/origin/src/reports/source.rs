@@ -33,7 +33,8 @@ async fn each(conn: &Connection, mut filter: Filter, max: u64, mut visit: impl F
         }
         n += page.len() as u64;
         if n > max {
-            return Err(bad("report_too_large", format!("more than {max} audit records: shorten the period")));
+            let msg = format!("more than {max} audit records: shorten the period (or dormant_days)");
+            return Err(bad("report_too_large", msg));
         }
         match page.last() {
             Some(last) if page.len() == PAGE as usize => filter.after = Some(last.seq),
@@ -47,9 +48,14 @@ pub(crate) async fn in_period(conn: &Connection, p: &Period, visit: impl FnMut(&
     each(conn, Filter { since: Some(p.from), until: Some(p.until), ..Default::default() }, MAX_RECORDS, visit).await
 }
 
-/// Visit every record of `action` in the whole log, in order.
-pub(crate) async fn of_action(conn: &Connection, action: &str, visit: impl FnMut(&Record)) -> ApiResult<u64> {
-    each(conn, Filter { action: Some(action.to_string()), ..Default::default() }, MAX_RECORDS, visit).await
+/// Visit every record of `action` from `since` (`None`: the whole log), in order.
+pub(crate) async fn of_action(
+    conn: &Connection,
+    action: &str,
+    since: Option<i64>,
+    visit: impl FnMut(&Record),
+) -> ApiResult<u64> {
+    each(conn, Filter { action: Some(action.to_string()), since, ..Default::default() }, MAX_RECORDS, visit).await
 }
 
 /// The user id of a `user:<id>` actor or target.
@@ -220,7 +226,8 @@ mod tests {
         let n = in_period(&h, &Period { from: 100, until: 2_200 }, |r| seqs.push(r.seq)).await.unwrap();
         assert_eq!((n, seqs.len()), (2_100, 2_100), "three pages, none lost");
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1) && seqs[0] == 101, "in order");
-        assert_eq!(of_action(&h, "signin.failure", |_| {}).await.unwrap(), 1_250);
+        assert_eq!(of_action(&h, "signin.failure", None, |_| {}).await.unwrap(), 1_250);
+        assert_eq!(of_action(&h, "signin.failure", Some(2_000), |_| {}).await.unwrap(), 250);
         let f = Filter::default;
         assert_eq!(each(&h, f(), 2_500, |_| {}).await.unwrap(), 2_500);
         let e = each(&h, f(), 1_500, |_| {}).await.unwrap_err();
