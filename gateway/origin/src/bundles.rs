@@ -119,7 +119,8 @@ pub async fn region_policy(store: &Store, r: &Region<'_>, now: i64) -> Result<Po
         drop(rows);
         let mut tp: TenantPolicy = serde_json::from_str(&tp).with_context(|| format!("tenant {slug}: policy"))?;
         // A child's IP and geo rules as narrowed by its ancestors' (`hierarchy`).
-        let inherited = crate::hierarchy::inherited(&h).await.map_err(|e| anyhow!("tenant {slug}: inherited: {e:?}"))?;
+        let inherited =
+            crate::hierarchy::inherited(&h).await.map_err(|e| anyhow!("tenant {slug}: inherited: {e:?}"))?;
         (tp.ip, tp.geo) = crate::hierarchy::narrow_ip_geo(inherited.as_ref(), &tp.ip, &tp.geo);
         let mut roles = BTreeMap::new();
         let mut rows = h.query("SELECT name, permissions FROM roles ORDER BY name", ()).await?;

@@ -58,13 +58,13 @@ pub struct OriginConfig {
     /// max_api_keys`; absent: unlimited).
     #[serde(default)]
     pub tiers: BTreeMap<String, tiers::TierCaps>,
-    /// Where the audit log is streamed (`[[sinks]]`: webhook, syslog, OTLP logs).
-    #[serde(default)]
-    pub sinks: Vec<sinks::SinkSettings>,
     /// Retention applied by the scheduler, and the region's default periods
     /// (`[retention] enabled, interval_secs, batch, tenants_per_run`, `[retention.defaults]`).
     #[serde(default)]
     pub retention: retention::RetentionSettings,
+    /// Where the audit log is streamed (`[[sinks]]`: webhook, syslog, OTLP logs).
+    #[serde(default)]
+    pub sinks: Vec<sinks::SinkSettings>,
     /// Impersonation limits (`[impersonation] max_minutes`, `handoff_ttl_secs`).
     #[serde(default)]
     pub impersonation: impersonation::ImpersonationSettings,

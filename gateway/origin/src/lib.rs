@@ -12,9 +12,9 @@
 //! - [`tokens`]: signing keys with rotation, access JWTs, refresh-token rotation;
 //! - [`bundles`]: the region policy and its signed bundle;
 //! - [`audit`]: the hash-chained audit log;
-//! - [`reports`]: compliance reports (JSON, CSV, PDF) mapped to the controls they evidence;
 //! - [`privacy`]: personal data in audit records sealed per person, GDPR export and erasure;
 //! - [`retention`]: retention per data type, applied by a scheduler, and legal holds;
+//! - [`reports`]: compliance reports (JSON, CSV, PDF) mapped to the controls they evidence;
 //! - [`mailer`]: outgoing mail (file, SMTP or log) and per-tenant templates;
 //! - [`sso`]: single sign-on connections (OIDC, OAuth2) and the relying party;
 //! - [`api`]: the HTTP API (axum).
@@ -32,11 +32,11 @@ pub mod identity;
 pub mod mailer;
 pub mod metrics;
 pub mod mfa;
+pub mod privacy;
 pub mod replication;
 pub mod reports;
-pub mod privacy;
-pub mod sinks;
 pub mod retention;
+pub mod sinks;
 pub mod sso;
 pub mod store;
 pub mod tokens;

@@ -121,4 +121,3 @@ pub(crate) async fn verify_audit(State(app): AppState, authed: Authed) -> ApiRes
         audit::Verdict::Broken { seq, problem } => json!({ "intact": false, "seq": seq, "problem": problem }),
     }))
 }
-

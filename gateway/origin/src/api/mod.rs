@@ -39,16 +39,16 @@ pub(crate) mod impersonation;
 pub(crate) mod lifecycle;
 pub mod login;
 pub mod mail;
-pub mod mfa;
 pub(crate) mod metrics;
+pub mod mfa;
 pub mod pages;
 pub mod password;
-pub(crate) mod role_templates;
+pub(crate) mod privacy;
 pub(crate) mod reports;
 pub(crate) mod retention;
+pub(crate) mod role_templates;
 pub mod routes;
 pub mod session;
-pub(crate) mod privacy;
 pub mod sso;
 pub mod tenant;
 pub mod transaction;
@@ -141,9 +141,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/t/{slug}/impersonate", get(impersonation::pages::handoff))
         .route("/t/{slug}/me/audit", get(impersonation::pages::my_audit))
         // Governance: privacy, export and erasure (tenant)
+        .route("/t/{slug}/me/export", get(privacy::export_me))
         .route("/v1/orgs", post(orgs::create_org).get(orgs::list_orgs))
         .route("/v1/keys/rotate", post(orgs::rotate_keys))
-        .route("/t/{slug}/me/export", get(privacy::export_me))
         .route("/v1/policy/template", get(orgs::get_template).put(orgs::put_template))
         .route(
             "/v1/orgs/{slug}",
@@ -201,10 +201,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/orgs/{slug}/impersonations/{id}", delete(impersonation::end))
         .route("/v1/orgs/{slug}/impersonation-policy", get(impersonation::get_policy).put(impersonation::put_policy))
         // Governance: privacy, export and erasure (admin)
-        // Governance: retention and legal holds (admin)
-        .route("/v1/orgs/{slug}/retention", get(retention::get_retention).put(retention::put_retention))
         .route("/v1/orgs/{slug}/users/{id}/export", get(privacy::export_user))
         .route("/v1/orgs/{slug}/users/{id}/erase", post(privacy::erase_user))
+        // Governance: retention and legal holds (admin)
+        .route("/v1/orgs/{slug}/retention", get(retention::get_retention).put(retention::put_retention))
         .route("/v1/orgs/{slug}/retention/run", post(retention::run_retention))
         .route("/v1/orgs/{slug}/audit/retention", put(retention::set_audit_retention))
         .route("/v1/orgs/{slug}/audit/holds", post(retention::add_hold).get(retention::list_holds))

@@ -292,7 +292,12 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("GET", "/v1/orgs/{slug}/impersonations", "audit:read", "Impersonations, active and past (paginated)"),
     ("DELETE", "/v1/orgs/{slug}/impersonations/{id}", "users:write", "End an impersonation now (its session revoked)"),
     ("GET", "/v1/orgs/{slug}/impersonation-policy", "settings:read", "Whether admins may impersonate, for how long"),
-    ("PUT", "/v1/orgs/{slug}/impersonation-policy", "settings:write", "Set whether admins may impersonate, and the limit"),
+    (
+        "PUT",
+        "/v1/orgs/{slug}/impersonation-policy",
+        "settings:write",
+        "Set whether admins may impersonate, and the limit",
+    ),
     // Governance: privacy, export and erasure (admin)
     (
         "GET",
@@ -333,7 +338,12 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "Compliance report (access-review, authentication, privileged-activity, gdpr) as json, csv or pdf",
     ),
     // Governance: organisation hierarchy and role templates (admin)
-    ("PUT", "/v1/orgs/{slug}/parent", "operator", "Attach an organisation to a parent (same region) or detach it (null)"),
+    (
+        "PUT",
+        "/v1/orgs/{slug}/parent",
+        "operator",
+        "Attach an organisation to a parent (same region) or detach it (null)",
+    ),
     ("GET", "/v1/orgs/{slug}/children", "settings:read", "The organisation's child organisations"),
     (
         "GET",
