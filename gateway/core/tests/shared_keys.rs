@@ -13,7 +13,6 @@ use serde_json::{json, Value};
 const REGION: &str = "https://eu.origin.test/t";
 
 fn region_jwks(kp: &jwt_simple::prelude::Ed25519KeyPair) -> String {
-    use jwt_simple::prelude::*;
     let mut jwk: Value = serde_json::from_str(&kp.public_key().to_jwk()).unwrap();
     jwk["kid"] = json!("region-k1");
     jwk["alg"] = json!("EdDSA");
