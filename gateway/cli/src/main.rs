@@ -95,6 +95,17 @@ enum Command {
         #[arg(long)]
         json_logs: bool,
     },
+    /// Run the authorization service for nginx, Traefik, Caddy and Envoy: the gateway's
+    /// engine behind the `[authz]` listeners of a gateway configuration (the same runner
+    /// as `gateway`; the file needs an `[authz]` listener).
+    Authz {
+        /// Gateway configuration (TOML) with an `[authz]` section.
+        #[arg(long)]
+        config: PathBuf,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        json_logs: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -537,9 +548,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let opts = demo::DemoOptions { dir, listen, admin, upstream, origin };
             let prepared = demo::prepare(&opts, &std::env::current_exe()?)?;
-            init_logs(false);
             let cfg = gatehouse_proxy::config::GatewayConfig::load(&prepared.gateway_config)?;
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let _telemetry = {
+                let _in = rt.enter();
+                gatehouse_telemetry::init(&cfg.telemetry, "gatehouse-demo", false)?
+            };
             rt.block_on(async {
                 let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
                 let origin = tokio::spawn(gatehouse_origin::run(prepared.origin.clone(), async move {
@@ -591,9 +605,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Origin { config, json_logs } => {
-            init_logs(json_logs);
             let cfg = gatehouse_origin::OriginConfig::load(&config)?;
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let _telemetry = {
+                let _in = rt.enter();
+                gatehouse_telemetry::init(&cfg.telemetry, "gatehouse-origin", json_logs)?
+            };
             rt.block_on(gatehouse_origin::run(cfg, async {
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
                 tokio::select! {
@@ -624,23 +641,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             })
         }
-        Command::Gateway { config, json_logs } => {
-            init_logs(json_logs);
-            let cfg = gatehouse_proxy::config::GatewayConfig::load(&config)?;
-            let threads = std::env::var("GATEHOUSE_THREADS")
-                .ok()
-                .and_then(|t| t.parse().ok())
-                .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-            // One thread: a current-thread runtime (no cross-thread wake-ups).
-            let rt = if threads == 1 {
-                tokio::runtime::Builder::new_current_thread().enable_all().build()?
-            } else {
-                tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
-            };
-            rt.block_on(gatehouse_proxy::run(cfg))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Gateway { config, json_logs } => run_gateway(&config, json_logs, false),
+        Command::Authz { config, json_logs } => run_gateway(&config, json_logs, true),
     }
+}
+
+/// `gatehouse gateway` and `gatehouse authz`: one runner for whatever listeners the file
+/// declares (`authz` insists on an `[authz]` listener).
+fn run_gateway(config: &std::path::Path, json_logs: bool, authz: bool) -> Result<ExitCode> {
+    let cfg = gatehouse_proxy::config::GatewayConfig::load(config)?;
+    if authz && !cfg.authz.enabled() {
+        anyhow::bail!(
+            "{}: authz: set `http` or `grpc` under [authz] to run the authorization service",
+            config.display()
+        );
+    }
+    let threads = std::env::var("GATEHOUSE_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    // One thread: a current-thread runtime (no cross-thread wake-ups).
+    let rt = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
+    };
+    let service = if authz { "gatehouse-authz" } else { "gatehouse-gateway" };
+    let _telemetry = {
+        let _in = rt.enter();
+        gatehouse_telemetry::init(&cfg.telemetry, service, json_logs)?
+    };
+    rt.block_on(gatehouse_proxy::run(cfg))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Whether the gateway's admin listener says it is ready (it holds a valid bundle).
@@ -656,21 +688,6 @@ async fn gatehouse_proxy_ready(admin: std::net::SocketAddr) -> bool {
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf).await;
     buf.starts_with(b"HTTP/1.1 200")
-}
-
-fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    if json {
-        b.json().init();
-    } else {
-        b.init();
-    }
 }
 
 fn base64_std(b: &[u8]) -> String {

@@ -68,6 +68,9 @@ pub struct OriginConfig {
     /// Impersonation limits (`[impersonation] max_minutes`, `handoff_ttl_secs`).
     #[serde(default)]
     pub impersonation: impersonation::ImpersonationSettings,
+    /// Traces (OpenTelemetry) and error reports (Sentry).
+    #[serde(default)]
+    pub telemetry: gatehouse_telemetry::TelemetryConfig,
 }
 
 /// Single sign-on (OIDC / OAuth2 connections of each organisation).
@@ -310,6 +313,7 @@ impl OriginConfig {
                 && s.len() <= 32
                 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         };
+        self.telemetry.validate()?;
         if !name_ok(&self.region) {
             return Err(format!("region: `{}` must be 1–32 of a-z, 0-9, -", self.region));
         }

@@ -29,6 +29,13 @@ pub struct GatewayConfig {
     /// Where decision events go (the origin's `/v1/audit/edge`), if anywhere.
     #[serde(default)]
     pub audit: Option<AuditSink>,
+    /// The authorization-service listeners (nginx `auth_request`, Traefik `forwardAuth`,
+    /// Caddy `forward_auth`, Envoy `ext_authz` over HTTP and gRPC), if any.
+    #[serde(default)]
+    pub authz: crate::authz::config::AuthzSettings,
+    /// Traces (OpenTelemetry) and error reports (Sentry).
+    #[serde(default)]
+    pub telemetry: gatehouse_telemetry::TelemetryConfig,
 }
 
 /// The origin's edge-audit endpoint.
@@ -66,8 +73,10 @@ fn default_queue() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
-    /// Public listener (HTTP/1.1 and h2c).
-    pub addr: SocketAddr,
+    /// Public listener of the reverse proxy (HTTP/1.1 and h2c); absent when the process
+    /// only answers authorization checks (`[authz]`).
+    #[serde(default)]
+    pub addr: Option<SocketAddr>,
     /// Admin listener: `/healthz`, `/readyz`, `/metrics`.
     pub admin: SocketAddr,
 }
@@ -172,8 +181,10 @@ pub struct RouteConfig {
     /// Path prefix (segment boundary).
     #[serde(default = "root")]
     pub path_prefix: String,
-    /// Upstream base URL, `http://host:port`.
-    pub upstream: String,
+    /// Upstream base URL, `http://host:port`: required when the reverse proxy listens
+    /// (`listen.addr`); an authorization service alone has none.
+    #[serde(default)]
+    pub upstream: Option<String>,
     /// Filters in order: built-in names (`gatehouse` = every check in one call, or the
     /// single checks `ip`, `geo`, `token`, `rate`) or paths to components
     /// (`./custom.wasm`). Default: `["gatehouse"]`.
@@ -253,8 +264,13 @@ impl GatewayConfig {
             within(name, v, 1..=3600)?;
         }
         at_most("limits.drain_secs", l.drain_secs, 3600)?;
-        if self.listen.addr == self.listen.admin {
+        if self.listen.addr == Some(self.listen.admin) {
             return Err("listen.admin: must differ from listen.addr".into());
+        }
+        self.authz.validate(self.listen.addr, self.listen.admin)?;
+        self.telemetry.validate()?;
+        if self.listen.addr.is_none() && !self.authz.enabled() {
+            return Err("listen.addr: set it (the reverse proxy), or an [authz] listener, or both".into());
         }
         if self.routes.is_empty() {
             return Err("routes: at least one route is needed".into());
@@ -263,20 +279,27 @@ impl GatewayConfig {
             if !r.path_prefix.starts_with('/') {
                 return Err(format!("routes[{i}].path_prefix: must start with `/`"));
             }
-            let u = r.upstream.trim_end_matches('/');
-            let rest = u.strip_prefix("http://").ok_or_else(|| {
-                format!(
-                    "routes[{i}].upstream: `{}` must be http://host:port (TLS to upstreams is not supported yet)",
-                    r.upstream
-                )
-            })?;
-            if rest.is_empty() || rest.contains('/') {
-                return Err(format!("routes[{i}].upstream: `{}` must be a base URL without a path", r.upstream));
+            match r.upstream.as_mut() {
+                None if self.listen.addr.is_some() => {
+                    return Err(format!("routes[{i}].upstream: required when the reverse proxy listens (listen.addr)"))
+                }
+                None => {}
+                Some(up) => {
+                    let u = up.trim_end_matches('/');
+                    let rest = u.strip_prefix("http://").ok_or_else(|| {
+                        format!(
+                            "routes[{i}].upstream: `{up}` must be http://host:port (TLS to upstreams is not supported yet)"
+                        )
+                    })?;
+                    if rest.is_empty() || rest.contains('/') {
+                        return Err(format!("routes[{i}].upstream: `{up}` must be a base URL without a path"));
+                    }
+                    if rest.parse::<hyper::http::uri::Authority>().is_err() || rest.contains('@') {
+                        return Err(format!("routes[{i}].upstream: `{rest}` is not a valid host[:port]"));
+                    }
+                    *up = u.to_string();
+                }
             }
-            if rest.parse::<hyper::http::uri::Authority>().is_err() || rest.contains('@') {
-                return Err(format!("routes[{i}].upstream: `{rest}` is not a valid host[:port]"));
-            }
-            r.upstream = u.to_string();
             if r.filters.is_empty() {
                 return Err(format!(
                     "routes[{i}].filters: an empty chain would admit everything; list at least one filter"

@@ -100,14 +100,16 @@ impl Gateway {
             .routes
             .iter()
             .map(|r| {
-                r.upstream
-                    .trim_start_matches("http://")
+                // A route of an authorization service alone has no upstream (the config
+                // requires one for every route when the reverse proxy listens).
+                let Some(up) = r.upstream.as_deref() else { return Ok(String::new()) };
+                up.trim_start_matches("http://")
                     .parse::<hyper::http::uri::Authority>()
                     .map(|a| match a.port() {
                         Some(_) => a.to_string(),
                         None => format!("{a}:80"),
                     })
-                    .map_err(|_| anyhow::anyhow!("upstream `{}` is not http://host:port", r.upstream))
+                    .map_err(|_| anyhow::anyhow!("upstream `{up}` is not http://host:port"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let upstreams = Arc::new(Upstreams::new(authorities.clone()));

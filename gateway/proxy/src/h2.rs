@@ -142,7 +142,7 @@ pub async fn handle(
     let mut resp = match answer {
         Err(_) => return reply_response(gateway.refuse("error", ReasonCode::UpstreamTimeout)),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, upstream = %route.upstream, "upstream error");
+            tracing::warn!(error = %e, upstream = route.upstream.as_deref().unwrap_or(""), "upstream error");
             let too_large = match &e {
                 UpstreamError::Exchange(e) => {
                     let mut source = std::error::Error::source(e);

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod authz;
 pub mod body;
 pub mod bundle;
 pub mod config;
@@ -100,13 +101,29 @@ pub async fn run(config: GatewayConfig) -> Result<()> {
         tokio::spawn(bundle::poll_origin(bundles.clone(), url, config.bundle.origin_token.clone(), every));
     }
 
-    let listener = tokio::net::TcpListener::bind(config.listen.addr)
-        .await
-        .with_context(|| format!("listen {}", config.listen.addr))?;
-    let admin = tokio::net::TcpListener::bind(config.listen.admin)
-        .await
-        .with_context(|| format!("listen {}", config.listen.admin))?;
-    tracing::info!(addr = %config.listen.addr, admin = %config.listen.admin, "gatehouse gateway listening");
+    let bind = |addr: std::net::SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listen {addr}"))
+    };
+    let listener = match config.listen.addr {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let admin = bind(config.listen.admin).await?;
+    let authz_http = match config.authz.http {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let authz_grpc = match config.authz.grpc {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    tracing::info!(
+        addr = ?config.listen.addr,
+        admin = %config.listen.admin,
+        authz_http = ?config.authz.http,
+        authz_grpc = ?config.authz.grpc,
+        "gatehouse gateway listening"
+    );
     let drain = Duration::from_secs(config.limits.drain_secs);
     let header_timeout = Duration::from_secs(config.limits.header_timeout_secs);
     let events = config.audit.clone().map(|sink| {
@@ -117,14 +134,23 @@ pub async fn run(config: GatewayConfig) -> Result<()> {
     let gw = Arc::new(Gateway::new(config, bundles, host, metrics, events)?);
     let (tx, rx) = tokio::sync::watch::channel(false);
 
-    let public = tokio::spawn(http1::serve(listener, gw.clone(), rx.clone(), drain));
-    let admin = tokio::spawn(admin::serve(admin, gw.clone(), rx, drain, header_timeout));
+    let mut servers = vec![tokio::spawn(admin::serve(admin, gw.clone(), rx.clone(), drain, header_timeout))];
+    if let Some(l) = listener {
+        servers.push(tokio::spawn(http1::serve(l, gw.clone(), rx.clone(), drain)));
+    }
+    if let Some(l) = authz_http {
+        servers.push(tokio::spawn(authz::http::serve(l, gw.clone(), rx.clone(), drain)));
+    }
+    if let Some(l) = authz_grpc {
+        servers.push(tokio::spawn(authz::grpc::serve(l, gw.clone(), rx.clone(), drain)));
+    }
 
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
     let _ = tx.send(true);
-    let _ = public.await;
-    let _ = admin.await;
+    for s in servers {
+        let _ = s.await;
+    }
     Ok(())
 }
 
