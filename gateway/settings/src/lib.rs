@@ -2,10 +2,18 @@
 //!
 //! What the configuration of every Gatehouse server (the native gateway, the regional
 //! origin) shares: checks that name the field they refuse, so that a bad value is reported
-//! as `section.field: must be …` at load, never as a surprise at run time.
+//! as `section.field: must be …` at load, never as a surprise at run time; and the
+//! environment overlay ([`env`]): every setting also from a `GATEHOUSE_…` variable, read
+//! with the file by [`load_toml`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod env;
+pub mod load;
+
+pub use env::{Overlay, PathField, GATEWAY_PREFIX, ORIGIN_PREFIX};
+pub use load::{load_toml, load_toml_with, redacted, LoadError, Loaded};
 
 use std::fmt::Display;
 use std::ops::RangeInclusive;
