@@ -135,11 +135,12 @@ ensure_deploy_tools() {
   fi
 }
 
-# Opt-in (scripts/check-deploy --image): buildah and podman from Debian, and a debootstrapped
-# bookworm (minbase) as the runtime stage's base, since no container registry is reachable
-# here; stored under $GATEHOUSE_CACHE/image (vfs storage, chroot isolation).
+# Opt-in (scripts/check-deploy --image): buildah, podman and runc from Debian (crun refuses
+# this machine's hybrid cgroups), and a debootstrapped bookworm (minbase) as the runtime
+# stage's base, since no container registry is reachable here; stored under
+# $GATEHOUSE_CACHE/image (vfs storage, chroot isolation).
 ensure_deploy_image_tools() {
-  ensure_apt buildah podman crun uidmap debootstrap
+  ensure_apt buildah podman runc uidmap debootstrap
   local rootfs="$GATEHOUSE_CACHE/image/rootfs"
   if [ ! -x "$rootfs/bin/sh" ]; then
     rm -rf "$rootfs"
