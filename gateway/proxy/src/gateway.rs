@@ -144,6 +144,7 @@ impl Gateway {
 
     /// Count a request under `decision` and `reason`.
     pub fn count(&self, decision: &str, reason: &str) {
+        crate::trace::decided(decision, reason);
         self.metrics.requests.with_label_values(&[decision, reason]).inc();
     }
 
@@ -165,6 +166,7 @@ impl Gateway {
         view: &HeadView<'_>,
         actor: Option<String>,
     ) {
+        crate::trace::attributed(org, route);
         let (Some(events), Some(org)) = (&self.events, org) else { return };
         let request_id = view
             .headers
@@ -190,6 +192,7 @@ impl Gateway {
     /// the filters' (thin shells over `gatehouse-core`); this only moves their inputs and
     /// verdicts.
     pub fn run_chain(&self, view: &HeadView<'_>) -> Outcome {
+        let _chain = crate::trace::chain_span();
         let Some(route_index) = self.route(view.authority, view.path) else {
             return Outcome::Reply(self.refuse("deny", ReasonCode::NoRoute));
         };
@@ -306,6 +309,7 @@ impl Gateway {
         };
         self.allow_chain.observe(started.elapsed().as_secs_f64());
         self.allow_count.inc();
+        crate::trace::decided("allow", "allow");
         self.record(ctx.org.as_deref(), ("allow", "allow"), ctx.route.as_deref(), ctx.client_ip.clone(), view, actor);
         Outcome::Forward(Forward {
             route: route_index,

@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tracing::Instrument;
 
 use crate::body::{full, Body, Stall, WatchedBody};
 use crate::gateway::{Gateway, HeadView, Outcome};
@@ -36,8 +37,29 @@ fn reply_response(r: Reply) -> Response<Body> {
 }
 
 /// Handle one request of an HTTP/2 client from `peer`, on the client connection that
-/// holds `affinity`.
+/// holds `affinity` (in the request's span, when tracing is on).
 pub async fn handle(
+    gateway: Arc<Gateway>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    affinity: Arc<Affinity>,
+) -> Response<Body> {
+    if !crate::trace::enabled() {
+        return respond(gateway, req, peer, affinity).await;
+    }
+    let host = req.headers().get("host").and_then(|h| h.to_str().ok());
+    let host = host.or_else(|| req.uri().authority().map(|a| a.as_str())).unwrap_or("");
+    let fields = req.headers().iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
+    let Some(span) = crate::trace::request_span(req.method().as_str(), host, req.uri().path(), peer.ip(), fields)
+    else {
+        return respond(gateway, req, peer, affinity).await;
+    };
+    let resp = respond(gateway, req, peer, affinity).instrument(span.clone()).await;
+    crate::trace::status_on(&span, resp.status().as_u16());
+    resp
+}
+
+async fn respond(
     gateway: Arc<Gateway>,
     mut req: Request<Incoming>,
     peer: SocketAddr,
@@ -81,6 +103,8 @@ pub async fn handle(
         None => hyper::Uri::from_static("/"),
     };
     let mut up = Request::builder().method(parts.method.clone()).uri(uri).version(hyper::Version::HTTP_11);
+    // Traced: the upstream's parent is the gateway's upstream span, never the client's.
+    let traced = crate::trace::upstream_span(parts.method.as_str(), route.upstream.as_deref());
     {
         let fields = || parts.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
         let connection = ConnectionTokens::of(fields());
@@ -93,7 +117,17 @@ pub async fn handle(
             identity: &forward.identity_headers,
         };
         let h = up.headers_mut().expect("builder");
-        rules.headers(fields(), |name, value| append(h, name, value));
+        rules.headers(fields(), |name, value| {
+            if traced.is_none() || !crate::trace::is_trace_field(name) {
+                append(h, name, value)
+            }
+        });
+        if let Some((_, Some(o))) = &traced {
+            append(h, "traceparent", o.traceparent.as_bytes());
+            if let Some(state) = &o.tracestate {
+                append(h, "tracestate", state.as_bytes());
+            }
+        }
     }
     let limit = gateway.config.limits.max_body_bytes as usize;
     let timeout = Duration::from_secs(gateway.config.limits.upstream_timeout_secs);
@@ -160,6 +194,9 @@ pub async fn handle(
         }
         Ok(Ok(r)) => r,
     };
+    if let Some((span, _)) = &traced {
+        crate::trace::status_on(span, resp.status().as_u16());
+    }
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_up) = on_client_upgrade {
             let upstream_up = hyper::upgrade::on(&mut resp);

@@ -21,6 +21,7 @@ pub mod http1;
 mod listen;
 pub mod metrics;
 pub mod signatures;
+pub mod trace;
 pub mod upstream;
 
 use std::path::PathBuf;

@@ -53,8 +53,24 @@ pub enum CheckAnswer {
     Refuse(Reply),
 }
 
-/// Decide on `input` with the gateway's engine and the route's filter chain.
+/// Decide on `input` with the gateway's engine and the route's filter chain (in a span of
+/// its own when tracing is on, continuing the asker's trace when it is a trusted client).
 pub fn check(gateway: &Gateway, input: &CheckInput<'_>) -> CheckAnswer {
+    let headers = input.headers.iter().copied();
+    let Some(span) = crate::trace::check_span(input.method, input.authority, input.path, input.peer.ip(), headers)
+    else {
+        return decide(gateway, input);
+    };
+    let answer = span.in_scope(|| decide(gateway, input));
+    let status = match &answer {
+        CheckAnswer::Allow { .. } => 200,
+        CheckAnswer::Refuse(reply) => reply.status,
+    };
+    crate::trace::status_on(&span, status);
+    answer
+}
+
+fn decide(gateway: &Gateway, input: &CheckInput<'_>) -> CheckAnswer {
     let peer_text = input.peer.ip().to_string();
     let content_length = input
         .headers

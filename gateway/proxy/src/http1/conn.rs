@@ -10,6 +10,7 @@ use gatehouse_core::ReasonCode;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::body::BodyClock;
 use crate::gateway::{Forward, Gateway, HeadView, Outcome};
@@ -140,7 +141,11 @@ async fn connection(gw: Arc<Gateway>, client: TcpStream, peer: SocketAddr, mut s
         let end = match info {
             Ok(info) => {
                 let stopping = *shutdown.borrow();
-                c.exchange(&info, parsed.headers, stopping).await
+                let fields = parsed.headers.iter().map(|h| (h.name, h.value));
+                match crate::trace::request_span(info.method, info.authority, info.path, peer.ip(), fields) {
+                    None => c.exchange(&info, parsed.headers, stopping).await,
+                    Some(span) => c.exchange(&info, parsed.headers, stopping).instrument(span).await,
+                }
             }
             Err(e) => {
                 c.refuse_head(e).await;
@@ -229,6 +234,7 @@ impl Conn {
     }
 
     async fn send_reply(&mut self, r: &Reply, close: bool, head_only: bool) -> End {
+        crate::trace::responded(r.status);
         self.out.clear();
         reply_bytes(&mut self.out, r, close, head_only);
         match self.client.write_all(&self.out).await {
@@ -326,6 +332,11 @@ impl Conn {
         timeout: Duration,
     ) -> Result<End, UpFail> {
         request_head(&mut self.out, info, fields, f, &self.peer_text);
+        // Traced: the upstream's parent is the gateway's upstream span, never the client's.
+        let traced = crate::trace::upstream_span(info.method, None);
+        if let Some((_, outgoing)) = &traced {
+            crate::trace::rewrite_head(&mut self.out, outgoing.as_ref());
+        }
         // Stream the request, its body bounded by the body clock (each step within the
         // body timeout and an average rate kept: a slow upload that keeps moving passes, a
         // trickle does not); then the response head within the upstream timeout. A reused connection
@@ -358,10 +369,16 @@ impl Conn {
             match step {
                 Ok(ok) => break ok,
                 Err((_, true)) if attempt == 1 && info.body == Framing::None => continue,
-                Err((fail, _)) => return Err(fail),
+                Err((fail, _)) => {
+                    crate::trace::upstream_failed(traced.as_ref().map(|(s, _)| s));
+                    return Err(fail);
+                }
             }
         };
         let _ = status;
+        if let Some((span, _)) = &traced {
+            crate::trace::upstream_answered(span, up.stream.peer_addr().ok(), up.buf.filled());
+        }
         self.relay_response(info, f, &mut up, keep_client).await.map(|(end, reusable)| {
             if reusable {
                 up.used = Instant::now();
@@ -517,6 +534,7 @@ impl Conn {
                 let _ = tokio::io::copy_bidirectional(&mut self.client, &mut up.stream).await;
                 return Ok((End::Close, false));
             }
+            crate::trace::responded(status);
             let no_body = info.method == "HEAD" || status == 204 || status == 304;
             let framing = if no_body {
                 Framing::None
