@@ -99,6 +99,14 @@ ensure_test_pdf() {
   ensure_apt poppler-utils
 }
 
+# issue 16 part D
+# The real Prometheus server gateway/cli/tests/prometheus.rs starts (on loopback, with its
+# own config and storage in a temp dir; the package's systemd service is not used). The
+# test finds /usr/bin/prometheus (or GATEHOUSE_PROMETHEUS).
+ensure_test_prometheus() {
+  ensure_apt prometheus
+}
+
 # issue 16 part E
 # What scripts/check-deploy validates the deployment files with, offline: a virtualenv
 # ($GATEHOUSE_CACHE/deploy-venv) with kubernetes-validate (the Kubernetes OpenAPI schemas),

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 pub mod impersonation;
 pub mod mail;
+pub mod metrics;
 pub mod retention;
 pub mod secrets;
 pub mod sinks;
@@ -71,6 +72,9 @@ pub struct OriginConfig {
     /// Traces (OpenTelemetry) and error reports (Sentry).
     #[serde(default)]
     pub telemetry: gatehouse_telemetry::TelemetryConfig,
+    /// Prometheus scraping: a metrics listener and/or a scrape token (`[metrics]`).
+    #[serde(default)]
+    pub metrics: metrics::MetricsSettings,
 }
 
 /// Single sign-on (OIDC / OAuth2 connections of each organisation).
@@ -303,6 +307,7 @@ impl OriginConfig {
         let optional = [&mut self.bundle.template, &mut s.sso_key, &mut self.signin.mail_dir];
         let all = required.chain(optional.into_iter().filter_map(Option::as_mut)).chain(self.mail.paths());
         let all = all.chain(self.sinks.iter_mut().flat_map(|s| s.paths()));
+        let all = all.chain(self.metrics.paths());
         gatehouse_settings::relative_to(base, all);
     }
 
@@ -373,6 +378,7 @@ impl OriginConfig {
         tiers::validate(&self.tiers)?;
         sinks::validate(&self.sinks)?;
         self.impersonation.validate()?;
+        self.metrics.validate(self.listen)?;
         if let Some(r) = &self.storage.remote {
             if !cfg!(feature = "remote-replica") {
                 // Refused rather than ignored: data must not silently stay local.

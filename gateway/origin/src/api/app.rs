@@ -70,9 +70,11 @@ impl App {
 
     /// Open storage and load keys, with configuration and secrets already loaded.
     pub async fn with_secrets(cfg: OriginConfig, secrets: Secrets) -> Result<App> {
+        let metrics = crate::metrics::Metrics::for_config(&cfg)?;
         let store = Store::open(&cfg.data_dir, storage_backend(&cfg)?, cfg.storage.max_open_tenants)
             .await?
-            .with_audit_file(store::AuditFile::from_setting(&cfg.storage.audit_file));
+            .with_audit_file(store::AuditFile::from_setting(&cfg.storage.audit_file))
+            .with_times(metrics.storage.clone());
         let now = crate::now();
         let keys = SigningKeys::load(&*store.directory.lock().await, &cfg.tokens.alg, now).await?;
         let passwords = Passwords::new(&cfg.signin)?;
@@ -111,7 +113,7 @@ impl App {
             changes: AtomicU64::new(1),
             bundle: tokio::sync::Mutex::new(None),
             mailer,
-            metrics: crate::metrics::Metrics::new(),
+            metrics,
             sinks: crate::sinks::Sinks::open(&cfg)?,
             cfg,
         })
@@ -158,6 +160,7 @@ impl App {
                 return Ok((built.bytes.clone(), built.etag.clone()));
             }
         }
+        let build = self.metrics.bundle_build();
         let keys = self.keys();
         let template = self.template();
         let region = bundles::Region {
@@ -182,6 +185,7 @@ impl App {
             self.cfg.bundle.ttl_secs,
             &self.secrets.bundle_key,
         )?;
+        build.ok();
         let etag = format!("\"{revision}\"");
         let bytes = Arc::new(bytes);
         *b = Some(Built { change, revision, built_at: now, bytes: bytes.clone(), etag: etag.clone() });

@@ -138,7 +138,9 @@ pub(crate) async fn login_submit(
         return html(StatusCode::FORBIDDEN, page, &[set]);
     }
     let m = meta(&headers, &peer);
-    let issued = match password_session(&app, &t, &m, &form.email, &form.password).await {
+    let session = password_session(&app, &t, &m, &form.email, &form.password).await;
+    app.metrics.signin("password", &session);
+    let issued = match session {
         Ok(s) => issue(&app, &t, &m, s, None).await,
         Err(e) => Err(e),
     };

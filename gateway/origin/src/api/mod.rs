@@ -34,6 +34,7 @@ pub(crate) mod caps;
 pub mod directory;
 pub mod edge;
 pub mod extract;
+pub(crate) mod health;
 pub(crate) mod hierarchy;
 pub(crate) mod impersonation;
 pub(crate) mod lifecycle;
@@ -67,12 +68,23 @@ pub async fn serve(
     tokio::spawn(async move { peers.peers.pull_loop(&peers.store.directory).await });
     let sinks = crate::sinks::worker::start(app.clone());
     let retention = crate::retention::spawn(app.clone());
+    let metrics = match app.cfg.metrics.listen {
+        Some(addr) => {
+            let l =
+                tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("metrics.listen {addr}: {e}"))?;
+            Some(tokio::spawn(metrics::serve_listener(app.clone(), l)))
+        }
+        None => None,
+    };
     let served = axum::serve(listener, router(app).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await;
     sinks.stop().await;
     if let Some(r) = retention {
         r.abort();
+    }
+    if let Some(m) = metrics {
+        m.abort();
     }
     Ok(served?)
 }
@@ -82,7 +94,8 @@ pub fn router(app: Arc<App>) -> Router {
     use admin::{auth_policy, keys, orgs, roles, sessions, teams, users};
     use sso::{admin as sso_admin, signin as sso_signin};
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(routes::openapi))
         .route("/metrics", get(metrics::metrics))
         .route("/t/{slug}/.well-known/openid-configuration", get(tenant::discovery))

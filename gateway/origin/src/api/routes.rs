@@ -10,7 +10,13 @@ use serde_json::{json, Value};
 pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("GET", "/healthz", "public", "Liveness"),
     ("GET", "/openapi.json", "public", "This API's OpenAPI document"),
-    ("GET", "/metrics", "operator", "Prometheus metrics: retention runs, audit sink deliveries and dead letters"),
+    ("GET", "/readyz", "public", "Readiness: storage answers and the signing key signs (503 with a reason if not)"),
+    (
+        "GET",
+        "/metrics",
+        "operator",
+        "Prometheus metrics (the operator's token or the [metrics] scrape token): sign-ins, tokens, SSO, bundles, storage, sinks, retention",
+    ),
     ("GET", "/t/{slug}/.well-known/openid-configuration", "public", "OpenID discovery for the tenant's issuer"),
     ("GET", "/t/{slug}/.well-known/jwks.json", "public", "Keys that sign the tenant's tokens"),
     ("POST", "/t/{slug}/token", "public", "Token endpoint: grant_type password or refresh_token"),

@@ -158,6 +158,7 @@ pub(crate) async fn issue(
     issued.act = act;
     events.push(issued);
     commit(app, t, h, m, events).await?;
+    app.metrics.issued();
     Ok(json!({
         "access_token": access,
         "token_type": "Bearer",

@@ -106,8 +106,9 @@ pub(crate) async fn token_inner(
             let (Some(email), Some(password)) = (req.email.as_deref(), req.password.as_deref()) else {
                 return Err(bad("invalid_request", "password grant needs email and password"));
             };
-            let s = password_session(app, &t, &m, email, password).await?;
-            issue(app, &t, &m, s, scopes).await
+            let s = password_session(app, &t, &m, email, password).await;
+            app.metrics.signin("password", &s);
+            issue(app, &t, &m, s?, scopes).await
         }
         "refresh_token" => {
             let Some(rt) = req.refresh_token.as_deref() else {
@@ -118,8 +119,12 @@ pub(crate) async fn token_inner(
             }
             let h = begin(&t).await?;
             match tokens::use_refresh(&h, rt, now).await? {
-                RefreshOutcome::Invalid => Err(ApiError::InvalidGrant),
+                RefreshOutcome::Invalid => {
+                    app.metrics.refresh("invalid");
+                    Err(ApiError::InvalidGrant)
+                }
                 RefreshOutcome::Reused { session, user } => {
+                    app.metrics.refresh("reused");
                     app.changed();
                     commit(
                         app,
@@ -144,7 +149,9 @@ pub(crate) async fn token_inner(
                     let events =
                         vec![ev(format!("user:{user}"), "token.refresh", format!("session:{session}"), None, None)];
                     let s = Session { held: h, user, sid: session, family, amr, events };
-                    issue(app, &t, &m, s, scopes).await
+                    let issued = issue(app, &t, &m, s, scopes).await;
+                    app.metrics.refresh(if issued.is_ok() { "success" } else { "refused" });
+                    issued
                 }
             }
         }

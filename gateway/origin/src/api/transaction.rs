@@ -26,6 +26,7 @@ pub(crate) async fn commit(
     meta: &RequestMeta,
     events: Vec<Event>,
 ) -> ApiResult<()> {
+    let _timer = app.metrics.storage.start("commit");
     let now = crate::now() as u64;
     let mut head = None;
     let sealer = crate::privacy::sealer(app, &t.id);

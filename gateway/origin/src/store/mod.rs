@@ -198,6 +198,8 @@ pub struct Store {
     /// The directory database.
     pub directory: Db,
     open: Mutex<lru::LruCache<String, Arc<Db>>>,
+    /// Where opening a tenant database is timed (`storage_seconds{op="open"}`).
+    times: Option<crate::metrics::StorageTimes>,
 }
 
 impl Store {
@@ -213,6 +215,7 @@ impl Store {
             audit_file: AuditFile::Shared,
             directory,
             open: Mutex::new(lru::LruCache::new(cap)),
+            times: None,
         })
     }
 
@@ -220,6 +223,12 @@ impl Store {
     /// database is opened; see [`audit_file`]).
     pub fn with_audit_file(mut self, mode: AuditFile) -> Store {
         self.audit_file = mode;
+        self
+    }
+
+    /// Time the opening of tenant databases in `times`.
+    pub fn with_times(mut self, times: crate::metrics::StorageTimes) -> Store {
+        self.times = Some(times);
         self
     }
 
@@ -249,6 +258,7 @@ impl Store {
             bail!("tenant {id} has no database in this region");
         }
         let audit = self.audit_path(id);
+        let _timer = self.times.as_ref().map(|t| t.start("open"));
         let db =
             Arc::new(Db::open(&path, &self.backend, id, migrations::TENANT, Some((&audit, self.audit_file))).await?);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -278,6 +288,14 @@ impl Store {
     /// Tenant databases open right now.
     pub fn open_tenants(&self) -> usize {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Ask the directory database a real question (readiness): an error if it cannot
+    /// answer. Waits for the directory's lock like every other statement.
+    pub async fn ping(&self) -> Result<()> {
+        let d = self.directory.lock().await;
+        one::<i64>(&d, "SELECT COUNT(*) FROM (SELECT 1 FROM tenants LIMIT 1)", ()).await?;
+        Ok(())
     }
 }
 

@@ -99,13 +99,17 @@ pub(crate) async fn grant(
         let (Some(id), Some(cred)) = (req.challenge_id.as_deref(), req.credential.as_ref()) else {
             return Err(bad("invalid_request", "grant_type=passkey needs challenge_id and credential"));
         };
-        return passwordless(app, t, m, id, &flow::credential_value(cred)?, scopes).await;
+        let answer = passwordless(app, t, m, id, &flow::credential_value(cred)?, scopes).await;
+        app.metrics.signin("passkey", &answer);
+        return answer;
     }
     let Some(token) = req.mfa_token.as_deref() else {
         return Err(bad("invalid_request", "grant_type=mfa needs mfa_token"));
     };
     let proof = flow::Proof::from_fields(req.otp.as_deref(), req.recovery_code.as_deref(), req.credential.as_ref())?;
-    flow::mfa_grant(app, t, m, token, proof, scopes).await
+    let answer = flow::mfa_grant(app, t, m, token, proof, scopes).await;
+    app.metrics.signin("mfa", &answer);
+    answer
 }
 
 /// The generic refusal of a passwordless sign-in.

@@ -281,7 +281,11 @@ async fn finish(app: &App, t: &Tenant, headers: &HeaderMap, peer: &SocketAddr, b
         return again(StatusCode::BAD_REQUEST, "Enter a code or use a passkey.", &all);
     };
     let m = meta(headers, peer);
-    match flow::mfa_grant(app, t, &m, &form.mfa_token, proof, None).await {
+    let answer = flow::mfa_grant(app, t, &m, &form.mfa_token, proof, None).await;
+    if !stepping {
+        app.metrics.signin("mfa", &answer);
+    }
+    match answer {
         Ok(tokens) => {
             let clear = format!("gh_csrf=; Path={csrf_path}; Max-Age=0; HttpOnly; SameSite=Strict");
             signed_in(app, t, &tokens, &form.return_to, clear).await

@@ -219,7 +219,9 @@ pub(crate) async fn callback(
         Err(e) => return residency(e, &headers),
     };
     let m = meta(&headers, &peer);
-    match finish(&app, &t, &m, &id, &headers, &q).await {
+    let finished = finish(&app, &t, &m, &id, &headers, &q).await;
+    app.metrics.sso_outcome("oidc", finished.as_ref().map(|_| ()).map_err(|r| r.reason));
+    match finished {
         Ok(r) => r,
         Err(r) => refuse(&app, &t, &m, &id, r).await,
     }
@@ -353,7 +355,9 @@ pub(crate) async fn saml_acs(
         Err(e) => return residency(e, &headers),
     };
     let m = meta(&headers, &peer);
-    match saml_finish(&app, &t, &m, &id, &headers, &body).await {
+    let finished = saml_finish(&app, &t, &m, &id, &headers, &body).await;
+    app.metrics.sso_outcome("saml", finished.as_ref().map(|_| ()).map_err(|r| r.reason));
+    match finished {
         Ok(r) => r,
         Err(r) => refuse(&app, &t, &m, &id, r).await,
     }
