@@ -149,8 +149,11 @@ impl IdpHttp {
         let mut http = HttpConnector::new_with_resolver(PublicResolver { allow_loopback: allow_http_loopback });
         http.enforce_http(false);
         http.set_connect_timeout(Some(timeout));
+        // ring named here: with another provider linked (aws-lc-rs, through sentry's
+        // reqwest) rustls has no process default and would panic.
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .expect("ring supports rustls' default protocol versions")
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
