@@ -10,11 +10,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use gatehouse_bundler::keys;
-use gatehouse_core::bundle;
 use gatehouse_core::engine::{Engine, Env};
 use gatehouse_core::request::OwnedRequest;
 use gatehouse_core::{apikey, Decision, EdgeSecrets, MemoryRateStore, NoCountryLookup};
 
+mod commands;
 mod demo;
 
 #[global_allocator]
@@ -106,6 +106,14 @@ enum Command {
         #[arg(long)]
         json_logs: bool,
     },
+    /// Check configurations as the servers load them (environment applied).
+    #[command(subcommand)]
+    Config(commands::config::ConfigCmd),
+    /// Print a shell completion script (`gatehouse completions bash > /etc/bash_completion.d/gatehouse`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -193,69 +201,7 @@ enum BundleCmd {
 #[derive(Subcommand)]
 enum TokenCmd {
     /// Sign a token with a key file (for development and tests).
-    Mint(MintArgs),
-}
-
-#[derive(Args)]
-struct MintArgs {
-    /// Private key file (PEM; for HS256 a base64 secret).
-    #[arg(long)]
-    key: PathBuf,
-    /// Algorithm: EdDSA, ES256, RS256, PS256, HS256.
-    #[arg(long, default_value = "EdDSA")]
-    alg: String,
-    /// Key id.
-    #[arg(long)]
-    kid: Option<String>,
-    /// Issuer (`iss`).
-    #[arg(long)]
-    iss: String,
-    /// Audience (`aud`).
-    #[arg(long)]
-    aud: Option<String>,
-    /// Subject (`sub`).
-    #[arg(long)]
-    sub: String,
-    /// Organisation (`org`).
-    #[arg(long)]
-    org: String,
-    /// Roles, comma-separated.
-    #[arg(long, default_value = "")]
-    roles: String,
-    /// Scope (space-separated).
-    #[arg(long)]
-    scope: Option<String>,
-    /// Teams, comma-separated.
-    #[arg(long, default_value = "")]
-    teams: String,
-    /// Authentication methods (`amr`), comma-separated.
-    #[arg(long, default_value = "")]
-    amr: String,
-    /// Session id (`sid`).
-    #[arg(long)]
-    sid: Option<String>,
-    /// Token id (`jti`); default random.
-    #[arg(long)]
-    jti: Option<String>,
-    /// Time of the sign-in (`auth_time`; RFC 3339, UTC); none: no `auth_time`.
-    #[arg(long)]
-    auth_time: Option<String>,
-    /// Authentication context class (`acr`).
-    #[arg(long)]
-    acr: Option<String>,
-    /// Another claim as `NAME=JSON` (repeatable; replaces a claim set above, for tests
-    /// of malformed tokens).
-    #[arg(long = "claim", value_name = "NAME=JSON")]
-    claims: Vec<String>,
-    /// Lifetime.
-    #[arg(long, default_value = "10m")]
-    ttl: humantime::Duration,
-    /// Issue time (RFC 3339); default now.
-    #[arg(long)]
-    now: Option<String>,
-    /// Print this many tokens, one per line (subjects `SUB-1`, `SUB-2`, ...; random ids).
-    #[arg(long, default_value_t = 1)]
-    count: usize,
+    Mint(commands::token::MintArgs),
 }
 
 #[derive(Subcommand)]
@@ -382,141 +328,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bundle(BundleCmd::Inspect { bundle: path, public_key, json }) => {
-            let pk = keys::read_public_key(&public_key)?;
-            let bytes = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
-            let body = bundle::open_unchecked_time(&bytes, &pk).with_context(|| format!("{}", path.display()))?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({
-                        "format": body.format, "revision": body.revision, "region": body.region,
-                        "issued_at": body.issued_at, "expires_at": body.expires_at,
-                        "key_id": bundle::key_id(&pk), "policy": body.policy,
-                    }))?
-                );
-            } else {
-                let t = |s: u64| {
-                    humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(s)).to_string()
-                };
-                let now = now_or(&None)?;
-                println!(
-                    "bundle      {} ({} bytes, signature ok, key {})",
-                    path.display(),
-                    bytes.len(),
-                    bundle::key_id(&pk)
-                );
-                println!("format      {}", body.format);
-                println!("revision    {}", body.revision);
-                println!("region      {}", if body.region.is_empty() { "-" } else { &body.region });
-                println!("issued at   {}", t(body.issued_at));
-                println!(
-                    "expires at  {}{}",
-                    t(body.expires_at),
-                    if now > body.expires_at { "  (EXPIRED)" } else { "" }
-                );
-                let p = &body.policy;
-                println!("issuers     {}", p.issuers.iter().map(|i| i.issuer.as_str()).collect::<Vec<_>>().join(", "));
-                println!("tiers       {}", p.tiers.keys().cloned().collect::<Vec<_>>().join(", "));
-                println!("orgs        {}", p.orgs.len());
-                for (id, o) in &p.orgs {
-                    println!(
-                        "  {id:<16} tier={} hosts={} api_keys={} ip_rules={} geo_rules={} disabled_users={}{}",
-                        o.tier,
-                        o.hosts.join(","),
-                        o.api_keys.len(),
-                        o.ip.allow.len() + o.ip.deny.len(),
-                        o.geo.allow.len() + o.geo.deny.len(),
-                        o.disabled_users.len(),
-                        if o.suspended { "  (SUSPENDED)" } else { "" }
-                    );
-                }
-                println!("routes      {}", p.routes.len());
-                for r in &p.routes {
-                    println!(
-                        "  {:<16} {} auth={:?}{}{}{}{}",
-                        r.name,
-                        r.path,
-                        r.auth,
-                        r.permission.as_ref().map(|x| format!(" permission={x}")).unwrap_or_default(),
-                        r.role.as_ref().map(|x| format!(" role={x}")).unwrap_or_default(),
-                        r.feature.as_ref().map(|x| format!(" feature={x}")).unwrap_or_default(),
-                        match r.require_mfa {
-                            gatehouse_core::policy::RequireMfa::No => String::new(),
-                            gatehouse_core::policy::RequireMfa::Any => " mfa".into(),
-                            gatehouse_core::policy::RequireMfa::Within { max_age_secs } => {
-                                format!(" mfa_max_age={max_age_secs}s")
-                            }
-                        }
-                    );
-                }
-                println!("revoked     {} tokens, {} sessions", p.revoked.jti.len(), p.revoked.sessions.len());
-            }
-            Ok(ExitCode::SUCCESS)
+            commands::inspect::bundle(&path, &public_key, json)
         }
-        Command::Token(TokenCmd::Mint(a)) => {
-            use jwt_simple::prelude::{Claims, Duration};
-            let key = keys::read_token_key(&a.key, &a.alg, a.kid.as_deref())?;
-            let now = now_or(&a.now)?;
-            // JWT time arithmetic (jwt-simple) holds seconds in 32 bits of fixed point:
-            // stay well inside it.
-            if a.ttl.as_secs() > 50 * 365 * 86_400 || now > 4_000_000_000 {
-                bail!("--ttl: at most 50 years, and --now before 2096");
-            }
-            let mut custom = serde_json::json!({ "org": a.org });
-            let roles = list(&a.roles);
-            if !roles.is_empty() {
-                custom["roles"] = roles.into();
-            }
-            let teams = list(&a.teams);
-            if !teams.is_empty() {
-                custom["teams"] = teams.into();
-            }
-            let amr = list(&a.amr);
-            if !amr.is_empty() {
-                custom["amr"] = amr.into();
-            }
-            if let Some(s) = &a.scope {
-                custom["scope"] = s.clone().into();
-            }
-            if let Some(s) = &a.sid {
-                custom["sid"] = s.clone().into();
-            }
-            if let Some(t) = &a.auth_time {
-                let t = gatehouse_core::time::parse_rfc3339(t).ok_or_else(|| {
-                    anyhow!("--auth-time: `{t}` is not a UTC RFC 3339 time like 2027-01-01T00:00:00Z")
-                })?;
-                custom["auth_time"] = t.into();
-            }
-            if let Some(s) = &a.acr {
-                custom["acr"] = s.clone().into();
-            }
-            for c in &a.claims {
-                let (name, json) = c.split_once('=').ok_or_else(|| anyhow!("--claim: `{c}` is not NAME=JSON"))?;
-                custom[name] = serde_json::from_str(json).with_context(|| format!("--claim {name}: not JSON"))?;
-            }
-            let mut out = String::new();
-            for i in 0..a.count.max(1) {
-                let sub = if a.count > 1 { format!("{}-{}", a.sub, i + 1) } else { a.sub.clone() };
-                let mut c = Claims::with_custom_claims(custom.clone(), Duration::from_secs(a.ttl.as_secs()))
-                    .with_issuer(&a.iss)
-                    .with_subject(&sub);
-                if let Some(aud) = &a.aud {
-                    c = c.with_audience(aud);
-                }
-                let jti = match (&a.jti, a.count) {
-                    (Some(j), 1) => j.clone(),
-                    _ => gatehouse_bundler::random::random_bytes::<12>().iter().map(|b| format!("{b:02x}")).collect(),
-                };
-                c = c.with_jwt_id(jti);
-                c.issued_at = Some(Duration::from_secs(now));
-                c.invalid_before = Some(Duration::from_secs(now));
-                c.expires_at = Some(Duration::from_secs(now + a.ttl.as_secs()));
-                out.push_str(&key.sign(c).map_err(|e| anyhow!("signing failed: {e}"))?);
-                out.push('\n');
-            }
-            print!("{out}");
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Token(TokenCmd::Mint(a)) => commands::token::mint(a),
         Command::Apikey(ApikeyCmd::Create { secrets, subject, scopes }) => {
             let s = gatehouse_bundler::load_secrets(&secrets)?;
             let secret = s.api_key_secret.ok_or_else(|| anyhow!("{}: no api_key_secret", secrets.display()))?;
@@ -538,156 +352,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Decide(a) => decide(a),
-        Command::Demo { dir, listen, admin, upstream, origin } => {
-            let dir = match dir {
-                Some(d) => d,
-                None => std::env::var_os("HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from("."))
-                    .join(".cache/gatehouse/demo"),
-            };
-            let opts = demo::DemoOptions { dir, listen, admin, upstream, origin };
-            let prepared = demo::prepare(&opts, &std::env::current_exe()?)?;
-            let cfg = gatehouse_proxy::config::GatewayConfig::load(&prepared.gateway_config)?;
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let _telemetry = {
-                let _in = rt.enter();
-                gatehouse_telemetry::init(&cfg.telemetry, "gatehouse-demo", false)?
-            };
-            rt.block_on(async {
-                let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-                let origin = tokio::spawn(gatehouse_origin::run(prepared.origin.clone(), async move {
-                    let _ = stop_rx.await;
-                }));
-                let l = tokio::net::TcpListener::bind(upstream).await.with_context(|| format!("listen {upstream}"))?;
-                tokio::spawn(demo::upstream(l));
-                let mut up = false;
-                for _ in 0..100 {
-                    if tokio::net::TcpStream::connect(opts.origin).await.is_ok() {
-                        up = true;
-                        break;
-                    }
-                    if origin.is_finished() {
-                        break;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                if !up {
-                    origin.await??;
-                    anyhow::bail!("the origin did not start on {}", opts.origin);
-                }
-                let walkthrough = demo::seed(&opts, &prepared).await?;
-                let gw = tokio::spawn(gatehouse_proxy::run(cfg));
-                // Print the walkthrough once the gateway has a bundle from the origin.
-                for _ in 0..600 {
-                    if gatehouse_proxy_ready(admin).await || gw.is_finished() {
-                        break;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                println!("{walkthrough}");
-                let r = gw.await;
-                let _ = stop_tx.send(());
-                let _ = origin.await;
-                r??;
-                anyhow::Ok(())
-            })?;
+        Command::Demo { dir, listen, admin, upstream, origin } => commands::serve::demo(demo::DemoOptions {
+            dir: dir.unwrap_or_else(commands::serve::demo_dir),
+            listen,
+            admin,
+            upstream,
+            origin,
+        }),
+        Command::Upstream { listen } => commands::serve::upstream(listen),
+        Command::Origin { config, json_logs } => commands::serve::origin(&config, json_logs),
+        Command::Audit(AuditCmd::Verify { config, tenant }) => commands::serve::audit_verify(&config, &tenant),
+        Command::Gateway { config, json_logs } => commands::serve::gateway(&config, json_logs, false),
+        Command::Authz { config, json_logs } => commands::serve::gateway(&config, json_logs, true),
+        Command::Config(cmd) => commands::config::run(cmd),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "gatehouse",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Upstream { listen } => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(async {
-                let l = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listen {listen}"))?;
-                eprintln!("demo upstream on http://{listen}");
-                demo::upstream(l).await;
-                anyhow::Ok(())
-            })?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Origin { config, json_logs } => {
-            let cfg = gatehouse_origin::OriginConfig::load(&config)?;
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let _telemetry = {
-                let _in = rt.enter();
-                gatehouse_telemetry::init(&cfg.telemetry, "gatehouse-origin", json_logs)?
-            };
-            rt.block_on(gatehouse_origin::run(cfg, async {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-                }
-            }))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Audit(AuditCmd::Verify { config, tenant }) => {
-            let cfg = gatehouse_origin::OriginConfig::load(&config)?;
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async {
-                let app = gatehouse_origin::App::open(cfg).await?;
-                let id = app
-                    .tenant_id(&tenant)
-                    .await?
-                    .ok_or_else(|| anyhow!("no tenant `{tenant}` homed in this region"))?;
-                match gatehouse_origin::api::verify_tenant_audit(&app, &id).await? {
-                    gatehouse_origin::audit::Verdict::Intact(n) => {
-                        println!("audit log of {tenant}: intact ({n} records)");
-                        Ok(ExitCode::SUCCESS)
-                    }
-                    gatehouse_origin::audit::Verdict::Broken { seq, problem } => {
-                        println!("audit log of {tenant}: TAMPERED at record {seq}: {problem}");
-                        Ok(ExitCode::from(1))
-                    }
-                }
-            })
-        }
-        Command::Gateway { config, json_logs } => run_gateway(&config, json_logs, false),
-        Command::Authz { config, json_logs } => run_gateway(&config, json_logs, true),
     }
-}
-
-/// `gatehouse gateway` and `gatehouse authz`: one runner for whatever listeners the file
-/// declares (`authz` insists on an `[authz]` listener).
-fn run_gateway(config: &std::path::Path, json_logs: bool, authz: bool) -> Result<ExitCode> {
-    let cfg = gatehouse_proxy::config::GatewayConfig::load(config)?;
-    if authz && !cfg.authz.enabled() {
-        anyhow::bail!(
-            "{}: authz: set `http` or `grpc` under [authz] to run the authorization service",
-            config.display()
-        );
-    }
-    let threads = std::env::var("GATEHOUSE_THREADS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    // One thread: a current-thread runtime (no cross-thread wake-ups).
-    let rt = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
-    };
-    let service = if authz { "gatehouse-authz" } else { "gatehouse-gateway" };
-    let _telemetry = {
-        let _in = rt.enter();
-        gatehouse_telemetry::init(&cfg.telemetry, service, json_logs)?
-    };
-    rt.block_on(gatehouse_proxy::run(cfg))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Whether the gateway's admin listener says it is ready (it holds a valid bundle).
-async fn gatehouse_proxy_ready(admin: std::net::SocketAddr) -> bool {
-    let Ok(mut s) = tokio::net::TcpStream::connect(admin).await else { return false };
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    if s.write_all(format!("GET /readyz HTTP/1.1\r\nhost: {admin}\r\nconnection: close\r\n\r\n").as_bytes())
-        .await
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf).await;
-    buf.starts_with(b"HTTP/1.1 200")
 }
 
 fn base64_std(b: &[u8]) -> String {

@@ -288,16 +288,46 @@ pub enum ConfigError {
 }
 
 impl OriginConfig {
-    /// Load and validate `path`; relative paths inside are relative to its folder.
+    /// Load and validate `path`, with the `GATEHOUSE_ORIGIN__…` variables of this process
+    /// applied over it (environment over file over defaults; `gatehouse_settings::env`);
+    /// relative paths inside are relative to its folder (those from variables to the
+    /// current directory).
     pub fn load(path: &Path) -> Result<OriginConfig, ConfigError> {
+        let overlay = gatehouse_settings::Overlay::from_env(gatehouse_settings::ORIGIN_PREFIX)
+            .map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })?;
+        Ok(OriginConfig::load_with(path, overlay)?.0)
+    }
+
+    /// [`OriginConfig::load`] with the variables given; also the effective document (the
+    /// file with the variables applied), for `gatehouse config check --print`.
+    pub fn load_with(
+        path: &Path,
+        overlay: gatehouse_settings::Overlay,
+    ) -> Result<(OriginConfig, toml::Table), ConfigError> {
+        use gatehouse_settings::{LoadError, PathField};
+        // The fields holding paths, for relative paths given by variables.
+        const PATHS: &[PathField] = &[
+            PathField::any("data_dir"),
+            PathField::any("secrets.*"),
+            PathField::any("bundle.template"),
+            PathField::any("signin.mail_dir"),
+            PathField::any("mail.dir"),
+            PathField::any("mail.smtp.password_file"),
+            PathField::any("mail.smtp.ca_file"),
+            PathField::any("sinks.*.ca_file"),
+            PathField::any("sinks.*.secret_file"),
+            PathField::any("metrics.token_file"),
+        ];
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: p.clone(), source })?;
-        let mut c: OriginConfig =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: p.clone(), message: e.to_string() })?;
+        let loaded = gatehouse_settings::load_toml_with::<OriginConfig>(path, overlay, PATHS).map_err(|e| match e {
+            LoadError::Read(source) => ConfigError::Io { path: p.clone(), source },
+            other => ConfigError::Parse { path: p.clone(), message: other.to_string() },
+        })?;
+        let mut c = loaded.config;
         let base = path.parent().unwrap_or(Path::new("."));
         c.resolve(base);
-        c.validate().map_err(|message| ConfigError::Invalid { path: p, message })?;
-        Ok(c)
+        c.validate().map_err(|message| ConfigError::Invalid { path: p, message: loaded.overlay.annotate(&message) })?;
+        Ok((c, loaded.document))
     }
 
     fn resolve(&mut self, base: &Path) {

@@ -1,10 +1,13 @@
 //! The gateway's configuration file (TOML), validated at load with messages that name the
-//! file and the field.
+//! file and the field. Every setting can also come from the environment:
+//! `GATEHOUSE_GATEWAY__<SECTION>__<FIELD>` (environment over file over defaults; see
+//! `gatehouse_settings::env`). On SIGHUP the routes and `[filters]` are reread
+//! ([`GatewayConfig::fixed_changes`] names what only a restart can change).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use gatehouse_settings::{at_most, within};
+use gatehouse_settings::{at_most, within, Overlay, PathField};
 use serde::Deserialize;
 
 /// The whole configuration.
@@ -36,6 +39,9 @@ pub struct GatewayConfig {
     /// Traces (OpenTelemetry) and error reports (Sentry).
     #[serde(default)]
     pub telemetry: gatehouse_telemetry::TelemetryConfig,
+    /// The file this was loaded from (reread on SIGHUP), if any.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// The origin's edge-audit endpoint.
@@ -213,19 +219,67 @@ pub struct ConfigError {
 /// Names of the built-in filters.
 pub const BUILTINS: &[&str] = &["gatehouse", "ip", "geo", "token", "rate"];
 
+/// The fields holding paths: relative ones from the environment resolve against the
+/// current directory (the file's own against its folder).
+const PATH_FIELDS: &[PathField] = &[
+    PathField::any("bundle.file"),
+    PathField::any("bundle.secrets"),
+    PathField::any("bundle.public_key"),
+    PathField::any("filters.builtin_dir"),
+    PathField::any("filters.cache_dir"),
+    PathField::any("geo.maxmind_db"),
+    PathField { pattern: "routes.*.filters.*", suffix: ".wasm" },
+];
+
+/// The sections a reload cannot change (listeners, limits that size them, the bundle
+/// source, the audit sink, telemetry): only `routes` and `[filters]` reload.
+pub const FIXED_SECTIONS: &[&str] = &["listen", "bundle", "limits", "geo", "audit", "authz", "telemetry"];
+
 impl GatewayConfig {
-    /// Read and validate; relative paths are resolved against the file's directory.
+    /// Read and validate, with the `GATEHOUSE_GATEWAY__…` variables of this process
+    /// applied over the file; relative paths are resolved against the file's directory
+    /// (those from variables against the current directory).
     pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
         let err = |message: String| ConfigError { file: path.to_path_buf(), message };
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        let mut c: GatewayConfig = toml::from_str(&text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+        let overlay = Overlay::from_env(gatehouse_settings::GATEWAY_PREFIX).map_err(|e| err(e.to_string()))?;
+        Ok(GatewayConfig::load_with(path, overlay)?.0)
+    }
+
+    /// [`GatewayConfig::load`] with the variables given; also the effective document
+    /// (the file with the variables applied), for `gatehouse config check --print`.
+    pub fn load_with(path: &Path, overlay: Overlay) -> Result<(GatewayConfig, toml::Table), ConfigError> {
+        let err = |message: String| ConfigError { file: path.to_path_buf(), message };
+        let loaded = gatehouse_settings::load_toml_with::<GatewayConfig>(path, overlay, PATH_FIELDS)
+            .map_err(|e| err(e.to_string()))?;
+        let mut c = loaded.config;
         let dir = path.parent().unwrap_or(Path::new("."));
         let optional =
             [&mut c.bundle.file, &mut c.bundle.secrets, &mut c.filters.builtin_dir, &mut c.filters.cache_dir];
         let optional = optional.into_iter().chain([&mut c.geo.maxmind_db]).filter_map(Option::as_mut);
         gatehouse_settings::relative_to(dir, std::iter::once(&mut c.bundle.public_key).chain(optional));
-        c.validate(dir).map_err(err)?;
-        Ok(c)
+        c.validate(dir).map_err(|m| err(loaded.overlay.annotate(&m)))?;
+        c.source = Some(path.to_path_buf());
+        Ok((c, loaded.document))
+    }
+
+    /// The sections of [`FIXED_SECTIONS`] that differ in `new`: a reload to `new` is
+    /// refused unless this is empty.
+    pub fn fixed_changes(&self, new: &GatewayConfig) -> Vec<&'static str> {
+        // Compared as they were read (after validation), through their Debug forms: the
+        // sections' types are several owners', and none needs equality otherwise.
+        let sections = |c: &GatewayConfig| {
+            [
+                format!("{:?}", c.listen),
+                format!("{:?}", c.bundle),
+                format!("{:?}", c.limits),
+                format!("{:?}", c.geo),
+                format!("{:?}", c.audit),
+                format!("{:?}", c.authz),
+                format!("{:?}", c.telemetry),
+            ]
+        };
+        let (old, new) = (sections(self), sections(new));
+        FIXED_SECTIONS.iter().zip(old.iter().zip(&new)).filter(|(_, (a, b))| a != b).map(|(name, _)| *name).collect()
     }
 
     fn validate(&mut self, dir: &Path) -> Result<(), String> {
@@ -373,5 +427,69 @@ mod tests {
             assert!(e.contains("gw.toml: "), "{e}");
             assert!(e.contains(want), "expected `{want}` in: {e}");
         }
+    }
+
+    fn load_env(text: &str, vars: &[(&str, &str)]) -> Result<GatewayConfig, String> {
+        load_env_in(tempfile::tempdir().unwrap().path(), text, vars)
+    }
+
+    fn load_env_in(dir: &Path, text: &str, vars: &[(&str, &str)]) -> Result<GatewayConfig, String> {
+        let p = dir.join("gw.toml");
+        std::fs::write(&p, text).unwrap();
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let overlay = Overlay::from_vars(gatehouse_settings::GATEWAY_PREFIX, vars).unwrap();
+        GatewayConfig::load_with(&p, overlay).map(|(c, _)| c).map_err(|e| e.to_string())
+    }
+
+    const BASE: &str = "[listen]\naddr = \"127.0.0.1:1\"\nadmin = \"127.0.0.1:2\"\n[bundle]\nfile = \"b\"\npublic_key = \"k\"\n[[routes]]\nupstream = \"http://x:1\"\n";
+
+    #[test]
+    fn the_environment_sets_any_field_and_its_errors_name_the_variable() {
+        let c = load_env(
+            BASE,
+            &[
+                ("GATEHOUSE_GATEWAY__LISTEN__ADMIN", "127.0.0.1:9"),
+                ("GATEHOUSE_GATEWAY__LIMITS__MAX_BODY_BYTES", "1000"),
+                ("GATEHOUSE_GATEWAY__ROUTES__0__FILTERS", r#"["ip","token"]"#),
+                ("GATEHOUSE_GATEWAY__ROUTES__1__UPSTREAM", "http://y:2/"),
+                ("GATEHOUSE_GATEWAY__ROUTES__1__PATH_PREFIX", "/b"),
+                ("GATEHOUSE_LOG", "debug"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.listen.admin.port(), 9);
+        assert_eq!(c.limits.max_body_bytes, 1000);
+        assert_eq!(c.routes[0].filters, ["ip", "token"]);
+        assert_eq!(c.routes[1].upstream.as_deref(), Some("http://y:2"));
+        assert!(c.source.is_some());
+        for (var, value, want) in [
+            ("GATEHOUSE_GATEWAY__LIMITS__MAX_BODDY", "1", "GATEHOUSE_GATEWAY__LIMITS__MAX_BODDY: unknown field `max_boddy`"),
+            ("GATEHOUSE_GATEWAY__LIMITS__HEADER_TIMEOUT_SECS", "0", "limits.header_timeout_secs (from GATEHOUSE_GATEWAY__LIMITS__HEADER_TIMEOUT_SECS): must be between 1 and 3600"),
+            ("GATEHOUSE_GATEWAY__ROUTES__0__UPSTREAM", "https://x:1", "routes[0].upstream (from GATEHOUSE_GATEWAY__ROUTES__0__UPSTREAM)"),
+            ("GATEHOUSE_GATEWAY__ROUTES__0__FILTERS", "[\"nope\"]", "routes[0].filters[0] (from GATEHOUSE_GATEWAY__ROUTES__0__FILTERS)"),
+            ("GATEHOUSE_GATEWAY__LISTEN__ADMIN", "nowhere", "GATEHOUSE_GATEWAY__LISTEN__ADMIN: "),
+        ] {
+            let e = load_env(BASE, &[(var, value)]).unwrap_err();
+            assert!(e.contains("gw.toml: ") && e.contains(want), "expected `{want}` in: {e}");
+        }
+    }
+
+    #[test]
+    fn a_reload_may_change_routes_and_filters_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let load_env = |text: &str, vars: &[(&str, &str)]| load_env_in(dir.path(), text, vars);
+        let old = load_env(BASE, &[]).unwrap();
+        let routes = load_env(
+            BASE,
+            &[("GATEHOUSE_GATEWAY__ROUTES__0__FILTERS", r#"["ip"]"#), ("GATEHOUSE_GATEWAY__FILTERS__POOL_SIZE", "8")],
+        )
+        .unwrap();
+        assert!(old.fixed_changes(&routes).is_empty());
+        let other = load_env(
+            BASE,
+            &[("GATEHOUSE_GATEWAY__LISTEN__ADMIN", "127.0.0.1:9"), ("GATEHOUSE_GATEWAY__LIMITS__DRAIN_SECS", "1")],
+        )
+        .unwrap();
+        assert_eq!(old.fixed_changes(&other), ["listen", "limits"]);
     }
 }

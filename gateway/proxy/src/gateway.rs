@@ -4,8 +4,9 @@
 //! clients); the HTTP contract of a verdict is the core's (`gatehouse_core::wire`).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use gatehouse_core::wire::{self, Reply};
@@ -20,23 +21,90 @@ use crate::upstream::Upstreams;
 
 /// Everything a request needs.
 pub struct Gateway {
-    /// Configuration.
+    /// The configuration the process started with: listeners, limits, the bundle source,
+    /// the audit sink, `[authz]`, `[telemetry]` — what a reload cannot change. The routes
+    /// and filters in force are [`Gateway::routes`]'s (a reload replaces them).
     pub config: GatewayConfig,
     /// Bundle in force.
     pub bundles: Arc<BundleStore>,
-    /// Filter components.
-    pub filters: Arc<FilterHost>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Decision events for the origin, when configured.
     events: Option<Arc<crate::events::EdgeEvents>>,
+    /// The routes in force, swapped whole by a reload (requests in flight keep theirs).
+    routes: RwLock<Arc<RouteSet>>,
+    allow_chain: prometheus::Histogram,
+    allow_count: prometheus::IntCounter,
+}
+
+/// The routes in force and what serves them: the filter components of their chains, the
+/// upstream connections and the filters' histograms. A reload (SIGHUP) builds a new set
+/// off the request path and swaps it in as one ([`Gateway::swap_routes`]); a request
+/// decided under a set finishes under it ([`Forward::routes`]).
+pub struct RouteSet {
+    /// 1 for the set the gateway started with, one more for each reload.
+    pub generation: u64,
+    /// Routes: host/path prefix → upstream, with a filter chain. First match wins.
+    pub routes: Vec<RouteConfig>,
+    /// Filter components.
+    pub filters: Arc<FilterHost>,
     /// Upstream connections of the HTTP/2 front end, by route.
     pub upstreams: Arc<Upstreams>,
     /// Upstream connections of the HTTP/1.1 front end, by route.
     pub raw_upstreams: RawUpstreams,
-    filter_hist: std::collections::HashMap<String, prometheus::Histogram>,
-    allow_chain: prometheus::Histogram,
-    allow_count: prometheus::IntCounter,
+    filter_hist: HashMap<String, prometheus::Histogram>,
+}
+
+impl RouteSet {
+    /// The set for `routes` (validated by [`GatewayConfig::load`]), served by `filters`
+    /// (holding every filter the routes name).
+    pub fn new(
+        generation: u64,
+        routes: Vec<RouteConfig>,
+        filters: Arc<FilterHost>,
+        metrics: &Metrics,
+    ) -> anyhow::Result<RouteSet> {
+        let filter_hist = routes
+            .iter()
+            .flat_map(|r| r.filters.iter())
+            .map(|f| (f.clone(), metrics.filter_seconds.with_label_values(&[f.as_str()])))
+            .collect();
+        let authorities = routes
+            .iter()
+            .map(|r| {
+                // A route of an authorization service alone has no upstream (the config
+                // requires one for every route when the reverse proxy listens).
+                let Some(up) = r.upstream.as_deref() else { return Ok(String::new()) };
+                up.trim_start_matches("http://")
+                    .parse::<hyper::http::uri::Authority>()
+                    .map(|a| match a.port() {
+                        Some(_) => a.to_string(),
+                        None => format!("{a}:80"),
+                    })
+                    .map_err(|_| anyhow::anyhow!("upstream `{up}` is not http://host:port"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if let Some(missing) = routes.iter().flat_map(|r| r.filters.iter()).find(|f| !filters.has(f)) {
+            anyhow::bail!("filter `{missing}` is not loaded");
+        }
+        let upstreams = Arc::new(Upstreams::new(authorities.clone()));
+        let raw_upstreams = RawUpstreams::new(authorities);
+        Ok(RouteSet { generation, routes, filters, upstreams, raw_upstreams, filter_hist })
+    }
+
+    fn route(&self, host: &str, path: &str) -> Option<usize> {
+        let host = gatehouse_core::request::strip_port(host);
+        self.routes.iter().position(|r| {
+            let host_ok = match r.host.as_deref() {
+                None | Some("*") => true,
+                Some(h) => h.eq_ignore_ascii_case(host),
+            };
+            let p = r.path_prefix.trim_end_matches('/');
+            host_ok
+                && (p.is_empty()
+                    || (path.starts_with(p) && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/')))
+        })
+    }
 }
 
 /// The request head as the gateway decides on it, from either front end.
@@ -61,14 +129,24 @@ pub struct HeadView<'a> {
 
 /// What to do with a request the chain admitted.
 pub struct Forward {
-    /// The route it matched.
+    /// The route it matched (an index into [`Forward::routes`]).
     pub route: usize,
+    /// The routes it was decided under: the request goes on under them, whatever a
+    /// reload swaps in meanwhile.
+    pub routes: Arc<RouteSet>,
     /// The bundle it was decided under.
     pub bundle: Arc<LoadedBundle>,
     /// The identity's headers for the upstream (under the bundle's prefix).
     pub identity_headers: Vec<(String, String)>,
     /// Headers for the response to the client (`RateLimit-*`).
     pub response_headers: Vec<(String, String)>,
+}
+
+impl Forward {
+    /// The route it matched.
+    pub fn route_config(&self) -> &RouteConfig {
+        &self.routes.routes[self.route]
+    }
 }
 
 /// The outcome of [`Gateway::run_chain`].
@@ -80,7 +158,7 @@ pub enum Outcome {
 }
 
 impl Gateway {
-    /// Assemble the gateway.
+    /// Assemble the gateway: `filters` serves the routes of `config`.
     pub fn new(
         config: GatewayConfig,
         bundles: Arc<BundleStore>,
@@ -88,58 +166,31 @@ impl Gateway {
         metrics: Arc<Metrics>,
         events: Option<Arc<crate::events::EdgeEvents>>,
     ) -> anyhow::Result<Gateway> {
-        let filter_hist = config
-            .routes
-            .iter()
-            .flat_map(|r| r.filters.iter())
-            .map(|f| (f.clone(), metrics.filter_seconds.with_label_values(&[f.as_str()])))
-            .collect();
+        let routes = RouteSet::new(1, config.routes.clone(), filters, &metrics)?;
         let allow_chain = metrics.chain_seconds.with_label_values(&["allow"]);
         let allow_count = metrics.requests.with_label_values(&["allow", ""]);
-        let authorities = config
-            .routes
-            .iter()
-            .map(|r| {
-                // A route of an authorization service alone has no upstream (the config
-                // requires one for every route when the reverse proxy listens).
-                let Some(up) = r.upstream.as_deref() else { return Ok(String::new()) };
-                up.trim_start_matches("http://")
-                    .parse::<hyper::http::uri::Authority>()
-                    .map(|a| match a.port() {
-                        Some(_) => a.to_string(),
-                        None => format!("{a}:80"),
-                    })
-                    .map_err(|_| anyhow::anyhow!("upstream `{up}` is not http://host:port"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let upstreams = Arc::new(Upstreams::new(authorities.clone()));
-        let raw_upstreams = RawUpstreams::new(authorities);
         Ok(Gateway {
             config,
             bundles,
-            filters,
             metrics,
             events,
-            upstreams,
-            raw_upstreams,
-            filter_hist,
+            routes: RwLock::new(Arc::new(routes)),
             allow_chain,
             allow_count,
         })
     }
 
-    fn route(&self, host: &str, path: &str) -> Option<usize> {
-        let host = gatehouse_core::request::strip_port(host);
-        self.config.routes.iter().position(|r| {
-            let host_ok = match r.host.as_deref() {
-                None | Some("*") => true,
-                Some(h) => h.eq_ignore_ascii_case(host),
-            };
-            let p = r.path_prefix.trim_end_matches('/');
-            host_ok
-                && (p.is_empty()
-                    || (path.starts_with(p) && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/')))
-        })
+    /// The routes in force.
+    pub fn routes(&self) -> Arc<RouteSet> {
+        self.routes.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Put `set` in force for every request decided from now on; the set it replaces
+    /// lives on with the requests that hold it. Returns the new generation.
+    pub fn swap_routes(&self, set: RouteSet) -> u64 {
+        let generation = set.generation;
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        generation
     }
 
     /// Count a request under `decision` and `reason`.
@@ -193,10 +244,11 @@ impl Gateway {
     /// verdicts.
     pub fn run_chain(&self, view: &HeadView<'_>) -> Outcome {
         let _chain = crate::trace::chain_span();
-        let Some(route_index) = self.route(view.authority, view.path) else {
+        let set = self.routes();
+        let Some(route_index) = set.route(view.authority, view.path) else {
             return Outcome::Reply(self.refuse("deny", ReasonCode::NoRoute));
         };
-        let route: &RouteConfig = &self.config.routes[route_index];
+        let route: &RouteConfig = &set.routes[route_index];
         let Some(bundle) = self.bundles.current() else {
             return Outcome::Reply(self.refuse("deny", ReasonCode::BundleMissing));
         };
@@ -208,7 +260,7 @@ impl Gateway {
         let mut wanted: [Option<Arc<Vec<String>>>; 4] = Default::default();
         let mut all = route.filters.len() > wanted.len();
         for (slot, f) in wanted.iter_mut().zip(&route.filters) {
-            *slot = self.filters.interest(f, bundle.generation);
+            *slot = set.filters.interest(f, bundle.generation);
             all |= slot.is_none();
         }
         let mut names: Vec<(Cow<'_, str>, &str)> = Vec::with_capacity(if all { view.headers.len() } else { 4 });
@@ -250,10 +302,10 @@ impl Gateway {
         for name in &route.filters {
             let t = Instant::now();
             let verdict = match &ctx {
-                None => self.filters.check(name, &policy, &wreq, &crate::filters::empty_context()),
-                Some(c) => crate::filters::with_context(c, |c| self.filters.check(name, &policy, &wreq, c)),
+                None => set.filters.check(name, &policy, &wreq, &crate::filters::empty_context()),
+                Some(c) => crate::filters::with_context(c, |c| set.filters.check(name, &policy, &wreq, c)),
             };
-            if let Some(h) = self.filter_hist.get(name) {
+            if let Some(h) = set.filter_hist.get(name) {
                 h.observe(t.elapsed().as_secs_f64());
             }
             match verdict {
@@ -313,6 +365,7 @@ impl Gateway {
         self.record(ctx.org.as_deref(), ("allow", "allow"), ctx.route.as_deref(), ctx.client_ip.clone(), view, actor);
         Outcome::Forward(Forward {
             route: route_index,
+            routes: set,
             bundle,
             identity_headers,
             response_headers: std::mem::take(&mut ctx.response_headers),

@@ -91,7 +91,7 @@ async fn respond(
         Outcome::Forward(f) => f,
     };
     drop(fields);
-    let route = &gateway.config.routes[forward.route];
+    let route = forward.route_config();
 
     // Upstream request: same method, path and query; headers by the edge's contract.
     let upgrade = req.headers().get("upgrade").is_some_and(|v| wire::is_relayable_upgrade(v.as_bytes()));
@@ -144,7 +144,7 @@ async fn respond(
         Ok(r) => r,
         Err(_) => return reply_response(gateway.refuse("deny", ReasonCode::RequestMalformed)),
     };
-    let send = gateway.upstreams.send(&affinity, forward.route, up);
+    let send = forward.routes.upstreams.send(&affinity, forward.route, up);
     tokio::pin!(send);
     // While the request body is on its way, the body bounds the client (it errors
     // when the client is too slow) and this loop the upstream (it must keep taking the
@@ -254,15 +254,19 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let affinity = Arc::new(Affinity::new(gateway.upstreams.clone()));
-    let g = gateway.clone();
-    let service = hyper_service(move |req| handle(g.clone(), req, peer, affinity.clone()));
+    let affinity = Arc::new(Affinity::new());
+    let (g, held) = (gateway.clone(), affinity.clone());
+    let service = hyper_service(move |req| handle(g.clone(), req, peer, held.clone()));
     let io = TokioIo::new(Rewind::new(read, stream));
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
+        _ = conn.as_mut() => {}
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
-    let _ = conn.await;
+    // The upstream connection this client held goes to the pool of the routes in force.
+    affinity.release(&gateway.routes().upstreams);
 }

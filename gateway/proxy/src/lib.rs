@@ -20,6 +20,7 @@ pub mod h2;
 pub mod http1;
 mod listen;
 pub mod metrics;
+pub mod reload;
 pub mod signatures;
 pub mod trace;
 pub mod upstream;
@@ -31,8 +32,8 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 
 use crate::bundle::BundleStore;
-use crate::config::{GatewayConfig, BUILTINS};
-use crate::filters::{FilterHost, Shared};
+use crate::config::GatewayConfig;
+use crate::filters::Shared;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 
@@ -47,7 +48,8 @@ pub fn default_builtin_dir() -> Option<PathBuf> {
     dir.exists().then_some(dir)
 }
 
-/// Run the gateway until SIGTERM or Ctrl-C, then drain.
+/// Run the gateway until SIGTERM or Ctrl-C, then drain. SIGHUP rereads the bundle, and
+/// the routes and filters of the configuration file it was loaded from ([`reload`]).
 pub async fn run(config: GatewayConfig) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
     let public_key = gatehouse_bundler::keys::read_public_key(&config.bundle.public_key)?;
@@ -63,31 +65,14 @@ pub async fn run(config: GatewayConfig) -> Result<()> {
     };
     let bundles = Arc::new(BundleStore::new(public_key, secrets, secrets_json, metrics.clone()));
 
-    // Filter components: every name used by a route.
-    let builtin_dir = config.filters.builtin_dir.clone().or_else(default_builtin_dir);
-    let mut sources: Vec<(String, PathBuf)> = Vec::new();
-    for r in &config.routes {
-        for f in &r.filters {
-            if sources.iter().any(|(n, _)| n == f) {
-                continue;
-            }
-            let path = if BUILTINS.contains(&f.as_str()) {
-                let dir = builtin_dir.clone().ok_or_else(filters::no_builtin_dir)?;
-                filters::builtin_path(&dir, f)
-            } else {
-                PathBuf::from(f)
-            };
-            sources.push((f.clone(), path));
-        }
-    }
+    // Filter components: every name used by a route. The rate-limit state and country
+    // database are shared with the components of later reloads.
     let geo = match &config.geo.maxmind_db {
         Some(p) => Some(maxminddb::Reader::open_readfile(p).with_context(|| format!("{}", p.display()))?),
         None => None,
     };
     let shared = Arc::new(Shared { rates: gatehouse_core::MemoryRateStore::new(1_000_000, seed()), geo });
-    let started = std::time::Instant::now();
-    let host = Arc::new(FilterHost::new(&config.filters, &sources, shared)?);
-    tracing::info!(filters = sources.len(), ms = started.elapsed().as_millis() as u64, "filter components ready");
+    let host = Arc::new(reload::build_filters(&config, shared.clone())?);
 
     // First bundle, then keep watching.
     if let Some(file) = config.bundle.file.clone() {
@@ -132,8 +117,13 @@ pub async fn run(config: GatewayConfig) -> Result<()> {
         tokio::spawn(events::send_loop(events.clone(), sink, metrics.clone()));
         events
     });
+    let source = config.source.clone();
     let gw = Arc::new(Gateway::new(config, bundles, host, metrics, events)?);
     let (tx, rx) = tokio::sync::watch::channel(false);
+    // SIGHUP rereads the routes and filters (and, in `bundle::watch_file`, the bundle).
+    if let Some(path) = source {
+        tokio::spawn(reload::watch_config(gw.clone(), shared, path));
+    }
 
     let mut servers = vec![tokio::spawn(admin::serve(admin, gw.clone(), rx.clone(), drain, header_timeout))];
     if let Some(l) = listener {

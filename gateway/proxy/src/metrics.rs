@@ -23,6 +23,8 @@ pub struct Metrics {
     pub audit_events_sent: prometheus::IntCounter,
     /// Decision events dropped because the queue was full (the origin unreachable).
     pub audit_events_dropped: prometheus::IntCounter,
+    /// Configuration reloads (SIGHUP) by result (`ok`, `refused`).
+    pub config_reloads: IntCounterVec,
 }
 
 fn buckets() -> Vec<f64> {
@@ -65,6 +67,11 @@ impl Metrics {
             "Decision events dropped because the queue was full",
         )
         .expect("metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new("gatehouse_config_reloads_total", "Configuration reloads (SIGHUP) by result"),
+            &["result"],
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(audit_events_sent.clone()),
@@ -75,6 +82,7 @@ impl Metrics {
             Box::new(bundle_revision.clone()),
             Box::new(bundle_issued_at.clone()),
             Box::new(bundle_expires_at.clone()),
+            Box::new(config_reloads.clone()),
         ] {
             registry.register(c).expect("register metric");
         }
@@ -89,6 +97,7 @@ impl Metrics {
             bundle_expires_at,
             audit_events_sent,
             audit_events_dropped,
+            config_reloads,
         }
     }
 

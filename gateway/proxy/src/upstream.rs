@@ -6,7 +6,8 @@
 //! that client goes down the same upstream connection with no pool lookup, no lock held
 //! across the request and no new task. Connections a client is not holding wait in a
 //! bounded idle pool per upstream, for the next client. A pooled connection that turns out
-//! to be closed before the request was sent is replaced by a new one, once.
+//! to be closed before the request was sent is replaced by a new one, once. Connections
+//! belong to an upstream (`host:port`), not to a route, so that they outlive a reload.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,34 +47,38 @@ pub enum UpstreamError {
 }
 
 struct Pool {
-    authority: String,
+    authority: Arc<str>,
     idle: Mutex<Vec<(SendRequest<Body>, Instant)>>,
 }
 
-/// Every upstream's idle pool, by route index.
+/// Every upstream's idle pool, and which pool serves each route.
 pub struct Upstreams {
     pools: Vec<Pool>,
+    by_route: Vec<usize>,
 }
 
-/// The upstream connection a client connection holds between its requests.
+/// The upstream connection a client connection holds between its requests, with the
+/// upstream (`host:port`) it goes to: after a reload swaps the routes, it serves the new
+/// routes to the same upstream.
+#[derive(Default)]
 pub struct Affinity {
-    upstreams: Arc<Upstreams>,
-    held: Mutex<Option<(usize, SendRequest<Body>)>>,
+    held: Mutex<Option<(Arc<str>, SendRequest<Body>)>>,
 }
 
 impl Affinity {
     /// A client connection's (empty) hold on upstream connections.
-    pub fn new(upstreams: Arc<Upstreams>) -> Affinity {
-        Affinity { upstreams, held: Mutex::new(None) }
+    pub fn new() -> Affinity {
+        Affinity::default()
     }
 
-    /// The connection held for `route` (one held for another route goes to its pool).
-    fn take(&self, route: usize) -> Option<SendRequest<Body>> {
+    /// The connection held for route `route` of `upstreams` (one held for another
+    /// upstream goes to its pool).
+    fn take(&self, upstreams: &Upstreams, route: usize) -> Option<SendRequest<Body>> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         match held.take() {
-            Some((r, s)) if r == route && !s.is_closed() => Some(s),
-            Some((r, s)) => {
-                self.upstreams.park(r, s);
+            Some((a, s)) if a == *upstreams.authority(route) && !s.is_closed() => Some(s),
+            Some((a, s)) => {
+                upstreams.park(&a, s);
                 None
             }
             None => None,
@@ -82,46 +87,58 @@ impl Affinity {
 
     /// Keep `sender` for this client's next request, or pool it if one is held already
     /// (an HTTP/2 client runs several requests at once).
-    fn keep(&self, route: usize, sender: SendRequest<Body>) {
+    fn keep(&self, upstreams: &Upstreams, route: usize, sender: SendRequest<Body>) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         if held.is_none() {
-            *held = Some((route, sender));
+            *held = Some((upstreams.authority(route).clone(), sender));
         } else {
             drop(held);
-            self.upstreams.park(route, sender);
+            upstreams.park(upstreams.authority(route), sender);
         }
     }
-}
 
-impl Drop for Affinity {
-    /// The client has gone: its upstream connection goes back to the pool.
-    fn drop(&mut self) {
-        if let Some((r, s)) = self.held.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
-            self.upstreams.park(r, s);
+    /// The client has gone: its upstream connection goes to the pool of `upstreams`
+    /// (the routes in force), if they still go there.
+    pub fn release(&self, upstreams: &Upstreams) {
+        if let Some((a, s)) = self.held.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            upstreams.park(&a, s);
         }
     }
 }
 
 impl Upstreams {
-    /// Pools for the routes' upstreams (`host:port` each, in route order).
+    /// Pools for the routes' upstreams (`host:port` each, in route order; routes to the
+    /// same upstream share its pool).
     pub fn new(authorities: impl IntoIterator<Item = String>) -> Upstreams {
-        Upstreams {
-            pools: authorities.into_iter().map(|authority| Pool { authority, idle: Mutex::new(Vec::new()) }).collect(),
+        let mut pools: Vec<Pool> = Vec::new();
+        let mut by_route = Vec::new();
+        for a in authorities {
+            let i = pools.iter().position(|p| *p.authority == *a).unwrap_or_else(|| {
+                pools.push(Pool { authority: Arc::from(a), idle: Mutex::new(Vec::new()) });
+                pools.len() - 1
+            });
+            by_route.push(i);
         }
+        Upstreams { pools, by_route }
     }
 
-    fn park(&self, route: usize, sender: SendRequest<Body>) {
+    fn authority(&self, route: usize) -> &Arc<str> {
+        &self.pools[self.by_route[route]].authority
+    }
+
+    fn park(&self, authority: &str, sender: SendRequest<Body>) {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.pools[route].idle.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(pool) = self.pools.iter().find(|p| *p.authority == *authority) else { return };
+        let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push((sender, Instant::now()));
         }
     }
 
     fn pooled(&self, route: usize) -> Option<SendRequest<Body>> {
-        let mut idle = self.pools[route].idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.pools[self.by_route[route]].idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some((s, since)) = idle.pop() {
             if s.is_ready() && since.elapsed() < IDLE_FOR {
                 return Some(s);
@@ -131,9 +148,9 @@ impl Upstreams {
     }
 
     async fn connect(&self, route: usize) -> Result<SendRequest<Body>, UpstreamError> {
-        let authority = &self.pools[route].authority;
-        let fail = |reason: String| UpstreamError::Connect { authority: authority.clone(), reason };
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(authority)).await {
+        let authority = self.authority(route);
+        let fail = |reason: String| UpstreamError::Connect { authority: authority.to_string(), reason };
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&**authority)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(fail(e.to_string())),
             Err(_) => return Err(fail("connect timeout".into())),
@@ -157,7 +174,7 @@ impl Upstreams {
         route: usize,
         req: Request<Body>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let held = match affinity.take(route) {
+        let held = match affinity.take(self, route) {
             // The previous response's end may still be on its way through the
             // connection's task: wait for it, briefly.
             Some(mut s) if !s.is_ready() => match tokio::time::timeout(READY_WAIT, s.ready()).await {
@@ -183,7 +200,7 @@ impl Upstreams {
             Err(e) => Err(UpstreamError::Exchange(e.into_error())),
         };
         if result.is_ok() {
-            affinity.keep(route, sender);
+            affinity.keep(self, route, sender);
         }
         result
     }

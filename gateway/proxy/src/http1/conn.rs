@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::body::BodyClock;
-use crate::gateway::{Forward, Gateway, HeadView, Outcome};
+use crate::gateway::{Forward, Gateway, HeadView, Outcome, RouteSet};
 use gatehouse_core::wire::{self, ConnectionTokens, Reply};
 
 use super::chunked::{ChunkState, ChunkStep};
@@ -158,7 +158,7 @@ async fn connection(gw: Arc<Gateway>, client: TcpStream, peer: SocketAddr, mut s
         }
     }
     if let Some(up) = c.up.take() {
-        c.gw.raw_upstreams.park(up);
+        c.gw.routes().raw_upstreams.park(up);
     }
 }
 
@@ -306,21 +306,23 @@ impl Conn {
         }
     }
 
-    /// An upstream connection for `route`: the one this client holds, a pooled one, or a
-    /// new one; whether it was reused.
-    async fn upstream(&mut self, route: usize) -> io::Result<(UpConn, bool)> {
+    /// An upstream connection for route `route` of `set`: the one this client holds, a
+    /// pooled one, or a new one; whether it was reused.
+    async fn upstream(&mut self, set: &RouteSet, route: usize) -> io::Result<(UpConn, bool)> {
+        let pools = &set.raw_upstreams;
         if let Some(up) = self.up.take() {
-            if up.route == route && (up.used.elapsed() < CHECK_AFTER || still_open(&up.stream)) {
+            let same = pools.serves(&up, route);
+            if same && (up.used.elapsed() < CHECK_AFTER || still_open(&up.stream)) {
                 return Ok((up, true));
             }
-            if up.route != route {
-                self.gw.raw_upstreams.park(up);
+            if !same {
+                pools.park(up);
             }
         }
-        if let Some(up) = self.gw.raw_upstreams.pooled(route) {
+        if let Some(up) = pools.pooled(route) {
             return Ok((up, true));
         }
-        Ok((self.gw.raw_upstreams.connect(route).await?, false))
+        Ok((pools.connect(route).await?, false))
     }
 
     async fn forward(
@@ -348,7 +350,7 @@ impl Conn {
             attempt += 1;
             let step = async {
                 // (A new connection is bounded by CONNECT_TIMEOUT.)
-                let (mut up, reused) = self.upstream(f.route).await.map_err(|e| {
+                let (mut up, reused) = self.upstream(&f.routes, f.route).await.map_err(|e| {
                     tracing::warn!(error = %e, route = f.route, "upstream connect failed");
                     (UpFail::Answer(ReasonCode::UpstreamUnavailable), false)
                 })?;

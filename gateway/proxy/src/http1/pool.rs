@@ -1,9 +1,10 @@
 //! The idle upstream connections of the HTTP/1.1 front end: a client connection keeps
 //! the upstream connection it last used, and hands it to a small pool per upstream when it
-//! closes.
+//! closes. A connection knows its upstream (`host:port`), not a route: after a reload
+//! swaps the routes, one held by a client serves the new routes to the same upstream.
 
 use std::io;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
@@ -21,32 +22,52 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An upstream connection and what it has read past the last response.
 pub(super) struct UpConn {
-    pub(super) route: usize,
+    pub(super) authority: Arc<str>,
     pub(super) stream: TcpStream,
     pub(super) buf: Buf,
     pub(super) used: Instant,
 }
 
-/// The idle upstream connections of the HTTP/1.1 front end, per route.
+/// The idle upstream connections of the HTTP/1.1 front end: one pool per upstream, and
+/// which pool serves each route.
 pub struct RawUpstreams {
-    pools: Vec<(String, Mutex<Vec<UpConn>>)>,
+    pools: Vec<(Arc<str>, Mutex<Vec<UpConn>>)>,
+    by_route: Vec<usize>,
 }
 
 impl RawUpstreams {
-    /// Pools for the routes' upstreams (`host:port`, in route order).
+    /// Pools for the routes' upstreams (`host:port`, in route order; routes to the same
+    /// upstream share its pool).
     pub fn new(authorities: Vec<String>) -> RawUpstreams {
-        RawUpstreams { pools: authorities.into_iter().map(|a| (a, Mutex::new(Vec::new()))).collect() }
+        let mut pools: Vec<(Arc<str>, Mutex<Vec<UpConn>>)> = Vec::new();
+        let mut by_route = Vec::with_capacity(authorities.len());
+        for a in authorities {
+            let i = pools.iter().position(|(p, _)| **p == *a).unwrap_or_else(|| {
+                pools.push((Arc::from(a), Mutex::new(Vec::new())));
+                pools.len() - 1
+            });
+            by_route.push(i);
+        }
+        RawUpstreams { pools, by_route }
     }
 
+    /// Whether `c` goes to route `route`'s upstream.
+    pub(super) fn serves(&self, c: &UpConn, route: usize) -> bool {
+        *self.pools[self.by_route[route]].0 == *c.authority
+    }
+
+    /// Keep `c` for a later request to its upstream (dropped, closing it, when these
+    /// routes no longer go there or the pool is full).
     pub(super) fn park(&self, c: UpConn) {
-        let mut idle = self.pools[c.route].1.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((_, pool)) = self.pools.iter().find(|(a, _)| **a == *c.authority) else { return };
+        let mut idle = pool.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push(c);
         }
     }
 
     pub(super) fn pooled(&self, route: usize) -> Option<UpConn> {
-        let mut idle = self.pools[route].1.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.pools[self.by_route[route]].1.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(c) = idle.pop() {
             if c.used.elapsed() < IDLE_FOR && still_open(&c.stream) {
                 return Some(c);
@@ -56,12 +77,12 @@ impl RawUpstreams {
     }
 
     pub(super) async fn connect(&self, route: usize) -> io::Result<UpConn> {
-        let authority = &self.pools[route].0;
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority))
+        let authority = &self.pools[self.by_route[route]].0;
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&**authority))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))??;
         stream.set_nodelay(true)?;
-        Ok(UpConn { route, stream, buf: Buf::new(), used: Instant::now() })
+        Ok(UpConn { authority: authority.clone(), stream, buf: Buf::new(), used: Instant::now() })
     }
 }
 
