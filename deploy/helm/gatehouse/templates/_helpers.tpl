@@ -74,7 +74,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- if .Values.edge.originUrl }}
 {{- .Values.edge.originUrl | trimSuffix "/" }}
 {{- else }}
-{{- printf "http://%s.%s.svc:%d" (include "gatehouse.originName" (list . (include "gatehouse.edgeRegion" .))) .Release.Namespace (int .Values.origin.port) }}
+{{- printf "http://%s.%s.svc:%d" (include "gatehouse.originName" (list . (include "gatehouse.edgeRegion" .))) .Release.Namespace (int .Values.origin.ports.http) }}
 {{- end }}
 {{- end }}
 
