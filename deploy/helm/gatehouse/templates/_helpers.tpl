@@ -82,8 +82,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- define "gatehouse.edgeConfig" -}}
 [bundle]
 origin_url = {{ printf "%s/v1/bundles/%s" (include "gatehouse.edgeOriginUrl" .) (include "gatehouse.edgeRegion" .) | quote }}
-# Filled in from the Secret at start (the init container): the token never sits in a ConfigMap.
-origin_token = "@EDGE_TOKEN@"
+# origin_token: GATEHOUSE_GATEWAY__BUNDLE__ORIGIN_TOKEN, from the Secret (never in a ConfigMap).
 poll_secs = {{ int .Values.edge.pollSecs }}
 public_key = "/var/run/gatehouse/keys/bundle-signing.pub.pem"
 secrets = "/var/run/gatehouse/keys/edge-secrets.toml"
@@ -104,7 +103,7 @@ drain_secs = {{ int .Values.edge.limits.drainSecs }}
 
 [audit]
 url = {{ printf "%s/v1/audit/edge" (include "gatehouse.edgeOriginUrl" .) | quote }}
-token = "@EDGE_TOKEN@"
+# token: GATEHOUSE_GATEWAY__AUDIT__TOKEN, from the Secret.
 {{- end }}
 {{- end }}
 
@@ -127,32 +126,22 @@ filters = [{{ range $j, $f := (default (list "gatehouse") $r.filters) }}{{ if $j
 {{- end }}
 {{- end }}
 
-{{/* The edge token rendered into a config by the init container (sed from the Secret into an emptyDir): include "gatehouse.renderConfigContainer" (list . "gateway.toml"). */}}
-{{- define "gatehouse.renderConfigContainer" -}}
-{{- $root := index . 0 -}}
-- name: render-config
-  image: {{ include "gatehouse.image" $root }}
-  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
-  command: ["/bin/sh", "-c"]
-  args:
-    - >-
-      umask 077 &&
-      sed "s|@EDGE_TOKEN@|$(tr -d '\n' < /var/run/gatehouse/keys/edge.token)|g"
-      /etc/gatehouse/template/{{ index . 1 }} > /etc/gatehouse/config/{{ index . 1 }}
-  securityContext:
-    {{- toYaml $root.Values.securityContext | nindent 4 }}
-  resources:
-    requests: {cpu: 10m, memory: 16Mi}
-    limits: {cpu: 100m, memory: 32Mi}
-  volumeMounts:
-    - {name: template, mountPath: /etc/gatehouse/template, readOnly: true}
-    - {name: config, mountPath: /etc/gatehouse/config}
-    - {name: keys, mountPath: /var/run/gatehouse/keys, readOnly: true}
+{{/* The edge's environment: its log level, and the edge token from the Secret as the settings GATEHOUSE_GATEWAY__BUNDLE__ORIGIN_TOKEN and __AUDIT__TOKEN (environment over file, as every setting; see the README's configuration section). */}}
+{{- define "gatehouse.edgeEnv" -}}
+- name: GATEHOUSE_LOG
+  value: {{ .Values.edge.logLevel | quote }}
+- name: GATEHOUSE_GATEWAY__BUNDLE__ORIGIN_TOKEN
+  valueFrom:
+    secretKeyRef: {name: {{ include "gatehouse.secretName" . }}, key: edge.token}
+{{- if .Values.edge.audit }}
+- name: GATEHOUSE_GATEWAY__AUDIT__TOKEN
+  valueFrom:
+    secretKeyRef: {name: {{ include "gatehouse.secretName" . }}, key: edge.token}
+{{- end }}
 {{- end }}
 
 {{/* The Secret's keys an edge (gateway, authz) mounts. */}}
 {{- define "gatehouse.edgeKeyItems" -}}
 - {key: bundle-signing.pub.pem, path: bundle-signing.pub.pem}
 - {key: edge-secrets.toml, path: edge-secrets.toml}
-- {key: edge.token, path: edge.token}
 {{- end }}
