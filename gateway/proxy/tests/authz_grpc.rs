@@ -75,7 +75,15 @@ async fn start(chain: &[&str], drain: Duration) -> Service {
         .map(|n| (n.clone(), gatehouse_proxy::filters::builtin_path(&components, n)))
         .collect();
     let shared = Arc::new(Shared { rates: gatehouse_core::MemoryRateStore::new(10_000, [7; 16]), geo: None });
-    let host = Arc::new(FilterHost::new(&config.filters, &sources, shared).expect("filter components"));
+    // Compiled components are cached between runs and shared by this file's tests (one
+    // compiles while the others wait, then they load its code).
+    static COMPILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let mut settings = config.filters.clone();
+    settings.cache_dir = Some(std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("authz-grpc-cwasm"));
+    let host = {
+        let _one = COMPILE.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::new(FilterHost::new(&settings, &sources, shared).expect("filter components"))
+    };
     let gateway = Arc::new(Gateway::new(config, bundles, host, metrics, None).expect("gateway"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
