@@ -53,6 +53,7 @@ pub mod session;
 pub mod sso;
 pub mod tenant;
 pub mod transaction;
+pub(crate) mod trace;
 
 pub use app::App;
 pub use audit::verify_tenant_audit;
@@ -243,6 +244,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/bundles/{region}", get(edge::get_bundle))
         .route("/v1/audit/edge", post(edge::edge_audit))
         .route("/v1/directory", get(directory::get_directory).post(directory::post_directory))
+        .route_layer(axum::middleware::from_fn(trace::request_span))
         .fallback(|| async { ApiError::NoRoute { status: StatusCode::NOT_FOUND, message: "no such route" } })
         .method_not_allowed_fallback(|| async {
             ApiError::NoRoute {

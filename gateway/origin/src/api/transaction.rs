@@ -11,6 +11,7 @@ use crate::api::extract::{Authed, Tenant};
 
 /// Start a write transaction on the tenant's database. An early return drops the
 /// transaction uncommitted (the next holder rolls it back).
+#[tracing::instrument(level = "debug", name = "gatehouse.storage", skip_all, fields(db.system.name = "sqlite", db.operation.name = "begin"))]
 pub(crate) async fn begin(t: &Tenant) -> ApiResult<Held<'_>> {
     let h = t.db.lock().await;
     crate::store::begin_immediate(&h).await?;
@@ -19,6 +20,7 @@ pub(crate) async fn begin(t: &Tenant) -> ApiResult<Held<'_>> {
 
 /// Append `events` to the audit log, commit, and record the new audit head in the
 /// directory database.
+#[tracing::instrument(level = "debug", name = "gatehouse.storage", skip_all, fields(db.system.name = "sqlite", db.operation.name = "commit", gatehouse.audit_records = events.len()))]
 pub(crate) async fn commit(
     app: &App,
     t: &Tenant,

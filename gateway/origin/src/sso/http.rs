@@ -168,7 +168,13 @@ impl IdpHttp {
         url_allowed(url, self.allow_http_loopback)
     }
 
-    /// One request; the whole (bounded) response.
+    /// One request; the whole (bounded) response (a `gatehouse.idp` span when traced: the
+    /// method and the provider's host, never the path, query or body).
+    #[tracing::instrument(level = "debug", name = "gatehouse.idp", skip_all, fields(
+        otel.kind = "client",
+        http.request.method = %req.method(),
+        server.address = req.uri().host().unwrap_or(""),
+    ))]
     pub async fn send(&self, req: http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>>, IdpHttpError> {
         let url = req.uri().to_string();
         if !self.allows(&url) {

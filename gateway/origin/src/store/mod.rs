@@ -259,8 +259,9 @@ impl Store {
         }
         let audit = self.audit_path(id);
         let _timer = self.times.as_ref().map(|t| t.start("open"));
-        let db =
-            Arc::new(Db::open(&path, &self.backend, id, migrations::TENANT, Some((&audit, self.audit_file))).await?);
+        let opening = Db::open(&path, &self.backend, id, migrations::TENANT, Some((&audit, self.audit_file)));
+        let span = tracing::debug_span!("gatehouse.storage", db.system.name = "sqlite", db.operation.name = "open");
+        let db = Arc::new(tracing::Instrument::instrument(opening, span).await?);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         // Another task may have opened it meanwhile: keep one handle.
         if let Some(existing) = open.get(id) {
