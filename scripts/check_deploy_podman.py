@@ -64,6 +64,7 @@ def check_image(rep, binary, filters):
                      "-f", str(ROOT / "Dockerfile"), "-t", tag, ctx], timeout=900)
             need(r.returncode == 0, (r.stdout + r.stderr)[-3000:])
         built = time.monotonic() - t0
+        run([*pod, "image", "prune", "-f"])  # the previous run's image, untagged by this one
         r = run([*prun, tag, "--version"])
         need(r.returncode == 0 and r.stdout.startswith("gatehouse"), r.stdout + r.stderr)
         version = r.stdout.strip()
