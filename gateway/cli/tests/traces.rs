@@ -3,11 +3,14 @@
 //! OpenTelemetry protos. Checked: one span per request with the decision's attributes,
 //! the filter chain and upstream children, the upstream's `traceparent` naming the
 //! gateway's span, a trusted client's trace continued and an untrusted one's replaced,
-//! sampling ratio 0 exporting nothing, and no credential or query text in any attribute.
+//! sampling ratio 0 exporting nothing, and no credential or query text in any attribute;
+//! the real `gatehouse origin` continuing the gateway's trace, with its storage spans.
 
-mod support;
+#[allow(dead_code)] // only its configuration is used here (the origin runs as a process)
+mod in_process_origin;
 #[path = "traces/receiver.rs"]
 mod receiver;
+mod support;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -295,14 +298,14 @@ async fn sample_ratio_zero_exports_nothing() {
     let (http_collector, http_got) = http_receiver().await;
     let (grpc_collector, grpc_got) = grpc_receiver().await;
     let up = upstream().await;
-    for (collector, got, protocol) in [(http_collector, &http_got, "http/protobuf"), (grpc_collector, &grpc_got, "grpc")]
+    for (collector, got, protocol) in
+        [(http_collector, &http_got, "http/protobuf"), (grpc_collector, &grpc_got, "grpc")]
     {
         let mut gw = gateway(up, collector, protocol, 0.0);
         let auth = format!("Bearer {}", gw.token);
         let tp = client_traceparent();
         for _ in 0..5 {
-            let (s, seen) =
-                call(&gw, "127.0.0.1", "/orders", &[("authorization", &auth), ("traceparent", &tp)]).await;
+            let (s, seen) = call(&gw, "127.0.0.1", "/orders", &[("authorization", &auth), ("traceparent", &tp)]).await;
             assert_eq!(s, 200);
             let (trace, parent, flags) = seen_parent(&seen);
             assert_ne!(trace, CLIENT_TRACE);
@@ -322,6 +325,91 @@ async fn sample_ratio_zero_exports_nothing() {
             "{protocol}: at ratio 0 only the continued sampled trace is exported: {spans:#?}"
         );
     }
+}
+
+/// The real origin process exports its own spans; behind the gateway it continues the
+/// gateway's trace (the gateway is its trusted client), and its storage spans are
+/// children of its request span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_continues_the_gateways_trace() {
+    let (collector, received) = http_receiver().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let odir = tmp.path().join("origin");
+    let port = free_port();
+    let _ = in_process_origin::origin_config(&odir, port, None);
+    let mut text = std::fs::read_to_string(odir.join("origin.toml")).unwrap();
+    text.push_str(&format!(
+        "[telemetry.otlp]\nendpoint = \"http://{collector}\"\ntrusted_clients = [\"127.0.0.1\"]\n"
+    ));
+    std::fs::write(odir.join("origin.toml"), text).unwrap();
+    let origin: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let _origin = Killed(
+        bin()
+            .args(["origin", "--config", odir.join("origin.toml").to_str().unwrap()])
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .env("GATEHOUSE_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    while tokio::net::TcpStream::connect(origin).await.is_err() {
+        assert!(t.elapsed() < Duration::from_secs(60), "origin not listening");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Straight to the origin, without trace context: a new trace, with its storage spans.
+    let org = json!({ "slug": "acme", "name": "Acme", "tier": "team", "owner_email": "o@acme.test",
+        "owner_password": "owner password 1", "policy": { "hosts": ["acme.test"] } });
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/orgs")
+        .header("host", origin.to_string())
+        .header("authorization", format!("Bearer {}", in_process_origin::OPERATOR))
+        .header("content-type", "application/json")
+        .body(body(org.to_string()))
+        .unwrap();
+    assert_eq!(send(origin, req, None).await.0, 201);
+    let spans = received
+        .wait_for(Duration::from_secs(20), "the origin's request and storage spans", |got| {
+            let Some(r) = got.iter().find(|g| g.span.name == "POST /v1/orgs") else { return false };
+            got.iter().any(|g| g.span.name == "gatehouse.storage" && g.trace_id() == r.trace_id())
+        })
+        .await;
+    let request = spans.iter().find(|g| g.span.name == "POST /v1/orgs").unwrap();
+    assert_eq!(request.service, "gatehouse-origin");
+    assert_eq!(request.attr("http.route").as_deref(), Some("/v1/orgs"));
+    assert_eq!(request.attr("http.response.status_code").as_deref(), Some("201"));
+    assert!(request.parent_id().is_empty(), "no trace context: a new trace");
+    let storage: Vec<&Got> = spans.iter().filter(|g| g.span.name == "gatehouse.storage").collect();
+    assert!(storage.iter().all(|g| g.attr("db.operation.name").is_some()), "{storage:#?}");
+    assert!(storage.iter().any(|g| g.trace_id() == request.trace_id()));
+    let all: String = spans.iter().map(Got::all_text).collect();
+    for secret in ["owner password 1", "o@acme.test", in_process_origin::OPERATOR] {
+        assert!(!all.contains(secret), "`{secret}` exported in a span attribute");
+    }
+
+    // Through the gateway: the origin's span is the child of the gateway's upstream span.
+    let (gw_collector, gw_received) = http_receiver().await;
+    let gw = gateway(origin, gw_collector, "http/protobuf", 1.0);
+    let auth = format!("Bearer {}", gw.token);
+    let (s, _) = call(&gw, "127.0.0.1", "/t/acme/.well-known/jwks.json", &[("authorization", &auth)]).await;
+    assert_eq!(s, 200);
+    let gw_spans = gw_received
+        .wait_for(Duration::from_secs(20), "the gateway's upstream span", |got| {
+            got.iter().any(|g| g.span.name == "gatehouse.upstream")
+        })
+        .await;
+    let up_span = gw_spans.iter().find(|g| g.span.name == "gatehouse.upstream").unwrap();
+    let spans = received
+        .wait_for(Duration::from_secs(20), "the origin's span under the gateway's", |got| {
+            got.iter().any(|g| g.parent_id() == up_span.span_id())
+        })
+        .await;
+    let child = spans.iter().find(|g| g.parent_id() == up_span.span_id()).unwrap();
+    assert_eq!(child.span.name, "GET /t/{slug}/.well-known/jwks.json");
+    assert_eq!(child.trace_id(), up_span.trace_id());
+    assert_eq!(child.attr("gatehouse.org").as_deref(), Some("acme"));
 }
 
 /// Without `[telemetry.otlp]`: the client's traceparent reaches the upstream unchanged.
