@@ -4,7 +4,8 @@
 //! a non-2xx answer to the client verbatim (Traefik, Caddy, Envoy).
 //!
 //! nginx's `auth_request` passes only 2xx, 401 and 403 (anything else becomes a 500), so
-//! for nginx a refusal travels inside a 401 (when it is one) or a 403, carrying the real
+//! for nginx a refusal travels inside a 401 (when it is one) or a 403 (without the
+//! `WWW-Authenticate` nginx would copy to the client beside the reply's), carrying the real
 //! status (`x-gatehouse-status`), the redirect's target (`x-gatehouse-location`) and the
 //! whole reply (`x-gatehouse-reply`, hex of its JSON). The shipped nginx configuration
 //! hands that field back to this endpoint from its `error_page` location, which answers
@@ -135,7 +136,10 @@ pub fn refuse(caller: Caller, reply: Reply) -> Response<Body> {
 /// A reply inside the 401 or 403 that nginx's `auth_request` passes.
 pub fn replay_wrapper(reply: &Reply) -> Response<Body> {
     let status = if reply.status == 401 { 401 } else { 403 };
-    let mut headers: Vec<(String, String)> = reply.headers.iter().filter(|(k, _)| k != "location").cloned().collect();
+    // nginx copies a 401's `WWW-Authenticate` to the client itself: only the reply
+    // handed back carries it (once).
+    let mut headers: Vec<(String, String)> =
+        reply.headers.iter().filter(|(k, _)| k != "location" && k != "www-authenticate").cloned().collect();
     headers.push((STATUS_HEADER.into(), reply.status.to_string()));
     if let Some((_, l)) = reply.headers.iter().find(|(k, _)| k == "location") {
         headers.push((LOCATION_HEADER.into(), l.clone()));
