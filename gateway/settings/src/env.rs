@@ -330,10 +330,8 @@ fn leaf_value(var: &EnvVar, existing: Option<&Value>, at: &[Key], paths: &[PathF
 /// Make relative paths among `v` (at `at`) absolute against `cwd`.
 fn resolve_paths(v: &mut Value, at: &mut Vec<Key>, paths: &[PathField], cwd: &Path) {
     match v {
-        Value::String(s) => {
-            if Path::new(s.as_str()).is_relative() && paths.iter().any(|p| p.matches(at, s)) {
-                *s = cwd.join(&*s).to_string_lossy().into_owned();
-            }
+        Value::String(s) if Path::new(s.as_str()).is_relative() && paths.iter().any(|p| p.matches(at, s)) => {
+            *s = cwd.join(&*s).to_string_lossy().into_owned();
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {

@@ -12,8 +12,8 @@ use crate::now_or;
 
 /// Verify `path` against `public_key` and print a summary (or the whole bundle as JSON).
 pub fn bundle(path: &Path, public_key: &Path, json: bool) -> Result<ExitCode> {
-    let pk = keys::read_public_key(&public_key)?;
-    let bytes = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
+    let pk = keys::read_public_key(public_key)?;
+    let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
     let body = bundle::open_unchecked_time(&bytes, &pk).with_context(|| format!("{}", path.display()))?;
     if json {
         println!(
