@@ -127,6 +127,22 @@ pub struct HeadView<'a> {
     pub peer_text: &'a str,
 }
 
+impl HeadView<'_> {
+    /// The request id the client sent: in decision events and error reports.
+    pub fn request_id(&self) -> Option<&str> {
+        request_id(self.headers.iter().copied())
+    }
+}
+
+/// The request id among `headers`: `x-request-id`, 1–128 bytes of text.
+pub fn request_id<'h>(headers: impl IntoIterator<Item = (&'h str, &'h [u8])>) -> Option<&'h str> {
+    headers
+        .into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("x-request-id"))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
 /// What to do with a request the chain admitted.
 pub struct Forward {
     /// The route it matched (an index into [`Forward::routes`]).
@@ -219,13 +235,7 @@ impl Gateway {
     ) {
         crate::trace::attributed(org, route);
         let (Some(events), Some(org)) = (&self.events, org) else { return };
-        let request_id = view
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("x-request-id"))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map(str::to_string);
+        let request_id = view.request_id().map(str::to_string);
         events.push(crate::events::Event {
             org: org.to_string(),
             at: (crate::filters::now_nanos() / 1_000_000_000) as i64,
@@ -331,7 +341,7 @@ impl Gateway {
                     return Outcome::Reply(Reply::redirect(&location));
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "filter failed; request denied");
+                    tracing::error!(error = %e, request_id = view.request_id(), "filter failed; request denied");
                     return Outcome::Reply(self.refuse("deny", ReasonCode::FilterFailed));
                 }
             }
@@ -354,7 +364,10 @@ impl Gateway {
                     (i.upstream_headers().to_vec(), i.actor)
                 }
                 None => {
-                    tracing::error!("filter chain returned an unusable identity; request denied");
+                    tracing::error!(
+                        request_id = view.request_id(),
+                        "filter chain returned an unusable identity; request denied"
+                    );
                     return Outcome::Reply(self.refuse("deny", ReasonCode::FilterFailed));
                 }
             },

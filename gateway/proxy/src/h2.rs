@@ -176,7 +176,8 @@ async fn respond(
     let mut resp = match answer {
         Err(_) => return reply_response(gateway.refuse("error", ReasonCode::UpstreamTimeout)),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, upstream = route.upstream.as_deref().unwrap_or(""), "upstream error");
+            let request_id = crate::gateway::request_id(parts.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+            tracing::error!(error = %e, upstream = route.upstream.as_deref().unwrap_or(""), request_id, "upstream error");
             let too_large = match &e {
                 UpstreamError::Exchange(e) => {
                     let mut source = std::error::Error::source(e);

@@ -39,6 +39,24 @@ pub(crate) fn meta(headers: &HeaderMap, peer: &SocketAddr) -> RequestMeta {
     }
 }
 
+/// Middleware (`axum::middleware::from_fn`): every request under one id, the client's
+/// `x-request-id` (as [`meta`] reads it) or a new one set on the request, so that its audit
+/// records and its error and panic reports (`request_scope`) name the same id.
+pub(crate) async fn with_request_id(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let given = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty());
+    let id = match given {
+        Some(id) => id.chars().take(256).collect::<String>(),
+        None => {
+            let id = new_id("r_");
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                req.headers_mut().insert("x-request-id", v);
+            }
+            id
+        }
+    };
+    gatehouse_telemetry::sentry::request_scope(&id, next.run(req)).await
+}
+
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get("authorization")?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;

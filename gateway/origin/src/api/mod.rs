@@ -252,6 +252,7 @@ pub fn router(app: Arc<App>) -> Router {
                 message: "this route does not take that method",
             }
         })
+        .layer(axum::middleware::from_fn(extract::with_request_id))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }

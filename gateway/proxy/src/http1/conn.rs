@@ -351,7 +351,8 @@ impl Conn {
             let step = async {
                 // (A new connection is bounded by CONNECT_TIMEOUT.)
                 let (mut up, reused) = self.upstream(&f.routes, f.route).await.map_err(|e| {
-                    tracing::warn!(error = %e, route = f.route, "upstream connect failed");
+                    let request_id = crate::gateway::request_id(fields.iter().map(|h| (h.name, h.value)));
+                    tracing::error!(error = %e, route = f.route, request_id, "upstream connect failed");
                     (UpFail::Answer(ReasonCode::UpstreamUnavailable), false)
                 })?;
                 match self.send_request(info, &mut up).await {
