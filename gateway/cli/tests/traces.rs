@@ -338,9 +338,7 @@ async fn the_origin_continues_the_gateways_trace() {
     let port = free_port();
     let _ = in_process_origin::origin_config(&odir, port, None);
     let mut text = std::fs::read_to_string(odir.join("origin.toml")).unwrap();
-    text.push_str(&format!(
-        "[telemetry.otlp]\nendpoint = \"http://{collector}\"\ntrusted_clients = [\"127.0.0.1\"]\n"
-    ));
+    text.push_str(&format!("[telemetry.otlp]\nendpoint = \"http://{collector}\"\ntrusted_clients = [\"127.0.0.1\"]\n"));
     std::fs::write(odir.join("origin.toml"), text).unwrap();
     let origin: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let _origin = Killed(

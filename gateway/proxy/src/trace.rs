@@ -271,7 +271,8 @@ mod tests {
 
     #[test]
     fn the_head_carries_only_the_gateways_trace_context() {
-        let mut out = b"GET /x?q=1 HTTP/1.1\r\nhost: a\r\nTraceParent: 00-client\r\nx-a: 1\r\ntracestate: c=1\r\n\r\n".to_vec();
+        let mut out =
+            b"GET /x?q=1 HTTP/1.1\r\nhost: a\r\nTraceParent: 00-client\r\nx-a: 1\r\ntracestate: c=1\r\n\r\n".to_vec();
         let ours = Outgoing { traceparent: "00-ours".into(), tracestate: Some("g=2".into()) };
         rewrite_head(&mut out, Some(&ours));
         assert_eq!(
