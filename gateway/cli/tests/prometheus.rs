@@ -506,4 +506,12 @@ async fn a_real_prometheus_scrapes_the_gateway_and_the_origin_and_the_dashboard_
         assert!(data["resultType"].is_string(), "panel {title:?}: {data}");
     }
     eprintln!("dashboard: {} queries checked against {} series names", queries.len(), names.len());
+    // What a scrape costs (Prometheus' own measurements) and how long readiness takes.
+    for job in ["gateway", "origin", "origin-api"] {
+        let secs = value(prom, &format!(r#"max(scrape_duration_seconds{{job="{job}"}})"#)).await.unwrap_or(-1.0);
+        let samples = value(prom, &format!(r#"max(scrape_samples_scraped{{job="{job}"}})"#)).await.unwrap_or(-1.0);
+        eprintln!("scrape {job}: {:.2} ms, {samples} samples", secs * 1000.0);
+    }
+    let ready = value(prom, r#"sum(gatehouse_origin_storage_seconds_sum{job="origin",op="ready"}) / sum(gatehouse_origin_storage_seconds_count{job="origin",op="ready"})"#).await;
+    eprintln!("readiness query: {:.3} ms on average", ready.unwrap_or(-1.0) * 1000.0);
 }
