@@ -68,7 +68,7 @@ pub fn encode_reply(reply: &Reply) -> String {
 
 /// The reply an [`encode_reply`] value stands for; only refusals and redirects.
 pub fn decode_reply(text: &str) -> Result<Reply, ReplayError> {
-    if text.len() > MAX_ENCODED || text.len() % 2 != 0 {
+    if text.len() > MAX_ENCODED || !text.len().is_multiple_of(2) {
         return Err(ReplayError::Encoding);
     }
     let nibble = |c: u8| match c {

@@ -299,7 +299,8 @@ mod tests {
     fn malformed_conventions_are_refused() {
         use ConventionError::*;
         let long = format!("/{}", "a".repeat(MAX_URI));
-        let cases: Vec<(Vec<(&str, &str)>, &str, ConventionError)> = vec![
+        type Case<'c> = (Vec<(&'c str, &'c str)>, &'c str, ConventionError);
+        let cases: Vec<Case> = vec![
             (vec![("x-original-uri", "/a"), ("x-original-method", "GET"), ("x-forwarded-uri", "/b")], "/", Conflicting),
             (vec![("x-forwarded-uri", "/public"), ("x-forwarded-method", "GET")], "/envoy/admin", Conflicting),
             (vec![("x-original-uri", "/public"), ("x-original-method", "GET")], "/envoy/admin", Conflicting),
