@@ -410,6 +410,40 @@ async fn the_origin_continues_the_gateways_trace() {
     assert_eq!(child.attr("gatehouse.org").as_deref(), Some("acme"));
 }
 
+/// An h2c (prior knowledge) client's request: the HTTP/2 front end makes the same spans
+/// and hands the upstream the gateway's span as its parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_requests_are_traced_too() {
+    let (collector, received) = http_receiver().await;
+    let up = upstream().await;
+    let gw = gateway(up, collector, "http/protobuf", 1.0);
+    let stream = tokio::net::TcpStream::connect(gw.proc.addr).await.unwrap();
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri(format!("http://acme.test/orders?token={}", gw.token))
+        .header("authorization", format!("Bearer {}", gw.token))
+        .header("traceparent", client_traceparent())
+        .body(body(""))
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+    let seen: Value = serde_json::from_slice(&text).unwrap();
+    let (trace, _, _) = seen_parent(&seen);
+    assert_ne!(trace, CLIENT_TRACE, "an untrusted h2 client's trace is not continued");
+    let spans = wait_spans(&received, std::slice::from_ref(&trace)).await;
+    let (request, _, up_span) = request_spans(&spans, &seen);
+    check_request_span(&request, "200");
+    assert_eq!(request.attr("gatehouse.decision").as_deref(), Some("allow"));
+    assert_eq!(up_span.attr("http.response.status_code").as_deref(), Some("200"));
+    let all: String = spans.iter().map(Got::all_text).collect();
+    assert!(!all.contains(gw.token.as_str()), "the token is exported");
+}
+
 /// Without `[telemetry.otlp]`: the client's traceparent reaches the upstream unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_telemetry_traceparent_passes_unchanged() {
