@@ -52,8 +52,8 @@ pub mod routes;
 pub mod session;
 pub mod sso;
 pub mod tenant;
-pub mod transaction;
 pub(crate) mod trace;
+pub mod transaction;
 
 pub use app::App;
 pub use audit::verify_tenant_audit;
