@@ -1,6 +1,7 @@
 //! Which request a proxy asks about: read from the caller's conventions, bounded and
 //! checked. nginx `auth_request` names it in `X-Original-URI` and `X-Original-Method`
-//! (the client's host in the subrequest's `Host`); Traefik `forwardAuth` and Caddy
+//! (the client's host in the subrequest's `Host`, or for ingress-nginx in `X-Original-URL`);
+//! Traefik `forwardAuth` and Caddy
 //! `forward_auth` in `X-Forwarded-Method`, `-Uri` and `-Host`; Envoy's HTTP `ext_authz`
 //! sends the original request itself, its path under the configured prefix. The
 //! conventions' own fields are taken out of the headers the engine sees; `X-Forwarded-For`
@@ -17,6 +18,7 @@ pub const MAX_METHOD: usize = 32;
 pub const CONVENTION_HEADERS: &[&str] = &[
     "x-original-uri",
     "x-original-method",
+    "x-original-url",
     "x-forwarded-method",
     "x-forwarded-uri",
     "x-forwarded-host",
@@ -147,6 +149,18 @@ fn host(v: Option<&[u8]>) -> Result<String, ConventionError> {
     Ok(String::from_utf8_lossy(v).into_owned())
 }
 
+/// The authority of an absolute `http(s)://authority/...` URL.
+fn url_authority(url: &[u8]) -> Result<&[u8], ConventionError> {
+    let rest =
+        url.strip_prefix(b"https://").or_else(|| url.strip_prefix(b"http://")).ok_or(ConventionError::BadHost)?;
+    let end = rest.iter().position(|b| matches!(b, b'/' | b'?' | b'#')).unwrap_or(rest.len());
+    match &rest[..end] {
+        [] => Err(ConventionError::BadHost),
+        a if a.contains(&b'@') => Err(ConventionError::BadHost),
+        a => Ok(a),
+    }
+}
+
 /// Read a check request: its method, path and query, fields, and the Envoy path prefix
 /// of the configuration (`authz.envoy_path_prefix`).
 pub fn read(
@@ -169,7 +183,13 @@ pub fn read(
     let (caller, method, (path, query), authority) = if nginx {
         let m = method(required(headers, "x-original-method")?)?;
         let t = target(required(headers, "x-original-uri")?)?;
-        (Caller::Nginx, m, t, host(single(headers, "host")?)?)
+        // ingress-nginx asks with the authz Service's own `Host`: the client's is in
+        // `X-Original-URL` (`scheme://host/target`) there.
+        let h = match single(headers, "x-original-url")? {
+            Some(url) => host(Some(url_authority(url)?))?,
+            None => host(single(headers, "host")?)?,
+        };
+        (Caller::Nginx, m, t, h)
     } else if forwarded {
         let m = method(required(headers, "x-forwarded-method")?)?;
         let t = target(required(headers, "x-forwarded-uri")?)?;
@@ -254,6 +274,23 @@ mod tests {
         assert_eq!((o.method.as_str(), o.path.as_str(), o.query.as_deref()), ("DELETE", "/api/x", Some("a=1&b=2")));
         assert_eq!(o.authority, "acme.test:8080");
         assert_eq!(names(&o), ["x-forwarded-for", "authorization", "host"]);
+    }
+
+    #[test]
+    fn ingress_nginx_names_the_host_in_the_url() {
+        let fields = [
+            ("x-original-uri", "/api/x?a=1"),
+            ("x-original-method", "GET"),
+            ("x-original-url", "https://acme.test:8443/api/x?a=1"),
+            ("host", "gatehouse-authz.gatehouse.svc:9191"),
+        ];
+        let o = ask("GET", "/", None, &fields).unwrap();
+        assert_eq!((o.authority.as_str(), o.path.as_str()), ("acme.test:8443", "/api/x"));
+        assert_eq!(names(&o), ["host"]);
+        for bad in ["acme.test/x", "https:///x", "https://u@acme.test/"] {
+            let fields = [("x-original-uri", "/x"), ("x-original-method", "GET"), ("x-original-url", bad)];
+            assert_eq!(ask("GET", "/", None, &fields), Err(ConventionError::BadHost), "{bad}");
+        }
     }
 
     #[test]
