@@ -98,6 +98,28 @@ async fn exercise(kind: Kind, proxy: &Proxy, authz: &Authz, up: &Upstream) {
         ),
         ("unknown tenant", "nobody.test", "/api", vec![], None, 404, "tenant_unknown"),
     ];
+    // The conventions' own fields sent by the client: the proxy's config overwrites or
+    // clears them (a client's X-Original-URL or X-Forwarded-Uri must not pick the host or
+    // the path the check decides on).
+    let mut cases = cases;
+    let spoofed_conventions = match kind {
+        Kind::Nginx => vec![
+            ("x-original-url", "http://acme.test/public/x"),
+            ("x-forwarded-uri", "/public/x"),
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-host", "acme.test"),
+        ],
+        _ => vec![("x-forwarded-uri", "/public/x"), ("x-forwarded-method", "GET"), ("x-forwarded-host", "acme.test")],
+    };
+    cases.push((
+        "convention fields spoofed",
+        "acme.test",
+        "/api",
+        spoofed_conventions,
+        None,
+        401,
+        "credential_missing",
+    ));
     let before = up.hits();
     for (case, host, path, fields, from, status, reason) in cases {
         let from = from.map(|f| f.parse().unwrap()).or(client);
@@ -128,7 +150,8 @@ async fn exercise(kind: Kind, proxy: &Proxy, authz: &Authz, up: &Upstream) {
     }
 
     // A browser without a session goes to sign in, back to the original URL afterwards.
-    let browser = [("accept", "text/html,application/xhtml+xml")];
+    // (A client's own X-Forwarded-Proto does not change the scheme: the proxy sets it.)
+    let browser = [("accept", "text/html,application/xhtml+xml"), ("x-forwarded-proto", "https")];
     let (s, h, b) = send(a, get("acme.test", "/api/page?x=1", &browser), client).await;
     assert_eq!(s, 302, "{what}: {b}\n{}", ctx());
     assert_eq!(

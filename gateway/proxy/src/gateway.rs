@@ -109,6 +109,9 @@ impl RouteSet {
 
 /// The request head as the gateway decides on it, from either front end.
 pub struct HeadView<'a> {
+    /// The scheme the client used: `http` on the gateway's own listener; what the asking
+    /// proxy reports for an authorization check.
+    pub scheme: &'a str,
     /// Method.
     pub method: &'a str,
     /// The host the client addressed (`Host`, else the target's authority), maybe with a port.
@@ -292,7 +295,7 @@ impl Gateway {
         let headers: Vec<(&str, &str)> = names.iter().map(|(k, v)| (k.as_ref(), *v)).collect();
         let wreq = WitRequest {
             method: view.method,
-            scheme: "http",
+            scheme: view.scheme,
             authority: view.authority,
             path: view.path,
             query: view.query,
@@ -407,7 +410,7 @@ fn actor_of(
         .collect();
     let head = gatehouse_core::request::RequestHead {
         method: view.method,
-        scheme: "http",
+        scheme: view.scheme,
         host: view.authority,
         path: view.path,
         query: view.query,

@@ -77,6 +77,7 @@ async fn respond(
     let fields: Vec<(&str, &[u8])> = req.headers().iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect();
     let peer_text = peer.ip().to_string();
     let view = HeadView {
+        scheme: "http",
         method: req.method().as_str(),
         authority: &authority,
         path: req.uri().path(),

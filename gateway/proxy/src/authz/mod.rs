@@ -18,6 +18,9 @@ use crate::gateway::{Gateway, HeadView, Outcome};
 
 /// The request a proxy asks about, as the protocol adapter read it.
 pub struct CheckInput<'a> {
+    /// The scheme the client used (`http` or `https`), as the proxy reports it: the
+    /// sign-in redirect's `return_to` is built from it.
+    pub scheme: &'a str,
     /// Method of the original request.
     pub method: &'a str,
     /// Host the client addressed (maybe with a port).
@@ -79,6 +82,7 @@ fn decide(gateway: &Gateway, input: &CheckInput<'_>) -> CheckAnswer {
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
         .and_then(|v| v.trim().parse().ok());
     let view = HeadView {
+        scheme: input.scheme,
         method: input.method,
         authority: input.authority,
         path: input.path,

@@ -274,6 +274,7 @@ impl Conn {
     async fn exchange(&mut self, info: &RequestInfo<'_>, fields: &[httparse::Header<'_>], stopping: bool) -> End {
         let pairs: Vec<(&str, &[u8])> = fields.iter().map(|h| (h.name, h.value)).collect();
         let view = HeadView {
+            scheme: "http",
             method: info.method,
             authority: info.authority,
             path: info.path,

@@ -54,6 +54,7 @@ impl CheckService {
         let answer = match request::read(req) {
             Ok(o) => {
                 let input = CheckInput {
+                    scheme: o.scheme,
                     method: o.method,
                     authority: o.authority,
                     path: o.path,

@@ -43,6 +43,9 @@ pub enum Malformed {
     /// A header name is not a token.
     #[error("a header name is not a token")]
     BadHeaderName,
+    /// The scheme is neither `http` nor `https` (nor absent).
+    #[error("the request's scheme is neither http nor https")]
+    BadScheme,
 }
 
 impl Malformed {
@@ -57,6 +60,7 @@ impl Malformed {
             Malformed::BadPath => "bad_path",
             Malformed::TooLarge => "head_too_large",
             Malformed::BadHeaderName => "bad_header_name",
+            Malformed::BadScheme => "bad_scheme",
         }
     }
 
@@ -73,6 +77,8 @@ impl Malformed {
 /// The original request, borrowed from a `CheckRequest`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Original<'a> {
+    /// The scheme the client used (`http` when Envoy names none).
+    pub scheme: &'static str,
     /// Method.
     pub method: &'a str,
     /// Host the client addressed (`host`, else `:authority`, else `Host`).
@@ -145,7 +151,12 @@ pub fn read(req: &CheckRequest) -> Result<Original<'_>, Malformed> {
     if !path.starts_with('/') {
         return Err(Malformed::BadPath);
     }
-    Ok(Original { method, authority, path, query, headers, peer })
+    let scheme = match http.scheme.as_str() {
+        "" | "http" => "http",
+        "https" => "https",
+        _ => return Err(Malformed::BadScheme),
+    };
+    Ok(Original { scheme, method, authority, path, query, headers, peer })
 }
 
 /// The downstream peer of `address`: an IP socket address (a port of 0 when Envoy gives
@@ -209,6 +220,16 @@ mod tests {
         assert_eq!((o.method, o.authority, o.path, o.query), ("GET", "acme.test", "/items", Some("a=1&b=2")));
         assert_eq!(o.headers, vec![("accept", &b"*/*"[..])]);
         assert_eq!(o.peer, "198.51.100.7:51000".parse().unwrap());
+    }
+
+    #[test]
+    fn the_scheme_is_envoys() {
+        let mut h = http("/x", &[]);
+        assert_eq!(read(&check(h.clone(), Some("198.51.100.7"))).unwrap().scheme, "https");
+        h.scheme = String::new();
+        assert_eq!(read(&check(h.clone(), Some("198.51.100.7"))).unwrap().scheme, "http");
+        h.scheme = "gopher".into();
+        assert_eq!(read(&check(h, Some("198.51.100.7"))), Err(Malformed::BadScheme));
     }
 
     #[test]

@@ -54,6 +54,9 @@ impl Caller {
 pub struct Original {
     /// Whose convention it came in.
     pub caller: Caller,
+    /// The scheme the client used (`http` or `https`): `X-Forwarded-Proto`, or the
+    /// scheme of ingress-nginx's `X-Original-URL`; `http` when the caller names none.
+    pub scheme: &'static str,
     /// Method.
     pub method: String,
     /// The host the client addressed (maybe with a port; empty when none was given).
@@ -101,6 +104,9 @@ pub enum ConventionError {
     /// The host is not visible ASCII.
     #[error("the original host is not a host")]
     BadHost,
+    /// `X-Forwarded-Proto` (or `X-Original-URL`'s scheme) is neither `http` nor `https`.
+    #[error("the original scheme is neither http nor https")]
+    BadScheme,
     /// None of the conventions, and not under the Envoy prefix.
     #[error("the request follows none of the conventions (nginx, Traefik/Caddy, Envoy under the path prefix)")]
     NoConvention,
@@ -147,6 +153,17 @@ fn host(v: Option<&[u8]>) -> Result<String, ConventionError> {
         return Err(ConventionError::BadHost);
     }
     Ok(String::from_utf8_lossy(v).into_owned())
+}
+
+/// `http` or `https`, in any case.
+fn scheme(v: &[u8]) -> Result<&'static str, ConventionError> {
+    if v.eq_ignore_ascii_case(b"https") {
+        Ok("https")
+    } else if v.eq_ignore_ascii_case(b"http") {
+        Ok("http")
+    } else {
+        Err(ConventionError::BadScheme)
+    }
 }
 
 /// The authority of an absolute `http(s)://authority/...` URL.
@@ -208,6 +225,14 @@ pub fn read(
     } else {
         return Err(ConventionError::NoConvention);
     };
+    // The scheme: ingress-nginx's `X-Original-URL` names it; otherwise the proxy's
+    // `X-Forwarded-Proto` (Traefik, Caddy and Envoy set it; the shipped nginx config too).
+    let original_url = if caller == Caller::Nginx { single(headers, "x-original-url")? } else { None };
+    let scheme = match (original_url, single(headers, "x-forwarded-proto")?) {
+        (Some(url), _) => scheme(url.split(|b| *b == b':').next().unwrap_or_default())?,
+        (None, Some(p)) => scheme(p)?,
+        (None, None) => "http",
+    };
     // The check request's own framing is not the original's (nginx, Traefik and Caddy
     // ask without a body); Envoy's check request is the original request.
     let framing = ["content-length", "transfer-encoding", "connection", "keep-alive"];
@@ -223,7 +248,7 @@ pub fn read(
     if !authority.is_empty() {
         fields.push(("host".into(), authority.clone().into_bytes()));
     }
-    Ok(Check::Ask(Original { caller, method, authority, path, query, headers: fields }))
+    Ok(Check::Ask(Original { caller, scheme, method, authority, path, query, headers: fields }))
 }
 
 #[cfg(test)]
@@ -291,6 +316,35 @@ mod tests {
             let fields = [("x-original-uri", "/x"), ("x-original-method", "GET"), ("x-original-url", bad)];
             assert_eq!(ask("GET", "/", None, &fields), Err(ConventionError::BadHost), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_scheme_is_the_one_the_proxy_reports() {
+        let nginx = [("x-original-uri", "/x"), ("x-original-method", "GET"), ("host", "acme.test")];
+        assert_eq!(ask("GET", "/", None, &nginx).unwrap().scheme, "http");
+        let with = |extra: (&'static str, &'static str)| {
+            let mut f = nginx.to_vec();
+            f.push(extra);
+            ask("GET", "/", None, &f)
+        };
+        assert_eq!(with(("x-forwarded-proto", "HTTPS")).unwrap().scheme, "https");
+        assert_eq!(with(("x-original-url", "https://acme.test/x")).unwrap().scheme, "https");
+        assert_eq!(with(("x-forwarded-proto", "ftp")), Err(ConventionError::BadScheme));
+        let forwarded = [
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/x"),
+            ("x-forwarded-host", "acme.test"),
+            ("x-forwarded-proto", "https"),
+        ];
+        let o = ask("GET", "/", None, &forwarded).unwrap();
+        assert_eq!(o.scheme, "https");
+        assert!(!names(&o).contains(&"x-forwarded-proto"), "the engine never sees the convention's field");
+        let envoy = ask("GET", "/envoy/x", None, &[("host", "acme.test"), ("x-forwarded-proto", "https")]).unwrap();
+        assert_eq!(envoy.scheme, "https");
+        let twice = [("x-forwarded-proto", "https"), ("x-forwarded-proto", "http")];
+        let mut f = forwarded[..3].to_vec();
+        f.extend(twice);
+        assert_eq!(ask("GET", "/", None, &f), Err(ConventionError::Repeated("x-forwarded-proto")));
     }
 
     #[test]

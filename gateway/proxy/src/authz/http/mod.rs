@@ -66,6 +66,7 @@ pub fn handle<B>(gateway: &Gateway, req: &Request<B>, peer: SocketAddr) -> Respo
     };
     let fields: Vec<(&str, &[u8])> = original.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
     let input = CheckInput {
+        scheme: original.scheme,
         method: &original.method,
         authority: &original.authority,
         path: &original.path,
