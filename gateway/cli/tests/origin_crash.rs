@@ -15,38 +15,7 @@ use hyper::Request;
 use serde_json::{json, Value};
 use support::*;
 
-const OPERATOR: &str = "operator-token-0123456789";
-
-fn write_config(dir: &std::path::Path, port: u16) {
-    let keys = dir.join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    let (pem, _) = gatehouse_bundler::keys::generate_bundle_keys();
-    std::fs::write(keys.join("bundle.pem"), pem).unwrap();
-    std::fs::write(keys.join("edge.tokens"), "edge edge-token-0123456789abcdef\n").unwrap();
-    std::fs::write(keys.join("operator.token"), OPERATOR).unwrap();
-    std::fs::write(keys.join("peer.token"), "peer-token-0123456789abcdef").unwrap();
-    std::fs::write(keys.join("apikey.secret"), "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0xMjM0NQ==").unwrap();
-    std::fs::write(
-        dir.join("origin.toml"),
-        format!(
-            r#"region = "eu-west"
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-data_dir = "data"
-[secrets]
-bundle_signing_key = "keys/bundle.pem"
-edge_tokens = "keys/edge.tokens"
-operator_token = "keys/operator.token"
-peer_token = "keys/peer.token"
-api_key_secret = "keys/apikey.secret"
-[signin]
-argon2_memory_kib = 64
-argon2_iterations = 1
-"#
-        ),
-    )
-    .unwrap();
-}
+const OPERATOR: &str = ORIGIN_OPERATOR;
 
 fn start(dir: &std::path::Path, addr: SocketAddr) -> Child {
     let child = bin()
@@ -87,7 +56,7 @@ async fn kill_9_loses_nothing_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    write_config(dir, addr.port());
+    write_origin_config(dir, addr.port(), "");
     let mut origin = start(dir, addr);
     let body = json!({ "slug": "acme", "name": "Acme", "tier": "team", "owner_email": "o@acme.test", "owner_password": "owner password 1" });
     assert_eq!(post(addr, "/v1/orgs", body).await.unwrap().0, 201);

@@ -158,40 +158,7 @@ upstream = "http://127.0.0.1:1"
     assert_clean(&rx.envelopes(), &[&token, COOKIE_SECRET, FORWARDED, CLIENT, "carol@example.com"]);
 }
 
-const OPERATOR: &str = "operator-token-0123456789";
-
-fn write_origin_config(dir: &Path, port: u16, dsn: &str) {
-    let keys = dir.join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    let (pem, _) = gatehouse_bundler::keys::generate_bundle_keys();
-    std::fs::write(keys.join("bundle.pem"), pem).unwrap();
-    std::fs::write(keys.join("edge.tokens"), "edge edge-token-0123456789abcdef\n").unwrap();
-    std::fs::write(keys.join("operator.token"), OPERATOR).unwrap();
-    std::fs::write(keys.join("peer.token"), "peer-token-0123456789abcdef").unwrap();
-    std::fs::write(keys.join("apikey.secret"), "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0xMjM0NQ==").unwrap();
-    std::fs::write(
-        dir.join("origin.toml"),
-        format!(
-            r#"region = "eu-west"
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-data_dir = "data"
-[secrets]
-bundle_signing_key = "keys/bundle.pem"
-edge_tokens = "keys/edge.tokens"
-operator_token = "keys/operator.token"
-peer_token = "keys/peer.token"
-api_key_secret = "keys/apikey.secret"
-[signin]
-argon2_memory_kib = 64
-argon2_iterations = 1
-[telemetry.sentry]
-dsn = "{dsn}"
-"#
-        ),
-    )
-    .unwrap();
-}
+const OPERATOR: &str = ORIGIN_OPERATOR;
 
 fn start_origin(dir: &Path, addr: SocketAddr) -> Killed {
     let child: Child = bin()
@@ -260,7 +227,7 @@ async fn origin_internal_errors_arrive_with_the_request_id() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    write_origin_config(dir, addr.port(), &rx.dsn());
+    write_origin_config(dir, addr.port(), &format!("[telemetry.sentry]\ndsn = \"{}\"\n", rx.dsn()));
     let origin = start_origin(dir, addr);
     let org = json!({ "slug": "acme", "name": "Acme", "tier": "team", "owner_email": "owner@acme.example",
                       "owner_password": "owner password 1" });

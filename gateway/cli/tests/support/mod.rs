@@ -318,3 +318,41 @@ pub async fn try_send(
     let body = resp.into_body().collect().await?.to_bytes();
     Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
 }
+
+/// The operator token of [`write_origin_config`]'s origin.
+#[allow(dead_code)]
+pub const ORIGIN_OPERATOR: &str = "operator-token-0123456789";
+
+/// An origin's keys and `origin.toml` in `dir` (region `eu-west` on `127.0.0.1:port`, fast
+/// argon2), with `extra` TOML appended (sections of the test's own).
+#[allow(dead_code)]
+pub fn write_origin_config(dir: &Path, port: u16, extra: &str) {
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let (pem, _) = gatehouse_bundler::keys::generate_bundle_keys();
+    std::fs::write(keys.join("bundle.pem"), pem).unwrap();
+    std::fs::write(keys.join("edge.tokens"), "edge edge-token-0123456789abcdef\n").unwrap();
+    std::fs::write(keys.join("operator.token"), ORIGIN_OPERATOR).unwrap();
+    std::fs::write(keys.join("peer.token"), "peer-token-0123456789abcdef").unwrap();
+    std::fs::write(keys.join("apikey.secret"), "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0xMjM0NQ==").unwrap();
+    std::fs::write(
+        dir.join("origin.toml"),
+        format!(
+            r#"region = "eu-west"
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+data_dir = "data"
+[secrets]
+bundle_signing_key = "keys/bundle.pem"
+edge_tokens = "keys/edge.tokens"
+operator_token = "keys/operator.token"
+peer_token = "keys/peer.token"
+api_key_secret = "keys/apikey.secret"
+[signin]
+argon2_memory_kib = 64
+argon2_iterations = 1
+{extra}"#
+        ),
+    )
+    .unwrap();
+}
