@@ -13,6 +13,8 @@
 # utime+stime over the run divided by the decisions. Writes bench/load/last-run-authz.md.
 #
 # Usage: bench/load/authz.sh [seconds-per-run] [rounds] [in-flight]   (NO_BUILD=1: skip the build)
+# TELEMETRY=1: the gateway also traces every request ([telemetry.otlp], ratio 1, OTLP/HTTP to
+# the nginx upstream, which answers 200) and the table goes to last-run-authz-telemetry.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/env.sh
@@ -87,6 +89,9 @@ cache_dir = "cwasm"
 upstream = "http://127.0.0.1:$U"
 filters = ["gatehouse"]
 CONF
+if [ "${TELEMETRY:-}" = 1 ]; then
+  printf '[telemetry.otlp]\nendpoint = "http://127.0.0.1:%s"\nprotocol = "http/protobuf"\nsample_ratio = 1.0\n' "$U" >>"$work/gateway.toml"
+fi
 $pin0 nginx -c "$work/upstream.conf" & pids+=($!)
 (cd "$work" && GATEHOUSE_THREADS=1 GATEHOUSE_LOG=warn exec $pin0 "$gh" gateway --config gateway.toml 2>"$work/gateway.log") & pids+=($!)
 gw_pid=$!
@@ -113,6 +118,7 @@ for r in $(seq 1 "$rounds"); do
 done
 
 out=bench/load/last-run-authz.md
+[ "${TELEMETRY:-}" = 1 ] && out=bench/load/last-run-authz-telemetry.md
 python3 - "$results" "$secs" "$rounds" "$inflight" <<'PY' | tee "$out"
 import statistics, sys
 path, secs, rounds, inflight = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
