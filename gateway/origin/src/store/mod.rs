@@ -13,6 +13,7 @@
 //! The SQL lives here, one module per aggregate, next to the migrations of its tables
 //! ([`migrations`]); the rest of the crate calls typed functions and reads row structs.
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -132,10 +133,13 @@ impl Db {
         // WAL: readers do not block the writer; `synchronous` decides what a crash of
         // the machine (not only of the process) may lose. `secure_delete`: deleted
         // content is overwritten with zeros, so an erased person's data leaves the file.
+        // The busy timeout first: switching a new file to WAL takes its lock, and another
+        // connection to it (a handle the cache let go that is still in use) must be
+        // waited for, not answered with `database is locked`.
+        conn.execute_batch("PRAGMA busy_timeout=5000;").await?;
         conn.query("PRAGMA journal_mode=WAL", ()).await?;
         conn.execute_batch(&format!(
-            "PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; \
-             PRAGMA secure_delete=ON;"
+            "PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;"
         ))
         .await?;
         let d = Db { conn, _db: db, lock: tokio::sync::Mutex::new(()) };
@@ -198,6 +202,10 @@ pub struct Store {
     /// The directory database.
     pub directory: Db,
     open: Mutex<lru::LruCache<String, Arc<Db>>>,
+    /// One lock per tenant being opened: two tasks asking for the same closed tenant at
+    /// once (a request and the bundle builder) open and migrate its file once, not
+    /// twice over each other.
+    opening: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Where opening a tenant database is timed (`storage_seconds{op="open"}`).
     times: Option<crate::metrics::StorageTimes>,
 }
@@ -215,6 +223,7 @@ impl Store {
             audit_file: AuditFile::Shared,
             directory,
             open: Mutex::new(lru::LruCache::new(cap)),
+            opening: Mutex::new(HashMap::new()),
             times: None,
         })
     }
@@ -248,9 +257,26 @@ impl Store {
         if !valid_id(id) {
             bail!("invalid tenant id");
         }
-        if let Some(db) = self.open.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
-            return Ok(db.clone());
+        if let Some(db) = self.cached(id) {
+            return Ok(db);
         }
+        let gate = self.opening.lock().unwrap_or_else(|p| p.into_inner()).entry(id.to_string()).or_default().clone();
+        let _opening = gate.lock().await;
+        // Whoever held the gate before us has opened it.
+        if let Some(db) = self.cached(id) {
+            return Ok(db);
+        }
+        let opened = self.open_tenant(id, create).await;
+        self.opening.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        opened
+    }
+
+    fn cached(&self, id: &str) -> Option<Arc<Db>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    /// Open tenant `id`'s database (the caller holds its opening gate) and cache it.
+    async fn open_tenant(&self, id: &str, create: bool) -> Result<Arc<Db>> {
         let path = self.tenant_path(id);
         // With a server behind the replicas a tenant's replica file may not exist yet on
         // this host; the directory (checked by the caller) says the tenant is ours.
@@ -262,12 +288,7 @@ impl Store {
         let opening = Db::open(&path, &self.backend, id, migrations::TENANT, Some((&audit, self.audit_file)));
         let span = tracing::debug_span!("gatehouse.storage", db.system.name = "sqlite", db.operation.name = "open");
         let db = Arc::new(tracing::Instrument::instrument(opening, span).await?);
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        // Another task may have opened it meanwhile: keep one handle.
-        if let Some(existing) = open.get(id) {
-            return Ok(existing.clone());
-        }
-        open.put(id.to_string(), db.clone());
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).put(id.to_string(), db.clone());
         Ok(db)
     }
 
@@ -403,6 +424,35 @@ pub(crate) async fn test_tenant() -> (tempfile::TempDir, Store, Arc<Db>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_opens_of_a_new_tenant_open_it_once() {
+        // A request creating a tenant and the bundle builder reading it at once used to
+        // migrate the new file twice over each other (`database is locked`).
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(Store::open(dir.path(), Backend::Local { synchronous: "normal".into() }, 8).await.unwrap());
+        for round in 0..8 {
+            let id = format!("t_{round:02x}");
+            let tasks: Vec<_> = (0..6)
+                .map(|i| {
+                    let (s, id) = (s.clone(), id.clone());
+                    tokio::spawn(async move { s.tenant(&id, i == 0).await })
+                })
+                .collect();
+            let mut opened = Vec::new();
+            for t in tasks {
+                // A reader may ask before the creator has made the file: refused, not broken.
+                if let Ok(db) = t.await.unwrap() {
+                    opened.push(db);
+                }
+            }
+            assert!(!opened.is_empty());
+            assert!(opened.iter().all(|db| Arc::ptr_eq(db, &opened[0])), "one handle per tenant");
+            let n: i64 =
+                one(&*opened[0].lock().await, "SELECT COUNT(*) FROM schema_version", ()).await.unwrap().unwrap();
+            assert_eq!(n as usize, migrations::TENANT.len());
+        }
+    }
 
     #[tokio::test]
     async fn migrations_run_once_and_the_lru_is_bounded() {

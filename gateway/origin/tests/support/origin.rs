@@ -76,6 +76,7 @@ argon2_iterations = 1
 /// Write the secrets and `toml` as `origin.toml` into `dir`, open the app and serve it on
 /// `port` (the one `toml` listens on); the tests call it at `url`.
 pub async fn launch(dir: &Path, port: u16, url: String, toml: &str) -> Origin {
+    log_to_test_output();
     std::fs::create_dir_all(dir).unwrap();
     let (pem, public_pem) = gatehouse_bundler::keys::generate_bundle_keys();
     std::fs::write(dir.join("bundle.pem"), pem).unwrap();
@@ -92,6 +93,14 @@ pub async fn launch(dir: &Path, port: u16, url: String, toml: &str) -> Origin {
         let _ = rx.await;
     }));
     Origin { url, dir: dir.to_path_buf(), bundle_public_pem: public_pem, app, _stop: tx }
+}
+
+/// Print the origin's warnings and errors (`RUST_LOG` overrides) into the test's output, so
+/// a failing test shows why the origin answered 500; once per test binary.
+pub fn log_to_test_output() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
 /// One HTTP request with `headers` and a raw body; (status, headers, body). A `localhost`
