@@ -12,6 +12,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::saml_attacks::{attacks_on, signature_attacks};
 use support::sso::*;
 use support::*;
 
@@ -380,106 +381,64 @@ async fn oidc_and_oauth2_sign_in_through_a_real_provider() {
 // ---------------------------------------------------------------------------------------
 // SAML 2.0 against pysaml2 acting as the IdP (tests/idp/saml-idp.py).
 
-/// The first element `<{prefix}:{name} …>…</{prefix}:{name}>` in `xml`.
-fn element<'a>(xml: &'a str, qname: &str) -> &'a str {
-    let start = xml.find(&format!("<{qname}")).unwrap_or_else(|| panic!("no {qname} in {xml}"));
-    let close = format!("</{qname}>");
-    let end = start + xml[start..].find(&close).unwrap() + close.len();
-    &xml[start..end]
-}
-
-/// Attacks built from a genuine signed response `xml` (pysaml2's shape: `ns0:` protocol,
-/// `ns1:` assertion, `ns2:` xmldsig): content edits, signature wrapping variants, comment
-/// injection, DTD payloads.
-fn attacks_on(xml: &str) -> Vec<(&'static str, String)> {
-    let xml = xml.to_string();
-    let assertion = element(&xml, "ns1:Assertion").to_string();
-    let assertion_sig = element(&assertion, "ns2:Signature").to_string();
-    let id = attr(&assertion, " ID=\"").to_string();
-    let evil_same_id = assertion.replace("erin@example.com", "admin@example.com").replace(&assertion_sig, "");
-    let evil = evil_same_id.replace(&format!(" ID=\"{id}\""), " ID=\"evil-assertion\"");
-    let response_sig = element(&xml, "ns2:Signature").to_string();
-    let (open_tag_end, close) = (xml.find("<ns0:Status").unwrap(), "</ns0:Response>");
-    let mut attacks: Vec<(&'static str, String)> = vec![
-        // Content changed under a signature.
-        ("signed assertion edited", xml.replace("erin@example.com", "admin@example.com")),
-        // XSW: an unsigned evil assertion beside the signed one (before it, same ID or not).
-        ("evil assertion before the signed one", xml.replace(&assertion, &format!("{evil}{assertion}"))),
-        ("evil assertion with the same ID first", xml.replace(&assertion, &format!("{evil_same_id}{assertion}"))),
-        // XSW: the evil assertion wraps the signed one.
-        (
-            "evil assertion wrapping the signed one",
-            xml.replace(&assertion, &evil.replace("</ns1:Assertion>", &format!("{assertion}</ns1:Assertion>"))),
-        ),
-        // XSW: the signed assertion hidden in Extensions, the evil one in its place.
-        (
-            "signed assertion moved into Extensions",
-            xml.replace(&assertion, &evil).replacen(
-                "<ns0:Status",
-                &format!("<ns0:Extensions>{assertion}</ns0:Extensions><ns0:Status"),
-                1,
-            ),
-        ),
-        // XSW: the signed assertion inside the evil one's Signature Object.
-        (
-            "signed assertion inside the evil assertion's signature object",
-            xml.replace(
-                &assertion,
-                &evil_same_id.replacen(
-                    "<ns1:Subject>",
-                    &format!(
-                        "{}<ns1:Subject>",
-                        assertion_sig.replace(
-                            "</ns2:Signature>",
-                            &format!("<ns2:Object>{assertion}</ns2:Object></ns2:Signature>")
-                        )
-                    ),
-                    1,
-                ),
-            ),
-        ),
-        // XSW on the response: an evil response wrapping the signed original in its
-        // Signature.
-        (
-            "evil response wrapping the signed response",
-            format!(
-                "{}{}{}",
-                &xml[..open_tag_end].replace(
-                    &response_sig,
-                    &response_sig.replace(
-                        "</ns2:Signature>",
-                        &format!(
-                            "<ns2:Object>{}</ns2:Object></ns2:Signature>",
-                            xml.trim_start_matches("<?xml version=\"1.0\"?>").trim()
-                        )
-                    )
-                ),
-                &xml[open_tag_end..].replace(&assertion, &evil),
-                ""
-            ),
-        ),
-        // Every signature stripped.
-        ("signatures removed", xml.replace(&response_sig, "").replace(&assertion_sig, "").replace("erin@", "admin@")),
-        // Comment injection: the NameID would read `admin@example.com` to a parser that
-        // stops at the comment.
-        ("comment in NameID", xml.replacen("erin@example.com", "erin@example.com<!---->.evil.test", 1)),
-        // DTD and entity payloads.
-        (
-            "external entity",
-            xml.replacen("<ns0:Response", "<!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><ns0:Response", 1),
-        ),
-        (
-            "entity expansion",
-            xml.replacen(
-                "<ns0:Response",
-                "<!DOCTYPE r [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;\">]><ns0:Response",
-                1,
-            ),
-        ),
-    ];
-    assert!(xml.ends_with(close) || xml.trim_end().ends_with(close));
-    attacks.retain(|(_, x)| x != &xml);
-    attacks
+/// The signature-construct attacks and the oversized posts on `posted` (its transaction
+/// stays open): each refused with its own reason on the error page, one audit record
+/// each, no session. `listener` is what the XSLT stylesheet would fetch.
+async fn refuse_signature_attacks(
+    demo: &Demo,
+    b: &Browser,
+    posted: &Posted,
+    shape: &str,
+    listener: &std::net::TcpListener,
+) -> Vec<(String, String)> {
+    let port = listener.local_addr().unwrap().port();
+    let mut seen = Vec::new();
+    let count = |reasons: Vec<String>, want: &str| reasons.iter().filter(|r| *r == want).count();
+    for (what, attack, want) in signature_attacks(&posted.xml(), port) {
+        let before = count(failure_reasons(demo).await, want);
+        let (s, h, page) = b.post_acs(&posted.with_xml(&attack)).await;
+        assert_eq!((s, reason(&h)), (400, want), "{what} ({shape}): {page}");
+        assert!(session_token(&h).is_none(), "{what} ({shape}): a session was issued");
+        assert!(page.contains("<html") && page.contains(want), "{what} ({shape}): the error page: {page}");
+        assert_eq!(count(failure_reasons(demo).await, want), before + 1, "{what} ({shape}): one audit record");
+        seen.push((format!("{what} ({shape})"), want.to_string()));
+    }
+    // The ACS's own size bounds: the form one byte over, the response field over its
+    // limit inside a form that fits, and a form exactly at the limit (read, then refused
+    // for what it is, not for its size).
+    let limit = gatehouse_origin::sso::saml::MAX_ACS_BODY;
+    let field = |n: usize| format!("SAMLResponse={}", "A".repeat(n - "SAMLResponse=".len()));
+    let over_field = format!("SAMLResponse={}", "A".repeat(gatehouse_origin::sso::saml::MAX_RESPONSE_B64 + 4));
+    let padded = |n: usize| {
+        let head = "SAMLResponse=%25%25&pad=";
+        format!("{head}{}", "A".repeat(n - head.len()))
+    };
+    for (what, body, want) in [
+        ("form one byte over the limit", field(limit + 1), "sso_saml_too_large"),
+        ("padded form one byte over the limit", padded(limit + 1), "sso_saml_too_large"),
+        ("SAMLResponse over its limit", over_field, "sso_saml_too_large"),
+        ("form at the limit", padded(limit), "sso_saml_malformed"),
+    ] {
+        let before = count(failure_reasons(demo).await, want);
+        let r = b.c.post(&posted.acs).header("content-type", "application/x-www-form-urlencoded").body(body);
+        let r = r.send().await.unwrap();
+        let (s, h) = (r.status().as_u16(), r.headers().clone());
+        let page = r.text().await.unwrap();
+        let status = if want == "sso_saml_too_large" { 413 } else { 400 };
+        assert_eq!((s, reason(&h)), (status, want), "{what} ({shape}): {page}");
+        assert!(page.contains("<html") && page.contains(want), "{what}: {page}");
+        assert_eq!(count(failure_reasons(demo).await, want), before + 1, "{what} ({shape}): one audit record");
+        seen.push((format!("{what} ({shape})"), want.to_string()));
+    }
+    // Nothing of the stylesheet ran: it fetched nothing, and neither libxslt nor the
+    // libxmlsec1 transform that hosts it said a word on the origin's stderr.
+    listener.set_nonblocking(true).unwrap();
+    assert_eq!(listener.accept().map(|_| ()).unwrap_err().kind(), std::io::ErrorKind::WouldBlock, "fetched");
+    let stderr = std::fs::read_to_string(demo.dir.path().join(DEMO_STDERR)).unwrap().to_ascii_lowercase();
+    for trace in ["xslt", "xsl:", "copy-of", "runtime error", "xpath", "xinclude", "xpointer", &format!(":{port}")] {
+        assert!(!stderr.contains(trace), "`{trace}` in the origin's stderr: {stderr}");
+    }
+    seen
 }
 
 fn conn_str(demo: &Demo, id: &str, what: &str) -> String {
@@ -634,6 +593,8 @@ async fn saml_sign_in_through_a_real_idp() {
             }
         }
     }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    seen.extend(refuse_signature_attacks(&demo, &b, &genuine, "response and assertion signed", &listener).await);
     let (s, h, _) = b.post_acs(&genuine).await;
     assert_eq!(s, 200, "the genuine response after the attacks: {}", last_failure(&demo).await);
     // The classic wrapping target: only the assertion signed (no response signature).
@@ -660,6 +621,7 @@ async fn saml_sign_in_through_a_real_idp() {
             }
         }
     }
+    seen.extend(refuse_signature_attacks(&demo, &b2, &only_assertion, "assertion signed only", &listener).await);
     let (s, _, _) = b2.post_acs(&only_assertion).await;
     assert_eq!(s, 200, "a response whose assertion alone is signed is fine: {}", last_failure(&demo).await);
     let (_, body) = through_gateway(&demo, &session_token(&h).unwrap()).await;
@@ -691,6 +653,11 @@ async fn saml_sign_in_through_a_real_idp() {
         "sso_saml_wrapping_refused",
         "sso_saml_comment_refused",
         "sso_saml_dtd_refused",
+        "sso_saml_transform_refused",
+        "sso_saml_reference_refused",
+        "sso_saml_algorithm_refused",
+        "sso_saml_keyinfo_refused",
+        "sso_saml_too_large",
     ] {
         assert!(reasons.iter().any(|r| r == want), "no audit record for {want}: {reasons:?}");
     }

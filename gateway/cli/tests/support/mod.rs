@@ -13,6 +13,7 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
+pub mod saml_attacks;
 mod skip;
 pub mod sso;
 #[allow(unused_imports)] // only some test binaries can skip
@@ -72,8 +73,13 @@ pub struct DemoPorts {
     pub origin: u16,
 }
 
+/// Where [`spawn_demo`] writes the demo's stderr (its logs, and whatever libxml2,
+/// libxmlsec1 and libxslt print), in its directory.
+pub const DEMO_STDERR: &str = "demo.stderr";
+
 /// `gatehouse demo --dir DIR` on free loopback ports, logs quiet; its stdout lines (the
-/// walkthrough, printed once seeded) arrive on the receiver.
+/// walkthrough, printed once seeded) arrive on the receiver, its stderr goes to
+/// [`DEMO_STDERR`].
 pub fn spawn_demo(dir: &Path) -> (Child, DemoPorts, std::sync::mpsc::Receiver<String>) {
     let p = DemoPorts { listen: free_port(), admin: free_port(), upstream: free_port(), origin: free_port() };
     let child = bin()
@@ -83,7 +89,7 @@ pub fn spawn_demo(dir: &Path) -> (Child, DemoPorts, std::sync::mpsc::Receiver<St
         .env("GATEHOUSE_FILTER_DIR", component_dir())
         .env("GATEHOUSE_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(DEMO_STDERR)).unwrap())
         .spawn()
         .unwrap();
     let mut child = child;

@@ -2,8 +2,12 @@
 //!
 //! - AuthnRequest over the HTTP-Redirect binding (signed with the connection's own SP key
 //!   when configured), with a 128-bit random ID kept in the sign-in transaction.
-//! - Responses over HTTP-POST: refused before any XML parsing if they carry a DTD or
-//!   entity declaration, or a comment (comments are how NameID truncation attacks work);
+//! - Responses over HTTP-POST: refused before any XML-DSig code runs
+//!   ([`gatehouse_saml_guard`]) if they carry a DTD or entity declaration, a comment
+//!   (comments are how NameID truncation attacks work), a second Response or Assertion,
+//!   or a signature built from anything but exclusive C14N, enveloped-signature, RSA/ECDSA
+//!   with SHA-2 and one same-document reference to its holder (no XSLT, XPath, XPointer
+//!   or XInclude reaches libxmlsec1);
 //!   then samael verifies every XML signature against the connection's IdP certificates
 //!   (several, for rollover; algorithms pinned to RSA/ECDSA with SHA-2) and keeps only
 //!   the signed content, so the element consumed is the element signed (no signature
@@ -22,8 +26,10 @@ use samael::service_provider::{Error as SpError, ServiceProvider, ServiceProvide
 use super::oidc::{Profile, SsoError};
 use super::{Connection, SamlIdp};
 
-/// Largest SAMLResponse accepted (base64).
-pub const MAX_RESPONSE_B64: usize = 256 * 1024;
+pub use gatehouse_saml_guard::MAX_RESPONSE_B64;
+/// Largest ACS form accepted: the largest response, URL-encoded (base64's `+`, `/` and
+/// `=` take three bytes each), with its RelayState.
+pub const MAX_ACS_BODY: usize = MAX_RESPONSE_B64 * 3 / 2;
 /// Clock skew tolerated on SAML timestamps.
 const SKEW_SECS: i64 = 120;
 
@@ -41,7 +47,7 @@ fn saml_err(reason: &'static str, detail: impl Into<String>) -> SsoError {
 /// The parts of IdP metadata a connection keeps: entity id, HTTP-Redirect SSO URL and
 /// signing certificates (base64 DER).
 pub fn idp_from_metadata(xml: &str) -> Result<(String, String, Vec<String>), String> {
-    refuse_dangerous_xml(xml).map_err(|e| e.to_string())?;
+    gatehouse_saml_guard::refuse_dangerous_xml(xml).map_err(|e| e.to_string())?;
     let ed: EntityDescriptor = xml.parse().map_err(|e| format!("not SAML metadata: {e}"))?;
     let entity_id = ed.entity_id.clone().ok_or("metadata has no entityID")?;
     let idp = ed.idp_sso_descriptors.as_ref().and_then(|d| d.first()).ok_or("metadata has no IDPSSODescriptor")?;
@@ -214,87 +220,17 @@ pub fn start(
     Ok(SamlStart { url: url.to_string(), request_id: req.id })
 }
 
-/// Refuse what no legitimate response carries: a DTD or entity declaration (entity
-/// expansion, external entities) and comments (NameID truncation).
-pub fn refuse_dangerous_xml(xml: &str) -> Result<(), SsoError> {
-    let upper = xml.to_ascii_uppercase();
-    if upper.contains("<!DOCTYPE") || upper.contains("<!ENTITY") {
-        return Err(saml_err("sso_saml_dtd_refused", "DTD or entity declaration"));
-    }
-    if xml.contains("<!--") {
-        return Err(saml_err("sso_saml_comment_refused", "XML comment in the response"));
-    }
-    // Only UTF-8: libxml2 honours an encoding declaration (UTF-7 would hide `<!DOCTYPE`
-    // from these checks), so any other one is refused.
-    if let Some(decl) = xml.trim_start_matches('\u{feff}').trim_start().strip_prefix("<?xml") {
-        let decl = decl.split("?>").next().unwrap_or_default().to_ascii_lowercase();
-        if let Some(enc) = decl.split("encoding").nth(1) {
-            let value: String = enc.chars().filter(|c| !matches!(c, '=' | '"' | '\'' | ' ')).take(6).collect();
-            if !value.starts_with("utf-8") && !value.starts_with("utf8") {
-                return Err(saml_err("sso_saml_malformed", "only UTF-8 responses are accepted"));
-            }
-        }
-    }
-    if xml.contains("<?xml-stylesheet") {
-        return Err(saml_err("sso_saml_malformed", "processing instruction"));
-    }
-    Ok(())
-}
-
-/// The shape every response must have: a `Response` root, exactly one `Response` and
-/// exactly one `Assertion` element in the whole document (no encrypted ones). Signature
-/// wrapping always adds a second copy of the signed element somewhere; this refuses it
-/// outright, before samael keeps only the signed content anyway.
-pub fn refuse_wrapping(xml: &str) -> Result<(), SsoError> {
-    use quick_xml::events::Event;
-    let mut reader = quick_xml::Reader::from_str(xml);
-    let (mut responses, mut assertions, mut root) = (0usize, 0usize, None::<Vec<u8>>);
-    loop {
-        match reader.read_event() {
-            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => {
-                let name = e.local_name().as_ref().to_vec();
-                if root.is_none() {
-                    root = Some(name.clone());
-                }
-                match name.as_slice() {
-                    b"Response" => responses += 1,
-                    b"Assertion" => assertions += 1,
-                    b"EncryptedAssertion" => {
-                        return Err(saml_err("sso_saml_malformed", "encrypted assertions are not accepted"))
-                    }
-                    _ => {}
-                }
-            }
-            Ok(Event::Eof) => break,
-            Err(e) => return Err(saml_err("sso_saml_malformed", e.to_string())),
-            _ => {}
-        }
-    }
-    if root.as_deref() != Some(b"Response".as_slice()) {
-        return Err(saml_err("sso_saml_malformed", "the root element is not a Response"));
-    }
-    if responses != 1 || assertions != 1 {
-        return Err(saml_err(
-            "sso_saml_wrapping_refused",
-            format!("{responses} Response and {assertions} Assertion elements (exactly one of each allowed)"),
-        ));
-    }
-    Ok(())
-}
-
-/// Decode a posted SAMLResponse and run the checks that come before XML parsing.
+/// Decode a posted SAMLResponse and run every check that comes before XML-DSig
+/// ([`gatehouse_saml_guard`]: size, encoding, DTD, comments, wrapping, and the allowlist of
+/// signature algorithms, transforms, references and key data).
 pub fn decode_response(b64: &str) -> Result<String, SsoError> {
-    if b64.len() > MAX_RESPONSE_B64 {
-        return Err(saml_err("sso_saml_malformed", "response too large"));
+    gatehouse_saml_guard::decode_response(b64).map_err(SsoError::from)
+}
+
+impl From<gatehouse_saml_guard::Refused> for SsoError {
+    fn from(r: gatehouse_saml_guard::Refused) -> SsoError {
+        SsoError::Saml(r.reason, r.detail)
     }
-    let compact: String = b64.split_whitespace().collect();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(compact)
-        .map_err(|_| saml_err("sso_saml_malformed", "SAMLResponse is not base64"))?;
-    let xml = String::from_utf8(bytes).map_err(|_| saml_err("sso_saml_malformed", "SAMLResponse is not UTF-8"))?;
-    refuse_dangerous_xml(&xml)?;
-    refuse_wrapping(&xml)?;
-    Ok(xml)
 }
 
 /// The ID of the first Assertion element, unverified: used only to tell a replayed
@@ -416,6 +352,8 @@ pub fn finish(
     xml: &str,
     request_id: Option<&str>,
 ) -> Result<SamlSignIn, SsoError> {
+    // No caller reaches libxmlsec1 without the pre-checks (transforms, references, …).
+    gatehouse_saml_guard::precheck(xml)?;
     let (idp, sp) = service_provider_of(c, sp_entity_id, acs)?;
     let ids: Vec<&str> = request_id.into_iter().collect();
     let assertion = sp.parse_xml_response(xml, Some(&ids)).map_err(|e| {
@@ -516,55 +454,6 @@ mod tests {
         }
         for c in [ac("unspecified"), ac("Kerberos"), ac("X509"), String::new()] {
             assert_eq!(class_amr(&c), None, "{c}");
-        }
-    }
-
-    #[test]
-    fn dangerous_xml_is_refused_before_parsing() {
-        let ok = r#"<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol"/>"#;
-        assert!(refuse_dangerous_xml(ok).is_ok());
-        for (x, want) in [
-            (r#"<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>"#, "sso_saml_dtd_refused"),
-            (r#"<!doctype r><r/>"#, "sso_saml_dtd_refused"),
-            (r#"<r><NameID>admin@example.com<!---->.evil.test</NameID></r>"#, "sso_saml_comment_refused"),
-            (r#"<?xml version="1.0" encoding="UTF-7"?><r>+ADw-!DOCTYPE</r>"#, "sso_saml_malformed"),
-        ] {
-            match refuse_dangerous_xml(x) {
-                Err(SsoError::Saml(r, _)) => assert_eq!(r, want),
-                other => panic!("{x}: {other:?}"),
-            }
-        }
-        let b64 = base64::engine::general_purpose::STANDARD.encode("<!DOCTYPE x><x/>");
-        assert!(matches!(decode_response(&b64), Err(SsoError::Saml("sso_saml_dtd_refused", _))));
-        assert!(matches!(decode_response("%%%"), Err(SsoError::Saml("sso_saml_malformed", _))));
-    }
-
-    #[test]
-    fn one_response_one_assertion() {
-        let ok = r#"<p:Response xmlns:p="p" xmlns:a="a"><a:Assertion ID="x"/></p:Response>"#;
-        assert!(refuse_wrapping(ok).is_ok());
-        for (x, want) in [
-            (
-                r#"<p:Response xmlns:p="p" xmlns:a="a"><a:Assertion ID="e"/><a:Assertion ID="x"/></p:Response>"#,
-                "sso_saml_wrapping_refused",
-            ),
-            (
-                r#"<p:Response xmlns:p="p" xmlns:a="a"><a:Assertion ID="e"><a:Assertion ID="x"/></a:Assertion></p:Response>"#,
-                "sso_saml_wrapping_refused",
-            ),
-            (
-                r#"<p:Response xmlns:p="p" xmlns:a="a"><s><p:Response><a:Assertion ID="x"/></p:Response></s><a:Assertion ID="e"/></p:Response>"#,
-                "sso_saml_wrapping_refused",
-            ),
-            (r#"<p:Response xmlns:p="p"/>"#, "sso_saml_wrapping_refused"),
-            (r#"<a:Assertion xmlns:a="a" ID="x"/>"#, "sso_saml_malformed"),
-            (r#"<p:Response xmlns:p="p" xmlns:a="a"><a:EncryptedAssertion/></p:Response>"#, "sso_saml_malformed"),
-            (r#"<p:Response xmlns:p="p"><unclosed></p:Response>"#, "sso_saml_malformed"),
-        ] {
-            match refuse_wrapping(x) {
-                Err(SsoError::Saml(r, _)) => assert_eq!(r, want, "{x}"),
-                other => panic!("{x}: {other:?}"),
-            }
         }
     }
 

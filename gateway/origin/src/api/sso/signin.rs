@@ -24,7 +24,7 @@ use crate::tokens::{self};
 
 use crate::api::admin::roles::role_exists;
 use crate::api::app::App;
-use crate::api::extract::{meta, residency, tenant, AppState, Peer, QueryParams, RawBody, Tenant};
+use crate::api::extract::{meta, residency, tenant, AppState, Peer, QueryParams, Tenant};
 use crate::api::pages::{cookie, esc, html, signed_in};
 use crate::api::sso::connections::{acs_url, load, not_found, redirect_uri, sp_entity_id};
 use crate::api::tenant::{issue, open_session, Session};
@@ -69,10 +69,15 @@ impl From<SsoError> for Refusal {
                 | "sso_saml_dtd_refused"
                 | "sso_saml_comment_refused"
                 | "sso_saml_wrapping_refused"
+                | "sso_saml_transform_refused"
+                | "sso_saml_algorithm_refused"
+                | "sso_saml_reference_refused"
+                | "sso_saml_keyinfo_refused"
                 | "sso_saml_unsolicited"
                 | "sso_saml_in_response_to",
                 _,
             ) => StatusCode::BAD_REQUEST,
+            SsoError::Saml("sso_saml_too_large", _) => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::UNAUTHORIZED,
         };
         Refusal { status, reason: e.reason(), detail: e.to_string() }
@@ -348,18 +353,37 @@ pub(crate) async fn saml_acs(
     Path((slug, id)): Path<(String, String)>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    RawBody(body): RawBody,
+    body: axum::body::Body,
 ) -> Response {
     let t = match tenant(&app, &slug, &format!("/t/{slug}/sso/{id}/saml/acs")).await {
         Ok(t) => t,
         Err(e) => return residency(e, &headers),
     };
     let m = meta(&headers, &peer);
-    let finished = saml_finish(&app, &t, &m, &id, &headers, &body).await;
+    // Its own bound, read here, so an oversized post is refused like every other
+    // response: the error page, its reason code and an audit record.
+    let finished = match acs_body(body).await {
+        Ok(body) => saml_finish(&app, &t, &m, &id, &headers, &body).await,
+        Err(r) => Err(r),
+    };
     app.metrics.sso_outcome("saml", finished.as_ref().map(|_| ()).map_err(|r| r.reason));
     match finished {
         Ok(r) => r,
         Err(r) => refuse(&app, &t, &m, &id, r).await,
+    }
+}
+
+/// The posted form, at most [`saml::MAX_ACS_BODY`] bytes.
+async fn acs_body(body: axum::body::Body) -> Result<axum::body::Bytes, Refusal> {
+    use http_body_util::BodyExt as _;
+    match http_body_util::Limited::new(body, saml::MAX_ACS_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "sso_saml_too_large",
+            format!("the posted form is over {} bytes", saml::MAX_ACS_BODY),
+        )),
+        Err(_) => Err(refusal(StatusCode::BAD_REQUEST, "sso_saml_malformed", "the body could not be read")),
     }
 }
 
