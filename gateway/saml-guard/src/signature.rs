@@ -173,18 +173,12 @@ fn enter(ns: &str, e: &BytesStart, stack: &[Frame], open: &mut Vec<Open>) -> Res
             match (dsig, local.as_str()) {
                 (true, "CanonicalizationMethod") => {
                     sig.canonicalizations += 1;
-                    let alg = algorithm(e)?;
-                    if !CANONICALIZATIONS.contains(&alg.as_str()) {
-                        return Err(refused("sso_saml_transform_refused", format!("canonicalization {alg}")));
-                    }
+                    allowed(e, CANONICALIZATIONS, "sso_saml_transform_refused", "canonicalization")?;
                     Kind::Canonicalization
                 }
                 (true, "SignatureMethod") => {
                     sig.methods += 1;
-                    let alg = algorithm(e)?;
-                    if !SIGNATURE_METHODS.contains(&alg.as_str()) {
-                        return Err(refused("sso_saml_algorithm_refused", format!("signature method {alg}")));
-                    }
+                    allowed(e, SIGNATURE_METHODS, "sso_saml_algorithm_refused", "signature method")?;
                     Kind::SignatureMethod
                 }
                 (true, "Reference") => {
@@ -211,10 +205,7 @@ fn enter(ns: &str, e: &BytesStart, stack: &[Frame], open: &mut Vec<Open>) -> Res
         Kind::Reference => match (dsig, local.as_str()) {
             (true, "Transforms") => Kind::Transforms,
             (true, "DigestMethod") => {
-                let alg = algorithm(e)?;
-                if !DIGEST_METHODS.contains(&alg.as_str()) {
-                    return Err(refused("sso_saml_algorithm_refused", format!("digest method {alg}")));
-                }
+                allowed(e, DIGEST_METHODS, "sso_saml_algorithm_refused", "digest method")?;
                 Kind::DigestMethod
             }
             (true, "DigestValue") => Kind::Value,
@@ -229,10 +220,7 @@ fn enter(ns: &str, e: &BytesStart, stack: &[Frame], open: &mut Vec<Open>) -> Res
             if sig.transforms > MAX_TRANSFORMS {
                 return Err(refused("sso_saml_transform_refused", format!("more than {MAX_TRANSFORMS} transforms")));
             }
-            let alg = algorithm(e)?;
-            if !TRANSFORMS.contains(&alg.as_str()) {
-                return Err(refused("sso_saml_transform_refused", format!("transform {alg}")));
-            }
+            let alg = allowed(e, TRANSFORMS, "sso_saml_transform_refused", "transform")?;
             Kind::Transform(alg != ENVELOPED)
         }
         Kind::Canonicalization | Kind::Transform(true) if ns == EXC_C14N && local == "InclusiveNamespaces" => {
@@ -295,8 +283,14 @@ fn attribute(e: &BytesStart, name: &str) -> Result<Option<String>, Refused> {
     Ok(None)
 }
 
-fn algorithm(e: &BytesStart) -> Result<String, Refused> {
-    attribute(e, "Algorithm")?.ok_or_else(|| refused("sso_saml_malformed", "an algorithm element without Algorithm"))
+/// The `Algorithm` of `e` if it is one of `list`; else refused with `reason`.
+fn allowed(e: &BytesStart, list: &[&str], reason: &'static str, what: &str) -> Result<String, Refused> {
+    let alg = attribute(e, "Algorithm")?
+        .ok_or_else(|| refused("sso_saml_malformed", format!("a {what} without Algorithm")))?;
+    if !list.contains(&alg.as_str()) {
+        return Err(refused(reason, format!("{what} {alg}")));
+    }
+    Ok(alg)
 }
 
 /// An XML ID as IdPs write them (an NCName: no parentheses, so no `xpointer(…)`).
