@@ -19,9 +19,16 @@
 //!   SKI), `KeyName` or `KeyValue` — all ignored: the connection's configured IdP
 //!   certificates are the only keys a signature is checked with;
 //! - `SignatureValue`, and `Object` (never referenced: the reference must be the
-//!   holder's ID; a second copy of a signed element is refused by the wrapping check).
+//!   holder's ID; a second copy of a signed element is refused by the wrapping check),
+//!   with no `Manifest` in it or anywhere (libxmlsec1 processes every Manifest's
+//!   references, referenced or not).
 //!
-//! And nowhere in the document an element of the XInclude or XSLT namespaces.
+//! And nowhere in the document an element of the XInclude or XSLT namespaces, nor
+//! anything quick-xml and libxml2 would read differently ([`hygiene`]: `<` in attribute
+//! values, references in namespace declarations, prefixed `Algorithm`/`URI`/ID
+//! attributes, duplicate IDs). The origin also parses the document strictly with
+//! libxml2 before samael's recovering parser sees it, so a document that is not
+//! well-formed never reaches recovery.
 //!
 //! Reason codes: `sso_saml_transform_refused` (a transform or canonicalisation outside
 //! the list, XInclude or XSLT content), `sso_saml_algorithm_refused` (a signature or
@@ -29,6 +36,8 @@
 //! (not exactly one reference, or one that is not the holder's `#id`),
 //! `sso_saml_keyinfo_refused` (key material other than the above, `RetrievalMethod`
 //! first of all) and `sso_saml_malformed` (any other element inside a signature).
+
+use std::collections::HashSet;
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{Namespace, ResolveResult};
@@ -114,18 +123,25 @@ pub fn refuse_signature_constructs(xml: &str) -> Result<(), Refused> {
     let mut reader = quick_xml::NsReader::from_str(xml);
     let mut stack: Vec<Frame> = Vec::new();
     let mut open: Vec<Open> = Vec::new();
+    let mut ids: HashSet<String> = HashSet::new();
     loop {
         let (ns, event) = reader.read_resolved_event().map_err(|e| refused("sso_saml_malformed", e.to_string()))?;
         let namespace = match &ns {
             ResolveResult::Bound(Namespace(n)) => std::str::from_utf8(n).unwrap_or_default().to_string(),
-            _ => String::new(),
+            ResolveResult::Unknown(p) => {
+                let p = String::from_utf8_lossy(p);
+                return Err(refused("sso_saml_malformed", format!("undeclared namespace prefix {p}")));
+            }
+            ResolveResult::Unbound => String::new(),
         };
         match event {
             Event::Start(e) => {
+                hygiene(&e, &mut ids)?;
                 let frame = enter(&namespace, &e, &stack, &mut open)?;
                 stack.push(frame);
             }
             Event::Empty(e) => {
+                hygiene(&e, &mut ids)?;
                 let frame = enter(&namespace, &e, &stack, &mut open)?;
                 stack.push(frame);
                 leave(&mut stack, &mut open)?;
@@ -147,6 +163,11 @@ fn enter(ns: &str, e: &BytesStart, stack: &[Frame], open: &mut Vec<Open>) -> Res
     let id = attribute(e, "ID")?;
     let parent = stack.last().map_or(Kind::Free, |f| f.kind);
     let dsig = ns == DSIG;
+    // libxmlsec1 verifies every Manifest's references, referenced or not, with whatever
+    // URIs, transforms and digests they name.
+    if dsig && local == "Manifest" {
+        return Err(refused("sso_saml_reference_refused", "a Manifest (its references would be processed)"));
+    }
     if dsig && local == "Signature" && matches!(parent, Kind::Free) {
         open.push(Open {
             depth: stack.len() + 1,
@@ -264,6 +285,45 @@ fn leave(stack: &mut Vec<Frame>, open: &mut Vec<Open>) -> Result<(), Refused> {
         }
         if sig.canonicalizations != 1 || sig.methods != 1 {
             return Err(refused("sso_saml_malformed", "a signature needs one canonicalization and one method"));
+        }
+    }
+    Ok(())
+}
+
+/// What a well-formed response's attributes never hold, and where quick-xml and libxml2
+/// (the parser samael uses, in recovery mode) would read the same bytes differently:
+/// - `<` in a value (libxml2 recovers by ending the attribute and parsing the rest as
+///   elements — a whole signature hidden from this check);
+/// - a reference, whitespace or control character in a namespace declaration (libxml2
+///   resolves `&#x23;`, quick-xml binds the raw text);
+/// - a prefixed `Algorithm`, `URI` or ID attribute, `xml:id` included (libxmlsec1 and
+///   samael read these by local name, whatever the prefix);
+/// - one ID value on two elements (`wrapping_refused`: a reference must name one element).
+fn hygiene(e: &BytesStart, ids: &mut HashSet<String>) -> Result<(), Refused> {
+    for a in e.attributes().with_checks(true) {
+        let a = a.map_err(|err| refused("sso_saml_malformed", err.to_string()))?;
+        let key = std::str::from_utf8(a.key.as_ref()).unwrap_or_default();
+        if a.value.contains(&b'<') {
+            return Err(refused("sso_saml_malformed", format!("`<` in the value of {key}")));
+        }
+        let (prefix, local) = key.split_once(':').map_or(("", key), |(p, l)| (p, l));
+        if key == "xmlns" || prefix == "xmlns" {
+            if a.value.iter().any(|&b| b == b'&' || b <= b' ') {
+                return Err(refused("sso_saml_malformed", format!("a reference or space in namespace {key}")));
+            }
+            continue;
+        }
+        let sensitive = matches!(local, "Algorithm" | "URI" | "ID" | "Id" | "id" | "AssertionID");
+        if !prefix.is_empty() && sensitive {
+            return Err(refused("sso_saml_malformed", format!("prefixed attribute {key}")));
+        }
+        if matches!(local, "ID" | "Id" | "id" | "AssertionID") {
+            let v = a
+                .normalized_value(XmlVersion::Implicit1_0)
+                .map_err(|err| refused("sso_saml_malformed", err.to_string()))?;
+            if !ids.insert(v.into_owned()) {
+                return Err(refused("sso_saml_wrapping_refused", "two elements with one ID"));
+            }
         }
     }
     Ok(())

@@ -186,7 +186,7 @@ fn other_structure_inside_a_signature_is_malformed() {
             r##"<ds:CanonicalizationMethod Algorithm="{EXC_C14N}"/><ds:SignatureMethod Algorithm="{RSA_SHA256}"/><ds:SignatureMethod Algorithm="{RSA_SHA256}"/><ds:Reference URI="#a1"/>"##
         ),
         format!(
-            r##"<ds:CanonicalizationMethod Algorithm="{EXC_C14N}"/><ds:SignatureMethod Algorithm="{RSA_SHA256}"/><ds:Reference URI="#a1"/><ds:Manifest/>"##
+            r##"<ds:CanonicalizationMethod Algorithm="{EXC_C14N}"/><ds:SignatureMethod Algorithm="{RSA_SHA256}"/><ds:Reference URI="#a1"/><ds:Object/>"##
         ),
     ] {
         assert_eq!(reason(&response("", &signature("a1", Some(&inner), None))), "sso_saml_malformed", "{inner}");
@@ -203,9 +203,9 @@ fn other_structure_inside_a_signature_is_malformed() {
 
 #[test]
 fn signatures_in_objects_are_checked_too() {
-    let inner = signature("a1", None, None).replace(RSA_SHA256, "http://www.w3.org/2000/09/xmldsig#rsa-sha1");
+    let inner = signature("o1", None, None).replace(RSA_SHA256, "http://www.w3.org/2000/09/xmldsig#rsa-sha1");
     let outer = signature("a1", None, None)
-        .replace("</ds:Signature>", &format!("<ds:Object><x ID=\"a1\">{inner}</x></ds:Object></ds:Signature>"));
+        .replace("</ds:Signature>", &format!("<ds:Object><x ID=\"o1\">{inner}</x></ds:Object></ds:Signature>"));
     assert_eq!(reason(&response("", &outer)), "sso_saml_algorithm_refused");
 }
 
@@ -218,4 +218,47 @@ fn any_input_is_answered() {
             let _ = refuse_signature_constructs(&xml[..end]);
         }
     }
+}
+
+/// The differentials a review found between quick-xml and what libxml2 and libxmlsec1
+/// make of the same bytes (each once let XSLT, XPath or a URL fetch through).
+#[test]
+fn what_libxml2_would_read_differently_is_refused() {
+    let base = response("", &signature("a1", None, None));
+    let hidden = base.replace(
+        "<saml:Subject/>",
+        r#"<saml:Subject a="<ds:Signature><ds:SignedInfo><ds:Reference URI='http://127.0.0.1:9/x'/></ds:SignedInfo></ds:Signature>"/>"#,
+    );
+    assert_eq!(reason(&hidden), "sso_saml_malformed", "a signature inside an attribute value");
+    let manifest = signature("a1", None, None).replace(
+        "</ds:Signature>",
+        &format!(r#"<ds:Object><ds:Manifest><ds:Reference URI="http://127.0.0.1:9/m"><ds:DigestMethod Algorithm="{SHA256}"/><ds:DigestValue>a</ds:DigestValue></ds:Reference></ds:Manifest></ds:Object></ds:Signature>"#),
+    );
+    assert_eq!(reason(&response("", &manifest)), "sso_saml_reference_refused", "a Manifest in an Object");
+    let in_signed_info = assertion_with("</ds:SignedInfo>", "<ds:Manifest/></ds:SignedInfo>");
+    assert_eq!(reason(&in_signed_info), "sso_saml_reference_refused", "a Manifest in SignedInfo");
+    let enveloped = format!("Algorithm=\"{ENVELOPED}\"");
+    let xslt_too = format!("x:Algorithm=\"http://www.w3.org/TR/1999/REC-xslt-19991116\" xmlns:x=\"x\" {enveloped}");
+    let dsig = "xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"";
+    for (what, from, to) in [
+        ("prefixed URI", "URI=\"#a1\"", "x:URI=\"http://127.0.0.1:9/x\" xmlns:x=\"x\" URI=\"#a1\""),
+        ("xml:URI", "URI=\"#a1\"", "xml:URI=\"http://127.0.0.1:9/x\" URI=\"#a1\""),
+        ("prefixed Algorithm", enveloped.as_str(), xslt_too.as_str()),
+        ("a reference in the DSIG namespace", dsig, "xmlns:ds=\"http://www.w3.org/2000/09/xmldsig&#x23;\""),
+        ("a space in a namespace", dsig, "xmlns:ds=\"http://www.w3.org/2000/09/xmldsig# \""),
+    ] {
+        assert_eq!(reason(&assertion_with(from, to)), "sso_saml_malformed", "{what}");
+    }
+    let xsl = response("", "")
+        .replace("<saml:Subject/>", r#"<x:template xmlns:x="http://www.w3.org/1999/XSL/Transfor&#x6d;"/>"#);
+    assert_eq!(reason(&xsl), "sso_saml_malformed", "an XSLT namespace spelled with a reference");
+    let prefixed_id =
+        base.replace("<saml:Assertion ID=\"a1\">", "<saml:Assertion x:ID=\"zz\" xmlns:x=\"x\" ID=\"a1\">");
+    assert_eq!(reason(&prefixed_id), "sso_saml_malformed", "a prefixed ID");
+    let xml_id = base.replace("<saml:Subject/>", "<saml:Subject xml:id=\"a1\"/>");
+    assert_eq!(reason(&xml_id), "sso_saml_malformed", "xml:id");
+    let undeclared = base.replace("<saml:Subject/>", "<u:Subject/>");
+    assert_eq!(reason(&undeclared), "sso_saml_malformed", "an undeclared prefix");
+    let duplicate = base.replace("<saml:Subject/>", "<saml:Subject ID=\"a1\"/>");
+    assert_eq!(reason(&duplicate), "sso_saml_wrapping_refused", "two elements with one ID");
 }

@@ -163,6 +163,21 @@ pub fn signature_attacks(xml: &str, listener: u16) -> Vec<(&'static str, String,
             "sso_saml_algorithm_refused",
         ),
     ];
+    // What libxml2 would read differently from the pre-checks (a review found each).
+    let manifest = format!(
+        r#"<ns2:Object><ns2:Manifest><ns2:Reference URI="http://127.0.0.1:{listener}/manifest"><ns2:DigestMethod Algorithm="http://www.w3.org/2000/09/xmldsig#sha1"/><ns2:DigestValue>AA==</ns2:DigestValue></ns2:Reference></ns2:Manifest></ns2:Object></ns2:Signature>"#
+    );
+    attacks.push(("Manifest in an Object", in_sig("</ns2:Signature>", &manifest), "sso_saml_reference_refused"));
+    let hidden = format!(
+        r#"{sig}<ns1:Advice a="<ns2:Signature><ns2:SignedInfo><ns2:Reference URI='http://127.0.0.1:{listener}/recover'/></ns2:SignedInfo></ns2:Signature>"/>"#
+    );
+    attacks.push(("signature inside an attribute value", xml.replacen(sig, &hidden, 1), "sso_saml_malformed"));
+    let prefixed = format!("xml:URI=\"http://127.0.0.1:{listener}/prefixed\" URI=\"#{id}\"");
+    attacks.push((
+        "prefixed URI beside the real one",
+        in_sig(&format!("URI=\"#{id}\""), &prefixed),
+        "sso_saml_malformed",
+    ));
     if !key_info.is_empty() {
         attacks.push(("key fetched by RetrievalMethod", in_sig(&key_info, &retrieval), "sso_saml_keyinfo_refused"));
     }

@@ -27,9 +27,9 @@ use super::oidc::{Profile, SsoError};
 use super::{Connection, SamlIdp};
 
 pub use gatehouse_saml_guard::MAX_RESPONSE_B64;
-/// Largest ACS form accepted: the largest response, URL-encoded (base64's `+`, `/` and
-/// `=` take three bytes each), with its RelayState.
-pub const MAX_ACS_BODY: usize = MAX_RESPONSE_B64 * 3 / 2;
+/// Largest ACS form accepted: the largest response URL-encoded at worst (were every
+/// byte a `+`, `/` or `=`, each three bytes), with its RelayState.
+pub const MAX_ACS_BODY: usize = MAX_RESPONSE_B64 * 3 + 4096;
 /// Clock skew tolerated on SAML timestamps.
 const SKEW_SECS: i64 = 120;
 
@@ -224,7 +224,27 @@ pub fn start(
 /// ([`gatehouse_saml_guard`]: size, encoding, DTD, comments, wrapping, and the allowlist of
 /// signature algorithms, transforms, references and key data).
 pub fn decode_response(b64: &str) -> Result<String, SsoError> {
-    gatehouse_saml_guard::decode_response(b64).map_err(SsoError::from)
+    let xml = gatehouse_saml_guard::decode_response(b64)?;
+    well_formed(&xml)?;
+    Ok(xml)
+}
+
+/// Parse `xml` with libxml2 strictly (no recovery, no network). samael parses in
+/// recovery mode, and what libxml2 recovers a broken document into (an attribute value
+/// ended at a `<` and the rest read as elements, say) is not what the pre-checks read:
+/// only a well-formed document, which both parsers read alike, goes on.
+fn well_formed(xml: &str) -> Result<(), SsoError> {
+    let options = libxml::parser::ParserOptions {
+        recover: false,
+        no_net: true,
+        no_error: true,
+        no_warning: true,
+        ..Default::default()
+    };
+    match libxml::parser::Parser::default().parse_string_with_options(xml, options) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(saml_err("sso_saml_malformed", "not well-formed XML")),
+    }
 }
 
 impl From<gatehouse_saml_guard::Refused> for SsoError {
@@ -354,6 +374,7 @@ pub fn finish(
 ) -> Result<SamlSignIn, SsoError> {
     // No caller reaches libxmlsec1 without the pre-checks (transforms, references, …).
     gatehouse_saml_guard::precheck(xml)?;
+    well_formed(xml)?;
     let (idp, sp) = service_provider_of(c, sp_entity_id, acs)?;
     let ids: Vec<&str> = request_id.into_iter().collect();
     let assertion = sp.parse_xml_response(xml, Some(&ids)).map_err(|e| {
@@ -454,6 +475,19 @@ mod tests {
         }
         for c in [ac("unspecified"), ac("Kerberos"), ac("X509"), String::new()] {
             assert_eq!(class_amr(&c), None, "{c}");
+        }
+    }
+
+    #[test]
+    fn only_well_formed_documents_reach_samael() {
+        assert!(well_formed(r#"<p:Response xmlns:p="p" ID="r"><a/></p:Response>"#).is_ok());
+        for broken in [
+            r#"<p:Response xmlns:p="p"><a b="<c/>"/></p:Response>"#,
+            r#"<p:Response xmlns:p="p"><1x/></p:Response>"#,
+            r#"<p:Response xmlns:p="p"><a></p:Response>"#,
+            "",
+        ] {
+            assert!(matches!(well_formed(broken), Err(SsoError::Saml("sso_saml_malformed", _))), "{broken}");
         }
     }
 
