@@ -154,7 +154,8 @@ mod tests {
     /// core's bundle reader returns exactly the policy, and agrees with rmp-serde's reader.
     #[test]
     fn repository_policies_round_trip_through_bundles() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let root =
+            Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")).join("../..");
         let (kp, pk) = {
             let k = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([9; 32]));
             (<[u8; 64]>::try_from(&k[..]).unwrap(), <[u8; 32]>::try_from(&k.pk[..]).unwrap())

@@ -218,7 +218,9 @@ async fn authz_behind_traefik() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_http_ext_authz_checks() {
     // The shipped Envoy configuration asks under the prefix these checks use.
-    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/integrations/envoy-http.yaml");
+    let shipped =
+        std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+            .join("../../deploy/integrations/envoy-http.yaml");
     assert!(std::fs::read_to_string(shipped).unwrap().contains("path_prefix: /envoy\n"));
     let authz = tokio::task::spawn_blocking(Authz::start).await.unwrap();
     let a = authz.http;

@@ -23,7 +23,8 @@ impl Setup {
 }
 
 fn example_policy() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policy.toml")
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+        .join("../../examples/policy.toml")
 }
 
 /// Keys, the example policy plus one API key, and a bundle valid from NOW for 24h.

@@ -11,7 +11,7 @@ use std::process::Output;
 use support::*;
 
 fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")).join("../../examples")
 }
 
 /// `gatehouse args…` with `env` set (and no other `GATEHOUSE_GATEWAY__`/`ORIGIN__`

@@ -291,7 +291,9 @@ upstream = "http://{up}"
         builtin = comps.display(),
         cache = cache.display(),
         custom_routes = custom_routes,
-        mmdb = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/testdata/geo/test-country.mmdb").display(),
+        mmdb = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+            .join("../../tests/testdata/geo/test-country.mmdb")
+            .display(),
     );
     std::fs::write(dir.join("gateway.toml"), config).unwrap();
     let gw = GatewayProc::start(

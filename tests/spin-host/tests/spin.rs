@@ -18,7 +18,8 @@ use gatehouse_spin_test_host::{spin_request, SpinHost};
 use http_body_util::Full;
 
 fn component() -> std::path::PathBuf {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../components/spin/dist/gatehouse_spin.wasm");
+    let p = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+        .join("../../components/spin/dist/gatehouse_spin.wasm");
     assert!(p.exists(), "{} is missing: run scripts/build-spin", p.display());
     p
 }
@@ -41,7 +42,7 @@ async fn spin_conformance_corpus_and_upstream() {
 /// on loopback — and refused ones never.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spin_middleware_conformance_corpus_and_next_handler() {
-    let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    let wasm = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
         .join("../../components/spin/dist/gatehouse_spin_middleware.wasm");
     assert!(wasm.exists(), "{} is missing: run scripts/build-spin --middleware", wasm.display());
     let app = echo::echo_upstream(&[]).await;
@@ -64,7 +65,7 @@ fn with_bundle(mut h: SpinHost) -> SpinHost {
 async fn spin_wire_contract() {
     let up = echo::echo_upstream(corpus::WIRE_UPSTREAM_RESPONSE).await;
     let standalone = host(up.addr);
-    let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    let wasm = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
         .join("../../components/spin/dist/gatehouse_spin_middleware.wasm");
     let middleware = with_bundle(SpinHost::new_middleware(&wasm, &up.addr.to_string()).unwrap());
     for (name, h) in [("spin", &standalone), ("spin middleware", &middleware)] {

@@ -82,7 +82,12 @@ pub fn idp_port() -> u16 {
 pub fn start_idp(port: u16, keys: &Path, redirects: &[String], rotate: bool) -> Killed {
     let dir = idp_dir();
     let script = dir.join("gatehouse-oidc-provider.mjs");
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/idp/oidc-provider.mjs"), &script).unwrap();
+    std::fs::copy(
+        Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+            .join("../../tests/idp/oidc-provider.mjs"),
+        &script,
+    )
+    .unwrap();
     let mut cmd = Command::new("node");
     cmd.current_dir(&dir).arg(&script).arg(port.to_string()).arg(keys).arg(CLIENT_ID).arg(CLIENT_SECRET);
     cmd.arg(redirects.join(","));
@@ -239,7 +244,8 @@ pub fn saml_idp_keys(dir: &Path) -> String {
 
 /// pysaml2's IdP on `port`, trusting the SP metadata `files`.
 pub fn start_saml_idp(port: u16, dir: &Path, files: &[PathBuf]) -> Killed {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/idp/saml-idp.py");
+    let script = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+        .join("../../tests/idp/saml-idp.py");
     let list = files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(",");
     let child = Command::new(saml_venv_python())
         .arg(script)

@@ -114,7 +114,8 @@ pub fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
 pub fn start_smtp(py: &Path, dir: &Path, mode: Mode, auth: bool) -> Smtp {
     let port = free_port();
     let out = dir.join("received");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp/server.py");
+    let script = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+        .join("tests/smtp/server.py");
     let mut cmd = Command::new(py);
     cmd.arg(&script).args(["--port", &port.to_string()]).arg("--out").arg(&out);
     cmd.args([
