@@ -267,7 +267,12 @@ impl Store {
             return Ok(db);
         }
         let opened = self.open_tenant(id, create).await;
-        self.opening.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        // The gate goes only when nobody else holds it (a clone is taken under this map's
+        // lock): a task still waiting on it must not find a new gate beside the old one.
+        let mut gates = self.opening.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::strong_count(&gate) == 2 {
+            gates.remove(id);
+        }
         opened
     }
 
