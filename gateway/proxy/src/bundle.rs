@@ -19,8 +19,11 @@ pub struct LoadedBundle {
     pub bytes: Vec<u8>,
     /// Increases with every accepted load (instances reload when it changes).
     pub generation: u64,
-    /// The native view of the same policy: used for freshness, identity-header names.
+    /// The policy compiled natively: the built-in checks on the native engine, freshness,
+    /// identity-header names.
     pub engine: Engine,
+    /// The request headers a decision may read under it ([`Engine::headers_read`]).
+    pub headers_read: Arc<Vec<String>>,
 }
 
 /// The bundle holder.
@@ -65,8 +68,9 @@ impl BundleStore {
             Ok(engine) => {
                 let info = engine.info().clone();
                 let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+                let headers_read = Arc::new(engine.headers_read());
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) =
-                    Some(Arc::new(LoadedBundle { bytes, generation, engine }));
+                    Some(Arc::new(LoadedBundle { bytes, generation, engine, headers_read }));
                 self.metrics.bundle_loads.with_label_values(&["ok"]).inc();
                 self.metrics.bundle_revision.set(info.revision as i64);
                 self.metrics.bundle_issued_at.set(info.issued_at as i64);

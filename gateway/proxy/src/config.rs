@@ -114,10 +114,25 @@ fn default_poll() -> u64 {
     2
 }
 
+/// Where the built-in filters run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FilterEngine {
+    /// On the natively linked `gatehouse-core` (the default): the same code the
+    /// components run, without a WebAssembly call per request.
+    #[default]
+    Native,
+    /// As filter components under wasmtime, like custom filters (`builtin_dir`).
+    Wasm,
+}
+
 /// Filter component settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilterSettings {
+    /// Where the built-in filters run: `native` (default) or `wasm`. Custom components
+    /// always run under wasmtime.
+    pub engine: FilterEngine,
     /// Directory holding the built-in filters (`gatehouse_filter_<name>.wasm`).
     pub builtin_dir: Option<PathBuf>,
     /// Directory for precompiled code (`.cwasm`), reused across restarts.
@@ -132,7 +147,14 @@ pub struct FilterSettings {
 
 impl Default for FilterSettings {
     fn default() -> Self {
-        FilterSettings { builtin_dir: None, cache_dir: None, max_call_ms: 100, max_memory_mib: 64, pool_size: 64 }
+        FilterSettings {
+            engine: FilterEngine::Native,
+            builtin_dir: None,
+            cache_dir: None,
+            max_call_ms: 100,
+            max_memory_mib: 64,
+            pool_size: 64,
+        }
     }
 }
 
@@ -216,8 +238,10 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// Names of the built-in filters.
-pub const BUILTINS: &[&str] = &["gatehouse", "ip", "geo", "token", "rate"];
+/// Whether `name` is a built-in filter (`gatehouse_core::Check::BUILTINS`).
+pub fn is_builtin(name: &str) -> bool {
+    gatehouse_core::Check::builtin(name).is_some()
+}
 
 /// The fields holding paths: relative ones from the environment resolve against the
 /// current directory (the file's own against its folder).
@@ -360,11 +384,11 @@ impl GatewayConfig {
                 ));
             }
             for (j, f) in r.filters.iter_mut().enumerate() {
-                if !BUILTINS.contains(&f.as_str()) {
+                if !is_builtin(f) {
                     if !f.ends_with(".wasm") {
                         return Err(format!(
                             "routes[{i}].filters[{j}]: `{f}` is neither a built-in ({}) nor a .wasm path",
-                            BUILTINS.join(", ")
+                            gatehouse_core::Check::BUILTINS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
                         ));
                     }
                     let p = dir.join(&*f);

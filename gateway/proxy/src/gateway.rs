@@ -13,11 +13,13 @@ use gatehouse_core::wire::{self, Reply};
 use gatehouse_core::ReasonCode;
 
 use crate::bundle::{BundleStore, LoadedBundle};
+use crate::chain::{self, Step, StepEnv, StepOutcome, StepRequest};
 use crate::config::{GatewayConfig, RouteConfig};
-use crate::filters::{FilterHost, PolicyInput, Verdict, WitContext, WitRequest};
+use crate::filters::{FilterHost, PolicyInput, WitRequest};
 use crate::http1::pool::RawUpstreams;
 use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
+use gatehouse_core::engine::Context;
 
 /// Everything a request needs.
 pub struct Gateway {
@@ -52,6 +54,8 @@ pub struct RouteSet {
     pub upstreams: Arc<Upstreams>,
     /// Upstream connections of the HTTP/1.1 front end, by route.
     pub raw_upstreams: RawUpstreams,
+    /// Each route's chain as it runs (built-ins native or as components), by route.
+    steps: Vec<Vec<Step>>,
     filter_hist: HashMap<String, prometheus::Histogram>,
 }
 
@@ -84,12 +88,17 @@ impl RouteSet {
                     .map_err(|_| anyhow::anyhow!("upstream `{up}` is not http://host:port"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        if let Some(missing) = routes.iter().flat_map(|r| r.filters.iter()).find(|f| !filters.has(f)) {
+        let steps: Vec<Vec<Step>> = routes.iter().map(|r| chain::steps(&r.filters, filters.engine())).collect();
+        let missing = steps.iter().flatten().find_map(|s| match s {
+            Step::Component(f) if !filters.has(f) => Some(f),
+            _ => None,
+        });
+        if let Some(missing) = missing {
             anyhow::bail!("filter `{missing}` is not loaded");
         }
         let upstreams = Arc::new(Upstreams::new(authorities.clone()));
         let raw_upstreams = RawUpstreams::new(authorities);
-        Ok(RouteSet { generation, routes, filters, upstreams, raw_upstreams, filter_hist })
+        Ok(RouteSet { generation, routes, filters, upstreams, raw_upstreams, steps, filter_hist })
     }
 
     fn route(&self, host: &str, path: &str) -> Option<usize> {
@@ -232,12 +241,13 @@ impl Gateway {
         org: Option<&str>,
         (decision, reason): (&'static str, &str),
         route: Option<&str>,
-        ip: Option<String>,
+        ip: std::net::IpAddr,
         view: &HeadView<'_>,
         actor: Option<String>,
     ) {
         crate::trace::attributed(org, route);
         let (Some(events), Some(org)) = (&self.events, org) else { return };
+        let ip = Some(if ip == view.peer.ip() { view.peer_text.to_string() } else { ip.to_string() });
         let request_id = view.request_id().map(str::to_string);
         events.push(crate::events::Event {
             org: org.to_string(),
@@ -255,7 +265,7 @@ impl Gateway {
     /// upstream, and with which headers, or what to answer instead. Every decision is
     /// the filters' (thin shells over `gatehouse-core`); this only moves their inputs and
     /// verdicts.
-    pub fn run_chain(&self, view: &HeadView<'_>) -> Outcome {
+    pub async fn run_chain(&self, view: &HeadView<'_>) -> Outcome {
         let _chain = crate::trace::chain_span();
         let set = self.routes();
         let Some(route_index) = set.route(view.authority, view.path) else {
@@ -268,12 +278,16 @@ impl Gateway {
         if view.content_length.is_some_and(|len| len > self.config.limits.max_body_bytes) {
             return Outcome::Reply(self.refuse("deny", ReasonCode::BodyTooLarge));
         }
-        // The request head as filters see it: only the headers they read (all, until every
-        // filter of the chain has said). Header values must be text.
+        // The request head as the steps see it: only the headers they read (all, until
+        // every component of the chain has said). Header values must be text.
+        let steps = &set.steps[route_index];
         let mut wanted: [Option<Arc<Vec<String>>>; 4] = Default::default();
-        let mut all = route.filters.len() > wanted.len();
-        for (slot, f) in wanted.iter_mut().zip(&route.filters) {
-            *slot = set.filters.interest(f, bundle.generation);
+        let mut all = steps.len() > wanted.len();
+        for (slot, step) in wanted.iter_mut().zip(steps) {
+            *slot = match step {
+                Step::Native(_) => Some(bundle.headers_read.clone()),
+                Step::Component(f) => set.filters.interest(f, bundle.generation),
+            };
             all |= slot.is_none();
         }
         let mut names: Vec<(Cow<'_, str>, &str)> = Vec::with_capacity(if all { view.headers.len() } else { 4 });
@@ -293,15 +307,27 @@ impl Gateway {
             }
         }
         let headers: Vec<(&str, &str)> = names.iter().map(|(k, v)| (k.as_ref(), *v)).collect();
-        let wreq = WitRequest {
-            method: view.method,
-            scheme: view.scheme,
-            authority: view.authority,
-            path: view.path,
-            query: view.query,
-            headers: &headers,
-            peer: view.peer_text,
-            platform_country: None,
+        let req = StepRequest {
+            head: gatehouse_core::request::RequestHead {
+                method: view.method,
+                scheme: view.scheme,
+                host: view.authority,
+                path: view.path,
+                query: view.query,
+                headers: &headers,
+                peer: view.peer.ip(),
+                platform_country: None,
+            },
+            wit: WitRequest {
+                method: view.method,
+                scheme: view.scheme,
+                authority: view.authority,
+                path: view.path,
+                query: view.query,
+                headers: &headers,
+                peer: view.peer_text,
+                platform_country: None,
+            },
         };
         let policy = PolicyInput {
             revision: bundle.generation,
@@ -309,33 +335,31 @@ impl Gateway {
             public_key: &self.bundles.public_key,
             secrets_json: &self.bundles.secrets_json,
         };
-        // The chain: each filter sees the context the previous ones established.
+        let env = StepEnv { bundle: &bundle, filters: &set.filters, policy: &policy };
+        // The chain: each step sees the context the previous ones established.
         let started = Instant::now();
-        let mut ctx: Option<WitContext> = None;
-        for name in &route.filters {
+        let mut ctx = Context::default();
+        let mut via_component = false;
+        for (step, name) in steps.iter().zip(&route.filters) {
             let t = Instant::now();
-            let verdict = match &ctx {
-                None => set.filters.check(name, &policy, &wreq, &crate::filters::empty_context()),
-                Some(c) => crate::filters::with_context(c, |c| set.filters.check(name, &policy, &wreq, c)),
-            };
+            let outcome = chain::run_step(step, &req, &mut ctx, &mut via_component, &env).await;
             if let Some(h) = set.filter_hist.get(name) {
                 h.observe(t.elapsed().as_secs_f64());
             }
-            match verdict {
-                Ok(Verdict::Allow(next)) => ctx = Some(next),
-                Ok(Verdict::Deny(d)) => {
+            match outcome {
+                StepOutcome::Continue => {}
+                StepOutcome::Deny(d) => {
                     self.metrics.chain_seconds.with_label_values(&["deny"]).observe(started.elapsed().as_secs_f64());
                     // A filter's own code and status are passed on (`wire::Reply::deny`
                     // clamps the status; its reason must be a code, else `filter_denied`).
                     let reason = wire::reason_text(&d.reason);
                     self.count("deny", reason);
-                    let c = ctx.as_ref();
-                    let org = d.org.as_deref().or(c.and_then(|c| c.org.as_deref()));
-                    let ip = c.and_then(|c| c.client_ip.clone()).or_else(|| Some(view.peer_text.to_string()));
-                    self.record(org, ("deny", reason), c.and_then(|c| c.route.as_deref()), ip, view, None);
+                    let org = d.org.as_deref().or(ctx.org.as_deref());
+                    let ip = ctx.client_ip.unwrap_or(view.peer.ip());
+                    self.record(org, ("deny", reason), ctx.route.as_deref(), ip, view, None);
                     return Outcome::Reply(Reply::deny(d.status, reason, &d.headers));
                 }
-                Ok(Verdict::Redirect(location)) => {
+                StepOutcome::Redirect(location) => {
                     self.metrics
                         .chain_seconds
                         .with_label_values(&["redirect"])
@@ -343,42 +367,28 @@ impl Gateway {
                     self.count("redirect", ReasonCode::CredentialMissing.as_str());
                     return Outcome::Reply(Reply::redirect(&location));
                 }
-                Err(e) => {
+                StepOutcome::Failed(e) => {
                     tracing::error!(error = %e, request_id = view.request_id(), "filter failed; request denied");
                     return Outcome::Reply(self.refuse("deny", ReasonCode::FilterFailed));
                 }
             }
         }
-        let mut ctx = ctx.unwrap_or(WitContext {
-            org: None,
-            route: None,
-            client_ip: None,
-            identity: None,
-            response_headers: Vec::new(),
-        });
-        // An identity the gateway cannot believe (an unknown kind, header text in a value)
-        // fails the request closed rather than going upstream without it.
+        // The identity's headers. One that came back from a component lost its actor (the
+        // WIT record has none): the engine reads it from the request's own credential.
         let (identity_headers, actor) = match ctx.identity.take() {
             None => (Vec::new(), None),
-            Some(id) => match gatehouse_core::identity_from_record!(id, bundle.engine.identity_header_prefix()) {
-                Some(i) => {
-                    let actor = actor_of(&bundle, view, &i);
-                    let i = i.with_actor(actor);
-                    (i.upstream_headers().to_vec(), i.actor)
-                }
-                None => {
-                    tracing::error!(
-                        request_id = view.request_id(),
-                        "filter chain returned an unusable identity; request denied"
-                    );
-                    return Outcome::Reply(self.refuse("deny", ReasonCode::FilterFailed));
-                }
-            },
+            Some(id) if !via_component => (id.upstream_headers().to_vec(), id.actor.clone()),
+            Some(id) => {
+                let actor = actor_of(&bundle, view, &id);
+                let id = Arc::unwrap_or_clone(id).with_actor(actor);
+                (id.upstream_headers().to_vec(), id.actor)
+            }
         };
         self.allow_chain.observe(started.elapsed().as_secs_f64());
         self.allow_count.inc();
         crate::trace::decided("allow", "allow");
-        self.record(ctx.org.as_deref(), ("allow", "allow"), ctx.route.as_deref(), ctx.client_ip.clone(), view, actor);
+        let ip = ctx.client_ip.unwrap_or(view.peer.ip());
+        self.record(ctx.org.as_deref(), ("allow", "allow"), ctx.route.as_deref(), ip, view, actor);
         Outcome::Forward(Forward {
             route: route_index,
             routes: set,

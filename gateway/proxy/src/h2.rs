@@ -87,7 +87,7 @@ async fn respond(
         peer,
         peer_text: &peer_text,
     };
-    let forward = match gateway.run_chain(&view) {
+    let forward = match gateway.run_chain(&view).await {
         Outcome::Reply(r) => return reply_response(r),
         Outcome::Forward(f) => f,
     };

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::config::{ConfigError, GatewayConfig, BUILTINS};
+use crate::config::{is_builtin, ConfigError, GatewayConfig};
 use crate::filters::{FilterHost, Shared};
 use crate::gateway::{Gateway, RouteSet};
 
@@ -60,10 +60,12 @@ pub fn filter_sources(config: &GatewayConfig) -> anyhow::Result<Vec<(String, Pat
     let builtin_dir = config.filters.builtin_dir.clone().or_else(crate::default_builtin_dir);
     let mut sources: Vec<(String, PathBuf)> = Vec::new();
     for f in config.routes.iter().flat_map(|r| r.filters.iter()) {
-        if sources.iter().any(|(n, _)| n == f) {
+        // Built-ins on the native engine are no components.
+        let native = config.filters.engine == crate::config::FilterEngine::Native && is_builtin(f);
+        if native || sources.iter().any(|(n, _)| n == f) {
             continue;
         }
-        let path = if BUILTINS.contains(&f.as_str()) {
+        let path = if is_builtin(f) {
             let dir = builtin_dir.clone().ok_or_else(crate::filters::no_builtin_dir)?;
             crate::filters::builtin_path(&dir, f)
         } else {

@@ -74,7 +74,7 @@ async fn start(chain: &[&str], drain: Duration) -> Service {
         .iter()
         .map(|n| (n.clone(), gatehouse_proxy::filters::builtin_path(&components, n)))
         .collect();
-    let shared = Arc::new(Shared { rates: gatehouse_core::MemoryRateStore::new(10_000, [7; 16]), geo: None });
+    let shared = Arc::new(Shared::new(gatehouse_core::MemoryRateStore::new(10_000, [7; 16]), None));
     // Compiled components are cached between runs and shared by this file's tests (one
     // compiles while the others wait, then they load its code).
     static COMPILE: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -72,7 +72,7 @@ async fn endpoint(dir: &std::path::Path) -> SocketAddr {
     bundles.install(std::fs::read(dir.join("bundle.ghb")).unwrap()).unwrap();
     let dir_of = config.filters.builtin_dir.clone().unwrap();
     let sources = vec![("gatehouse".to_string(), dir_of.join("gatehouse_filter_gatehouse.wasm"))];
-    let shared = Arc::new(Shared { rates: gatehouse_core::MemoryRateStore::new(10_000, [7; 16]), geo: None });
+    let shared = Arc::new(Shared::new(gatehouse_core::MemoryRateStore::new(10_000, [7; 16]), None));
     let host = Arc::new(FilterHost::new(&config.filters, &sources, shared).unwrap());
     let gw = Arc::new(Gateway::new(config, bundles, host, metrics, None).unwrap());
     let (tx, rx) = tokio::sync::watch::channel(false);

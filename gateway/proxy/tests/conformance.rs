@@ -1,11 +1,14 @@
 //! The conformance corpus (tests/conformance/cases.jsonl, under tests/conformance/
-//! policy.toml) run against two hosts in this process: the core engine natively, and the
-//! native gateway's filter chain (wasmtime hosting the `gatehouse` component, and the four
-//! single-check components in a chain). Every case must come out as the corpus says, on
-//! every host. The Worker runs the same files in gateway/cli/tests/worker.rs.
+//! policy.toml) run against the hosts in this process: the core engine alone, and the
+//! native gateway's request path (`Gateway::run_chain`) on both engines — the built-in
+//! checks on the natively linked core (`engine = "native"`, the default) and as filter
+//! components under wasmtime (`engine = "wasm"`) — each with the one-call chain
+//! (`gatehouse`) and the four single-check filters in a chain. Every case must come out as
+//! the corpus says, on every host. The Worker runs the same files in
+//! gateway/cli/tests/worker.rs.
 //!
-//! One host: `cargo test -p gatehouse-proxy --test conformance -- core` (or `one_call`,
-//! `split_chain`).
+//! One host: `cargo test -p gatehouse-proxy --test conformance -- core` (or
+//! `native_one_call`, `native_split_chain`, `wasm_one_call`, `wasm_split_chain`).
 
 #[path = "conformance/support.rs"]
 mod corpus;
@@ -16,8 +19,12 @@ use std::sync::Arc;
 use corpus::{Case, Outcome};
 use gatehouse_core::engine::{Engine, Env};
 use gatehouse_core::{Decision, MemoryRateStore, NoCountryLookup, RequestHead};
-use gatehouse_proxy::config::FilterSettings;
-use gatehouse_proxy::filters::{with_context, FilterHost, PolicyInput, Shared, Verdict, WitContext, WitRequest};
+use gatehouse_proxy::bundle::BundleStore;
+use gatehouse_proxy::config::GatewayConfig;
+use gatehouse_proxy::filters::Shared;
+use gatehouse_proxy::gateway::{Gateway, HeadView};
+use gatehouse_proxy::metrics::Metrics;
+use gatehouse_proxy::reload::build_filters;
 
 fn now_nanos() -> u64 {
     gatehouse_proxy::filters::now_nanos()
@@ -53,59 +60,87 @@ fn core() {
     corpus::check_all("core", false, |c| core_outcome(&engine, &rates, c));
 }
 
-fn chain_outcome(host: &FilterHost, chain: &[&str], policy: &PolicyInput<'_>, prefix: &str, c: &Case) -> Outcome {
-    let names: Vec<String> = c.headers.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
-    let headers: Vec<(&str, &str)> = names.iter().zip(&c.headers).map(|(k, (_, v))| (k.as_str(), v.as_str())).collect();
-    let req = WitRequest {
-        method: &c.method,
+/// A gateway deciding the corpus through [`Gateway::run_chain`] (the path of the reverse
+/// proxy and the authorization service): `engine` (`native` or `wasm`) and `chain` as a
+/// configuration file says them, the corpus bundle installed, its own rate store.
+fn corpus_gateway(dir: &std::path::Path, engine: &str, chain: &[&str]) -> Gateway {
+    let d = corpus::dir();
+    let b = corpus::bundle();
+    std::fs::write(dir.join("bundle.ghb"), &b.bytes).unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let filters = chain.iter().map(|f| format!("\"{f}\"")).collect::<Vec<_>>().join(", ");
+    let config = format!(
+        "[listen]\nadmin = \"{admin}\"\n[bundle]\nfile = \"{}\"\npublic_key = \"{}\"\nsecrets = \"{}\"\n\
+         [filters]\nengine = \"{engine}\"\nbuiltin_dir = \"{}\"\npool_size = 2\n\
+         [authz]\nhttp = \"127.0.0.1:1\"\n[[routes]]\nfilters = [{filters}]\n",
+        dir.join("bundle.ghb").display(),
+        d.join("keys/bundle-signing.pub.pem").display(),
+        d.join("keys/edge-secrets.toml").display(),
+        corpus::component_dir().display(),
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    let config = GatewayConfig::load(&path).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let bundles = Arc::new(BundleStore::new(b.public_key, b.secrets, b.secrets_json, metrics.clone()));
+    bundles.install(b.bytes).unwrap();
+    let shared = Arc::new(Shared::new(MemoryRateStore::new(10_000, [7; 16]), None));
+    let host = Arc::new(build_filters(&config, shared).unwrap());
+    Gateway::new(config, bundles, host, metrics, None).unwrap()
+}
+
+fn gateway_outcome(gw: &Gateway, rt: &tokio::runtime::Runtime, c: &Case) -> Outcome {
+    let headers: Vec<(&str, &[u8])> = c.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect();
+    let peer: IpAddr = c.peer.parse().expect("peer");
+    let view = HeadView {
         scheme: "https",
+        method: &c.method,
         authority: &c.host,
         path: &c.path,
         query: c.query.as_deref(),
         headers: &headers,
-        peer: &c.peer,
-        platform_country: None,
+        content_length: None,
+        peer: std::net::SocketAddr::new(peer, 40_000),
+        peer_text: &c.peer,
     };
-    let mut ctx = WitContext { org: None, route: None, client_ip: None, identity: None, response_headers: Vec::new() };
-    for name in chain {
-        let verdict = with_context(&ctx, |p| host.check(name, policy, &req, p)).expect("filter call");
-        match verdict {
-            Verdict::Allow(next) => ctx = next,
-            Verdict::Deny(d) => return Outcome::deny(d.status, &d.reason),
-            Verdict::Redirect(location) => return Outcome::redirect(&location),
+    match rt.block_on(gw.run_chain(&view)) {
+        gatehouse_proxy::gateway::Outcome::Forward(f) => Outcome::allow(f.identity_headers),
+        gatehouse_proxy::gateway::Outcome::Reply(r) if r.status == 302 => {
+            Outcome::redirect(r.headers.iter().find(|(k, _)| k == "location").map_or("", |(_, v)| v.as_str()))
+        }
+        gatehouse_proxy::gateway::Outcome::Reply(r) => {
+            let reason = r.headers.iter().find(|(k, _)| k == gatehouse_core::wire::REASON_HEADER).expect("reason");
+            Outcome::deny(r.status, &reason.1)
         }
     }
-    let headers = ctx
-        .identity
-        .and_then(|i| gatehouse_core::identity_from_record!(i, prefix))
-        .map(|i| i.upstream_headers().to_vec())
-        .unwrap_or_default();
-    Outcome::allow(headers)
 }
 
-fn run_chain(label: &str, chain: &[&str]) {
-    let b = corpus::bundle();
-    let dir = corpus::component_dir();
-    let settings = FilterSettings { pool_size: 2, ..Default::default() };
-    let sources: Vec<(String, std::path::PathBuf)> =
-        chain.iter().map(|n| (n.to_string(), dir.join(format!("gatehouse_filter_{n}.wasm")))).collect();
-    let shared = Arc::new(Shared { rates: MemoryRateStore::new(10_000, [7; 16]), geo: None });
-    let host = FilterHost::new(&settings, &sources, shared).unwrap();
-    let policy =
-        PolicyInput { revision: 1, bundle: &b.bytes, public_key: &b.public_key, secrets_json: &b.secrets_json };
-    let engine = Engine::from_bundle(&b.bytes, &b.public_key, now_nanos() / 1_000_000_000, &b.secrets).unwrap();
-    let prefix = engine.identity_header_prefix().to_string();
-    corpus::check_all(label, false, |c| chain_outcome(&host, chain, &policy, &prefix, c));
+fn run_gateway(engine: &str, chain: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = corpus_gateway(dir.path(), engine, chain);
+    let label = format!("gateway, engine = {engine}, filters = {chain:?}");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    corpus::check_all(&label, false, |c| gateway_outcome(&gw, &rt, c));
 }
 
 #[test]
-fn one_call() {
-    run_chain("gateway (gatehouse component)", &["gatehouse"]);
+fn native_one_call() {
+    run_gateway("native", &["gatehouse"]);
 }
 
 #[test]
-fn split_chain() {
-    run_chain("gateway (ip, geo, token, rate)", &["ip", "geo", "token", "rate"]);
+fn native_split_chain() {
+    run_gateway("native", &["ip", "geo", "token", "rate"]);
+}
+
+#[test]
+fn wasm_one_call() {
+    run_gateway("wasm", &["gatehouse"]);
+}
+
+#[test]
+fn wasm_split_chain() {
+    run_gateway("wasm", &["ip", "geo", "token", "rate"]);
 }
 
 /// The wire cases (tests/conformance/wire.jsonl) through the core's contract alone: the

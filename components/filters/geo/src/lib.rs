@@ -6,7 +6,7 @@ use gatehouse_filter_guest::{Checks, CoreCheck, Filter};
 pub struct Geo;
 
 impl Checks for Geo {
-    const CHECKS: &'static [CoreCheck] = &[CoreCheck::Tenant, CoreCheck::ClientIp, CoreCheck::Geo];
+    const CHECKS: &'static [CoreCheck] = CoreCheck::GEO;
 }
 
 type GeoFilter = Filter<Geo>;

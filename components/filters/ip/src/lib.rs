@@ -5,7 +5,7 @@ use gatehouse_filter_guest::{Checks, CoreCheck, Filter};
 pub struct Ip;
 
 impl Checks for Ip {
-    const CHECKS: &'static [CoreCheck] = &[CoreCheck::Tenant, CoreCheck::ClientIp, CoreCheck::Ip];
+    const CHECKS: &'static [CoreCheck] = CoreCheck::IP;
 }
 
 type IpFilter = Filter<Ip>;

@@ -5,7 +5,7 @@ use gatehouse_filter_guest::{Checks, CoreCheck, Filter};
 pub struct Rate;
 
 impl Checks for Rate {
-    const CHECKS: &'static [CoreCheck] = &[CoreCheck::Tenant, CoreCheck::RateLimit];
+    const CHECKS: &'static [CoreCheck] = CoreCheck::RATE;
 }
 
 type RateFilter = Filter<Rate>;

@@ -6,7 +6,7 @@ use gatehouse_filter_guest::{Checks, CoreCheck, Filter};
 pub struct Token;
 
 impl Checks for Token {
-    const CHECKS: &'static [CoreCheck] = &[CoreCheck::Tenant, CoreCheck::Credential, CoreCheck::Access];
+    const CHECKS: &'static [CoreCheck] = CoreCheck::TOKEN;
 }
 
 type TokenFilter = Filter<Token>;

@@ -24,6 +24,7 @@ use crate::request::RequestHead;
 use crate::secrets::EdgeSecrets;
 use crate::time::{UnixNanos, NANOS};
 
+mod builtins;
 mod rates;
 mod refusals;
 
@@ -365,7 +366,21 @@ impl Engine {
         ctx: &mut Context,
         env: &Env<'_>,
     ) -> Result<(), Decision> {
-        let mut st = State {
+        let mut st = self.state_of(ctx)?;
+        let r = self.run(checks, req, &mut st, env);
+        ctx.org = st.org.map(|i| self.orgs[i].id.clone());
+        ctx.route = st.route.map(|r| self.route(r).name.clone());
+        ctx.client_ip = st.client_ip;
+        ctx.identity = st.identity.clone();
+        if let Some(d) = st.rate {
+            ctx.response_headers = rate_headers(&d);
+        }
+        r
+    }
+
+    /// The checks' state from the context earlier filters established.
+    fn state_of<'r>(&self, ctx: &Context) -> Result<State<'r>, Decision> {
+        Ok(State {
             org: match &ctx.org {
                 Some(o) => {
                     let i =
@@ -383,16 +398,7 @@ impl Engine {
             identity_checked: ctx.identity.is_some(),
             credential: None,
             rate: None,
-        };
-        let r = self.run(checks, req, &mut st, env);
-        ctx.org = st.org.map(|i| self.orgs[i].id.clone());
-        ctx.route = st.route.map(|r| self.route(r).name.clone());
-        ctx.client_ip = st.client_ip;
-        ctx.identity = st.identity.clone();
-        if let Some(d) = st.rate {
-            ctx.response_headers = rate_headers(&d);
-        }
-        r
+        })
     }
 
     /// Who really acts for `identity` (RFC 8693 `act`), as the credential of `req` says:

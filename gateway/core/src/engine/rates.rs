@@ -106,6 +106,30 @@ impl Engine {
         Begun::Pending(PendingRates { ctx, steps })
     }
 
+    /// The rate steps of a request in a filter chain whose earlier checks established
+    /// `ctx` (with the tenant at least): for a chain host whose rate store is
+    /// asynchronous. It runs `checks` but the rate limit ([`Engine::check`]), then hands
+    /// back the steps for the store; [`Engine::finish_rate_steps`] completes the step.
+    /// Steps come in the order [`PendingRates::steps`] gives them, with the same keys.
+    pub fn rate_steps(&self, req: &RequestHead<'_>, ctx: &mut Context) -> Result<Vec<RateStep>, Decision> {
+        let mut st = self.state_of(ctx)?;
+        let org = self.org_of(req, &mut st)?;
+        let route = self.route_of(req, &mut st);
+        ctx.org = Some(self.orgs[org].id.clone());
+        ctx.route = Some(self.route(route).name.clone());
+        Ok(self
+            .rate_keys(&self.orgs[org], self.route(route), st.identity.as_deref())
+            .map(|(k, g)| RateStep { key: k.render(), gcra: *g })
+            .collect())
+    }
+
+    /// Complete a chain's rate step with the store's answers to [`Engine::rate_steps`]
+    /// (in step order; fewer when the store stopped at a refusal, and a missing answer
+    /// denies): the refusal, or `ctx` with the `RateLimit-*` headers of the tightest limit.
+    pub fn finish_rate_steps(&self, ctx: &mut Context, steps: usize, answers: &[RateDecision]) -> Result<(), Decision> {
+        self.finish_rates(ctx, steps, answers)
+    }
+
     /// The rate limits a request is subject to, in order: the org's, the route's, then
     /// the user's or the API key's.
     fn rate_keys<'a>(

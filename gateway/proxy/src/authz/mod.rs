@@ -58,13 +58,13 @@ pub enum CheckAnswer {
 
 /// Decide on `input` with the gateway's engine and the route's filter chain (in a span of
 /// its own when tracing is on, continuing the asker's trace when it is a trusted client).
-pub fn check(gateway: &Gateway, input: &CheckInput<'_>) -> CheckAnswer {
+pub async fn check(gateway: &Gateway, input: &CheckInput<'_>) -> CheckAnswer {
     let headers = input.headers.iter().copied();
     let Some(span) = crate::trace::check_span(input.method, input.authority, input.path, input.peer.ip(), headers)
     else {
-        return decide(gateway, input);
+        return decide(gateway, input).await;
     };
-    let answer = span.in_scope(|| decide(gateway, input));
+    let answer = tracing::Instrument::instrument(decide(gateway, input), span.clone()).await;
     let status = match &answer {
         CheckAnswer::Allow { .. } => 200,
         CheckAnswer::Refuse(reply) => reply.status,
@@ -73,7 +73,7 @@ pub fn check(gateway: &Gateway, input: &CheckInput<'_>) -> CheckAnswer {
     answer
 }
 
-fn decide(gateway: &Gateway, input: &CheckInput<'_>) -> CheckAnswer {
+async fn decide(gateway: &Gateway, input: &CheckInput<'_>) -> CheckAnswer {
     let peer_text = input.peer.ip().to_string();
     let content_length = input
         .headers
@@ -92,7 +92,7 @@ fn decide(gateway: &Gateway, input: &CheckInput<'_>) -> CheckAnswer {
         peer: input.peer,
         peer_text: &peer_text,
     };
-    match gateway.run_chain(&view) {
+    match gateway.run_chain(&view).await {
         Outcome::Reply(reply) => CheckAnswer::Refuse(reply),
         Outcome::Forward(f) => {
             let prefix = f.bundle.engine.identity_header_prefix();

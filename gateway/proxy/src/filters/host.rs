@@ -24,12 +24,27 @@ use super::bindings::{Filter, FilterPre};
 use super::conv::{Verdict, WitContextParam, WitRequest};
 use super::pool::{LoadedFilter, Pooled};
 
-/// Services the host shares with every instance.
+/// Services the host shares with every instance (and with the built-in checks on the
+/// native engine).
 pub struct Shared {
     /// Rate-limit state.
     pub rates: MemoryRateStore,
     /// Country database.
     pub geo: Option<maxminddb::Reader<Vec<u8>>>,
+}
+
+impl Shared {
+    /// Rate-limit state in this process and the country database, if any.
+    pub fn new(rates: MemoryRateStore, geo: Option<maxminddb::Reader<Vec<u8>>>) -> Shared {
+        Shared { rates, geo }
+    }
+}
+
+impl gatehouse_core::CountryLookup for Shared {
+    fn country(&self, ip: std::net::IpAddr) -> Option<gatehouse_core::CountryCode> {
+        let c: Option<maxminddb::geoip2::Country> = self.geo.as_ref()?.lookup(ip).ok()?;
+        c?.country?.iso_code.and_then(gatehouse_core::CountryCode::parse)
+    }
 }
 
 /// Per-instance host state.
@@ -90,10 +105,8 @@ impl host::Host for HostState {
     }
 
     fn country(&mut self, ip: String) -> Option<String> {
-        let db = self.shared.geo.as_ref()?;
-        let ip: std::net::IpAddr = ip.parse().ok()?;
-        let c: Option<maxminddb::geoip2::Country> = db.lookup(ip).ok()?;
-        c?.country?.iso_code.map(str::to_string)
+        use gatehouse_core::CountryLookup;
+        self.shared.country(ip.parse().ok()?).map(|c| c.as_str().to_string())
     }
 }
 
@@ -282,6 +295,16 @@ impl FilterHost {
     /// Whether a filter of that name is loaded.
     pub fn has(&self, name: &str) -> bool {
         self.filters.contains_key(name)
+    }
+
+    /// Where the built-in filters run.
+    pub fn engine(&self) -> crate::config::FilterEngine {
+        self.settings.engine
+    }
+
+    /// The services shared by the components (and the native built-in checks).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 }
 

@@ -288,7 +288,7 @@ impl Conn {
             peer_text: &self.peer_text,
         };
         let head_only = info.method == "HEAD";
-        let forward = match self.gw.run_chain(&view) {
+        let forward = match self.gw.run_chain(&view).await {
             Outcome::Reply(r) => {
                 let keep = info.keep_alive && !stopping && self.discard_body(info).await;
                 return self.send_reply(&r, !keep, head_only).await;

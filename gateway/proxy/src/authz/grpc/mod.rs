@@ -50,7 +50,7 @@ impl CheckService {
     }
 
     /// Decide on one check (the whole work of a call, without the transport).
-    pub fn decide(&self, req: &CheckRequest) -> CheckResponse {
+    pub async fn decide(&self, req: &CheckRequest) -> CheckResponse {
         let answer = match request::read(req) {
             Ok(o) => {
                 let input = CheckInput {
@@ -62,7 +62,7 @@ impl CheckService {
                     headers: &o.headers,
                     peer: o.peer,
                 };
-                authz::check(&self.gateway, &input)
+                authz::check(&self.gateway, &input).await
             }
             Err(m) => {
                 tracing::info!(problem = m.code(), "unreadable check request refused");
@@ -83,7 +83,7 @@ impl Authorization for CheckService {
         &self,
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(self.decide(request.get_ref())))
+        Ok(tonic::Response::new(self.decide(request.get_ref()).await))
     }
 }
 

@@ -25,7 +25,7 @@ use crate::gateway::Gateway;
 use crate::h2::hyper_service;
 
 /// Answer one check request from `peer` (the asking proxy).
-pub fn handle<B>(gateway: &Gateway, req: &Request<B>, peer: SocketAddr) -> Response<Body> {
+pub async fn handle<B>(gateway: &Gateway, req: &Request<B>, peer: SocketAddr) -> Response<Body> {
     let uri = req.uri();
     let read = convention::read(
         req.method().as_str(),
@@ -74,7 +74,7 @@ pub fn handle<B>(gateway: &Gateway, req: &Request<B>, peer: SocketAddr) -> Respo
         headers: &fields,
         peer,
     };
-    match check(gateway, &input) {
+    match check(gateway, &input).await {
         CheckAnswer::Allow { upstream_headers, remove_headers, response_headers } => {
             tracing::debug!(caller = original.caller.as_str(), "authz: allow");
             answer::allow(original.caller, &upstream_headers, &remove_headers, &response_headers)
@@ -111,7 +111,7 @@ pub async fn serve(
                 let g = gateway.clone();
                 let service = hyper_service(move |req: Request<Incoming>| {
                     let g = g.clone();
-                    async move { handle(&g, &req, peer) }
+                    async move { handle(&g, &req, peer).await }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
