@@ -11,6 +11,7 @@ pub mod admin;
 pub mod authz;
 pub mod body;
 pub mod bundle;
+pub mod chain;
 pub mod config;
 mod date;
 pub mod events;
@@ -71,7 +72,7 @@ pub async fn run(config: GatewayConfig) -> Result<()> {
         Some(p) => Some(maxminddb::Reader::open_readfile(p).with_context(|| format!("{}", p.display()))?),
         None => None,
     };
-    let shared = Arc::new(Shared { rates: gatehouse_core::MemoryRateStore::new(1_000_000, seed()), geo });
+    let shared = Arc::new(Shared::new(gatehouse_core::MemoryRateStore::new(1_000_000, seed()), geo));
     let host = Arc::new(reload::build_filters(&config, shared.clone())?);
 
     // First bundle, then keep watching.
