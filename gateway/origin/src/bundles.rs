@@ -8,79 +8,15 @@
 use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Context as _, Result};
-use gatehouse_core::policy::{ApiKeyRecord, FeatureOverride, GeoRules, IpRules, Issuer, Limits, Org, Policy, RoleDef};
-use serde::{Deserialize, Serialize};
+use gatehouse_core::policy::{ApiKeyRecord, Issuer, Org, Policy, RoleDef};
 
 use crate::store::Store;
 
-/// The parts of an organisation's edge policy that tenant admins set (stored as JSON in
-/// the tenant database).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantPolicy {
-    /// Hosts the organisation is served on (`app.example.com`, `*.example.com`).
-    #[serde(default)]
-    pub hosts: Vec<String>,
-    /// Path prefix (`/acme`) for path-based tenancy.
-    #[serde(default)]
-    pub path_prefix: Option<String>,
-    /// IP allow/deny.
-    #[serde(default)]
-    pub ip: IpRules,
-    /// Country allow/deny.
-    #[serde(default)]
-    pub geo: GeoRules,
-    /// Feature overrides.
-    #[serde(default)]
-    pub features: Vec<FeatureOverride>,
-    /// Rate limits overriding the tier's.
-    #[serde(default)]
-    pub limits: Limits,
-}
-
-impl TenantPolicy {
-    /// The organisation as the edge policy holds it.
-    pub fn into_org(
-        self,
-        tier: String,
-        roles: BTreeMap<String, RoleDef>,
-        api_keys: Vec<ApiKeyRecord>,
-        login_url: Option<String>,
-    ) -> Org {
-        Org {
-            tier,
-            hosts: self.hosts,
-            path_prefix: self.path_prefix,
-            ip: self.ip,
-            geo: self.geo,
-            roles,
-            features: self.features,
-            limits: self.limits,
-            api_keys,
-            login_url,
-            ..Org::default()
-        }
-    }
-}
-
-/// The template used when the configuration names none: three tiers and no routes
-/// (every request needs a credential).
-pub fn default_template() -> Policy {
-    let text = r#"
-[tiers.free]
-features = []
-limits.org = { requests = 100, per_secs = 1 }
-
-[tiers.team]
-features = ["sso", "audit_export"]
-limits.org = { requests = 1000, per_secs = 1 }
-
-[tiers.enterprise]
-features = ["sso", "audit_export", "saml", "ip_rules"]
-limits.org = { requests = 10000, per_secs = 1 }
-"#;
-    toml::from_str(text).unwrap_or_default()
-}
+/// The parts of an organisation's edge policy that tenant admins set (its type lives with
+/// the admin bodies).
+pub use gatehouse_admin_bodies::tenant_policy::TenantPolicy;
+/// The template used when the configuration names none.
+pub use gatehouse_admin_bodies::tenant_policy::default_template;
 
 /// Inputs that are the same for every tenant.
 pub struct Region<'a> {

@@ -162,6 +162,13 @@ impl ApiError {
     }
 }
 
+/// A body the admin checks refuse: a 400 with its reason code.
+impl From<gatehouse_admin_bodies::Refusal> for ApiError {
+    fn from(r: gatehouse_admin_bodies::Refusal) -> ApiError {
+        ApiError::bad_request(r.code, r.message)
+    }
+}
+
 /// Shorthand for a 400 ([`ApiError::bad_request`]).
 pub fn bad(code: &'static str, msg: impl Into<String>) -> ApiError {
     ApiError::bad_request(code, msg)

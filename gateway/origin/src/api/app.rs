@@ -53,13 +53,7 @@ pub struct App {
 
 /// A template holds what is the same for every tenant: no organisations, issuers or
 /// revocations (those come from the tenants), and it must validate.
-pub(crate) fn template_acceptable(p: &Policy) -> Result<(), String> {
-    if !p.orgs.is_empty() || !p.issuers.is_empty() || !p.revoked.jti.is_empty() || !p.revoked.sessions.is_empty() {
-        return Err("must not define orgs, issuers or revocations (they come from the tenants)".into());
-    }
-    p.validate()
-        .map_err(|issues| issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect::<Vec<_>>().join("; "))
-}
+pub(crate) use gatehouse_admin_bodies::tenant_policy::template_acceptable;
 
 impl App {
     /// Load the secrets `cfg` names, then open the origin with them.

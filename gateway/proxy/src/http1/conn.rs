@@ -15,9 +15,11 @@ use tracing::Instrument;
 use crate::body::BodyClock;
 use crate::gateway::{Forward, Gateway, HeadView, Outcome, RouteSet};
 use gatehouse_core::wire::{self, ConnectionTokens, Reply};
+use gatehouse_http1::{
+    analyse, body_framing, find_request_head, find_response_head, ChunkState, ChunkStep, Framing, HeadError,
+    RequestInfo, MAX_HEAD, MAX_HEADERS,
+};
 
-use super::chunked::{ChunkState, ChunkStep};
-use super::head::{analyse, body_framing, find_response_head, Framing, HeadError, RequestInfo, MAX_HEAD, MAX_HEADERS};
 use super::io::{copy_exact, within, Buf, CopyFail, IO_CHUNK};
 use super::pool::{still_open, UpConn, CHECK_AFTER};
 use super::write::{chunk_header, field, is_framing, reply_bytes, request_head, status_line};
@@ -191,16 +193,10 @@ async fn read_head(client: &mut TcpStream, buf: &mut Buf) -> io::Result<HeadRead
                     Err(e) => return Err(e),
                 }
             }
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut fields);
-            match req.parse(data) {
-                Ok(httparse::Status::Complete(n)) => return Ok(HeadRead::Complete(n)),
-                Ok(httparse::Status::Partial) if data.len() >= MAX_HEAD => {
-                    return Ok(HeadRead::Refused(HeadError::TooLarge))
-                }
-                Ok(httparse::Status::Partial) => {}
-                Err(httparse::Error::TooManyHeaders) => return Ok(HeadRead::Refused(HeadError::TooLarge)),
-                Err(_) => return Ok(HeadRead::Refused(HeadError::Malformed)),
+            match find_request_head(data) {
+                Ok(Some(n)) => return Ok(HeadRead::Complete(n)),
+                Ok(None) => {}
+                Err(e) => return Ok(HeadRead::Refused(e)),
             }
         }
         match buf.fill(client, MAX_HEAD).await {
@@ -695,7 +691,7 @@ enum SendFail {
 /// a close in the middle of one.
 async fn read_response_head(up: &mut UpConn) -> Result<Option<usize>, ()> {
     loop {
-        match find_response_head(up.buf.filled())? {
+        match find_response_head(up.buf.filled()).map_err(|_| ())? {
             Some(n) => return Ok(Some(n)),
             None => match up.buf.fill(&mut up.stream, MAX_HEAD).await {
                 Ok(0) if up.buf.filled().is_empty() => return Ok(None),

@@ -17,20 +17,18 @@
 //! `limits.body_timeout_secs` without progress.
 //!
 //! The rooms: `pool` (idle upstream connections), `io` (buffered reads, bounded
-//! copies, [`Rewind`]), `head` (request-head analysis and framing), `chunked`
-//! (chunked decoding), `write` (heads and answers as bytes) and `conn` (the
-//! connection task).
+//! copies, [`Rewind`]), `write` (heads and answers as bytes) and `conn` (the
+//! connection task). Request-head analysis, framing and chunked decoding are pure and
+//! live in `gatehouse-http1` (re-exported here), where the fuzz targets reach them.
 //!
 //! [`Gateway::run_chain`]: crate::gateway::Gateway::run_chain
 
-mod chunked;
 mod conn;
-mod head;
 pub(crate) mod io;
 pub(crate) mod pool;
 mod write;
 
 pub use conn::serve;
-pub use head::{analyse, Framing, HeadError, RequestInfo, MAX_HEAD, MAX_HEADERS};
+pub use gatehouse_http1::{analyse, Framing, HeadError, RequestInfo, MAX_HEAD, MAX_HEADERS};
 pub use io::Rewind;
 pub use pool::RawUpstreams;

@@ -3,8 +3,7 @@
 
 use crate::gateway::Forward;
 use gatehouse_core::wire::{Reply, UpstreamRequest};
-
-use super::head::{Framing, RequestInfo};
+use gatehouse_http1::{Framing, RequestInfo};
 
 pub(super) fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
     out.extend_from_slice(b"HTTP/1.1 ");

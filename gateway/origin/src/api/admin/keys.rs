@@ -4,7 +4,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{bad, ApiError, ApiResult};
@@ -15,17 +14,7 @@ use crate::api::admin::roles::{may_grant, role_exists};
 use crate::api::extract::{cursor, next_cursor, page_limit, AppState, Authed, JsonBody, Page, QueryParams};
 use crate::api::transaction::begin;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CreateKey {
-    name: String,
-    #[serde(default)]
-    scopes: Vec<String>,
-    #[serde(default)]
-    roles: Vec<String>,
-    #[serde(default)]
-    expires_at: Option<i64>,
-}
+pub(crate) use gatehouse_admin_bodies::bodies::CreateKey;
 
 pub(crate) fn new_api_key(secret: &[u8]) -> (String, String, String) {
     let random: [u8; 41] = gatehouse_bundler::random::random_bytes();
@@ -53,15 +42,7 @@ pub(crate) async fn create_key(
     JsonBody(req): JsonBody<CreateKey>,
 ) -> ApiResult<Response> {
     let (t, c) = (&authed.t, &authed.caller);
-    if req.name.trim().is_empty() || req.name.len() > 100 {
-        return Err(bad("invalid_name", "name: 1–100 bytes"));
-    }
-    if req.scopes.len() > 32 || req.scopes.iter().any(|p| !gatehouse_core::policy::valid_permission(p)) {
-        return Err(bad("invalid_scope", "scopes: up to 32 `resource:action` permissions"));
-    }
-    if req.expires_at.is_some_and(|e| e <= crate::now()) {
-        return Err(bad("invalid_expiry", "expires_at is in the past"));
-    }
+    req.check(crate::now())?;
     for r in &req.roles {
         if !may_grant(c, r) {
             return Err(ApiError::forbidden("role_too_high", "a key cannot carry a role above your own"));

@@ -17,7 +17,6 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::audit::RequestMeta;
@@ -62,14 +61,7 @@ impl FromRequestParts<Arc<App>> for OperatorOrg {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PatchOrg {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    tier: Option<String>,
-}
+pub(crate) use gatehouse_admin_bodies::bodies::{ConfirmDeletion, PatchOrg};
 
 /// `PATCH /v1/orgs/{slug}`: the display name (`settings:write`) and the tier (the
 /// operator only; it must be a tier of the region's template).
@@ -79,11 +71,7 @@ pub(crate) async fn patch_org(
     JsonBody(req): JsonBody<PatchOrg>,
 ) -> ApiResult<Json<Value>> {
     let (t, c) = (&authed.t, &authed.caller);
-    if let Some(n) = &req.name {
-        if n.trim().is_empty() || n.len() > 200 || n.chars().any(char::is_control) {
-            return Err(bad("invalid_name", "name: 1–200 bytes, no control characters"));
-        }
-    }
+    req.check()?;
     let h = begin(t).await?;
     let (name, tier, policy, _) = org_row(&h).await?;
     let tier_change = req.tier.as_ref().filter(|x| **x != tier);
@@ -177,12 +165,6 @@ pub(crate) async fn request_deletion(State(app): AppState, op: OperatorOrg) -> A
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ConfirmDeletion {
-    confirm: String,
-}
-
 /// `DELETE /v1/orgs/{slug}` (operator) with `{"confirm": "<token>"}`: the tenant's
 /// directory entry becomes a tombstone and its database files are removed.
 pub(crate) async fn delete_org(
@@ -197,9 +179,7 @@ pub(crate) async fn delete_org(
             "tenants on a libSQL server are deleted on the server; this origin only holds replicas",
         ));
     }
-    if req.confirm.len() > 128 {
-        return Err(bad("confirmation_invalid", "unknown or used confirmation"));
-    }
+    req.check()?;
     let OperatorOrg { t, meta: m } = op;
     // What is deleted, for the record (read before anything changes).
     let (name, tier, _, _) = org_row(&*t.db.lock().await).await?;

@@ -9,12 +9,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use gatehouse_core::policy::Policy;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::bundles::{self, TenantPolicy};
 use crate::error::{bad, ApiError, ApiResult};
-use crate::identity::{self, new_id, valid_slug};
+use crate::identity::new_id;
 use crate::store::directory::{self as tenants, TenantEntry};
 use crate::store::{memberships, orgs, settings, users};
 use crate::tokens::{self, SigningKeys};
@@ -27,33 +26,12 @@ use crate::api::extract::{
 };
 use crate::api::transaction::{begin, commit, ev};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CreateOrg {
-    slug: String,
-    name: String,
-    tier: String,
-    #[serde(default)]
-    home_region: Option<String>,
-    owner_email: String,
-    owner_password: String,
-    #[serde(default)]
-    policy: TenantPolicy,
-    /// The parent organisation's slug (homed in this region).
-    #[serde(default)]
-    parent: Option<String>,
-}
+pub(crate) use gatehouse_admin_bodies::bodies::{CreateOrg, PutPolicy};
 
-/// Check a tenant policy by composing it with the template and validating the result.
+/// Check a tenant policy by composing it with the region's template and validating the
+/// result.
 pub(crate) fn check_tenant_policy(app: &App, slug: &str, tier: &str, tp: &TenantPolicy) -> ApiResult<()> {
-    let mut p = (*app.template()).clone();
-    p.orgs.insert(slug.to_string(), tp.clone().into_org(tier.to_string(), Default::default(), Vec::new(), None));
-    p.validate().map_err(|issues| {
-        bad(
-            "invalid_policy",
-            issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect::<Vec<_>>().join("; "),
-        )
-    })
+    Ok(gatehouse_admin_bodies::tenant_policy::check_tenant_policy(&app.template(), slug, tier, tp)?)
 }
 
 pub(crate) async fn create_org(
@@ -63,12 +41,7 @@ pub(crate) async fn create_org(
     JsonBody(req): JsonBody<CreateOrg>,
 ) -> ApiResult<Response> {
     require_operator(&app, &headers)?;
-    if !valid_slug(&req.slug) {
-        return Err(bad("invalid_slug", "slug: 2–40 of a-z, 0-9, - (not at either end)"));
-    }
-    if req.name.trim().is_empty() || req.name.len() > 200 {
-        return Err(bad("invalid_name", "name: 1–200 bytes"));
-    }
+    req.check_names()?;
     let home = req.home_region.clone().unwrap_or_else(|| app.cfg.region.clone());
     if home != app.cfg.region {
         // Created where it lives, never here.
@@ -77,9 +50,7 @@ pub(crate) async fn create_org(
     }
     check_tenant_policy(&app, &req.slug, &req.tier, &req.policy)?;
     let parent = crate::api::hierarchy::parent_for_new(&app, req.parent.as_deref()).await?;
-    let email = identity::normalise_email(&req.owner_email)
-        .ok_or_else(|| bad("invalid_email", "owner_email is not an email address"))?;
-    identity::password_acceptable(&req.owner_password).map_err(|m| bad("weak_password", m))?;
+    let email = req.check_owner()?;
     let id = new_id("t_");
     let now = crate::now();
     {
@@ -185,14 +156,6 @@ pub(crate) async fn get_org(State(app): AppState, Authed { t, .. }: Authed) -> A
     Ok(Json(json!({ "id": t.id, "slug": t.slug, "name": name, "tier": tier, "region": app.cfg.region,
         "issuer": app.cfg.issuer(&t.slug), "policy": policy, "audit_retention_days": retention,
         "suspended_at": suspended_at })))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PutPolicy {
-    #[serde(default)]
-    tier: Option<String>,
-    policy: TenantPolicy,
 }
 
 pub(crate) async fn put_policy(

@@ -3,20 +3,16 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use gatehouse_core::policy::BUILTIN_ROLES;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{bad, ApiResult};
-use crate::identity::valid_slug;
+use crate::error::ApiResult;
 use crate::store::roles;
 
 use crate::api::app::App;
 use crate::api::extract::{cursor, next_cursor, page_limit, AppState, Authed, Caller, JsonBody, Page, QueryParams};
 use crate::api::transaction::begin;
 
-pub(crate) fn role_rank(r: &str) -> Option<usize> {
-    BUILTIN_ROLES.iter().position(|(b, _)| *b == r)
-}
+pub(crate) use gatehouse_admin_bodies::bodies::{role_rank, PutRole};
 
 /// Whether `c` may hand out `role` (nobody grants more than they hold; only owners and
 /// the operator make owners).
@@ -52,12 +48,6 @@ pub(crate) async fn list_roles(authed: Authed, QueryParams(p): QueryParams<Page>
     Ok(Json(json!({ "builtin": builtin, "items": items, "next": next })))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PutRole {
-    permissions: Vec<String>,
-}
-
 pub(crate) async fn put_role(
     State(app): AppState,
     authed: Authed,
@@ -65,15 +55,7 @@ pub(crate) async fn put_role(
     JsonBody(req): JsonBody<PutRole>,
 ) -> ApiResult<Json<Value>> {
     let t = &authed.t;
-    if role_rank(&name).is_some() || !valid_slug(&name) {
-        return Err(bad("invalid_role", "custom role names: 2–40 of a-z, 0-9, -, and not a built-in role"));
-    }
-    if req.permissions.is_empty()
-        || req.permissions.len() > 64
-        || req.permissions.iter().any(|p| !gatehouse_core::policy::valid_permission(p))
-    {
-        return Err(bad("invalid_permission", "1–64 permissions of the form resource:action"));
-    }
+    req.check(&name)?;
     let perms = serde_json::to_string(&req.permissions)?;
     let h = begin(t).await?;
     if let Some(crate::store::role_templates::Origin::Synced(tpl)) =

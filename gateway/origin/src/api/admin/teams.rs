@@ -4,11 +4,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{bad, ApiError, ApiResult};
-use crate::identity::{new_id, valid_slug};
+use crate::identity::new_id;
 use crate::store::{teams, users};
 
 use crate::api::extract::{cursor, next_cursor, page_limit, AppState, Authed, JsonBody, Page, QueryParams};
@@ -26,13 +25,7 @@ pub(crate) async fn list_teams(authed: Authed, QueryParams(p): QueryParams<Page>
     Ok(Json(json!({ "items": items, "next": next })))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CreateTeam {
-    name: String,
-    #[serde(default)]
-    parent_id: Option<String>,
-}
+pub(crate) use gatehouse_admin_bodies::bodies::CreateTeam;
 
 pub(crate) async fn create_team(
     State(app): AppState,
@@ -40,9 +33,7 @@ pub(crate) async fn create_team(
     JsonBody(req): JsonBody<CreateTeam>,
 ) -> ApiResult<Response> {
     let t = &authed.t;
-    if !valid_slug(&req.name) {
-        return Err(bad("invalid_name", "team names: 2–40 of a-z, 0-9, -"));
-    }
+    req.check()?;
     let h = begin(t).await?;
     if let Some(p) = &req.parent_id {
         if !teams::exists_id(&h, p).await? {

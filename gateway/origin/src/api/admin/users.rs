@@ -4,7 +4,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{bad, ApiError, ApiResult};
@@ -28,18 +27,7 @@ pub(crate) async fn list_users(authed: Authed, QueryParams(p): QueryParams<Page>
     Ok(Json(json!({ "items": items, "next": next })))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CreateUser {
-    email: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    password: Option<String>,
-    role: String,
-    #[serde(default)]
-    role_expires_at: Option<i64>,
-}
+pub(crate) use gatehouse_admin_bodies::bodies::{CreateUser, SetRole};
 
 pub(crate) async fn create_user(
     State(app): AppState,
@@ -47,15 +35,9 @@ pub(crate) async fn create_user(
     JsonBody(req): JsonBody<CreateUser>,
 ) -> ApiResult<Response> {
     let (t, c) = (&authed.t, &authed.caller);
-    let email = identity::normalise_email(&req.email).ok_or_else(|| bad("invalid_email", "not an email address"))?;
-    if req.name.len() > 200 {
-        return Err(bad("invalid_name", "name: at most 200 bytes"));
-    }
+    let email = req.check()?;
     let hash = match req.password.as_deref() {
-        Some(p) => {
-            identity::password_acceptable(p).map_err(|m| bad("weak_password", m))?;
-            Some(app.passwords.hash(p)?)
-        }
+        Some(p) => Some(app.passwords.hash(p)?),
         None => None,
     };
     if !may_grant(c, &req.role) {
@@ -105,14 +87,6 @@ pub(crate) async fn delete_user(
     authed.commit(&app, h, "user.delete", format!("user:{id}"), Some(json!(before)), None).await?;
     app.changed();
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SetRole {
-    role: String,
-    #[serde(default)]
-    expires_at: Option<i64>,
 }
 
 pub(crate) async fn set_role(

@@ -1,14 +1,14 @@
 //! Chunked transfer coding: a decoder that tells data from framing, step by step, over
 //! whatever part of the body is buffered.
 
-use super::head::HeadError;
+use crate::head::HeadError;
 
 /// Longest chunk-size line (size, extensions) accepted.
-const MAX_CHUNK_LINE: usize = 4096;
+pub const MAX_CHUNK_LINE: usize = 4096;
 
 /// Where a chunked decoder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ChunkState {
+pub enum ChunkState {
     /// At a chunk-size line.
     Size,
     /// Inside a chunk's data; this many bytes left.
@@ -23,7 +23,7 @@ pub(super) enum ChunkState {
 
 /// One step of decoding: data bytes to pass on, or how much framing was consumed.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum ChunkStep {
+pub enum ChunkStep {
     /// `n` bytes of `input` are data.
     Data(usize),
     /// `n` bytes of `input` were framing.
@@ -54,7 +54,9 @@ fn line(input: &[u8]) -> Result<Option<(usize, usize)>, HeadError> {
 }
 
 impl ChunkState {
-    pub(super) fn step(&mut self, input: &[u8]) -> Result<ChunkStep, HeadError> {
+    /// Decode the next step of `input` (the buffered, not yet consumed part of the body):
+    /// the caller consumes the bytes the step names, then calls again.
+    pub fn step(&mut self, input: &[u8]) -> Result<ChunkStep, HeadError> {
         match *self {
             ChunkState::Done => Ok(ChunkStep::Framing(0)),
             ChunkState::Size => {

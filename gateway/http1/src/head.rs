@@ -67,7 +67,7 @@ fn content_length(v: &[u8]) -> Option<u64> {
 
 /// Framing from `Transfer-Encoding` / `Content-Length` fields, shared by requests and
 /// responses. `Ok(None)`: neither present.
-pub(super) fn body_framing(headers: &[httparse::Header<'_>]) -> Result<Option<Framing>, HeadError> {
+pub fn body_framing(headers: &[httparse::Header<'_>]) -> Result<Option<Framing>, HeadError> {
     let mut length: Option<u64> = None;
     let mut codings = 0usize;
     let mut chunked_last = false;
@@ -152,7 +152,7 @@ pub fn analyse<'h>(req: &httparse::Request<'h, '_>) -> Result<RequestInfo<'h>, H
         if authority.is_empty() || authority.contains('@') {
             return Err(HeadError::Malformed);
         }
-        authority.parse::<hyper::http::uri::Authority>().map_err(|_| HeadError::Malformed)?;
+        authority.parse::<http::uri::Authority>().map_err(|_| HeadError::Malformed)?;
         (authority, if pq.is_empty() { "/" } else { pq })
     };
     if path_and_query.starts_with('?') {
@@ -160,7 +160,7 @@ pub fn analyse<'h>(req: &httparse::Request<'h, '_>) -> Result<RequestInfo<'h>, H
     }
     if path_and_query != "*" {
         // The same check hyper applies to a target (visible ASCII, no spaces).
-        path_and_query.parse::<hyper::http::uri::PathAndQuery>().map_err(|_| HeadError::Malformed)?;
+        path_and_query.parse::<http::uri::PathAndQuery>().map_err(|_| HeadError::Malformed)?;
     }
     let (path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -187,8 +187,24 @@ pub fn analyse<'h>(req: &httparse::Request<'h, '_>) -> Result<RequestInfo<'h>, H
     })
 }
 
-/// Where a complete response head ends in `data`, if it is there.
-pub(super) fn find_response_head(data: &[u8]) -> Result<Option<usize>, ()> {
+/// Where a complete request head ends in `data` (`Ok(None)`: not complete yet). Refused as
+/// too large when [`MAX_HEAD`] bytes hold no complete head or it has more than
+/// [`MAX_HEADERS`] fields, as malformed when `data` cannot start a request head.
+pub fn find_request_head(data: &[u8]) -> Result<Option<usize>, HeadError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    match req.parse(data) {
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if data.len() >= MAX_HEAD => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
+        Err(_) => Err(HeadError::Malformed),
+    }
+}
+
+/// Where a complete response head ends in `data`, if it is there; malformed when `data`
+/// is not the start of a response head (or one longer than [`MAX_HEAD`]).
+pub fn find_response_head(data: &[u8]) -> Result<Option<usize>, HeadError> {
     if data.is_empty() {
         return Ok(None);
     }
@@ -197,7 +213,7 @@ pub(super) fn find_response_head(data: &[u8]) -> Result<Option<usize>, ()> {
     match resp.parse(data) {
         Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
         Ok(httparse::Status::Partial) if data.len() < MAX_HEAD => Ok(None),
-        _ => Err(()),
+        _ => Err(HeadError::Malformed),
     }
 }
 
@@ -273,6 +289,19 @@ mod tests {
         ] {
             assert!(parse(raw).is_err(), "accepted: {raw:?}");
         }
+    }
+
+    #[test]
+    fn request_head_boundaries() {
+        assert_eq!(find_request_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nrest"), Ok(Some(27)));
+        assert_eq!(find_request_head(b"GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
+        assert_eq!(find_request_head(b""), Ok(None));
+        assert_eq!(find_request_head(b"GET /\x01 HTTP/1.1\r\n\r\n"), Err(HeadError::Malformed));
+        let mut long = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        long.resize(MAX_HEAD, b'a');
+        assert_eq!(find_request_head(&long), Err(HeadError::TooLarge));
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(MAX_HEADERS + 1));
+        assert_eq!(find_request_head(many.as_bytes()), Err(HeadError::TooLarge));
     }
 
     #[test]
