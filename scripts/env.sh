@@ -157,6 +157,13 @@ ensure_deploy_image_tools() {
   fi
 }
 
+# The real Redis the shared rate store's tests count in (gateway/cli/tests/rate_store.rs
+# starts its own redis-server processes on loopback; the package's service is not used).
+# The tests find /usr/bin/redis-server (or GATEHOUSE_REDIS_SERVER).
+ensure_test_redis() {
+  ensure_apt redis-server
+}
+
 # issue 16 part A
 # The real proxies the authorization-service tests put in front of `gatehouse authz`
 # (gateway/cli/tests/authz_proxies.rs): Debian's nginx (auth_request), and from PyPI into

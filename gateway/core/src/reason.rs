@@ -55,6 +55,9 @@ reason_codes! {
     UpstreamUnavailable = ("upstream_unavailable", 502),
     /// The upstream did not answer in time.
     UpstreamTimeout = ("upstream_timeout", 504),
+    /// The shared rate-limit store (Redis) did not answer in time and the gateway is set
+    /// to fail closed (`rate_store.on_error = "deny"`, the default).
+    RateStoreUnavailable = ("rate_store_unavailable", 503),
     /// No gateway route serves this host and path.
     NoRoute = ("no_route", 404),
     /// The request head is malformed (bad host, path, oversized header...).

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use gatehouse_core::engine::{Check, Context, Env};
 use gatehouse_core::request::RequestHead;
-use gatehouse_core::Decision;
+use gatehouse_core::{Decision, ReasonCode};
+
+use crate::rate_store::OnError;
 
 use crate::bundle::LoadedBundle;
 use crate::config::FilterEngine;
@@ -100,22 +102,58 @@ pub async fn run_step(
 
 async fn native(checks: &[Check], req: &StepRequest<'_>, ctx: &mut Context, env: &StepEnv<'_>) -> StepOutcome {
     let shared = env.filters.shared();
-    let core_env = Env {
-        now: crate::filters::now_nanos(),
-        rates: &shared.rates,
-        countries: shared.as_ref(),
-        signatures: Some(&crate::signatures::NativeSignatures),
+    let engine = &env.bundle.engine;
+    // With a shared store the rate limit is asked for asynchronously: every other check
+    // first, then the rate steps in one round trip.
+    let (checks, remote) = match (checks.split_last(), &shared.remote_rates) {
+        (Some((Check::RateLimit, before)), Some(remote)) => (before, Some(remote)),
+        _ => (checks, None),
     };
-    match env.bundle.engine.check(checks, &req.head, ctx, &core_env) {
-        Ok(()) => StepOutcome::Continue,
-        Err(Decision::Deny(d)) => StepOutcome::Deny(Refusal {
+    let checked = {
+        let core_env = Env {
+            now: crate::filters::now_nanos(),
+            rates: &shared.rates,
+            countries: shared.as_ref(),
+            signatures: Some(&crate::signatures::NativeSignatures),
+        };
+        engine.check(checks, &req.head, ctx, &core_env)
+    };
+    if let Err(d) = checked {
+        return halted(d, ctx);
+    }
+    let Some(remote) = remote else { return StepOutcome::Continue };
+    let steps = match engine.rate_steps(&req.head, ctx) {
+        Ok(s) if s.is_empty() => return StepOutcome::Continue,
+        Ok(s) => s,
+        Err(d) => return halted(d, ctx),
+    };
+    let org = ctx.org.clone().unwrap_or_default();
+    match remote.run(&org, &steps).await {
+        Ok(answers) => match engine.finish_rate_steps(ctx, steps.len(), &answers) {
+            Ok(()) => StepOutcome::Continue,
+            Err(d) => halted(d, ctx),
+        },
+        Err(_) if remote.on_error == OnError::Allow => StepOutcome::Continue,
+        Err(_) => StepOutcome::Deny(Refusal {
+            status: ReasonCode::RateStoreUnavailable.status(),
+            reason: Cow::Borrowed(ReasonCode::RateStoreUnavailable.as_str()),
+            headers: Vec::new(),
+            org: ctx.org.clone(),
+        }),
+    }
+}
+
+/// A check's refusal or redirect as a step's outcome.
+fn halted(d: Decision, ctx: &Context) -> StepOutcome {
+    match d {
+        Decision::Deny(d) => StepOutcome::Deny(Refusal {
             status: d.status,
             reason: Cow::Borrowed(d.reason.as_str()),
             headers: d.headers,
             org: ctx.org.clone(),
         }),
-        Err(Decision::Redirect(r)) => StepOutcome::Redirect(r.location),
-        Err(Decision::Allow(_)) => StepOutcome::Failed("the engine answered a check with an allow".into()),
+        Decision::Redirect(r) => StepOutcome::Redirect(r.location),
+        Decision::Allow(_) => StepOutcome::Failed("the engine answered a check with an allow".into()),
     }
 }
 

@@ -39,6 +39,10 @@ pub struct GatewayConfig {
     /// Traces (OpenTelemetry) and error reports (Sentry).
     #[serde(default)]
     pub telemetry: gatehouse_telemetry::TelemetryConfig,
+    /// Where the native engine counts rate limits: this process, or Redis shared by
+    /// every gateway node.
+    #[serde(default)]
+    pub rate_store: crate::rate_store::RateStoreConfig,
     /// The file this was loaded from (reread on SIGHUP), if any.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -257,7 +261,7 @@ const PATH_FIELDS: &[PathField] = &[
 
 /// The sections a reload cannot change (listeners, limits that size them, the bundle
 /// source, the audit sink, telemetry): only `routes` and `[filters]` reload.
-pub const FIXED_SECTIONS: &[&str] = &["listen", "bundle", "limits", "geo", "audit", "authz", "telemetry"];
+pub const FIXED_SECTIONS: &[&str] = &["listen", "bundle", "limits", "geo", "audit", "authz", "telemetry", "rate_store"];
 
 impl GatewayConfig {
     /// Read and validate, with the `GATEHOUSE_GATEWAY__…` variables of this process
@@ -300,6 +304,7 @@ impl GatewayConfig {
                 format!("{:?}", c.audit),
                 format!("{:?}", c.authz),
                 format!("{:?}", c.telemetry),
+                format!("{:?}", c.rate_store),
             ]
         };
         let (old, new) = (sections(self), sections(new));
@@ -347,6 +352,12 @@ impl GatewayConfig {
         }
         self.authz.validate(self.listen.addr, self.listen.admin)?;
         self.telemetry.validate()?;
+        self.rate_store.validate()?;
+        if self.rate_store.kind == crate::rate_store::StoreKind::Redis && self.filters.engine == FilterEngine::Wasm {
+            // Components ask the host's rate store synchronously: the shared store is the
+            // native engine's.
+            return Err("rate_store.kind: `redis` needs filters.engine = \"native\"".into());
+        }
         if self.listen.addr.is_none() && !self.authz.enabled() {
             return Err("listen.addr: set it (the reverse proxy), or an [authz] listener, or both".into());
         }

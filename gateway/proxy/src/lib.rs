@@ -21,6 +21,7 @@ pub mod h2;
 pub mod http1;
 mod listen;
 pub mod metrics;
+pub mod rate_store;
 pub mod reload;
 pub mod signatures;
 pub mod trace;
@@ -72,7 +73,17 @@ pub async fn run(config: GatewayConfig) -> Result<()> {
         Some(p) => Some(maxminddb::Reader::open_readfile(p).with_context(|| format!("{}", p.display()))?),
         None => None,
     };
-    let shared = Arc::new(Shared::new(gatehouse_core::MemoryRateStore::new(1_000_000, seed()), geo));
+    let remote_rates = match config.rate_store.kind {
+        crate::rate_store::StoreKind::Memory => None,
+        crate::rate_store::StoreKind::Redis => {
+            let store = crate::rate_store::RedisRates::new(&config.rate_store, metrics.rate_store_errors.clone())?;
+            tracing::info!(pool = config.rate_store.pool_size, on_error = ?config.rate_store.on_error, "rate limits counted in Redis");
+            Some(Arc::new(store))
+        }
+    };
+    let shared = Arc::new(
+        Shared::new(gatehouse_core::MemoryRateStore::new(1_000_000, seed()), geo).with_remote_rates(remote_rates),
+    );
     let host = Arc::new(reload::build_filters(&config, shared.clone())?);
 
     // First bundle, then keep watching.

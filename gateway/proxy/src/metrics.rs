@@ -25,6 +25,9 @@ pub struct Metrics {
     pub audit_events_dropped: prometheus::IntCounter,
     /// Configuration reloads (SIGHUP) by result (`ok`, `refused`).
     pub config_reloads: IntCounterVec,
+    /// Rate checks the shared store (Redis) did not answer, by error code
+    /// (`rate_store_timeout`, `rate_store_failed`, `rate_store_bad_answer`).
+    pub rate_store_errors: IntCounterVec,
 }
 
 fn buckets() -> Vec<f64> {
@@ -72,8 +75,14 @@ impl Metrics {
             &["result"],
         )
         .expect("metric");
+        let rate_store_errors = IntCounterVec::new(
+            Opts::new("gatehouse_rate_store_errors_total", "Rate checks the shared store did not answer, by error"),
+            &["error"],
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rate_store_errors.clone()),
             Box::new(audit_events_sent.clone()),
             Box::new(audit_events_dropped.clone()),
             Box::new(chain_seconds.clone()),
@@ -98,6 +107,7 @@ impl Metrics {
             audit_events_sent,
             audit_events_dropped,
             config_reloads,
+            rate_store_errors,
         }
     }
 

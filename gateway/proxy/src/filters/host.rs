@@ -31,12 +31,21 @@ pub struct Shared {
     pub rates: MemoryRateStore,
     /// Country database.
     pub geo: Option<maxminddb::Reader<Vec<u8>>>,
+    /// The shared store the native engine counts in instead of `rates`, when
+    /// `[rate_store] kind = "redis"`.
+    pub remote_rates: Option<Arc<crate::rate_store::RedisRates>>,
 }
 
 impl Shared {
     /// Rate-limit state in this process and the country database, if any.
     pub fn new(rates: MemoryRateStore, geo: Option<maxminddb::Reader<Vec<u8>>>) -> Shared {
-        Shared { rates, geo }
+        Shared { rates, geo, remote_rates: None }
+    }
+
+    /// The same, the native engine counting in `remote` instead.
+    pub fn with_remote_rates(mut self, remote: Option<Arc<crate::rate_store::RedisRates>>) -> Shared {
+        self.remote_rates = remote;
+        self
     }
 }
 
