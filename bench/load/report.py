@@ -25,7 +25,7 @@ else:
 print(f"### Load run ({rounds} interleaved rounds x {secs}s per target; {setup})\n")
 print("| target | tokens | req/s (median) | Gatehouse ÷ target | p50 µs | p99 µs | CPU µs/req | non-2xx |")
 print("|---|---|---|---|---|---|---|---|")
-for key in [("direct", "pool100"), ("nginx", "pool100"), ("haproxy", "pool100"), ("haproxy-jwt", "pool100"), ("gatehouse", "pool100"), ("gatehouse-split", "pool100"), ("haproxy-jwt", "fresh"), ("gatehouse", "fresh")]:
+for key in [("direct", "pool100"), ("nginx", "pool100"), ("haproxy", "pool100"), ("haproxy-jwt", "pool100"), ("gatehouse", "pool100"), ("gatehouse-split", "pool100"), ("gatehouse-wasm", "pool100"), ("gatehouse-redis", "pool100"), ("haproxy-jwt", "fresh"), ("gatehouse", "fresh")]:
     if key not in rows:
         continue
     rps = med(key, 0)
@@ -47,8 +47,8 @@ def metric(name, labels):
     return float(m.group(1)) if m else float("nan")
 s = metric("gatehouse_filter_chain_seconds_sum", 'decision="allow"')
 c = metric("gatehouse_filter_chain_seconds_count", 'decision="allow"')
-print(f"\nFilter chain inside the gateway, mean over all {c:,.0f} allowed requests of the run "
-      f"(both chains, pool and fresh tokens together): {s / c * 1e6:.1f} µs. Per component call (mean):")
+print(f"\nFilter chain inside the native-engine gateway, mean over all {c:,.0f} allowed requests of the run "
+      f"(both chains, pool and fresh tokens together): {s / c * 1e6:.1f} µs. Per step (mean):")
 for f in ["gatehouse", "ip", "geo", "token", "rate"]:
     fs = metric("gatehouse_filter_call_seconds_sum", f'filter="{f}"')
     fc = metric("gatehouse_filter_call_seconds_count", f'filter="{f}"')

@@ -5,9 +5,12 @@
 #   nginx    - nginx as a plain reverse proxy
 #   haproxy  - HAProxy as a plain reverse proxy
 #   haproxy-jwt - HAProxy with jwt_verify (ES256, same key), a src ACL and a stick-table limit
-#   gatehouse - the Gatehouse gateway, default chain: the `gatehouse` component (every
-#               check in one call)
-#   gatehouse-split - the same gateway through the chain ip, geo, token, rate (four calls)
+#   gatehouse - the Gatehouse gateway, default chain `gatehouse` (every check in one step)
+#               on the native engine (the default)
+#   gatehouse-split - the same gateway through the chain ip, geo, token, rate (four steps)
+#   gatehouse-wasm - a second gateway process, engine = "wasm": the `gatehouse` component
+#   gatehouse-redis - a third, counting the org's limit in Redis (redis-server on CPU 0
+#               beside the proxies; its CPU is added to the row's CPU per request)
 # Every proxy runs one worker thread pinned to CPU 0; wrk (one thread) is pinned to CPU 1.
 # Rounds are interleaved; each run is bounded in seconds. CPU per request comes from the
 # proxy process's utime+stime over the run. Writes bench/load/last-run.md.
@@ -24,9 +27,9 @@ rounds=${2:-2}
 threads=${THREADS:-1}
 if [ "$threads" = 1 ]; then pin0="taskset -c 0"; pin1="taskset -c 1"; else pin0=""; pin1=""; fi
 
-command -v wrk >/dev/null && command -v nginx >/dev/null && command -v haproxy >/dev/null || {
-  step "installing wrk, nginx, haproxy (Debian packages)"
-  apt-get update -qq && apt-get install -y -qq wrk nginx-light haproxy >/dev/null
+command -v wrk >/dev/null && command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v redis-server >/dev/null || {
+  step "installing wrk, nginx, haproxy, redis-server (Debian packages)"
+  apt-get update -qq && apt-get install -y -qq wrk nginx-light haproxy redis-server >/dev/null
 }
 step "building gatehouse and the filter components (release)"
 ./scripts/build-components >/dev/null
@@ -68,7 +71,7 @@ mint 100 >"$work/pool.txt"
 fresh_n=$(( 9000 * secs + 20000 * rounds ))
 mint "$fresh_n" >"$work/fresh.txt"
 
-U=18101; N=18102; H=18103; HJ=18104; G=18105; GA=18106
+U=18101; N=18102; H=18103; HJ=18104; G=18105; GA=18106; GW=18107; GWA=18108; GR=18109; GRA=18110; R=18111
 step "starting the upstream and the proxies ($threads worker thread(s) each${pin0:+, CPU 0})"
 cat >"$work/upstream.conf" <<CONF
 worker_processes 1; daemon off; pid $work/upstream.pid; error_log $work/upstream.err warn;
@@ -129,14 +132,27 @@ filters = ["ip", "geo", "token", "rate"]
 upstream = "http://127.0.0.1:$U"
 filters = ["gatehouse"]
 CONF
+# The same gateway on the WebAssembly engine, and counting in Redis.
+sed -e "s/127.0.0.1:$G\"/127.0.0.1:$GW\"/; s/127.0.0.1:$GA\"/127.0.0.1:$GWA\"/; s/^\[filters\]/[filters]\nengine = \"wasm\"/" \
+  "$work/gateway.toml" >"$work/gateway-wasm.toml"
+sed -e "s/127.0.0.1:$G\"/127.0.0.1:$GR\"/; s/127.0.0.1:$GA\"/127.0.0.1:$GRA\"/" "$work/gateway.toml" >"$work/gateway-redis.toml"
+printf '[rate_store]\nkind = "redis"\nurl = "redis://127.0.0.1:%s/0"\n' "$R" >>"$work/gateway-redis.toml"
 $pin0 nginx -c "$work/upstream.conf" & pids+=($!)
 $pin0 nginx -c "$work/nginx.conf" & pids+=($!)
 $pin0 haproxy -f "$work/haproxy.cfg" -q & pids+=($!)
 GATEHOUSE_THREADS=$threads GATEHOUSE_LOG=warn $pin0 "$gh" gateway --config "$work/gateway.toml" 2>"$work/gateway.log" & pids+=($!)
 gw_pid=$!
-for i in $(seq 1 300); do curl -sf "http://127.0.0.1:$GA/readyz" >/dev/null && break; sleep 0.2; done
+$pin0 redis-server --port $R --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 & pids+=($!)
+redis_pid=$!
+GATEHOUSE_THREADS=$threads GATEHOUSE_LOG=warn $pin0 "$gh" gateway --config "$work/gateway-wasm.toml" 2>"$work/gateway-wasm.log" & pids+=($!)
+gw_wasm_pid=$!
+GATEHOUSE_THREADS=$threads GATEHOUSE_LOG=warn $pin0 "$gh" gateway --config "$work/gateway-redis.toml" 2>"$work/gateway-redis.log" & pids+=($!)
+gw_redis_pid=$!
+for a in $GA $GWA $GRA; do
+  for i in $(seq 1 300); do curl -sf "http://127.0.0.1:$a/readyz" >/dev/null && break; sleep 0.2; done
+done
 tok=$(head -1 "$work/pool.txt")
-for port in $U $N $H $HJ $G; do
+for port in $U $N $H $HJ $G $GW $GR; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.test' -H "Authorization: Bearer $tok" "http://127.0.0.1:$port/api/items")
   [ "$code" = 200 ] || { echo "port $port answered $code"; cat "$work"/*.err "$work/gateway.log" 2>/dev/null | tail -20; exit 1; }
 done
@@ -147,7 +163,7 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.test' -H 'Authoriz
 # (nginx workers).
 ticks() {
   local t=0 p
-  for p in "$1" $(pgrep -P "$1" || true); do
+  for p in $1 $(pgrep -P "${1%% *}" || true); do
     t=$(( t + $(awk '{print $14 + $15}' "/proc/$p/stat") ))
   done
   echo "$t"
@@ -158,23 +174,26 @@ pid_of() {
     nginx) cat "$work/nginx.pid" ;;
     haproxy|haproxy-jwt) pgrep -f "haproxy -f $work/haproxy.cfg" | tail -1 ;;
     gatehouse|gatehouse-split) echo "$gw_pid" ;;
+    gatehouse-wasm) echo "$gw_wasm_pid" ;;
+    gatehouse-redis) echo "$gw_redis_pid $redis_pid" ;;
   esac
 }
-port_of() { case $1 in direct) echo $U;; nginx) echo $N;; haproxy) echo $H;; haproxy-jwt) echo $HJ;; gatehouse|gatehouse-split) echo $G;; esac; }
+port_of() { case $1 in direct) echo $U;; nginx) echo $N;; haproxy) echo $H;; haproxy-jwt) echo $HJ;; gatehouse|gatehouse-split) echo $G;; gatehouse-wasm) echo $GW;; gatehouse-redis) echo $GR;; esac; }
+admin_of() { case $1 in gatehouse-wasm) echo $GWA;; gatehouse-redis) echo $GRA;; *) echo $GA;; esac; }
 prefix_of() { case $1 in gatehouse-split) echo /split;; *) echo "";; esac; }
 
 results="$work/results.tsv"
 : >"$results"
-chain_sum() { curl -s "http://127.0.0.1:$GA/metrics" | awk '/^gatehouse_filter_chain_seconds_(sum|count)\{decision="allow"\}/ {printf "%s ", $2}'; }
+chain_sum() { curl -s "http://127.0.0.1:${1:-$GA}/metrics" | awk '/^gatehouse_filter_chain_seconds_(sum|count)\{decision="allow"\}/ {printf "%s ", $2}'; }
 measure() { # name tokens-file label [delay_ms conns offset]
   local name=$1 file=$2 label=$3 delay=${4:-0} conns=${5:-32} offset=${6:-0}
   local pid port t0 t1 out c0 c1
   pid=$(pid_of "$name"); port=$(port_of "$name")
-  c0=$(chain_sum)
+  c0=$(chain_sum "$(admin_of "$name")")
   t0=$(ticks "$pid")
   out=$(OFFSET=$offset TOKENS="$file" DELAY_MS=$delay PATH_PREFIX="$(prefix_of "$name")" $pin1 wrk -t1 -c"$conns" -d"${secs}s" --latency -s bench/load/tokens.lua "http://127.0.0.1:$port/api/items" 2>&1)
   t1=$(ticks "$pid")
-  c1=$(chain_sum)
+  c1=$(chain_sum "$(admin_of "$name")")
   case $name in gatehouse*) echo "$name $label $c0 $c1" >>"$work/chain.txt" ;; esac
   python3 - "$name" "$label" "$((t1 - t0))" "$delay" <<PY >>"$results"
 import re, sys
@@ -197,7 +216,7 @@ PY
 
 step "measuring: $rounds interleaved rounds, ${secs}s per run"
 for r in $(seq 1 "$rounds"); do
-  for name in direct nginx haproxy haproxy-jwt gatehouse gatehouse-split; do measure "$name" "$work/pool.txt" "pool100"; done
+  for name in direct nginx haproxy haproxy-jwt gatehouse gatehouse-split gatehouse-wasm gatehouse-redis; do measure "$name" "$work/pool.txt" "pool100"; done
   for name in haproxy-jwt gatehouse; do measure "$name" "$work/fresh.txt" "fresh" 0 32 $(( (r - 1) * 20000 )); done
 done
 curl -s "http://127.0.0.1:$GA/metrics" >"$work/metrics.txt"
