@@ -221,6 +221,26 @@ async fn redis_outage_fails_as_configured_and_limits_resume() {
         assert_eq!(status, 200);
         assert_eq!(headers.get("ratelimit-remaining").unwrap(), remaining);
     }
+    // Load on another organisation through both gateways, from before the outage until
+    // after Redis is back: every answer is a decision (never a dropped connection or
+    // another 5xx), the closed gateway's refusals during the outage are 503
+    // rate_store_unavailable.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for (i, g) in [closed.addr, open.addr].into_iter().cycle().take(8).enumerate() {
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = try_send(g, get("shared.test", "/", &[])).await;
+                let (status, headers, _) = r.unwrap_or_else(|e| panic!("load client {i}: {e}"));
+                seen.push((status, reason(&headers)));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (i % 2 == 0, seen)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     redis.kill();
     // Fail closed: 503 rate_store_unavailable, quickly (the call is bounded), every time.
     for _ in 0..20 {
@@ -255,6 +275,21 @@ async fn redis_outage_fails_as_configured_and_limits_resume() {
     assert_eq!((status, headers.get("ratelimit-remaining").unwrap().to_str().unwrap()), (200, "1"));
     let (status, _, _) = send(closed.addr, get("small.test", "/", &[]), None).await;
     assert_eq!(status, 200);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut closed_unavailable = 0;
+    for task in load {
+        let (fails_closed, seen) = task.await.unwrap();
+        for (status, why) in seen {
+            match (status, why.as_str()) {
+                (200, _) | (429, "rate_limited") => {}
+                (503, "rate_store_unavailable") if fails_closed => closed_unavailable += 1,
+                other => {
+                    panic!("under load: {other:?} from the {} gateway", if fails_closed { "closed" } else { "open" })
+                }
+            }
+        }
+    }
+    assert!(closed_unavailable > 0, "the load saw the outage");
     for g in [&closed, &open] {
         let (status, headers, _) = send(g.addr, get("small.test", "/", &[]), None).await;
         assert_eq!((status, reason(&headers).as_str()), (429, "rate_limited"));
