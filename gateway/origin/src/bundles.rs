@@ -12,11 +12,11 @@ use gatehouse_core::policy::{ApiKeyRecord, Issuer, Org, Policy, RoleDef};
 
 use crate::store::Store;
 
+/// The template used when the configuration names none.
+pub use gatehouse_admin_bodies::tenant_policy::default_template;
 /// The parts of an organisation's edge policy that tenant admins set (its type lives with
 /// the admin bodies).
 pub use gatehouse_admin_bodies::tenant_policy::TenantPolicy;
-/// The template used when the configuration names none.
-pub use gatehouse_admin_bodies::tenant_policy::default_template;
 
 /// Inputs that are the same for every tenant.
 pub struct Region<'a> {
