@@ -126,7 +126,7 @@ fn host(names: &[&str]) -> FilterHost {
             (n.to_string(), dir.join(file))
         })
         .collect();
-    let shared = Arc::new(Shared { rates: MemoryRateStore::new(100_000, [7; 16]), geo: None });
+    let shared = Arc::new(Shared::new(MemoryRateStore::new(100_000, [7; 16]), None));
     FilterHost::new(&FilterSettings { pool_size: 2, ..Default::default() }, &sources, shared).unwrap()
 }
 
