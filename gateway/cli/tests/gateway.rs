@@ -266,6 +266,9 @@ secrets = "keys/edge-secrets.toml"
 poll_secs = 1
 
 [filters]
+# These tests run the built-ins as components (the wasm engine: caching, bounds, the
+# pool); the native engine, the default, is what every other gateway test runs.
+engine = "wasm"
 builtin_dir = "{builtin}"
 cache_dir = "{cache}"
 max_call_ms = 50
