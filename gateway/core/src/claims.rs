@@ -171,7 +171,10 @@ impl Claims {
     /// Read a decoded JWT payload, keeping the values of the members named in `names`
     /// (other than the registered ones) in [`Claims::custom`].
     pub fn parse(payload: &[u8], names: &[&str]) -> Result<Claims, Malformed> {
-        let mut d = serde_json::Deserializer::from_slice(payload);
+        // JSON is UTF-8 (RFC 8259 §8.1), also in the members that are only skipped (which
+        // serde_json does not decode, so would not check).
+        let text = std::str::from_utf8(payload).map_err(|_| Malformed)?;
+        let mut d = serde_json::Deserializer::from_str(text);
         let c = Payload { names }.deserialize(&mut d).map_err(|_| Malformed)?;
         d.end().map_err(|_| Malformed)?;
         Ok(c)
@@ -269,5 +272,17 @@ mod tests {
         assert!(Claims::parse(br#"{"x":{"a":1,"a":2}}"#, &["org"]).is_ok());
         // Skipped members must still be well-formed JSON.
         assert_eq!(Claims::parse(br#"{"x":[1,}"#, &["org"]), Err(Malformed));
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/jwt.rs): a payload with invalid UTF-8 in a
+    /// member nobody reads verified (serde_json skips it without decoding), though it is
+    /// not JSON and jwt-simple refuses it.
+    #[test]
+    fn refuses_invalid_utf8_anywhere() {
+        for p in [&b"{\"org\":\"acme\",\"sind\":\"s1\xa5\"}"[..], b"{\"x\":[\"\xff\"],\"org\":\"a\"}", b"{\"\xc3\":1}"]
+        {
+            assert_eq!(Claims::parse(p, &["org"]), Err(Malformed), "{p:?}");
+            assert!(serde_json::from_slice::<JWTClaims<Map<String, Value>>>(p).is_err(), "jwt-simple accepts {p:?}");
+        }
     }
 }

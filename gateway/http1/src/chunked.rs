@@ -43,9 +43,12 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 }
 
 /// A line ending at the first LF of `input`, which must be preceded by CR: its length
-/// without CRLF and the bytes it takes.
+/// without CRLF and the bytes it takes. A line is refused once more than
+/// [`MAX_CHUNK_LINE`] bytes precede its LF, whether or not the LF has arrived yet (so the
+/// outcome never depends on how the bytes were split into reads).
 fn line(input: &[u8]) -> Result<Option<(usize, usize)>, HeadError> {
     match input.iter().position(|&b| b == b'\n') {
+        Some(i) if i > MAX_CHUNK_LINE => Err(HeadError::Malformed),
         Some(i) if i >= 1 && input[i - 1] == b'\r' => Ok(Some((i - 1, i + 1))),
         Some(_) => Err(HeadError::Malformed),
         None if input.len() > MAX_CHUNK_LINE => Err(HeadError::Malformed),
@@ -154,5 +157,26 @@ mod tests {
         // A chunk-size line without end is bounded.
         let long = [b'1'; MAX_CHUNK_LINE + 1];
         assert!(ChunkState::Size.step(&long).is_err());
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/http1_chunked.rs): a chunk-size line longer than
+    /// `MAX_CHUNK_LINE` was accepted when its LF arrived in the same read, and refused when
+    /// the read ended before it. Both are refused now, as is such a trailer line.
+    #[test]
+    fn long_lines_are_refused_however_they_arrive() {
+        let mut body = b"1;".to_vec();
+        body.extend(std::iter::repeat_n(b'e', MAX_CHUNK_LINE));
+        body.extend_from_slice(b"\r\nx\r\n0\r\n\r\n");
+        assert!(matches!(dechunk(&body), Err(HeadError::Malformed)));
+        assert!(ChunkState::Size.step(&body[..MAX_CHUNK_LINE + 1]).is_err());
+        let mut trailer = b"0\r\nX: ".to_vec();
+        trailer.extend(std::iter::repeat_n(b'v', MAX_CHUNK_LINE));
+        trailer.extend_from_slice(b"\r\n\r\n");
+        assert!(matches!(dechunk(&trailer), Err(HeadError::Malformed)));
+        // At the bound, a line is still read.
+        let mut at = b"1;".to_vec();
+        at.extend(std::iter::repeat_n(b'e', MAX_CHUNK_LINE - 3));
+        at.extend_from_slice(b"\r\nx\r\n0\r\n\r\n");
+        assert_eq!(dechunk(&at).unwrap().0, b"x");
     }
 }

@@ -65,6 +65,20 @@ fn content_length(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
+/// Whether `a` is a host with an optional port: an authority without userinfo whose
+/// port, if any, is a number of at most 65535.
+fn valid_authority(a: &str) -> bool {
+    if a.is_empty() || a.contains('@') || a.parse::<http::uri::Authority>().is_err() {
+        return false;
+    }
+    // The port follows the last `:` after an IPv6 literal's `]`.
+    let after_host = a.rsplit_once(']').map_or(a, |(_, rest)| rest);
+    match after_host.rsplit_once(':') {
+        Some((_, "")) | None => true,
+        Some((_, port)) => port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok(),
+    }
+}
+
 /// Framing from `Transfer-Encoding` / `Content-Length` fields, shared by requests and
 /// responses. `Ok(None)`: neither present.
 pub fn body_framing(headers: &[httparse::Header<'_>]) -> Result<Option<Framing>, HeadError> {
@@ -115,7 +129,13 @@ pub fn analyse<'h>(req: &httparse::Request<'h, '_>) -> Result<RequestInfo<'h>, H
             if host.is_some() {
                 return Err(HeadError::Malformed);
             }
-            host = Some(std::str::from_utf8(h.value).map_err(|_| HeadError::Malformed)?.trim());
+            let value = std::str::from_utf8(h.value).map_err(|_| HeadError::Malformed)?.trim();
+            // RFC 9112 §3.2: a Host that is not `uri-host [":" port]` is a 400 (no userinfo,
+            // nothing an authority cannot hold); empty is allowed.
+            if !value.is_empty() && !valid_authority(value) {
+                return Err(HeadError::Malformed);
+            }
+            host = Some(value);
         } else if name.eq_ignore_ascii_case("connection") {
             connection.add(h.value);
         } else if name.eq_ignore_ascii_case("upgrade") {
@@ -149,10 +169,9 @@ pub fn analyse<'h>(req: &httparse::Request<'h, '_>) -> Result<RequestInfo<'h>, H
         };
         let end = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, pq) = rest.split_at(end);
-        if authority.is_empty() || authority.contains('@') {
+        if !valid_authority(authority) {
             return Err(HeadError::Malformed);
         }
-        authority.parse::<http::uri::Authority>().map_err(|_| HeadError::Malformed)?;
         (authority, if pq.is_empty() { "/" } else { pq })
     };
     if path_and_query.starts_with('?') {
@@ -288,6 +307,33 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
         ] {
             assert!(parse(raw).is_err(), "accepted: {raw:?}");
+        }
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/http1_head.rs): the `Host` of an origin-form
+    /// request was taken as sent, userinfo and all (`Host: acme.test:8@43`); a Host that
+    /// is not a host and port is refused (RFC 9112 §3.2), also beside an absolute target.
+    #[test]
+    fn invalid_host_fields_are_refused() {
+        for raw in [
+            "GET / HTTP/1.1\r\nHost: acme.test:8@43\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: user@acme.test\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: acme test\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: acme.test/x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: acme.test:port\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: acme.test:99999\r\n\r\n",
+            "GET http://acme.test:x/ HTTP/1.1\r\nHost: acme.test\r\n\r\n",
+            "GET http://acme.test/ HTTP/1.1\r\nHost: a@b\r\n\r\n",
+        ] {
+            assert_eq!(parse(raw).map(|_| ()), Err(HeadError::Malformed), "accepted: {raw:?}");
+        }
+        for (raw, host) in [
+            ("GET / HTTP/1.1\r\nHost: acme.test:8443\r\n\r\n", "acme.test:8443"),
+            ("GET / HTTP/1.1\r\nHost: [2001:db8::1]:443\r\n\r\n", "[2001:db8::1]:443"),
+            ("GET / HTTP/1.1\r\nHost:  a_b.test \r\n\r\n", "a_b.test"),
+            ("GET / HTTP/1.1\r\nHost:\r\n\r\n", ""),
+        ] {
+            assert_eq!(parse(raw).unwrap().4, host, "{raw:?}");
         }
     }
 

@@ -75,7 +75,10 @@ impl ClientIpResolver {
             ClientIpSource::Forwarded => {
                 let mut hops: Vec<Option<IpAddr>> = Vec::new();
                 for v in req.header_values("forwarded") {
-                    for element in split_quoted(v, b',') {
+                    // An unclosed quote would swallow the hops appended after it: a client
+                    // sending `for=1.2.3.4;x="` would hide the proxy's own `for=` inside
+                    // its parameter, and choose its address.
+                    for element in split_quoted(v, b',').ok_or(ReasonCode::ClientIpMalformed)? {
                         if hops.len() == self.max_hops {
                             return Err(ReasonCode::ClientIpTooManyHops);
                         }
@@ -135,8 +138,9 @@ fn valid_port(p: &str) -> bool {
     !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
 }
 
-/// Split on `sep` outside double quotes.
-fn split_quoted(s: &str, sep: u8) -> impl Iterator<Item = &str> {
+/// Split on `sep` outside double quotes; `None` when a quote is left open (or the text
+/// ends in an escape).
+fn split_quoted(s: &str, sep: u8) -> Option<impl Iterator<Item = &str>> {
     let mut parts = Vec::new();
     let mut start = 0;
     let mut in_q = false;
@@ -156,15 +160,18 @@ fn split_quoted(s: &str, sep: u8) -> impl Iterator<Item = &str> {
             _ => {}
         }
     }
+    if in_q || esc {
+        return None;
+    }
     parts.push(&s[start..]);
-    parts.into_iter()
+    Some(parts.into_iter())
 }
 
 /// One `Forwarded` element: returns the `for=` address (`None` for `unknown` or an
 /// obfuscated identifier). An element without `for=`, or a malformed one, is refused.
 fn parse_forwarded_element(element: &str) -> Result<Option<IpAddr>, ReasonCode> {
     let mut found: Option<Option<IpAddr>> = None;
-    for pair in split_quoted(element, b';') {
+    for pair in split_quoted(element, b';').ok_or(ReasonCode::ClientIpMalformed)? {
         let pair = pair.trim();
         if pair.is_empty() {
             continue;
@@ -288,6 +295,31 @@ mod tests {
         }
         // A trusted hop that is unknown is skipped only if trusted: unknown is never trusted.
         assert_eq!(ok(&r, "10.0.0.2", &[("forwarded", "for=unknown, for=198.51.100.1")]), "198.51.100.1");
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/client_ip.rs): an unclosed quote in the client's
+    /// part of `Forwarded` (or an escaped quote outside quotes, which opens one) swallowed
+    /// the hop the trusted proxy appended after it, so the client chose its address.
+    #[test]
+    fn forwarded_unclosed_quote_cannot_hide_the_proxy_hop() {
+        let r = resolver(ClientIpSource::Forwarded);
+        for spoof in [
+            r#"for=203.0.113.66;x=", for=198.51.100.7"#,
+            r#"for=192.0.2.43, for="[2001:db8:cafe::17]:4711";proto=https\"0.0.0.1, for=198.51.100.7"#,
+            r#"for="1.1.1.1\", for=198.51.100.7"#,
+            r#"for=203.0.113.66;x="a\"#,
+        ] {
+            assert_eq!(
+                r.resolve(&req("10.0.0.2", &[("forwarded", spoof)])),
+                Err(ReasonCode::ClientIpMalformed),
+                "{spoof}"
+            );
+        }
+        // In a field of its own the unclosed quote refuses the request too (fail closed).
+        let fields = [("forwarded", r#"for=203.0.113.66;x=""#), ("forwarded", "for=198.51.100.7")];
+        assert_eq!(r.resolve(&req("10.0.0.2", &fields)), Err(ReasonCode::ClientIpMalformed));
+        // Closed quotes and escapes inside them are fine.
+        assert_eq!(ok(&r, "10.0.0.2", &[("forwarded", r#"for=198.51.100.7;x="a\"b,c""#)]), "198.51.100.7");
     }
 
     #[test]
