@@ -239,23 +239,39 @@ impl Default for StorageSettings {
     }
 }
 
-/// A libSQL server for the region.
+/// A libSQL server for the region. Each database is a namespace on it: `directory`, and
+/// `t-<hex>` for tenant `t_<hex>` (`store::server::namespace`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteStorage {
-    /// URL of one database on the server (`libsql://…`, `https://…`, `http://…`) with the
-    /// placeholder `{db}`: `directory` for the directory, the tenant id for a tenant, e.g.
-    /// `libsql://{db}-acme.turso.io` or, for sqld namespaces, `http://{db}.db.local:8080`.
+    /// The server (`libsql://…`, `https://…`, `http://…`). With the placeholder `{db}` the
+    /// host names the database (`libsql://{db}-acme.turso.io`, or sqld's
+    /// `http://{db}.db.internal:8080`); without it (sqld `--enable-namespaces`, e.g.
+    /// `http://10.0.0.5:8080`) the namespace travels in a header, and `admin_url` is needed.
     pub url: String,
     /// Environment variable holding the auth token.
     pub auth_token_env: Option<String>,
     /// Seconds between background syncs of the replicas.
     #[serde(default = "default_sync")]
     pub sync_secs: u64,
+    /// sqld's admin API (`--admin-listen-addr`, e.g. `http://10.0.0.5:8081`): the origin
+    /// creates a tenant's namespace there when the tenant is created and deletes it when
+    /// the tenant is deleted. Unset: the operator provisions the databases, and tenants
+    /// are not deleted from the origin.
+    pub admin_url: Option<String>,
+    /// Environment variable holding sqld's `--admin-auth-key`, if it has one.
+    pub admin_auth_key_env: Option<String>,
+    /// Timeout of each admin call, connecting included, 1–60 seconds.
+    #[serde(default = "default_admin_timeout")]
+    pub admin_timeout_secs: u64,
 }
 
 fn default_sync() -> u64 {
     5
+}
+
+fn default_admin_timeout() -> u64 {
+    10
 }
 
 /// Why a configuration was refused.
@@ -418,13 +434,30 @@ impl OriginConfig {
                 );
             }
             let scheme_ok = ["libsql://", "https://", "http://"].iter().any(|p| r.url.starts_with(p));
-            if !scheme_ok || !r.url.contains("{db}") {
+            if !scheme_ok || r.url.ends_with('/') {
                 return Err(format!(
-                    "storage.remote.url: `{}` must be a libsql/http(s) URL containing `{{db}}`",
+                    "storage.remote.url: `{}` must be a libsql/http(s) URL without a trailing slash",
+                    r.url
+                ));
+            }
+            if !r.url.contains("{db}") && r.admin_url.is_none() {
+                return Err(format!(
+                    "storage.remote.url: `{}` has no `{{db}}`: the namespaces are then created by the origin, \
+                     which needs storage.remote.admin_url",
                     r.url
                 ));
             }
             within("storage.remote.sync_secs", r.sync_secs, 1..=3600)?;
+            if let Some(a) = &r.admin_url {
+                if !url_ok(a) || a.contains("{db}") {
+                    return Err(format!(
+                        "storage.remote.admin_url: `{a}` must be an http(s) URL without a trailing slash or `{{db}}`"
+                    ));
+                }
+            } else if r.admin_auth_key_env.is_some() {
+                return Err("storage.remote.admin_auth_key_env: set without storage.remote.admin_url".into());
+            }
+            within("storage.remote.admin_timeout_secs", r.admin_timeout_secs, 1..=60)?;
         }
         Ok(())
     }
@@ -493,6 +526,37 @@ api_key_secret = "a"
             let e = OriginConfig::load(&p).unwrap_err().to_string();
             assert!(e.contains(field), "{extra}: {e}");
             assert!(e.starts_with(&p.display().to_string()), "{e}");
+        }
+    }
+    #[cfg(feature = "remote-replica")]
+    #[test]
+    fn a_libsql_server_is_checked_with_the_field_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("origin.toml");
+        let ok = "[storage.remote]\nurl = \"http://127.0.0.1:8080\"\nadmin_url = \"http://127.0.0.1:8081\"\n";
+        std::fs::write(&p, format!("{BASE}{ok}")).unwrap();
+        let r = OriginConfig::load(&p).unwrap().storage.remote.unwrap();
+        assert_eq!((r.sync_secs, r.admin_timeout_secs), (5, 10));
+        for (remote, field) in [
+            // No `{db}`: namespaces the origin creates, so it needs the admin API.
+            ("url = \"http://127.0.0.1:8080\"", "storage.remote.url"),
+            ("url = \"ftp://{db}.x\"", "storage.remote.url"),
+            ("url = \"http://{db}.x\"\nadmin_url = \"http://127.0.0.1:8081/\"", "storage.remote.admin_url"),
+            ("url = \"http://{db}.x\"\nadmin_url = \"tcp://127.0.0.1:8081\"", "storage.remote.admin_url"),
+            ("url = \"http://{db}.x\"\nadmin_auth_key_env = \"K\"", "storage.remote.admin_auth_key_env"),
+            (
+                "url = \"http://h\"\nadmin_url = \"http://a\"\nadmin_timeout_secs = 0",
+                "storage.remote.admin_timeout_secs",
+            ),
+            (
+                "url = \"http://h\"\nadmin_url = \"http://a\"\nadmin_timeout_secs = 61",
+                "storage.remote.admin_timeout_secs",
+            ),
+            ("url = \"http://h\"\nadmin_url = \"http://a\"\nsync_secs = 0", "storage.remote.sync_secs"),
+        ] {
+            std::fs::write(&p, format!("{BASE}[storage.remote]\n{remote}\n")).unwrap();
+            let e = OriginConfig::load(&p).unwrap_err().to_string();
+            assert!(e.contains(&format!("{field}:")), "{remote}: {e}");
         }
     }
 }

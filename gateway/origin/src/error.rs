@@ -127,8 +127,21 @@ impl ApiError {
         ApiError::Conflict { code, message: message.into() }
     }
 
+    /// Whether this is the region's libSQL server being out of reach (a write forwarded to
+    /// it, or an admin call): a 503 `storage_unavailable` worth retrying, not a bug.
+    pub fn storage_unavailable(&self) -> bool {
+        match self {
+            ApiError::Storage(e) => crate::store::server::unreachable(e),
+            ApiError::Internal(e) => crate::store::server::unreachable(e.as_ref()),
+            _ => false,
+        }
+    }
+
     /// Stable reason code.
     pub fn code(&self) -> &'static str {
+        if self.storage_unavailable() {
+            return "storage_unavailable";
+        }
         match self {
             ApiError::BadRequest { code, .. }
             | ApiError::Unauthorized { code, .. }
@@ -148,6 +161,9 @@ impl ApiError {
 
     /// HTTP status.
     pub fn status(&self) -> StatusCode {
+        if self.storage_unavailable() {
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
         match self {
             ApiError::BadRequest { .. } | ApiError::InvalidGrant => StatusCode::BAD_REQUEST,
             ApiError::InvalidCredentials | ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
@@ -180,6 +196,14 @@ impl IntoResponse for ApiError {
             ApiError::Internal(e) => tracing::error!(error = %format!("{e:#}"), "request failed"),
             ApiError::Storage(e) => tracing::error!(error = %e, "request failed: storage"),
             _ => {}
+        }
+        if self.storage_unavailable() {
+            // Said without the server's address; the log has the cause.
+            let message = "the region's libSQL server is unavailable; try again shortly";
+            let body = serde_json::json!({ "error": self.code(), "message": message });
+            let mut r = (self.status(), axum::Json(body)).into_response();
+            r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            return r;
         }
         let mut body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
         if let ApiError::WrongRegion { region, url } = &self {
@@ -226,6 +250,23 @@ mod tests {
             let message = if status == 500 { "internal error" } else { "no" };
             assert_eq!(v["message"], message);
         }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_libsql_server_is_a_503_to_retry() {
+        let down = || libsql::Error::WriteDelegation("tcp connect error: Connection refused".into());
+        for e in [ApiError::from(down()), ApiError::from(anyhow::Error::from(down()).context("create user"))] {
+            assert_eq!((e.status().as_u16(), e.code()), (503, "storage_unavailable"));
+            let r = e.into_response();
+            assert_eq!(r.headers()["retry-after"], "1");
+            let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["error"], "storage_unavailable");
+            assert!(!v["message"].as_str().unwrap().contains("tcp"), "no detail of the cause");
+        }
+        // A statement the server refused is not an outage.
+        let refused = ApiError::from(libsql::Error::RemoteSqliteFailure(19, 2067, "UNIQUE".into()));
+        assert_eq!(refused.code(), "internal_error");
     }
 
     #[test]

@@ -67,6 +67,14 @@ pub async fn serve(
 ) -> Result<()> {
     let peers = app.clone();
     tokio::spawn(async move { peers.peers.pull_loop(&peers.store.directory).await });
+    if app.store.admin().is_some() {
+        let sweep = app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = sweep.store.sweep_deleted_namespaces(&sweep.cfg.region).await {
+                tracing::warn!(error = %format!("{e:#}"), "sweep of deleted tenants' namespaces failed; retried at the next start");
+            }
+        });
+    }
     let sinks = crate::sinks::worker::start(app.clone());
     let retention = crate::retention::spawn(app.clone());
     let metrics = match app.cfg.metrics.listen {

@@ -125,6 +125,20 @@ pub fn storage_backend(cfg: &OriginConfig) -> Result<Backend> {
                 None => String::new(),
             },
             sync: std::time::Duration::from_secs(r.sync_secs),
+            admin: match &r.admin_url {
+                Some(url) => {
+                    let key = match &r.admin_auth_key_env {
+                        Some(var) => Some(
+                            std::env::var(var)
+                                .map_err(|_| anyhow!("storage.remote.admin_auth_key_env: `{var}` is not set"))?,
+                        ),
+                        None => None,
+                    };
+                    let timeout = std::time::Duration::from_secs(r.admin_timeout_secs);
+                    Some(crate::store::server::Admin::new(url, key, timeout))
+                }
+                None => None,
+            },
         },
     })
 }

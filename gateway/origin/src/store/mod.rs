@@ -45,6 +45,7 @@ pub mod retention;
 pub mod revoked_tokens;
 pub mod role_templates;
 pub mod roles;
+pub mod server;
 pub mod sessions;
 pub mod settings;
 pub mod signing_keys;
@@ -59,21 +60,25 @@ pub mod verifications;
 /// One open database. Writers take [`Db::lock`] so that a tenant's transactions run one
 /// at a time (SQLite allows one writer anyway; this keeps waiting in the async world).
 pub struct Db {
-    conn: Connection,
+    /// Replaced by a fresh connection when a replica's is stuck in a transaction that
+    /// its server lost ([`Db::lock`]).
+    conn: Mutex<Connection>,
     _db: Database,
     lock: tokio::sync::Mutex<()>,
+    /// A replica of a libSQL server (not an embedded file).
+    replica: bool,
 }
 
 /// A database held for a transaction or a sequence of statements.
 pub struct Held<'a> {
-    db: &'a Db,
+    conn: Connection,
     _guard: tokio::sync::MutexGuard<'a, ()>,
 }
 
 impl Deref for Held<'_> {
     type Target = Connection;
     fn deref(&self) -> &Connection {
-        &self.db.conn
+        &self.conn
     }
 }
 
@@ -87,14 +92,21 @@ pub enum Backend {
     },
     /// Embedded replicas of databases on a libSQL server (sqld / Turso): reads from the
     /// local replica file, writes forwarded to the primary, synced in the background and
-    /// read-your-writes for this origin.
+    /// read-your-writes for this origin. Each database is one namespace on the server
+    /// ([`server::namespace`]).
     Remote {
-        /// URL with `{db}` for the database name.
+        /// The server's URL; `{db}`, if present, is replaced by the namespace (a database
+        /// per host name, e.g. Turso); without it the namespace is sent in a header (sqld
+        /// `--enable-namespaces`).
         url: String,
         /// Auth token.
         token: String,
         /// Background sync period.
         sync: std::time::Duration,
+        /// The server's admin API: tenants' namespaces are created and deleted through it.
+        /// `None`: the operator provisions the databases, and a tenant cannot be deleted
+        /// from here.
+        admin: Option<server::Admin>,
     },
 }
 
@@ -116,8 +128,11 @@ impl Db {
                     .with_context(|| format!("open database {}", path.display()))?,
                 Some(synchronous.as_str()),
             ),
-            Backend::Remote { url, token, sync } => {
-                (open_replica(path, &url.replace("{db}", name), token, *sync).await?, None)
+            Backend::Remote { url, token, sync, .. } => {
+                let ns = server::namespace(name);
+                // With `{db}` the host names the database; otherwise the header does.
+                let header = (!url.contains("{db}")).then(|| ns.clone());
+                (open_replica(path, &url.replace("{db}", &ns), token, *sync, header).await?, None)
             }
         };
         let conn = db.connect()?;
@@ -126,7 +141,7 @@ impl Db {
             if audit.is_some_and(|(_, mode)| mode == AuditFile::Separate) {
                 bail!("a separate audit file needs embedded files (not a libSQL server)");
             }
-            let d = Db { conn, _db: db, lock: tokio::sync::Mutex::new(()) };
+            let d = Db { conn: Mutex::new(conn), _db: db, lock: tokio::sync::Mutex::new(()), replica: true };
             d.migrate(migrations, audit).await.with_context(|| format!("migrate {name}"))?;
             return Ok(d);
         };
@@ -142,7 +157,7 @@ impl Db {
             "PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;"
         ))
         .await?;
-        let d = Db { conn, _db: db, lock: tokio::sync::Mutex::new(()) };
+        let d = Db { conn: Mutex::new(conn), _db: db, lock: tokio::sync::Mutex::new(()), replica: false };
         d.migrate(migrations, audit).await.with_context(|| format!("migrate {}", path.display()))?;
         Ok(d)
     }
@@ -168,29 +183,54 @@ impl Db {
     /// Hold the database (for a transaction: `BEGIN IMMEDIATE` … `COMMIT`). A
     /// transaction that its holder abandoned (an error returned before `COMMIT`) is
     /// rolled back here, before anybody else reads.
+    ///
+    /// On a replica the transaction runs on the server; if the server went away under it
+    /// (killed, restarted), the `ROLLBACK` cannot reach it and the connection would stay
+    /// in the transaction, sending every later statement, reads included, to the server.
+    /// It is replaced by a fresh one instead: the server ends the lost transaction on its
+    /// own (a restart has forgotten it; a live server times it out).
     pub async fn lock(&self) -> Held<'_> {
-        let held = Held { db: self, _guard: self.lock.lock().await };
-        if !held.is_autocommit() {
-            if let Err(e) = held.execute("ROLLBACK", ()).await {
-                tracing::error!(error = %e, "rollback of an abandoned transaction failed");
+        let guard = self.lock.lock().await;
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if !conn.is_autocommit() {
+            if let Err(e) = conn.execute("ROLLBACK", ()).await {
+                match self.replica.then(|| self._db.connect()) {
+                    Some(Ok(fresh)) => {
+                        tracing::warn!(error = %e, "rollback of an abandoned transaction did not reach the libSQL server; a fresh connection replaces the replica's");
+                        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+                        conn = fresh;
+                    }
+                    Some(Err(e2)) => {
+                        tracing::error!(error = %e, reconnect = %e2, "rollback of an abandoned transaction failed")
+                    }
+                    None => tracing::error!(error = %e, "rollback of an abandoned transaction failed"),
+                }
             }
         }
-        held
+        Held { conn, _guard: guard }
     }
 }
 
 #[cfg(feature = "remote-replica")]
-async fn open_replica(path: &Path, url: &str, token: &str, sync: std::time::Duration) -> Result<Database> {
-    libsql::Builder::new_remote_replica(path, url.to_string(), token.to_string())
+async fn open_replica(
+    path: &Path,
+    url: &str,
+    token: &str,
+    sync: std::time::Duration,
+    namespace: Option<String>,
+) -> Result<Database> {
+    let mut b = libsql::Builder::new_remote_replica(path, url.to_string(), token.to_string())
         .sync_interval(sync)
-        .read_your_writes(true)
-        .build()
-        .await
-        .with_context(|| format!("open replica {} of {url}", path.display()))
+        .read_your_writes(true);
+    if let Some(ns) = &namespace {
+        b = b.namespace(ns.clone());
+    }
+    let ns = namespace.as_deref().unwrap_or("-");
+    b.build().await.with_context(|| format!("open replica {} of {url} (namespace {ns})", path.display()))
 }
 
 #[cfg(not(feature = "remote-replica"))]
-async fn open_replica(_: &Path, _: &str, _: &str, _: std::time::Duration) -> Result<Database> {
+async fn open_replica(_: &Path, _: &str, _: &str, _: std::time::Duration, _: Option<String>) -> Result<Database> {
     bail!("this build has no libSQL server support (build with --features remote-replica)")
 }
 
@@ -214,6 +254,10 @@ impl Store {
     /// Open (creating) the region's storage under `root`.
     pub async fn open(root: &Path, backend: Backend, max_open: usize) -> Result<Store> {
         std::fs::create_dir_all(root.join("tenants")).with_context(|| format!("create {}", root.display()))?;
+        if let Backend::Remote { admin: Some(admin), .. } = &backend {
+            // The region's first start on this server makes the directory's namespace.
+            admin.create(&server::namespace("directory")).await?;
+        }
         let directory =
             Db::open(&root.join("directory.db"), &backend, "directory", migrations::DIRECTORY, None).await?;
         let cap = NonZeroUsize::new(max_open.max(1)).unwrap_or(NonZeroUsize::MIN);
@@ -288,6 +332,12 @@ impl Store {
         if !create && !path.exists() && matches!(self.backend, Backend::Local { .. }) {
             bail!("tenant {id} has no database in this region");
         }
+        if create {
+            if let Some(admin) = self.admin() {
+                // The tenant's namespace on the server first: its replica syncs from it.
+                admin.create(&server::namespace(id)).await?;
+            }
+        }
         let audit = self.audit_path(id);
         let _timer = self.times.as_ref().map(|t| t.start("open"));
         let opening = Db::open(&path, &self.backend, id, migrations::TENANT, Some((&audit, self.audit_file)));
@@ -312,6 +362,43 @@ impl Store {
         matches!(self.backend, Backend::Local { .. })
     }
 
+    /// The admin API of the libSQL server behind the replicas, if the origin manages its
+    /// namespaces.
+    pub fn admin(&self) -> Option<&server::Admin> {
+        match &self.backend {
+            Backend::Remote { admin, .. } => admin.as_ref(),
+            Backend::Local { .. } => None,
+        }
+    }
+
+    /// Whether [`Store::delete_tenant`] can delete a tenant's data: embedded files, or a
+    /// server whose admin API the origin knows (a replica alone is not the data).
+    pub fn can_delete_tenants(&self) -> bool {
+        self.is_local() || self.admin().is_some()
+    }
+
+    /// Delete tenant `id`'s data in this region: its database leaves the cache (handles
+    /// in flight finish first), its files here are removed (the database, or the replica
+    /// and its replication metadata) and, on a libSQL server, its namespace is deleted.
+    pub async fn delete_tenant(&self, id: &str) -> Result<TenantDeleted> {
+        if !valid_id(id) {
+            bail!("invalid tenant id");
+        }
+        if !self.can_delete_tenants() {
+            bail!("tenants on a libSQL server without storage.remote.admin_url are deleted on the server");
+        }
+        self.close_tenant(id).await;
+        let files = remove_files(&self.tenant_path(id)).await? + remove_files(&self.audit_path(id)).await?;
+        let namespace = match self.admin() {
+            Some(admin) => {
+                let ns = server::namespace(id);
+                admin.delete(&ns).await?.then_some(ns)
+            }
+            None => None,
+        };
+        Ok(TenantDeleted { files, namespace })
+    }
+
     /// Tenant databases open right now.
     pub fn open_tenants(&self) -> usize {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -324,6 +411,50 @@ impl Store {
         one::<i64>(&d, "SELECT COUNT(*) FROM (SELECT 1 FROM tenants LIMIT 1)", ()).await?;
         Ok(())
     }
+}
+
+impl Store {
+    /// Delete, on the libSQL server, the namespaces of this region's deleted tenants that
+    /// are still there (a deletion whose admin call failed after the tombstone was
+    /// written); at the origin's start. How many were deleted.
+    pub async fn sweep_deleted_namespaces(&self, region: &str) -> Result<usize> {
+        let Some(admin) = self.admin() else { return Ok(0) };
+        let tombstones = directory::tombstones_homed_in(&*self.directory.lock().await, region).await?;
+        let mut deleted = 0;
+        for (e, _) in tombstones {
+            if admin.delete(&server::namespace(&e.id)).await? {
+                tracing::info!(tenant = %e.id, slug = %e.slug, "namespace of a deleted tenant removed from the libSQL server");
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// What [`Store::delete_tenant`] removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantDeleted {
+    /// Files removed on this host.
+    pub files: usize,
+    /// The namespace deleted on the libSQL server (`None`: embedded files, or it was
+    /// gone already).
+    pub namespace: Option<String>,
+}
+
+/// Remove the database at `path` and the files beside it (WAL, shared memory, a replica's
+/// replication metadata); how many were there.
+async fn remove_files(path: &Path) -> Result<usize> {
+    let mut removed = 0;
+    for suffix in ["", "-wal", "-shm", "-info", "-client_wal_index"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match tokio::fs::remove_file(&p).await {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow::Error::from(e).context(format!("remove {}", p.to_string_lossy()))),
+        }
+    }
+    Ok(removed)
 }
 
 /// Tenant ids are generated (`t_` + hex); anything else never reaches the file system.

@@ -8,3 +8,4 @@ mod skip;
 #[allow(unused_imports)]
 pub use skip::skip;
 pub mod origin;
+pub mod sqld;

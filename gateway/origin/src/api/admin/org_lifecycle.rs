@@ -172,11 +172,11 @@ pub(crate) async fn delete_org(
     op: OperatorOrg,
     JsonBody(req): JsonBody<ConfirmDeletion>,
 ) -> ApiResult<Json<Value>> {
-    if !app.store.is_local() {
+    if !app.store.can_delete_tenants() {
         // Removing a replica would not remove the primary on the libSQL server.
         return Err(ApiError::conflict(
             "deletion_unsupported",
-            "tenants on a libSQL server are deleted on the server; this origin only holds replicas",
+            "tenants on a libSQL server without storage.remote.admin_url are deleted on the server; this origin only holds replicas",
         ));
     }
     req.check()?;
@@ -206,29 +206,16 @@ pub(crate) async fn delete_org(
         store::commit(&d).await?;
         entry
     };
-    // New requests no longer find the tenant; close its database, then remove the files.
+    // New requests no longer find the tenant; close its database, then remove its files
+    // and, on a libSQL server, its namespace.
     let Tenant { id, slug, db } = t;
     drop(db);
-    app.store.close_tenant(&id).await;
-    let files = remove_tenant_files(&app.store.tenant_path(&id)).await?
-        + remove_tenant_files(&app.store.audit_path(&id)).await?;
+    let deleted = app.store.delete_tenant(&id).await?;
     app.changed();
     app.peers.push_tombstone(&entry, now).await;
-    tracing::info!(org = %slug, tenant = %id, files, "organisation deleted by the operator");
-    Ok(Json(json!({ "slug": slug, "id": id, "deleted_at": now, "files_removed": files })))
-}
-
-/// Remove a tenant database and its WAL and shared-memory files; how many were there.
-async fn remove_tenant_files(path: &std::path::Path) -> ApiResult<usize> {
-    let mut removed = 0;
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        match tokio::fs::remove_file(&p).await {
-            Ok(()) => removed += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(anyhow::Error::from(e).context(format!("remove {}", p.to_string_lossy())).into()),
-        }
-    }
-    Ok(removed)
+    let (files, namespace) = (deleted.files, deleted.namespace);
+    tracing::info!(org = %slug, tenant = %id, files, namespace = ?namespace, "organisation deleted by the operator");
+    Ok(Json(
+        json!({ "slug": slug, "id": id, "deleted_at": now, "files_removed": files, "namespace_deleted": namespace }),
+    ))
 }
