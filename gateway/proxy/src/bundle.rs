@@ -85,6 +85,15 @@ impl BundleStore {
             }
         }
     }
+
+    /// [`BundleStore::install`] off the request threads: verifying and decoding a bundle
+    /// of thousands of tenants takes milliseconds that requests must not wait behind.
+    pub async fn install_in_background(self: &Arc<Self>, bytes: Vec<u8>) -> Result<u64, String> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.install(bytes))
+            .await
+            .unwrap_or_else(|e| Err(format!("bundle install task failed: {e}")))
+    }
 }
 
 /// Watch a bundle file: reload when its contents change, or on SIGHUP.
@@ -102,7 +111,7 @@ pub async fn watch_file(store: Arc<BundleStore>, path: PathBuf, every: Duration,
             seen = now_stamp;
             match tokio::fs::read(&path).await {
                 Ok(bytes) if forced || last.as_ref() != Some(&bytes) => {
-                    let _ = store.install(bytes.clone());
+                    let _ = store.install_in_background(bytes.clone()).await;
                     last = Some(bytes);
                 }
                 Ok(_) => {}
@@ -161,7 +170,7 @@ pub async fn poll_origin(store: Arc<BundleStore>, url: String, token: Option<Str
                     let limit = gatehouse_core::bundle::MAX_BUNDLE_BYTES;
                     match Limited::new(resp.into_body(), limit).collect().await {
                         Ok(body) => {
-                            if store.install(body.to_bytes().to_vec()).is_ok() {
+                            if store.install_in_background(body.to_bytes().to_vec()).await.is_ok() {
                                 etag = new_etag;
                             }
                         }

@@ -193,7 +193,7 @@ async fn revoke_own(app: &App, t: &Tenant, me: &Me, id: &str, peer: &SocketAddr,
     end_session(&h, id, crate::now()).await?;
     let e = me.ev("session.revoke", format!("session:{id}"), None, Some(json!({ "by": "self" })));
     commit(app, t, h, &meta(headers, peer), vec![e]).await?;
-    app.changed();
+    app.changed(&t.id).await?;
     Ok(())
 }
 
@@ -216,7 +216,7 @@ pub(crate) async fn delete_my_other_sessions(
         let after = json!({ "sessions_ended": others.len(), "kept": me.sid });
         let e = me.ev("user.sessions_end", format!("user:{}", me.user), None, Some(after));
         commit(&app, &t, h, &meta(&headers, &peer), vec![e]).await?;
-        app.changed();
+        app.changed(&t.id).await?;
         ApiResult::Ok(no_store(json!({ "sessions_ended": others.len() })))
     };
     run.await.unwrap_or_else(|e| residency(e, &headers))

@@ -39,6 +39,8 @@ pub struct App {
     pub(crate) peers: Peers,
     changes: AtomicU64,
     bundle: tokio::sync::Mutex<Option<Built>>,
+    /// Every homed tenant's compiled part of the bundle.
+    pub(crate) fragments: bundles::Fragments,
     /// Outgoing mail (`[mail]`).
     pub(crate) mailer: crate::mailer::Mailer,
     /// Seals SSO client secrets.
@@ -106,6 +108,7 @@ impl App {
             secrets,
             changes: AtomicU64::new(1),
             bundle: tokio::sync::Mutex::new(None),
+            fragments: bundles::Fragments::default(),
             mailer,
             metrics,
             sinks: crate::sinks::Sinks::open(&cfg)?,
@@ -138,8 +141,18 @@ impl App {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Note a change that edges must see (policy, keys, revocations).
-    pub fn changed(&self) {
+    /// Note a change to tenant `tenant_id` that edges must see (its policy, roles, API
+    /// keys, users' state, revocations), after it is written: its fragment is read again
+    /// at the next build, by this origin and every other one sharing the directory.
+    pub async fn changed(&self, tenant_id: &str) -> libsql::Result<()> {
+        store::directory::touch_policy(&*self.store.directory.lock().await, tenant_id).await?;
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Note a region-wide change that edges must see (the template, the signing keys):
+    /// the next pull rebuilds the bundle from the fragments as they are.
+    pub fn changed_region(&self) {
         self.changes.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -164,7 +177,9 @@ impl App {
             jwks: &keys.jwks,
             region: &self.cfg.region,
         };
-        let policy = bundles::region_policy(&self.store, &region, now).await?;
+        let assembly = self.fragments.assemble(&self.store, &region, now).await?;
+        tracing::debug!(tenants = assembly.tenants, rebuilt = assembly.rebuilt, "bundle assembled");
+        let policy = assembly.policy;
         // Revisions only grow, also across restarts: milliseconds since the epoch.
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -69,7 +69,7 @@ pub(crate) async fn attach(app: &App, child: &Tenant, parent: Option<&Node>, m: 
         Some(p) => links::propagate(&app.store, &p.id).await?,
         None => links::detach(&app.store, &child.id).await?,
     }
-    app.changed();
+    app.changed(&child.id).await?;
     Ok(())
 }
 

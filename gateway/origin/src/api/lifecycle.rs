@@ -97,7 +97,7 @@ pub(crate) async fn refresh_allowed<'t>(
         Ended::Lifetime => ("session.lifetime_ended", json!({ "age_secs": now - created })),
     };
     commit(app, t, h, m, vec![ev("system", action, format!("session:{sid}"), None, Some(detail))]).await?;
-    app.changed();
+    app.changed(&t.id).await?;
     Err(ApiError::InvalidGrant)
 }
 

@@ -73,7 +73,7 @@ pub(crate) async fn change_password(
     end_sessions_of(&h, &user, Some(&c.custom.sid), now).await?;
     commit(&app, &t, h, &m, vec![ev(format!("user:{user}"), "password.change", format!("user:{user}"), None, None)])
         .await?;
-    app.changed();
+    app.changed(&t.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -156,6 +156,6 @@ pub(crate) async fn reset_password(
         vec![ev(format!("user:{user}"), "password.reset", format!("user:{user}"), None, None)],
     )
     .await?;
-    app.changed();
+    app.changed(&t.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -160,6 +160,6 @@ pub(crate) async fn erase_user(
     if app.store.is_local() {
         t.db.lock().await.query("PRAGMA wal_checkpoint(TRUNCATE)", ()).await?;
     }
-    app.changed();
+    app.changed(&t.id).await?;
     Ok(Json(after))
 }

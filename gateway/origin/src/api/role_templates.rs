@@ -94,8 +94,10 @@ pub(crate) async fn put_template(
             })
             .collect();
         commit(&app, &t, h, &m, events).await?;
+        if !changed.is_empty() {
+            app.changed(&t.id).await?;
+        }
     }
-    app.changed();
     Ok(Json(
         json!({ "name": name, "permissions": req.permissions, "description": req.description, "synced_roles": synced }),
     ))
@@ -177,6 +179,6 @@ pub(crate) async fn from_template(
     let after = json!({ "template": tpl.name, "mode": mode, "permissions": permissions });
     let before = before.map(|b| json!({ "permissions": serde_json::from_str::<Value>(&b).unwrap_or_default() }));
     authed.commit(&app, h, "role_template.instantiate", format!("role:{name}"), before, Some(after.clone())).await?;
-    app.changed();
+    app.changed(&authed.t.id).await?;
     Ok(Json(json!({ "name": name, "template": tpl.name, "mode": mode, "permissions": permissions })))
 }

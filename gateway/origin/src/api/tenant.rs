@@ -125,7 +125,7 @@ pub(crate) async fn token_inner(
                 }
                 RefreshOutcome::Reused { session, user } => {
                     app.metrics.refresh("reused");
-                    app.changed();
+                    app.changed(&t.id).await?;
                     commit(
                         app,
                         &t,
@@ -247,7 +247,7 @@ pub(crate) async fn logout(
         };
         let Some((sid, user)) = session else { return Err(ApiError::InvalidGrant) };
         end_session(&h, &sid, crate::now()).await?;
-        app.changed();
+        app.changed(&t.id).await?;
         commit(
             &app,
             &t,
@@ -280,7 +280,7 @@ pub(crate) async fn revoke(
         let exp = c.expires_at.map(|e| e.as_secs() as i64).unwrap_or(crate::now() + 900);
         let h = begin(&t).await?;
         revoked_tokens::insert(&h, &jti, exp).await?;
-        app.changed();
+        app.changed(&t.id).await?;
         let user = c.subject.clone().unwrap_or_default();
         commit(
             &app,

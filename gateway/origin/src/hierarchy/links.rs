@@ -55,6 +55,7 @@ pub async fn propagate(store: &Store, id: &str) -> ApiResult<()> {
         for kid in kids {
             let db = store.tenant(&kid.id, false).await?;
             tree::set_inherited(&*db.lock().await, Some(&json)).await?;
+            crate::store::directory::touch_policy(&*store.directory.lock().await, &kid.id).await?;
             todo.push(kid.id);
         }
     }
@@ -66,5 +67,6 @@ pub async fn propagate(store: &Store, id: &str) -> ApiResult<()> {
 pub async fn detach(store: &Store, id: &str) -> ApiResult<()> {
     let db = store.tenant(id, false).await?;
     tree::set_inherited(&*db.lock().await, None).await?;
+    crate::store::directory::touch_policy(&*store.directory.lock().await, id).await?;
     propagate(store, id).await
 }

@@ -48,6 +48,14 @@ pub async fn id_homed_in(conn: &Connection, slug: &str, region: &str) -> libsql:
     .await
 }
 
+/// Note that tenant `id`'s part of its region's bundle changed: every origin sharing this
+/// directory reads its fragment again at its next build (`bundles::Fragments`). Call it
+/// after the change is written.
+pub async fn touch_policy(conn: &Connection, id: &str) -> libsql::Result<()> {
+    conn.execute("UPDATE tenants SET policy_gen = policy_gen + 1 WHERE id = ?1", [id]).await?;
+    Ok(())
+}
+
 /// Insert a tenant created in this region.
 pub async fn insert(conn: &Connection, e: &TenantEntry) -> libsql::Result<()> {
     conn.execute(

@@ -100,6 +100,9 @@ pub(crate) const DIRECTORY: &[&str] = &[
         description TEXT NOT NULL DEFAULT '',
         updated_at INTEGER NOT NULL
      );",
+    // 7: per-tenant bundle fragments (issue 17): a tenant's generation, bumped by every
+    // change to what its fragment holds.
+    "ALTER TABLE tenants ADD COLUMN policy_gen INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Versioned schema of a tenant database.

@@ -35,6 +35,6 @@ pub(crate) async fn put_auth_policy(
     let after: Value = serde_json::to_value(&req)?;
     authed.commit(&app, h, "org.auth_policy.set", "org", Some(before), Some(after)).await?;
     crate::hierarchy::links::propagate(&app.store, &authed.t.id).await?;
-    app.changed();
+    app.changed(&authed.t.id).await?;
     Ok(Json(req))
 }

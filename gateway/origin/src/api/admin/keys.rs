@@ -73,7 +73,7 @@ pub(crate) async fn create_key(
     api_keys::insert(&h, &row).await?;
     let after = json!({ "id": id, "prefix": prefix, "name": req.name, "roles": req.roles, "scopes": req.scopes, "expires_at": req.expires_at });
     authed.commit(&app, h, "api_key.create", format!("api_key:{id}"), None, Some(after.clone())).await?;
-    app.changed();
+    app.changed(&t.id).await?;
     let mut out = after;
     out["key"] = key.into();
     Ok((StatusCode::CREATED, Json(out)).into_response())
@@ -101,7 +101,7 @@ pub(crate) async fn rotate_key(
             Some(json!({ "prefix": prefix })),
         )
         .await?;
-    app.changed();
+    app.changed(&t.id).await?;
     Ok(Json(json!({ "id": id, "prefix": prefix, "key": key })))
 }
 
@@ -117,6 +117,6 @@ pub(crate) async fn revoke_key(
         return Err(ApiError::not_found("api_key_not_found", "no such active key"));
     }
     authed.commit(&app, h, "api_key.revoke", format!("api_key:{id}"), None, None).await?;
-    app.changed();
+    app.changed(&t.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

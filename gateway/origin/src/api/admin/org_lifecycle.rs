@@ -93,7 +93,7 @@ pub(crate) async fn patch_org(
     if let Some(new) = tier_change {
         let target = format!("org:{}", t.slug);
         operator_audit::append(&app, &authed.meta, "org.tier", target, Some(before), Some(after)).await?;
-        app.changed();
+        app.changed(&t.id).await?;
         // A tier with lower caps is allowed; what already exceeds them is said (nothing is
         // removed, only additions are refused).
         out["over_limits"] = over_limits(&app, &*t.db.lock().await, new).await?;
@@ -144,7 +144,7 @@ async fn set_suspension(app: &App, op: &OperatorOrg, suspend: bool) -> ApiResult
     let e = ev("operator", action, target.clone(), Some(before.clone()), Some(after.clone()));
     commit(app, t, h, &op.meta, vec![e]).await?;
     operator_audit::append(app, &op.meta, action, target, Some(before), Some(after)).await?;
-    app.changed();
+    app.changed(&t.id).await?;
     tracing::info!(org = %t.slug, suspended = suspend, "organisation suspension changed by the operator");
     Ok(Json(json!({ "slug": t.slug, "suspended_at": at })))
 }
@@ -211,7 +211,7 @@ pub(crate) async fn delete_org(
     let Tenant { id, slug, db } = t;
     drop(db);
     let deleted = app.store.delete_tenant(&id).await?;
-    app.changed();
+    app.changed_region();
     app.peers.push_tombstone(&entry, now).await;
     let (files, namespace) = (deleted.files, deleted.namespace);
     tracing::info!(org = %slug, tenant = %id, files, namespace = ?namespace, "organisation deleted by the operator");

@@ -108,7 +108,7 @@ pub(crate) async fn create_org(
     if parent.is_some() {
         crate::api::hierarchy::attach(&app, &t, parent.as_ref(), &meta(&headers, &peer)).await?;
     }
-    app.changed();
+    app.changed(&id).await?;
     app.peers.push(&[(id.clone(), req.slug.clone(), home.clone(), now)]).await;
     Ok((StatusCode::CREATED, Json(json!({ "id": id, "slug": req.slug, "region": home, "owner_id": owner, "issuer": app.cfg.issuer(&req.slug) }))).into_response())
 }
@@ -138,7 +138,7 @@ pub(crate) async fn rotate_keys(State(app): AppState, headers: HeaderMap) -> Api
     let keys = SigningKeys::load(&d, &app.cfg.tokens.alg, now).await?;
     drop(d);
     *app.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
-    app.changed();
+    app.changed_region();
     tracing::info!(kid = %kid, "token signing key rotated");
     Ok(Json(json!({ "kid": kid })))
 }
@@ -186,7 +186,7 @@ pub(crate) async fn put_policy(
         .await?;
     // The children inherit the new rules.
     crate::hierarchy::links::propagate(&app.store, &t.id).await?;
-    app.changed();
+    app.changed(&t.id).await?;
     Ok(Json(json!({ "tier": tier, "policy": req.policy })))
 }
 
@@ -212,13 +212,14 @@ pub(crate) async fn put_template(
         jwks: &keys.jwks,
         region: &app.cfg.region,
     };
-    bundles::region_policy(&app.store, &region, crate::now())
+    app.fragments
+        .assemble(&app.store, &region, crate::now())
         .await
         .map_err(|e| bad("invalid_policy", format!("{e:#}")))?;
     settings::set_template(&*app.store.directory.lock().await, &serde_json::to_string(&p)?).await?;
     let before = app.template();
     *app.template.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p.clone());
-    app.changed();
+    app.changed_region();
     // A region-wide change is a cross-tenant action: every tenant's log records it.
     let homed = tenants::refs_homed_in(&*app.store.directory.lock().await, &app.cfg.region).await?;
     let m = meta(&headers, &peer);

@@ -72,6 +72,6 @@ pub(crate) async fn put_role(
     authed
         .commit(&app, h, "role.put", format!("role:{name}"), before.map(Value::String), Some(json!(req.permissions)))
         .await?;
-    app.changed();
+    app.changed(&t.id).await?;
     Ok(Json(json!({ "name": name, "permissions": req.permissions })))
 }

@@ -28,7 +28,7 @@ pub(crate) async fn revoke_session(
     }
     end_session(&h, &id, crate::now()).await?;
     authed.commit(&app, h, "session.revoke", format!("session:{id}"), None, None).await?;
-    app.changed();
+    app.changed(&t.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -64,7 +64,7 @@ pub(crate) async fn end_user_sessions(
     }
     let after = json!({ "sessions_ended": end_all_of_user(&h, &id, now).await? });
     authed.commit(&app, h, "user.sessions_end", format!("user:{id}"), None, Some(after.clone())).await?;
-    app.changed();
+    app.changed(&t.id).await?;
     Ok(Json(after))
 }
 

@@ -85,7 +85,7 @@ pub(crate) async fn delete_user(
     end_all_of_user(&h, &id, now).await?;
     users::delete(&h, &id).await?;
     authed.commit(&app, h, "user.delete", format!("user:{id}"), Some(json!(before)), None).await?;
-    app.changed();
+    app.changed(&t.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -191,7 +191,7 @@ async fn set_disabled(app: &App, authed: &Authed, id: &str, disable: bool) -> Ap
     let action = if disable { "user.deactivate" } else { "user.reactivate" };
     let before = Some(json!({ "disabled": !disable }));
     authed.commit(app, h, action, format!("user:{id}"), before, Some(after)).await?;
-    app.changed();
+    app.changed(&t.id).await?;
     let user = users::by_id(&*t.db.lock().await, id, now).await?;
     Ok(Json(json!(user)))
 }

@@ -236,7 +236,7 @@ pub(crate) async fn end(
     crate::api::session::end_session(&h, &i.session_id, now).await?;
     let after = json!({ "id": id, "session": i.session_id, "actor": i.actor, "by": by });
     authed.commit(&app, h, "impersonation.end", format!("user:{}", i.user_id), None, Some(after)).await?;
-    app.changed();
+    app.changed(&authed.t.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -340,7 +340,7 @@ async fn accept_inner(
     let (user, events) = create_member(app, &h, &inv, &name, hash.as_deref(), via, now).await?;
     // The account stands from here, whatever the sign-in below needs.
     commit(app, t, h, &m, events).await?;
-    app.changed();
+    app.changed(&t.id).await?;
     // The session's method: a password, or none yet (the passkey comes next). Under
     // `mfa_required` the new member is taken through enrolment like any sign-in.
     let amr: Vec<String> = if passkey { Vec::new() } else { vec!["pwd".to_string()] };

@@ -619,6 +619,6 @@ pub(crate) async fn admin_reset(
     authed
         .commit(&app, h, "user.mfa_reset", format!("user:{id}"), Some(json!({ "factors": before })), Some(after))
         .await?;
-    app.changed();
+    app.changed(&authed.t.id).await?;
     Ok(Json(json!({ "user": id, "factors_removed": removed, "sessions_ended": ended.len() })))
 }

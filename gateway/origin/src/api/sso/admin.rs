@@ -303,7 +303,7 @@ pub(crate) async fn put_enforcement(
     authed.commit_all(&app, h, events).await?;
     crate::hierarchy::links::propagate(&app.store, &t.id).await?;
     if ended > 0 {
-        app.changed();
+        app.changed(&t.id).await?;
     }
     let mut out = after;
     out["password_sessions_ended"] = json!(ended);
