@@ -27,16 +27,9 @@ rounds=${2:-2}
 threads=${THREADS:-1}
 if [ "$threads" = 1 ]; then pin0="taskset -c 0"; pin1="taskset -c 1"; else pin0=""; pin1=""; fi
 
-command -v wrk >/dev/null && command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v redis-server >/dev/null || {
-  step "installing wrk, nginx, haproxy, redis-server (Debian packages)"
-  apt-get update -qq && apt-get install -y -qq wrk nginx-light haproxy redis-server >/dev/null
-}
-step "building gatehouse and the filter components (release)"
-./scripts/build-components >/dev/null
-cargo build --locked --release -p gatehouse-cli
-cargo build --locked --release -p gatehouse-bench --bin paced
-gh="$CARGO_TARGET_DIR/release/gatehouse"
-export GATEHOUSE_FILTER_DIR="$CARGO_TARGET_DIR/wasm32-wasip2/release"
+. bench/load/common.sh
+ensure_load_tools
+build_load_binaries
 
 work="$GATEHOUSE_CACHE/load"
 rm -rf "$work"; mkdir -p "$work"
@@ -44,41 +37,11 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-step "keys, policy, bundle, tokens"
-"$gh" keys generate --out-dir "$work/keys" --token-alg ES256 >/dev/null
-openssl pkey -in "$work/keys/token-signing.pem" -pubout -out "$work/keys/es256.pub.pem"
-cat >"$work/policy.toml" <<TOML
-[tiers.bench]
-limits.org = { requests = 1000000000, per_secs = 1 }
-
-[[issuers]]
-issuer = "https://login.bench.test"
-audiences = ["gatehouse"]
-jwks_file = "keys/token-signing.jwks.json"
-
-[orgs.bench]
-tier = "bench"
-hosts = ["bench.test"]
-ip = { allow = ["127.0.0.0/8"] }
-
-[[routes]]
-name = "api"
-path = "/api"
-TOML
-"$gh" policy compile --policy "$work/policy.toml" --signing-key "$work/keys/bundle-signing.pem" --out "$work/bundle.ghb" --ttl 2h >/dev/null
-mint() { "$gh" token mint --alg ES256 --key "$work/keys/token-signing.pem" --kid k1 --iss https://login.bench.test --aud gatehouse --sub user --org bench --roles viewer --ttl 2h --count "$1"; }
-mint 100 >"$work/pool.txt"
-fresh_n=$(( 9000 * secs + 20000 * rounds ))
-mint "$fresh_n" >"$work/fresh.txt"
+bench_bundle_and_tokens $(( 9000 * secs + 20000 * rounds ))
 
 U=18101; N=18102; H=18103; HJ=18104; G=18105; GA=18106; GW=18107; GWA=18108; GR=18109; GRA=18110; R=18111
 step "starting the upstream and the proxies ($threads worker thread(s) each${pin0:+, CPU 0})"
-cat >"$work/upstream.conf" <<CONF
-worker_processes 1; daemon off; pid $work/upstream.pid; error_log $work/upstream.err warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$U; location / { return 200 "ok\n"; } } }
-CONF
+upstream_conf $U
 cat >"$work/nginx.conf" <<CONF
 worker_processes $threads; daemon off; pid $work/nginx.pid; error_log $work/nginx.err warn;
 events { worker_connections 4096; }
@@ -148,9 +111,7 @@ GATEHOUSE_THREADS=$threads GATEHOUSE_LOG=warn $pin0 "$gh" gateway --config "$wor
 gw_wasm_pid=$!
 GATEHOUSE_THREADS=$threads GATEHOUSE_LOG=warn $pin0 "$gh" gateway --config "$work/gateway-redis.toml" 2>"$work/gateway-redis.log" & pids+=($!)
 gw_redis_pid=$!
-for a in $GA $GWA $GRA; do
-  for i in $(seq 1 300); do curl -sf "http://127.0.0.1:$a/readyz" >/dev/null && break; sleep 0.2; done
-done
+for a in $GA $GWA $GRA; do wait_ready $a; done
 tok=$(head -1 "$work/pool.txt")
 for port in $U $N $H $HJ $G $GW $GR; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.test' -H "Authorization: Bearer $tok" "http://127.0.0.1:$port/api/items")

@@ -3,3 +3,5 @@
 
 #[path = "../../gateway/core/tests/common/mod.rs"]
 pub mod common;
+
+pub mod origin_harness;

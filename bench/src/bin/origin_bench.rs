@@ -1,85 +1,15 @@
 //! Origin benchmarks on loopback, one run, bounded: bundle build time and size for 1,000
-//! and 10,000 tenants; latency and memory with 10,000 tenant databases (more than the
+//! and 10,000 tenants, and the rebuild after one tenant's change; latency and memory with 10,000 tenant databases (more than the
 //! open-database LRU holds); token refreshes per second; password sign-in latency with
 //! the default argon2id parameters.
 //!
 //! Usage: `cargo run --release -p gatehouse-bench --bin origin_bench [TENANTS]` (default
 //! 10000; the 1,000-tenant figure is taken on the way).
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use gatehouse_bench::origin_harness::{argon, call, config, conn, pct, start, Sender, EDGE, OPERATOR};
 use serde_json::{json, Value};
-
-const OPERATOR: &str = "operator-token-0123456789";
-const EDGE: &str = "edge-token-0123456789abcdef";
-
-fn config(dir: &Path, argon_kib: u32, argon_t: u32) -> gatehouse_origin::OriginConfig {
-    std::fs::create_dir_all(dir).unwrap();
-    let (pem, _) = gatehouse_bundler::keys::generate_bundle_keys();
-    std::fs::write(dir.join("bundle.pem"), pem).unwrap();
-    std::fs::write(dir.join("edge.tokens"), format!("edge {EDGE}\n")).unwrap();
-    std::fs::write(dir.join("operator.token"), OPERATOR).unwrap();
-    std::fs::write(dir.join("peer.token"), "peer-token-0123456789abcdef").unwrap();
-    std::fs::write(dir.join("apikey.secret"), "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0xMjM0NQ==").unwrap();
-    std::fs::write(
-        dir.join("origin.toml"),
-        format!(
-            r#"region = "bench"
-listen = "127.0.0.1:0"
-public_url = "http://127.0.0.1:1"
-data_dir = "data"
-[secrets]
-bundle_signing_key = "bundle.pem"
-edge_tokens = "edge.tokens"
-operator_token = "operator.token"
-peer_token = "peer.token"
-api_key_secret = "apikey.secret"
-[signin]
-argon2_memory_kib = {argon_kib}
-argon2_iterations = {argon_t}
-"#
-        ),
-    )
-    .unwrap();
-    gatehouse_origin::OriginConfig::load(&dir.join("origin.toml")).unwrap()
-}
-
-async fn start(cfg: gatehouse_origin::OriginConfig) -> SocketAddr {
-    let app = Arc::new(gatehouse_origin::App::open(cfg).await.unwrap());
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(gatehouse_origin::api::serve(app, l, std::future::pending()));
-    addr
-}
-
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn conn(addr: SocketAddr) -> Sender {
-    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (send, c) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s)).await.unwrap();
-    tokio::spawn(c);
-    send
-}
-
-async fn call(s: &mut Sender, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Bytes) {
-    let mut b = hyper::Request::builder().method(method).uri(path).header("host", "bench");
-    if let Some(t) = token {
-        b = b.header("authorization", format!("Bearer {t}"));
-    }
-    if body.is_some() {
-        b = b.header("content-type", "application/json");
-    }
-    let req = b.body(Full::new(Bytes::from(body.map(|v| v.to_string()).unwrap_or_default()))).unwrap();
-    s.ready().await.unwrap();
-    let resp = s.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.into_body().collect().await.unwrap().to_bytes())
-}
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -88,11 +18,6 @@ fn rss_kib() -> u64 {
         .find(|l| l.starts_with("VmRSS:"))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
-}
-
-fn pct(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
 }
 
 async fn bundle_build(s: &mut Sender, tenants: usize) {
@@ -109,6 +34,23 @@ async fn bundle_build(s: &mut Sender, tenants: usize) {
     );
 }
 
+/// One bundle pull: milliseconds and bytes.
+async fn timed_pull(s: &mut Sender) -> (f64, usize) {
+    let t = Instant::now();
+    let (st, b) = call(s, "GET", "/v1/bundles/bench", Some(EDGE), None).await;
+    assert_eq!(st, 200);
+    (t.elapsed().as_secs_f64() * 1e3, b.len())
+}
+
+fn report_rebuilds(after: &str, tenants: usize, mut ms: Vec<f64>) {
+    let max = ms.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "| bundle rebuild {after}, {tenants} tenants | {:.0} ms (median of {}) | max {max:.0} ms |",
+        pct(&mut ms, 0.5),
+        ms.len()
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let total: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
@@ -117,7 +59,7 @@ async fn main() {
 
     // Bulk tenants: owners get a cheap argon2 setting so that creating 10,000 is quick;
     // sign-in cost is measured separately with the defaults.
-    let addr = start(config(&tmp.path().join("bulk"), 8, 1)).await;
+    let addr = start(config(&tmp.path().join("bulk"), &argon(8, 1))).await;
     let mut s = conn(addr).await;
     let rss0 = rss_kib();
     let t = Instant::now();
@@ -137,6 +79,26 @@ async fn main() {
             bundle_build(&mut s, i + 1).await;
         }
     }
+    // The bundle is assembled from per-tenant fragments: after one tenant's change only
+    // that tenant's database is read again; after a region-wide change (key rotation)
+    // none is.
+    let mut ms = Vec::new();
+    for k in 0..5 {
+        let slug = format!("t{:05}", (total / 2 + k * 997) % total);
+        let hosts = [format!("{slug}.example.test"), format!("www.{slug}.example.test")];
+        let body = json!({ "policy": { "hosts": hosts } });
+        let (st, b) = call(&mut s, "PUT", &format!("/v1/orgs/{slug}/policy"), Some(OPERATOR), Some(body)).await;
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+        ms.push(timed_pull(&mut s).await.0);
+    }
+    report_rebuilds("after one tenant's policy changed", total, ms);
+    let mut ms = Vec::new();
+    for _ in 0..5 {
+        let (st, _) = call(&mut s, "POST", "/v1/keys/rotate", Some(OPERATOR), None).await;
+        assert_eq!(st, 200);
+        ms.push(timed_pull(&mut s).await.0);
+    }
+    report_rebuilds("after a region-wide change (signing key rotated)", total, ms);
     // Latency across every tenant (the LRU holds 256 open databases: most requests open
     // one) and memory.
     let mut lat = Vec::new();
@@ -217,7 +179,8 @@ async fn main() {
 
     // Sign-in latency with the default argon2id parameters.
     let defaults = gatehouse_origin::config::SigninSettings::default();
-    let addr = start(config(&tmp.path().join("signin"), defaults.argon2_memory_kib, defaults.argon2_iterations)).await;
+    let addr =
+        start(config(&tmp.path().join("signin"), &argon(defaults.argon2_memory_kib, defaults.argon2_iterations))).await;
     let mut s = conn(addr).await;
     let body = json!({ "slug": "acme", "name": "acme", "tier": "team", "owner_email": "o@acme.test", "owner_password": "owner password 1" });
     assert_eq!(call(&mut s, "POST", "/v1/orgs", Some(OPERATOR), Some(body)).await.0, 201);
