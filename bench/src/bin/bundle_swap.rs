@@ -116,7 +116,7 @@ filters = ["gatehouse"]
             .args(["-c", "0", gatehouse, "gateway", "--config"])
             .arg(&gw)
             .env("GATEHOUSE_THREADS", "1")
-            .env("GATEHOUSE_LOG", "warn")
+            .env("GATEHOUSE_LOG", std::env::var("GATEHOUSE_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .spawn()
             .expect("start the gateway"),
