@@ -13,6 +13,8 @@ ensure_load_tools() {
 # The gatehouse binary, the filter components and the paced load generator (release).
 build_load_binaries() {
   step "building gatehouse and the filter components (release)"
+  ensure_wasm_targets
+  ensure_build_packages
   ./scripts/build-components >/dev/null
   cargo build --locked --release -p gatehouse-cli
   cargo build --locked --release -p gatehouse-bench --bin paced

@@ -111,13 +111,16 @@ filters = ["gatehouse"]
         ),
     )
     .unwrap();
+    let gw_log = tmp.path().join("gateway.log");
     let _gateway = Reap(
         Command::new("taskset")
             .args(["-c", "0", gatehouse, "gateway", "--config"])
             .arg(&gw)
             .env("GATEHOUSE_THREADS", "1")
-            .env("GATEHOUSE_LOG", std::env::var("GATEHOUSE_LOG").unwrap_or_else(|_| "warn".into()))
+            // info: every install logs its `verify_and_decode_ms`, read back below.
+            .env("GATEHOUSE_LOG", std::env::var("GATEHOUSE_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&gw_log).expect("gateway log"))
             .spawn()
             .expect("start the gateway"),
     );
@@ -161,8 +164,23 @@ filters = ["gatehouse"]
             let out = tokio::task::spawn_blocking({
                 let (paced, url, tokens) = (paced.clone(), url.clone(), tokens.clone());
                 move || {
-                    Command::new("taskset")
-                        .args(["-c", "1", &paced, &url, &rate.to_string(), &secs.to_string(), "32"])
+                    // The load generator shares CPU 1 with the origin, which rebuilds
+                    // and serves a bundle after every change: raised priority (nice -10;
+                    // without the right to raise it, nice warns and runs it as it is) so
+                    // the instrument's own delays do not count as the gateway's.
+                    Command::new("nice")
+                        .args([
+                            "-n",
+                            "-10",
+                            "taskset",
+                            "-c",
+                            "1",
+                            &paced,
+                            &url,
+                            &rate.to_string(),
+                            &secs.to_string(),
+                            "32",
+                        ])
                         .arg(&tokens)
                         .arg("t00000.example.test")
                         .output()
@@ -192,6 +210,21 @@ filters = ["gatehouse"]
         }
     }
     let (steady, swap) = (pct(&mut p99[0], 0.5), pct(&mut p99[1], 0.5));
+    // What each install cost the gateway (on its lowest-priority install thread).
+    let mut decode: Vec<f64> = std::fs::read_to_string(&gw_log)
+        .unwrap_or_default()
+        .split("verify_and_decode_ms=")
+        .skip(1)
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect();
+    if !decode.is_empty() {
+        println!(
+            "\nGateway installs: {} bundles, verify and decode median {:.0} ms, max {:.0} ms (logged by the gateway).",
+            decode.len(),
+            pct(&mut decode, 0.5),
+            pct(&mut decode, 1.0)
+        );
+    }
     println!(
         "\n{tenants} tenants, {} bytes per bundle, {rate} req/s for {secs} s per run: median p99 steady {steady:.0} µs, swapping {swap:.0} µs ({:.2}×); {failed} failed requests in all; {} changes at the origin.",
         bundle.len(),

@@ -95,6 +95,11 @@ impl TokenCache {
     /// The identity proved by `token`, if it was verified before and is still valid at
     /// `now` (Unix seconds).
     pub fn get(&self, token: &str, now: u64) -> Option<Arc<Identity>> {
+        self.get_until(token, now).map(|(id, _)| id)
+    }
+
+    /// [`TokenCache::get`] with the end of the entry's validity (Unix seconds).
+    pub fn get_until(&self, token: &str, now: u64) -> Option<(Arc<Identity>, u64)> {
         if self.per_shard == 0 {
             return None;
         }
@@ -104,7 +109,7 @@ impl TokenCache {
         let list = s.map.get_mut(&k)?;
         let i = list.iter().position(|e| same_bytes(&e.token, token))?;
         if now <= list[i].valid_until {
-            return Some(Arc::clone(&list[i].identity));
+            return Some((Arc::clone(&list[i].identity), list[i].valid_until));
         }
         let gone = list.swap_remove(i);
         if list.is_empty() {

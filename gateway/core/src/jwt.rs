@@ -249,13 +249,21 @@ impl TokenVerifier {
             tenant_claim: policy.settings.tenant_claim.clone(),
             header_prefix: policy.settings.identity_header_prefix.clone(),
         };
+        // Issuers with the same JWKS text (every tenant of an origin carries its region's
+        // keys: thousands in one bundle) parse it once. Its keys, when each has a kid, are
+        // then shared with the first issuer, as the same key under several issuers is.
+        let mut parsed: HashMap<(&str, Option<&str>), Vec<usize>> = HashMap::new();
         for (idx, iss) in policy.issuers.iter().enumerate() {
-            let mut keys = if iss.jwks.is_empty() {
+            let memo = (iss.jwks.as_str(), iss.default_alg.as_deref());
+            let known = parsed.get(&memo).cloned();
+            let mut keys = if iss.jwks.is_empty() || known.is_some() {
                 Vec::new()
             } else {
                 parse_jwks(&iss.jwks, iss.default_alg.as_deref())
                     .map_err(|source| VerifierError::Jwks { issuer: iss.issuer.clone(), source })?
             };
+            let from_jwks = keys.len();
+            let all_have_kids = keys.iter().all(|k| k.kid.is_some());
             if let Some(secret) = iss.hmac_secret.as_ref().and_then(|n| secrets.hmac_key(n)) {
                 keys.push(VerifyKey {
                     kid: iss.hmac_kid.clone(),
@@ -270,6 +278,11 @@ impl TokenVerifier {
                 orgs: iss.orgs.iter().cloned().collect(),
                 keys: Vec::new(),
             };
+            for &p in known.iter().flatten() {
+                let owner = v.keys[p].0;
+                v.shared.entry(p).or_insert_with(|| vec![owner]).push(idx);
+                info.keys.push(p);
+            }
             for k in keys {
                 let pos = v.keys.len();
                 if let Some(kid) = &k.kid {
@@ -290,6 +303,9 @@ impl TokenVerifier {
                 }
                 info.keys.push(pos);
                 v.keys.push((idx, k));
+            }
+            if known.is_none() && from_jwks > 0 && all_have_kids {
+                parsed.insert(memo, info.keys[..from_jwks].to_vec());
             }
             v.by_iss.insert(info.iss.clone(), idx);
             v.issuers.push(info);
@@ -412,11 +428,13 @@ impl TokenVerifier {
         }
         let issuer = match &claims.issuer {
             None => return Err(ReasonCode::TokenClaimMissing),
-            Some(i) => candidates
-                .iter()
-                .map(|&c| &self.issuers[c])
-                .find(|info| info.iss == *i)
-                .ok_or(ReasonCode::TokenWrongIssuer)?,
+            // A key published by thousands of issuers (one per tenant) is looked up by
+            // name rather than scanned; `candidates` is in ascending order.
+            Some(i) => {
+                let named = self.by_iss.get(i.as_str()).copied().filter(|c| candidates.binary_search(c).is_ok());
+                let found = named.or_else(|| candidates.iter().copied().find(|&c| self.issuers[c].iss == *i));
+                &self.issuers[found.ok_or(ReasonCode::TokenWrongIssuer)?]
+            }
         };
         if !issuer.audiences.is_empty()
             && !claims.audiences.as_ref().is_some_and(|a| a.iter().any(|a| issuer.audiences.contains(a)))

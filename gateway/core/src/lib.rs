@@ -30,6 +30,7 @@ pub mod policy;
 pub mod ratelimit;
 pub mod reason;
 pub mod request;
+pub mod sealed;
 pub mod secrets;
 pub mod time;
 pub mod wire;

@@ -68,3 +68,33 @@ fn two_keys_under_one_kid_are_refused() {
     let err = Engine::new(&p, info(), &secrets()).err().expect("refused");
     assert!(err.to_string().contains("region-k1"), "{err}");
 }
+
+/// Many issuers publishing the same JWKS text (the JWKS is parsed once for all of them,
+/// and a shared key finds its issuer by name among thousands): each still verifies as its
+/// own issuer, an unknown one is refused, and the binding to organisations holds.
+#[test]
+fn many_issuers_with_one_jwks_each_verify_as_themselves() {
+    let mut p = region_policy(&keys().ed2);
+    for i in 0..40 {
+        p.issuers.push(Issuer {
+            issuer: format!("{REGION}/t{i}"),
+            audiences: vec![AUD.into()],
+            jwks: region_jwks(&keys().ed2),
+            orgs: vec![if i % 2 == 0 { "acme" } else { "initech" }.into()],
+            ..Default::default()
+        });
+    }
+    let h = Harness::new(engine_with(&p));
+    let acme = |t: &str| h.reason(&get("https://acme.app.test/docs").bearer(t));
+    let initech = |t: &str| h.reason(&get("https://initech.test/docs").bearer(t).country("DE"));
+    for i in [0, 2, 18, 38] {
+        assert_eq!(acme(&token("acme", &format!("t{i}"))), "allow", "t{i}");
+        assert_ne!(initech(&token("initech", &format!("t{i}"))), "allow", "t{i} speaks for acme only");
+    }
+    for i in [1, 19, 39] {
+        assert_eq!(initech(&token("initech", &format!("t{i}"))), "allow", "t{i}");
+        assert_ne!(acme(&token("acme", &format!("t{i}"))), "allow", "t{i} speaks for initech only");
+    }
+    assert_eq!(acme(&token("acme", "t40")), "token_wrong_issuer");
+    assert_eq!(acme(&token("acme", "acme")), "allow");
+}

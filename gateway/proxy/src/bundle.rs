@@ -94,17 +94,22 @@ impl BundleStore {
     }
 
     /// [`BundleStore::install`] off the request threads, on a thread of its own at the
-    /// lowest CPU priority (Linux: `nice` 19 for that thread): verifying and decoding a
+    /// low CPU priority (Linux: `nice` 10 for that thread): verifying and decoding a
     /// bundle of thousands of tenants takes tens of milliseconds of CPU that requests on
     /// the same core must not wait behind. The bundle it replaces is freed on that thread
-    /// too, once the requests still holding it are done.
-    pub async fn install_in_background(self: &Arc<Self>, bytes: Vec<u8>) -> Result<u64, String> {
+    /// too, once the requests still holding it are done. `bytes` runs on that thread as
+    /// well, so that joining a downloaded body's chunks (megabytes) is not done on a
+    /// request thread either.
+    pub async fn install_in_background<F>(self: &Arc<Self>, bytes: F) -> Result<u64, String>
+    where
+        F: FnOnce() -> Vec<u8> + Send + 'static,
+    {
         let store = self.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new().name("bundle-install".into()).spawn(move || {
-            lowest_priority();
+            low_priority();
             let before = store.current();
-            let result = store.install(bytes);
+            let result = store.install(bytes());
             let replaced = result.is_ok();
             let _ = tx.send(result);
             if let (true, Some(old)) = (replaced, before) {
@@ -124,13 +129,16 @@ impl BundleStore {
     }
 }
 
-/// Lower the calling thread's CPU priority to the lowest (Linux keeps `nice` per thread).
-fn lowest_priority() {
+/// Lower the calling thread's CPU priority (Linux keeps `nice` per thread) to 10: a
+/// tenth of a request thread's share when the core is busy. Not 19: at 19 (a seventieth)
+/// a gateway under load took 12 s to install a 10,000-tenant bundle (`bench/load/swap.sh`),
+/// and a fully loaded one could go on serving a bundle until it expires.
+fn low_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: setpriority only changes the scheduling priority of the calling thread
     // (`who` 0 with PRIO_PROCESS is the calling thread on Linux); no memory is involved.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
     }
 }
 
@@ -149,7 +157,12 @@ pub async fn watch_file(store: Arc<BundleStore>, path: PathBuf, every: Duration,
             seen = now_stamp;
             match tokio::fs::read(&path).await {
                 Ok(bytes) if forced || last.as_ref() != Some(&bytes) => {
-                    let _ = store.install_in_background(bytes.clone()).await;
+                    let _ = store
+                        .install_in_background({
+                            let bytes = bytes.clone();
+                            move || bytes
+                        })
+                        .await;
                     last = Some(bytes);
                 }
                 Ok(_) => {}
@@ -208,7 +221,7 @@ pub async fn poll_origin(store: Arc<BundleStore>, url: String, token: Option<Str
                     let limit = gatehouse_core::bundle::MAX_BUNDLE_BYTES;
                     match Limited::new(resp.into_body(), limit).collect().await {
                         Ok(body) => {
-                            if store.install_in_background(body.to_bytes().to_vec()).await.is_ok() {
+                            if store.install_in_background(move || body.to_bytes().to_vec()).await.is_ok() {
                                 etag = new_etag;
                             }
                         }

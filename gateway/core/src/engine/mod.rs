@@ -27,6 +27,7 @@ use crate::time::{UnixNanos, NANOS};
 mod builtins;
 mod rates;
 mod refusals;
+mod shared;
 
 use rates::rate_headers;
 pub use rates::{Begun, PendingRates};
