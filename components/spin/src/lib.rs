@@ -8,7 +8,10 @@
 //!   (JSON of `EdgeSecrets`, may be empty). The compiled engine is kept in the instance
 //!   (Spin reuses WASI 0.3 instances) and rebuilt only when one of the three changes. A
 //!   missing or refused bundle denies every request (503 `bundle_missing`, or
-//!   `bundle_expired`).
+//!   `bundle_expired`). With `cache_key` (base64, at least 32 bytes) a sealed cache in
+//!   the key-value store carries what one instance verified to the next: that the
+//!   bundle's signature checked out, and the identities tokens proved (`shared`,
+//!   `gatehouse_core::sealed`).
 //! - **Request head**: method, scheme, `Host` (else the request authority), path, query,
 //!   every header, and the peer from Spin's `spin-client-addr` header. Without exactly
 //!   one such value nothing is decided (400 `request_malformed`).
@@ -22,6 +25,9 @@
 //!   identity's headers, `x-forwarded-for` and `x-forwarded-host` added; the upstream's
 //!   response gets the allow's `RateLimit-*` headers. Refusals are `wire::Reply`. With the `middleware`
 //!   feature the request goes to the next handler of a Spin middleware chain instead.
+
+// The passthrough floor (feature `passthrough`) compiles the gateway without calling it.
+#![cfg_attr(feature = "passthrough", allow(dead_code, unused_imports))]
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -38,6 +44,7 @@ use spin_sdk::wasip3::wit_bindgen;
 use spin_sdk::wasip3::{wit_future, wit_stream};
 
 mod forward;
+mod shared;
 
 use forward::Field;
 
@@ -55,6 +62,14 @@ struct Loaded {
     public_key: String,
     secrets: String,
     engine: Rc<Engine>,
+    /// The bundle's tag in the sealed cache, when the cache is on.
+    tag: Option<[u8; 32]>,
+}
+
+/// The engine in force and the tag of its bundle in the sealed cache.
+struct Compiled {
+    engine: Rc<Engine>,
+    tag: Option<[u8; 32]>,
 }
 
 fn now_nanos() -> u64 {
@@ -78,8 +93,9 @@ async fn variable(name: &str) -> Option<String> {
     spin_sdk::variables::get(name).await.ok()
 }
 
-/// The engine for the configured bundle: from the instance's cache, or compiled now.
-async fn engine(now: u64) -> Result<Rc<Engine>, ReasonCode> {
+/// The engine for the configured bundle: from the instance's cache, or compiled now
+/// (without the signature check when the sealed cache says these bytes passed it).
+async fn engine(now: u64, shared: Option<&shared::Shared>) -> Result<Compiled, ReasonCode> {
     let (Some(bundle), Some(public_key)) = (variable("bundle").await, variable("origin_public_key").await) else {
         log_problem("variable `bundle` or `origin_public_key` is not defined for this component".into());
         return Err(ReasonCode::BundleMissing);
@@ -88,19 +104,43 @@ async fn engine(now: u64) -> Result<Rc<Engine>, ReasonCode> {
     let cached = ENGINE.with(|c| {
         c.borrow()
             .as_ref()
-            .filter(|l| l.bundle == bundle && l.public_key == public_key && l.secrets == secrets)
-            .map(|l| l.engine.clone())
+            .filter(|l| {
+                l.bundle == bundle
+                    && l.public_key == public_key
+                    && l.secrets == secrets
+                    && l.tag.is_some() == shared.is_some()
+            })
+            .map(|l| Compiled { engine: l.engine.clone(), tag: l.tag })
     });
-    if let Some(e) = cached {
-        return Ok(e);
+    if let Some(c) = cached {
+        return Ok(c);
     }
-    let engine = Rc::new(compile(&bundle, &public_key, &secrets, now / NANOS)?);
-    ENGINE.with(|c| *c.borrow_mut() = Some(Loaded { bundle, public_key, secrets, engine: engine.clone() }));
+    let known = match shared {
+        Some(s) => s.bundle_entry().await,
+        None => None,
+    };
+    let (engine, tag, store) = compile(&bundle, &public_key, &secrets, now / NANOS, shared, known.as_deref())?;
+    if let (Some(s), Some(entry)) = (shared, store) {
+        s.store_bundle_entry(&entry).await;
+    }
+    let engine = Rc::new(engine);
+    ENGINE.with(|c| *c.borrow_mut() = Some(Loaded { bundle, public_key, secrets, engine: engine.clone(), tag }));
     LAST_PROBLEM.with(|l| l.borrow_mut().clear());
-    Ok(engine)
+    Ok(Compiled { engine, tag })
 }
 
-fn compile(bundle: &str, public_key: &str, secrets: &str, now_secs: u64) -> Result<Engine, ReasonCode> {
+/// The engine, the bundle's tag and the bundle entry to store (when the signature was
+/// checked now) for the variables' values.
+type Built = (Engine, Option<[u8; 32]>, Option<Vec<u8>>);
+
+fn compile(
+    bundle: &str,
+    public_key: &str,
+    secrets: &str,
+    now_secs: u64,
+    shared: Option<&shared::Shared>,
+    known: Option<&[u8]>,
+) -> Result<Built, ReasonCode> {
     let Some(bytes) = forward::decode_b64(bundle) else {
         log_problem("variable `bundle` is empty or not base64".into());
         return Err(ReasonCode::BundleMissing);
@@ -123,13 +163,21 @@ fn compile(bundle: &str, public_key: &str, secrets: &str, now_secs: u64) -> Resu
             ReasonCode::BundleMissing
         })?
     };
-    Engine::from_bundle(&bytes, &key, now_secs, &secrets).map_err(|e| {
+    let refused = |e: EngineError| {
         log_problem(format!("bundle refused: {e}"));
         match e {
             EngineError::Bundle(BundleError::Expired { .. }) => ReasonCode::BundleExpired,
             _ => ReasonCode::BundleMissing,
         }
-    })
+    };
+    match shared {
+        None => Ok((Engine::from_bundle(&bytes, &key, now_secs, &secrets).map_err(refused)?, None, None)),
+        Some(s) => {
+            let opened = s.sealer.open_bundle(&bytes, &key, now_secs, known).map_err(|e| refused(e.into()))?;
+            let engine = Engine::from_body(opened.body, &secrets).map_err(refused)?;
+            Ok((engine, Some(opened.tag), opened.store))
+        }
+    }
 }
 
 fn method_name(m: &Method) -> &str {
@@ -183,14 +231,27 @@ fn reason_response(reason: ReasonCode) -> types::Response {
 
 /// The rate steps against the key-value store, in order, stopping at the first refusal.
 /// A store error ends the answers early, which `PendingRates::finish` turns into a deny.
-async fn run_rate_steps(steps: &[RateStep], now: u64) -> Vec<RateDecision> {
+/// `store` is the one the sealed cache opened, if it did.
+async fn run_rate_steps(steps: &[RateStep], now: u64, store: Option<&spin_sdk::key_value::Store>) -> Vec<RateDecision> {
     let mut answers = Vec::with_capacity(steps.len());
     if steps.is_empty() {
         return answers;
     }
-    let Ok(store) = spin_sdk::key_value::Store::open_default().await else {
-        log_problem("the key-value store `default` cannot be opened (key_value_stores = [\"default\"]?)".into());
-        return answers;
+    let opened;
+    let store = match store {
+        Some(s) => s,
+        None => match spin_sdk::key_value::Store::open_default().await {
+            Ok(s) => {
+                opened = s;
+                &opened
+            }
+            Err(_) => {
+                log_problem(
+                    "the key-value store `default` cannot be opened (key_value_stores = [\"default\"]?)".into(),
+                );
+                return answers;
+            }
+        },
     };
     for step in steps {
         let key = forward::kv_key(&step.key);
@@ -224,14 +285,43 @@ spin_sdk::wasip3::http::service::export!(Gateway);
 
 impl spin_sdk::wasip3::exports::http::handler::Guest for Gateway {
     async fn handle(request: types::Request) -> Result<types::Response, ErrorCode> {
+        #[cfg(feature = "passthrough")]
+        return Ok(passthrough(request).await);
+        #[cfg(not(feature = "passthrough"))]
         Ok(gateway(request).await)
+    }
+}
+
+/// The platform's floor for `bench/load/edge.sh` (feature `passthrough`, never a
+/// gateway): forward every request to `upstream` as the gateway forwards an allowed one
+/// (same method, path, query and body stream; the client's headers minus what the host
+/// refuses), deciding nothing.
+#[cfg(feature = "passthrough")]
+async fn passthrough(req: types::Request) -> types::Response {
+    let method = req.get_method();
+    let path_with_query = req.get_path_with_query().unwrap_or_else(|| "/".to_string());
+    let headers: Vec<Field> = forward::lowercase_names(req.get_headers().copy_all())
+        .into_iter()
+        .filter(|(n, _)| !forward::is_platform_refused(n) && !forward::is_spin_header(n))
+        .collect();
+    let target = match target("", false).await {
+        Ok(t) => t,
+        Err(reason) => return reason_response(reason),
+    };
+    let Ok(outgoing) = outgoing_request(req, &method, &target, &path_with_query, &headers) else {
+        return reason_response(ReasonCode::UpstreamUnavailable);
+    };
+    match dispatch(outgoing).await {
+        Ok(resp) => relay_response(resp, &[], matches!(method, Method::Head)),
+        Err(_) => reason_response(ReasonCode::UpstreamUnavailable),
     }
 }
 
 async fn gateway(req: types::Request) -> types::Response {
     let now = now_nanos();
-    let engine = match engine(now).await {
-        Ok(e) => e,
+    let shared = shared::open(variable("cache_key").await.as_deref()).await;
+    let Compiled { engine, tag } = match engine(now, shared.as_ref()).await {
+        Ok(c) => c,
         Err(reason) => return reason_response(reason),
     };
 
@@ -273,14 +363,22 @@ async fn gateway(req: types::Request) -> types::Response {
         platform_country: None,
     };
 
-    // Every check but the rate limit, then the rate limit against the key-value store.
+    // The token's sealed entry, if the cache is on; every check but the rate limit; the
+    // rate limit against the key-value store; then the entry of a token verified now.
+    let slot = match (&shared, &tag, engine.presented_token(&head)) {
+        (Some(s), Some(tag), Some(token)) => Some(shared::before(s, &engine, tag, token, now / NANOS).await),
+        _ => None,
+    };
     let decision = match engine.begin(&head, &Env::deferred(now, &NoCountryLookup)) {
         Begun::Done(d) => d,
         Begun::Pending(pending) => {
-            let answers = run_rate_steps(pending.steps(), now).await;
+            let answers = run_rate_steps(pending.steps(), now, shared.as_ref().map(|s| &s.store)).await;
             pending.finish(&engine, &answers)
         }
     };
+    if let (Some(s), Some(slot)) = (&shared, &slot) {
+        shared::after(s, &engine, slot, now / NANOS).await;
+    }
     let allow = match decision {
         Decision::Allow(a) => a,
         refused => {

@@ -150,3 +150,53 @@ fn token_entries_stay_in_a_bounded_set_of_slots() {
     }
     assert!(slots.len() > (TOKEN_SLOTS as usize) * 9 / 10, "tokens spread over the slots: {}", slots.len());
 }
+
+#[test]
+fn the_identity_reader_refuses_every_malformed_form() {
+    // Entries are read only under their MAC; the reader is bounded anyway.
+    let mut w = Writer::default();
+    write_identity(&mut w, &identity(), 1_930);
+    let good = w.0;
+    assert_eq!(read_identity(&good, "x-gatehouse-").map(|(id, until)| (id, until)), Some((identity(), 1_930)));
+    for n in 0..good.len() {
+        assert!(read_identity(&good[..n], "p-").is_none(), "{n} bytes read");
+    }
+    let mut trailing = good.clone();
+    trailing.push(0);
+    assert!(read_identity(&trailing, "p-").is_none());
+    // A list claiming four billion entries: refused before allocating.
+    let mut huge = Writer::default();
+    huge.str("jwt");
+    huge.str("s");
+    huge.str("o");
+    huge.0.extend_from_slice(&u32::MAX.to_le_bytes());
+    assert!(read_identity(&huge.0, "p-").is_none());
+    // A presence byte other than 0 or 1, an unknown kind, text that is not UTF-8.
+    let mut bad_flag = Writer::default();
+    write_identity(
+        &mut bad_flag,
+        &Identity::new(
+            CredentialKind::Jwt,
+            "s".into(),
+            "o".into(),
+            vec![],
+            None,
+            vec![],
+            vec![],
+            None,
+            None,
+            None,
+            "p-",
+        ),
+        9,
+    );
+    let at = 4 + 3 + 4 + 1 + 4 + 1 + 4; // kind, subject, org, roles: then the scopes flag
+    bad_flag.0[at] = 2;
+    assert!(read_identity(&bad_flag.0, "p-").is_none());
+    let mut kind = Writer::default();
+    kind.str("password");
+    assert!(read_identity(&kind.0, "p-").is_none());
+    let mut utf8 = good.clone();
+    utf8[4] = 0xff;
+    assert!(read_identity(&utf8, "p-").is_none());
+}

@@ -245,6 +245,18 @@ impl SpinHost {
         Ok(SpinHost { engine, pre, vars: HashMap::new(), kv: Default::default(), next })
     }
 
+    /// The key-value store's entries, sorted by key.
+    pub fn kv_entries(&self) -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = self.kv.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        v.sort();
+        v
+    }
+
+    /// Change the key-value store's entries (as another writer of the store could).
+    pub fn kv_edit(&self, f: impl FnOnce(&mut HashMap<String, Vec<u8>>)) {
+        f(&mut self.kv.lock().unwrap());
+    }
+
     /// One request through a fresh instance.
     pub async fn call(&self, req: http::Request<Full<Bytes>>) -> Result<Reply> {
         let mut store = Store::new(

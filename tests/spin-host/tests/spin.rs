@@ -149,3 +149,46 @@ async fn spin_fails_closed_without_a_bundle_and_streams_bodies() {
     assert_eq!((r.status, r.header("x-gatehouse-reason")), (503, Some("bundle_missing")));
     assert_eq!(hits.load(Ordering::SeqCst), before);
 }
+
+/// The sealed cache (`cache_key` set): the corpus decides the same on the first pass
+/// (which verifies and stores), the second (which reads the sealed entries: no token
+/// verified again), and a third after another writer of the store garbled or swapped
+/// every entry (all misses: verified again). The store stays within its slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_sealed_cache_decides_as_without_it() {
+    let up = echo::echo_upstream(&[]).await;
+    let mut h = host(up.addr);
+    h.vars.insert("cache_key".into(), base64::engine::general_purpose::STANDARD.encode([0x5a; 32]));
+    // Rate-limit state would carry over between passes: only the sealed entries stay.
+    let reset_rates = |h: &SpinHost| h.kv_edit(|kv| kv.retain(|k, _| k.starts_with("gatehouse:")));
+    corpus_through(&h, &up.hits, "spin, sealed cache, first pass").await;
+    let entries = h.kv_entries();
+    let bundle = entries.iter().filter(|(k, _)| k == gatehouse_core::sealed::BUNDLE_KEY).count();
+    let tokens: Vec<_> = entries.iter().filter(|(k, _)| k.starts_with("gatehouse:token:")).collect();
+    assert_eq!(bundle, 1, "the bundle's signature check is remembered");
+    assert!(tokens.len() > 10, "verified tokens are stored: {}", tokens.len());
+    assert!(tokens
+        .iter()
+        .all(|(k, _)| k["gatehouse:token:".len()..].parse::<u32>().unwrap() < gatehouse_core::sealed::TOKEN_SLOTS));
+    reset_rates(&h);
+    corpus_through(&h, &up.hits, "spin, sealed cache, second pass").await;
+    assert_eq!(
+        h.kv_entries().iter().filter(|(k, _)| k.starts_with("gatehouse:")).count(),
+        bundle + tokens.len(),
+        "nothing new to store"
+    );
+    // Another writer of the store, without the key: every entry garbled, and each token
+    // slot given another slot's entry.
+    reset_rates(&h);
+    h.kv_edit(|kv| {
+        let values: Vec<Vec<u8>> = kv.values().cloned().collect();
+        for (i, (k, v)) in kv.iter_mut().enumerate() {
+            if k.starts_with("gatehouse:token:") && i % 2 == 0 {
+                *v = values[(i + 1) % values.len()].clone();
+            } else if let Some(b) = v.last_mut() {
+                *b ^= 1;
+            }
+        }
+    });
+    corpus_through(&h, &up.hits, "spin, sealed cache, garbled store").await;
+}
