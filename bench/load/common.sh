@@ -22,15 +22,19 @@ build_load_binaries() {
   export GATEHOUSE_FILTER_DIR="$CARGO_TARGET_DIR/wasm32-wasip2/release"
 }
 
-# Keys, the bench policy (IP allowlist, org rate limit that never triggers, one route),
-# its signed bundle, a pool of 100 ES256 tokens (pool.txt) and $1 fresh ones (fresh.txt).
+# Keys, the bench policy (IP allowlist, org rate limit that never triggers — none with
+# NO_LIMIT=1 —, one route), its signed bundle, a pool of 100 tokens (pool.txt) and $1
+# fresh ones (fresh.txt). Tokens are ES256 (HAProxy's jwt_verify takes them; its public
+# key in keys/es256.pub.pem), or EdDSA with TOKEN_ALG=EdDSA.
 bench_bundle_and_tokens() {
   step "keys, policy, bundle, tokens"
-  "$gh" keys generate --out-dir "$work/keys" --token-alg ES256 >/dev/null
-  openssl pkey -in "$work/keys/token-signing.pem" -pubout -out "$work/keys/es256.pub.pem"
+  "$gh" keys generate --out-dir "$work/keys" --token-alg "${TOKEN_ALG:-ES256}" >/dev/null
+  if [ "${TOKEN_ALG:-ES256}" = ES256 ]; then
+    openssl pkey -in "$work/keys/token-signing.pem" -pubout -out "$work/keys/es256.pub.pem"
+  fi
   cat >"$work/policy.toml" <<TOML
 [tiers.bench]
-limits.org = { requests = 1000000000, per_secs = 1 }
+${NO_LIMIT:+#}limits.org = { requests = 1000000000, per_secs = 1 }
 
 [[issuers]]
 issuer = "https://login.bench.test"
@@ -50,7 +54,7 @@ TOML
   mint 100 >"$work/pool.txt"
   if [ "${1:-0}" -gt 0 ]; then mint "$1" >"$work/fresh.txt"; fi
 }
-mint() { "$gh" token mint --alg ES256 --key "$work/keys/token-signing.pem" --kid k1 --iss https://login.bench.test --aud gatehouse --sub user --org bench --roles viewer --ttl 2h --count "$1"; }
+mint() { "$gh" token mint --alg "${TOKEN_ALG:-ES256}" --key "$work/keys/token-signing.pem" --kid k1 --iss https://login.bench.test --aud gatehouse --sub user --org bench --roles viewer --ttl 2h --count "$1"; }
 
 # nginx answering 200 on 127.0.0.1:$1 (the upstream), pid file $work/upstream.pid.
 upstream_conf() {
@@ -59,6 +63,27 @@ worker_processes 1; daemon off; pid $work/upstream.pid; error_log $work/upstream
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
   server { listen 127.0.0.1:$1; location / { return 200 "ok\n"; } } }
+CONF
+}
+
+# The bench gateway's configuration, $work/gateway.toml: listening on 127.0.0.1:$1 (admin
+# port $2), the bundle file, every request to the upstream on port $3 through the
+# `gatehouse` filter. $4 goes before that route (more routes), $5 after it (more tables).
+gateway_conf() {
+  cat >"$work/gateway.toml" <<CONF
+[listen]
+addr = "127.0.0.1:$1"
+admin = "127.0.0.1:$2"
+[bundle]
+file = "bundle.ghb"
+public_key = "keys/bundle-signing.pub.pem"
+[filters]
+cache_dir = "cwasm"
+${4:-}
+[[routes]]
+upstream = "http://127.0.0.1:$3"
+filters = ["gatehouse"]
+${5:-}
 CONF
 }
 

@@ -16,6 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/env.sh
+. bench/load/common.sh
 secs=${1:-8}
 rounds=${2:-2}
 command -v wrk >/dev/null && command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk nginx-light >/dev/null; }
@@ -39,45 +40,11 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-"$gh" keys generate --out-dir "$work/keys" >/dev/null
-cat >"$work/policy.toml" <<TOML
-[tiers.bench]
-${NO_LIMIT:+#}limits.org = { requests = 1000000000, per_secs = 1 }
-[[issuers]]
-issuer = "https://login.bench.test"
-audiences = ["gatehouse"]
-jwks_file = "keys/token-signing.jwks.json"
-[orgs.bench]
-tier = "bench"
-hosts = ["bench.test"]
-ip = { allow = ["127.0.0.0/8"] }
-[[routes]]
-name = "api"
-path = "/api"
-TOML
-"$gh" policy compile --policy "$work/policy.toml" --signing-key "$work/keys/bundle-signing.pem" --out "$work/bundle.ghb" --ttl 2h >/dev/null
-"$gh" token mint --key "$work/keys/token-signing.pem" --kid k1 --iss https://login.bench.test --aud gatehouse --sub user --org bench --roles viewer --ttl 2h --count 100 >"$work/pool.txt"
+TOKEN_ALG=EdDSA bench_bundle_and_tokens 0
 
 U=18201; G=18202; GA=18203; W=18204; S=18205; WF=18206; SC=18207; SF=18208
-cat >"$work/upstream.conf" <<CONF
-worker_processes 1; daemon off; pid $work/upstream.pid; error_log $work/upstream.err warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$U; location / { return 200 "ok\n"; } } }
-CONF
-cat >"$work/gateway.toml" <<CONF
-[listen]
-addr = "127.0.0.1:$G"
-admin = "127.0.0.1:$GA"
-[bundle]
-file = "bundle.ghb"
-public_key = "keys/bundle-signing.pub.pem"
-[filters]
-cache_dir = "cwasm"
-[[routes]]
-upstream = "http://127.0.0.1:$U"
-filters = ["gatehouse"]
-CONF
+upstream_conf $U
+gateway_conf $G $GA $U
 cp components/worker/build/index.js components/worker/build/index_bg.wasm "$work/"
 # The Worker platform's floor: forward to the same upstream, decide nothing.
 cat >"$work/passthrough.js" <<'JS'

@@ -78,23 +78,10 @@ frontend jwt
   http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify(txn.alg,"$work/keys/es256.pub.pem") -m int 1 }
   default_backend up
 CONF
-cat >"$work/gateway.toml" <<CONF
-[listen]
-addr = "127.0.0.1:$G"
-admin = "127.0.0.1:$GA"
-[bundle]
-file = "bundle.ghb"
-public_key = "keys/bundle-signing.pub.pem"
-[filters]
-cache_dir = "cwasm"
-[[routes]]
+gateway_conf $G $GA $U '[[routes]]
 path_prefix = "/split"
-upstream = "http://127.0.0.1:$U"
-filters = ["ip", "geo", "token", "rate"]
-[[routes]]
-upstream = "http://127.0.0.1:$U"
-filters = ["gatehouse"]
-CONF
+upstream = "http://127.0.0.1:'"$U"'"
+filters = ["ip", "geo", "token", "rate"]'
 # The same gateway on the WebAssembly engine, and counting in Redis.
 sed -e "s/127.0.0.1:$G\"/127.0.0.1:$GW\"/; s/127.0.0.1:$GA\"/127.0.0.1:$GWA\"/; s/^\[filters\]/[filters]\nengine = \"wasm\"/" \
   "$work/gateway.toml" >"$work/gateway-wasm.toml"

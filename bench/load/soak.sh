@@ -24,19 +24,7 @@ bench_bundle_and_tokens 0
 
 U=18201; G=18202; GA=18203
 upstream_conf $U
-cat >"$work/gateway.toml" <<CONF
-[listen]
-addr = "127.0.0.1:$G"
-admin = "127.0.0.1:$GA"
-[bundle]
-file = "bundle.ghb"
-public_key = "keys/bundle-signing.pub.pem"
-[filters]
-cache_dir = "cwasm"
-[[routes]]
-upstream = "http://127.0.0.1:$U"
-filters = ["gatehouse"]
-CONF
+gateway_conf $G $GA $U
 taskset -c 0 nginx -c "$work/upstream.conf" & pids+=($!)
 GATEHOUSE_THREADS=1 GATEHOUSE_LOG=warn taskset -c 0 "$gh" gateway --config "$work/gateway.toml" 2>"$work/gateway.log" & pids+=($!)
 gw=$!

@@ -191,16 +191,18 @@ fn read(bytes: &[u8], pinned: &[u8; 32], check_signature: bool) -> Result<Bundle
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn kp(seed: u8) -> [u8; 64] {
+    /// The Ed25519 key pair of `seed` (seed || public key), for bundles in tests.
+    pub(crate) fn kp(seed: u8) -> [u8; 64] {
         let k = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([seed; 32]));
         let mut out = [0u8; 64];
         out.copy_from_slice(&k[..]);
         out
     }
-    fn pk(seed: u8) -> [u8; 32] {
+    /// The public key of [`kp`]`(seed)`.
+    pub(crate) fn pk(seed: u8) -> [u8; 32] {
         kp(seed)[32..].try_into().unwrap()
     }
     fn body() -> BundleBody {

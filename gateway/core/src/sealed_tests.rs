@@ -1,16 +1,8 @@
 use super::*;
+use crate::bundle::tests::{kp, pk};
 use crate::bundle::{sign, FORMAT_VERSION};
 use crate::policy::Policy;
 
-fn kp(seed: u8) -> [u8; 64] {
-    let k = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([seed; 32]));
-    let mut out = [0u8; 64];
-    out.copy_from_slice(&k[..]);
-    out
-}
-fn pk(seed: u8) -> [u8; 32] {
-    kp(seed)[32..].try_into().unwrap()
-}
 fn body(expires_at: u64) -> BundleBody {
     BundleBody {
         format: FORMAT_VERSION,
@@ -25,21 +17,13 @@ fn sealer(k: u8) -> Sealer {
     Sealer::new(&[k; 32]).unwrap()
 }
 fn identity() -> Identity {
-    Identity::new(
-        CredentialKind::Jwt,
-        "user-1".into(),
-        "acme".into(),
-        vec!["admin".into()],
-        Some(vec!["read".into()]),
-        vec!["core".into()],
-        vec!["pwd".into(), "otp".into()],
-        Some("sess-1".into()),
-        Some("jti-1".into()),
-        Some(1_900),
-        "x-gatehouse-",
-    )
-    .with_authentication(Some(1_100), Some("mfa".into()))
-    .with_actor(Some("operator".into()))
+    let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (kind, sub, org) = (CredentialKind::Jwt, "user-1".to_string(), "acme".to_string());
+    let (roles, scopes, teams, amr) = (list(&["admin"]), Some(list(&["read"])), list(&["core"]), list(&["pwd", "otp"]));
+    let (sid, jti) = (Some("sess-1".to_string()), Some("jti-1".to_string()));
+    Identity::new(kind, sub, org, roles, scopes, teams, amr, sid, jti, Some(1_900), "x-gatehouse-")
+        .with_authentication(Some(1_100), Some("mfa".into()))
+        .with_actor(Some("operator".into()))
 }
 
 #[test]
@@ -157,7 +141,7 @@ fn the_identity_reader_refuses_every_malformed_form() {
     let mut w = Writer::default();
     write_identity(&mut w, &identity(), 1_930);
     let good = w.0;
-    assert_eq!(read_identity(&good, "x-gatehouse-").map(|(id, until)| (id, until)), Some((identity(), 1_930)));
+    assert_eq!(read_identity(&good, "x-gatehouse-"), Some((identity(), 1_930)));
     for n in 0..good.len() {
         assert!(read_identity(&good[..n], "p-").is_none(), "{n} bytes read");
     }
@@ -173,24 +157,10 @@ fn the_identity_reader_refuses_every_malformed_form() {
     assert!(read_identity(&huge.0, "p-").is_none());
     // A presence byte other than 0 or 1, an unknown kind, text that is not UTF-8.
     let mut bad_flag = Writer::default();
-    write_identity(
-        &mut bad_flag,
-        &Identity::new(
-            CredentialKind::Jwt,
-            "s".into(),
-            "o".into(),
-            vec![],
-            None,
-            vec![],
-            vec![],
-            None,
-            None,
-            None,
-            "p-",
-        ),
-        9,
-    );
-    let at = 4 + 3 + 4 + 1 + 4 + 1 + 4; // kind, subject, org, roles: then the scopes flag
+    write_identity(&mut bad_flag, &identity(), 9);
+    // kind "jwt", subject "user-1", org "acme", roles ["admin"]: then the scopes flag.
+    let at = (4 + 3) + (4 + 6) + (4 + 4) + (4 + 4 + 5);
+    assert_eq!(bad_flag.0[at], 1);
     bad_flag.0[at] = 2;
     assert!(read_identity(&bad_flag.0, "p-").is_none());
     let mut kind = Writer::default();
