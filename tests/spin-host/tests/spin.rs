@@ -192,3 +192,68 @@ async fn spin_sealed_cache_decides_as_without_it() {
     });
     corpus_through(&h, &up.hits, "spin, sealed cache, garbled store").await;
 }
+
+/// The component takes a token's identity from its sealed entry, and only under its own
+/// key: a token with a broken signature is refused, still refused with an entry sealed
+/// under another key, and admitted with one sealed under `cache_key` (which is why the
+/// key must stay secret, and proof that the entries are read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_takes_identities_from_sealed_entries_only_under_its_key() {
+    use gatehouse_core::sealed::Sealer;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let up = echo::echo_upstream(&[]).await;
+    let mut h = host(up.addr);
+    h.vars.insert("cache_key".into(), b64.encode([0x5a; 32]));
+    let sealer = Sealer::new(&[0x5a; 32]).unwrap();
+    let case = corpus::cases().into_iter().find(|c| c.name == "viewer reads").unwrap();
+    let token_of = |headers: &[(String, String)]| {
+        headers
+            .iter()
+            .find_map(|(k, v)| v.strip_prefix("Bearer ").filter(|_| k == "authorization"))
+            .unwrap()
+            .to_string()
+    };
+    let call = |headers: Vec<(String, String)>| {
+        h.call(spin_request(&case.method, &case.host, &case.path, &case.peer, &headers))
+    };
+    // The valid token, verified and stored.
+    assert_eq!(call(case.headers.clone()).await.unwrap().status, 200);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let bundle = b64.decode(&h.vars["bundle"]).unwrap();
+    let pinned: [u8; 32] = b64.decode(&h.vars["origin_public_key"]).unwrap().try_into().unwrap();
+    let tag = sealer.open_bundle(&bundle, &pinned, now, None).unwrap().tag;
+    let valid = token_of(&case.headers);
+    let entry = sealer.token_entry(&tag, &valid);
+    let stored = h.kv_entries().into_iter().find(|(k, _)| *k == entry.key).expect("the valid token's entry").1;
+    let (identity, until) = sealer.open_token(&entry, &stored, now, "x-gatehouse-").expect("sealed under cache_key");
+    // The same token with one signature character changed.
+    let mut forged = valid.clone().into_bytes();
+    let i = forged.len() - 10;
+    forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    let headers: Vec<(String, String)> = case
+        .headers
+        .iter()
+        .map(
+            |(k, v)| {
+                if k == "authorization" {
+                    (k.clone(), format!("Bearer {forged}"))
+                } else {
+                    (k.clone(), v.clone())
+                }
+            },
+        )
+        .collect();
+    assert_eq!(call(headers.clone()).await.unwrap().status, 401);
+    let slot = sealer.token_entry(&tag, &forged);
+    let other = Sealer::new(&[0x41; 32]).unwrap();
+    h.kv_edit(|kv| {
+        kv.insert(slot.key.clone(), other.seal_token(&slot, &identity, until));
+    });
+    let r = call(headers.clone()).await.unwrap();
+    assert_eq!((r.status, r.header("x-gatehouse-reason")), (401, Some("token_bad_signature")));
+    h.kv_edit(|kv| {
+        kv.insert(slot.key.clone(), sealer.seal_token(&slot, &identity, until));
+    });
+    assert_eq!(call(headers).await.unwrap().status, 200, "admitted on the entry sealed under cache_key");
+}
